@@ -1,0 +1,112 @@
+from invsaga.common.v1 import common_pb2 as _common_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class PickRequestLine(_message.Message):
+    __slots__ = ("warehouse_id", "sku", "quantity", "bin")
+    WAREHOUSE_ID_FIELD_NUMBER: _ClassVar[int]
+    SKU_FIELD_NUMBER: _ClassVar[int]
+    QUANTITY_FIELD_NUMBER: _ClassVar[int]
+    BIN_FIELD_NUMBER: _ClassVar[int]
+    warehouse_id: str
+    sku: str
+    quantity: int
+    bin: str
+    def __init__(self, warehouse_id: _Optional[str] = ..., sku: _Optional[str] = ..., quantity: _Optional[int] = ..., bin: _Optional[str] = ...) -> None: ...
+
+class GeneratePicklistInput(_message.Message):
+    __slots__ = ("order_id", "lines", "priority", "is_urgent")
+    ORDER_ID_FIELD_NUMBER: _ClassVar[int]
+    LINES_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    IS_URGENT_FIELD_NUMBER: _ClassVar[int]
+    order_id: str
+    lines: _containers.RepeatedCompositeFieldContainer[PickRequestLine]
+    priority: int
+    is_urgent: bool
+    def __init__(self, order_id: _Optional[str] = ..., lines: _Optional[_Iterable[_Union[PickRequestLine, _Mapping]]] = ..., priority: _Optional[int] = ..., is_urgent: _Optional[bool] = ...) -> None: ...
+
+class GeneratePicklistOutput(_message.Message):
+    __slots__ = ("picklists",)
+    PICKLISTS_FIELD_NUMBER: _ClassVar[int]
+    picklists: _containers.RepeatedCompositeFieldContainer[_common_pb2.Picklist]
+    def __init__(self, picklists: _Optional[_Iterable[_Union[_common_pb2.Picklist, _Mapping]]] = ...) -> None: ...
+
+class ExecuteRequest(_message.Message):
+    __slots__ = ("context", "generate_picklist")
+    CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    GENERATE_PICKLIST_FIELD_NUMBER: _ClassVar[int]
+    context: _common_pb2.StepContext
+    generate_picklist: GeneratePicklistInput
+    def __init__(self, context: _Optional[_Union[_common_pb2.StepContext, _Mapping]] = ..., generate_picklist: _Optional[_Union[GeneratePicklistInput, _Mapping]] = ...) -> None: ...
+
+class ExecuteResponse(_message.Message):
+    __slots__ = ("generate_picklist",)
+    GENERATE_PICKLIST_FIELD_NUMBER: _ClassVar[int]
+    generate_picklist: GeneratePicklistOutput
+    def __init__(self, generate_picklist: _Optional[_Union[GeneratePicklistOutput, _Mapping]] = ...) -> None: ...
+
+class CompensateRequest(_message.Message):
+    __slots__ = ("context",)
+    CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    context: _common_pb2.StepContext
+    def __init__(self, context: _Optional[_Union[_common_pb2.StepContext, _Mapping]] = ...) -> None: ...
+
+class CompensateResponse(_message.Message):
+    __slots__ = ("null_compensation",)
+    NULL_COMPENSATION_FIELD_NUMBER: _ClassVar[int]
+    null_compensation: bool
+    def __init__(self, null_compensation: _Optional[bool] = ...) -> None: ...
+
+class GetPicklistRequest(_message.Message):
+    __slots__ = ("picklist_id",)
+    PICKLIST_ID_FIELD_NUMBER: _ClassVar[int]
+    picklist_id: str
+    def __init__(self, picklist_id: _Optional[str] = ...) -> None: ...
+
+class GetPicklistResponse(_message.Message):
+    __slots__ = ("picklist",)
+    PICKLIST_FIELD_NUMBER: _ClassVar[int]
+    picklist: _common_pb2.Picklist
+    def __init__(self, picklist: _Optional[_Union[_common_pb2.Picklist, _Mapping]] = ...) -> None: ...
+
+class ListPicklistsRequest(_message.Message):
+    __slots__ = ("saga_id", "warehouse_id", "status", "page_size", "page_token")
+    SAGA_ID_FIELD_NUMBER: _ClassVar[int]
+    WAREHOUSE_ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    saga_id: str
+    warehouse_id: str
+    status: _common_pb2.PicklistStatus
+    page_size: int
+    page_token: str
+    def __init__(self, saga_id: _Optional[str] = ..., warehouse_id: _Optional[str] = ..., status: _Optional[_Union[_common_pb2.PicklistStatus, str]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListPicklistsResponse(_message.Message):
+    __slots__ = ("picklists", "next_page_token")
+    PICKLISTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    picklists: _containers.RepeatedCompositeFieldContainer[_common_pb2.Picklist]
+    next_page_token: str
+    def __init__(self, picklists: _Optional[_Iterable[_Union[_common_pb2.Picklist, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class UpdatePicklistStatusRequest(_message.Message):
+    __slots__ = ("picklist_id", "status")
+    PICKLIST_ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    picklist_id: str
+    status: _common_pb2.PicklistStatus
+    def __init__(self, picklist_id: _Optional[str] = ..., status: _Optional[_Union[_common_pb2.PicklistStatus, str]] = ...) -> None: ...
+
+class UpdatePicklistStatusResponse(_message.Message):
+    __slots__ = ("picklist",)
+    PICKLIST_FIELD_NUMBER: _ClassVar[int]
+    picklist: _common_pb2.Picklist
+    def __init__(self, picklist: _Optional[_Union[_common_pb2.Picklist, _Mapping]] = ...) -> None: ...

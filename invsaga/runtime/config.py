@@ -1,0 +1,362 @@
+"""Settings: read once at start from the YAML file, then environment overrides.
+
+The YAML file has the seed's ``saga.inventory_management`` block plus an ``invsaga`` block for
+the mesh itself. Every setting a process reads from its environment is listed in ``ENV_VARS``,
+so that deployment manifests can be checked against it (no name drift in either direction).
+A bad value fails fast with a message naming the setting and where it came from.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import yaml
+
+SERVICES: tuple[str, ...] = ("coordinator", "warehouse", "inventory", "allocation", "logistics", "notify")
+DEFAULT_PORTS: dict[str, int] = {name: 50050 + i for i, name in enumerate(SERVICES)}
+METRICS_PORT_OFFSET = 1000
+STEP_NAMES: tuple[str, ...] = (
+    "query_warehouses",
+    "check_availability",
+    "allocate_inventory",
+    "lock_inventory",
+    "generate_picklist",
+    "notify",
+)
+DEFAULT_CONFIG_PATH = Path(__file__).resolve().parents[2] / "config" / "invsaga.yaml"
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the message names it and its source."""
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def parse_duration(value: Any, *, name: str = "duration") -> float:
+    """Seconds from ``1.5``, ``"500ms"``, ``"1s"``, ``"3m"`` or ``"1h"``."""
+    if isinstance(value, bool):
+        raise ConfigError(f"{name}: expected a duration like 30s or 5m, got {value!r}")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(str(value))
+        if not match:
+            raise ConfigError(f"{name}: expected a duration like 30s or 5m, got {value!r}")
+        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    if seconds <= 0:
+        raise ConfigError(f"{name}: must be positive, got {value!r}")
+    return seconds
+
+
+def _positive_int(value: Any, *, name: str) -> int:
+    try:
+        number = int(str(value))
+    except ValueError:
+        raise ConfigError(f"{name}: expected a whole number, got {value!r}") from None
+    if number <= 0:
+        raise ConfigError(f"{name}: must be positive, got {value!r}")
+    return number
+
+
+def _port(value: Any, *, name: str) -> int:
+    number = _positive_int(value, name=name)
+    if number > 65535:
+        raise ConfigError(f"{name}: not a TCP port: {value!r}")
+    return number
+
+
+@dataclass(frozen=True)
+class RetryConfig:
+    max_attempts: int = 3
+    initial_interval: float = 1.0
+    max_interval: float = 30.0
+
+
+@dataclass(frozen=True)
+class CompensationConfig:
+    timeout: float = 120.0
+    retry_attempts: int = 3
+
+
+@dataclass(frozen=True)
+class ExpiryConfig:
+    allocation: float = 1800.0
+    lock: float = 1800.0
+    cleanup_interval: float = 300.0
+
+
+@dataclass(frozen=True)
+class SagaConfig:
+    timeout: float = 180.0
+    retry: RetryConfig = RetryConfig()
+    compensation: CompensationConfig = CompensationConfig()
+    step_timeouts: Mapping[str, float] = field(
+        default_factory=lambda: {
+            "query_warehouses": 5.0,
+            "check_availability": 10.0,
+            "allocate_inventory": 10.0,
+            "lock_inventory": 15.0,
+            "generate_picklist": 10.0,
+            "notify": 10.0,
+        }
+    )
+    expiry: ExpiryConfig = ExpiryConfig()
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything one process needs; built once by ``load_settings``."""
+
+    service: str
+    port: int
+    host: str = "0.0.0.0"
+    database_url: str = ""
+    metrics_port: int = 0
+    grace_period: float = 10.0
+    log_level: str = "INFO"
+    log_format: str = "json"
+    data_dir: str = "./data"
+    endpoints: Mapping[str, str] = field(default_factory=dict)
+    saga: SagaConfig = SagaConfig()
+    max_concurrent_sagas: int = 256
+    lease: float = 15.0
+    recovery_interval: float = 5.0
+    webhooks: tuple[str, ...] = ()
+    webhook_secret: str = ""
+    fault_injection: str = ""
+    config_path: str = ""
+
+    def endpoint(self, service: str) -> str:
+        return self.endpoints.get(service, f"localhost:{DEFAULT_PORTS[service]}")
+
+    def step_timeout(self, step: str) -> float:
+        return self.saga.step_timeouts.get(step, 10.0)
+
+
+# Environment variable -> (setting, parser). The single list of what processes read.
+def _endpoint_parser(service: str) -> Callable[[str], tuple[str, str]]:
+    return lambda value: (service, value)
+
+
+ENV_VARS: dict[str, str] = {
+    "INVSAGA_CONFIG": "path of the YAML configuration file",
+    "INVSAGA_HOST": "address the gRPC server binds",
+    "INVSAGA_PORT": "gRPC port of this process",
+    "INVSAGA_DATABASE_URL": "SQLAlchemy URL of this process's database",
+    "INVSAGA_METRICS_PORT": "Prometheus /metrics port (default gRPC port + 1000)",
+    "INVSAGA_GRACE_PERIOD": "graceful shutdown grace period",
+    "INVSAGA_LOG_LEVEL": "log level",
+    "INVSAGA_LOG_FORMAT": "json or text",
+    "INVSAGA_DATA_DIR": "directory of the default SQLite files",
+    "INVSAGA_SAGA_TIMEOUT": "whole-saga timeout",
+    "INVSAGA_RETRY_MAX_ATTEMPTS": "attempts per step",
+    "INVSAGA_RETRY_INITIAL_INTERVAL": "first backoff interval",
+    "INVSAGA_RETRY_MAX_INTERVAL": "backoff cap",
+    "INVSAGA_COMPENSATION_TIMEOUT": "deadline of each compensation attempt",
+    "INVSAGA_COMPENSATION_RETRY_ATTEMPTS": "compensation attempts before FAILED",
+    "INVSAGA_EXPIRY_ALLOCATION": "allocation time to live",
+    "INVSAGA_EXPIRY_LOCK": "lock time to live",
+    "INVSAGA_EXPIRY_CLEANUP_INTERVAL": "sweeper interval",
+    "INVSAGA_MAX_CONCURRENT_SAGAS": "sagas the coordinator drives at once",
+    "INVSAGA_LEASE": "coordinator lease on a saga",
+    "INVSAGA_RECOVERY_INTERVAL": "how often the coordinator claims orphaned sagas",
+    "INVSAGA_WEBHOOKS": "comma-separated webhook URLs for notifications",
+    "INVSAGA_WEBHOOK_SECRET": "HMAC-SHA256 key of the webhook signature",
+    "INVSAGA_FAULTS": "fault injection spec (off when empty)",
+    **{f"INVSAGA_{name.upper()}_ADDR": f"address of the {name} service" for name in SERVICES},
+    **{f"INVSAGA_STEP_{step.upper()}_TIMEOUT": f"deadline of step {step}" for step in STEP_NAMES},
+}
+
+
+def _load_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"INVSAGA_CONFIG: cannot read {path}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+def _section(data: Mapping[str, Any], *keys: str) -> dict[str, Any]:
+    node: Any = data
+    for key in keys:
+        node = node.get(key) if isinstance(node, Mapping) else None
+        if node is None:
+            return {}
+    if not isinstance(node, Mapping):
+        raise ConfigError(f"{'.'.join(keys)}: expected a mapping")
+    return dict(node)
+
+
+def _saga_config(block: Mapping[str, Any], env: Mapping[str, str], src: str) -> SagaConfig:
+    def pick(env_name: str, yaml_value: Any, default: Any) -> tuple[Any, str]:
+        if env_name in env:
+            return env[env_name], env_name
+        if yaml_value is not None:
+            return yaml_value, src
+        return default, "default"
+
+    base = SagaConfig()
+    retry = _section(block, "retry")
+    comp = _section(block, "compensation")
+    expiry = _section(block, "expiry")
+    steps = _section(block, "steps")
+
+    def duration(env_name: str, yaml_value: Any, default: float, label: str) -> float:
+        value, where = pick(env_name, yaml_value, default)
+        return parse_duration(value, name=f"{label} ({where})")
+
+    def count(env_name: str, yaml_value: Any, default: int, label: str) -> int:
+        value, where = pick(env_name, yaml_value, default)
+        return _positive_int(value, name=f"{label} ({where})")
+
+    step_timeouts = {}
+    for step in STEP_NAMES:
+        step_block = steps.get(step) or {}
+        if not isinstance(step_block, Mapping):
+            raise ConfigError(f"saga.inventory_management.steps.{step}: expected a mapping ({src})")
+        step_timeouts[step] = duration(
+            f"INVSAGA_STEP_{step.upper()}_TIMEOUT",
+            step_block.get("timeout"),
+            base.step_timeouts[step],
+            f"steps.{step}.timeout",
+        )
+    return SagaConfig(
+        timeout=duration("INVSAGA_SAGA_TIMEOUT", block.get("timeout"), base.timeout, "timeout"),
+        retry=RetryConfig(
+            max_attempts=count("INVSAGA_RETRY_MAX_ATTEMPTS", retry.get("max_attempts"), 3, "retry.max_attempts"),
+            initial_interval=duration(
+                "INVSAGA_RETRY_INITIAL_INTERVAL", retry.get("initial_interval"), 1.0, "retry.initial_interval"
+            ),
+            max_interval=duration("INVSAGA_RETRY_MAX_INTERVAL", retry.get("max_interval"), 30.0, "retry.max_interval"),
+        ),
+        compensation=CompensationConfig(
+            timeout=duration("INVSAGA_COMPENSATION_TIMEOUT", comp.get("timeout"), 120.0, "compensation.timeout"),
+            retry_attempts=count(
+                "INVSAGA_COMPENSATION_RETRY_ATTEMPTS", comp.get("retry_attempts"), 3, "compensation.retry_attempts"
+            ),
+        ),
+        step_timeouts=step_timeouts,
+        expiry=ExpiryConfig(
+            allocation=duration("INVSAGA_EXPIRY_ALLOCATION", expiry.get("allocation"), 1800.0, "expiry.allocation"),
+            lock=duration("INVSAGA_EXPIRY_LOCK", expiry.get("lock"), 1800.0, "expiry.lock"),
+            cleanup_interval=duration(
+                "INVSAGA_EXPIRY_CLEANUP_INTERVAL", expiry.get("cleanup_interval"), 300.0, "expiry.cleanup_interval"
+            ),
+        ),
+    )
+
+
+def default_database_url(service: str, data_dir: str) -> str:
+    return f"sqlite+aiosqlite:///{Path(data_dir) / (service + '.db')}"
+
+
+def load_settings(
+    service: str,
+    *,
+    env: Mapping[str, str] | None = None,
+    port: int | None = None,
+    database_url: str | None = None,
+    config_path: str | None = None,
+) -> Settings:
+    """Build the settings of ``service``: YAML file, then environment, then explicit flags."""
+    if service not in SERVICES:
+        raise ConfigError(f"unknown service {service!r}; expected one of {', '.join(SERVICES)}")
+    env = os.environ if env is None else env
+    path = Path(config_path or env.get("INVSAGA_CONFIG") or DEFAULT_CONFIG_PATH)
+    data = _load_yaml(path)
+    src = str(path)
+    saga = _saga_config(_section(data, "saga", "inventory_management"), env, src)
+    mesh = _section(data, "invsaga")
+    coord = _section(mesh, "coordinator")
+    notify = _section(mesh, "notify")
+
+    endpoints = {name: f"localhost:{DEFAULT_PORTS[name]}" for name in SERVICES}
+    for name, address in _section(mesh, "endpoints").items():
+        if name not in SERVICES:
+            raise ConfigError(f"invsaga.endpoints.{name}: unknown service ({src})")
+        endpoints[name] = str(address)
+    for name in SERVICES:
+        if f"INVSAGA_{name.upper()}_ADDR" in env:
+            endpoints[name] = env[f"INVSAGA_{name.upper()}_ADDR"]
+
+    if port is None:
+        port = _port(env.get("INVSAGA_PORT", DEFAULT_PORTS[service]), name="INVSAGA_PORT")
+    port = _port(port, name="--port")
+    metrics_port = _port(env.get("INVSAGA_METRICS_PORT", port + METRICS_PORT_OFFSET), name="INVSAGA_METRICS_PORT")
+    data_dir = env.get("INVSAGA_DATA_DIR") or str(mesh.get("data_dir", "./data"))
+    database_url = database_url or env.get("INVSAGA_DATABASE_URL") or default_database_url(service, data_dir)
+    if not (database_url.startswith("sqlite") or database_url.startswith("postgresql")):
+        raise ConfigError(
+            f"INVSAGA_DATABASE_URL: expected sqlite+aiosqlite:///... or postgresql+psycopg://..., got {database_url!r}"
+        )
+    log_format = env.get("INVSAGA_LOG_FORMAT", "json")
+    if log_format not in ("json", "text"):
+        raise ConfigError(f"INVSAGA_LOG_FORMAT: expected json or text, got {log_format!r}")
+    log_level = str(env.get("INVSAGA_LOG_LEVEL") or mesh.get("log_level", "INFO")).upper()
+    if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise ConfigError(f"INVSAGA_LOG_LEVEL: unknown level {log_level!r}")
+    webhooks_raw = env.get("INVSAGA_WEBHOOKS")
+    webhooks = (
+        tuple(u.strip() for u in webhooks_raw.split(",") if u.strip())
+        if webhooks_raw is not None
+        else tuple(str(u) for u in (notify.get("webhooks") or ()))
+    )
+    for url in webhooks:
+        if not url.startswith(("http://", "https://")):
+            raise ConfigError(f"INVSAGA_WEBHOOKS: not an http(s) URL: {url!r}")
+
+    return Settings(
+        service=service,
+        port=port,
+        host=env.get("INVSAGA_HOST", "0.0.0.0"),
+        database_url=database_url,
+        metrics_port=metrics_port,
+        grace_period=parse_duration(
+            env.get("INVSAGA_GRACE_PERIOD", mesh.get("grace_period", "10s")), name="INVSAGA_GRACE_PERIOD"
+        ),
+        log_level=log_level,
+        log_format=log_format,
+        data_dir=data_dir,
+        endpoints=endpoints,
+        saga=saga,
+        max_concurrent_sagas=_positive_int(
+            env.get("INVSAGA_MAX_CONCURRENT_SAGAS", coord.get("max_concurrent_sagas", 256)),
+            name="INVSAGA_MAX_CONCURRENT_SAGAS",
+        ),
+        lease=parse_duration(env.get("INVSAGA_LEASE", coord.get("lease", "15s")), name="INVSAGA_LEASE"),
+        recovery_interval=parse_duration(
+            env.get("INVSAGA_RECOVERY_INTERVAL", coord.get("recovery_interval", "5s")), name="INVSAGA_RECOVERY_INTERVAL"
+        ),
+        webhooks=webhooks,
+        webhook_secret=env.get("INVSAGA_WEBHOOK_SECRET", str(notify.get("webhook_secret") or "")),
+        fault_injection=env.get("INVSAGA_FAULTS", ""),
+        config_path=src,
+    )
+
+
+__all__ = [
+    "ConfigError",
+    "CompensationConfig",
+    "DEFAULT_PORTS",
+    "ENV_VARS",
+    "ExpiryConfig",
+    "RetryConfig",
+    "SERVICES",
+    "SagaConfig",
+    "Settings",
+    "load_settings",
+    "parse_duration",
+    "replace",
+]
