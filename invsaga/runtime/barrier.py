@@ -1,0 +1,138 @@
+"""The sub-transaction barrier (SPEC §5), written in the same transaction as the effect.
+
+A row ``(saga_id, step, op)`` per Execute and Compensate, with the op that created it
+(``origin``) and the serialized response:
+
+- Execute inserts ``(s, step, execute)``. Inserted: run the effect and store its result.
+  Already there from an earlier Execute: return the stored result (a duplicate). Already
+  there because a Compensate came first: refuse (FAILED_PRECONDITION).
+- Compensate inserts ``(s, step, compensate)``; a duplicate returns the stored result.
+  It then inserts ``(s, step, execute)`` with origin ``compensate``: if that succeeds no
+  Execute ever ran, so this is a null compensation and the late Execute will be refused.
+
+Effects that fail roll back the barrier row with them, so a retry runs again.
+"""
+
+from __future__ import annotations
+
+from typing import Awaitable, Callable, TypeVar
+
+from google.protobuf.message import Message
+from sqlalchemy import Column, DateTime, Integer, LargeBinary, MetaData, String, Table, func, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from invsaga.common.v1 import common_pb2
+from invsaga.runtime.db import insert_ignore
+from invsaga.runtime.errors import FailedPrecondition, InvalidArgument
+
+M = TypeVar("M", bound=Message)
+
+EXECUTE = "execute"
+COMPENSATE = "compensate"
+
+
+def barrier_table(metadata: MetaData) -> Table:
+    return Table(
+        "barrier",
+        metadata,
+        Column("saga_id", String(64), primary_key=True),
+        Column("step", Integer, primary_key=True),
+        Column("op", String(16), primary_key=True),
+        Column("origin", String(16), nullable=False),
+        Column("result", LargeBinary, nullable=True),
+        Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    )
+
+
+def _check_context(ctx: common_pb2.StepContext) -> None:
+    if not ctx.saga_id or ctx.step == common_pb2.SAGA_STEP_UNSPECIFIED:
+        raise InvalidArgument(
+            "step context requires saga_id and step",
+            violations=[("context.saga_id", "required"), ("context.step", "required")],
+        )
+
+
+async def _claim(conn: AsyncConnection, table: Table, ctx: common_pb2.StepContext, op: str, origin: str) -> bool:
+    result = await conn.execute(
+        insert_ignore(conn, table).values(saga_id=ctx.saga_id, step=ctx.step, op=op, origin=origin)
+    )
+    return result.rowcount == 1
+
+
+async def _stored(conn: AsyncConnection, table: Table, ctx: common_pb2.StepContext, op: str):
+    return (
+        await conn.execute(
+            select(table.c.origin, table.c.result).where(
+                table.c.saga_id == ctx.saga_id, table.c.step == ctx.step, table.c.op == op
+            )
+        )
+    ).one()
+
+
+async def _store(conn: AsyncConnection, table: Table, ctx: common_pb2.StepContext, op: str, response: Message) -> None:
+    await conn.execute(
+        update(table)
+        .where(table.c.saga_id == ctx.saga_id, table.c.step == ctx.step, table.c.op == op)
+        .values(result=response.SerializeToString())
+    )
+
+
+async def execute_once(
+    engine: AsyncEngine,
+    table: Table,
+    ctx: common_pb2.StepContext,
+    response_type: type[M],
+    effect: Callable[[AsyncConnection], Awaitable[M]],
+) -> M:
+    """Run ``effect`` at most once for ``(saga, step)``; duplicates get the first response."""
+    _check_context(ctx)
+    async with engine.begin() as conn:
+        if not await _claim(conn, table, ctx, EXECUTE, EXECUTE):
+            origin, result = await _stored(conn, table, ctx, EXECUTE)
+            if origin == COMPENSATE:
+                raise FailedPrecondition(
+                    f"saga {ctx.saga_id} step {common_pb2.SagaStep.Name(ctx.step)} was already compensated",
+                    reason="COMPENSATED_BEFORE_EXECUTE",
+                    metadata={"saga_id": ctx.saga_id},
+                )
+            return response_type.FromString(result or b"")
+        response = await effect(conn)
+        await _store(conn, table, ctx, EXECUTE, response)
+        return response
+
+
+async def compensate_once(
+    engine: AsyncEngine,
+    table: Table,
+    ctx: common_pb2.StepContext,
+    response_type: type[M],
+    effect: Callable[[AsyncConnection], Awaitable[M]],
+    null_response: M,
+) -> M:
+    """Run ``effect`` at most once; with no Execute before it, record a null compensation."""
+    _check_context(ctx)
+    async with engine.begin() as conn:
+        if not await _claim(conn, table, ctx, COMPENSATE, COMPENSATE):
+            _, result = await _stored(conn, table, ctx, COMPENSATE)
+            return response_type.FromString(result or b"")
+        if await _claim(conn, table, ctx, EXECUTE, COMPENSATE):
+            response = null_response
+        else:
+            response = await effect(conn)
+        await _store(conn, table, ctx, COMPENSATE, response)
+        return response
+
+
+def create_barrier_table(op) -> None:
+    """The barrier table as it was first created; every participant's initial migration calls this."""
+    import sqlalchemy as sa
+
+    op.create_table(
+        "barrier",
+        sa.Column("saga_id", sa.String(64), primary_key=True),
+        sa.Column("step", sa.Integer, primary_key=True),
+        sa.Column("op", sa.String(16), primary_key=True),
+        sa.Column("origin", sa.String(16), nullable=False),
+        sa.Column("result", sa.LargeBinary, nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    )

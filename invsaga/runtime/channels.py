@@ -1,0 +1,38 @@
+"""Client channels between processes: one place for targets, load balancing and interceptors."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import grpc
+
+from invsaga.runtime import telemetry
+from invsaga.runtime.config import Settings
+from invsaga.runtime.server import MAX_MESSAGE_BYTES
+
+_SERVICE_CONFIG = json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})
+
+
+def channel_options() -> list[tuple[str, Any]]:
+    return [
+        ("grpc.service_config", _SERVICE_CONFIG),
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.keepalive_timeout_ms", 10_000),
+        ("grpc.enable_retries", 0),
+    ]
+
+
+def open_channel(target: str, interceptors: list[Any] | None = None) -> grpc.aio.Channel:
+    """A channel to ``target`` (``host:port`` or ``dns:///name:port``), round-robin over its addresses."""
+    return grpc.aio.insecure_channel(
+        target,
+        options=channel_options(),
+        interceptors=[*telemetry.client_interceptors(), *(interceptors or [])],
+    )
+
+
+def channel_to(settings: Settings, service: str, interceptors: list[Any] | None = None) -> grpc.aio.Channel:
+    return open_channel(settings.endpoint(service), interceptors)

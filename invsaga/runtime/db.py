@@ -1,0 +1,125 @@
+"""Database engines and migrations, the same for every process.
+
+SQLite (aiosqlite) by default, one file per service; PostgreSQL (psycopg 3) in production,
+each service in its own schema of one database (chosen through ``search_path``, so table
+definitions and SQL carry no schema name). Hot paths use SQLAlchemy Core on these engines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.environment import EnvironmentContext  # noqa: F401  (re-exported for env.py)
+from sqlalchemy import MetaData, event, text
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+
+def is_sqlite(url: str) -> bool:
+    return url.startswith("sqlite")
+
+
+def create_engine(database_url: str, schema: str, *, pool_size: int = 10) -> AsyncEngine:
+    """An engine for one service: ``schema`` is its PostgreSQL schema (ignored on SQLite)."""
+    if is_sqlite(database_url):
+        path = make_url(database_url).database
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        # One connection per process: SQLite serialises writers anyway, and a single
+        # connection makes every transaction wait its turn instead of failing with "locked".
+        engine = create_async_engine(database_url, pool_size=1, max_overflow=0, pool_timeout=120)
+
+        @event.listens_for(engine.sync_engine, "connect")
+        def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+            dbapi_connection.isolation_level = None
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA busy_timeout=10000")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.close()
+
+        @event.listens_for(engine.sync_engine, "begin")
+        def _begin(conn: Connection) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    return create_async_engine(
+        database_url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=False,
+        connect_args={"options": f"-c search_path={schema}", "autocommit": False},
+    )
+
+
+def _alembic_config(script_location: str, connection: Connection, metadata: MetaData) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", script_location)
+    cfg.attributes["connection"] = connection
+    cfg.attributes["target_metadata"] = metadata
+    return cfg
+
+
+async def migrate(database_url: str, schema: str, script_location: str, metadata: MetaData) -> None:
+    """Bring the service's schema up to date (safe when several replicas start at once)."""
+    engine = create_engine(database_url, schema, pool_size=1)
+    try:
+        async with engine.begin() as conn:
+            if not is_sqlite(database_url):
+                # Serialise concurrent migrations of the same schema across replicas.
+                await conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:s))"), {"s": schema})
+                await conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+            await conn.run_sync(
+                lambda sync_conn: command.upgrade(_alembic_config(script_location, sync_conn, metadata), "head")
+            )
+    finally:
+        await engine.dispose()
+
+
+def run_env(context: Any) -> None:
+    """Body of every service's Alembic ``env.py``: run on the connection ``migrate`` hands over."""
+    connection = context.config.attributes["connection"]
+    context.configure(
+        connection=connection,
+        target_metadata=context.config.attributes.get("target_metadata"),
+        render_as_batch=connection.dialect.name == "sqlite",
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def insert_ignore(conn: AsyncConnection | Connection, table: Any):
+    """``INSERT ... ON CONFLICT DO NOTHING`` for the connection's dialect."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert(table).on_conflict_do_nothing()
+
+
+def upsert(conn: AsyncConnection | Connection, table: Any):
+    """``INSERT`` whose ``on_conflict_do_update`` the caller completes, for the connection's dialect."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert(table)
+
+
+async def wait_forever() -> None:  # pragma: no cover - used by sweepers in tests
+    await asyncio.Event().wait()
+
+
+async def open_service_database(settings: Any, metadata: MetaData, models_file: str) -> AsyncEngine:
+    """Migrate the service's schema to head, then return its engine.
+
+    ``models_file`` is the service's ``models.py``; its migrations live beside it.
+    """
+    script_location = str(Path(models_file).parent / "migrations")
+    await migrate(settings.database_url, settings.service, script_location, metadata)
+    return create_engine(settings.database_url, settings.service)

@@ -1,0 +1,205 @@
+"""The one server bootstrap all six processes use.
+
+``run_process(name, build)`` parses ``--port``/``--database-url``/``--config``, loads the
+settings once, and serves a ``grpc.aio`` server with the health service (SERVING once ready,
+NOT_SERVING as soon as SIGTERM arrives), reflection for every service it serves, the domain
+error mapping, and a graceful shutdown bounded by the grace period.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable, Sequence
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from invsaga.runtime import telemetry
+from invsaga.runtime.config import ConfigError, Settings, load_settings
+from invsaga.runtime.errors import DomainError
+from invsaga.runtime.logs import configure_logging
+
+log = logging.getLogger("invsaga.server")
+
+MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+
+
+@dataclass
+class Registration:
+    """One gRPC service a process serves."""
+
+    servicer: Any
+    add_to_server: Callable[[Any, grpc.aio.Server], None]
+    full_name: str
+
+
+@dataclass
+class App:
+    """What a process's ``build`` returns: its services, background loops and cleanup."""
+
+    services: list[Registration]
+    background: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+
+def registration(servicer: Any, module: Any, service: str) -> Registration:
+    """Register ``servicer`` for ``service`` (e.g. "InventoryService") of a generated ``*_pb2_grpc`` module."""
+    add = getattr(module, f"add_{service}Servicer_to_server")
+    package = sys.modules[module.__name__.removesuffix("_grpc")].DESCRIPTOR.package
+    return Registration(servicer, add, f"{package}.{service}")
+
+
+def _wrap_unary(behavior):
+    async def wrapped(request, context):
+        try:
+            return await behavior(request, context)
+        except DomainError as err:
+            await context.abort_with_status(err.to_status())
+
+    return wrapped
+
+
+def _wrap_stream(behavior):
+    async def wrapped(request, context):
+        try:
+            async for item in behavior(request, context):
+                yield item
+        except DomainError as err:
+            await context.abort_with_status(err.to_status())
+
+    return wrapped
+
+
+class DomainErrorInterceptor(grpc.aio.ServerInterceptor):
+    """Turns a ``DomainError`` raised by any servicer into its rich ``google.rpc.Status``."""
+
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(
+                _wrap_unary(handler.unary_unary),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(
+                _wrap_stream(handler.unary_stream),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
+
+
+def server_options(settings: Settings) -> list[tuple[str, Any]]:
+    return [
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_concurrent_streams", 4096),
+        # New pods get traffic: clients reconnect (and re-resolve) at least this often.
+        ("grpc.max_connection_age_ms", 300_000),
+        ("grpc.max_connection_age_grace_ms", int(settings.grace_period * 1000)),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        ("grpc.so_reuseport", 0),
+    ]
+
+
+class PortInUse(RuntimeError):
+    pass
+
+
+async def serve(settings: Settings, build: Callable[[Settings], Awaitable[App]]) -> int:
+    """Serve until SIGTERM/SIGINT; return the exit status."""
+    telemetry.setup(settings)
+    app = await build(settings)
+    server = grpc.aio.server(
+        interceptors=[*telemetry.server_interceptors(settings), DomainErrorInterceptor()],
+        options=server_options(settings),
+        maximum_concurrent_rpcs=None,
+    )
+    health = HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    names = [r.full_name for r in app.services]
+    for reg in app.services:
+        reg.add_to_server(reg.servicer, server)
+    reflection.enable_server_reflection(
+        [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server
+    )
+    address = f"{settings.host}:{settings.port}"
+    try:
+        bound = server.add_insecure_port(address)
+    except RuntimeError:
+        bound = 0
+    if not bound:
+        raise PortInUse(f"port {settings.port} is already in use (wanted by {settings.service})")
+    await server.start()
+    telemetry.start_metrics_server(settings)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    tasks = [asyncio.create_task(loop_fn(), name=getattr(loop_fn, "__name__", "background")) for loop_fn in app.background]
+    for name in ["", *names]:
+        await health.set(name, health_pb2.HealthCheckResponse.SERVING)
+    log.info("serving %s on %s", settings.service, address, extra={"port": settings.port})
+    print(f"{settings.service} listening on {address}", flush=True)
+
+    await stop.wait()
+    log.info("shutting down %s (grace %.1fs)", settings.service, settings.grace_period)
+    await health.enter_graceful_shutdown()
+    for task in tasks:
+        task.cancel()
+    await server.stop(settings.grace_period)
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+    for hook in app.on_stop:
+        with contextlib.suppress(Exception):
+            await hook()
+    telemetry.shutdown()
+    return 0
+
+
+def parse_args(service: str, argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog=f"python -m {service}", description=f"invsaga {service} process")
+    parser.add_argument("--port", type=int, help="gRPC port (env INVSAGA_PORT)")
+    parser.add_argument("--database-url", help="SQLAlchemy URL (env INVSAGA_DATABASE_URL)")
+    parser.add_argument("--config", help="YAML configuration file (env INVSAGA_CONFIG)")
+    return parser.parse_args(argv)
+
+
+def run_process(service: str, build: Callable[[Settings], Awaitable[App]], argv: Sequence[str] | None = None) -> None:
+    """Entry point of ``python -m <process>``."""
+    args = parse_args(service, argv)
+    try:
+        settings = load_settings(service, port=args.port, database_url=args.database_url, config_path=args.config)
+    except ConfigError as err:
+        print(f"{service}: configuration error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    configure_logging(service, settings.log_level, settings.log_format)
+    try:
+        code = asyncio_run(serve(settings, build))
+    except PortInUse as err:
+        print(f"{service}: {err}", file=sys.stderr)
+        raise SystemExit(3) from None
+    raise SystemExit(code)
+
+
+def asyncio_run(coro: Awaitable[int]) -> int:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover
+        return asyncio.run(coro)
+    return uvloop.run(coro)

@@ -1,0 +1,1 @@
+"""The warehouse service: warehouses, their assortment, and the QueryWarehouses step."""

@@ -1,0 +1,58 @@
+"""Warehouse rules: input validation and the order QueryWarehouses returns candidates in."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from invsaga.common.v1 import common_pb2
+from invsaga.runtime.errors import Violations
+
+MAX_TEXT = 256
+
+STATUS_TO_DB = {
+    common_pb2.WAREHOUSE_STATUS_ACTIVE: "active",
+    common_pb2.WAREHOUSE_STATUS_MAINTENANCE: "maintenance",
+    common_pb2.WAREHOUSE_STATUS_CLOSED: "closed",
+}
+STATUS_FROM_DB = {v: k for k, v in STATUS_TO_DB.items()}
+
+
+def validate_warehouse(w: common_pb2.Warehouse) -> None:
+    v = Violations()
+    if not w.warehouse_id:
+        v.add("warehouse.warehouse_id", "required")
+    elif len(w.warehouse_id) > 64:
+        v.add("warehouse.warehouse_id", "at most 64 characters")
+    if not w.name:
+        v.add("warehouse.name", "required")
+    for name, value in (("warehouse.name", w.name), ("warehouse.location.address", w.location.address)):
+        if len(value) > MAX_TEXT:
+            v.add(name, f"at most {MAX_TEXT} characters")
+    if w.capacity < 0:
+        v.add("warehouse.capacity", "must be ≥ 0")
+    if w.status not in STATUS_TO_DB:
+        v.add("warehouse.status", "must be ACTIVE, MAINTENANCE or CLOSED")
+    if w.location.HasField("lat") != w.location.HasField("lon"):
+        v.add("warehouse.location", "lat and lon go together")
+    if w.location.HasField("lat") and not -90 <= w.location.lat <= 90:
+        v.add("warehouse.location.lat", "must be within [-90, 90]")
+    if w.location.HasField("lon") and not -180 <= w.location.lon <= 180:
+        v.add("warehouse.location.lon", "must be within [-180, 180]")
+    for name in ("per_unit", "per_km_unit", "per_shipment"):
+        if getattr(w.cost, name) < 0:
+            v.add(f"warehouse.cost.{name}", "must be ≥ 0")
+    for i, sku in enumerate(w.skus):
+        if not sku or len(sku) > MAX_TEXT:
+            v.add(f"warehouse.skus[{i}]", f"must be 1 to {MAX_TEXT} characters")
+    v.raise_if_any("invalid warehouse")
+
+
+def order_candidates(
+    warehouses: Sequence[common_pb2.Warehouse], preferred: Sequence[str]
+) -> list[common_pb2.Warehouse]:
+    """Preferred warehouses first in the order given, then by priority descending, then id."""
+    rank = {wid: i for i, wid in enumerate(dict.fromkeys(preferred))}
+    return sorted(
+        warehouses,
+        key=lambda w: (rank.get(w.warehouse_id, len(rank)), -w.priority, w.warehouse_id),
+    )

@@ -1,0 +1,47 @@
+"""Tables of the warehouse service."""
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    func,
+)
+
+from invsaga.runtime.barrier import barrier_table
+
+metadata = MetaData()
+
+warehouses = Table(
+    "warehouses",
+    metadata,
+    Column("warehouse_id", String(64), primary_key=True),
+    Column("name", String(256), nullable=False),
+    Column("address", String(256), nullable=False, server_default=""),
+    Column("lat", Float, nullable=True),
+    Column("lon", Float, nullable=True),
+    Column("capacity", BigInteger, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("priority", Integer, nullable=False, server_default="0"),
+    Column("per_unit", Float, nullable=False, server_default="0"),
+    Column("per_km_unit", Float, nullable=False, server_default="0"),
+    Column("per_shipment", Float, nullable=False, server_default="0"),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint("capacity >= 0", name="ck_warehouses_capacity_nonnegative"),
+    CheckConstraint("status IN ('active', 'maintenance', 'closed')", name="ck_warehouses_status"),
+)
+
+assortment = Table(
+    "assortment",
+    metadata,
+    Column("warehouse_id", String(64), ForeignKey("warehouses.warehouse_id", ondelete="CASCADE"), primary_key=True),
+    Column("sku", String(256), primary_key=True),
+)
+
+barrier = barrier_table(metadata)

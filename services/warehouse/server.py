@@ -1,0 +1,170 @@
+"""gRPC adapters of the warehouse service: thin wrappers over logic.py and the tables."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from invsaga.common.v1 import common_pb2
+from invsaga.runtime.barrier import compensate_once, execute_once
+from invsaga.runtime.config import Settings
+from invsaga.runtime.convert import next_page_token, page_window, to_timestamp, utcnow
+from invsaga.runtime.db import insert_ignore, open_service_database, upsert
+from invsaga.runtime.errors import InvalidArgument, NotFound, Violations
+from invsaga.runtime.server import App, registration
+from invsaga.warehouse.v1 import warehouse_pb2 as pb
+from invsaga.warehouse.v1 import warehouse_pb2_grpc as pb_grpc
+from services.warehouse import logic, models
+
+W = models.warehouses
+A = models.assortment
+
+
+def _to_proto(row, skus: list[str]) -> common_pb2.Warehouse:
+    location = common_pb2.Location(address=row.address)
+    if row.lat is not None and row.lon is not None:
+        location.lat, location.lon = row.lat, row.lon
+    return common_pb2.Warehouse(
+        warehouse_id=row.warehouse_id,
+        name=row.name,
+        location=location,
+        capacity=row.capacity,
+        status=logic.STATUS_FROM_DB[row.status],
+        priority=row.priority,
+        cost=common_pb2.CostModel(per_unit=row.per_unit, per_km_unit=row.per_km_unit, per_shipment=row.per_shipment),
+        skus=sorted(skus),
+        updated_at=to_timestamp(row.updated_at),
+    )
+
+
+async def _load(conn: AsyncConnection, where=None, *, offset: int = 0, limit: int | None = None):
+    query = select(W).order_by(W.c.warehouse_id).offset(offset)
+    if where is not None:
+        query = query.where(where)
+    if limit is not None:
+        query = query.limit(limit)
+    rows = (await conn.execute(query)).all()
+    if not rows:
+        return []
+    skus: dict[str, list[str]] = defaultdict(list)
+    ids = [r.warehouse_id for r in rows]
+    for wid, sku in await conn.execute(select(A.c.warehouse_id, A.c.sku).where(A.c.warehouse_id.in_(ids))):
+        skus[wid].append(sku)
+    return [_to_proto(r, skus[r.warehouse_id]) for r in rows]
+
+
+async def _get(conn: AsyncConnection, warehouse_id: str) -> common_pb2.Warehouse:
+    found = await _load(conn, W.c.warehouse_id == warehouse_id)
+    if not found:
+        raise NotFound(f"warehouse {warehouse_id!r} not found", reason="WAREHOUSE_NOT_FOUND")
+    return found[0]
+
+
+class WarehouseServicer(pb_grpc.WarehouseServiceServicer):
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    async def UpsertWarehouse(self, request: pb.UpsertWarehouseRequest, context) -> pb.UpsertWarehouseResponse:
+        w = request.warehouse
+        logic.validate_warehouse(w)
+        values = dict(
+            warehouse_id=w.warehouse_id,
+            name=w.name,
+            address=w.location.address,
+            lat=w.location.lat if w.location.HasField("lat") else None,
+            lon=w.location.lon if w.location.HasField("lon") else None,
+            capacity=w.capacity,
+            status=logic.STATUS_TO_DB[w.status],
+            priority=w.priority,
+            per_unit=w.cost.per_unit,
+            per_km_unit=w.cost.per_km_unit,
+            per_shipment=w.cost.per_shipment,
+            updated_at=utcnow(),
+        )
+        async with self.engine.begin() as conn:
+            stmt = upsert(conn, W).values(**values)
+            await conn.execute(stmt.on_conflict_do_update(index_elements=[W.c.warehouse_id], set_=values))
+            if w.skus:
+                await conn.execute(delete(A).where(A.c.warehouse_id == w.warehouse_id))
+                await conn.execute(A.insert(), [{"warehouse_id": w.warehouse_id, "sku": s} for s in set(w.skus)])
+            return pb.UpsertWarehouseResponse(warehouse=await _get(conn, w.warehouse_id))
+
+    async def GetWarehouse(self, request: pb.GetWarehouseRequest, context) -> pb.GetWarehouseResponse:
+        if not request.warehouse_id:
+            raise InvalidArgument("warehouse_id is required", violations=[("warehouse_id", "required")])
+        async with self.engine.connect() as conn:
+            return pb.GetWarehouseResponse(warehouse=await _get(conn, request.warehouse_id))
+
+    async def ListWarehouses(self, request: pb.ListWarehousesRequest, context) -> pb.ListWarehousesResponse:
+        offset, limit = page_window(request.page_size, request.page_token)
+        where = None
+        if request.status:
+            if request.status not in logic.STATUS_TO_DB:
+                raise InvalidArgument("unknown status", violations=[("status", "unknown warehouse status")])
+            where = W.c.status == logic.STATUS_TO_DB[request.status]
+        async with self.engine.connect() as conn:
+            found = await _load(conn, where, offset=offset, limit=limit)
+        return pb.ListWarehousesResponse(warehouses=found, next_page_token=next_page_token(offset, limit, len(found)))
+
+    async def AddAssortment(self, request: pb.AddAssortmentRequest, context) -> pb.AddAssortmentResponse:
+        v = Violations()
+        if not request.warehouse_id:
+            v.add("warehouse_id", "required")
+        if not request.skus:
+            v.add("skus", "at least one SKU")
+        for i, sku in enumerate(request.skus):
+            if not sku or len(sku) > logic.MAX_TEXT:
+                v.add(f"skus[{i}]", f"must be 1 to {logic.MAX_TEXT} characters")
+        v.raise_if_any("invalid assortment")
+        async with self.engine.begin() as conn:
+            await _get(conn, request.warehouse_id)
+            await conn.execute(
+                insert_ignore(conn, A), [{"warehouse_id": request.warehouse_id, "sku": s} for s in set(request.skus)]
+            )
+            return pb.AddAssortmentResponse(warehouse=await _get(conn, request.warehouse_id))
+
+
+class WarehouseStepServicer(pb_grpc.WarehouseStepServiceServicer):
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    async def Execute(self, request: pb.ExecuteRequest, context) -> pb.ExecuteResponse:
+        if request.WhichOneof("input") != "query_warehouses":
+            raise InvalidArgument("Execute needs query_warehouses", violations=[("input", "query_warehouses required")])
+        query = request.query_warehouses
+        if not query.skus:
+            raise InvalidArgument("no SKUs to look for", violations=[("query_warehouses.skus", "at least one SKU")])
+
+        async def effect(conn: AsyncConnection) -> pb.ExecuteResponse:
+            carriers = select(A.c.warehouse_id).where(A.c.sku.in_(set(query.skus))).distinct()
+            found = await _load(conn, (W.c.status == "active") & W.c.warehouse_id.in_(carriers))
+            ordered = logic.order_candidates(found, query.preferred_warehouses)
+            return pb.ExecuteResponse(query_warehouses=pb.QueryWarehousesOutput(warehouses=ordered))
+
+        return await execute_once(self.engine, models.barrier, request.context, pb.ExecuteResponse, effect)
+
+    async def Compensate(self, request: pb.CompensateRequest, context) -> pb.CompensateResponse:
+        async def effect(conn: AsyncConnection) -> pb.CompensateResponse:
+            return pb.CompensateResponse()  # a query has nothing to undo
+
+        return await compensate_once(
+            self.engine,
+            models.barrier,
+            request.context,
+            pb.CompensateResponse,
+            effect,
+            pb.CompensateResponse(null_compensation=True),
+        )
+
+
+async def build(settings: Settings) -> App:
+    engine = await open_service_database(settings, models.metadata, models.__file__)
+    return App(
+        services=[
+            registration(WarehouseServicer(engine), pb_grpc, "WarehouseService"),
+            registration(WarehouseStepServicer(engine), pb_grpc, "WarehouseStepService"),
+        ],
+        on_stop=[engine.dispose],
+    )
