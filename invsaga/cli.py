@@ -1,0 +1,141 @@
+"""The ``invsaga`` command: run the mesh, seed it, start and follow sagas, measure it."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+from invsaga.runtime.config import DEFAULT_PORTS, SERVICES
+
+DEMO_DATA = Path(__file__).resolve().parent / "demo_data.yaml"
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from invsaga.launcher import LaunchError, Mesh
+    from invsaga.seed import seed_file
+
+    mesh = Mesh(database_url=args.database_url, data_dir=args.data_dir, log_dir=args.log_dir)
+    try:
+        mesh.start()
+    except LaunchError as err:
+        print(f"invsaga up: {err}", file=sys.stderr)
+        return 1
+    try:
+        for service in SERVICES:
+            print(f"  {service:<12} grpc://{mesh.address(service)}  metrics http://127.0.0.1:{mesh.ports[service] + 1000}/metrics")
+        if not args.no_demo_data:
+            summary = asyncio.run(seed_file(DEMO_DATA, mesh.address("warehouse"), mesh.address("inventory")))
+            print(f"demo data: {summary}")
+        print(f"logs in {args.log_dir}; Ctrl-C stops all six processes", flush=True)
+        stopped = {"flag": False}
+
+        def _stop(*_: object) -> None:
+            stopped["flag"] = True
+
+        signal.signal(signal.SIGTERM, _stop)
+        signal.signal(signal.SIGINT, _stop)
+        while not stopped["flag"]:
+            for service, proc in list(mesh.procs.items()):
+                if proc.poll() is not None:
+                    print(f"invsaga up: {service} exited with status {proc.returncode}", file=sys.stderr)
+                    return 1
+            time.sleep(0.5)
+        return 0
+    finally:
+        codes = mesh.stop()
+        print("stopped: " + ", ".join(f"{s}={c}" for s, c in codes.items()))
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from invsaga.migrations import migrate_all
+
+    asyncio.run(migrate_all(args.database_url, args.service or SERVICES, data_dir=args.data_dir))
+    print("schemas up to date: " + ", ".join(args.service or SERVICES))
+    return 0
+
+
+def cmd_seed(args: argparse.Namespace) -> int:
+    from invsaga.seed import SeedError, seed_file
+
+    try:
+        summary = asyncio.run(seed_file(Path(args.file), args.warehouse, args.inventory))
+    except SeedError as err:
+        print(f"invsaga seed: {err}", file=sys.stderr)
+        return 2
+    print(summary)
+    return 0
+
+
+def _client_command(name: str):
+    def run(args: argparse.Namespace) -> int:
+        from invsaga import client_cli
+
+        return asyncio.run(getattr(client_cli, name)(args))
+
+    return run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="invsaga", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="start the six processes (SQLite under ./data, demo data seeded)")
+    up.add_argument("--database-url", help="one database for all (default: a SQLite file per service)")
+    up.add_argument("--data-dir", default="./data")
+    up.add_argument("--log-dir", default="./data/logs")
+    up.add_argument("--no-demo-data", action="store_true")
+    up.set_defaults(func=cmd_up)
+
+    mig = sub.add_parser("migrate", help="bring every service's schema up to date and exit")
+    mig.add_argument("--database-url", default=None, help="default: $INVSAGA_DATABASE_URL or SQLite files")
+    mig.add_argument("--data-dir", default=None)
+    mig.add_argument("--service", action="append", choices=SERVICES)
+    mig.set_defaults(func=cmd_migrate)
+
+    seed = sub.add_parser("seed", help="upsert warehouses and stock from a YAML file")
+    seed.add_argument("file")
+    seed.add_argument("--warehouse", default=f"localhost:{DEFAULT_PORTS['warehouse']}")
+    seed.add_argument("--inventory", default=f"localhost:{DEFAULT_PORTS['inventory']}")
+    seed.set_defaults(func=cmd_seed)
+
+    coordinator = f"localhost:{DEFAULT_PORTS['coordinator']}"
+    start = sub.add_parser("start", help="start a saga from a YAML/JSON InventoryRequest")
+    start.add_argument("file")
+    start.add_argument("--watch", action="store_true", help="follow its progress until it ends")
+    start.add_argument("--coordinator", default=coordinator)
+    start.set_defaults(func=_client_command("start"))
+
+    watch = sub.add_parser("watch", help="live step-by-step progress of a saga")
+    watch.add_argument("saga_id")
+    watch.add_argument("--coordinator", default=coordinator)
+    watch.set_defaults(func=_client_command("watch"))
+
+    get = sub.add_parser("get", help="show a saga")
+    get.add_argument("saga_id")
+    get.add_argument("--coordinator", default=coordinator)
+    get.set_defaults(func=_client_command("get"))
+
+    lst = sub.add_parser("list", help="list sagas")
+    lst.add_argument("--status", help="PENDING, RUNNING, COMPENSATING, COMPLETED, COMPENSATED or FAILED")
+    lst.add_argument("--limit", type=int, default=50)
+    lst.add_argument("--coordinator", default=coordinator)
+    lst.set_defaults(func=_client_command("list_sagas"))
+
+    demo = sub.add_parser("demo", help="start a mesh, run the scenarios, print their outcomes")
+    demo.add_argument("--database-url", default=None)
+    demo.set_defaults(func=_client_command("demo"))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    raise SystemExit(args.func(args))
+
+
+if __name__ == "__main__":
+    main()

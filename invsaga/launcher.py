@@ -1,0 +1,171 @@
+"""Start the six processes as children, wait until each is SERVING, stop them together.
+
+Used by ``invsaga up``/``demo``/``bench`` and by the integration tests, so that what the
+tests exercise is exactly what an operator runs.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from invsaga.runtime.config import DEFAULT_PORTS, METRICS_PORT_OFFSET, SERVICES
+
+MODULES: dict[str, str] = {
+    "coordinator": "coordinator",
+    **{name: f"services.{name}" for name in SERVICES if name != "coordinator"},
+}
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class LaunchError(RuntimeError):
+    pass
+
+
+def port_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port() -> int:
+    """A port nothing listens on whose metrics neighbour (+1000) is free too."""
+    for _ in range(200):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        if port + METRICS_PORT_OFFSET < 65536 and port_free(port + METRICS_PORT_OFFSET):
+            return port
+    raise LaunchError("no free port found")
+
+
+def wait_serving(address: str, timeout: float, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            if proc is not None and proc.poll() is not None:
+                raise LaunchError(f"process for {address} exited with status {proc.returncode}")
+            try:
+                reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            time.sleep(0.1)
+    raise LaunchError(f"{address} did not report SERVING within {timeout:.0f}s")
+
+
+@dataclass
+class Mesh:
+    """Six processes on the given ports, sharing one environment."""
+
+    ports: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_PORTS))
+    database_url: str | None = None
+    data_dir: str | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+    services: Sequence[str] = SERVICES
+    log_dir: str | None = None
+    procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+    def address(self, service: str) -> str:
+        return f"127.0.0.1:{self.ports[service]}"
+
+    def process_env(self, service: str) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update({f"INVSAGA_{name.upper()}_ADDR": self.address(name) for name in SERVICES})
+        if self.database_url:
+            env["INVSAGA_DATABASE_URL"] = self.database_url
+        if self.data_dir:
+            env["INVSAGA_DATA_DIR"] = self.data_dir
+        env["INVSAGA_PORT"] = str(self.ports[service])
+        env.pop("INVSAGA_METRICS_PORT", None)
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+        env.update(self.env)
+        return env
+
+    def check_ports(self) -> None:
+        for service in self.services:
+            port = self.ports[service]
+            for p in (port, port + METRICS_PORT_OFFSET):
+                if not port_free(p):
+                    raise LaunchError(f"port {p} is already in use (wanted by {service})")
+
+    def start_one(self, service: str, extra_env: Mapping[str, str] | None = None) -> subprocess.Popen:
+        env = self.process_env(service)
+        env.update(extra_env or {})
+        out = subprocess.DEVNULL
+        if self.log_dir:
+            Path(self.log_dir).mkdir(parents=True, exist_ok=True)
+            out = open(Path(self.log_dir) / f"{service}.log", "ab")  # noqa: SIM115 - owned by the child
+        proc = subprocess.Popen(
+            [sys.executable, "-m", MODULES[service]],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.procs[service] = proc
+        return proc
+
+    def start(self, timeout: float = 60.0) -> "Mesh":
+        self.check_ports()
+        # Participants first so the coordinator's recovery finds them up.
+        order = [s for s in self.services if s != "coordinator"] + [s for s in self.services if s == "coordinator"]
+        try:
+            for service in order:
+                self.start_one(service)
+            for service in order:
+                wait_serving(self.address(service), timeout, self.procs[service])
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def wait_ready(self, service: str, timeout: float = 60.0) -> None:
+        wait_serving(self.address(service), timeout, self.procs.get(service))
+
+    def kill(self, service: str, sig: int = signal.SIGKILL) -> int:
+        proc = self.procs[service]
+        proc.send_signal(sig)
+        return proc.wait(timeout=60)
+
+    def stop(self, timeout: float = 15.0) -> dict[str, int | None]:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        codes: dict[str, int | None] = {}
+        for service, proc in self.procs.items():
+            try:
+                codes[service] = proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                codes[service] = proc.wait()
+        self.procs.clear()
+        return codes
+
+    def __enter__(self) -> "Mesh":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def random_ports() -> dict[str, int]:
+    return {service: free_port() for service in SERVICES}
