@@ -53,10 +53,13 @@ def _check_context(ctx: common_pb2.StepContext) -> None:
 
 
 async def _claim(conn: AsyncConnection, table: Table, ctx: common_pb2.StepContext, op: str, origin: str) -> bool:
+    # RETURNING, not rowcount: SQLAlchemy reports rowcount -1 for INSERTs on psycopg.
     result = await conn.execute(
-        insert_ignore(conn, table).values(saga_id=ctx.saga_id, step=ctx.step, op=op, origin=origin)
+        insert_ignore(conn, table)
+        .values(saga_id=ctx.saga_id, step=ctx.step, op=op, origin=origin)
+        .returning(table.c.saga_id)
     )
-    return result.rowcount == 1
+    return result.first() is not None
 
 
 async def _stored(conn: AsyncConnection, table: Table, ctx: common_pb2.StepContext, op: str):
