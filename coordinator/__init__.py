@@ -1,0 +1,1 @@
+"""The saga coordinator: definition, executor, store, recovery and the public servicer."""

@@ -1,0 +1,438 @@
+"""The saga executor: admission by priority, the step loop, compensation, leases, recovery.
+
+A saga is driven by exactly one replica at a time: the one whose id is in its ``owner``
+column with an unexpired lease. Every state change is saved under that guard, so a replica
+that lost its lease stops at its next save. Steps are re-driven from the last saved state
+after a crash; participants' barriers make the repeated calls harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+import uuid
+from typing import Any
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from coordinator import steps as S
+from coordinator.definition import NOTIFY_FAILURE, STEPS, StepDef
+from coordinator.hub import EventHub
+from coordinator.store import SagaStore, now_ms
+from invsaga.coordinator.v1 import coordinator_pb2 as pb
+from invsaga.runtime.config import Settings
+from invsaga.runtime.errors import RpcFailure
+from invsaga.runtime.logs import log_context
+from invsaga.runtime.retry import ALL, DeadlineReached, RetryPolicy, retrying
+
+log = logging.getLogger("invsaga.coordinator")
+
+TERMINAL_EVENTS = (pb.SAGA_EVENT_TYPE_SAGA_COMPLETED, pb.SAGA_EVENT_TYPE_SAGA_COMPENSATED, pb.SAGA_EVENT_TYPE_SAGA_FAILED)
+# Step statuses after which a compensable step may have had an effect.
+MAY_HAVE_RUN = (pb.STEP_STATUS_RUNNING, pb.STEP_STATUS_SUCCEEDED, pb.STEP_STATUS_FAILED, pb.STEP_STATUS_COMPENSATING)
+
+
+def now_ts() -> Timestamp:
+    ts = Timestamp()
+    ts.GetCurrentTime()
+    return ts
+
+
+class LeaseLost(Exception):
+    pass
+
+
+def new_saga(saga_id: str, request: pb.InventoryRequest) -> pb.Saga:
+    saga = pb.Saga(saga_id=saga_id, request_id=request.request_id, status=pb.SAGA_STATUS_PENDING, request=request)
+    saga.created_at.CopyFrom(now_ts())
+    saga.updated_at.CopyFrom(saga.created_at)
+    for step in STEPS:
+        saga.steps.add(name=step.name, status=pb.STEP_STATUS_PENDING)
+    return saga
+
+
+def event(saga: pb.Saga, seq: int, type_: int, step: str = "", step_status: int = 0, **detail: Any) -> pb.SagaEvent:
+    return pb.SagaEvent(
+        seq=seq,
+        type=type_,
+        step=step,
+        status=saga.status,
+        step_status=step_status,
+        time=now_ts(),
+        detail=pb.EventDetail(**detail) if detail else None,
+        saga_id=saga.saga_id,
+    )
+
+
+def failure_from_error(step: StepDef, error: RpcFailure, timed_out: bool) -> pb.SagaFailure:
+    if timed_out:
+        reason = "SAGA_TIMEOUT"
+    elif error.reason:
+        reason = error.reason
+    elif error.code == grpc.StatusCode.ABORTED:
+        reason = "LOCK_CONFLICT"
+    else:
+        reason = "STEP_FAILED"
+    return pb.SagaFailure(step=step.name, code=error.code.name, reason=reason, message=error.message)
+
+
+class Driver:
+    """Drives one saga from its saved state to a terminal status (or until the lease is lost)."""
+
+    def __init__(self, engine: "Engine", row) -> None:
+        self.engine = engine
+        self.settings = engine.settings
+        self.saga: pb.Saga = row.saga
+        self.seq = row.last_seq
+        self.deadline_ms = row.deadline
+        self.cancel = row.cancel_requested
+        self.pending: list[pb.SagaEvent] = []
+        self.previous_status = row.saga.status
+        self.saga.status = row.status  # the column is the truth (Cancel/Resume update it directly)
+
+    # -- persistence -------------------------------------------------------------------
+    def emit(self, type_: int, step: str = "", step_status: int = 0, **detail: Any) -> None:
+        self.seq += 1
+        self.pending.append(event(self.saga, self.seq, type_, step, step_status, **detail))
+
+    async def save(self) -> None:
+        self.saga.updated_at.CopyFrom(now_ts())
+        events, self.pending = self.pending, []
+        result = await self.engine.store.save(
+            self.saga, events, owner=self.engine.owner, lease_ms=self.engine.lease_ms
+        )
+        if not result.ok:
+            raise LeaseLost(self.saga.saga_id)
+        self.cancel = self.cancel or result.cancel_requested
+
+    # -- the saga ----------------------------------------------------------------------
+    async def run(self) -> None:
+        saga = self.saga
+        status = saga.status
+        if status == pb.SAGA_STATUS_COMPENSATING and self.previous_status == pb.SAGA_STATUS_FAILED:
+            saga.ClearField("compensation_failure")
+            self.emit(pb.SAGA_EVENT_TYPE_SAGA_RESUMED)
+            await self.compensate()
+            return
+        if status == pb.SAGA_STATUS_COMPENSATING and self.previous_status == pb.SAGA_STATUS_COMPLETED:
+            saga.failure.CopyFrom(pb.SagaFailure(reason="CANCELLED", message="reservation released by CancelSaga"))
+            self.emit(pb.SAGA_EVENT_TYPE_CANCEL_REQUESTED)
+            await self.compensate(announce=True)
+            return
+        if self.seq > 1 and status in (pb.SAGA_STATUS_RUNNING, pb.SAGA_STATUS_COMPENSATING):
+            self.emit(pb.SAGA_EVENT_TYPE_SAGA_RECOVERED, message="driven on after a coordinator restart")
+        if status in (pb.SAGA_STATUS_PENDING, pb.SAGA_STATUS_RUNNING):
+            if await self.forward():
+                return
+        await self.compensate()
+
+    async def forward(self) -> bool:
+        """Run the remaining steps; True when the saga completed."""
+        saga = self.saga
+        first = next((i for i, st in enumerate(saga.steps) if st.status != pb.STEP_STATUS_SUCCEEDED), len(STEPS))
+        if saga.status == pb.SAGA_STATUS_PENDING:
+            saga.status = pb.SAGA_STATUS_RUNNING
+            self.start_step(first)
+            await self.save()
+        for i in range(first, len(STEPS)):
+            step = STEPS[i]
+            state = saga.steps[i]
+            if self.cancel:
+                return self.fail(i, pb.SagaFailure(step=step.name, reason="CANCELLED", message="cancelled by request"))
+            if now_ms() >= self.deadline_ms:
+                return self.fail(i, self.timeout_failure(step))
+            if state.status != pb.STEP_STATUS_RUNNING:
+                self.start_step(i)
+            with log_context(saga_id=saga.saga_id, step=step.name):
+                outcome = await self.call_step(step, state)
+            if isinstance(outcome, pb.SagaFailure):
+                state.status = pb.STEP_STATUS_FAILED
+                state.error = f"{outcome.code}: {outcome.message}"
+                state.finished_at.CopyFrom(now_ts())
+                self.emit(
+                    pb.SAGA_EVENT_TYPE_STEP_FAILED,
+                    step.name,
+                    state.status,
+                    code=outcome.code,
+                    message=outcome.message,
+                    reason=outcome.reason,
+                    attempt=state.attempts,
+                )
+                if step.rolls_back:
+                    return self.fail(i, outcome, emitted=True)
+            else:
+                state.status = pb.STEP_STATUS_SUCCEEDED
+                state.finished_at.CopyFrom(now_ts())
+                self.emit(pb.SAGA_EVENT_TYPE_STEP_SUCCEEDED, step.name, state.status, attempt=state.attempts)
+            if i + 1 < len(STEPS):
+                self.start_step(i + 1)
+            else:
+                saga.status = pb.SAGA_STATUS_COMPLETED
+                self.emit(pb.SAGA_EVENT_TYPE_SAGA_COMPLETED)
+                self.engine.metrics_outcome(saga)
+            await self.save()
+        return saga.status == pb.SAGA_STATUS_COMPLETED
+
+    def start_step(self, i: int) -> None:
+        state = self.saga.steps[i]
+        state.status = pb.STEP_STATUS_RUNNING
+        state.started_at.CopyFrom(now_ts())
+        self.emit(pb.SAGA_EVENT_TYPE_STEP_STARTED, STEPS[i].name, state.status)
+
+    def timeout_failure(self, step: StepDef) -> pb.SagaFailure:
+        return pb.SagaFailure(
+            step=step.name,
+            code=grpc.StatusCode.DEADLINE_EXCEEDED.name,
+            reason="SAGA_TIMEOUT",
+            message=f"saga timed out after {self.settings.saga.timeout:g}s",
+        )
+
+    def fail(self, i: int, failure: pb.SagaFailure, emitted: bool = False) -> bool:
+        """Record why the saga rolls back at step i.
+
+        A step that was started (it may have reached its participant) is marked FAILED and
+        later fenced off by a Compensate; one never started stays PENDING and ends SKIPPED.
+        """
+        state = self.saga.steps[i]
+        if not emitted and state.status == pb.STEP_STATUS_RUNNING:
+            state.status = pb.STEP_STATUS_FAILED
+            state.error = f"{failure.code or failure.reason}: {failure.message}"
+            state.finished_at.CopyFrom(now_ts())
+            self.emit(
+                pb.SAGA_EVENT_TYPE_STEP_FAILED, STEPS[i].name, state.status, code=failure.code, message=failure.message,
+                reason=failure.reason,
+            )
+        self.saga.failure.CopyFrom(failure)
+        return False
+
+    async def call_step(self, step: StepDef, state: pb.StepState) -> pb.SagaFailure | None:
+        saga = self.saga
+        retry = self.settings.saga.retry
+        policy = RetryPolicy(retry.max_attempts, retry.initial_interval, retry.max_interval, step.retryable)
+
+        def observe(attempt: int, error: grpc.RpcError, will_retry: bool, delay: float) -> None:
+            self.engine.observe_retry(step, error, will_retry)
+            if will_retry:
+                state.attempts += 1
+                self.emit(
+                    pb.SAGA_EVENT_TYPE_STEP_RETRYING,
+                    step.name,
+                    state.status,
+                    code=error.code().name,
+                    message=error.details() or "",
+                    attempt=attempt,
+                )
+
+        state.attempts += 1
+        request = S.execute_request(step, saga, self.settings)
+        stub = self.engine.participants.stubs[step.service]
+        started = time.monotonic()
+        try:
+            with retrying(policy, deadline=S.monotonic_deadline(self.deadline_ms), observer=observe):
+                response = await stub.Execute(request, timeout=self.settings.step_timeout(step.key))
+        except DeadlineReached:
+            return self.timeout_failure(step)
+        except grpc.RpcError as error:
+            self.engine.observe_step(step, "failed", time.monotonic() - started)
+            failure = RpcFailure.from_error(error)
+            timed_out = now_ms() >= self.deadline_ms
+            return failure_from_error(step, failure, timed_out)
+        self.engine.observe_step(step, "succeeded", time.monotonic() - started)
+        try:
+            S.apply_result(step, saga, response)
+        except S.BusinessFailure as business:
+            return business.failure
+        return None
+
+    async def compensate(self, announce: bool = False) -> None:
+        saga = self.saga
+        if announce or saga.status != pb.SAGA_STATUS_COMPENSATING:
+            saga.status = pb.SAGA_STATUS_COMPENSATING
+            self.emit(
+                pb.SAGA_EVENT_TYPE_COMPENSATION_STARTED,
+                saga.failure.step,
+                reason=saga.failure.reason,
+                code=saga.failure.code,
+                message=saga.failure.message,
+            )
+            await self.save()
+        comp = self.settings.saga.compensation
+        policy = RetryPolicy(comp.retry_attempts, self.settings.saga.retry.initial_interval,
+                             self.settings.saga.retry.max_interval, ALL)
+        for i in reversed(range(len(STEPS))):
+            step, state = STEPS[i], saga.steps[i]
+            if not step.compensable or state.status not in MAY_HAVE_RUN:
+                continue
+            failed_step = state.status == pb.STEP_STATUS_FAILED
+            if not failed_step:
+                state.status = pb.STEP_STATUS_COMPENSATING
+                self.emit(pb.SAGA_EVENT_TYPE_STEP_COMPENSATING, step.name, state.status)
+            error = await self.call_compensate(step, state, policy, comp.timeout)
+            if error is not None:
+                state.error = f"compensation: {error.code.name}: {error.message}"
+                saga.compensation_failure.CopyFrom(
+                    pb.SagaFailure(step=step.name, code=error.code.name, reason="COMPENSATION_FAILED", message=error.message)
+                )
+                saga.status = pb.SAGA_STATUS_FAILED
+                await self.notify_failure()
+                self.emit(
+                    pb.SAGA_EVENT_TYPE_SAGA_FAILED, step.name, state.status, code=error.code.name,
+                    message=error.message, reason="COMPENSATION_FAILED",
+                )
+                self.engine.metrics_outcome(saga)
+                await self.save()
+                return
+            # A step that failed had no effect to undo; the call only fences off a late Execute.
+            if not failed_step:
+                state.status = pb.STEP_STATUS_COMPENSATED
+                self.engine.observe_compensation(step)
+                self.emit(pb.SAGA_EVENT_TYPE_STEP_COMPENSATED, step.name, state.status)
+                await self.save()
+        for step, state in zip(STEPS, saga.steps):
+            if state.status == pb.STEP_STATUS_PENDING:
+                state.status = pb.STEP_STATUS_SKIPPED
+                self.emit(pb.SAGA_EVENT_TYPE_STEP_SKIPPED, step.name, state.status)
+        saga.status = pb.SAGA_STATUS_COMPENSATED
+        await self.notify_failure()
+        self.emit(
+            pb.SAGA_EVENT_TYPE_SAGA_COMPENSATED, saga.failure.step, reason=saga.failure.reason,
+            code=saga.failure.code, message=saga.failure.message,
+        )
+        self.engine.metrics_outcome(saga)
+        await self.save()
+
+    async def call_compensate(
+        self, step: StepDef, state: pb.StepState, policy: RetryPolicy, timeout: float
+    ) -> RpcFailure | None:
+        """Each attempt under a fresh deadline of its own (never the saga's expired one)."""
+
+        def observe(attempt: int, error: grpc.RpcError, will_retry: bool, delay: float) -> None:
+            state.compensation_attempts += 1
+            if will_retry:
+                self.emit(
+                    pb.SAGA_EVENT_TYPE_STEP_RETRYING, step.name, state.status, code=error.code().name,
+                    message=error.details() or "", attempt=attempt,
+                )
+
+        stub = self.engine.participants.stubs[step.service]
+        try:
+            with log_context(saga_id=self.saga.saga_id, step=step.name), retrying(policy, observer=observe):
+                await stub.Compensate(S.compensate_request(step, self.saga), timeout=timeout)
+        except grpc.RpcError as error:
+            return RpcFailure.from_error(error)
+        state.compensation_attempts += 1
+        return None
+
+    async def notify_failure(self) -> None:
+        """The "reservation failed" notification; best effort, it never changes the outcome."""
+        retry = self.settings.saga.retry
+        policy = RetryPolicy(retry.max_attempts, retry.initial_interval, retry.max_interval, NOTIFY_FAILURE.retryable)
+        request = S.execute_request(NOTIFY_FAILURE, self.saga, self.settings)
+        try:
+            with retrying(policy):
+                await self.engine.participants.stubs["notify"].Execute(
+                    request, timeout=self.settings.step_timeout("notify")
+                )
+        except grpc.RpcError as error:
+            log.warning("failure notification for %s not sent: %s", self.saga.saga_id, error.code().name)
+
+
+class Engine:
+    """Admission (priority queue, bounded concurrency), leases and recovery for one replica."""
+
+    def __init__(self, settings: Settings, store: SagaStore, hub: EventHub, participants: S.Participants) -> None:
+        self.settings = settings
+        self.store = store
+        self.hub = hub
+        self.participants = participants
+        self.owner = uuid.uuid4().hex
+        self.lease_ms = int(settings.lease * 1000)
+        self.queue: asyncio.PriorityQueue[tuple[tuple[int, int, int], str]] = asyncio.PriorityQueue()
+        self.known: set[str] = set()  # queued or being driven here
+        self.order = itertools.count()
+        self.tasks: list[asyncio.Task] = []
+        self.metrics = None  # set by telemetry when enabled
+
+    # -- hooks for metrics (no-ops unless telemetry sets self.metrics) -------------------
+    def observe_step(self, step: StepDef, outcome: str, seconds: float) -> None:
+        if self.metrics:
+            self.metrics.step(step.name, outcome, seconds)
+
+    def observe_retry(self, step: StepDef, error: grpc.RpcError, will_retry: bool) -> None:
+        if self.metrics and will_retry:
+            self.metrics.retry(step.name, error.code().name)
+
+    def observe_compensation(self, step: StepDef) -> None:
+        if self.metrics:
+            self.metrics.compensation(step.name)
+
+    def metrics_outcome(self, saga: pb.Saga) -> None:
+        if self.metrics:
+            self.metrics.finished(saga)
+
+    # -- admission ---------------------------------------------------------------------
+    def enqueue(self, saga_id: str, priority: int, urgent: bool) -> None:
+        if saga_id in self.known:
+            return
+        self.known.add(saga_id)
+        self.queue.put_nowait(((0 if urgent else 1, -priority, next(self.order)), saga_id))
+
+    async def worker(self) -> None:
+        while True:
+            _, saga_id = await self.queue.get()
+            try:
+                await self.drive(saga_id)
+            except LeaseLost:
+                log.warning("lost the lease on saga %s; another replica drives it now", saga_id)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("saga %s: driver crashed; it will be recovered", saga_id)
+            finally:
+                self.known.discard(saga_id)
+
+    async def drive(self, saga_id: str) -> None:
+        row = await self.store.load(saga_id)
+        if row is None or row.owner != self.owner:
+            return
+        with log_context(saga_id=saga_id):
+            await Driver(self, row).run()
+
+    # -- leases and recovery -----------------------------------------------------------
+    async def renew_leases(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.lease / 3)
+            with contextlib.suppress(Exception):
+                await self.store.renew(self.owner, self.lease_ms)
+
+    async def recover(self) -> None:
+        while True:
+            try:
+                for saga_id, priority, urgent in await self.store.claim_orphans(self.owner, self.lease_ms):
+                    log.info("recovering saga %s", saga_id, extra={"event": "recovered"})
+                    self.enqueue(saga_id, priority, urgent)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("recovery pass failed")
+            await asyncio.sleep(self.settings.recovery_interval)
+
+    def start(self) -> None:
+        self.store.start()
+        self.tasks = [asyncio.create_task(self.worker()) for _ in range(self.settings.max_concurrent_sagas)]
+        self.tasks.append(asyncio.create_task(self.renew_leases()))
+        self.tasks.append(asyncio.create_task(self.recover()))
+
+    async def stop(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        for task in self.tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self.store.stop()
+        with contextlib.suppress(Exception):
+            await self.store.release_all(self.owner)

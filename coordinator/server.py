@@ -1,0 +1,188 @@
+"""The public SagaCoordinatorService: thin adapters over the engine and the store."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+
+import grpc
+
+from coordinator import models, validation
+from coordinator.engine import Engine, TERMINAL_EVENTS, event, new_saga
+from coordinator.hub import EventHub, listen_postgres
+from coordinator.steps import Participants
+from coordinator.store import NOTIFY_CHANNEL, TERMINAL, SagaStore, now_ms, request_hash
+from invsaga.coordinator.v1 import coordinator_pb2 as pb
+from invsaga.coordinator.v1 import coordinator_pb2_grpc as pb_grpc
+from invsaga.runtime.config import Settings
+from invsaga.runtime.convert import next_page_token, page_window
+from invsaga.runtime.db import is_sqlite, open_service_database
+from invsaga.runtime.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from invsaga.runtime.server import App, registration
+
+WATCH_POLL_SECONDS = 2.0
+
+
+def _resolve_address(address: str):
+    from services.allocation.geo import UnknownAddress, resolve
+
+    try:
+        return resolve(address)
+    except UnknownAddress as err:
+        raise ValueError(str(err)) from None
+
+
+def _require_id(saga_id: str) -> None:
+    if not saga_id:
+        raise InvalidArgument("saga_id is required", violations=[("saga_id", "required")])
+    if len(saga_id) > 64:
+        raise InvalidArgument("saga_id is too long", violations=[("saga_id", "at most 64 characters")])
+
+
+class CoordinatorServicer(pb_grpc.SagaCoordinatorServiceServicer):
+    def __init__(self, engine: Engine, store: SagaStore, hub: EventHub, settings: Settings) -> None:
+        self.engine = engine
+        self.store = store
+        self.hub = hub
+        self.settings = settings
+
+    async def _saga(self, saga_id: str) -> pb.Saga:
+        _require_id(saga_id)
+        row = await self.store.load(saga_id)
+        if row is None:
+            raise NotFound(f"saga {saga_id!r} not found", reason="SAGA_NOT_FOUND")
+        row.saga.status = row.status
+        return row.saga
+
+    async def StartSaga(self, request: pb.StartSagaRequest, context) -> pb.StartSagaResponse:
+        if not request.HasField("request"):
+            raise InvalidArgument("request is required", violations=[("request", "required")])
+        inventory_request = validation.normalize(request.request, resolve_address=_resolve_address)
+        if not inventory_request.request_id:
+            inventory_request.request_id = uuid.uuid4().hex
+        saga = new_saga(uuid.uuid4().hex, inventory_request)
+        started = event(saga, 1, pb.SAGA_EVENT_TYPE_SAGA_STARTED)
+        row, created = await self.store.create(
+            saga,
+            [started],
+            req_hash=request_hash(inventory_request),
+            deadline=now_ms() + int(self.settings.saga.timeout * 1000),
+            owner=self.engine.owner,
+            lease_ms=self.engine.lease_ms,
+        )
+        if not created:
+            if row.request_hash != request_hash(inventory_request):
+                raise AlreadyExists(
+                    f"request_id {inventory_request.request_id!r} was used for a different request",
+                    reason="REQUEST_ID_REUSED",
+                    metadata={"saga_id": row.saga.saga_id},
+                )
+            row.saga.status = row.status
+            return pb.StartSagaResponse(saga_id=row.saga.saga_id, saga=row.saga)
+        if self.engine.metrics:
+            self.engine.metrics.started(saga)
+        self.engine.enqueue(saga.saga_id, inventory_request.priority, inventory_request.is_urgent)
+        return pb.StartSagaResponse(saga_id=saga.saga_id, saga=saga)
+
+    async def GetSaga(self, request: pb.GetSagaRequest, context) -> pb.GetSagaResponse:
+        return pb.GetSagaResponse(saga=await self._saga(request.saga_id))
+
+    async def ListSagas(self, request: pb.ListSagasRequest, context) -> pb.ListSagasResponse:
+        if request.status not in pb.SagaStatus.values():
+            raise InvalidArgument("unknown status", violations=[("status", f"unknown saga status {request.status}")])
+        offset, limit = page_window(request.page_size, request.page_token)
+        rows = await self.store.list(request.status, offset, limit)
+        sagas = []
+        for row in rows:
+            row.saga.status = row.status
+            sagas.append(row.saga)
+        return pb.ListSagasResponse(sagas=sagas, next_page_token=next_page_token(offset, limit, len(rows)))
+
+    async def WatchSaga(self, request: pb.WatchSagaRequest, context):
+        _require_id(request.saga_id)
+        if request.after_seq < 0:
+            raise InvalidArgument("after_seq must be ≥ 0", violations=[("after_seq", "must be ≥ 0")])
+        if await self.store.status_of(request.saga_id) is None:
+            raise NotFound(f"saga {request.saga_id!r} not found", reason="SAGA_NOT_FOUND")
+        last = request.after_seq
+        while True:
+            wake = self.hub.subscribe(request.saga_id)
+            try:
+                events = await self.store.events_after(request.saga_id, last)
+                for ev in events:
+                    yield pb.WatchSagaResponse(event=ev)
+                    last = ev.seq
+                    if ev.type in TERMINAL_EVENTS:
+                        return
+                if not events:
+                    # Nothing new: a saga already at rest ends the stream instead of hanging.
+                    if await self.store.status_of(request.saga_id) in TERMINAL:
+                        if not await self.store.events_after(request.saga_id, last, limit=1):
+                            return
+                        continue
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(asyncio.shield(wake), WATCH_POLL_SECONDS)
+            finally:
+                self.hub.unsubscribe(request.saga_id, wake)
+
+    async def CancelSaga(self, request: pb.CancelSagaRequest, context) -> pb.CancelSagaResponse:
+        _require_id(request.saga_id)
+        previous = await self.store.request_cancel(request.saga_id, self.engine.owner, self.engine.lease_ms)
+        if previous is None:
+            raise NotFound(f"saga {request.saga_id!r} not found", reason="SAGA_NOT_FOUND")
+        if previous == pb.SAGA_STATUS_FAILED:
+            raise FailedPrecondition(
+                "saga is FAILED: its compensation is parked; use ResumeSaga to retry it",
+                reason="SAGA_FAILED",
+                metadata={"saga_id": request.saga_id},
+            )
+        if previous == pb.SAGA_STATUS_COMPLETED:
+            saga = await self._saga(request.saga_id)
+            self.engine.enqueue(saga.saga_id, saga.request.priority, saga.request.is_urgent)
+            return pb.CancelSagaResponse(saga=saga)
+        return pb.CancelSagaResponse(saga=await self._saga(request.saga_id))
+
+    async def ResumeSaga(self, request: pb.ResumeSagaRequest, context) -> pb.ResumeSagaResponse:
+        _require_id(request.saga_id)
+        previous = await self.store.claim_failed(request.saga_id, self.engine.owner, self.engine.lease_ms)
+        if previous is None:
+            raise NotFound(f"saga {request.saga_id!r} not found", reason="SAGA_NOT_FOUND")
+        if previous != pb.SAGA_STATUS_FAILED:
+            raise FailedPrecondition(
+                f"only a FAILED saga can be resumed; this one is {pb.SagaStatus.Name(previous)}",
+                reason="SAGA_NOT_FAILED",
+                metadata={"saga_id": request.saga_id, "status": pb.SagaStatus.Name(previous)},
+            )
+        saga = await self._saga(request.saga_id)
+        self.engine.enqueue(saga.saga_id, saga.request.priority, saga.request.is_urgent)
+        return pb.ResumeSagaResponse(saga=saga)
+
+
+async def build(settings: Settings) -> App:
+    engine_db = await open_service_database(settings, models.metadata, models.__file__)
+    hub = EventHub()
+    store = SagaStore(engine_db, on_commit=hub.publish)
+    participants = Participants(settings)
+    engine = Engine(settings, store, hub, participants)
+    engine.start()
+    background = []
+    if not is_sqlite(settings.database_url):
+
+        async def listen() -> None:
+            await listen_postgres(settings.database_url, NOTIFY_CHANNEL, hub)
+
+        background.append(listen)
+
+    async def close() -> None:
+        await engine.stop()
+        await participants.close()
+        await engine_db.dispose()
+
+    return App(
+        services=[registration(CoordinatorServicer(engine, store, hub, settings), pb_grpc, "SagaCoordinatorService")],
+        background=background,
+        on_stop=[close],
+    )
+
+

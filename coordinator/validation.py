@@ -1,0 +1,120 @@
+"""StartSaga input rules (SPEC §6): every violation reported at once, nothing persisted."""
+
+from __future__ import annotations
+
+import time
+
+from google.protobuf import struct_pb2
+
+from invsaga.common.v1 import common_pb2
+from invsaga.coordinator.v1 import coordinator_pb2 as pb
+from invsaga.runtime.errors import Violations
+
+MAX_ITEMS = 1000
+MAX_QUANTITY = 1_000_000
+MAX_TEXT = 256
+DEFAULT_PRIORITY = 5
+NEEDS_POSITION = (common_pb2.ALLOCATION_STRATEGY_NEAREST, common_pb2.ALLOCATION_STRATEGY_COST_OPTIMIZE)
+
+
+def _location_from_metadata(metadata: struct_pb2.Struct) -> common_pb2.Location | None:
+    """Seed compatibility: ``metadata.customer_location`` as an address string or {address, lat, lon}."""
+    if "customer_location" not in metadata.fields:
+        return None
+    value = metadata.fields["customer_location"]
+    kind = value.WhichOneof("kind")
+    if kind == "string_value":
+        return common_pb2.Location(address=value.string_value)
+    if kind == "struct_value":
+        fields = value.struct_value.fields
+        loc = common_pb2.Location()
+        if "address" in fields:
+            loc.address = fields["address"].string_value
+        if "lat" in fields and "lon" in fields:
+            loc.lat, loc.lon = fields["lat"].number_value, fields["lon"].number_value
+        return loc
+    return common_pb2.Location()
+
+
+def customer_location(request: pb.InventoryRequest) -> common_pb2.Location | None:
+    if request.HasField("customer_location"):
+        return request.customer_location
+    return _location_from_metadata(request.metadata)
+
+
+def normalize(request: pb.InventoryRequest, *, resolve_address=None) -> pb.InventoryRequest:
+    """Validate ``request`` and return it with defaults filled in.
+
+    ``resolve_address(address)`` raises ValueError for an address the gazetteer does not know.
+    """
+    v = Violations()
+    r = pb.InventoryRequest()
+    r.CopyFrom(request)
+    for name in ("request_id", "order_id", "customer_id"):
+        if len(getattr(r, name)) > MAX_TEXT:
+            v.add(name, f"at most {MAX_TEXT} characters")
+    if not r.order_id:
+        v.add("order_id", "required")
+    if r.request_type not in pb.RequestType.values():
+        v.add("request_type", f"unknown request type {r.request_type}")
+    elif r.request_type == pb.REQUEST_TYPE_UNSPECIFIED:
+        r.request_type = pb.REQUEST_TYPE_RESERVATION
+    if not r.items:
+        v.add("items", "at least one item is required")
+    if len(r.items) > MAX_ITEMS:
+        v.add("items", f"at most {MAX_ITEMS} items")
+    seen: set[str] = set()
+    for i, item in enumerate(r.items[: MAX_ITEMS + 1]):
+        if not item.sku:
+            v.add(f"items[{i}].sku", "required")
+        elif item.sku in seen:
+            v.add(f"items[{i}].sku", f"duplicate SKU {item.sku!r}: one line per SKU")
+        seen.add(item.sku)
+        if item.quantity <= 0:
+            v.add(f"items[{i}].quantity", "must be > 0")
+        elif item.quantity > MAX_QUANTITY:
+            v.add(f"items[{i}].quantity", f"must be ≤ {MAX_QUANTITY:,}")
+        for name in ("product_id", "sku", "unit", "description"):
+            if len(getattr(item, name)) > MAX_TEXT:
+                v.add(f"items[{i}].{name}", f"at most {MAX_TEXT} characters")
+    if len(r.preferred_warehouses) > MAX_ITEMS:
+        v.add("preferred_warehouses", f"at most {MAX_ITEMS} warehouses")
+    for i, wid in enumerate(r.preferred_warehouses):
+        if not wid or len(wid) > MAX_TEXT:
+            v.add(f"preferred_warehouses[{i}]", f"must be 1 to {MAX_TEXT} characters")
+    if r.allocation_strategy not in common_pb2.AllocationStrategy.values():
+        v.add("allocation_strategy", f"unknown strategy {r.allocation_strategy}")
+    elif r.allocation_strategy == common_pb2.ALLOCATION_STRATEGY_UNSPECIFIED:
+        r.allocation_strategy = common_pb2.ALLOCATION_STRATEGY_PRIORITY
+    # 0 is proto3's "not set": the default priority. Anything else must be within 1-10.
+    if r.priority == 0:
+        r.priority = DEFAULT_PRIORITY
+    elif not 1 <= r.priority <= 10:
+        v.add("priority", "must be within 1-10")
+    if r.HasField("expired_at"):
+        if r.expired_at.seconds < 0 or r.expired_at.ToNanoseconds() <= time.time_ns():
+            v.add("expired_at", "must be in the future")
+
+    location = customer_location(r)
+    if location is not None:
+        if location.HasField("lat") != location.HasField("lon"):
+            v.add("customer_location", "lat and lon go together")
+        elif location.HasField("lat"):
+            if not -90 <= location.lat <= 90:
+                v.add("customer_location.lat", "must be within [-90, 90]")
+            if not -180 <= location.lon <= 180:
+                v.add("customer_location.lon", "must be within [-180, 180]")
+        elif location.address:
+            if len(location.address) > MAX_TEXT:
+                v.add("customer_location.address", f"at most {MAX_TEXT} characters")
+            elif resolve_address is not None:
+                try:
+                    resolve_address(location.address)
+                except ValueError:
+                    v.add("customer_location.address", f"unknown address {location.address!r}")
+        r.customer_location.CopyFrom(location)
+    has_position = location is not None and (location.HasField("lat") or bool(location.address))
+    if r.allocation_strategy in NEEDS_POSITION and not has_position:
+        v.add("customer_location", "NEAREST and COST_OPTIMIZE need the customer's address or lat/lon")
+    v.raise_if_any("invalid inventory request")
+    return r
