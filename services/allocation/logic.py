@@ -1,0 +1,171 @@
+"""Allocation rules around the pure strategies: input checks, candidates, expiry, statuses.
+
+Everything here is plain data in, plain data out; ``server.py`` adapts it to gRPC and the
+tables, ``strategies.py`` does the planning itself.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Mapping, Sequence
+
+from invsaga.allocation.v1 import allocation_pb2 as pb
+from invsaga.common.v1 import common_pb2
+from invsaga.runtime.convert import from_timestamp
+from invsaga.runtime.errors import Violations
+from services.allocation.strategies import Candidate, Demand
+
+MAX_TEXT = 256
+MAX_ITEMS = 1000
+MAX_QUANTITY = 1_000_000
+
+STRATEGY_NAMES = {
+    common_pb2.ALLOCATION_STRATEGY_UNSPECIFIED: "PRIORITY",  # the seed's default
+    common_pb2.ALLOCATION_STRATEGY_PRIORITY: "PRIORITY",
+    common_pb2.ALLOCATION_STRATEGY_NEAREST: "NEAREST",
+    common_pb2.ALLOCATION_STRATEGY_LOAD_BALANCE: "LOAD_BALANCE",
+    common_pb2.ALLOCATION_STRATEGY_COST_OPTIMIZE: "COST_OPTIMIZE",
+}
+STRATEGY_VALUES = {
+    "PRIORITY": common_pb2.ALLOCATION_STRATEGY_PRIORITY,
+    "NEAREST": common_pb2.ALLOCATION_STRATEGY_NEAREST,
+    "LOAD_BALANCE": common_pb2.ALLOCATION_STRATEGY_LOAD_BALANCE,
+    "COST_OPTIMIZE": common_pb2.ALLOCATION_STRATEGY_COST_OPTIMIZE,
+}
+
+STATUS_TO_DB = {
+    common_pb2.ALLOCATION_STATUS_ACTIVE: "active",
+    common_pb2.ALLOCATION_STATUS_CANCELLED: "cancelled",
+    common_pb2.ALLOCATION_STATUS_EXPIRED: "expired",
+}
+STATUS_FROM_DB = {v: k for k, v in STATUS_TO_DB.items()}
+
+
+def validate_input(data: pb.AllocateInventoryInput) -> None:
+    """INVALID_ARGUMENT with every field violation of an AllocateInventory input."""
+    v = Violations()
+    if not data.items:
+        v.add("allocate_inventory.items", "at least one item")
+    elif len(data.items) > MAX_ITEMS:
+        v.add("allocate_inventory.items", f"at most {MAX_ITEMS} items")
+    for i, item in enumerate(data.items[:MAX_ITEMS]):
+        if not item.sku or len(item.sku) > MAX_TEXT:
+            v.add(f"allocate_inventory.items[{i}].sku", f"must be 1 to {MAX_TEXT} characters")
+        if not 0 < item.quantity <= MAX_QUANTITY:
+            v.add(f"allocate_inventory.items[{i}].quantity", f"must be within 1..{MAX_QUANTITY}")
+    if data.strategy not in STRATEGY_NAMES:
+        v.add("allocate_inventory.strategy", "unknown allocation strategy")
+    if len(data.order_id) > MAX_TEXT:
+        v.add("allocate_inventory.order_id", f"at most {MAX_TEXT} characters")
+    location = data.customer_location
+    if location.HasField("lat") != location.HasField("lon"):
+        v.add("allocate_inventory.customer_location", "lat and lon go together")
+    elif location.HasField("lat") and not (-90 <= location.lat <= 90 and -180 <= location.lon <= 180):
+        v.add("allocate_inventory.customer_location", "lat within [-90, 90], lon within [-180, 180]")
+    if len(location.address) > MAX_TEXT:
+        v.add("allocate_inventory.customer_location.address", f"at most {MAX_TEXT} characters")
+    seen: set[str] = set()
+    for i, w in enumerate(data.warehouses):
+        if not w.warehouse_id:
+            v.add(f"allocate_inventory.warehouses[{i}].warehouse_id", "required")
+        elif w.warehouse_id in seen:
+            v.add(f"allocate_inventory.warehouses[{i}].warehouse_id", "duplicate warehouse")
+        seen.add(w.warehouse_id)
+        if w.capacity < 0:
+            v.add(f"allocate_inventory.warehouses[{i}].capacity", "must be ≥ 0")
+    for i, s in enumerate(data.stock):
+        if s.available < 0:
+            v.add(f"allocate_inventory.stock[{i}].available", "must be ≥ 0")
+    v.raise_if_any("invalid allocation input")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """The strategy call an AllocateInventory input stands for."""
+
+    strategy: str
+    demands: tuple[Demand, ...]
+    candidates: tuple[Candidate, ...]
+    stock: dict[tuple[str, str], int]
+    preferred: tuple[str, ...]
+
+
+def build_problem(data: pb.AllocateInventoryInput) -> Problem:
+    """Candidates from step 1's warehouses, available stock and locked units from step 2."""
+    locked: dict[str, int] = {}
+    for load in data.loads:
+        locked[load.warehouse_id] = locked.get(load.warehouse_id, 0) + load.locked_units
+    stock: dict[tuple[str, str], int] = {}
+    for level in data.stock:
+        key = (level.warehouse_id, level.sku)
+        stock[key] = stock.get(key, 0) + level.available
+    candidates = tuple(
+        Candidate(
+            warehouse_id=w.warehouse_id,
+            priority=w.priority,
+            capacity=w.capacity,
+            locked_units=locked.get(w.warehouse_id, 0),
+            lat=w.location.lat if w.location.HasField("lat") else None,
+            lon=w.location.lon if w.location.HasField("lon") else None,
+            per_unit=w.cost.per_unit,
+            per_km_unit=w.cost.per_km_unit,
+            per_shipment=w.cost.per_shipment,
+        )
+        for w in data.warehouses
+    )
+    return Problem(
+        strategy=STRATEGY_NAMES[data.strategy],
+        demands=tuple(Demand(item.sku, item.quantity) for item in data.items),
+        candidates=candidates,
+        stock=stock,
+        preferred=tuple(data.preferred_warehouses),
+    )
+
+
+def customer_address(data: pb.AllocateInventoryInput) -> str | None:
+    """The address to resolve, when the input has no coordinates but names a place."""
+    location = data.customer_location
+    if location.HasField("lat"):
+        return None
+    return location.address.strip() or None
+
+
+def customer_coordinates(data: pb.AllocateInventoryInput) -> tuple[float, float] | None:
+    location = data.customer_location
+    if location.HasField("lat") and location.HasField("lon"):
+        return (location.lat, location.lon)
+    return None
+
+
+def expires_at(data: pb.AllocateInventoryInput, now: datetime, ttl_seconds: float) -> datetime:
+    """``min(now + ttl, requested expiry)`` (SPEC §4)."""
+    default = now + timedelta(seconds=ttl_seconds)
+    if not data.HasField("expires_at"):
+        return default
+    return min(default, from_timestamp(data.expires_at))
+
+
+def shortage_metadata(shortages: Sequence[tuple[str, int, int]]) -> dict[str, str]:
+    """ErrorInfo metadata carrying the shortages of a failed allocation.
+
+    ErrorInfo metadata is a flat string map, so the list travels as one JSON value under
+    ``shortages`` whose objects have the fields of ``invsaga.common.v1.Shortage``; the
+    coordinator turns it into ``SagaFailure.shortages`` with :func:`parse_shortage_metadata`.
+    """
+    return {
+        "shortages": json.dumps(
+            [{"sku": sku, "required": required, "available": available} for sku, required, available in shortages],
+            ensure_ascii=False,
+            separators=(",", ":"),
+        )
+    }
+
+
+def parse_shortage_metadata(metadata: Mapping[str, str]) -> list[common_pb2.Shortage]:
+    """The shortages an allocation failure carries (empty when there are none)."""
+    raw = metadata.get("shortages")
+    if not raw:
+        return []
+    return [common_pb2.Shortage(sku=s["sku"], required=s["required"], available=s["available"]) for s in json.loads(raw)]
