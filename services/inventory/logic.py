@@ -1,0 +1,215 @@
+"""Inventory rules with no gRPC or database in sight: input validation, availability
+summaries, lock expiry and the expiry notification's content."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from invsaga.common.v1 import common_pb2
+from invsaga.inventory.v1 import inventory_pb2 as pb
+from invsaga.runtime.errors import Violations
+
+MAX_ID = 64
+MAX_TEXT = 256
+MAX_QUANTITY = 1_000_000
+MAX_LINES = 1000
+
+HELD, RELEASED, CONSUMED, EXPIRED = "held", "released", "consumed", "expired"
+LOCK_STATUS_TO_DB = {
+    common_pb2.LOCK_STATUS_HELD: HELD,
+    common_pb2.LOCK_STATUS_RELEASED: RELEASED,
+    common_pb2.LOCK_STATUS_CONSUMED: CONSUMED,
+    common_pb2.LOCK_STATUS_EXPIRED: EXPIRED,
+}
+LOCK_STATUS_FROM_DB = {v: k for k, v in LOCK_STATUS_TO_DB.items()}
+
+
+def check_id(
+    v: Violations, name: str, value: str, *, limit: int = MAX_ID, required: bool = True
+) -> None:
+    if not value:
+        if required:
+            v.add(name, "required")
+    elif len(value) > limit:
+        v.add(name, f"at most {limit} characters")
+
+
+def check_quantity(v: Violations, name: str, quantity: int) -> None:
+    if quantity <= 0:
+        v.add(name, "must be > 0")
+    elif quantity > MAX_QUANTITY:
+        v.add(name, f"must be ≤ {MAX_QUANTITY:,}")
+
+
+def check_count(v: Violations, name: str, count: int, what: str) -> None:
+    if count == 0:
+        v.add(name, f"at least one {what}")
+    elif count > MAX_LINES:
+        v.add(name, f"at most {MAX_LINES} {what}s")
+
+
+def validate_set_stock(req: pb.SetStockRequest) -> None:
+    v = Violations()
+    check_id(v, "warehouse_id", req.warehouse_id)
+    check_id(v, "sku", req.sku, limit=MAX_TEXT)
+    check_id(v, "product_id", req.product_id, limit=MAX_TEXT, required=False)
+    check_id(v, "bin", req.bin, required=False)
+    if req.on_hand < 0:
+        v.add("on_hand", "must be ≥ 0")
+    v.raise_if_any("invalid stock")
+
+
+def validate_adjust_stock(req: pb.AdjustStockRequest) -> None:
+    v = Violations()
+    check_id(v, "warehouse_id", req.warehouse_id)
+    check_id(v, "sku", req.sku, limit=MAX_TEXT)
+    check_id(v, "reason", req.reason, limit=MAX_TEXT, required=False)
+    if req.delta == 0:
+        v.add("delta", "must not be zero")
+    v.raise_if_any("invalid adjustment")
+
+
+def validate_lock_selector(saga_id: str, warehouse_id: str) -> None:
+    v = Violations()
+    check_id(v, "saga_id", saga_id)
+    check_id(v, "warehouse_id", warehouse_id, required=False)
+    v.raise_if_any("invalid lock selector")
+
+
+def validate_check_availability(inp: pb.CheckAvailabilityInput) -> None:
+    v = Violations()
+    check_count(v, "check_availability.items", len(inp.items), "item")
+    for i, item in enumerate(inp.items[:MAX_LINES]):
+        check_id(v, f"check_availability.items[{i}].sku", item.sku, limit=MAX_TEXT)
+        check_quantity(v, f"check_availability.items[{i}].quantity", item.quantity)
+    for i, wid in enumerate(inp.warehouse_ids):
+        check_id(v, f"check_availability.warehouse_ids[{i}]", wid)
+    v.raise_if_any("invalid availability check")
+
+
+def validate_lock_inventory(inp: pb.LockInventoryInput) -> None:
+    v = Violations()
+    check_count(v, "lock_inventory.lines", len(inp.lines), "line")
+    for i, line in enumerate(inp.lines[:MAX_LINES]):
+        check_id(v, f"lock_inventory.lines[{i}].warehouse_id", line.warehouse_id)
+        check_id(v, f"lock_inventory.lines[{i}].sku", line.sku, limit=MAX_TEXT)
+        check_quantity(v, f"lock_inventory.lines[{i}].quantity", line.quantity)
+    check_id(v, "lock_inventory.allocation_id", inp.allocation_id, required=False)
+    check_id(v, "lock_inventory.order_id", inp.order_id, limit=MAX_TEXT, required=False)
+    v.raise_if_any("invalid lock request")
+
+
+def required_by_sku(items: Iterable[common_pb2.Item]) -> dict[str, int]:
+    """Units wanted per SKU, in first-seen order (an order may name a SKU twice)."""
+    required: dict[str, int] = {}
+    for item in items:
+        required[item.sku] = required.get(item.sku, 0) + item.quantity
+    return required
+
+
+def summarize_availability(
+    items: Sequence[common_pb2.Item],
+    warehouse_ids: Sequence[str],
+    stock: Sequence[common_pb2.StockLevel],
+    locked_by_warehouse: Mapping[str, int],
+) -> pb.CheckAvailabilityOutput:
+    """Availability per SKU summed across the candidate warehouses; short only when the total is.
+
+    A single warehouse lacking the full quantity is not a shortage: the allocation step may
+    split the item across warehouses.
+    """
+    required = required_by_sku(items)
+    available: dict[str, int] = defaultdict(int)
+    for level in stock:
+        available[level.sku] += level.available
+    per_item = [
+        pb.ItemAvailability(sku=sku, required=q, available=available[sku])
+        for sku, q in required.items()
+    ]
+    shortages = [
+        common_pb2.Shortage(sku=a.sku, required=a.required, available=a.available)
+        for a in per_item
+        if a.available < a.required
+    ]
+    loads = [
+        common_pb2.WarehouseLoad(
+            warehouse_id=wid, locked_units=locked_by_warehouse.get(wid, 0)
+        )
+        for wid in dict.fromkeys(warehouse_ids)
+    ]
+    return pb.CheckAvailabilityOutput(
+        stock=sorted(stock, key=lambda s: (s.warehouse_id, s.sku)),
+        loads=loads,
+        items=per_item,
+        shortages=shortages,
+        sufficient=not shortages,
+    )
+
+
+def lock_expires_at(
+    now: datetime, requested: datetime | None, ttl_seconds: float
+) -> datetime:
+    """The earlier of the request's deadline and this service's lock time to live."""
+    limit = now + timedelta(seconds=ttl_seconds)
+    return limit if requested is None or requested > limit else requested
+
+
+def ordered_lines(
+    lines: Iterable[common_pb2.AllocationLine],
+) -> list[common_pb2.AllocationLine]:
+    """Lines in (warehouse, SKU) order: every transaction takes stock row locks in the same
+    order, so two concurrent lock requests can wait on each other but never deadlock."""
+    return sorted(lines, key=lambda line: (line.warehouse_id, line.sku))
+
+
+def adjustment_refusal(on_hand: int, locked: int, delta: int) -> str | None:
+    """Why on_hand + delta is not allowed, or None when it is."""
+    after = on_hand + delta
+    if after < 0:
+        return "NEGATIVE_STOCK"
+    if after < locked:
+        return "STOCK_BELOW_LOCKED"
+    return None
+
+
+@dataclass(frozen=True)
+class LockedUnits:
+    lock_id: str
+    saga_id: str
+    order_id: str
+    warehouse_id: str
+    sku: str
+    quantity: int
+
+
+def units_per_stock_row(locks: Iterable[LockedUnits]) -> list[tuple[str, str, int]]:
+    """(warehouse, SKU, units) to give back, in the stock rows' lock order."""
+    units: dict[tuple[str, str], int] = defaultdict(int)
+    for lock in locks:
+        units[(lock.warehouse_id, lock.sku)] += lock.quantity
+    return [(w, s, q) for (w, s), q in sorted(units.items())]
+
+
+def expiry_notice(
+    saga_id: str, locks: Sequence[LockedUnits]
+) -> tuple[str, str, dict[str, str]]:
+    """(order_id, message, attributes) of the notification for one saga's expired locks."""
+    lines = sorted(locks, key=lambda lock: (lock.warehouse_id, lock.sku, lock.lock_id))
+    units = sum(lock.quantity for lock in lines)
+    order_id = next((lock.order_id for lock in lines if lock.order_id), "")
+    attributes = {
+        "warehouse_id": ",".join(dict.fromkeys(lock.warehouse_id for lock in lines)),
+        "sku": ",".join(dict.fromkeys(lock.sku for lock in lines)),
+        "quantity": str(units),
+        "lines": ",".join(
+            f"{lock.warehouse_id}/{lock.sku}={lock.quantity}" for lock in lines
+        ),
+        "lock_ids": ",".join(lock.lock_id for lock in lines),
+    }
+    message = (
+        f"stock lock of saga {saga_id} expired: {units} unit(s) back in available stock"
+    )
+    return order_id, message, attributes

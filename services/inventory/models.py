@@ -1,0 +1,75 @@
+"""Tables of the inventory service."""
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    false,
+)
+
+from invsaga.runtime.barrier import barrier_table
+
+metadata = MetaData()
+
+stock = Table(
+    "stock",
+    metadata,
+    Column("warehouse_id", String(64), primary_key=True),
+    Column("sku", String(256), primary_key=True),
+    Column("product_id", String(256), nullable=False, server_default=""),
+    Column("on_hand", BigInteger, nullable=False),
+    Column("locked", BigInteger, nullable=False, server_default="0"),
+    Column("bin", String(64), nullable=False, server_default=""),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    CheckConstraint("on_hand >= 0", name="ck_stock_on_hand_nonnegative"),
+    CheckConstraint("locked >= 0", name="ck_stock_locked_nonnegative"),
+    CheckConstraint("on_hand - locked >= 0", name="ck_stock_available_nonnegative"),
+)
+
+locks = Table(
+    "locks",
+    metadata,
+    Column("lock_id", String(64), primary_key=True),
+    Column("saga_id", String(64), nullable=False),
+    Column("order_id", String(256), nullable=False, server_default=""),
+    Column("allocation_id", String(64), nullable=False, server_default=""),
+    Column("warehouse_id", String(64), nullable=False),
+    Column("sku", String(256), nullable=False),
+    Column("quantity", BigInteger, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("picking", Boolean, nullable=False, server_default=false()),
+    # True from expiry until the notification went out, so a notify outage only delays it.
+    Column("notify_pending", Boolean, nullable=False, server_default=false()),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    CheckConstraint("quantity > 0", name="ck_locks_quantity_positive"),
+    CheckConstraint(
+        "status IN ('held', 'released', 'consumed', 'expired')", name="ck_locks_status"
+    ),
+    Index("ix_locks_saga_id", "saga_id"),
+    Index("ix_locks_status_expires_at", "status", "expires_at"),
+    Index("ix_locks_notify_pending", "notify_pending"),
+)
+
+# Every operator change of on_hand, with its reason: the audit trail of stock counts.
+adjustments = Table(
+    "adjustments",
+    metadata,
+    Column("adjustment_id", Integer, primary_key=True, autoincrement=True),
+    Column("warehouse_id", String(64), nullable=False),
+    Column("sku", String(256), nullable=False),
+    Column("delta", BigInteger, nullable=False),
+    Column("on_hand_after", BigInteger, nullable=False),
+    Column("reason", String(256), nullable=False, server_default=""),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+barrier = barrier_table(metadata)

@@ -1,0 +1,751 @@
+"""gRPC adapters of the inventory service: thin wrappers over logic.py and the tables.
+
+Every stock change is one conditional UPDATE whose WHERE clause states the rule it must keep
+(``on_hand - locked >= :q`` and friends), so concurrent requests cannot oversell even without
+the CHECK constraints that back it up in the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections import defaultdict
+from datetime import datetime
+
+import grpc
+from sqlalchemy import ColumnElement, false, func, select, true, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from invsaga.common.v1 import common_pb2
+from invsaga.inventory.v1 import inventory_pb2 as pb
+from invsaga.inventory.v1 import inventory_pb2_grpc as pb_grpc
+from invsaga.notify.v1 import notify_pb2, notify_pb2_grpc
+from invsaga.runtime.barrier import compensate_once, execute_once
+from invsaga.runtime.channels import channel_to
+from invsaga.runtime.config import Settings
+from invsaga.runtime.convert import (
+    from_timestamp,
+    next_page_token,
+    page_window,
+    to_timestamp,
+    utcnow,
+)
+from invsaga.runtime.db import open_service_database, upsert
+from invsaga.runtime.errors import (
+    Aborted,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    Violations,
+)
+from invsaga.runtime.server import App, registration
+from services.inventory import logic, models
+from services.inventory.logic import CONSUMED, EXPIRED, HELD, RELEASED
+
+log = logging.getLogger("invsaga.inventory")
+
+S = models.stock
+L = models.locks
+J = models.adjustments
+
+STEP_INPUTS = {
+    common_pb2.SAGA_STEP_CHECK_AVAILABILITY: "check_availability",
+    common_pb2.SAGA_STEP_LOCK_INVENTORY: "lock_inventory",
+}
+SWEEP_BATCH = 500
+NOTIFY_TIMEOUT = 5.0
+
+
+def _stock_proto(row) -> common_pb2.StockLevel:
+    return common_pb2.StockLevel(
+        warehouse_id=row.warehouse_id,
+        sku=row.sku,
+        product_id=row.product_id,
+        on_hand=row.on_hand,
+        locked=row.locked,
+        available=row.on_hand - row.locked,
+        bin=row.bin,
+    )
+
+
+def _lock_proto(row) -> common_pb2.InventoryLock:
+    return common_pb2.InventoryLock(
+        lock_id=row.lock_id,
+        saga_id=row.saga_id,
+        warehouse_id=row.warehouse_id,
+        sku=row.sku,
+        quantity=row.quantity,
+        status=logic.LOCK_STATUS_FROM_DB[row.status],
+        expires_at=to_timestamp(row.expires_at),
+        picking=row.picking,
+        created_at=to_timestamp(row.created_at),
+    )
+
+
+def _locked_units(row) -> logic.LockedUnits:
+    return logic.LockedUnits(
+        row.lock_id, row.saga_id, row.order_id, row.warehouse_id, row.sku, row.quantity
+    )
+
+
+def _stock_key(warehouse_id: str, sku: str) -> ColumnElement[bool]:
+    return (S.c.warehouse_id == warehouse_id) & (S.c.sku == sku)
+
+
+def _lock_selector(saga_id: str, warehouse_id: str) -> ColumnElement[bool]:
+    where = L.c.saga_id == saga_id
+    if warehouse_id:
+        where = where & (L.c.warehouse_id == warehouse_id)
+    return where
+
+
+async def _get_stock(conn: AsyncConnection, warehouse_id: str, sku: str):
+    row = (await conn.execute(select(S).where(_stock_key(warehouse_id, sku)))).first()
+    if row is None:
+        raise NotFound(
+            f"no stock of {sku!r} in warehouse {warehouse_id!r}",
+            reason="STOCK_NOT_FOUND",
+            metadata={"warehouse_id": warehouse_id, "sku": sku},
+        )
+    return row
+
+
+async def _select_locks(
+    conn: AsyncConnection, where: ColumnElement[bool]
+) -> list[common_pb2.InventoryLock]:
+    rows = await conn.execute(
+        select(L).where(where).order_by(L.c.created_at, L.c.lock_id)
+    )
+    return [_lock_proto(r) for r in rows]
+
+
+async def _finish_locks(
+    conn: AsyncConnection,
+    where: ColumnElement[bool],
+    status: str,
+    now: datetime,
+    *,
+    consume: bool = False,
+    limit: int | None = None,
+    skip_locked: bool = False,
+) -> list[logic.LockedUnits]:
+    """Move the held locks matching ``where`` to ``status`` and give their units back.
+
+    The locks are claimed in lock_id order, then the stock rows are updated in (warehouse,
+    SKU) order, the same order LockInventory takes them in, so these transactions never
+    deadlock one another. The sweeper skips rows a request is finishing right now.
+    """
+    claim = select(L.c.lock_id).where(where, L.c.status == HELD).order_by(L.c.lock_id)
+    if limit is not None:
+        claim = claim.limit(limit)
+    ids = list(
+        (await conn.execute(claim.with_for_update(skip_locked=skip_locked))).scalars()
+    )
+    if not ids:
+        return []
+    values: dict = {"status": status, "updated_at": now}
+    if status == EXPIRED:
+        values["notify_pending"] = True
+    rows = await conn.execute(
+        update(L)
+        .where(L.c.lock_id.in_(ids), L.c.status == HELD, where)
+        .values(**values)
+        .returning(*L.c)
+    )
+    finished = [_locked_units(r) for r in rows]
+    for warehouse_id, sku, units in logic.units_per_stock_row(finished):
+        change: dict = {"locked": S.c.locked - units, "updated_at": now}
+        if consume:
+            change["on_hand"] = S.c.on_hand - units
+        await conn.execute(
+            update(S).where(_stock_key(warehouse_id, sku)).values(**change)
+        )
+    return finished
+
+
+class InventoryStepServicer(pb_grpc.InventoryStepServiceServicer):
+    def __init__(self, engine: AsyncEngine, settings: Settings) -> None:
+        self.engine = engine
+        self.lock_ttl = settings.saga.expiry.lock
+
+    async def Execute(self, request: pb.ExecuteRequest, context) -> pb.ExecuteResponse:
+        kind = request.WhichOneof("input")
+        if kind is None:
+            raise InvalidArgument(
+                "Execute needs check_availability or lock_inventory",
+                violations=[("input", "check_availability or lock_inventory required")],
+            )
+        expected = STEP_INPUTS.get(request.context.step)
+        if expected is not None and expected != kind:
+            raise InvalidArgument(
+                f"step {common_pb2.SagaStep.Name(request.context.step)} does not take {kind}",
+                violations=[("context.step", f"{kind} belongs to another step")],
+            )
+        if (
+            request.context.step not in STEP_INPUTS
+            and request.context.step != common_pb2.SAGA_STEP_UNSPECIFIED
+        ):
+            raise InvalidArgument(
+                "inventory hosts CHECK_AVAILABILITY and LOCK_INVENTORY only",
+                violations=[("context.step", "not an inventory step")],
+            )
+        if kind == "check_availability":
+            logic.validate_check_availability(request.check_availability)
+
+            async def effect(conn: AsyncConnection) -> pb.ExecuteResponse:
+                return pb.ExecuteResponse(
+                    check_availability=await self._check(
+                        conn, request.check_availability
+                    )
+                )
+        else:
+            logic.validate_lock_inventory(request.lock_inventory)
+
+            async def effect(conn: AsyncConnection) -> pb.ExecuteResponse:
+                locks = await self._lock(conn, request.context, request.lock_inventory)
+                return pb.ExecuteResponse(
+                    lock_inventory=pb.LockInventoryOutput(locks=locks)
+                )
+
+        return await execute_once(
+            self.engine, models.barrier, request.context, pb.ExecuteResponse, effect
+        )
+
+    async def _check(
+        self, conn: AsyncConnection, inp: pb.CheckAvailabilityInput
+    ) -> pb.CheckAvailabilityOutput:
+        warehouse_ids = list(dict.fromkeys(inp.warehouse_ids))
+        stock: list[common_pb2.StockLevel] = []
+        locked: dict[str, int] = {}
+        if warehouse_ids:
+            skus = list(logic.required_by_sku(inp.items))
+            rows = await conn.execute(
+                select(S).where(S.c.warehouse_id.in_(warehouse_ids), S.c.sku.in_(skus))
+            )
+            stock = [_stock_proto(r) for r in rows]
+            # Units locked per warehouse over all its SKUs: the allocation step's load figure.
+            totals = await conn.execute(
+                select(S.c.warehouse_id, func.coalesce(func.sum(S.c.locked), 0))
+                .where(S.c.warehouse_id.in_(warehouse_ids))
+                .group_by(S.c.warehouse_id)
+            )
+            locked = {wid: int(units) for wid, units in totals}
+        return logic.summarize_availability(inp.items, warehouse_ids, stock, locked)
+
+    async def _lock(
+        self,
+        conn: AsyncConnection,
+        ctx: common_pb2.StepContext,
+        inp: pb.LockInventoryInput,
+    ) -> list[common_pb2.InventoryLock]:
+        now = utcnow()
+        requested = (
+            from_timestamp(inp.expires_at) if inp.HasField("expires_at") else None
+        )
+        if requested is not None and requested <= now:
+            raise InvalidArgument(
+                "the lock would expire before it is taken",
+                violations=[("lock_inventory.expires_at", "must be in the future")],
+            )
+        expires_at = logic.lock_expires_at(now, requested, self.lock_ttl)
+        lines = logic.ordered_lines(inp.lines)
+        for line in lines:
+            taken = await conn.execute(
+                update(S)
+                .where(
+                    _stock_key(line.warehouse_id, line.sku),
+                    S.c.on_hand - S.c.locked >= line.quantity,
+                )
+                .values(locked=S.c.locked + line.quantity, updated_at=now)
+            )
+            if taken.rowcount != 1:
+                available = await conn.scalar(
+                    select(S.c.on_hand - S.c.locked).where(
+                        _stock_key(line.warehouse_id, line.sku)
+                    )
+                )
+                # Raising rolls back the lines already locked and the barrier row.
+                raise Aborted(
+                    f"cannot lock {line.quantity} of {line.sku} in {line.warehouse_id}: {available or 0} available",
+                    reason="LOCK_CONFLICT",
+                    metadata={
+                        "warehouse_id": line.warehouse_id,
+                        "sku": line.sku,
+                        "required": str(line.quantity),
+                        "available": str(available or 0),
+                    },
+                )
+        rows = [
+            {
+                "lock_id": uuid.uuid4().hex,
+                "saga_id": ctx.saga_id,
+                "order_id": inp.order_id,
+                "allocation_id": inp.allocation_id,
+                "warehouse_id": line.warehouse_id,
+                "sku": line.sku,
+                "quantity": line.quantity,
+                "status": HELD,
+                "expires_at": expires_at,
+                "picking": False,
+                "notify_pending": False,
+                "created_at": now,
+                "updated_at": now,
+            }
+            for line in lines
+        ]
+        await conn.execute(L.insert(), rows)
+        return [
+            common_pb2.InventoryLock(
+                lock_id=r["lock_id"],
+                saga_id=r["saga_id"],
+                warehouse_id=r["warehouse_id"],
+                sku=r["sku"],
+                quantity=r["quantity"],
+                status=common_pb2.LOCK_STATUS_HELD,
+                expires_at=to_timestamp(expires_at),
+                created_at=to_timestamp(now),
+            )
+            for r in rows
+        ]
+
+    async def Compensate(
+        self, request: pb.CompensateRequest, context
+    ) -> pb.CompensateResponse:
+        ctx = request.context
+        if ctx.step not in STEP_INPUTS and ctx.step != common_pb2.SAGA_STEP_UNSPECIFIED:
+            raise InvalidArgument(
+                "inventory hosts CHECK_AVAILABILITY and LOCK_INVENTORY only",
+                violations=[("context.step", "not an inventory step")],
+            )
+
+        async def effect(conn: AsyncConnection) -> pb.CompensateResponse:
+            if ctx.step != common_pb2.SAGA_STEP_LOCK_INVENTORY:
+                return (
+                    pb.CompensateResponse()
+                )  # an availability check has nothing to undo
+            released = await _finish_locks(
+                conn, L.c.saga_id == ctx.saga_id, RELEASED, utcnow()
+            )
+            return pb.CompensateResponse(
+                released_units=sum(lock.quantity for lock in released)
+            )
+
+        return await compensate_once(
+            self.engine,
+            models.barrier,
+            ctx,
+            pb.CompensateResponse,
+            effect,
+            pb.CompensateResponse(null_compensation=True),
+        )
+
+
+class InventoryServicer(pb_grpc.InventoryServiceServicer):
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    async def SetStock(
+        self, request: pb.SetStockRequest, context
+    ) -> pb.SetStockResponse:
+        logic.validate_set_stock(request)
+        now = utcnow()
+        async with self.engine.begin() as conn:
+            current = (
+                await conn.execute(
+                    select(S)
+                    .where(_stock_key(request.warehouse_id, request.sku))
+                    .with_for_update()
+                )
+            ).first()
+            if current is not None and current.locked > request.on_hand:
+                raise self._below_locked(current, request.on_hand)
+            stmt = upsert(conn, S).values(
+                warehouse_id=request.warehouse_id,
+                sku=request.sku,
+                product_id=request.product_id,
+                on_hand=request.on_hand,
+                locked=0,
+                bin=request.bin,
+                updated_at=now,
+            )
+            # An empty product_id or bin keeps the stored one: setting a count does not erase the bin.
+            changes = {
+                "on_hand": stmt.excluded.on_hand,
+                "updated_at": stmt.excluded.updated_at,
+            }
+            if request.product_id:
+                changes["product_id"] = stmt.excluded.product_id
+            if request.bin:
+                changes["bin"] = stmt.excluded.bin
+            # RETURNING tells whether the row was written (psycopg reports no rowcount for INSERT).
+            row = (
+                await conn.execute(
+                    stmt.on_conflict_do_update(
+                        index_elements=[S.c.warehouse_id, S.c.sku],
+                        set_=changes,
+                        where=S.c.locked <= request.on_hand,
+                    ).returning(*S.c)
+                )
+            ).first()
+            if row is None:  # the row appeared, with locks, since we looked
+                raise self._below_locked(
+                    await _get_stock(conn, request.warehouse_id, request.sku),
+                    request.on_hand,
+                )
+            delta = request.on_hand - (current.on_hand if current is not None else 0)
+            await self._journal(
+                conn,
+                request.warehouse_id,
+                request.sku,
+                delta,
+                request.on_hand,
+                "set",
+                now,
+            )
+            row = await _get_stock(conn, request.warehouse_id, request.sku)
+        return pb.SetStockResponse(stock=_stock_proto(row))
+
+    @staticmethod
+    def _below_locked(row, on_hand: int) -> FailedPrecondition:
+        return FailedPrecondition(
+            f"on_hand {on_hand} would be below the {row.locked} locked units",
+            reason="STOCK_BELOW_LOCKED",
+            metadata={
+                "warehouse_id": row.warehouse_id,
+                "sku": row.sku,
+                "on_hand": str(row.on_hand),
+                "locked": str(row.locked),
+                "requested_on_hand": str(on_hand),
+            },
+        )
+
+    @staticmethod
+    async def _journal(
+        conn: AsyncConnection,
+        warehouse_id: str,
+        sku: str,
+        delta: int,
+        after: int,
+        reason: str,
+        now: datetime,
+    ) -> None:
+        await conn.execute(
+            J.insert().values(
+                warehouse_id=warehouse_id,
+                sku=sku,
+                delta=delta,
+                on_hand_after=after,
+                reason=reason,
+                created_at=now,
+            )
+        )
+
+    async def AdjustStock(
+        self, request: pb.AdjustStockRequest, context
+    ) -> pb.AdjustStockResponse:
+        logic.validate_adjust_stock(request)
+        now = utcnow()
+        delta = request.delta
+        async with self.engine.begin() as conn:
+            row = (
+                await conn.execute(
+                    update(S)
+                    .where(
+                        _stock_key(request.warehouse_id, request.sku),
+                        S.c.on_hand + delta >= S.c.locked,
+                        S.c.on_hand + delta >= 0,
+                    )
+                    .values(on_hand=S.c.on_hand + delta, updated_at=now)
+                    .returning(*S.c)
+                )
+            ).first()
+            if row is None:
+                current = await _get_stock(conn, request.warehouse_id, request.sku)
+                reason = (
+                    logic.adjustment_refusal(current.on_hand, current.locked, delta)
+                    or "STOCK_BELOW_LOCKED"
+                )
+                raise FailedPrecondition(
+                    f"adjusting on_hand {current.on_hand} by {delta} would leave it below "
+                    + (
+                        "zero"
+                        if reason == "NEGATIVE_STOCK"
+                        else f"the {current.locked} locked units"
+                    ),
+                    reason=reason,
+                    metadata={
+                        "warehouse_id": current.warehouse_id,
+                        "sku": current.sku,
+                        "on_hand": str(current.on_hand),
+                        "locked": str(current.locked),
+                        "delta": str(delta),
+                    },
+                )
+            await self._journal(
+                conn, row.warehouse_id, row.sku, delta, row.on_hand, request.reason, now
+            )
+        return pb.AdjustStockResponse(stock=_stock_proto(row))
+
+    async def GetStock(
+        self, request: pb.GetStockRequest, context
+    ) -> pb.GetStockResponse:
+        v = Violations()
+        logic.check_id(v, "warehouse_id", request.warehouse_id)
+        logic.check_id(v, "sku", request.sku, limit=logic.MAX_TEXT)
+        v.raise_if_any("invalid stock key")
+        async with self.engine.connect() as conn:
+            row = await _get_stock(conn, request.warehouse_id, request.sku)
+        return pb.GetStockResponse(stock=_stock_proto(row))
+
+    async def _page(
+        self, query, to_proto, page_size: int, page_token: str
+    ) -> tuple[list, str]:
+        offset, limit = page_window(page_size, page_token)
+        async with self.engine.connect() as conn:
+            found = [
+                to_proto(r)
+                for r in await conn.execute(query.offset(offset).limit(limit))
+            ]
+        return found, next_page_token(offset, limit, len(found))
+
+    async def ListStock(
+        self, request: pb.ListStockRequest, context
+    ) -> pb.ListStockResponse:
+        query = select(S).order_by(S.c.warehouse_id, S.c.sku)
+        if request.warehouse_id:
+            query = query.where(S.c.warehouse_id == request.warehouse_id)
+        if request.sku:
+            query = query.where(S.c.sku == request.sku)
+        found, token = await self._page(
+            query, _stock_proto, request.page_size, request.page_token
+        )
+        return pb.ListStockResponse(stock=found, next_page_token=token)
+
+    async def ListLocks(
+        self, request: pb.ListLocksRequest, context
+    ) -> pb.ListLocksResponse:
+        query = select(L).order_by(L.c.created_at, L.c.lock_id)
+        if request.saga_id:
+            query = query.where(L.c.saga_id == request.saga_id)
+        if request.warehouse_id:
+            query = query.where(L.c.warehouse_id == request.warehouse_id)
+        if request.status:
+            if request.status not in logic.LOCK_STATUS_TO_DB:
+                raise InvalidArgument(
+                    "unknown lock status",
+                    violations=[("status", "unknown lock status")],
+                )
+            query = query.where(L.c.status == logic.LOCK_STATUS_TO_DB[request.status])
+        found, token = await self._page(
+            query, _lock_proto, request.page_size, request.page_token
+        )
+        return pb.ListLocksResponse(locks=found, next_page_token=token)
+
+    async def HoldLocks(
+        self, request: pb.HoldLocksRequest, context
+    ) -> pb.HoldLocksResponse:
+        async def hold(conn: AsyncConnection, where: ColumnElement[bool]) -> None:
+            await conn.execute(
+                update(L)
+                .where(where, L.c.status == HELD, L.c.picking == false())
+                .values(picking=True, updated_at=utcnow())
+            )
+
+        locks = await self._advance(
+            request.saga_id, request.warehouse_id, hold, HELD, "picking cannot start"
+        )
+        return pb.HoldLocksResponse(locks=locks)
+
+    async def CommitLocks(
+        self, request: pb.CommitLocksRequest, context
+    ) -> pb.CommitLocksResponse:
+        async def consume(conn: AsyncConnection, where: ColumnElement[bool]) -> None:
+            await _finish_locks(conn, where, CONSUMED, utcnow(), consume=True)
+
+        locks = await self._advance(
+            request.saga_id,
+            request.warehouse_id,
+            consume,
+            CONSUMED,
+            "nothing to consume",
+        )
+        return pb.CommitLocksResponse(locks=locks)
+
+    async def _advance(
+        self, saga_id: str, warehouse_id: str, change, outcome: str, why: str
+    ) -> list[common_pb2.InventoryLock]:
+        """Apply a picking transition to a saga's locks; refuse when no lock ends in ``outcome``.
+
+        Running it again finds the locks already there, so logistics may retry freely.
+        """
+        logic.validate_lock_selector(saga_id, warehouse_id)
+        async with self.engine.begin() as conn:
+            await change(conn, _lock_selector(saga_id, warehouse_id))
+            locks = await self._existing(conn, saga_id, warehouse_id)
+            if not any(
+                lock.status == logic.LOCK_STATUS_FROM_DB[outcome] for lock in locks
+            ):
+                raise self._not_held(saga_id, warehouse_id, locks, why)
+        return locks
+
+    async def ReleaseLocks(
+        self, request: pb.ReleaseLocksRequest, context
+    ) -> pb.ReleaseLocksResponse:
+        logic.validate_lock_selector(request.saga_id, request.warehouse_id)
+        v = Violations()
+        logic.check_id(
+            v, "reason", request.reason, limit=logic.MAX_TEXT, required=False
+        )
+        v.raise_if_any("invalid release")
+        where = _lock_selector(request.saga_id, request.warehouse_id)
+        async with self.engine.begin() as conn:
+            released = await _finish_locks(conn, where, RELEASED, utcnow())
+            locks = await _select_locks(conn, where)
+        if released:
+            log.info(
+                "released %d lock(s) of saga %s: %s",
+                len(released),
+                request.saga_id,
+                request.reason or "no reason given",
+                extra={"saga_id": request.saga_id},
+            )
+        # Releasing what is already released (or consumed) changes nothing: a retried
+        # cancellation must not fail.
+        return pb.ReleaseLocksResponse(locks=locks)
+
+    @staticmethod
+    async def _existing(
+        conn: AsyncConnection, saga_id: str, warehouse_id: str
+    ) -> list[common_pb2.InventoryLock]:
+        locks = await _select_locks(conn, _lock_selector(saga_id, warehouse_id))
+        if not locks:
+            raise NotFound(
+                f"saga {saga_id!r} holds no locks"
+                + (f" in {warehouse_id!r}" if warehouse_id else ""),
+                reason="LOCKS_NOT_FOUND",
+                metadata={"saga_id": saga_id, "warehouse_id": warehouse_id},
+            )
+        return locks
+
+    @staticmethod
+    def _not_held(
+        saga_id: str, warehouse_id: str, locks, why: str
+    ) -> FailedPrecondition:
+        statuses = sorted({common_pb2.LockStatus.Name(lock.status) for lock in locks})
+        return FailedPrecondition(
+            f"the locks of saga {saga_id!r} are no longer held ({', '.join(statuses)}): {why}",
+            reason="LOCKS_NOT_HELD",
+            metadata={
+                "saga_id": saga_id,
+                "warehouse_id": warehouse_id,
+                "statuses": ",".join(statuses),
+            },
+        )
+
+
+class LockSweeper:
+    """Releases expired locks whose picking has not started, then tells notify about each saga.
+
+    The release commits before any notification is sent; a lock stays ``notify_pending``
+    until notify accepted its notification, so an outage of notify delays the notice but never
+    the stock.
+    """
+
+    def __init__(self, engine: AsyncEngine, settings: Settings) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.interval = settings.saga.expiry.cleanup_interval
+        self._channel: grpc.aio.Channel | None = None
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                await self.sweep()
+            except Exception:  # the next round tries again
+                log.exception("lock sweep failed")
+
+    async def sweep(self) -> int:
+        expired = 0
+        while True:
+            now = utcnow()
+            async with self.engine.begin() as conn:
+                batch = await _finish_locks(
+                    conn,
+                    (L.c.picking == false()) & (L.c.expires_at < now),
+                    EXPIRED,
+                    now,
+                    limit=SWEEP_BATCH,
+                    skip_locked=True,
+                )
+            expired += len(batch)
+            if len(batch) < SWEEP_BATCH:
+                break
+        if expired:
+            log.info("released %d expired lock(s)", expired)
+        await self.notify_pending()
+        return expired
+
+    async def notify_pending(self) -> None:
+        async with self.engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(L)
+                    .where(L.c.notify_pending == true())
+                    .order_by(L.c.saga_id, L.c.lock_id)
+                    .limit(SWEEP_BATCH)
+                )
+            ).all()
+        by_saga: dict[str, list[logic.LockedUnits]] = defaultdict(list)
+        for row in rows:
+            by_saga[row.saga_id].append(_locked_units(row))
+        for saga_id, locks in by_saga.items():
+            order_id, message, attributes = logic.expiry_notice(saga_id, locks)
+            request = notify_pb2.SendNotificationRequest(
+                kind=common_pb2.NOTIFICATION_KIND_LOCK_EXPIRED,
+                saga_id=saga_id,
+                order_id=order_id,
+                message=message,
+                attributes=attributes,
+            )
+            try:
+                await self._notify().SendNotification(request, timeout=NOTIFY_TIMEOUT)
+            except grpc.RpcError as err:
+                log.warning(
+                    "expiry notification for saga %s not sent (%s); retrying at the next sweep",
+                    saga_id,
+                    err.code() if hasattr(err, "code") else err,
+                    extra={"saga_id": saga_id},
+                )
+                return
+            async with self.engine.begin() as conn:
+                await conn.execute(
+                    update(L)
+                    .where(L.c.lock_id.in_([lock.lock_id for lock in locks]))
+                    .values(notify_pending=False)
+                )
+
+    def _notify(self) -> notify_pb2_grpc.NotifyServiceStub:
+        if self._channel is None:
+            self._channel = channel_to(self.settings, "notify")
+        return notify_pb2_grpc.NotifyServiceStub(self._channel)
+
+    async def close(self) -> None:
+        if self._channel is not None:
+            await self._channel.close()
+
+
+async def build(settings: Settings) -> App:
+    engine = await open_service_database(settings, models.metadata, models.__file__)
+    sweeper = LockSweeper(engine, settings)
+    return App(
+        services=[
+            registration(InventoryServicer(engine), pb_grpc, "InventoryService"),
+            registration(
+                InventoryStepServicer(engine, settings), pb_grpc, "InventoryStepService"
+            ),
+        ],
+        background=[sweeper.run],
+        on_stop=[sweeper.close, engine.dispose],
+    )
