@@ -10,13 +10,20 @@ from datetime import UTC, datetime, timedelta
 
 import grpc
 import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import update
+from sqlalchemy.exc import IntegrityError
 
 from invsaga.common.v1 import common_pb2
 from invsaga.inventory.v1 import inventory_pb2 as pb
 from invsaga.inventory.v1 import inventory_pb2_grpc as pb_grpc
 from invsaga.notify.v1 import notify_pb2, notify_pb2_grpc
+from invsaga.runtime.config import load_settings
+from invsaga.runtime.db import open_service_database
 from invsaga.runtime.errors import RpcFailure
-from tests.support import start_mesh
+from services.inventory import models
+from tests.support import new_pg_database, start_mesh
 
 SERVICES = ("inventory", "notify")
 SHORT_EXPIRY = {"INVSAGA_EXPIRY_LOCK": "1s", "INVSAGA_EXPIRY_CLEANUP_INTERVAL": "1s"}
@@ -515,3 +522,40 @@ async def test_commit_consumes_and_release_releases(inv: Client):
     assert (await inv.unlock(saga)).released_units == 0
     assert (await inv.stock(w1, sku)).on_hand == 7
     assert (await inv.stock(w2, sku)).on_hand == 10
+
+
+async def test_the_database_itself_refuses_negative_stock(backend, tmp_path):
+    url = (
+        new_pg_database()
+        if backend == "postgres"
+        else f"sqlite+aiosqlite:///{tmp_path}/inventory.db"
+    )
+    settings = load_settings("inventory", env={}, database_url=url)
+    engine = await open_service_database(settings, models.metadata, models.__file__)
+    S = models.stock
+    try:
+        async with engine.connect() as conn:
+            drift = await conn.run_sync(
+                lambda sync: compare_metadata(
+                    MigrationContext.configure(sync), models.metadata
+                )
+            )
+        assert drift == [], "the migration and models.py disagree"
+        async with engine.begin() as conn:
+            await conn.execute(
+                S.insert().values(
+                    warehouse_id="W",
+                    sku="S",
+                    on_hand=5,
+                    locked=2,
+                    updated_at=datetime.now(UTC),
+                )
+            )
+        for change in ({"on_hand": -1}, {"locked": -1}, {"locked": 6}, {"on_hand": 1}):
+            with pytest.raises(IntegrityError):
+                async with engine.begin() as conn:
+                    await conn.execute(update(S).values(**change))
+        async with engine.connect() as conn:
+            assert (await conn.execute(S.select())).one()[:5] == ("W", "S", "", 5, 2)
+    finally:
+        await engine.dispose()
