@@ -9,7 +9,7 @@ from collections import defaultdict
 from datetime import datetime
 
 import grpc
-from sqlalchemy import select, update
+from sqlalchemy import and_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from invsaga.allocation.v1 import allocation_pb2 as pb
@@ -230,11 +230,8 @@ class AllocationServicer(pb_grpc.AllocationServiceServicer):
             if request.status not in logic.STATUS_TO_DB:
                 raise InvalidArgument("unknown status", violations=[("status", "unknown allocation status")])
             where.append(A.c.status == logic.STATUS_TO_DB[request.status])
-        condition = None
-        for clause in where:
-            condition = clause if condition is None else condition & clause
         async with self.engine.connect() as conn:
-            found = await _load(conn, condition, offset=offset, limit=limit)
+            found = await _load(conn, and_(*where) if where else None, offset=offset, limit=limit)
         return pb.ListAllocationsResponse(allocations=found, next_page_token=next_page_token(offset, limit, len(found)))
 
     async def CancelAllocation(self, request: pb.CancelAllocationRequest, context) -> pb.CancelAllocationResponse:

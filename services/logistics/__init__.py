@@ -1,0 +1,1 @@
+"""The logistics service: picklists per warehouse and the GeneratePicklist step."""

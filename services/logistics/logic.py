@@ -1,0 +1,126 @@
+"""Picklist rules: input checks, one picklist per warehouse in pick order, status transitions.
+
+Plain functions, no gRPC or database: ``server.py`` adapts them.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Iterable
+
+from invsaga.common.v1 import common_pb2
+from invsaga.logistics.v1 import logistics_pb2 as pb
+from invsaga.runtime.errors import Violations
+
+MAX_TEXT = 256
+MAX_LINES = 1000
+MAX_QUANTITY = 1_000_000
+
+PENDING, PROCESSING, COMPLETED, CANCELLED = "pending", "processing", "completed", "cancelled"
+
+STATUS_TO_DB = {
+    common_pb2.PICKLIST_STATUS_PENDING: PENDING,
+    common_pb2.PICKLIST_STATUS_PROCESSING: PROCESSING,
+    common_pb2.PICKLIST_STATUS_COMPLETED: COMPLETED,
+    common_pb2.PICKLIST_STATUS_CANCELLED: CANCELLED,
+}
+STATUS_FROM_DB = {v: k for k, v in STATUS_TO_DB.items()}
+
+# SPEC §4: PENDING -> PROCESSING -> COMPLETED, or CANCELLED from either of the first two.
+TRANSITIONS: dict[str, frozenset[str]] = {
+    PENDING: frozenset({PROCESSING, CANCELLED}),
+    PROCESSING: frozenset({COMPLETED, CANCELLED}),
+    COMPLETED: frozenset(),
+    CANCELLED: frozenset(),
+}
+
+# What the inventory service must do with the picklist's locks when it enters a status.
+HOLD, COMMIT, RELEASE = "hold", "commit", "release"
+INVENTORY_ACTION = {PROCESSING: HOLD, COMPLETED: COMMIT, CANCELLED: RELEASE}
+
+
+def transition_allowed(current: str, target: str) -> bool:
+    return target in TRANSITIONS[current]
+
+
+@dataclass(frozen=True)
+class PickLine:
+    sku: str
+    quantity: int
+    bin: str
+    sequence: int
+
+
+@dataclass(frozen=True)
+class PickPlan:
+    """The lines of one warehouse's picklist, in walking order."""
+
+    warehouse_id: str
+    lines: tuple[PickLine, ...]
+
+
+_CHUNKS = re.compile(r"(\d+)")
+
+
+def bin_order(bin_code: str) -> tuple:
+    """Sort key of a bin code: aisle/rack/shelf segments compared naturally ("A-2" < "A-10").
+
+    Lines with no bin sort last: they have to be looked for, so the picker walks the known
+    locations first.
+    """
+    code = bin_code.strip().upper()
+    parts = tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in _CHUNKS.split(code) if p)
+    return (not code, parts)
+
+
+def validate_input(data: pb.GeneratePicklistInput) -> None:
+    """INVALID_ARGUMENT with every field violation of a GeneratePicklist input."""
+    v = Violations()
+    if not data.lines:
+        v.add("generate_picklist.lines", "at least one line")
+    elif len(data.lines) > MAX_LINES:
+        v.add("generate_picklist.lines", f"at most {MAX_LINES} lines")
+    for i, line in enumerate(data.lines[:MAX_LINES]):
+        if not line.warehouse_id or len(line.warehouse_id) > 64:
+            v.add(f"generate_picklist.lines[{i}].warehouse_id", "must be 1 to 64 characters")
+        if not line.sku or len(line.sku) > MAX_TEXT:
+            v.add(f"generate_picklist.lines[{i}].sku", f"must be 1 to {MAX_TEXT} characters")
+        if not 0 < line.quantity <= MAX_QUANTITY:
+            v.add(f"generate_picklist.lines[{i}].quantity", f"must be within 1..{MAX_QUANTITY}")
+        if len(line.bin) > 64:
+            v.add(f"generate_picklist.lines[{i}].bin", "at most 64 characters")
+    # 0 means the request named no priority; the coordinator otherwise passes 1..10.
+    if not 0 <= data.priority <= 10:
+        v.add("generate_picklist.priority", "must be within 1..10")
+    if len(data.order_id) > MAX_TEXT:
+        v.add("generate_picklist.order_id", f"at most {MAX_TEXT} characters")
+    v.raise_if_any("invalid picklist input")
+
+
+def plan_picklists(lines: Iterable[pb.PickRequestLine]) -> list[PickPlan]:
+    """One picklist per warehouse (by warehouse id), its lines by bin then SKU, numbered 1..n.
+
+    The same SKU twice for one warehouse becomes one line with the summed quantity (keeping the
+    first bin given), so a picker never visits a shelf twice for one order.
+    """
+    merged: dict[str, dict[str, list]] = {}
+    for line in lines:
+        per_sku = merged.setdefault(line.warehouse_id, {})
+        entry = per_sku.get(line.sku)
+        if entry is None:
+            per_sku[line.sku] = [line.quantity, line.bin]
+        else:
+            entry[0] += line.quantity
+            entry[1] = entry[1] or line.bin
+    plans = []
+    for warehouse_id in sorted(merged):
+        ordered = sorted(merged[warehouse_id].items(), key=lambda kv: (bin_order(kv[1][1]), kv[0]))
+        plans.append(
+            PickPlan(
+                warehouse_id,
+                tuple(PickLine(sku, qty, bin_code, i) for i, (sku, (qty, bin_code)) in enumerate(ordered, start=1)),
+            )
+        )
+    return plans
+
