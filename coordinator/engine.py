@@ -91,6 +91,7 @@ class Driver:
         self.deadline_ms = row.deadline
         self.cancel = row.cancel_requested
         self.pending: list[pb.SagaEvent] = []
+        self.unsent: set[int] = set()  # steps this driver started but has not called yet
         self.previous_status = row.saga.status
         self.saga.status = row.status  # the column is the truth (Cancel/Resume update it directly)
 
@@ -147,6 +148,7 @@ class Driver:
                 return self.fail(i, self.timeout_failure(step))
             if state.status != pb.STEP_STATUS_RUNNING:
                 self.start_step(i)
+            self.unsent.discard(i)
             with log_context(saga_id=saga.saga_id, step=step.name):
                 outcome = await self.call_step(step, state)
             if isinstance(outcome, pb.SagaFailure):
@@ -178,6 +180,7 @@ class Driver:
         return saga.status == pb.SAGA_STATUS_COMPLETED
 
     def start_step(self, i: int) -> None:
+        self.unsent.add(i)
         state = self.saga.steps[i]
         state.status = pb.STEP_STATUS_RUNNING
         state.started_at.CopyFrom(now_ts())
@@ -198,7 +201,10 @@ class Driver:
         later fenced off by a Compensate; one never started stays PENDING and ends SKIPPED.
         """
         state = self.saga.steps[i]
-        if not emitted and state.status == pb.STEP_STATUS_RUNNING:
+        if i in self.unsent:  # announced but never sent: nothing can have happened
+            state.status = pb.STEP_STATUS_PENDING
+            state.ClearField("started_at")
+        elif not emitted and state.status == pb.STEP_STATUS_RUNNING:
             state.status = pb.STEP_STATUS_FAILED
             state.error = f"{failure.code or failure.reason}: {failure.message}"
             state.finished_at.CopyFrom(now_ts())

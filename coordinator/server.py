@@ -113,18 +113,26 @@ class CoordinatorServicer(pb_grpc.SagaCoordinatorServiceServicer):
                 for ev in events:
                     yield pb.WatchSagaResponse(event=ev)
                     last = ev.seq
-                    if ev.type in TERMINAL_EVENTS:
+                # A terminal event ends the stream, unless the saga went on after it
+                # (a FAILED saga resumed, a COMPLETED one cancelled): replay shows all of it.
+                if events and events[-1].type in TERMINAL_EVENTS:
+                    if await self._at_rest(request.saga_id, last):
                         return
+                    continue
                 if not events:
                     # Nothing new: a saga already at rest ends the stream instead of hanging.
-                    if await self.store.status_of(request.saga_id) in TERMINAL:
-                        if not await self.store.events_after(request.saga_id, last, limit=1):
-                            return
-                        continue
+                    if await self._at_rest(request.saga_id, last):
+                        return
                     with contextlib.suppress(asyncio.TimeoutError):
                         await asyncio.wait_for(asyncio.shield(wake), WATCH_POLL_SECONDS)
             finally:
                 self.hub.unsubscribe(request.saga_id, wake)
+
+    async def _at_rest(self, saga_id: str, last_seq: int) -> bool:
+        """Terminal, and no event after ``last_seq`` (a cancel or resume may be under way)."""
+        if await self.store.status_of(saga_id) not in TERMINAL:
+            return False
+        return not await self.store.events_after(saga_id, last_seq, limit=1)
 
     async def CancelSaga(self, request: pb.CancelSagaRequest, context) -> pb.CancelSagaResponse:
         _require_id(request.saga_id)

@@ -317,6 +317,12 @@ def load_settings(
         if not url.startswith(("http://", "https://")):
             raise ConfigError(f"INVSAGA_WEBHOOKS: not an http(s) URL: {url!r}")
 
+    faults = env.get("INVSAGA_FAULTS", "")
+    if faults:
+        from invsaga.runtime.faults import parse_faults
+
+        parse_faults(faults)  # fail fast on a malformed spec
+
     return Settings(
         service=service,
         port=port,
@@ -341,7 +347,7 @@ def load_settings(
         ),
         webhooks=webhooks,
         webhook_secret=env.get("INVSAGA_WEBHOOK_SECRET", str(notify.get("webhook_secret") or "")),
-        fault_injection=env.get("INVSAGA_FAULTS", ""),
+        fault_injection=faults,
         config_path=src,
     )
 

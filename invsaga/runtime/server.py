@@ -25,6 +25,7 @@ from grpc_reflection.v1alpha import reflection
 from invsaga.runtime import telemetry
 from invsaga.runtime.config import ConfigError, Settings, load_settings
 from invsaga.runtime.errors import DomainError
+from invsaga.runtime.faults import FaultInjector, parse_faults
 from invsaga.runtime.logs import configure_logging
 
 log = logging.getLogger("invsaga.server")
@@ -122,8 +123,12 @@ async def serve(settings: Settings, build: Callable[[Settings], Awaitable[App]])
     """Serve until SIGTERM/SIGINT; return the exit status."""
     telemetry.setup(settings)
     app = await build(settings)
+    interceptors = [*telemetry.server_interceptors(settings)]
+    if settings.fault_injection:
+        interceptors.append(FaultInjector(parse_faults(settings.fault_injection)))
+        log.warning("fault injection is ON: %s", settings.fault_injection)
     server = grpc.aio.server(
-        interceptors=[*telemetry.server_interceptors(settings), DomainErrorInterceptor()],
+        interceptors=[*interceptors, DomainErrorInterceptor()],
         options=server_options(settings),
         maximum_concurrent_rpcs=None,
     )
