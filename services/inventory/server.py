@@ -718,6 +718,9 @@ class LockSweeper:
                     err.code() if hasattr(err, "code") else err,
                     extra={"saga_id": saga_id},
                 )
+                # A fresh channel next time: the old one may sit in reconnect backoff for
+                # longer than the sweep interval after notify comes back.
+                await self.close()
                 return
             async with self.engine.begin() as conn:
                 await conn.execute(
@@ -732,8 +735,9 @@ class LockSweeper:
         return notify_pb2_grpc.NotifyServiceStub(self._channel)
 
     async def close(self) -> None:
-        if self._channel is not None:
-            await self._channel.close()
+        channel, self._channel = self._channel, None
+        if channel is not None:
+            await channel.close()
 
 
 async def build(settings: Settings) -> App:

@@ -26,6 +26,7 @@ from services.inventory import models
 from tests.support import new_pg_database, start_mesh
 
 SERVICES = ("inventory", "notify")
+FAST_STOP = {"INVSAGA_GRACE_PERIOD": "1s"}
 SHORT_EXPIRY = {"INVSAGA_EXPIRY_LOCK": "1s", "INVSAGA_EXPIRY_CLEANUP_INTERVAL": "1s"}
 LOCK = common_pb2.SAGA_STEP_LOCK_INVENTORY
 CHECK = common_pb2.SAGA_STEP_CHECK_AVAILABILITY
@@ -36,11 +37,17 @@ def meshes(tmp_path_factory):
     """Meshes shared by this module's tests, one per (backend, expiry) and started on demand."""
     started = {}
 
-    def get(backend: str, env: dict[str, str] | None = None):
-        key = (backend, tuple(sorted((env or {}).items())))
+    def get(
+        backend: str,
+        env: dict[str, str] | None = None,
+        services: tuple[str, ...] = SERVICES,
+    ):
+        key = (backend, tuple(sorted((env or {}).items())), services)
         if key not in started:
             workdir = tmp_path_factory.mktemp(f"inventory-{backend}")
-            started[key] = start_mesh(backend, workdir, services=SERVICES, env=env)
+            started[key] = start_mesh(
+                backend, workdir, services=services, env={**FAST_STOP, **(env or {})}
+            )
         return started[key]
 
     yield get
@@ -377,6 +384,42 @@ async def test_expired_lock_is_available_again_within_3s_and_notified(
     assert notice.attributes["warehouse_id"] == warehouse
     assert notice.attributes["sku"] == sku
     assert notice.attributes["quantity"] == "4"
+
+
+async def test_a_notify_outage_delays_the_expiry_notice_but_not_the_release(
+    backend, meshes
+):
+    mesh = meshes(backend, SHORT_EXPIRY, ("inventory",))
+    inv, channels = await _client(mesh)
+    try:
+        warehouse, sku = _ids(), _ids("SKU")
+        await inv.set_stock(warehouse, sku, 5)
+        saga = f"saga-{uuid.uuid4().hex}"
+        started = time.monotonic()
+        await inv.lock(saga, (warehouse, sku, 5))
+        while (await inv.stock(warehouse, sku)).available != 5:
+            assert time.monotonic() - started < 3.0, (
+                "notify being down held up the release"
+            )
+            await asyncio.sleep(0.05)
+
+        mesh.start_one("notify")
+        await asyncio.to_thread(mesh.wait_ready, "notify")
+        request = notify_pb2.ListNotificationsRequest(
+            saga_id=saga, kind=common_pb2.NOTIFICATION_KIND_LOCK_EXPIRED
+        )
+        deadline = time.monotonic() + 15
+        while not (
+            found := (await inv.notify.ListNotifications(request)).notifications
+        ):
+            assert time.monotonic() < deadline, (
+                "the expiry was never notified once notify came up"
+            )
+            await asyncio.sleep(0.2)
+        assert len(found) == 1 and found[0].attributes["quantity"] == "5"
+    finally:
+        for channel in channels:
+            await channel.close()
 
 
 async def test_invalid_admin_input_is_refused_with_details_and_changes_nothing(
