@@ -18,6 +18,7 @@ from invsaga.notify.v1 import notify_pb2, notify_pb2_grpc
 from invsaga.runtime.convert import to_timestamp, utcnow
 from invsaga.runtime.errors import RpcFailure
 from services.allocation.logic import parse_shortage_metadata
+from tests.support import start_mesh
 
 STEP = common_pb2.SAGA_STEP_ALLOCATE_INVENTORY
 
@@ -79,9 +80,35 @@ async def rpc_failure(call) -> RpcFailure:
     return RpcFailure.from_error(caught.value)
 
 
+@pytest.fixture(scope="module")
+def meshes(tmp_path_factory):
+    """One allocation + notify mesh per backend, shared by this module's tests (each uses its own
+    saga ids). The sweeper runs every half second for the expiry test; it leaves the 30-minute
+    allocations of the other tests alone."""
+    started = {}
+
+    def get(backend: str):
+        if backend not in started:
+            started[backend] = start_mesh(
+                backend,
+                tmp_path_factory.mktemp(f"allocation-{backend}"),
+                services=("allocation", "notify"),
+                env={"INVSAGA_EXPIRY_CLEANUP_INTERVAL": "0.5s"},
+            )
+        return started[backend]
+
+    yield get
+    for mesh in started.values():
+        mesh.stop()
+
+
 @pytest.fixture
-async def allocation(mesh_factory):
-    mesh = mesh_factory(services=("allocation",))
+def mesh(meshes, backend):
+    return meshes(backend)
+
+
+@pytest.fixture
+async def allocation(mesh):
     async with grpc.aio.insecure_channel(mesh.address("allocation")) as channel:
         yield pb_grpc.AllocationStepServiceStub(channel), pb_grpc.AllocationServiceStub(channel)
 
@@ -180,11 +207,7 @@ async def test_strategy_failures_carry_details_and_persist_nothing(allocation):
     assert [(l.warehouse_id, l.sku, l.quantity) for l in lines] == [("WH-SH", "SKU-A", 5)]
 
 
-async def test_expired_allocations_are_marked_and_notified(mesh_factory):
-    mesh = mesh_factory(
-        services=("allocation", "notify"),
-        env={"INVSAGA_EXPIRY_CLEANUP_INTERVAL": "0.5s"},
-    )
+async def test_expired_allocations_are_marked_and_notified(mesh):
     async with (
         grpc.aio.insecure_channel(mesh.address("allocation")) as channel,
         grpc.aio.insecure_channel(mesh.address("notify")) as notify_channel,

@@ -16,6 +16,7 @@ from invsaga.logistics.v1 import logistics_pb2 as pb
 from invsaga.logistics.v1 import logistics_pb2_grpc as pb_grpc
 from invsaga.runtime.convert import to_timestamp, utcnow
 from invsaga.runtime.errors import RpcFailure
+from tests.support import start_mesh
 
 PENDING = common_pb2.PICKLIST_STATUS_PENDING
 PROCESSING = common_pb2.PICKLIST_STATUS_PROCESSING
@@ -49,13 +50,19 @@ class Picking:
     """Stubs for one inventory + logistics mesh, and the saga steps a test needs from them."""
 
     def __init__(self, inventory_channel, logistics_channel):
+        # Warehouse ids of its own, so that tests sharing a mesh never share a stock row.
+        self.tag = uuid.uuid4().hex[:8]
         self.inventory = inventory_pb2_grpc.InventoryServiceStub(inventory_channel)
         self.inventory_steps = inventory_pb2_grpc.InventoryStepServiceStub(inventory_channel)
         self.logistics = pb_grpc.LogisticsServiceStub(logistics_channel)
         self.steps = pb_grpc.LogisticsStepServiceStub(logistics_channel)
 
-    async def stock(self, warehouse_id: str, sku: str) -> common_pb2.StockLevel:
-        reply = await self.inventory.GetStock(inventory_pb2.GetStockRequest(warehouse_id=warehouse_id, sku=sku))
+    def w(self, name: str) -> str:
+        """This test's id of warehouse ``name`` ("WH-A")."""
+        return f"{name}-{self.tag}"
+
+    async def stock(self, warehouse: str, sku: str) -> common_pb2.StockLevel:
+        reply = await self.inventory.GetStock(inventory_pb2.GetStockRequest(warehouse_id=self.w(warehouse), sku=sku))
         return reply.stock
 
     async def lock(self, saga_id: str, lines: dict[tuple[str, str], int]) -> None:
@@ -65,7 +72,7 @@ class Picking:
                 context=step_context(saga_id, common_pb2.SAGA_STEP_LOCK_INVENTORY),
                 lock_inventory=inventory_pb2.LockInventoryInput(
                     allocation_id=f"AL-{saga_id}",
-                    lines=[common_pb2.AllocationLine(warehouse_id=w, sku=s, quantity=q) for (w, s), q in lines.items()],
+                    lines=[common_pb2.AllocationLine(warehouse_id=self.w(w), sku=s, quantity=q) for (w, s), q in lines.items()],
                     expires_at=to_timestamp(utcnow() + timedelta(minutes=30)),
                 ),
             ),
@@ -82,7 +89,7 @@ class Picking:
                 priority=priority,
                 is_urgent=urgent,
                 lines=[
-                    pb.PickRequestLine(warehouse_id=w, sku=s, quantity=q, bin=STOCK[(w, s)][1])
+                    pb.PickRequestLine(warehouse_id=self.w(w), sku=s, quantity=q, bin=STOCK[(w, s)][1])
                     for (w, s), q in lines.items()
                 ],
             ),
@@ -101,17 +108,35 @@ class Picking:
         )
 
 
+@pytest.fixture(scope="module")
+def meshes(tmp_path_factory):
+    """One inventory + logistics mesh per backend, stocked once, shared by this module's tests
+    (each reserves under its own saga ids and asserts on the stock rows it alone touches)."""
+    started = {}
+
+    def get(backend: str):
+        if backend not in started:
+            started[backend] = start_mesh(
+                backend, tmp_path_factory.mktemp(f"logistics-{backend}"), services=("inventory", "logistics")
+            )
+        return started[backend]
+
+    yield get
+    for mesh in started.values():
+        mesh.stop()
+
+
 @pytest.fixture
-async def picking(mesh_factory):
-    mesh = mesh_factory(services=("inventory", "logistics"))
+async def picking(meshes, backend):
+    mesh = meshes(backend)
     async with (
         grpc.aio.insecure_channel(mesh.address("inventory")) as inventory_channel,
         grpc.aio.insecure_channel(mesh.address("logistics")) as logistics_channel,
     ):
         p = Picking(inventory_channel, logistics_channel)
-        for (warehouse_id, sku), (on_hand, bin_code) in STOCK.items():
+        for (warehouse, sku), (on_hand, bin_code) in STOCK.items():
             await p.inventory.SetStock(
-                inventory_pb2.SetStockRequest(warehouse_id=warehouse_id, sku=sku, on_hand=on_hand, bin=bin_code)
+                inventory_pb2.SetStockRequest(warehouse_id=p.w(warehouse), sku=sku, on_hand=on_hand, bin=bin_code)
             )
         yield p
 
@@ -126,7 +151,7 @@ async def test_picklists_once_per_warehouse_in_bin_order(picking):
 
     assert all(r == replies[0] for r in replies)
     made = replies[0].generate_picklist.picklists
-    assert [p.warehouse_id for p in made] == ["WH-A", "WH-B"]
+    assert [p.warehouse_id for p in made] == [picking.w("WH-A"), picking.w("WH-B")]
     assert [(l.sequence, l.bin, l.sku, l.quantity) for l in made[0].lines] == [
         (1, "A-02-07", "SKU-3", 3),
         (2, "A-10-01", "SKU-2", 2),
@@ -142,7 +167,7 @@ async def test_picklists_once_per_warehouse_in_bin_order(picking):
     # The pickers' queue: urgent first, then by priority.
     urgent_saga, _ = await picking.reserve({("WH-A", "SKU-1"): 1}, priority=1, urgent=True)
     high_saga, _ = await picking.reserve({("WH-A", "SKU-1"): 1}, priority=9)
-    queue = await picking.logistics.ListPicklists(pb.ListPicklistsRequest(warehouse_id="WH-A", status=PENDING))
+    queue = await picking.logistics.ListPicklists(pb.ListPicklistsRequest(warehouse_id=picking.w("WH-A"), status=PENDING))
     assert [p.saga_id for p in queue.picklists] == [urgent_saga, high_saga, saga_id]
 
     # Compensation cancels the saga's pending picklists once; the locks stay for LockInventory's
@@ -157,27 +182,25 @@ async def test_picklists_once_per_warehouse_in_bin_order(picking):
     assert (await picking.stock("WH-B", "SKU-1")).locked == 4
 
 
-async def test_compensate_before_execute_is_null_and_refuses_the_late_execute(mesh_factory):
-    mesh = mesh_factory(services=("logistics",))
-    async with grpc.aio.insecure_channel(mesh.address("logistics")) as channel:
-        steps, logistics = pb_grpc.LogisticsStepServiceStub(channel), pb_grpc.LogisticsServiceStub(channel)
-        saga_id = new_saga()
-        ctx = step_context(saga_id, common_pb2.SAGA_STEP_GENERATE_PICKLIST)
-        for _ in range(2):
-            reply = await steps.Compensate(pb.CompensateRequest(context=ctx), timeout=10)
-            assert reply.null_compensation
-        late = pb.ExecuteRequest(
-            context=ctx,
-            generate_picklist=pb.GeneratePicklistInput(lines=[pb.PickRequestLine(warehouse_id="WH-A", sku="S", quantity=1)]),
-        )
-        failure = await rpc_failure(steps.Execute(late, timeout=10))
-        assert failure.code == grpc.StatusCode.FAILED_PRECONDITION
-        assert failure.reason == "COMPENSATED_BEFORE_EXECUTE"
-        assert list((await logistics.ListPicklists(pb.ListPicklistsRequest(saga_id=saga_id))).picklists) == []
+async def test_compensate_before_execute_is_null_and_refuses_the_late_execute(picking):
+    steps, logistics = picking.steps, picking.logistics
+    saga_id = new_saga()
+    ctx = step_context(saga_id, common_pb2.SAGA_STEP_GENERATE_PICKLIST)
+    for _ in range(2):
+        reply = await steps.Compensate(pb.CompensateRequest(context=ctx), timeout=10)
+        assert reply.null_compensation
+    late = pb.ExecuteRequest(
+        context=ctx,
+        generate_picklist=pb.GeneratePicklistInput(lines=[pb.PickRequestLine(warehouse_id="WH-A", sku="S", quantity=1)]),
+    )
+    failure = await rpc_failure(steps.Execute(late, timeout=10))
+    assert failure.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert failure.reason == "COMPENSATED_BEFORE_EXECUTE"
+    assert list((await logistics.ListPicklists(pb.ListPicklistsRequest(saga_id=saga_id))).picklists) == []
 
-        bad = await rpc_failure(steps.Execute(pb.ExecuteRequest(context=ctx, generate_picklist=pb.GeneratePicklistInput())))
-        assert bad.code == grpc.StatusCode.INVALID_ARGUMENT
-        assert bad.violations == [("generate_picklist.lines", "at least one line")]
+    bad = await rpc_failure(steps.Execute(pb.ExecuteRequest(context=ctx, generate_picklist=pb.GeneratePicklistInput())))
+    assert bad.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert bad.violations == [("generate_picklist.lines", "at least one line")]
 
 
 async def test_completing_consumes_the_stock_and_cancelling_releases_it(picking):
