@@ -106,13 +106,17 @@ class Mesh:
                 if not port_free(p):
                     raise LaunchError(f"port {p} is already in use (wanted by {service})")
 
-    def start_one(self, service: str, extra_env: Mapping[str, str] | None = None) -> subprocess.Popen:
+    def start_one(
+        self, service: str, extra_env: Mapping[str, str] | None = None, name: str | None = None
+    ) -> subprocess.Popen:
+        """Start ``service``; ``name`` (default the service) keys a second replica in ``procs``."""
+        name = name or service
         env = self.process_env(service)
         env.update(extra_env or {})
         out = subprocess.DEVNULL
         if self.log_dir:
             Path(self.log_dir).mkdir(parents=True, exist_ok=True)
-            out = open(Path(self.log_dir) / f"{service}.log", "ab")  # noqa: SIM115 - owned by the child
+            out = open(Path(self.log_dir) / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
         proc = subprocess.Popen(
             [sys.executable, "-m", MODULES[service]],
             env=env,
@@ -120,7 +124,7 @@ class Mesh:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        self.procs[service] = proc
+        self.procs[name] = proc
         return proc
 
     def start(self, timeout: float = 60.0) -> "Mesh":

@@ -35,9 +35,11 @@ class WH:
 class MeshClient:
     """Stubs for every process of a mesh, on one event loop."""
 
-    def __init__(self, mesh: Mesh) -> None:
+    def __init__(self, mesh: Mesh, coordinator: str | None = None) -> None:
         self.mesh = mesh
         self.channels = {name: grpc.aio.insecure_channel(mesh.address(name)) for name in mesh.services}
+        if coordinator:
+            self.channels["coordinator"] = grpc.aio.insecure_channel(coordinator)
         self.coordinator = pb_grpc.SagaCoordinatorServiceStub(self.channels["coordinator"])
         self.warehouse = warehouse_pb2_grpc.WarehouseServiceStub(self.channels["warehouse"])
         self.inventory = inventory_pb2_grpc.InventoryServiceStub(self.channels["inventory"])

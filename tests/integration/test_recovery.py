@@ -1,0 +1,118 @@
+"""Crash recovery: SIGKILL the coordinator under load; every saga still ends, the books balance."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from invsaga.coordinator.v1 import coordinator_pb2 as pb
+from invsaga.common.v1 import common_pb2
+from invsaga.launcher import free_port, wait_serving
+from tests.saga_support import TERMINAL, WH, MeshClient
+from tests.support import start_mesh
+
+RECOVERY = {
+    "INVSAGA_LEASE": "1s",
+    "INVSAGA_RECOVERY_INTERVAL": "300ms",
+    "INVSAGA_RETRY_INITIAL_INTERVAL": "20ms",
+    "INVSAGA_RETRY_MAX_INTERVAL": "200ms",
+    # Slow picking steps keep sagas in flight when the coordinator dies.
+    "INVSAGA_FAULTS": "kind=latency,delay=0.3,method=Execute,step=GENERATE_PICKLIST",
+}
+WAREHOUSES = [WH("WH-R1", priority=9), WH("WH-R2", priority=5), WH("WH-R3", priority=1)]
+STOCK = [(w.warehouse_id, f"SKU-R{i}", 400) for w in WAREHOUSES for i in range(4)]
+
+
+async def _start_many(c: MeshClient, n: int) -> list[str]:
+    sem = asyncio.Semaphore(32)
+
+    async def one(k: int) -> str:
+        async with sem:
+            # Some orders exceed the stock of one SKU so that both outcomes occur.
+            items = {f"SKU-R{k % 4}": 1 + k % 7} if k % 10 else {f"SKU-R{k % 4}": 5000}
+            return await c.start(items)
+
+    return list(await asyncio.gather(*(one(k) for k in range(n))))
+
+
+async def _all_terminal(c: MeshClient, saga_ids: list[str], timeout: float) -> list[pb.Saga]:
+    deadline = time.monotonic() + timeout
+    while True:
+        sagas = [await c.get(s) for s in saga_ids]
+        pending = [s for s in sagas if s.status not in TERMINAL]
+        if not pending:
+            return sagas
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{len(pending)} sagas not terminal, e.g. {pending[0]}")
+        await asyncio.sleep(0.5)
+
+
+async def _check_nothing_outlives_its_saga(c: MeshClient, sagas: list[pb.Saga]) -> None:
+    locks: dict[str, int] = {}
+    for lock in await c.held_locks():
+        locks[lock.saga_id] = locks.get(lock.saga_id, 0) + lock.quantity
+    active = {a.saga_id for a in await c.allocations(status=common_pb2.ALLOCATION_STATUS_ACTIVE)}
+    for saga in sagas:
+        if saga.status == pb.SAGA_STATUS_COMPLETED:
+            assert locks.get(saga.saga_id) == sum(l.quantity for l in saga.allocation.lines), saga.saga_id
+            assert saga.saga_id in active
+        else:
+            assert saga.status == pb.SAGA_STATUS_COMPENSATED, saga
+            assert saga.saga_id not in locks and saga.saga_id not in active, saga.saga_id
+        seqs = [e.seq for e in await c.events(saga.saga_id)]
+        assert seqs == list(range(1, len(seqs) + 1)), (saga.saga_id, seqs)
+    await c.check_books()
+
+
+async def _recovered(c: MeshClient, sagas: list[pb.Saga]) -> list[str]:
+    found = []
+    for saga in sagas:
+        if any(e.type == pb.SAGA_EVENT_TYPE_SAGA_RECOVERED for e in await c.events(saga.saga_id)):
+            found.append(saga.saga_id)
+    return found
+
+
+async def test_sigkill_under_load_every_saga_ends_and_books_balance(backend, tmp_path):
+    mesh = start_mesh(backend, tmp_path, env=RECOVERY)
+    c = MeshClient(mesh)
+    try:
+        await c.seed(WAREHOUSES, STOCK)
+        saga_ids = await _start_many(c, 200)
+        await asyncio.sleep(0.5)
+        assert mesh.kill("coordinator") != 0
+        mesh.start_one("coordinator")
+        mesh.wait_ready("coordinator")
+        sagas = await _all_terminal(c, saga_ids, timeout=120)
+        outcomes = {pb.SagaStatus.Name(s.status) for s in sagas}
+        assert outcomes == {"SAGA_STATUS_COMPLETED", "SAGA_STATUS_COMPENSATED"}, outcomes
+        await _check_nothing_outlives_its_saga(c, sagas)
+        assert await _recovered(c, sagas[:50]), "no saga was recovered: the kill came too late to test anything"
+    finally:
+        await c.close()
+        mesh.stop()
+
+
+@pytest.mark.postgres
+async def test_two_replicas_the_survivor_finishes_the_victims_sagas(tmp_path):
+    mesh = start_mesh("postgres", tmp_path, env=RECOVERY)
+    survivor_port = free_port()
+    mesh.start_one("coordinator", {"INVSAGA_PORT": str(survivor_port)}, name="coordinator-2")
+    wait_serving(f"127.0.0.1:{survivor_port}", 60, mesh.procs["coordinator-2"])
+    c = MeshClient(mesh)
+    survivor = MeshClient(mesh, coordinator=f"127.0.0.1:{survivor_port}")
+    try:
+        await c.seed(WAREHOUSES, STOCK)
+        saga_ids = await _start_many(c, 200)  # all started on the first replica, which drives them
+        await asyncio.sleep(0.5)
+        mesh.kill("coordinator")
+        killed_at = time.monotonic()
+        sagas = await _all_terminal(survivor, saga_ids, timeout=15)
+        assert time.monotonic() - killed_at <= 15
+        await _check_nothing_outlives_its_saga(survivor, sagas)
+        assert await _recovered(survivor, sagas[:50]), "the survivor recovered nothing: the kill came too late"
+    finally:
+        await c.close()
+        await survivor.close()
+        mesh.stop()
