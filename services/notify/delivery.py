@@ -8,6 +8,14 @@ delivered, or due again after an exponential backoff, or failed after the last a
 The same rows are what a restarted process picks up, so nothing pending is lost.
 
 No database connection is held while a POST is in flight (SQLite has one per process).
+
+What a receiver gets: ``POST`` of ``logic.webhook_body`` (UTF-8 JSON, proto field names) with
+``X-Invsaga-Signature: sha256=<hex HMAC-SHA256 of the exact body, keyed with
+INVSAGA_WEBHOOK_SECRET>`` (omitted when no secret is configured),
+``X-Invsaga-Notification-Id`` (the idempotency key: deliveries are at least once) and
+``X-Invsaga-Attempt``. No separate timestamp header is sent or signed: the signed body
+carries ``created_at``, which a receiver may use to refuse replays. Any 2xx is success;
+anything else, or no answer within 5 s, is retried.
 """
 
 from __future__ import annotations

@@ -45,7 +45,7 @@ async def test_demo_data_seeds_every_warehouse_assortment_and_stock_row(mesh_fac
     took = time.monotonic() - started
 
     assert summary == f"{len(seed.warehouses)} warehouses, {len(seed.stock)} stock rows"
-    assert took < 10
+    assert took < 15  # ~140 calls, 32 in flight: well under a second on an idle machine
     async with grpc.aio.insecure_channel(wh_addr) as wh, grpc.aio.insecure_channel(inv_addr) as inv:
         warehouses = await all_warehouses(wh)
         stock = await all_stock(inv)
