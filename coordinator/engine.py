@@ -24,6 +24,7 @@ from coordinator.definition import NOTIFY_FAILURE, STEPS, StepDef
 from coordinator.hub import EventHub
 from coordinator.store import SagaStore, now_ms
 from invsaga.coordinator.v1 import coordinator_pb2 as pb
+from invsaga.runtime import telemetry
 from invsaga.runtime.config import Settings
 from invsaga.runtime.errors import RpcFailure
 from invsaga.runtime.logs import log_context
@@ -149,7 +150,9 @@ class Driver:
             if state.status != pb.STEP_STATUS_RUNNING:
                 self.start_step(i)
             self.unsent.discard(i)
-            with log_context(saga_id=saga.saga_id, step=step.name):
+            with log_context(saga_id=saga.saga_id, step=step.name), telemetry.step_span(
+                f"saga.{step.name}", saga.saga_id, step.name
+            ):
                 outcome = await self.call_step(step, state)
             if isinstance(outcome, pb.SagaFailure):
                 state.status = pb.STEP_STATUS_FAILED
@@ -241,17 +244,19 @@ class Driver:
             with retrying(policy, deadline=S.monotonic_deadline(self.deadline_ms), observer=observe):
                 response = await stub.Execute(request, timeout=self.settings.step_timeout(step.key))
         except DeadlineReached:
+            self.engine.observe_step(step, "failed", time.monotonic() - started)
             return self.timeout_failure(step)
         except grpc.RpcError as error:
             self.engine.observe_step(step, "failed", time.monotonic() - started)
             failure = RpcFailure.from_error(error)
             timed_out = now_ms() >= self.deadline_ms
             return failure_from_error(step, failure, timed_out)
-        self.engine.observe_step(step, "succeeded", time.monotonic() - started)
         try:
             S.apply_result(step, saga, response)
         except S.BusinessFailure as business:
+            self.engine.observe_step(step, "failed", time.monotonic() - started)
             return business.failure
+        self.engine.observe_step(step, "succeeded", time.monotonic() - started)
         return None
 
     async def compensate(self, announce: bool = False) -> None:
@@ -326,7 +331,9 @@ class Driver:
 
         stub = self.engine.participants.stubs[step.service]
         try:
-            with log_context(saga_id=self.saga.saga_id, step=step.name), retrying(policy, observer=observe):
+            with log_context(saga_id=self.saga.saga_id, step=step.name), telemetry.step_span(
+                f"saga.{step.name}.compensate", self.saga.saga_id, step.name
+            ), retrying(policy, observer=observe):
                 await stub.Compensate(S.compensate_request(step, self.saga), timeout=timeout)
         except grpc.RpcError as error:
             return RpcFailure.from_error(error)
@@ -405,8 +412,14 @@ class Engine:
         row = await self.store.load(saga_id)
         if row is None or row.owner != self.owner:
             return
-        with log_context(saga_id=saga_id):
-            await Driver(self, row).run()
+        if self.metrics:
+            self.metrics.driving(saga_id, row.saga.created_at.ToMicroseconds() / 1e6)
+        try:
+            with telemetry.saga_trace(row.trace_context), log_context(saga_id=saga_id):
+                await Driver(self, row).run()
+        finally:
+            if self.metrics:
+                self.metrics.done(saga_id)
 
     # -- leases and recovery -----------------------------------------------------------
     async def renew_leases(self) -> None:

@@ -19,6 +19,8 @@ from invsaga.runtime.config import Settings
 from invsaga.runtime.convert import next_page_token, page_window
 from invsaga.runtime.db import is_sqlite, open_service_database
 from invsaga.runtime.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from invsaga.runtime import telemetry
+from invsaga.runtime.metrics import SagaMetrics
 from invsaga.runtime.server import App, registration
 
 WATCH_POLL_SECONDS = 2.0
@@ -62,6 +64,7 @@ class CoordinatorServicer(pb_grpc.SagaCoordinatorServiceServicer):
         if not inventory_request.request_id:
             inventory_request.request_id = uuid.uuid4().hex
         saga = new_saga(uuid.uuid4().hex, inventory_request)
+        saga.trace_id, trace_context = telemetry.saga_trace_context()
         started = event(saga, 1, pb.SAGA_EVENT_TYPE_SAGA_STARTED)
         row, created = await self.store.create(
             saga,
@@ -70,6 +73,7 @@ class CoordinatorServicer(pb_grpc.SagaCoordinatorServiceServicer):
             deadline=now_ms() + int(self.settings.saga.timeout * 1000),
             owner=self.engine.owner,
             lease_ms=self.engine.lease_ms,
+            trace_context=trace_context,
         )
         if not created:
             if row.request_hash != request_hash(inventory_request):
@@ -173,6 +177,7 @@ async def build(settings: Settings) -> App:
     store = SagaStore(engine_db, on_commit=hub.publish)
     participants = Participants(settings)
     engine = Engine(settings, store, hub, participants)
+    engine.metrics = SagaMetrics(in_flight=lambda: len(engine.known))
     engine.start()
     background = []
     if not is_sqlite(settings.database_url):

@@ -169,6 +169,7 @@ ENV_VARS: dict[str, str] = {
     "INVSAGA_WEBHOOKS": "comma-separated webhook URLs for notifications",
     "INVSAGA_WEBHOOK_SECRET": "HMAC-SHA256 key of the webhook signature",
     "INVSAGA_FAULTS": "fault injection spec (off when empty)",
+    "INVSAGA_TRACE_FILE": "file that receives every finished span as a JSON line (tracing on when set; {service} expands)",
     **{f"INVSAGA_{name.upper()}_ADDR": f"address of the {name} service" for name in SERVICES},
     **{f"INVSAGA_STEP_{step.upper()}_TIMEOUT": f"deadline of step {step}" for step in STEP_NAMES},
 }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections import defaultdict
 from datetime import datetime
@@ -16,6 +17,7 @@ from invsaga.allocation.v1 import allocation_pb2 as pb
 from invsaga.allocation.v1 import allocation_pb2_grpc as pb_grpc
 from invsaga.common.v1 import common_pb2
 from invsaga.notify.v1 import notify_pb2, notify_pb2_grpc
+from invsaga.runtime import metrics
 from invsaga.runtime.barrier import compensate_once, execute_once
 from invsaga.runtime.channels import channel_to
 from invsaga.runtime.config import Settings
@@ -135,7 +137,12 @@ class AllocationStepServicer(pb_grpc.AllocationStepServiceServicer):
         # transaction so SQLite's single connection is not held meanwhile. Its outcome is only
         # acted on inside the barrier, so duplicates and late Executes still get the barrier's
         # answer rather than a fresh plan.
-        outcome = await self._plan(problem, await self._customer(data))
+        customer = await self._customer(data)
+        planning = time.perf_counter()
+        outcome = await self._plan(problem, customer)
+        metrics.ALLOCATION_DURATION.labels(
+            problem.strategy, "failed" if isinstance(outcome, AllocationError) else "allocated"
+        ).observe(time.perf_counter() - planning)
         now = utcnow()
         expires_at = logic.expires_at(data, now, self.settings.saga.expiry.allocation)
         ctx = request.context
@@ -290,6 +297,7 @@ class ExpirySweeper:
                 update(A).where(A.c.status == "active", A.c.expires_at < now).values(status="expired", updated_at=now)
             )
         if expired.rowcount:
+            metrics.EXPIRED_ALLOCATIONS.inc(expired.rowcount)
             log.info("expired %d allocation(s)", expired.rowcount)
         async with self.engine.connect() as conn:
             pending = (

@@ -21,6 +21,7 @@ from invsaga.common.v1 import common_pb2
 from invsaga.inventory.v1 import inventory_pb2 as pb
 from invsaga.inventory.v1 import inventory_pb2_grpc as pb_grpc
 from invsaga.notify.v1 import notify_pb2, notify_pb2_grpc
+from invsaga.runtime import metrics
 from invsaga.runtime.barrier import compensate_once, execute_once
 from invsaga.runtime.channels import channel_to
 from invsaga.runtime.config import Settings
@@ -260,6 +261,7 @@ class InventoryStepServicer(pb_grpc.InventoryStepServiceServicer):
                 .values(locked=S.c.locked + line.quantity, updated_at=now)
             )
             if taken.rowcount != 1:
+                metrics.LOCK_FAILURES.labels(line.warehouse_id).inc()
                 available = await conn.scalar(
                     select(S.c.on_hand - S.c.locked).where(
                         _stock_key(line.warehouse_id, line.sku)
@@ -683,6 +685,7 @@ class LockSweeper:
             if len(batch) < SWEEP_BATCH:
                 break
         if expired:
+            metrics.EXPIRED_LOCKS.inc(expired)
             log.info("released %d expired lock(s)", expired)
         await self.notify_pending()
         return expired
@@ -743,6 +746,7 @@ class LockSweeper:
 async def build(settings: Settings) -> App:
     engine = await open_service_database(settings, models.metadata, models.__file__)
     sweeper = LockSweeper(engine, settings)
+    metrics.track_inventory_utilisation(engine, S)
     return App(
         services=[
             registration(InventoryServicer(engine), pb_grpc, "InventoryService"),
