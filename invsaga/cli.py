@@ -126,6 +126,12 @@ def build_parser() -> argparse.ArgumentParser:
     lst.add_argument("--coordinator", default=coordinator)
     lst.set_defaults(func=_client_command("list_sagas"))
 
+    from invsaga import top as top_command
+
+    top = sub.add_parser("top", help="live summary of a coordinator: throughput, outcomes, sagas in flight")
+    top_command.add_arguments(top)
+    top.set_defaults(func=top_command.top)
+
     demo = sub.add_parser("demo", help="start a mesh, run the scenarios, print their outcomes")
     demo.add_argument("--database-url", default=None)
     demo.set_defaults(func=_client_command("demo"))

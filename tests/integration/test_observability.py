@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -217,6 +221,17 @@ async def test_metrics_of_every_process_after_completed_and_compensated_sagas(tm
         assert _value(inv, "invsaga_inventory_utilisation_ratio", warehouse="WH-M2") == 0.6
         assert _value(inv, "invsaga_inventory_locked_units", warehouse="WH-M2") == 3
         assert _value(inv, "invsaga_inventory_on_hand_units", warehouse="WH-M1") == 5
+
+        # `invsaga top` reads the same numbers from the coordinator's /metrics.
+        shown = subprocess.run(
+            [sys.executable, "-m", "invsaga.cli", "top", "--once", "--interval", "0.2", "--coordinator", mesh.address("coordinator")],
+            capture_output=True, text=True, timeout=30, env={**os.environ, "COLUMNS": "120"},
+        )
+        assert shown.returncode == 0, shown.stderr
+        assert re.search(r"started\s*│\s*4\b", shown.stdout), shown.stdout
+        assert re.search(r"completed\s*│\s*2 \(50%\)", shown.stdout), shown.stdout
+        assert re.search(r"compensated\s*│\s*2 \(50%\)", shown.stdout), shown.stdout
+        assert re.search(r"LOCK_CONFLICT\s*│\s*1\b", shown.stdout), shown.stdout
 
         # No saga id anywhere in a label.
         for service, m in scraped.items():
