@@ -80,6 +80,15 @@ def _client_command(name: str):
     return run
 
 
+def _module_command(parser: argparse.ArgumentParser, module_name: str, call) -> None:
+    """Arguments from ``module.add_arguments``; ``call(module, args)`` runs the command."""
+    import importlib
+
+    module = importlib.import_module(module_name)
+    module.add_arguments(parser)
+    parser.set_defaults(func=lambda args: call(module, args))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="invsaga", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -135,6 +144,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="start a mesh, run the scenarios, print their outcomes")
     demo.add_argument("--database-url", default=None)
     demo.set_defaults(func=_client_command("demo"))
+
+    certs = sub.add_parser("certs", help="make a development CA and a TLS certificate per process")
+    _module_command(certs, "invsaga.certs", lambda module, args: module.run(args))
+
+    soak = sub.add_parser("soak", help="steady load with faults; errors, latency drift and memory over time")
+    _module_command(soak, "invsaga.soak", lambda module, args: asyncio.run(module.soak(args)))
     return parser
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import grpc
 
-from invsaga.runtime import telemetry
+from invsaga.runtime import security, telemetry
 from invsaga.runtime.config import Settings
 from invsaga.runtime.server import MAX_MESSAGE_BYTES
 
@@ -25,14 +25,18 @@ def channel_options() -> list[tuple[str, Any]]:
     ]
 
 
-def open_channel(target: str, interceptors: list[Any] | None = None) -> grpc.aio.Channel:
-    """A channel to ``target`` (``host:port`` or ``dns:///name:port``), round-robin over its addresses."""
-    return grpc.aio.insecure_channel(
-        target,
-        options=channel_options(),
-        interceptors=[*telemetry.client_interceptors(), *(interceptors or [])],
-    )
+def open_channel(
+    target: str, interceptors: list[Any] | None = None, credentials: grpc.ChannelCredentials | None = None
+) -> grpc.aio.Channel:
+    """A channel to ``target`` (``host:port`` or ``dns:///name:port``), round-robin over its addresses.
+
+    Plaintext unless ``credentials`` are given (TLS, with a client certificate for mutual TLS).
+    """
+    chained = [*telemetry.client_interceptors(), *(interceptors or [])]
+    if credentials is not None:
+        return grpc.aio.secure_channel(target, credentials, options=channel_options(), interceptors=chained)
+    return grpc.aio.insecure_channel(target, options=channel_options(), interceptors=chained)
 
 
 def channel_to(settings: Settings, service: str, interceptors: list[Any] | None = None) -> grpc.aio.Channel:
-    return open_channel(settings.endpoint(service), interceptors)
+    return open_channel(settings.endpoint(service), interceptors, security.channel_credentials(settings))

@@ -131,6 +131,14 @@ class Settings:
     webhook_secret: str = ""
     fault_injection: str = ""
     config_path: str = ""
+    # Security (invsaga.runtime.security); all empty means plaintext, no authentication.
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_ca: str = ""
+    tls_client_auth: bool = False
+    step_callers: tuple[str, ...] = ("coordinator",)
+    auth_token_hashes: tuple[str, ...] = ()
+    health_port: int = 0
 
     def endpoint(self, service: str) -> str:
         return self.endpoints.get(service, f"localhost:{DEFAULT_PORTS[service]}")
@@ -170,6 +178,14 @@ ENV_VARS: dict[str, str] = {
     "INVSAGA_WEBHOOK_SECRET": "HMAC-SHA256 key of the webhook signature",
     "INVSAGA_FAULTS": "fault injection spec (off when empty)",
     "INVSAGA_TRACE_FILE": "file that receives every finished span as a JSON line (tracing on when set; {service} expands)",
+    "INVSAGA_TLS_CERT": "PEM certificate this process serves with and presents as a client (TLS on when set)",
+    "INVSAGA_TLS_KEY": "PEM private key of INVSAGA_TLS_CERT",
+    "INVSAGA_TLS_CA": "PEM CA bundle the peers' certificates are verified against",
+    "INVSAGA_TLS_CLIENT_AUTH": "require (mutual TLS) or none",
+    "INVSAGA_TLS_STEP_CALLERS": "comma-separated certificate common names allowed to call Execute/Compensate",
+    "INVSAGA_AUTH": "token (bearer tokens on the coordinator's API) or none",
+    "INVSAGA_AUTH_TOKEN_HASHES": "comma-separated SHA-256 hex digests of the accepted bearer tokens",
+    "INVSAGA_HEALTH_PORT": "extra plaintext port serving only grpc.health.v1 (for probes under TLS; off when unset)",
     **{f"INVSAGA_{name.upper()}_ADDR": f"address of the {name} service" for name in SERVICES},
     **{f"INVSAGA_STEP_{step.upper()}_TIMEOUT": f"deadline of step {step}" for step in STEP_NAMES},
 }
@@ -324,6 +340,8 @@ def load_settings(
 
         parse_faults(faults)  # fail fast on a malformed spec
 
+    security = _security(_section(mesh, "tls"), _section(mesh, "auth"), env, src)
+
     return Settings(
         service=service,
         port=port,
@@ -350,7 +368,65 @@ def load_settings(
         webhook_secret=env.get("INVSAGA_WEBHOOK_SECRET", str(notify.get("webhook_secret") or "")),
         fault_injection=faults,
         config_path=src,
+        **security,
     )
+
+
+_SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+
+
+def _security(tls: Mapping[str, Any], auth: Mapping[str, Any], env: Mapping[str, str], src: str) -> dict[str, Any]:
+    """TLS files, client authentication, step callers and token hashes, checked at start."""
+
+    def pick(env_name: str, yaml_value: Any) -> tuple[str, str]:
+        if env_name in env:
+            return env[env_name].strip(), env_name
+        return ("" if yaml_value is None else str(yaml_value).strip()), src
+
+    def names(env_name: str, yaml_value: Any) -> tuple[str, ...]:
+        if env_name in env:
+            return tuple(n.strip() for n in env[env_name].split(",") if n.strip())
+        if isinstance(yaml_value, str):
+            return tuple(n.strip() for n in yaml_value.split(",") if n.strip())
+        return tuple(str(n).strip() for n in (yaml_value or ()))
+
+    files = {}
+    for key in ("cert", "key", "ca"):
+        path, where = pick(f"INVSAGA_TLS_{key.upper()}", tls.get(key))
+        if path and not Path(path).is_file():
+            raise ConfigError(f"INVSAGA_TLS_{key.upper()} ({where}): no such file {path!r}")
+        files[key] = path
+    if bool(files["cert"]) != bool(files["key"]):
+        raise ConfigError("INVSAGA_TLS_CERT and INVSAGA_TLS_KEY go together")
+    if files["ca"] and not files["cert"]:
+        raise ConfigError("INVSAGA_TLS_CA needs INVSAGA_TLS_CERT and INVSAGA_TLS_KEY (the mesh is TLS both ways or not at all)")
+    client_auth, where = pick("INVSAGA_TLS_CLIENT_AUTH", tls.get("client_auth"))
+    if client_auth not in ("", "none", "require"):
+        raise ConfigError(f"INVSAGA_TLS_CLIENT_AUTH ({where}): expected require or none, got {client_auth!r}")
+    if client_auth == "require" and not files["ca"]:
+        raise ConfigError("INVSAGA_TLS_CLIENT_AUTH=require needs INVSAGA_TLS_CA to verify client certificates")
+    step_callers = names("INVSAGA_TLS_STEP_CALLERS", tls.get("step_callers")) or ("coordinator",)
+
+    hashes = tuple(h.lower() for h in names("INVSAGA_AUTH_TOKEN_HASHES", auth.get("token_hashes")))
+    for digest in hashes:
+        if not _SHA256_HEX.match(digest):
+            raise ConfigError(f"INVSAGA_AUTH_TOKEN_HASHES: not a SHA-256 hex digest: {digest[:12]!r}...")
+    mode, where = pick("INVSAGA_AUTH", auth.get("mode"))
+    mode = mode or ("token" if hashes else "none")
+    if mode not in ("none", "token"):
+        raise ConfigError(f"INVSAGA_AUTH ({where}): expected token or none, got {mode!r}")
+    if mode == "token" and not hashes:
+        raise ConfigError("INVSAGA_AUTH=token needs at least one hash in INVSAGA_AUTH_TOKEN_HASHES")
+    health_port = env.get("INVSAGA_HEALTH_PORT") or tls.get("health_port")
+    return {
+        "tls_cert": files["cert"],
+        "tls_key": files["key"],
+        "tls_ca": files["ca"],
+        "tls_client_auth": client_auth == "require",
+        "step_callers": step_callers,
+        "auth_token_hashes": hashes if mode == "token" else (),
+        "health_port": _port(health_port, name="INVSAGA_HEALTH_PORT") if health_port else 0,
+    }
 
 
 __all__ = [

@@ -23,9 +23,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
-from invsaga.runtime import telemetry
+from invsaga.runtime import security, telemetry
 from invsaga.runtime.config import ConfigError, Settings, load_settings
-from invsaga.runtime.errors import DomainError
+from invsaga.runtime.errors import DomainError, InvalidArgument
 from invsaga.runtime.faults import FaultInjector, parse_faults
 from invsaga.runtime.logs import configure_logging
 
@@ -59,8 +59,42 @@ def registration(servicer: Any, module: Any, service: str) -> Registration:
     return Registration(servicer, add, f"{package}.{service}")
 
 
+class _Undecodable:
+    """What a request that is not a valid serialized message deserializes to."""
+
+    __slots__ = ("message_name",)
+
+    def __init__(self, message_name: str) -> None:
+        self.message_name = message_name
+
+
+def _tolerant(deserializer):
+    """Malformed bytes become INVALID_ARGUMENT (gRPC's own answer would be INTERNAL)."""
+    if deserializer is None:
+        return None
+    message_type = getattr(deserializer, "__self__", None)
+    name = getattr(getattr(message_type, "DESCRIPTOR", None), "full_name", "message")
+
+    def deserialize(data):
+        try:
+            return deserializer(data)
+        except Exception:  # protobuf's DecodeError and friends
+            return _Undecodable(name)
+
+    return deserialize
+
+
+def _malformed(request: _Undecodable) -> grpc.Status:
+    return InvalidArgument(
+        f"malformed request: not a serialized {request.message_name}",
+        violations=[("", f"the request bytes do not decode as {request.message_name}")],
+    ).to_status()
+
+
 def _wrap_unary(behavior):
     async def wrapped(request, context):
+        if isinstance(request, _Undecodable):
+            await context.abort_with_status(_malformed(request))
         try:
             return await behavior(request, context)
         except DomainError as err:
@@ -71,6 +105,8 @@ def _wrap_unary(behavior):
 
 def _wrap_stream(behavior):
     async def wrapped(request, context):
+        if isinstance(request, _Undecodable):
+            await context.abort_with_status(_malformed(request))
         try:
             async for item in behavior(request, context):
                 yield item
@@ -90,13 +126,13 @@ class DomainErrorInterceptor(grpc.aio.ServerInterceptor):
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
                 _wrap_unary(handler.unary_unary),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=_tolerant(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream and inspect.isasyncgenfunction(handler.unary_stream):
             return grpc.unary_stream_rpc_method_handler(
                 _wrap_stream(handler.unary_stream),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=_tolerant(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         return handler
@@ -124,7 +160,7 @@ async def serve(settings: Settings, build: Callable[[Settings], Awaitable[App]])
     """Serve until SIGTERM/SIGINT; return the exit status."""
     telemetry.setup(settings)
     app = await build(settings)
-    interceptors = [*telemetry.server_interceptors(settings)]
+    interceptors = [*telemetry.server_interceptors(settings), *security.server_interceptors(settings)]
     if settings.fault_injection:
         interceptors.append(FaultInjector(parse_faults(settings.fault_injection)))
         log.warning("fault injection is ON: %s", settings.fault_injection)
@@ -142,12 +178,21 @@ async def serve(settings: Settings, build: Callable[[Settings], Awaitable[App]])
         [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server
     )
     address = f"{settings.host}:{settings.port}"
+    credentials = security.server_credentials(settings)
     try:
-        bound = server.add_insecure_port(address)
+        bound = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
     except RuntimeError:
         bound = 0
     if not bound:
         raise PortInUse(f"port {settings.port} is already in use (wanted by {settings.service})")
+    probe_server = None
+    if settings.health_port:
+        # Kubernetes' native gRPC probes cannot speak TLS: health alone, in plaintext, on its own port.
+        probe_server = grpc.aio.server()
+        health_pb2_grpc.add_HealthServicer_to_server(health, probe_server)
+        if not probe_server.add_insecure_port(f"{settings.host}:{settings.health_port}"):
+            raise PortInUse(f"port {settings.health_port} is already in use (health of {settings.service})")
+        await probe_server.start()
     await server.start()
     telemetry.start_metrics_server(settings)
 
@@ -168,6 +213,8 @@ async def serve(settings: Settings, build: Callable[[Settings], Awaitable[App]])
     for task in tasks:
         task.cancel()
     await server.stop(settings.grace_period)
+    if probe_server is not None:
+        await probe_server.stop(0)
     for task in tasks:
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
