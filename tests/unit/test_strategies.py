@@ -373,6 +373,93 @@ def test_cost_optimize_time_cap_returns_best_plan_found():
     check_plan(plan, demands, cands, stock, customer)
 
 
+def milp_optimum(demands, cands, stock, customer) -> float:
+    """Independent oracle: the textbook model with integer x and one aggregated capacity row
+    per warehouse, solved by scipy.optimize.milp."""
+    from scipy.optimize import Bounds, LinearConstraint, milp
+
+    n_w, n_i = len(cands), len(demands)
+    unit = [c.per_unit + c.per_km_unit * haversine_km((c.lat, c.lon), customer) for c in cands]
+    nx = n_w * n_i
+    cost = np.r_[np.repeat(unit, n_i), [c.per_shipment for c in cands]]
+    rows, lo, hi = [], [], []
+    for i, d in enumerate(demands):
+        r = np.zeros(nx + n_w)
+        r[[w * n_i + i for w in range(n_w)]] = 1
+        rows.append(r), lo.append(d.quantity), hi.append(d.quantity)
+    for w, c in enumerate(cands):
+        r = np.zeros(nx + n_w)
+        r[w * n_i : (w + 1) * n_i] = 1
+        r[nx + w] = -remaining(c)
+        rows.append(r), lo.append(-np.inf), hi.append(0)
+    ub = [min(stock.get((c.warehouse_id, d.sku), 0), remaining(c)) for c in cands for d in demands]
+    res = milp(
+        cost,
+        integrality=np.ones(nx + n_w),
+        bounds=Bounds(0, np.r_[ub, np.ones(n_w)]),
+        constraints=LinearConstraint(np.array(rows), lo, hi),
+        options={"mip_rel_gap": 1e-9, "time_limit": 60},
+    )
+    assert res.status == 0
+    return float(res.fun)
+
+
+def tight_instance(seed, n_wh=40, n_items=12):
+    """Mid-size instances where capacity binds and some warehouses have no shipment charge."""
+    rnd = np.random.default_rng(seed)
+    cands = []
+    for k in range(n_wh):
+        cap = int(rnd.integers(10, 81))
+        cands.append(
+            Candidate(
+                f"W{k:02d}",
+                1,
+                cap,
+                int(rnd.integers(0, cap // 2 + 1)),
+                float(rnd.uniform(22, 45)),
+                float(rnd.uniform(100, 125)),
+                round(float(rnd.uniform(0.5, 2)), 2),
+                round(float(rnd.uniform(0.001, 0.01)), 4),
+                round(float(rnd.uniform(0, 50)), 1) if rnd.random() < 0.8 else 0.0,
+            )
+        )
+    skus = [f"S{i}" for i in range(n_items)]
+    stock = {(c.warehouse_id, s): int(rnd.integers(1, 41)) for c in cands for s in skus if rnd.random() < 0.4}
+    return [Demand(s, int(rnd.integers(1, 31))) for s in skus], cands, stock
+
+
+@pytest.mark.parametrize("restricted_max", [24, 0])
+@pytest.mark.parametrize("seed", range(4))
+def test_cost_optimize_matches_independent_milp(seed, restricted_max, monkeypatch):
+    # restricted_max=0 sends every instance through the restricted MILP and the second fixing
+    from services.allocation import strategies
+
+    monkeypatch.setattr(strategies, "RESTRICTED_MAX", restricted_max)
+    demands, cands, stock = tight_instance(seed)
+    customer = (39.92, 116.44)
+    plan = allocate("COST_OPTIMIZE", demands, cands, stock, customer=customer, time_limit=10.0)
+    check_plan(plan, demands, cands, stock, customer)
+    assert plan.optimal
+    assert plan.total_cost == pytest.approx(milp_optimum(demands, cands, stock, customer), rel=1e-7)
+
+
+def test_cost_optimize_stays_near_its_time_cap():
+    # The whole call, model building included, stays near the cap (generous slack for a busy
+    # machine; HiGHS's sub-MIP heuristics used to overrun by 0.1 s and more).
+    import time
+
+    spec = importlib.util.spec_from_file_location("bench_strategies", BENCH)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    allocate("COST_OPTIMIZE", *bench.instance(seed=0)[:3], customer=bench.CUSTOMER, time_limit=0.05)  # imports
+    for seed in (0, 7):
+        demands, cands, stock, customer = bench.instance(seed=seed)
+        t = time.perf_counter()
+        plan = allocate("COST_OPTIMIZE", demands, cands, stock, customer=customer, time_limit=0.08)
+        assert time.perf_counter() - t < 0.08 + 0.25
+        check_plan(plan, demands, cands, stock, customer)
+
+
 def test_haversine():
     bj, sh = (39.9042, 116.4074), (31.2304, 121.4737)
     assert haversine_km(bj, sh) == pytest.approx(1067, abs=5)
