@@ -71,6 +71,18 @@ def cmd_seed(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_args(parser: argparse.ArgumentParser) -> None:
+    from invsaga.bench import add_arguments
+
+    add_arguments(parser)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from invsaga.bench import bench
+
+    return asyncio.run(bench(args))
+
+
 def _client_command(name: str):
     def run(args: argparse.Namespace) -> int:
         from invsaga import client_cli
@@ -140,6 +152,10 @@ def build_parser() -> argparse.ArgumentParser:
     top = sub.add_parser("top", help="live summary of a coordinator: throughput, outcomes, sagas in flight")
     top_command.add_arguments(top)
     top.set_defaults(func=top_command.top)
+
+    bench = sub.add_parser("bench", help="measure sagas/s and latency of a fresh mesh against a raw gRPC baseline")
+    _bench_args(bench)
+    bench.set_defaults(func=cmd_bench)
 
     demo = sub.add_parser("demo", help="start a mesh, run the scenarios, print their outcomes")
     demo.add_argument("--database-url", default=None)
