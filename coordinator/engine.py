@@ -33,6 +33,7 @@ from invsaga.runtime.retry import ALL, DeadlineReached, RetryPolicy, retrying
 log = logging.getLogger("invsaga.coordinator")
 
 TERMINAL_EVENTS = (pb.SAGA_EVENT_TYPE_SAGA_COMPLETED, pb.SAGA_EVENT_TYPE_SAGA_COMPENSATED, pb.SAGA_EVENT_TYPE_SAGA_FAILED)
+TERMINAL_STATUSES = (pb.SAGA_STATUS_COMPLETED, pb.SAGA_STATUS_COMPENSATED, pb.SAGA_STATUS_FAILED)
 # Step statuses after which a compensable step may have had an effect.
 MAY_HAVE_RUN = (pb.STEP_STATUS_RUNNING, pb.STEP_STATUS_SUCCEEDED, pb.STEP_STATUS_FAILED, pb.STEP_STATUS_COMPENSATING)
 
@@ -93,6 +94,7 @@ class Driver:
         self.cancel = row.cancel_requested
         self.pending: list[pb.SagaEvent] = []
         self.unsent: set[int] = set()  # steps this driver started but has not called yet
+        self.inflight: asyncio.Future | None = None  # the save under way
         self.previous_status = row.saga.status
         self.saga.status = row.status  # the column is the truth (Cancel/Resume update it directly)
 
@@ -101,12 +103,28 @@ class Driver:
         self.seq += 1
         self.pending.append(event(self.saga, self.seq, type_, step, step_status, **detail))
 
-    async def save(self) -> None:
+    async def save(self, wait: bool = False) -> None:
+        """Persist the state and events so far.
+
+        Saves are pipelined: the next step's call overlaps this write, and its result (lease
+        still held, cancel requested) is read before the next save. Recovery never needs the
+        write to have landed — a re-driven step gets its first result from the barrier — so
+        only the terminal save is awaited before the saga counts as done.
+        """
+        await self.settle()
         self.saga.updated_at.CopyFrom(now_ts())
         events, self.pending = self.pending, []
-        result = await self.engine.store.save(
+        self.inflight = self.engine.store.save(
             self.saga, events, owner=self.engine.owner, lease_ms=self.engine.lease_ms
         )
+        if wait or self.saga.status in TERMINAL_STATUSES:
+            await self.settle()
+
+    async def settle(self) -> None:
+        if self.inflight is None:
+            return
+        inflight, self.inflight = self.inflight, None
+        result = await inflight
         if not result.ok:
             raise LeaseLost(self.saga.saga_id)
         self.cancel = self.cancel or result.cancel_requested
@@ -366,6 +384,7 @@ class Engine:
         self.lease_ms = int(settings.lease * 1000)
         self.queue: asyncio.PriorityQueue[tuple[tuple[int, int, int], str]] = asyncio.PriorityQueue()
         self.known: set[str] = set()  # queued or being driven here
+        self.drivers: dict[str, Driver] = {}  # being driven here
         self.order = itertools.count()
         self.tasks: list[asyncio.Task] = []
         self.metrics = None  # set by telemetry when enabled
@@ -414,12 +433,20 @@ class Engine:
             return
         if self.metrics:
             self.metrics.driving(saga_id, row.saga.created_at.ToMicroseconds() / 1e6)
+        driver = self.drivers[saga_id] = Driver(self, row)
         try:
             with telemetry.saga_trace(row.trace_context), log_context(saga_id=saga_id):
-                await Driver(self, row).run()
+                await driver.run()
         finally:
+            del self.drivers[saga_id]
             if self.metrics:
                 self.metrics.done(saga_id)
+
+    def cancel_local(self, saga_id: str) -> None:
+        """A cancel for a saga driven here takes effect at its next step, without a read."""
+        driver = self.drivers.get(saga_id)
+        if driver is not None:
+            driver.cancel = True
 
     # -- leases and recovery -----------------------------------------------------------
     async def renew_leases(self) -> None:

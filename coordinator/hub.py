@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
-from typing import Iterable
+from typing import Any, Iterable, Sequence
 
 from sqlalchemy.engine import make_url
 
@@ -36,19 +36,26 @@ class EventHub:
             if not waiters:
                 del self._waiters[saga_id]
 
-    def publish(self, saga_ids: Iterable[str]) -> None:
-        for saga_id in saga_ids:
+    def publish(self, committed: Iterable[tuple[str, Sequence[Any]]]) -> None:
+        """Wake the watchers of each saga; the events committed for it are their result.
+
+        An empty event list means "something changed, read the database".
+        """
+        for saga_id, events in committed:
             for future in self._waiters.get(saga_id, ()):
                 if not future.done():
-                    future.set_result(None)
+                    future.set_result(events)
 
     @property
     def watched(self) -> int:
         return len(self._waiters)
 
 
-async def listen_postgres(database_url: str, channel: str, hub: EventHub) -> None:
-    """Relay ``NOTIFY channel, 'id,id,...'`` to the hub until cancelled; reconnect on errors."""
+async def listen_postgres(database_url: str, channel: str, hub: EventHub, origin: str) -> None:
+    """Relay ``NOTIFY channel, 'origin,id,id,...'`` to the hub until cancelled; reconnect on errors.
+
+    Notifications this replica sent itself (``origin``) were already delivered from memory.
+    """
     import psycopg
 
     url = make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
@@ -57,7 +64,9 @@ async def listen_postgres(database_url: str, channel: str, hub: EventHub) -> Non
             async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
                 await conn.execute(f"LISTEN {channel}")
                 async for note in conn.notifies():
-                    hub.publish(note.payload.split(","))
+                    sender, *saga_ids = note.payload.split(",")
+                    if sender != origin:
+                        hub.publish((saga_id, ()) for saga_id in saga_ids)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the poll fallback covers the gap

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
+from typing import Sequence
 
 import grpc
 
@@ -110,25 +111,26 @@ class CoordinatorServicer(pb_grpc.SagaCoordinatorServiceServicer):
         if await self.store.status_of(request.saga_id) is None:
             raise NotFound(f"saga {request.saga_id!r} not found", reason="SAGA_NOT_FOUND")
         last = request.after_seq
+        events: list[pb.SagaEvent] | None = None  # None: read them from the database
         while True:
+            # Subscribe before reading, so that nothing committed meanwhile is missed.
             wake = self.hub.subscribe(request.saga_id)
             try:
-                events = await self.store.events_after(request.saga_id, last)
+                if events is None:
+                    events = await self.store.events_after(request.saga_id, last)
                 for ev in events:
                     yield pb.WatchSagaResponse(event=ev)
                     last = ev.seq
-                # A terminal event ends the stream, unless the saga went on after it
-                # (a FAILED saga resumed, a COMPLETED one cancelled): replay shows all of it.
-                if events and events[-1].type in TERMINAL_EVENTS:
-                    if await self._at_rest(request.saga_id, last):
-                        return
-                    continue
-                if not events:
-                    # Nothing new: a saga already at rest ends the stream instead of hanging.
-                    if await self._at_rest(request.saga_id, last):
-                        return
-                    with contextlib.suppress(asyncio.TimeoutError):
-                        await asyncio.wait_for(asyncio.shield(wake), WATCH_POLL_SECONDS)
+                # A terminal event ends the stream unless the saga went on after it (a FAILED
+                # saga resumed, a COMPLETED one cancelled): a replay shows all of it.
+                at_end = not events or events[-1].type in TERMINAL_EVENTS
+                if at_end and await self._at_rest(request.saga_id, last):
+                    return
+                live: Sequence[pb.SagaEvent] = ()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    live = await asyncio.wait_for(asyncio.shield(wake), WATCH_POLL_SECONDS)
+                # Events handed over from this replica's own commits need no read.
+                events = list(live) if live and live[0].seq == last + 1 else None
             finally:
                 self.hub.unsubscribe(request.saga_id, wake)
 
@@ -149,6 +151,8 @@ class CoordinatorServicer(pb_grpc.SagaCoordinatorServiceServicer):
                 reason="SAGA_FAILED",
                 metadata={"saga_id": request.saga_id},
             )
+        if previous in (pb.SAGA_STATUS_PENDING, pb.SAGA_STATUS_RUNNING):
+            self.engine.cancel_local(request.saga_id)
         if previous == pb.SAGA_STATUS_COMPLETED:
             saga = await self._saga(request.saga_id)
             self.engine.enqueue(saga.saga_id, saga.request.priority, saga.request.is_urgent)
@@ -183,7 +187,7 @@ async def build(settings: Settings) -> App:
     if not is_sqlite(settings.database_url):
 
         async def listen() -> None:
-            await listen_postgres(settings.database_url, NOTIFY_CHANNEL, hub)
+            await listen_postgres(settings.database_url, NOTIFY_CHANNEL, hub, store.writer.origin)
 
         background.append(listen)
 

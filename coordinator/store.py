@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import logging
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Sequence, TypeVar
 
@@ -48,6 +49,7 @@ class GroupCommitter:
         self.engine = engine
         self.max_batch = max_batch
         self.on_commit = on_commit
+        self.origin = uuid.uuid4().hex[:12]
         self._queue: list[tuple[Callable[[AsyncConnection], Awaitable[Any]], asyncio.Future, Any]] = []
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task | None = None
@@ -61,12 +63,15 @@ class GroupCommitter:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
-    async def run(self, fn: Callable[[AsyncConnection], Awaitable[T]], tag: Any = None) -> T:
-        """Run ``fn(conn)`` in the next shared transaction; ``tag`` is passed to ``on_commit``."""
+    def submit(self, fn: Callable[[AsyncConnection], Awaitable[T]], tag: Any = None) -> asyncio.Future:
+        """Queue ``fn(conn)`` for the next shared transaction; ``tag`` is passed to ``on_commit``."""
         future: asyncio.Future = asyncio.get_running_loop().create_future()
         self._queue.append((fn, future, tag))
         self._wakeup.set()
-        return await future
+        return future
+
+    async def run(self, fn: Callable[[AsyncConnection], Awaitable[T]], tag: Any = None) -> T:
+        return await self.submit(fn, tag)
 
     async def _run(self) -> None:
         while True:
@@ -79,8 +84,8 @@ class GroupCommitter:
     async def _commit(self, batch) -> None:
         try:
             async with self.engine.begin() as conn:
-                results = [await fn(conn) for fn, _, _ in batch]
-                await self._notify(conn, [tag for _, _, tag in batch if tag is not None])
+                results = await self._apply(conn, batch)
+                await self._notify(conn, [tag[0] for _, _, tag in batch if tag is not None])
         except Exception as exc:
             if len(batch) == 1:
                 _, future, _ = batch[0]
@@ -95,22 +100,104 @@ class GroupCommitter:
             if not future.done():
                 future.set_result(result)
         if self.on_commit:
-            self.on_commit([tag for _, _, tag in batch if tag is not None])
+            self.on_commit([tag for (_, _, tag), result in zip(batch, results) if tag is not None and _ok(result)])
+
+    async def _apply(self, conn: AsyncConnection, batch) -> list[Any]:
+        """Run the batch's writes; on PostgreSQL all saga saves go in two statements."""
+        saves = [i for i, (fn, _, _) in enumerate(batch) if isinstance(fn, SaveWrite)]
+        if conn.dialect.name != "postgresql" or len(saves) < 2:
+            return [await fn(conn) for fn, _, _ in batch]
+        results: list[Any] = [None] * len(batch)
+        for i, (fn, _, _) in enumerate(batch):
+            if i not in saves:
+                results[i] = await fn(conn)
+        bulk = [batch[i][0] for i in saves]
+        for i, result in zip(saves, await SaveWrite.bulk(conn, bulk)):
+            results[i] = result
+        return results
 
     async def _notify(self, conn: AsyncConnection, saga_ids: list[str]) -> None:
-        """On PostgreSQL, wake watchers on every replica (delivered at commit)."""
+        """On PostgreSQL, wake watchers on every replica (delivered at commit).
+
+        The payload names this replica first so that its own listener can skip what it has
+        already delivered from memory.
+        """
         if not saga_ids or conn.dialect.name != "postgresql":
             return
-        payload: list[str] = []
-        size = 0
+        payload: list[str] = [self.origin]
         for saga_id in dict.fromkeys(saga_ids):
-            if size + len(saga_id) > 7000:
+            if sum(map(len, payload)) + len(payload) + len(saga_id) > 7000:
                 await conn.execute(text("SELECT pg_notify(:c, :p)"), {"c": NOTIFY_CHANNEL, "p": ",".join(payload)})
-                payload, size = [], 0
+                payload = [self.origin]
             payload.append(saga_id)
-            size += len(saga_id) + 1
-        if payload:
+        if len(payload) > 1:
             await conn.execute(text("SELECT pg_notify(:c, :p)"), {"c": NOTIFY_CHANNEL, "p": ",".join(payload)})
+
+
+def _ok(result: Any) -> bool:
+    return not isinstance(result, SaveResult) or result.ok
+
+
+_BULK_SAVE = text(
+    """
+    UPDATE sagas AS s
+       SET status = v.status, state = v.state, updated_at = v.updated_at,
+           lease_until = v.lease_until, last_seq = GREATEST(s.last_seq, v.last_seq)
+      FROM unnest(CAST(:ids AS text[]), CAST(:owners AS text[]), CAST(:statuses AS integer[]),
+                  CAST(:states AS bytea[]), CAST(:updated AS bigint[]), CAST(:leases AS bigint[]),
+                  CAST(:seqs AS bigint[]))
+           AS v(saga_id, owner, status, state, updated_at, lease_until, last_seq)
+     WHERE s.saga_id = v.saga_id AND s.owner = v.owner
+    RETURNING s.saga_id, s.cancel_requested
+    """
+)
+
+
+class SaveWrite:
+    """One saga's save: its new row values and events, guarded by its owner."""
+
+    def __init__(self, saga_id: str, owner: str, values: dict[str, Any], events: Sequence[pb.SagaEvent]) -> None:
+        self.saga_id = saga_id
+        self.owner = owner
+        self.values = values
+        self.events = [{"saga_id": saga_id, "seq": e.seq, "event": e.SerializeToString()} for e in events]
+
+    async def __call__(self, conn: AsyncConnection) -> "SaveResult":
+        result = await conn.execute(
+            update(S)
+            .where(S.c.saga_id == self.saga_id, S.c.owner == self.owner)
+            .values(**self.values)
+            .returning(S.c.cancel_requested)
+        )
+        row = result.first()
+        if row is None:
+            return SaveResult(ok=False)
+        if self.events:
+            await conn.execute(E.insert(), self.events)
+        return SaveResult(ok=True, cancel_requested=bool(row.cancel_requested))
+
+    @staticmethod
+    async def bulk(conn: AsyncConnection, writes: list["SaveWrite"]) -> list["SaveResult"]:
+        rows = await conn.execute(
+            _BULK_SAVE,
+            {
+                "ids": [w.saga_id for w in writes],
+                "owners": [w.owner for w in writes],
+                "statuses": [w.values["status"] for w in writes],
+                "states": [w.values["state"] for w in writes],
+                "updated": [w.values["updated_at"] for w in writes],
+                "leases": [w.values["lease_until"] for w in writes],
+                "seqs": [w.values.get("last_seq", 0) for w in writes],
+            },
+        )
+        saved = {r.saga_id: bool(r.cancel_requested) for r in rows}
+        events = [e for w in writes if w.saga_id in saved for e in w.events]
+        if events:
+            await conn.execute(E.insert(), events)
+        return [
+            SaveResult(ok=True, cancel_requested=saved[w.saga_id]) if w.saga_id in saved else SaveResult(ok=False)
+            for w in writes
+        ]
 
 
 @dataclass
@@ -148,7 +235,7 @@ class SaveResult:
 
 
 class SagaStore:
-    def __init__(self, engine: AsyncEngine, on_commit: Callable[[list[str]], None] | None = None) -> None:
+    def __init__(self, engine: AsyncEngine, on_commit: Callable[[list[Any]], None] | None = None) -> None:
         self.engine = engine
         self.sqlite = is_sqlite(str(engine.url))
         self.writer = GroupCommitter(engine, on_commit=on_commit)
@@ -199,7 +286,7 @@ class SagaStore:
                 return None
             return (await conn.execute(select(S).where(S.c.request_id == saga.request_id))).one()
 
-        existing = await self.writer.run(write, tag=saga.saga_id)
+        existing = await self.writer.run(write, tag=(saga.saga_id, tuple(events)))
         if existing is None:
             return (
                 SagaRow(saga, saga.status, req_hash, events[-1].seq if events else 0, False, owner, now + lease_ms, deadline, trace_context),
@@ -213,10 +300,13 @@ class SagaStore:
                 E.insert(), [{"saga_id": saga_id, "seq": e.seq, "event": e.SerializeToString()} for e in events]
             )
 
-    async def save(
+    def save(
         self, saga: pb.Saga, events: Sequence[pb.SagaEvent], *, owner: str, lease_ms: int, release: bool = False
-    ) -> SaveResult:
-        """Persist the saga's new state and events if ``owner`` still holds it."""
+    ) -> asyncio.Future:
+        """Persist the saga's new state and events if ``owner`` still holds it.
+
+        The state is serialized now; the returned future gives the SaveResult once committed.
+        """
         now = now_ms()
         values = dict(
             status=saga.status,
@@ -226,21 +316,8 @@ class SagaStore:
         )
         if events:
             values["last_seq"] = events[-1].seq
-
-        async def write(conn: AsyncConnection) -> SaveResult:
-            result = await conn.execute(
-                update(S)
-                .where(S.c.saga_id == saga.saga_id, S.c.owner == owner)
-                .values(**values)
-                .returning(S.c.cancel_requested)
-            )
-            row = result.first()
-            if row is None:
-                return SaveResult(ok=False)
-            await self._insert_events(conn, saga.saga_id, events)
-            return SaveResult(ok=True, cancel_requested=bool(row.cancel_requested))
-
-        return await self.writer.run(write, tag=saga.saga_id if events else None)
+        write = SaveWrite(saga.saga_id, owner, values, events)
+        return self.writer.submit(write, tag=(saga.saga_id, tuple(events)) if events else None)
 
     async def load(self, saga_id: str) -> SagaRow | None:
         async with self.engine.connect() as conn:

@@ -19,7 +19,7 @@ RECOVERY = {
     "INVSAGA_RETRY_INITIAL_INTERVAL": "20ms",
     "INVSAGA_RETRY_MAX_INTERVAL": "200ms",
     # Slow picking steps keep sagas in flight when the coordinator dies.
-    "INVSAGA_FAULTS": "kind=latency,delay=0.3,method=Execute,step=GENERATE_PICKLIST",
+    "INVSAGA_FAULTS": "kind=latency,delay=1.5,method=Execute,step=GENERATE_PICKLIST",
 }
 WAREHOUSES = [WH("WH-R1", priority=9), WH("WH-R2", priority=5), WH("WH-R3", priority=1)]
 STOCK = [(w.warehouse_id, f"SKU-R{i}", 400) for w in WAREHOUSES for i in range(4)]
