@@ -119,6 +119,7 @@ class Settings:
     database_url: str = ""
     metrics_port: int = 0
     grace_period: float = 10.0
+    max_connection_age: float = 300.0
     log_level: str = "INFO"
     log_format: str = "json"
     data_dir: str = "./data"
@@ -159,6 +160,7 @@ ENV_VARS: dict[str, str] = {
     "INVSAGA_DATABASE_URL": "SQLAlchemy URL of this process's database",
     "INVSAGA_METRICS_PORT": "Prometheus /metrics port (default gRPC port + 1000)",
     "INVSAGA_GRACE_PERIOD": "graceful shutdown grace period",
+    "INVSAGA_MAX_CONNECTION_AGE": "clients reconnect (and re-resolve) after this long, so new pods get traffic",
     "INVSAGA_LOG_LEVEL": "log level",
     "INVSAGA_LOG_FORMAT": "json or text",
     "INVSAGA_DATA_DIR": "directory of the default SQLite files",
@@ -348,6 +350,9 @@ def load_settings(
         host=env.get("INVSAGA_HOST", "0.0.0.0"),
         database_url=database_url,
         metrics_port=metrics_port,
+        max_connection_age=parse_duration(
+            env.get("INVSAGA_MAX_CONNECTION_AGE", mesh.get("max_connection_age", "5m")), name="INVSAGA_MAX_CONNECTION_AGE"
+        ),
         grace_period=parse_duration(
             env.get("INVSAGA_GRACE_PERIOD", mesh.get("grace_period", "10s")), name="INVSAGA_GRACE_PERIOD"
         ),
