@@ -182,6 +182,31 @@ async def baseline(seconds: float = 3.0, concurrency: int = 64) -> float:
         server.wait()
 
 
+async def watchers(address: str, args: argparse.Namespace) -> tuple[int, int, Counter]:
+    """``args.watchers`` WatchSaga streams on running sagas (ten per saga): (streams ended, events, errors)."""
+    rng = random.Random(5)
+    errors: Counter = Counter()
+    ended = events = 0
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = pb_grpc.SagaCoordinatorServiceStub(channel)
+        ids = [
+            (await stub.StartSaga(pb.StartSagaRequest(request=order(rng, 1, args.skus, 0)), timeout=30)).saga_id
+            for _ in range(max(1, args.watchers // 10))
+        ]
+
+        async def watch(saga_id: str) -> None:
+            nonlocal ended, events
+            try:
+                async for _ in stub.WatchSaga(pb.WatchSagaRequest(saga_id=saga_id), timeout=120):
+                    events += 1
+                ended += 1
+            except grpc.aio.AioRpcError as error:
+                errors[error.code().name] += 1
+
+        await asyncio.gather(*(watch(ids[k % len(ids)]) for k in range(args.watchers)))
+    return ended, events, errors
+
+
 def cpu_seconds(pid: int) -> float:
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -193,6 +218,9 @@ def cpu_seconds(pid: int) -> float:
 async def bench(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="invsaga-bench-") as workdir:
         env = {"INVSAGA_LOG_LEVEL": "WARNING", "INVSAGA_MAX_CONCURRENT_SAGAS": str(max(64, args.concurrency))}
+        if args.watchers:
+            # Slow picking keeps the watched sagas running while the watchers connect.
+            env["INVSAGA_FAULTS"] = "kind=latency,delay=3,method=Execute,step=GENERATE_PICKLIST"
         mesh = Mesh(
             ports=random_ports(),
             database_url=args.database_url,
@@ -205,6 +233,13 @@ async def bench(args: argparse.Namespace) -> int:
         try:
             print(await apply_seed(parse_seed(bench_seed(args.warehouses, args.skus)),
                                    mesh.address("warehouse"), mesh.address("inventory")), flush=True)
+            if args.watchers:
+                started = time.monotonic()
+                ended, seen, errors = await watchers(mesh.address("coordinator"), args)
+                print(f"watchers: {args.watchers} concurrent WatchSaga streams on {max(1, args.watchers // 10)} running "
+                      f"sagas; {ended} ended at the terminal event, {seen} events, errors: {dict(errors) or 'none'}, "
+                      f"{time.monotonic() - started:.1f} s")
+                return 0 if not errors and ended == args.watchers else 1
             calls = await baseline()
             print(f"baseline: {calls:,.0f} empty unary calls/s between two processes", flush=True)
             warm = argparse.Namespace(**{**vars(args), "sagas": min(50, args.sagas), "duration": 0})
@@ -239,4 +274,5 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warehouses", type=int, default=10)
     parser.add_argument("--skus", type=int, default=60)
     parser.add_argument("--lines", type=int, default=1, help="lines per order")
+    parser.add_argument("--watchers", type=int, default=0, help="instead of load: this many concurrent WatchSaga streams")
     parser.add_argument("--hot-skus", type=int, default=0, help="draw every line from this many SKUs (contention)")
