@@ -95,8 +95,16 @@ def _wrap_unary(behavior):
     async def wrapped(request, context):
         if isinstance(request, _Undecodable):
             await context.abort_with_status(_malformed(request))
+        # A caller that gives up (deadline, cancel) must not cancel a handler halfway through
+        # its transaction: on SQLite that leaves the process's one connection stuck. The
+        # handler finishes and only its reply is dropped; the barrier makes the retry safe.
+        task = asyncio.ensure_future(behavior(request, context))
         try:
-            return await behavior(request, context)
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            with contextlib.suppress(BaseException):
+                await task
+            raise
         except DomainError as err:
             await context.abort_with_status(err.to_status())
 
