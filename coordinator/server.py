@@ -7,7 +7,6 @@ import contextlib
 import uuid
 from typing import Sequence
 
-import grpc
 
 from coordinator import models, validation
 from coordinator.engine import Engine, TERMINAL_EVENTS, event, new_saga

@@ -26,7 +26,7 @@ import grpc
 from invsaga.common.v1 import common_pb2
 from invsaga.coordinator.v1 import coordinator_pb2 as pb
 from invsaga.coordinator.v1 import coordinator_pb2_grpc as pb_grpc
-from invsaga.launcher import Mesh, free_port, random_ports, wait_serving
+from invsaga.launcher import Mesh, free_port, random_ports
 from invsaga.seed import apply_seed, parse_seed
 
 # Step RPCs a completed saga makes (six Execute calls) plus StartSaga and one WatchSaga.

@@ -5,9 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import sys
 import tempfile
-import uuid
 from pathlib import Path
 from typing import Any, AsyncIterator
 
@@ -223,10 +221,3 @@ async def demo(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="invsaga-demo-") as workdir:
         return await run_demo(Path(workdir), database_url=args.database_url)
 
-
-def new_request_id() -> str:
-    return uuid.uuid4().hex
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(0)

@@ -159,7 +159,7 @@ async def test_every_invalid_request_through_the_python_stub(coordinator):
             assert failure.code == grpc.StatusCode.INVALID_ARGUMENT, (garbage, failure)
             assert failure.violations and "StartSagaRequest" in failure.violations[0][1]
         # The same garbage to the streaming method.
-        watch = channel.unary_stream(f"/invsaga.coordinator.v1.SagaCoordinatorService/WatchSaga")
+        watch = channel.unary_stream("/invsaga.coordinator.v1.SagaCoordinatorService/WatchSaga")
         with pytest.raises(grpc.aio.AioRpcError) as err:
             async for _ in watch(b"\xff\xff\xff", timeout=10):
                 pass
