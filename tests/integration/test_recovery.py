@@ -116,3 +116,31 @@ async def test_two_replicas_the_survivor_finishes_the_victims_sagas(tmp_path):
         await c.close()
         await survivor.close()
         mesh.stop()
+
+
+@pytest.mark.postgres
+async def test_a_watcher_on_another_replica_is_woken_by_listen_notify(tmp_path):
+    mesh = start_mesh(
+        "postgres",
+        tmp_path,
+        env={"INVSAGA_FAULTS": "kind=latency,delay=0.5,method=Execute,step=GENERATE_PICKLIST"},
+    )
+    other_port = free_port()
+    mesh.start_one("coordinator", {"INVSAGA_PORT": str(other_port)}, name="coordinator-2")
+    wait_serving(f"127.0.0.1:{other_port}", 60, mesh.procs["coordinator-2"])
+    driver = MeshClient(mesh)
+    other = MeshClient(mesh, coordinator=f"127.0.0.1:{other_port}")
+    try:
+        await driver.seed(WAREHOUSES, STOCK)
+        saga_id = await driver.start({"SKU-R1": 2})  # driven by the replica that took StartSaga
+        delays = []
+        async for reply in other.coordinator.WatchSaga(pb.WatchSagaRequest(saga_id=saga_id), timeout=30):
+            delays.append(time.time() - reply.event.time.ToNanoseconds() / 1e9)
+            last = reply.event
+        assert last.type == pb.SAGA_EVENT_TYPE_SAGA_COMPLETED
+        # Without a notification the other replica would only find events on its 2 s poll.
+        assert max(delays[-3:]) < 1.0, delays
+    finally:
+        await driver.close()
+        await other.close()
+        mesh.stop()
