@@ -8,13 +8,14 @@ definitions and SQL carry no schema name). Hot paths use SQLAlchemy Core on thes
 from __future__ import annotations
 
 import asyncio
+from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.environment import EnvironmentContext  # noqa: F401  (re-exported for env.py)
-from sqlalchemy import MetaData, event, text
+from sqlalchemy import MetaData, Select, event, text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -91,6 +92,37 @@ def run_env(context: Any) -> None:
     )
     with context.begin_transaction():
         context.run_migrations()
+
+
+async def load_with_children(
+    conn: AsyncConnection,
+    parents: Select,
+    parent_key: Any,
+    children: Select,
+    child_key: Any,
+    *,
+    where: Any = None,
+    offset: int = 0,
+    limit: int | None = None,
+) -> list[tuple[Any, list[Any]]]:
+    """A page of ``parents`` (filtered by ``where``) with their child rows: two queries in all.
+
+    ``children`` is the ordered child query; ``child_key`` is its column naming the parent's
+    ``parent_key``.
+    """
+    if where is not None:
+        parents = parents.where(where)
+    parents = parents.offset(offset)
+    if limit is not None:
+        parents = parents.limit(limit)
+    rows = (await conn.execute(parents)).all()
+    if not rows:
+        return []
+    grouped: dict[Any, list[Any]] = defaultdict(list)
+    key = parent_key.key
+    for child in await conn.execute(children.where(child_key.in_([getattr(r, key) for r in rows]))):
+        grouped[getattr(child, child_key.key)].append(child)
+    return [(row, grouped[getattr(row, key)]) for row in rows]
 
 
 def insert_ignore(conn: AsyncConnection | Connection, table: Any):

@@ -6,7 +6,6 @@ import asyncio
 import logging
 import time
 import uuid
-from collections import defaultdict
 from datetime import datetime
 
 import grpc
@@ -22,7 +21,7 @@ from invsaga.runtime.barrier import compensate_once, execute_once
 from invsaga.runtime.channels import channel_to
 from invsaga.runtime.config import Settings
 from invsaga.runtime.convert import aware, next_page_token, page_window, to_timestamp, utcnow
-from invsaga.runtime.db import open_service_database
+from invsaga.runtime.db import load_with_children, open_service_database
 from invsaga.runtime.errors import FailedPrecondition, InvalidArgument, NotFound
 from invsaga.runtime.server import App, registration
 from services.allocation import geo, logic, models
@@ -51,24 +50,20 @@ def _to_proto(row, lines: list[common_pb2.AllocationLine]) -> common_pb2.Allocat
 
 
 async def _load(conn: AsyncConnection, where=None, *, offset: int = 0, limit: int | None = None):
-    query = select(A).order_by(A.c.created_at, A.c.allocation_id).offset(offset)
-    if where is not None:
-        query = query.where(where)
-    if limit is not None:
-        query = query.limit(limit)
-    rows = (await conn.execute(query)).all()
-    if not rows:
-        return []
-    lines: dict[str, list[common_pb2.AllocationLine]] = defaultdict(list)
-    ids = [r.allocation_id for r in rows]
-    found = await conn.execute(
-        select(L).where(L.c.allocation_id.in_(ids)).order_by(L.c.allocation_id, L.c.warehouse_id, L.c.sku)
+    found = await load_with_children(
+        conn,
+        select(A).order_by(A.c.created_at, A.c.allocation_id),
+        A.c.allocation_id,
+        select(L).order_by(L.c.allocation_id, L.c.warehouse_id, L.c.sku),
+        L.c.allocation_id,
+        where=where,
+        offset=offset,
+        limit=limit,
     )
-    for line in found:
-        lines[line.allocation_id].append(
-            common_pb2.AllocationLine(warehouse_id=line.warehouse_id, sku=line.sku, quantity=line.quantity)
-        )
-    return [_to_proto(r, lines[r.allocation_id]) for r in rows]
+    return [
+        _to_proto(row, [common_pb2.AllocationLine(warehouse_id=l.warehouse_id, sku=l.sku, quantity=l.quantity) for l in lines])
+        for row, lines in found
+    ]
 
 
 async def _get(conn: AsyncConnection, allocation_id: str) -> common_pb2.Allocation:

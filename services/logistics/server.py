@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections import defaultdict
 
 import grpc
 from sqlalchemy import and_, select, update
@@ -18,7 +17,7 @@ from invsaga.runtime.barrier import compensate_once, execute_once
 from invsaga.runtime.channels import channel_to
 from invsaga.runtime.config import Settings
 from invsaga.runtime.convert import next_page_token, page_window, to_timestamp, utcnow
-from invsaga.runtime.db import open_service_database
+from invsaga.runtime.db import load_with_children, open_service_database
 from invsaga.runtime.errors import (
     DomainError,
     FailedPrecondition,
@@ -54,26 +53,20 @@ def _to_proto(row, lines: list[common_pb2.PicklistLine]) -> common_pb2.Picklist:
 
 
 async def _load(conn: AsyncConnection, where=None, *, offset: int = 0, limit: int | None = None):
-    query = (
-        select(P)
-        .order_by(P.c.is_urgent.desc(), P.c.priority.desc(), P.c.created_at, P.c.picklist_id)
-        .offset(offset)
+    found = await load_with_children(
+        conn,
+        select(P).order_by(P.c.is_urgent.desc(), P.c.priority.desc(), P.c.created_at, P.c.picklist_id),
+        P.c.picklist_id,
+        select(PL).order_by(PL.c.picklist_id, PL.c.sequence),
+        PL.c.picklist_id,
+        where=where,
+        offset=offset,
+        limit=limit,
     )
-    if where is not None:
-        query = query.where(where)
-    if limit is not None:
-        query = query.limit(limit)
-    rows = (await conn.execute(query)).all()
-    if not rows:
-        return []
-    lines: dict[str, list[common_pb2.PicklistLine]] = defaultdict(list)
-    ids = [r.picklist_id for r in rows]
-    found = await conn.execute(select(PL).where(PL.c.picklist_id.in_(ids)).order_by(PL.c.picklist_id, PL.c.sequence))
-    for line in found:
-        lines[line.picklist_id].append(
-            common_pb2.PicklistLine(sku=line.sku, quantity=line.quantity, bin=line.bin, sequence=line.sequence)
-        )
-    return [_to_proto(r, lines[r.picklist_id]) for r in rows]
+    return [
+        _to_proto(row, [common_pb2.PicklistLine(sku=l.sku, quantity=l.quantity, bin=l.bin, sequence=l.sequence) for l in lines])
+        for row, lines in found
+    ]
 
 
 async def _get(conn: AsyncConnection, picklist_id: str) -> common_pb2.Picklist:

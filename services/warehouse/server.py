@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
-
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -11,7 +9,7 @@ from invsaga.common.v1 import common_pb2
 from invsaga.runtime.barrier import compensate_once, execute_once
 from invsaga.runtime.config import Settings
 from invsaga.runtime.convert import next_page_token, page_window, to_timestamp, utcnow
-from invsaga.runtime.db import insert_ignore, open_service_database, upsert
+from invsaga.runtime.db import insert_ignore, load_with_children, open_service_database, upsert
 from invsaga.runtime.errors import InvalidArgument, NotFound, Violations
 from invsaga.runtime.server import App, registration
 from invsaga.warehouse.v1 import warehouse_pb2 as pb
@@ -40,19 +38,17 @@ def _to_proto(row, skus: list[str]) -> common_pb2.Warehouse:
 
 
 async def _load(conn: AsyncConnection, where=None, *, offset: int = 0, limit: int | None = None):
-    query = select(W).order_by(W.c.warehouse_id).offset(offset)
-    if where is not None:
-        query = query.where(where)
-    if limit is not None:
-        query = query.limit(limit)
-    rows = (await conn.execute(query)).all()
-    if not rows:
-        return []
-    skus: dict[str, list[str]] = defaultdict(list)
-    ids = [r.warehouse_id for r in rows]
-    for wid, sku in await conn.execute(select(A.c.warehouse_id, A.c.sku).where(A.c.warehouse_id.in_(ids))):
-        skus[wid].append(sku)
-    return [_to_proto(r, skus[r.warehouse_id]) for r in rows]
+    found = await load_with_children(
+        conn,
+        select(W).order_by(W.c.warehouse_id),
+        W.c.warehouse_id,
+        select(A.c.warehouse_id, A.c.sku),
+        A.c.warehouse_id,
+        where=where,
+        offset=offset,
+        limit=limit,
+    )
+    return [_to_proto(row, [a.sku for a in skus]) for row, skus in found]
 
 
 async def _get(conn: AsyncConnection, warehouse_id: str) -> common_pb2.Warehouse:
