@@ -22,7 +22,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from coordinator import steps as S
 from coordinator.definition import NOTIFY_FAILURE, STEPS, StepDef
 from coordinator.hub import EventHub
-from coordinator.store import SagaStore, now_ms
+from coordinator.store import SagaRow, SagaStore, now_ms
 from invsaga.coordinator.v1 import coordinator_pb2 as pb
 from invsaga.runtime import telemetry
 from invsaga.runtime.config import Settings
@@ -97,6 +97,14 @@ class Driver:
         self.inflight: asyncio.Future | None = None  # the save under way
         self.previous_status = row.saga.status
         self.saga.status = row.status  # the column is the truth (Cancel/Resume update it directly)
+        # Saves are pipelined, so a crash can leave the saved state one step behind the calls
+        # made: a driver that takes over a saga treats the step after the first unfinished one
+        # as possibly sent, and fences it off with a Compensate if the saga rolls back.
+        self.maybe_sent: int | None = None
+        if row.last_seq > 1 and row.status in (pb.SAGA_STATUS_RUNNING, pb.SAGA_STATUS_COMPENSATING):
+            first = next((i for i, st in enumerate(self.saga.steps) if st.status != pb.STEP_STATUS_SUCCEEDED), None)
+            if first is not None and first + 1 < len(STEPS):
+                self.maybe_sent = first + 1
 
     # -- persistence -------------------------------------------------------------------
     def emit(self, type_: int, step: str = "", step_status: int = 0, **detail: Any) -> None:
@@ -108,8 +116,9 @@ class Driver:
 
         Saves are pipelined: the next step's call overlaps this write, and its result (lease
         still held, cancel requested) is read before the next save. Recovery never needs the
-        write to have landed — a re-driven step gets its first result from the barrier — so
-        only the terminal save is awaited before the saga counts as done.
+        write to have landed — a re-driven step gets its first result from the barrier, and a
+        step that may have been sent is fenced off (``maybe_sent``) — so only the terminal save
+        is awaited before the saga counts as done.
         """
         await self.settle()
         self.saga.updated_at.CopyFrom(now_ts())
@@ -155,9 +164,10 @@ class Driver:
         saga = self.saga
         first = next((i for i, st in enumerate(saga.steps) if st.status != pb.STEP_STATUS_SUCCEEDED), len(STEPS))
         if saga.status == pb.SAGA_STATUS_PENDING:
+            # No save before the first step: it only reads, and a saga still PENDING after a
+            # crash simply starts over. Its events go out with the step's result.
             saga.status = pb.SAGA_STATUS_RUNNING
             self.start_step(first)
-            await self.save()
         for i in range(first, len(STEPS)):
             step = STEPS[i]
             state = saga.steps[i]
@@ -294,26 +304,19 @@ class Driver:
                              self.settings.saga.retry.max_interval, ALL)
         for i in reversed(range(len(STEPS))):
             step, state = STEPS[i], saga.steps[i]
+            if i == self.maybe_sent and step.compensable and state.status == pb.STEP_STATUS_PENDING:
+                if not await self.fence(step, state, policy, comp.timeout):
+                    return
+                continue
             if not step.compensable or state.status not in MAY_HAVE_RUN:
                 continue
             failed_step = state.status == pb.STEP_STATUS_FAILED
             if not failed_step:
                 state.status = pb.STEP_STATUS_COMPENSATING
                 self.emit(pb.SAGA_EVENT_TYPE_STEP_COMPENSATING, step.name, state.status)
-            error = await self.call_compensate(step, state, policy, comp.timeout)
+            error, _ = await self.call_compensate(step, state, policy, comp.timeout)
             if error is not None:
-                state.error = f"compensation: {error.code.name}: {error.message}"
-                saga.compensation_failure.CopyFrom(
-                    pb.SagaFailure(step=step.name, code=error.code.name, reason="COMPENSATION_FAILED", message=error.message)
-                )
-                saga.status = pb.SAGA_STATUS_FAILED
-                await self.notify_failure()
-                self.emit(
-                    pb.SAGA_EVENT_TYPE_SAGA_FAILED, step.name, state.status, code=error.code.name,
-                    message=error.message, reason="COMPENSATION_FAILED",
-                )
-                self.engine.metrics_outcome(saga)
-                await self.save()
+                await self.compensation_failed(step, state, error)
                 return
             # A step that failed had no effect to undo; the call only fences off a late Execute.
             if not failed_step:
@@ -334,9 +337,40 @@ class Driver:
         self.engine.metrics_outcome(saga)
         await self.save()
 
+    async def compensation_failed(self, step: StepDef, state: pb.StepState, error: RpcFailure) -> None:
+        saga = self.saga
+        state.error = f"compensation: {error.code.name}: {error.message}"
+        saga.compensation_failure.CopyFrom(
+            pb.SagaFailure(step=step.name, code=error.code.name, reason="COMPENSATION_FAILED", message=error.message)
+        )
+        saga.status = pb.SAGA_STATUS_FAILED
+        await self.notify_failure()
+        self.emit(
+            pb.SAGA_EVENT_TYPE_SAGA_FAILED, step.name, state.status, code=error.code.name,
+            message=error.message, reason="COMPENSATION_FAILED",
+        )
+        self.engine.metrics_outcome(saga)
+        await self.save()
+
+    async def fence(self, step: StepDef, state: pb.StepState, policy: RetryPolicy, timeout: float) -> bool:
+        """Compensate a step that a crashed driver may have sent; False if the saga is now FAILED.
+
+        A null compensation (it never ran) leaves the step PENDING, to end SKIPPED.
+        """
+        error, response = await self.call_compensate(step, state, policy, timeout)
+        if error is not None:
+            await self.compensation_failed(step, state, error)
+            return False
+        if not response.null_compensation:
+            state.status = pb.STEP_STATUS_COMPENSATED
+            self.engine.observe_compensation(step)
+            self.emit(pb.SAGA_EVENT_TYPE_STEP_COMPENSATED, step.name, state.status)
+            await self.save()
+        return True
+
     async def call_compensate(
         self, step: StepDef, state: pb.StepState, policy: RetryPolicy, timeout: float
-    ) -> RpcFailure | None:
+    ) -> tuple[RpcFailure | None, Any]:
         """Each attempt under a fresh deadline of its own (never the saga's expired one)."""
 
         def observe(attempt: int, error: grpc.RpcError, will_retry: bool, delay: float) -> None:
@@ -352,11 +386,11 @@ class Driver:
             with log_context(saga_id=self.saga.saga_id, step=step.name), telemetry.step_span(
                 f"saga.{step.name}.compensate", self.saga.saga_id, step.name
             ), retrying(policy, observer=observe):
-                await stub.Compensate(S.compensate_request(step, self.saga), timeout=timeout)
+                response = await stub.Compensate(S.compensate_request(step, self.saga), timeout=timeout)
         except grpc.RpcError as error:
-            return RpcFailure.from_error(error)
+            return RpcFailure.from_error(error), None
         state.compensation_attempts += 1
-        return None
+        return None, response
 
     async def notify_failure(self) -> None:
         """The "reservation failed" notification; best effort, it never changes the outcome."""
@@ -384,6 +418,7 @@ class Engine:
         self.lease_ms = int(settings.lease * 1000)
         self.queue: asyncio.PriorityQueue[tuple[tuple[int, int, int], str]] = asyncio.PriorityQueue()
         self.known: set[str] = set()  # queued or being driven here
+        self.fresh: dict[str, SagaRow] = {}  # queued sagas created here: no need to read them back
         self.drivers: dict[str, Driver] = {}  # being driven here
         self.order = itertools.count()
         self.tasks: list[asyncio.Task] = []
@@ -407,10 +442,13 @@ class Engine:
             self.metrics.finished(saga)
 
     # -- admission ---------------------------------------------------------------------
-    def enqueue(self, saga_id: str, priority: int, urgent: bool) -> None:
+    def enqueue(self, saga_id: str, priority: int, urgent: bool, row: SagaRow | None = None) -> None:
+        """Queue a saga to be driven here; ``row`` is its state when the caller just wrote it."""
         if saga_id in self.known:
             return
         self.known.add(saga_id)
+        if row is not None:
+            self.fresh[saga_id] = row
         self.queue.put_nowait(((0 if urgent else 1, -priority, next(self.order)), saga_id))
 
     async def worker(self) -> None:
@@ -428,7 +466,7 @@ class Engine:
                 self.known.discard(saga_id)
 
     async def drive(self, saga_id: str) -> None:
-        row = await self.store.load(saga_id)
+        row = self.fresh.pop(saga_id, None) or await self.store.load(saga_id)
         if row is None or row.owner != self.owner:
             return
         if self.metrics:

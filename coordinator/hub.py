@@ -1,9 +1,14 @@
 """Wakes WatchSaga streams when their saga has new events.
 
-Watchers read events from the database; the hub only tells them when to look again. Local
+Watchers read events from the database; the hub tells them when to look again. Local
 commits publish directly; on PostgreSQL a LISTEN connection also relays other replicas'
 ``pg_notify``, so any replica serves any watch. Watchers poll slowly as well, so a lost
 notification delays an event, never loses it.
+
+The hub also keeps a journal of the committed events of the sagas that started on this
+replica (the most recent ``keep`` of them), so that watching one of those costs no read. A
+journal is dropped as soon as it could be incomplete: a gap in its sequence numbers, or word
+that another replica wrote events of that saga.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from typing import Any, Iterable, Sequence
 
 from sqlalchemy.engine import make_url
@@ -20,8 +25,29 @@ log = logging.getLogger("invsaga.coordinator.hub")
 
 
 class EventHub:
-    def __init__(self) -> None:
+    def __init__(self, keep: int = 20_000) -> None:
         self._waiters: dict[str, set[asyncio.Future]] = defaultdict(set)
+        self._journals: OrderedDict[str, list[Any]] = OrderedDict()
+        self.keep = keep
+
+    def journal(self, saga_id: str) -> list[Any] | None:
+        """Every committed event of the saga, from seq 1, or None if this replica lacks some."""
+        return self._journals.get(saga_id)
+
+    def _record(self, saga_id: str, events: Sequence[Any]) -> None:
+        journal = self._journals.get(saga_id)
+        if not events:  # written elsewhere: what is here may be incomplete
+            if journal is not None:
+                del self._journals[saga_id]
+        elif journal is not None:
+            if events[0].seq == journal[-1].seq + 1:
+                journal.extend(events)
+            else:
+                del self._journals[saga_id]
+        elif events[0].seq == 1:
+            self._journals[saga_id] = list(events)
+            if len(self._journals) > self.keep:
+                self._journals.popitem(last=False)
 
     def subscribe(self, saga_id: str) -> asyncio.Future:
         """Register before reading, so a publish during the read is not missed."""
@@ -42,6 +68,7 @@ class EventHub:
         An empty event list means "something changed, read the database".
         """
         for saga_id, events in committed:
+            self._record(saga_id, events)
             for future in self._waiters.get(saga_id, ()):
                 if not future.done():
                     future.set_result(events)

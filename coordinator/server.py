@@ -86,8 +86,9 @@ class CoordinatorServicer(pb_grpc.SagaCoordinatorServiceServicer):
             return pb.StartSagaResponse(saga_id=row.saga.saga_id, saga=row.saga)
         if self.engine.metrics:
             self.engine.metrics.started(saga)
-        self.engine.enqueue(saga.saga_id, inventory_request.priority, inventory_request.is_urgent)
-        return pb.StartSagaResponse(saga_id=saga.saga_id, saga=saga)
+        response = pb.StartSagaResponse(saga_id=saga.saga_id, saga=saga)  # a copy: the driver changes saga
+        self.engine.enqueue(saga.saga_id, inventory_request.priority, inventory_request.is_urgent, row)
+        return response
 
     async def GetSaga(self, request: pb.GetSagaRequest, context) -> pb.GetSagaResponse:
         return pb.GetSagaResponse(saga=await self._saga(request.saga_id))
@@ -107,16 +108,20 @@ class CoordinatorServicer(pb_grpc.SagaCoordinatorServiceServicer):
         _require_id(request.saga_id)
         if request.after_seq < 0:
             raise InvalidArgument("after_seq must be ≥ 0", violations=[("after_seq", "must be ≥ 0")])
-        if await self.store.status_of(request.saga_id) is None:
+        if self.hub.journal(request.saga_id) is None and await self.store.status_of(request.saga_id) is None:
             raise NotFound(f"saga {request.saga_id!r} not found", reason="SAGA_NOT_FOUND")
         last = request.after_seq
-        events: list[pb.SagaEvent] | None = None  # None: read them from the database
+        events: list[pb.SagaEvent] | None = None  # None: read them from the journal or the database
         while True:
             # Subscribe before reading, so that nothing committed meanwhile is missed.
             wake = self.hub.subscribe(request.saga_id)
             try:
                 if events is None:
-                    events = await self.store.events_after(request.saga_id, last)
+                    journal = self.hub.journal(request.saga_id)
+                    if journal is not None:
+                        events = [ev for ev in journal if ev.seq > last]
+                    else:
+                        events = await self.store.events_after(request.saga_id, last)
                 for ev in events:
                     yield pb.WatchSagaResponse(event=ev)
                     last = ev.seq
@@ -135,6 +140,9 @@ class CoordinatorServicer(pb_grpc.SagaCoordinatorServiceServicer):
 
     async def _at_rest(self, saga_id: str, last_seq: int) -> bool:
         """Terminal, and no event after ``last_seq`` (a cancel or resume may be under way)."""
+        journal = self.hub.journal(saga_id)
+        if journal is not None and saga_id not in self.engine.known:
+            return journal[-1].seq == last_seq and journal[-1].type in TERMINAL_EVENTS
         if await self.store.status_of(saga_id) not in TERMINAL:
             return False
         return not await self.store.events_after(saga_id, last_seq, limit=1)

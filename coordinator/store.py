@@ -45,8 +45,15 @@ def request_hash(request: pb.InventoryRequest) -> str:
 class GroupCommitter:
     """Runs submitted write functions together in one transaction per batch."""
 
-    def __init__(self, engine: AsyncEngine, max_batch: int = 512, on_commit: Callable[[list[Any]], None] | None = None):
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        max_batch: int = 512,
+        on_commit: Callable[[list[Any]], None] | None = None,
+        autocommit: AsyncEngine | None = None,
+    ):
         self.engine = engine
+        self.autocommit = autocommit or engine
         self.max_batch = max_batch
         self.on_commit = on_commit
         self.origin = uuid.uuid4().hex[:12]
@@ -74,12 +81,45 @@ class GroupCommitter:
         return await self.submit(fn, tag)
 
     async def _run(self) -> None:
+        postgres = self.engine.dialect.name == "postgresql"
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
             while self._queue:
                 batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
-                await self._commit(batch)
+                if not postgres:
+                    await self._commit(batch)
+                    continue
+                bulk = [item for item in batch if isinstance(item[0], (CreateWrite, SaveWrite))]
+                rest = [item for item in batch if not isinstance(item[0], (CreateWrite, SaveWrite))]
+                if rest:
+                    await self._commit(rest)
+                if bulk:
+                    await self._commit_bulk(bulk)
+
+    async def _commit_bulk(self, batch) -> None:
+        """PostgreSQL: the batch's creates, then its saves, each group as one statement.
+
+        A single statement is atomic on its own, so it needs no BEGIN and COMMIT round trips;
+        the sagas in a batch are independent of one another. If a statement fails, its group
+        goes the ordinary way: one transaction, then write by write.
+        """
+        for kind in (CreateWrite, SaveWrite):
+            group = [item for item in batch if isinstance(item[0], kind)]
+            if not group:
+                continue
+            notes = _payloads(self.origin, [tag[0] for _, _, tag in group if tag is not None])
+            try:
+                async with self.autocommit.connect() as conn:
+                    raw = (await conn.get_raw_connection()).driver_connection
+                    results = await kind.bulk(raw, [fn for fn, _, _ in group], notes)
+                    if kind is CreateWrite:  # None for a saga created, else the row holding its request_id
+                        results = [None if fn.saga_id in results else await fn.existing(conn) for fn, _, _ in group]
+            except Exception:
+                log.warning("bulk saga write failed; writing the batch the ordinary way", exc_info=True)
+                await self._commit(group)
+                continue
+            self._resolve(group, results)
 
     async def _commit(self, batch) -> None:
         try:
@@ -96,6 +136,9 @@ class GroupCommitter:
             for item in batch:
                 await self._commit([item])
             return
+        self._resolve(batch, results)
+
+    def _resolve(self, batch, results: list[Any]) -> None:
         for (_, future, _), result in zip(batch, results):
             if not future.done():
                 future.set_result(result)
@@ -103,54 +146,136 @@ class GroupCommitter:
             self.on_commit([tag for (_, _, tag), result in zip(batch, results) if tag is not None and _ok(result)])
 
     async def _apply(self, conn: AsyncConnection, batch) -> list[Any]:
-        """Run the batch's writes; on PostgreSQL all saga saves go in two statements."""
-        saves = [i for i, (fn, _, _) in enumerate(batch) if isinstance(fn, SaveWrite)]
-        if conn.dialect.name != "postgresql" or len(saves) < 2:
-            return [await fn(conn) for fn, _, _ in batch]
-        results: list[Any] = [None] * len(batch)
-        for i, (fn, _, _) in enumerate(batch):
-            if i not in saves:
-                results[i] = await fn(conn)
-        bulk = [batch[i][0] for i in saves]
-        for i, result in zip(saves, await SaveWrite.bulk(conn, bulk)):
-            results[i] = result
-        return results
+        return [await fn(conn) for fn, _, _ in batch]
 
     async def _notify(self, conn: AsyncConnection, saga_ids: list[str]) -> None:
-        """On PostgreSQL, wake watchers on every replica (delivered at commit).
-
-        The payload names this replica first so that its own listener can skip what it has
-        already delivered from memory.
-        """
-        if not saga_ids or conn.dialect.name != "postgresql":
+        """On PostgreSQL, wake watchers on every replica (delivered at commit)."""
+        if conn.dialect.name != "postgresql":
             return
-        payload: list[str] = [self.origin]
-        for saga_id in dict.fromkeys(saga_ids):
-            if sum(map(len, payload)) + len(payload) + len(saga_id) > 7000:
-                await conn.execute(text("SELECT pg_notify(:c, :p)"), {"c": NOTIFY_CHANNEL, "p": ",".join(payload)})
-                payload = [self.origin]
-            payload.append(saga_id)
-        if len(payload) > 1:
-            await conn.execute(text("SELECT pg_notify(:c, :p)"), {"c": NOTIFY_CHANNEL, "p": ",".join(payload)})
+        for payload in _payloads(self.origin, saga_ids):
+            await conn.execute(text("SELECT pg_notify(:c, :p)"), {"c": NOTIFY_CHANNEL, "p": payload})
+
+
+def _payloads(origin: str, saga_ids: list[str]) -> list[str]:
+    """``NOTIFY`` payloads naming the sagas written, each under PostgreSQL's 8000-byte limit.
+
+    A payload names this replica first so that its own listener can skip what it has already
+    delivered from memory.
+    """
+    payloads: list[str] = []
+    payload: list[str] = [origin]
+    size = len(origin)
+    for saga_id in dict.fromkeys(saga_ids):
+        if size + len(saga_id) + 1 > 7000:
+            payloads.append(",".join(payload))
+            payload, size = [origin], len(origin)
+        payload.append(saga_id)
+        size += len(saga_id) + 1
+    if len(payload) > 1:
+        payloads.append(",".join(payload))
+    return payloads
 
 
 def _ok(result: Any) -> bool:
     return not isinstance(result, SaveResult) or result.ok
 
 
-_BULK_SAVE = text(
+# Wakes other replicas' watchers; evaluated once per statement, and only if a row was written.
+_NOTIFY = "(SELECT count(pg_notify('" + NOTIFY_CHANNEL + "', p)) FROM unnest(%(notes)s::text[]) AS p)"
+
+_BULK_SAVE = (
     """
-    UPDATE sagas AS s
-       SET status = v.status, state = v.state, updated_at = v.updated_at,
-           lease_until = v.lease_until, last_seq = GREATEST(s.last_seq, v.last_seq)
-      FROM unnest(CAST(:ids AS text[]), CAST(:owners AS text[]), CAST(:statuses AS integer[]),
-                  CAST(:states AS bytea[]), CAST(:updated AS bigint[]), CAST(:leases AS bigint[]),
-                  CAST(:seqs AS bigint[]))
-           AS v(saga_id, owner, status, state, updated_at, lease_until, last_seq)
-     WHERE s.saga_id = v.saga_id AND s.owner = v.owner
-    RETURNING s.saga_id, s.cancel_requested
-    """
+    WITH u AS (
+        UPDATE sagas AS s
+           SET status = v.status, state = v.state, updated_at = v.updated_at,
+               lease_until = v.lease_until, last_seq = GREATEST(s.last_seq, v.last_seq)
+          FROM unnest(%(ids)s::text[], %(owners)s::text[], %(statuses)s::integer[], %(states)s::bytea[],
+                      %(updated)s::bigint[], %(leases)s::bigint[], %(seqs)s::bigint[])
+               AS v(saga_id, owner, status, state, updated_at, lease_until, last_seq)
+         WHERE s.saga_id = v.saga_id AND s.owner = v.owner
+        RETURNING s.saga_id, s.cancel_requested
+    ), e AS (
+        INSERT INTO saga_events (saga_id, seq, event)
+        SELECT x.saga_id, x.seq, x.event
+          FROM unnest(%(ev_ids)s::text[], %(ev_seqs)s::bigint[], %(ev_events)s::bytea[]) AS x(saga_id, seq, event)
+         WHERE x.saga_id IN (SELECT saga_id FROM u)
+    )
+    SELECT u.saga_id, u.cancel_requested, """
+    + _NOTIFY
+    + " FROM u"
 )
+
+_BULK_CREATE = (
+    """
+    WITH i AS (
+        INSERT INTO sagas (saga_id, request_id, request_hash, status, priority, is_urgent, state, last_seq,
+                           cancel_requested, owner, lease_until, deadline, trace_context, created_at, updated_at)
+        SELECT v.saga_id, v.request_id, v.request_hash, v.status, v.priority, v.is_urgent, v.state, v.last_seq,
+               false, v.owner, v.lease_until, v.deadline, v.trace_context, v.created_at, v.created_at
+          FROM unnest(%(ids)s::text[], %(request_ids)s::text[], %(hashes)s::text[], %(statuses)s::integer[],
+                      %(priorities)s::integer[], %(urgent)s::boolean[], %(states)s::bytea[], %(seqs)s::bigint[],
+                      %(owners)s::text[], %(leases)s::bigint[], %(deadlines)s::bigint[], %(traces)s::text[],
+                      %(created)s::bigint[])
+               AS v(saga_id, request_id, request_hash, status, priority, is_urgent, state, last_seq, owner,
+                    lease_until, deadline, trace_context, created_at)
+        ON CONFLICT DO NOTHING
+        RETURNING saga_id
+    ), e AS (
+        INSERT INTO saga_events (saga_id, seq, event)
+        SELECT x.saga_id, x.seq, x.event
+          FROM unnest(%(ev_ids)s::text[], %(ev_seqs)s::bigint[], %(ev_events)s::bytea[]) AS x(saga_id, seq, event)
+         WHERE x.saga_id IN (SELECT saga_id FROM i)
+    )
+    SELECT i.saga_id, """
+    + _NOTIFY
+    + " FROM i"
+)
+
+
+def _event_arrays(writes: Sequence[Any]) -> dict[str, list[Any]]:
+    events = [e for w in writes for e in w.events]
+    return {
+        "ev_ids": [e["saga_id"] for e in events],
+        "ev_seqs": [e["seq"] for e in events],
+        "ev_events": [e["event"] for e in events],
+    }
+
+
+class CreateWrite:
+    """A new saga's row and first events; nothing if its request_id is taken."""
+
+    def __init__(self, values: dict[str, Any], events: Sequence[pb.SagaEvent]) -> None:
+        self.saga_id = values["saga_id"]
+        self.values = values
+        self.events = [{"saga_id": self.saga_id, "seq": e.seq, "event": e.SerializeToString()} for e in events]
+
+    async def __call__(self, conn: AsyncConnection):
+        """None if created, else the row that holds the request_id."""
+        inserted = await conn.execute(insert_ignore(conn, S).values(**self.values).returning(S.c.saga_id))
+        if inserted.first() is None:
+            return await self.existing(conn)
+        if self.events:
+            await conn.execute(E.insert(), self.events)
+        return None
+
+    async def existing(self, conn: AsyncConnection):
+        return (await conn.execute(select(S).where(S.c.request_id == self.values["request_id"]))).one()
+
+    @staticmethod
+    async def bulk(raw: Any, writes: list["CreateWrite"], notes: list[str]) -> set[str]:
+        """The ids of the sagas inserted (PostgreSQL, autocommit)."""
+        col = lambda name: [w.values[name] for w in writes]  # noqa: E731
+        cursor = await raw.execute(
+            _BULK_CREATE,
+            {
+                "ids": col("saga_id"), "request_ids": col("request_id"), "hashes": col("request_hash"),
+                "statuses": col("status"), "priorities": col("priority"), "urgent": col("is_urgent"),
+                "states": col("state"), "seqs": col("last_seq"), "owners": col("owner"),
+                "leases": col("lease_until"), "deadlines": col("deadline"), "traces": col("trace_context"),
+                "created": col("created_at"), "notes": notes, **_event_arrays(writes),
+            },
+        )
+        return {row[0] for row in await cursor.fetchall()}
 
 
 class SaveWrite:
@@ -177,8 +302,9 @@ class SaveWrite:
         return SaveResult(ok=True, cancel_requested=bool(row.cancel_requested))
 
     @staticmethod
-    async def bulk(conn: AsyncConnection, writes: list["SaveWrite"]) -> list["SaveResult"]:
-        rows = await conn.execute(
+    async def bulk(raw: Any, writes: list["SaveWrite"], notes: list[str]) -> list["SaveResult"]:
+        """Every save in one statement (PostgreSQL, autocommit); events only where the guard held."""
+        cursor = await raw.execute(
             _BULK_SAVE,
             {
                 "ids": [w.saga_id for w in writes],
@@ -188,12 +314,11 @@ class SaveWrite:
                 "updated": [w.values["updated_at"] for w in writes],
                 "leases": [w.values["lease_until"] for w in writes],
                 "seqs": [w.values.get("last_seq", 0) for w in writes],
+                "notes": notes,
+                **_event_arrays(writes),
             },
         )
-        saved = {r.saga_id: bool(r.cancel_requested) for r in rows}
-        events = [e for w in writes if w.saga_id in saved for e in w.events]
-        if events:
-            await conn.execute(E.insert(), events)
+        saved = {row[0]: bool(row[1]) for row in await cursor.fetchall()}
         return [
             SaveResult(ok=True, cancel_requested=saved[w.saga_id]) if w.saga_id in saved else SaveResult(ok=False)
             for w in writes
@@ -238,7 +363,9 @@ class SagaStore:
     def __init__(self, engine: AsyncEngine, on_commit: Callable[[list[Any]], None] | None = None) -> None:
         self.engine = engine
         self.sqlite = is_sqlite(str(engine.url))
-        self.writer = GroupCommitter(engine, on_commit=on_commit)
+        # Reads need no transaction: on PostgreSQL that saves the BEGIN and ROLLBACK round trips.
+        self.reads = engine if self.sqlite else engine.execution_options(isolation_level="AUTOCOMMIT")
+        self.writer = GroupCommitter(engine, on_commit=on_commit, autocommit=self.reads)
 
     def start(self) -> None:
         self.writer.start()
@@ -259,33 +386,26 @@ class SagaStore:
     ) -> tuple[SagaRow, bool]:
         """Insert a new saga; if its request_id exists, return that saga and False instead."""
         now = now_ms()
-
-        async def write(conn: AsyncConnection):
-            inserted = await conn.execute(
-                insert_ignore(conn, S).values(
-                    saga_id=saga.saga_id,
-                    request_id=saga.request_id,
-                    request_hash=req_hash,
-                    status=saga.status,
-                    priority=saga.request.priority,
-                    is_urgent=saga.request.is_urgent,
-                    state=saga.SerializeToString(),
-                    last_seq=events[-1].seq if events else 0,
-                    cancel_requested=False,
-                    owner=owner,
-                    lease_until=now + lease_ms,
-                    deadline=deadline,
-                    trace_context=trace_context,
-                    created_at=now,
-                    updated_at=now,
-                )
-                .returning(S.c.saga_id)
-            )
-            if inserted.first() is not None:
-                await self._insert_events(conn, saga.saga_id, events)
-                return None
-            return (await conn.execute(select(S).where(S.c.request_id == saga.request_id))).one()
-
+        write = CreateWrite(
+            dict(
+                saga_id=saga.saga_id,
+                request_id=saga.request_id,
+                request_hash=req_hash,
+                status=saga.status,
+                priority=saga.request.priority,
+                is_urgent=saga.request.is_urgent,
+                state=saga.SerializeToString(),
+                last_seq=events[-1].seq if events else 0,
+                cancel_requested=False,
+                owner=owner,
+                lease_until=now + lease_ms,
+                deadline=deadline,
+                trace_context=trace_context,
+                created_at=now,
+                updated_at=now,
+            ),
+            events,
+        )
         existing = await self.writer.run(write, tag=(saga.saga_id, tuple(events)))
         if existing is None:
             return (
@@ -293,12 +413,6 @@ class SagaStore:
                 True,
             )
         return _row(existing), False
-
-    async def _insert_events(self, conn: AsyncConnection, saga_id: str, events: Sequence[pb.SagaEvent]) -> None:
-        if events:
-            await conn.execute(
-                E.insert(), [{"saga_id": saga_id, "seq": e.seq, "event": e.SerializeToString()} for e in events]
-            )
 
     def save(
         self, saga: pb.Saga, events: Sequence[pb.SagaEvent], *, owner: str, lease_ms: int, release: bool = False
@@ -320,7 +434,7 @@ class SagaStore:
         return self.writer.submit(write, tag=(saga.saga_id, tuple(events)) if events else None)
 
     async def load(self, saga_id: str) -> SagaRow | None:
-        async with self.engine.connect() as conn:
+        async with self.reads.connect() as conn:
             row = (await conn.execute(select(S).where(S.c.saga_id == saga_id))).first()
         return _row(row) if row else None
 
@@ -328,11 +442,11 @@ class SagaStore:
         query = select(S).order_by(S.c.created_at.desc(), S.c.saga_id).offset(offset).limit(limit)
         if status:
             query = query.where(S.c.status == status)
-        async with self.engine.connect() as conn:
+        async with self.reads.connect() as conn:
             return [_row(r) for r in await conn.execute(query)]
 
     async def events_after(self, saga_id: str, after_seq: int, limit: int = 1000) -> list[pb.SagaEvent]:
-        async with self.engine.connect() as conn:
+        async with self.reads.connect() as conn:
             rows = await conn.execute(
                 select(E.c.event)
                 .where(E.c.saga_id == saga_id, E.c.seq > after_seq)
@@ -342,7 +456,7 @@ class SagaStore:
             return [pb.SagaEvent.FromString(r.event) for r in rows]
 
     async def status_of(self, saga_id: str) -> int | None:
-        async with self.engine.connect() as conn:
+        async with self.reads.connect() as conn:
             return (await conn.execute(select(S.c.status).where(S.c.saga_id == saga_id))).scalar()
 
     async def request_cancel(self, saga_id: str, owner: str, lease_ms: int) -> int | None:
@@ -372,7 +486,8 @@ class SagaStore:
                 )
             return status
 
-        return await self.writer.run(write)
+        # The empty event list tells watchers to read the database again.
+        return await self.writer.run(write, tag=(saga_id, ()))
 
     async def claim_failed(self, saga_id: str, owner: str, lease_ms: int) -> int | None:
         """ResumeSaga: take a FAILED saga back into compensation. Returns its previous status."""
@@ -388,7 +503,7 @@ class SagaStore:
                 )
             return status
 
-        return await self.writer.run(write)
+        return await self.writer.run(write, tag=(saga_id, ()))
 
     async def claim_orphans(self, owner: str, lease_ms: int, limit: int = 500) -> list[tuple[str, int, bool]]:
         """Claim active sagas whose owner's lease expired: (saga_id, priority, is_urgent)."""
@@ -429,7 +544,7 @@ class SagaStore:
             )
 
     async def counts(self) -> dict[int, int]:
-        async with self.engine.connect() as conn:
+        async with self.reads.connect() as conn:
             rows = await conn.execute(select(S.c.status, func.count()).group_by(S.c.status))
             return {status: n for status, n in rows}
 

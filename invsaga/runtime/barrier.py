@@ -3,14 +3,19 @@
 A row ``(saga_id, step, op)`` per Execute and Compensate, with the op that created it
 (``origin``) and the serialized response:
 
-- Execute inserts ``(s, step, execute)``. Inserted: run the effect and store its result.
-  Already there from an earlier Execute: return the stored result (a duplicate). Already
-  there because a Compensate came first: refuse (FAILED_PRECONDITION).
+- Execute runs its effect, then inserts ``(s, step, execute)`` with the response in one
+  statement. Inserted: commit. Not inserted, because an earlier Execute is there: roll the
+  effect back and return the stored result (a duplicate). Not inserted because a Compensate
+  came first: roll back and refuse (FAILED_PRECONDITION).
 - Compensate inserts ``(s, step, compensate)``; a duplicate returns the stored result.
   It then inserts ``(s, step, execute)`` with origin ``compensate``: if that succeeds no
   Execute ever ran, so this is a null compensation and the late Execute will be refused.
 
-Effects that fail roll back the barrier row with them, so a retry runs again.
+Writing the Execute row last costs no extra statement: the claim and the stored result are
+one INSERT. A duplicate that races the first call waits on the row's key until the first
+commits, then sees the conflict; a duplicate whose effect fails because the first call
+already took the stock finds the first call's row and returns its result. Effects that fail
+roll back with nothing recorded, so a retry runs again.
 """
 
 from __future__ import annotations
@@ -29,6 +34,10 @@ M = TypeVar("M", bound=Message)
 
 EXECUTE = "execute"
 COMPENSATE = "compensate"
+
+
+class _Duplicate(Exception):
+    """Raised inside the transaction to roll an Execute's effect back."""
 
 
 def barrier_table(metadata: MetaData) -> Table:
@@ -52,14 +61,16 @@ def _check_context(ctx: common_pb2.StepContext) -> None:
         )
 
 
-async def _claim(conn: AsyncConnection, table: Table, ctx: common_pb2.StepContext, op: str, origin: str) -> bool:
+async def _claim(
+    conn: AsyncConnection, table: Table, ctx: common_pb2.StepContext, op: str, origin: str, result: bytes | None = None
+) -> bool:
     # RETURNING, not rowcount: SQLAlchemy reports rowcount -1 for INSERTs on psycopg.
-    result = await conn.execute(
+    inserted = await conn.execute(
         insert_ignore(conn, table)
-        .values(saga_id=ctx.saga_id, step=ctx.step, op=op, origin=origin)
+        .values(saga_id=ctx.saga_id, step=ctx.step, op=op, origin=origin, result=result)
         .returning(table.c.saga_id)
     )
-    return result.first() is not None
+    return inserted.first() is not None
 
 
 async def _stored(conn: AsyncConnection, table: Table, ctx: common_pb2.StepContext, op: str):
@@ -69,15 +80,23 @@ async def _stored(conn: AsyncConnection, table: Table, ctx: common_pb2.StepConte
                 table.c.saga_id == ctx.saga_id, table.c.step == ctx.step, table.c.op == op
             )
         )
-    ).one()
+    ).first()
 
 
-async def _store(conn: AsyncConnection, table: Table, ctx: common_pb2.StepContext, op: str, response: Message) -> None:
-    await conn.execute(
-        update(table)
-        .where(table.c.saga_id == ctx.saga_id, table.c.step == ctx.step, table.c.op == op)
-        .values(result=response.SerializeToString())
-    )
+async def _read_stored(engine: AsyncEngine, table: Table, ctx: common_pb2.StepContext, op: str):
+    async with engine.connect() as conn:
+        return await _stored(conn, table, ctx, op)
+
+
+def _replay(ctx: common_pb2.StepContext, stored, response_type: type[M]) -> M:
+    origin, result = stored
+    if origin == COMPENSATE:
+        raise FailedPrecondition(
+            f"saga {ctx.saga_id} step {common_pb2.SagaStep.Name(ctx.step)} was already compensated",
+            reason="COMPENSATED_BEFORE_EXECUTE",
+            metadata={"saga_id": ctx.saga_id},
+        )
+    return response_type.FromString(result or b"")
 
 
 async def execute_once(
@@ -86,22 +105,29 @@ async def execute_once(
     ctx: common_pb2.StepContext,
     response_type: type[M],
     effect: Callable[[AsyncConnection], Awaitable[M]],
+    on_commit: Callable[[M], None] | None = None,
 ) -> M:
-    """Run ``effect`` at most once for ``(saga, step)``; duplicates get the first response."""
+    """Run ``effect`` at most once for ``(saga, step)``; duplicates get the first response.
+
+    ``on_commit(response)`` runs only when this call's effect committed (not for a duplicate).
+    """
     _check_context(ctx)
-    async with engine.begin() as conn:
-        if not await _claim(conn, table, ctx, EXECUTE, EXECUTE):
-            origin, result = await _stored(conn, table, ctx, EXECUTE)
-            if origin == COMPENSATE:
-                raise FailedPrecondition(
-                    f"saga {ctx.saga_id} step {common_pb2.SagaStep.Name(ctx.step)} was already compensated",
-                    reason="COMPENSATED_BEFORE_EXECUTE",
-                    metadata={"saga_id": ctx.saga_id},
-                )
-            return response_type.FromString(result or b"")
-        response = await effect(conn)
-        await _store(conn, table, ctx, EXECUTE, response)
-        return response
+    try:
+        async with engine.begin() as conn:
+            response = await effect(conn)
+            if not await _claim(conn, table, ctx, EXECUTE, EXECUTE, response.SerializeToString()):
+                raise _Duplicate
+    except Exception as error:
+        # A duplicate, or an effect that failed: if the step has a row, that row is the answer.
+        stored = await _read_stored(engine, table, ctx, EXECUTE)
+        if stored is None:
+            if isinstance(error, _Duplicate):  # the row went away in between: cannot happen
+                raise RuntimeError("barrier row vanished") from None
+            raise
+        return _replay(ctx, stored, response_type)
+    if on_commit is not None:
+        on_commit(response)
+    return response
 
 
 async def compensate_once(
@@ -122,7 +148,11 @@ async def compensate_once(
             response = null_response
         else:
             response = await effect(conn)
-        await _store(conn, table, ctx, COMPENSATE, response)
+        await conn.execute(
+            update(table)
+            .where(table.c.saga_id == ctx.saga_id, table.c.step == ctx.step, table.c.op == COMPENSATE)
+            .values(result=response.SerializeToString())
+        )
         return response
 
 

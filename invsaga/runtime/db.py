@@ -24,7 +24,7 @@ def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
 
 
-def create_engine(database_url: str, schema: str, *, pool_size: int = 10) -> AsyncEngine:
+def create_engine(database_url: str, schema: str, *, pool_size: int = 12) -> AsyncEngine:
     """An engine for one service: ``schema`` is its PostgreSQL schema (ignored on SQLite)."""
     if is_sqlite(database_url):
         path = make_url(database_url).database
@@ -52,7 +52,8 @@ def create_engine(database_url: str, schema: str, *, pool_size: int = 10) -> Asy
     return create_async_engine(
         database_url,
         pool_size=pool_size,
-        max_overflow=pool_size,
+        max_overflow=0,
+        pool_timeout=60,
         pool_pre_ping=False,
         connect_args={"options": f"-c search_path={schema}", "autocommit": False},
     )
