@@ -39,9 +39,8 @@ MAY_HAVE_RUN = (pb.STEP_STATUS_RUNNING, pb.STEP_STATUS_SUCCEEDED, pb.STEP_STATUS
 
 
 def now_ts() -> Timestamp:
-    ts = Timestamp()
-    ts.GetCurrentTime()
-    return ts
+    ns = time.time_ns()
+    return Timestamp(seconds=ns // 1_000_000_000, nanos=ns % 1_000_000_000)
 
 
 class LeaseLost(Exception):

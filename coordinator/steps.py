@@ -7,7 +7,6 @@ holds; each participant learns only what the coordinator hands it (one-way data 
 from __future__ import annotations
 
 import time
-from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import grpc
@@ -69,12 +68,11 @@ def _context(saga: pb.Saga, step: StepDef) -> common_pb2.StepContext:
 
 def expiry(saga: pb.Saga, ttl_seconds: float) -> Timestamp:
     """min(now + ttl, request.expired_at)."""
-    until = datetime.now(timezone.utc) + timedelta(seconds=ttl_seconds)
+    until = time.time_ns() + int(ttl_seconds * 1_000_000_000)
     if saga.request.HasField("expired_at"):
-        until = min(until, saga.request.expired_at.ToDatetime(tzinfo=timezone.utc))
-    ts = Timestamp()
-    ts.FromDatetime(until)
-    return ts
+        at = saga.request.expired_at
+        until = min(until, at.seconds * 1_000_000_000 + at.nanos)
+    return Timestamp(seconds=until // 1_000_000_000, nanos=until % 1_000_000_000)
 
 
 def execute_request(step: StepDef, saga: pb.Saga, settings: Settings) -> Any:

@@ -10,7 +10,7 @@ import pytest
 from invsaga.coordinator.v1 import coordinator_pb2 as pb
 from invsaga.common.v1 import common_pb2
 from invsaga.launcher import free_port, wait_serving
-from tests.saga_support import TERMINAL, WH, MeshClient
+from tests.saga_support import TERMINAL, WH, MeshClient, step_statuses
 from tests.support import start_mesh
 
 RECOVERY = {
@@ -143,4 +143,60 @@ async def test_a_watcher_on_another_replica_is_woken_by_listen_notify(tmp_path):
     finally:
         await driver.close()
         await other.close()
+        mesh.stop()
+
+
+async def test_a_step_sent_after_the_last_landed_save_is_compensated(tmp_path):
+    """Saves are pipelined, so a crash can leave the saved state a step behind the calls made.
+
+    Simulated here: the saga is stopped at picking with its stock locked, and its saved state
+    is then wound back to "AllocateInventory running, LockInventory pending", as if the save
+    made after the allocation had not landed. Its deadline has passed, so the recovering
+    driver rolls it back; the lock the saved state does not mention must be released too.
+    """
+    import sqlite3
+
+    env = {**RECOVERY, "INVSAGA_FAULTS": "kind=latency,delay=30,method=Execute,step=GENERATE_PICKLIST"}
+    mesh = start_mesh("sqlite", tmp_path, env=env)
+    c = MeshClient(mesh)
+    try:
+        await c.seed(WAREHOUSES, STOCK)
+        saga_id = await c.start({"SKU-R1": 3})
+        deadline = time.monotonic() + 30
+        while step_statuses(await c.get(saga_id)).get("GeneratePicklist") != "RUNNING":
+            assert time.monotonic() < deadline, await c.get(saga_id)
+            await asyncio.sleep(0.05)
+        assert sum(lock.quantity for lock in await c.held_locks(saga_id)) == 3
+        mesh.kill("coordinator")
+
+        db = sqlite3.connect(tmp_path / "data" / "coordinator.db")
+        (state,) = db.execute("SELECT state FROM sagas WHERE saga_id = ?", (saga_id,)).fetchone()
+        saga = pb.Saga.FromString(state)
+        saga.steps[2].status = pb.STEP_STATUS_RUNNING
+        saga.steps[2].ClearField("finished_at")
+        for i in (3, 4):
+            saga.steps[i].status = pb.STEP_STATUS_PENDING
+            saga.steps[i].ClearField("started_at")
+        del saga.locks[:]
+        db.execute(
+            "UPDATE sagas SET state = ?, status = ?, deadline = 0, lease_until = 0 WHERE saga_id = ?",
+            (saga.SerializeToString(), pb.SAGA_STATUS_RUNNING, saga_id),
+        )
+        db.commit()
+        db.close()
+
+        mesh.start_one("coordinator")
+        mesh.wait_ready("coordinator")
+        deadline = time.monotonic() + 30
+        while (saga := await c.get(saga_id)).status not in TERMINAL:
+            assert time.monotonic() < deadline, saga
+            await asyncio.sleep(0.1)
+        assert saga.status == pb.SAGA_STATUS_COMPENSATED, saga
+        assert saga.failure.reason == "SAGA_TIMEOUT", saga.failure
+        assert step_statuses(saga)["LockInventory"] == "COMPENSATED"
+        assert not await c.held_locks(saga_id)
+        assert saga_id not in {a.saga_id for a in await c.allocations(status=common_pb2.ALLOCATION_STATUS_ACTIVE)}
+        await c.check_books()
+    finally:
+        await c.close()
         mesh.stop()
