@@ -9,7 +9,7 @@ import uuid
 from datetime import datetime
 
 import grpc
-from sqlalchemy import and_, select, update
+from sqlalchemy import and_, bindparam, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from invsaga.allocation.v1 import allocation_pb2 as pb
@@ -34,6 +34,31 @@ L = models.allocation_lines
 
 NOTIFY_TIMEOUT = 5.0
 SWEEP_BATCH = 200
+
+# Execute's and Compensate's statements are built once: per call SQLAlchemy only binds values.
+# On PostgreSQL an allocation and its lines are one statement (a data-modifying CTE; the lines'
+# foreign key is checked at the end of the statement, when the allocation is there): one round
+# trip instead of two, and the same text, prepared once, for any number of lines. SQLite has no
+# INSERT in WITH and takes the two plain INSERTs.
+_INSERT_WITH_LINES = text(
+    "WITH allocation AS ("
+    " INSERT INTO allocations (allocation_id, saga_id, order_id, strategy, status, total_cost, optimal,"
+    " expires_at, created_at, updated_at)"
+    " VALUES (:allocation_id, :saga_id, :order_id, :strategy, 'active', :total_cost, :optimal,"
+    " :expires_at, :now, :now))"
+    " INSERT INTO allocation_lines (allocation_id, warehouse_id, sku, quantity)"
+    " SELECT :allocation_id, line.warehouse_id, line.sku, line.quantity"
+    " FROM unnest(CAST(:warehouse_ids AS varchar[]), CAST(:skus AS varchar[]), CAST(:quantities AS bigint[]))"
+    " AS line(warehouse_id, sku, quantity)"
+)
+_INSERT_ALLOCATION = A.insert().values(status="active", created_at=bindparam("now"), updated_at=bindparam("now"))
+_INSERT_LINES = L.insert()
+# Compensate: an allocation that already expired stays expired (both mean "no longer in force").
+_CANCEL = (
+    update(A)
+    .where(A.c.saga_id == bindparam("saga"), A.c.status == "active")
+    .values(status="cancelled", updated_at=bindparam("now"))
+)
 
 
 def _to_proto(row, lines: list[common_pb2.AllocationLine]) -> common_pb2.Allocation:
@@ -152,28 +177,31 @@ class AllocationStepServicer(pb_grpc.AllocationStepServiceServicer):
                     metadata={"expires_at": expires_at.isoformat()},
                 )
             allocation_id = f"AL-{uuid.uuid4().hex}"
-            await conn.execute(
-                A.insert().values(
-                    allocation_id=allocation_id,
-                    saga_id=ctx.saga_id,
-                    order_id=data.order_id,
-                    strategy=outcome.strategy,
-                    status="active",
-                    total_cost=outcome.total_cost,
-                    optimal=outcome.optimal,
-                    expires_at=expires_at,
-                    created_at=now,
-                    updated_at=now,
-                )
-            )
-            if outcome.lines:
-                await conn.execute(
-                    L.insert(),
-                    [
-                        {"allocation_id": allocation_id, "warehouse_id": l.warehouse_id, "sku": l.sku, "quantity": l.quantity}
-                        for l in outcome.lines
-                    ],
-                )
+            row = {
+                "allocation_id": allocation_id,
+                "saga_id": ctx.saga_id,
+                "order_id": data.order_id,
+                "strategy": outcome.strategy,
+                "total_cost": outcome.total_cost,
+                "optimal": outcome.optimal,
+                "expires_at": expires_at,
+                "now": now,
+            }
+            if conn.dialect.name == "postgresql":
+                row["warehouse_ids"] = [l.warehouse_id for l in outcome.lines]
+                row["skus"] = [l.sku for l in outcome.lines]
+                row["quantities"] = [l.quantity for l in outcome.lines]
+                await conn.execute(_INSERT_WITH_LINES, row)
+            else:
+                await conn.execute(_INSERT_ALLOCATION, row)
+                if outcome.lines:
+                    await conn.execute(
+                        _INSERT_LINES,
+                        [
+                            {"allocation_id": allocation_id, "warehouse_id": l.warehouse_id, "sku": l.sku, "quantity": l.quantity}
+                            for l in outcome.lines
+                        ],
+                    )
             allocation = common_pb2.Allocation(
                 allocation_id=allocation_id,
                 saga_id=ctx.saga_id,
@@ -195,12 +223,7 @@ class AllocationStepServicer(pb_grpc.AllocationStepServiceServicer):
         saga_id = request.context.saga_id
 
         async def effect(conn: AsyncConnection) -> pb.CompensateResponse:
-            # An allocation that already expired stays expired: both mean "no longer in force".
-            await conn.execute(
-                update(A)
-                .where(A.c.saga_id == saga_id, A.c.status == "active")
-                .values(status="cancelled", updated_at=utcnow())
-            )
+            await conn.execute(_CANCEL, {"saga": saga_id, "now": utcnow()})
             return pb.CompensateResponse()
 
         return await compensate_once(

@@ -11,6 +11,7 @@ import importlib.util
 import itertools
 import math
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -19,6 +20,7 @@ from hypothesis import strategies as st
 from scipy.sparse import csr_array
 from scipy.sparse.csgraph import maximum_flow
 
+from services.allocation import strategies
 from services.allocation.strategies import (
     AllocationError,
     Candidate,
@@ -65,6 +67,40 @@ def instances(draw, max_wh=4, max_items=3, max_q=3):
     stock = {(c.warehouse_id, s): draw(st.integers(0, max_q + 1)) for c in candidates for s in skus}
     preferred = draw(st.lists(st.sampled_from(ids + ["NOPE"]), max_size=3))
     customer = draw(st.sampled_from([None] + POSITIONS[:4] + [(52.5, 13.4)]))
+    return demands, candidates, stock, preferred, customer
+
+
+@st.composite
+def covering_instances(draw, max_wh=4, max_items=3, max_q=3):
+    """Every warehouse with stock and room could ship the whole order alone (or none has both):
+    the instances COST_OPTIMIZE answers without its MILP.  Few cost values and positions, so
+    warehouses often tie."""
+    skus = [f"S{i}" for i in range(draw(st.integers(1, max_items)))]
+    demands = [Demand(s, draw(st.integers(1, max_q))) for s in skus]
+    total = sum(d.quantity for d in demands)
+    ids = draw(st.permutations([f"W{k}" for k in range(max_wh)]))[: draw(st.integers(1, max_wh))]
+    candidates, stock = [], {}
+    for wid in ids:
+        kind = draw(st.sampled_from(["covers", "covers", "no stock", "no room"]))
+        cap = total + draw(st.integers(0, 2))
+        pos = draw(st.sampled_from(POSITIONS))
+        candidates.append(
+            Candidate(
+                warehouse_id=wid,
+                priority=0,
+                capacity=cap,
+                locked_units=cap + draw(st.integers(0, 1)) if kind == "no room" else 0,
+                lat=pos[0],
+                lon=pos[1],
+                per_unit=draw(st.sampled_from([0.0, 1.0, 2.0])),
+                per_km_unit=draw(st.sampled_from([0.0, 0.001])),
+                per_shipment=draw(st.sampled_from([0.0, 1.0, 5.0])),
+            )
+        )
+        for d in demands:
+            stock[(wid, d.sku)] = 0 if kind == "no stock" else d.quantity + draw(st.integers(0, 2))
+    preferred = draw(st.lists(st.sampled_from(ids + ["NOPE"]), max_size=3))
+    customer = draw(st.sampled_from(POSITIONS[:4]))
     return demands, candidates, stock, preferred, customer
 
 
@@ -164,26 +200,57 @@ def plain_greedy(order, demands, stock):
     return lines
 
 
-def brute_force_min_cost(demands, candidates, stock, customer):
-    """Cheapest plan over every allocation, or None when none exists."""
+def all_plans(demands, candidates, stock):
+    """Every allocation within stock and remaining capacity, as lists of plan lines."""
     per_item = []
     for d in demands:
         ranges = [range(min(d.quantity, max(0, stock.get((c.warehouse_id, d.sku), 0))) + 1) for c in candidates]
         per_item.append([x for x in itertools.product(*ranges) if sum(x) == d.quantity])
-    best = None
     for combo in itertools.product(*per_item):
         if any(sum(x[j] for x in combo) > remaining(c) for j, c in enumerate(candidates)):
             continue
-        lines = [
+        yield [
             PlanLine(c.warehouse_id, d.sku, x[j])
             for d, x in zip(demands, combo)
             for j, c in enumerate(candidates)
             if x[j]
         ]
-        cost = expected_cost(lines, candidates, customer)
-        if best is None or cost < best:
-            best = cost
-    return best
+
+
+def brute_force_min_cost(demands, candidates, stock, customer):
+    """Cheapest plan over every allocation, or None when none exists."""
+    return min((expected_cost(lines, candidates, customer) for lines in all_plans(demands, candidates, stock)), default=None)
+
+
+def tie_weight(lines, candidates, preferred) -> int:
+    """Units weighted by 1 + the warehouse's place in the tie order (preferred as given, then
+    id): among plans of equal cost, COST_OPTIMIZE returns one with the least weight."""
+    ids = {c.warehouse_id for c in candidates}
+    order = [w for w in dict.fromkeys(preferred) if w in ids]
+    order += sorted(ids - set(order))
+    return sum(ln.quantity * (order.index(ln.warehouse_id) + 1) for ln in lines)
+
+
+def brute_force_tie_weight(demands, candidates, stock, preferred, customer):
+    """The least tie weight among the cheapest plans."""
+    plans = [(expected_cost(lines, candidates, customer), lines) for lines in all_plans(demands, candidates, stock)]
+    best = min(cost for cost, _ in plans)
+    return min(tie_weight(lines, candidates, preferred) for cost, lines in plans if cost <= best + 1e-7 * max(1.0, best))
+
+
+def cost_optimize(demands, candidates, stock, preferred, customer, **kw):
+    """COST_OPTIMIZE's plan, and whether its single-warehouse shortcut gave it (not the MILP)."""
+    answered = []
+    real = strategies._single_warehouse
+
+    def spy(*args):
+        lines = real(*args)
+        answered.append(lines is not None)
+        return lines
+
+    with mock.patch.object(strategies, "_single_warehouse", spy):
+        plan = allocate("COST_OPTIMIZE", demands, candidates, stock, preferred, customer, **kw)
+    return plan, answered == [True]
 
 
 def run(strategy, demands, candidates, stock, preferred, customer, **kw):
@@ -242,18 +309,43 @@ def test_cost_optimize_matches_brute_force(inst):
     customer = customer or POSITIONS[1]
     best = brute_force_min_cost(demands, candidates, stock, customer)
     try:
-        plan = allocate("COST_OPTIMIZE", demands, candidates, stock, preferred, customer, time_limit=5.0)
+        plan, shortcut = cost_optimize(demands, candidates, stock, preferred, customer, time_limit=5.0)
     except AllocationError as e:
         event(e.reason)
         assert best is None
         short = totals_short(demands, candidates, stock)
         assert e.reason == ("INSUFFICIENT_INVENTORY" if short else "CAPACITY_EXCEEDED")
         return
-    event("solved")
+    event("single warehouse" if shortcut else "MILP")
     assert best is not None
     assert plan.optimal
     check_plan(plan, demands, candidates, stock, customer)
     assert plan.total_cost == pytest.approx(best, rel=1e-7, abs=1e-7)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(inst=covering_instances())
+def test_cost_optimize_single_warehouse_matches_brute_force_and_milp(inst):
+    demands, candidates, stock, preferred, customer = inst
+    try:
+        plan, shortcut = cost_optimize(demands, candidates, stock, preferred, customer, time_limit=5.0)
+    except AllocationError as e:
+        event(e.reason)
+        assert all(remaining(c) == 0 or not any(stock[(c.warehouse_id, d.sku)] for d in demands) for c in candidates)
+        assert e.reason == ("INSUFFICIENT_INVENTORY" if totals_short(demands, candidates, stock) else "CAPACITY_EXCEEDED")
+        return
+    event("solved")
+    assert shortcut and plan.optimal
+    check_plan(plan, demands, candidates, stock, customer)
+    assert len({ln.warehouse_id for ln in plan.lines}) == 1
+    assert plan.total_cost == pytest.approx(brute_force_min_cost(demands, candidates, stock, customer), rel=1e-7, abs=1e-7)
+    assert tie_weight(plan.lines, candidates, preferred) == brute_force_tie_weight(
+        demands, candidates, stock, preferred, customer
+    )
+    with mock.patch.object(strategies, "_single_warehouse", lambda *args: None):
+        milp = allocate("COST_OPTIMIZE", demands, candidates, stock, preferred, customer, time_limit=5.0)
+    assert milp.optimal
+    assert plan.total_cost == pytest.approx(milp.total_cost, rel=1e-7, abs=1e-7)
 
 
 # --------------------------------------------------------------------------------------------
