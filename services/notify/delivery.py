@@ -83,18 +83,20 @@ class WebhookDelivery:
                 while True:
                     self._wake.clear()
                     delay = self.poll_interval
-                    try:
-                        claimed, next_due = await _finish_even_if_cancelled(
-                            self._claim(self.concurrency - len(self._in_flight))
-                        )
-                        for attempt in claimed:
-                            task = asyncio.create_task(self._deliver(client, attempt))
-                            self._in_flight.add(task)
-                            task.add_done_callback(self._in_flight.discard)
-                        if next_due is not None:
-                            delay = min(delay, max(0.0, (aware(next_due) - utcnow()).total_seconds()))
-                    except Exception:
-                        log.exception("webhook delivery loop: cannot read pending deliveries")
+                    room = self.concurrency - len(self._in_flight)
+                    # With every slot busy, rows may be due already: rather than polling for
+                    # them, wait for a delivery to finish (``_finished`` wakes the loop).
+                    if room > 0:
+                        try:
+                            claimed, next_due = await _finish_even_if_cancelled(self._claim(room))
+                            for attempt in claimed:
+                                task = asyncio.create_task(self._deliver(client, attempt))
+                                self._in_flight.add(task)
+                                task.add_done_callback(self._finished)
+                            if next_due is not None:
+                                delay = min(delay, max(0.0, (aware(next_due) - utcnow()).total_seconds()))
+                        except Exception:
+                            log.exception("webhook delivery loop: cannot read pending deliveries")
                     with contextlib.suppress(asyncio.TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), timeout=max(delay, 0.01))
             finally:
@@ -104,36 +106,40 @@ class WebhookDelivery:
                     with contextlib.suppress(asyncio.CancelledError, Exception):
                         await task
 
+    def _finished(self, task: asyncio.Task) -> None:
+        # A slot is free, and the row may be due again (a retry): look now.
+        self._in_flight.discard(task)
+        self._wake.set()
+
     async def _claim(self, room: int) -> tuple[list[Attempt], object]:
         now = utcnow()
         claimed: list[Attempt] = []
         async with self.engine.begin() as conn:
-            if room > 0:
-                due = (
-                    await conn.execute(
-                        select(D.c.notification_id, D.c.channel, D.c.attempts, D.c.next_attempt_at)
-                        .where(D.c.state == "pending", D.c.next_attempt_at <= now)
-                        .order_by(D.c.next_attempt_at)
-                        .limit(room)
+            due = (
+                await conn.execute(
+                    select(D.c.notification_id, D.c.channel, D.c.attempts, D.c.next_attempt_at)
+                    .where(D.c.state == "pending", D.c.next_attempt_at <= now)
+                    .order_by(D.c.next_attempt_at)
+                    .limit(room)
+                )
+            ).all()
+            mine = []
+            for row in due:
+                taken = await conn.execute(
+                    update(D)
+                    .where(
+                        *_unchanged(row.notification_id, row.channel, row.attempts),
+                        D.c.next_attempt_at == row.next_attempt_at,
                     )
-                ).all()
-                mine = []
-                for row in due:
-                    taken = await conn.execute(
-                        update(D)
-                        .where(
-                            *_unchanged(row.notification_id, row.channel, row.attempts),
-                            D.c.next_attempt_at == row.next_attempt_at,
-                        )
-                        .values(next_attempt_at=now + self.lease)
-                    )
-                    if taken.rowcount == 1:
-                        mine.append(row)
-                if mine:
-                    ids = {r.notification_id for r in mine}
-                    found = await store.load_notifications(conn, N.c.notification_id.in_(ids))
-                    bodies = {n.notification_id: logic.webhook_body(n) for n in found}
-                    claimed = [Attempt(r.notification_id, r.channel, r.attempts, bodies[r.notification_id]) for r in mine]
+                    .values(next_attempt_at=now + self.lease)
+                )
+                if taken.rowcount == 1:
+                    mine.append(row)
+            if mine:
+                ids = {r.notification_id for r in mine}
+                found = await store.load_notifications(conn, N.c.notification_id.in_(ids))
+                bodies = {n.notification_id: logic.webhook_body(n) for n in found}
+                claimed = [Attempt(r.notification_id, r.channel, r.attempts, bodies[r.notification_id]) for r in mine]
             next_due = (
                 await conn.execute(select(func.min(D.c.next_attempt_at)).where(D.c.state == "pending"))
             ).scalar()
@@ -181,7 +187,6 @@ class WebhookDelivery:
                 " (giving up)" if values.get("state") == "failed" else "",
                 extra={"event": "webhook_failed", "attempt": number},
             )
-        self._wake.set()
 
     async def _record(self, attempt: Attempt, values: dict) -> None:
         """Update the claimed row, unless someone else has moved it on since the claim."""

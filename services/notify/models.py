@@ -43,7 +43,7 @@ deliveries = Table(
         ForeignKey("notifications.notification_id", ondelete="CASCADE"),
         primary_key=True,
     ),
-    # "log" or the webhook URL.
+    # The webhook URL. The log channel has no row (store.py); "log" rows of earlier versions are skipped.
     Column("channel", String(512), primary_key=True),
     Column("state", String(16), nullable=False),
     Column("attempts", Integer, nullable=False, server_default="0"),

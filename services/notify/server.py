@@ -37,7 +37,8 @@ class Outbox:
 
     def committed(self, notification: pb.Notification) -> None:
         # The log channel is this line; it is written once, after the row is durable.
-        log.info(logic.log_line(notification), extra={"event": "notification", "saga_id": notification.saga_id})
+        if log.isEnabledFor(logging.INFO):
+            log.info(logic.log_line(notification), extra={"event": "notification", "saga_id": notification.saga_id})
         if self.webhooks:
             self.delivery.wake()
 
@@ -52,17 +53,18 @@ class NotifyStepServicer(pb_grpc.NotifyStepServiceServicer):
             raise InvalidArgument("Execute needs notify", violations=[("input", "notify required")])
         notify = request.notify
         logic.validate_notification(notify, "notify.")
-        stored: list[pb.Notification] = []
 
         async def effect(conn: AsyncConnection) -> pb.ExecuteResponse:
             notification = await self.outbox.add(conn, request.context.saga_id, notify)
-            stored.append(notification)
             return pb.ExecuteResponse(notify=pb.NotifyOutput(notification=notification))
 
-        response = await execute_once(self.engine, models.barrier, request.context, pb.ExecuteResponse, effect)
-        if stored:  # empty for a duplicate: the first call already handed it on
-            self.outbox.committed(stored[0])
-        return response
+        # Not called for a duplicate: the first call already handed the notification on.
+        return await execute_once(
+            self.engine, models.barrier, request.context, pb.ExecuteResponse, effect, self._committed
+        )
+
+    def _committed(self, response: pb.ExecuteResponse) -> None:
+        self.outbox.committed(response.notify.notification)
 
     async def Compensate(self, request: pb.CompensateRequest, context) -> pb.CompensateResponse:
         async def effect(conn: AsyncConnection) -> pb.CompensateResponse:

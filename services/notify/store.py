@@ -1,4 +1,12 @@
-"""Reading and writing notifications with their deliveries (SQLAlchemy Core)."""
+"""Reading and writing notifications with their deliveries (SQLAlchemy Core).
+
+The log channel has no row of its own: its line is written right after the notification
+commits (``server.Outbox.committed``), so its delivery is always delivered, at the first
+attempt, when the notification was created, and is shown from the notification's row. Only
+webhook deliveries, which have a state to keep, are rows of ``deliveries``; that spares a
+statement per notification when no webhook is configured. (Earlier versions stored a "log"
+row holding exactly those values; reading skips it.)
+"""
 
 from __future__ import annotations
 
@@ -7,6 +15,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime
 
+from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -19,12 +28,16 @@ D = models.deliveries
 
 
 def _channel_order(channel: str, webhooks: Sequence[str]) -> tuple[int, int, str]:
-    # The log first, then the webhooks as configured, then any no longer configured.
-    if channel == logic.LOG_CHANNEL:
-        return (0, 0, channel)
+    # The webhooks as configured, then any no longer configured.
     if channel in webhooks:
-        return (1, webhooks.index(channel), channel)
-    return (2, 0, channel)
+        return (0, webhooks.index(channel), channel)
+    return (1, 0, channel)
+
+
+def _log_delivery(created_at: Timestamp) -> pb.Delivery:
+    return pb.Delivery(
+        channel=logic.LOG_CHANNEL, state=pb.DELIVERY_STATE_DELIVERED, attempts=1, delivered_at=created_at
+    )
 
 
 def _delivery_proto(row) -> pb.Delivery:
@@ -37,7 +50,8 @@ def _delivery_proto(row) -> pb.Delivery:
     )
 
 
-def _notification_proto(row, deliveries: Sequence[pb.Delivery]) -> pb.Notification:
+def _notification_proto(row, webhook_deliveries: Sequence[pb.Delivery]) -> pb.Notification:
+    created_at = to_timestamp(row.created_at)
     return pb.Notification(
         notification_id=row.notification_id,
         saga_id=row.saga_id,
@@ -46,8 +60,8 @@ def _notification_proto(row, deliveries: Sequence[pb.Delivery]) -> pb.Notificati
         customer_id=row.customer_id,
         message=row.message,
         attributes=dict(row.attributes or {}),
-        deliveries=deliveries,
-        created_at=to_timestamp(row.created_at),
+        deliveries=[_log_delivery(created_at), *webhook_deliveries],
+        created_at=created_at,
     )
 
 
@@ -59,46 +73,59 @@ async def insert_notification(
     webhooks: Sequence[str],
     now: datetime,
 ) -> pb.Notification:
-    """Store what ``source`` says with one delivery per channel: the log (delivered by the
-    caller right after commit) and each webhook (pending, due now)."""
+    """Store what ``source`` says with a pending delivery, due now, per webhook: one
+    statement, and a second one when webhooks are configured.
+
+    The notification is returned as ``load_notifications`` would read it back, built from the
+    values written: no column it shows is filled in by the database.
+    """
     notification_id = str(uuid.uuid4())
+    attributes = dict(source.attributes)
+    channels = list(dict.fromkeys(webhooks))
     await conn.execute(
-        N.insert().values(
-            notification_id=notification_id,
-            saga_id=saga_id,
-            kind=logic.KIND_TO_DB[source.kind],
-            order_id=source.order_id,
-            customer_id=source.customer_id,
-            message=source.message,
-            attributes=dict(source.attributes),
-            created_at=now,
-        )
+        N.insert(),
+        {
+            "notification_id": notification_id,
+            "saga_id": saga_id,
+            "kind": logic.KIND_TO_DB[source.kind],
+            "order_id": source.order_id,
+            "customer_id": source.customer_id,
+            "message": source.message,
+            "attributes": attributes,
+            "created_at": now,
+        },
     )
-    rows = [
-        {
-            "notification_id": notification_id,
-            "channel": logic.LOG_CHANNEL,
-            "state": "delivered",
-            "attempts": 1,
-            "last_error": "",
-            "delivered_at": now,
-            "next_attempt_at": None,
-        }
-    ]
-    rows += [
-        {
-            "notification_id": notification_id,
-            "channel": url,
-            "state": "pending",
-            "attempts": 0,
-            "last_error": "",
-            "delivered_at": None,
-            "next_attempt_at": now,
-        }
-        for url in dict.fromkeys(webhooks)
-    ]
-    await conn.execute(D.insert(), rows)
-    return (await load_notifications(conn, N.c.notification_id == notification_id, webhooks=webhooks))[0]
+    if channels:
+        await conn.execute(
+            D.insert(),
+            [
+                {
+                    "notification_id": notification_id,
+                    "channel": url,
+                    "state": "pending",
+                    "attempts": 0,
+                    "last_error": "",
+                    "delivered_at": None,
+                    "next_attempt_at": now,
+                }
+                for url in channels
+            ],
+        )
+    created_at = to_timestamp(now)
+    return pb.Notification(
+        notification_id=notification_id,
+        saga_id=saga_id,
+        kind=source.kind,
+        order_id=source.order_id,
+        customer_id=source.customer_id,
+        message=source.message,
+        attributes=attributes,
+        deliveries=[
+            _log_delivery(created_at),
+            *(pb.Delivery(channel=url, state=pb.DELIVERY_STATE_PENDING) for url in channels),
+        ],
+        created_at=created_at,
+    )
 
 
 async def load_notifications(
@@ -120,7 +147,9 @@ async def load_notifications(
         return []
     by_id: dict[str, list] = defaultdict(list)
     ids = [r.notification_id for r in rows]
-    for d in await conn.execute(select(D).where(D.c.notification_id.in_(ids))):
+    for d in await conn.execute(
+        select(D).where(D.c.notification_id.in_(ids), D.c.channel != logic.LOG_CHANNEL)
+    ):
         by_id[d.notification_id].append(d)
     result = []
     for row in rows:

@@ -7,6 +7,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     String,
@@ -42,6 +43,16 @@ assortment = Table(
     metadata,
     Column("warehouse_id", String(64), ForeignKey("warehouses.warehouse_id", ondelete="CASCADE"), primary_key=True),
     Column("sku", String(256), primary_key=True),
+    Index("ix_assortment_sku", "sku"),
+)
+
+# One row, whose version every write of the two tables above bumps in its own transaction:
+# each replica keeps the catalog in memory and checks with one tiny read that it is current.
+catalog_version = Table(
+    "catalog_version",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("version", BigInteger, nullable=False),
 )
 
 barrier = barrier_table(metadata)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from sqlalchemy import delete, select
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from invsaga.common.v1 import common_pb2
@@ -18,6 +21,10 @@ from services.warehouse import logic, models
 
 W = models.warehouses
 A = models.assortment
+V = models.catalog_version
+
+_VERSION = select(V.c.version).where(V.c.id == 1)
+_BUMP = update(V).where(V.c.id == 1).values(version=V.c.version + 1)
 
 
 def _to_proto(row, skus: list[str]) -> common_pb2.Warehouse:
@@ -58,6 +65,53 @@ async def _get(conn: AsyncConnection, warehouse_id: str) -> common_pb2.Warehouse
     return found[0]
 
 
+@dataclass(frozen=True)
+class _Carrier:
+    warehouse: common_pb2.Warehouse  # without its SKUs
+    skus: frozenset[str]
+
+
+class Catalog:
+    """The active warehouses with their assortments, in memory, for QueryWarehouses.
+
+    Every write of the warehouses or assortment tables bumps ``catalog_version`` in its own
+    transaction (``_BUMP``, after its other writes). Each Execute reads that one row first and
+    reloads the catalog only when the number has moved, so a write committed on any replica,
+    this one included, is seen by every Execute that starts after the commit, exactly as when
+    the tables were read on each call. The version is read before the tables: under READ
+    COMMITTED a write committing in between makes the catalog newer than the version it is
+    filed under, which costs one more reload and never keeps an old catalog.
+    """
+
+    def __init__(self) -> None:
+        self._version: int | None = None
+        self._active: tuple[_Carrier, ...] = ()
+
+    async def active(self, conn: AsyncConnection) -> tuple[_Carrier, ...]:
+        version = (await conn.execute(_VERSION)).scalar_one()
+        if version == self._version:
+            return self._active
+        active = []
+        for warehouse in await _load(conn, W.c.status == "active"):
+            skus = frozenset(warehouse.skus)
+            warehouse.ClearField("skus")
+            active.append(_Carrier(warehouse, skus))
+        self._version, self._active = version, tuple(active)
+        return self._active
+
+
+def _candidates(
+    out: pb.QueryWarehousesOutput, active: Sequence[_Carrier], wanted: set[str], preferred: Sequence[str]
+) -> None:
+    """Fill ``out`` with the active warehouses carrying any of ``wanted``, in candidate order,
+    each listing only the wanted SKUs it carries (all that later steps look at)."""
+    carriers = {c.warehouse.warehouse_id: c for c in active if not c.skus.isdisjoint(wanted)}
+    for warehouse in logic.order_candidates([c.warehouse for c in carriers.values()], preferred):
+        added = out.warehouses.add()
+        added.CopyFrom(warehouse)
+        added.skus.extend(sorted(carriers[warehouse.warehouse_id].skus & wanted))
+
+
 class WarehouseServicer(pb_grpc.WarehouseServiceServicer):
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
@@ -85,6 +139,7 @@ class WarehouseServicer(pb_grpc.WarehouseServiceServicer):
             if w.skus:
                 await conn.execute(delete(A).where(A.c.warehouse_id == w.warehouse_id))
                 await conn.execute(A.insert(), [{"warehouse_id": w.warehouse_id, "sku": s} for s in set(w.skus)])
+            await conn.execute(_BUMP)
             return pb.UpsertWarehouseResponse(warehouse=await _get(conn, w.warehouse_id))
 
     async def GetWarehouse(self, request: pb.GetWarehouseRequest, context) -> pb.GetWarehouseResponse:
@@ -119,12 +174,14 @@ class WarehouseServicer(pb_grpc.WarehouseServiceServicer):
             await conn.execute(
                 insert_ignore(conn, A), [{"warehouse_id": request.warehouse_id, "sku": s} for s in set(request.skus)]
             )
+            await conn.execute(_BUMP)
             return pb.AddAssortmentResponse(warehouse=await _get(conn, request.warehouse_id))
 
 
 class WarehouseStepServicer(pb_grpc.WarehouseStepServiceServicer):
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
+        self.catalog = Catalog()
 
     async def Execute(self, request: pb.ExecuteRequest, context) -> pb.ExecuteResponse:
         if request.WhichOneof("input") != "query_warehouses":
@@ -133,11 +190,13 @@ class WarehouseStepServicer(pb_grpc.WarehouseStepServiceServicer):
         if not query.skus:
             raise InvalidArgument("no SKUs to look for", violations=[("query_warehouses.skus", "at least one SKU")])
 
+        wanted = set(query.skus)
+
         async def effect(conn: AsyncConnection) -> pb.ExecuteResponse:
-            carriers = select(A.c.warehouse_id).where(A.c.sku.in_(set(query.skus))).distinct()
-            found = await _load(conn, (W.c.status == "active") & W.c.warehouse_id.in_(carriers))
-            ordered = logic.order_candidates(found, query.preferred_warehouses)
-            return pb.ExecuteResponse(query_warehouses=pb.QueryWarehousesOutput(warehouses=ordered))
+            response = pb.ExecuteResponse()
+            response.query_warehouses.SetInParent()  # the output is set even when nothing matches
+            _candidates(response.query_warehouses, await self.catalog.active(conn), wanted, query.preferred_warehouses)
+            return response
 
         return await execute_once(self.engine, models.barrier, request.context, pb.ExecuteResponse, effect)
 

@@ -11,6 +11,7 @@ import threading
 import time
 import uuid
 from collections import defaultdict
+from datetime import UTC
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import grpc
@@ -19,9 +20,13 @@ import pytest
 from invsaga.common.v1 import common_pb2
 from invsaga.notify.v1 import notify_pb2 as pb
 from invsaga.notify.v1 import notify_pb2_grpc as pb_grpc
+from invsaga.runtime.config import load_settings
+from invsaga.runtime.convert import utcnow
+from invsaga.runtime.db import open_service_database
 from invsaga.runtime.errors import RpcFailure
+from services.notify import models, store
 from tests.conftest import BACKENDS
-from tests.support import logs_tail, start_mesh
+from tests.support import logs_tail, new_pg_database, start_mesh
 
 SECRET = "test-webhook-secret"
 CONFIRMED = common_pb2.NOTIFICATION_KIND_RESERVATION_CONFIRMED
@@ -325,3 +330,53 @@ async def test_bad_input_is_invalid_argument_with_field_violations_and_stores_no
     # The rejected call claimed no barrier: the corrected one goes through.
     fixed = await step.Execute(pb.ExecuteRequest(context=context(saga_id), notify=notify_input("ORD-4")))
     assert fixed.notify.notification.saga_id == saga_id
+
+
+async def test_execute_replies_with_the_notification_as_listed(stubs, receiver):
+    step, service = stubs
+    saga_id = str(uuid.uuid4())
+
+    reply = (await step.Execute(pb.ExecuteRequest(context=context(saga_id), notify=notify_input("ORD-6")))).notify
+    (listed,) = await list_for(service, saga_id)
+
+    sent = reply.notification
+    assert [d.channel for d in sent.deliveries] == ["log", receiver.url("/hook"), receiver.url("/audit")]
+    assert [d.channel for d in listed.deliveries] == [d.channel for d in sent.deliveries]
+    assert sent.deliveries[0] == listed.deliveries[0]  # the log: delivered once, when created
+    assert sent.deliveries[0].delivered_at == sent.created_at
+    assert all(d.state == pb.DELIVERY_STATE_PENDING for d in sent.deliveries[1:])
+    sent.ClearField("deliveries")
+    listed.ClearField("deliveries")
+    assert sent == listed
+
+
+async def test_a_stored_notification_reads_back_as_returned_and_an_old_log_row_shows_once(backend, tmp_path):
+    url = new_pg_database() if backend == "postgres" else f"sqlite+aiosqlite:///{tmp_path}/notify.db"
+    settings = load_settings("notify", env={}, database_url=url)
+    engine = await open_service_database(settings, models.metadata, models.__file__)
+    hooks = ("http://127.0.0.1:9/hook", "http://127.0.0.1:9/audit")
+    try:
+        async with engine.begin() as conn:
+            hooked = await store.insert_notification(conn, "saga-1", notify_input("ORD-7"), webhooks=hooks, now=utcnow())
+            quiet = await store.insert_notification(conn, "saga-2", notify_input("ORD-8"), webhooks=(), now=utcnow())
+            # The row earlier versions stored for the log channel.
+            await conn.execute(
+                models.deliveries.insert(),
+                {
+                    "notification_id": quiet.notification_id,
+                    "channel": "log",
+                    "state": "delivered",
+                    "attempts": 1,
+                    "last_error": "",
+                    "delivered_at": quiet.created_at.ToDatetime(tzinfo=UTC),
+                    "next_attempt_at": None,
+                },
+            )
+        async with engine.connect() as conn:
+            found = await store.load_notifications(conn, webhooks=hooks)
+    finally:
+        await engine.dispose()
+
+    assert found == [quiet, hooked]  # newest first
+    assert [d.channel for d in hooked.deliveries] == ["log", *hooks]
+    assert [d.channel for d in quiet.deliveries] == ["log"]
