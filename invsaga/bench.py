@@ -207,6 +207,19 @@ async def watchers(address: str, args: argparse.Namespace) -> tuple[int, int, Co
     return ended, events, errors
 
 
+def postgres_cpu_seconds() -> float:
+    """CPU seconds of every PostgreSQL server process on this machine (0 if none can be read)."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        if "(postgres)" in text:
+            total += cpu_seconds(int(stat.parent.name))
+    return total
+
+
 def cpu_seconds(pid: int) -> float:
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -245,11 +258,16 @@ async def bench(args: argparse.Namespace) -> int:
             warm = argparse.Namespace(**{**vars(args), "sagas": min(50, args.sagas), "duration": 0})
             await run_load(mesh.address("coordinator"), warm)
             before = {name: cpu_seconds(proc.pid) for name, proc in mesh.procs.items()}
+            before["postgres"] = postgres_cpu_seconds() if args.database_url else 0.0
+            before["load generator"] = time.process_time()
             what = f"{args.duration:g} s" if args.duration else f"{args.sagas} sagas"
             print(f"running {what} at concurrency {args.concurrency}, {args.lines} line(s) per order, "
                   f"{args.warehouses} warehouses{f', {args.hot_skus} hot SKUs' if args.hot_skus else ''} ...", flush=True)
             results = await run_load(mesh.address("coordinator"), args)
             used = {name: cpu_seconds(proc.pid) - before[name] for name, proc in mesh.procs.items()}
+            if args.database_url:
+                used["postgres"] = postgres_cpu_seconds() - before["postgres"]
+            used["load generator"] = time.process_time() - before["load generator"]
         finally:
             mesh.stop()
     elapsed = results.finished - results.started
@@ -260,6 +278,8 @@ async def bench(args: argparse.Namespace) -> int:
           + (f", mean {statistics.mean(results.latencies) * 1000:.1f} ms" if results.latencies else ""))
     print("cpu seconds: " + ", ".join(f"{name} {seconds:.1f}" for name, seconds in used.items())
           + f" (over {elapsed:.1f} s wall on {os.cpu_count()} cores)")
+    if results.completed:
+        print(f"cpu per completed saga: {1000 * sum(used.values()) / results.completed:.1f} ms")
     ratio = results.throughput * RPCS_PER_SAGA / calls
     print(f"efficiency: {results.throughput:.1f} sagas/s × {RPCS_PER_SAGA} RPCs ÷ {calls:,.0f} baseline calls/s = {ratio:.2f}")
     print(f"throughput: {results.throughput:.1f} sagas/s")

@@ -80,7 +80,9 @@ def _bench_args(parser: argparse.ArgumentParser) -> None:
 def cmd_bench(args: argparse.Namespace) -> int:
     from invsaga.bench import bench
 
-    return asyncio.run(bench(args))
+    from invsaga.runtime.server import asyncio_run
+
+    return asyncio_run(bench(args))
 
 
 def _client_command(name: str):

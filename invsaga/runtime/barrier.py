@@ -20,10 +20,10 @@ roll back with nothing recorded, so a retry runs again.
 
 from __future__ import annotations
 
-from typing import Awaitable, Callable, TypeVar
+from typing import Any, Awaitable, Callable, TypeVar
 
 from google.protobuf.message import Message
-from sqlalchemy import Column, DateTime, Integer, LargeBinary, MetaData, String, Table, func, select, update
+from sqlalchemy import Column, DateTime, Integer, LargeBinary, MetaData, String, Table, bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from invsaga.common.v1 import common_pb2
@@ -61,26 +61,36 @@ def _check_context(ctx: common_pb2.StepContext) -> None:
         )
 
 
+_statements: dict[tuple[str, int], tuple[Any, Any, Any]] = {}
+
+
+def _sql(conn: AsyncConnection, table: Table) -> tuple[Any, Any, Any]:
+    """The barrier's three statements for this dialect and table, built once (bound per call)."""
+    key = (conn.dialect.name, id(table))
+    found = _statements.get(key)
+    if found is None:
+        where = (table.c.saga_id == bindparam("k_saga"), table.c.step == bindparam("k_step"), table.c.op == bindparam("k_op"))
+        found = _statements[key] = (
+            # RETURNING, not rowcount: SQLAlchemy reports rowcount -1 for INSERTs on psycopg.
+            insert_ignore(conn, table).returning(table.c.saga_id),
+            select(table.c.origin, table.c.result).where(*where),
+            update(table).where(*where).values(result=bindparam("result")),
+        )
+    return found
+
+
 async def _claim(
     conn: AsyncConnection, table: Table, ctx: common_pb2.StepContext, op: str, origin: str, result: bytes | None = None
 ) -> bool:
-    # RETURNING, not rowcount: SQLAlchemy reports rowcount -1 for INSERTs on psycopg.
     inserted = await conn.execute(
-        insert_ignore(conn, table)
-        .values(saga_id=ctx.saga_id, step=ctx.step, op=op, origin=origin, result=result)
-        .returning(table.c.saga_id)
+        _sql(conn, table)[0],
+        {"saga_id": ctx.saga_id, "step": ctx.step, "op": op, "origin": origin, "result": result},
     )
     return inserted.first() is not None
 
 
 async def _stored(conn: AsyncConnection, table: Table, ctx: common_pb2.StepContext, op: str):
-    return (
-        await conn.execute(
-            select(table.c.origin, table.c.result).where(
-                table.c.saga_id == ctx.saga_id, table.c.step == ctx.step, table.c.op == op
-            )
-        )
-    ).first()
+    return (await conn.execute(_sql(conn, table)[1], {"k_saga": ctx.saga_id, "k_step": ctx.step, "k_op": op})).first()
 
 
 async def _read_stored(engine: AsyncEngine, table: Table, ctx: common_pb2.StepContext, op: str):
@@ -149,9 +159,8 @@ async def compensate_once(
         else:
             response = await effect(conn)
         await conn.execute(
-            update(table)
-            .where(table.c.saga_id == ctx.saga_id, table.c.step == ctx.step, table.c.op == COMPENSATE)
-            .values(result=response.SerializeToString())
+            _sql(conn, table)[2],
+            {"k_saga": ctx.saga_id, "k_step": ctx.step, "k_op": COMPENSATE, "result": response.SerializeToString()},
         )
         return response
 
