@@ -185,12 +185,32 @@ class LockedUnits:
     quantity: int
 
 
-def units_per_stock_row(locks: Iterable[LockedUnits]) -> list[tuple[str, str, int]]:
-    """(warehouse, SKU, units) to give back, in the stock rows' lock order."""
+def units_per_stock_row(
+    locks: Iterable[LockedUnits | common_pb2.AllocationLine],
+) -> list[tuple[str, str, int]]:
+    """(warehouse, SKU, units) to take or give back, one per stock row, in the rows' lock order."""
     units: dict[tuple[str, str], int] = defaultdict(int)
     for lock in locks:
         units[(lock.warehouse_id, lock.sku)] += lock.quantity
     return [(w, s, q) for (w, s), q in sorted(units.items())]
+
+
+def short_line(
+    lines: Sequence[common_pb2.AllocationLine], available: int
+) -> tuple[common_pb2.AllocationLine, int]:
+    """The line that does not fit when one stock row's ``lines`` are locked one after another
+    from ``available`` units, with the units left for it: what the lock conflict reports.
+
+    The stock row is updated once for all its lines, so this replays them to name the line
+    that ran short, as locking line by line would have. When they all fit (the row changed
+    since the update refused them) the first line is named with every unit available.
+    """
+    left = available
+    for line in lines:
+        if line.quantity > left:
+            return line, left
+        left -= line.quantity
+    return lines[0], available
 
 
 def expiry_notice(

@@ -8,13 +8,27 @@ the CHECK constraints that back it up in the database.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import uuid
 from collections import defaultdict
 from datetime import datetime
 
 import grpc
-from sqlalchemy import ColumnElement, false, func, select, true, update
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Update,
+    bindparam,
+    cast,
+    false,
+    func,
+    null,
+    select,
+    true,
+    union_all,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from invsaga.common.v1 import common_pb2
@@ -56,6 +70,38 @@ STEP_INPUTS = {
 }
 SWEEP_BATCH = 500
 NOTIFY_TIMEOUT = 5.0
+
+# What a stock UPDATE does with the units of each row (see _stock_update).
+TAKE, GIVE_BACK, CONSUME = "take", "give back", "consume"
+# Stock rows per UPDATE: SQLite refuses a UNION of more than 500 SELECTs, and this bounds
+# the statements _stock_update keeps.
+STOCK_BATCH = 100
+
+_WAREHOUSE_IDS = bindparam("warehouse_ids", expanding=True)
+# CheckAvailability in one statement: the stock rows of the requested SKUs in the candidate
+# warehouses, then one row per warehouse (sku NULL) with the units locked over all its SKUs,
+# the allocation step's load figure.
+_AVAILABILITY = union_all(
+    select(
+        S.c.warehouse_id, S.c.sku, S.c.product_id, S.c.on_hand, S.c.locked, S.c.bin
+    ).where(
+        S.c.warehouse_id.in_(_WAREHOUSE_IDS),
+        S.c.sku.in_(bindparam("skus", expanding=True)),
+    ),
+    select(
+        S.c.warehouse_id,
+        null(),
+        null(),
+        null(),
+        cast(func.sum(S.c.locked), BigInteger),
+        null(),
+    )
+    .where(S.c.warehouse_id.in_(_WAREHOUSE_IDS))
+    .group_by(S.c.warehouse_id),
+)
+# RETURNING makes SQLAlchemy send many rows as one multi-row INSERT instead of one INSERT
+# per row; what it returns is not needed.
+_INSERT_LOCKS = L.insert().returning(L.c.lock_id)
 
 
 def _stock_proto(row) -> common_pb2.StockLevel:
@@ -112,6 +158,81 @@ async def _get_stock(conn: AsyncConnection, warehouse_id: str, sku: str):
     return row
 
 
+@functools.cache
+def _stock_update(rows: int, change: str) -> Update:
+    """One UPDATE of ``rows`` distinct stock rows, returning the keys of the rows it changed.
+
+    Parameters: ``w<i>``, ``s<i>``, ``q<i>`` (warehouse, SKU, units) per row and ``now``; see
+    _change_stock. A sub-select first locks the rows in (warehouse, SKU) order, the order
+    every transaction here takes stock rows in, so concurrent sagas may wait on one another
+    but never deadlock, whatever join order the planner picks for the UPDATE. TAKE is the
+    SPEC's conditional UPDATE (``on_hand - locked >= :q``) for every row at once: a row
+    without the units is left alone and missing from what the statement returns.
+
+    The rows come from a UNION ALL of one-row SELECTs rather than VALUES because SQLAlchemy
+    never caches a statement holding VALUES, and compiling it costs more than it saves.
+    """
+    wanted = union_all(
+        *(
+            select(
+                bindparam(f"w{i}", type_=S.c.warehouse_id.type).label("warehouse_id"),
+                bindparam(f"s{i}", type_=S.c.sku.type).label("sku"),
+                bindparam(f"q{i}", type_=S.c.locked.type).label("units"),
+            )
+            for i in range(rows)
+        )
+    ).subquery("wanted")
+    held = S.alias("held")
+    claimed = (
+        select(held.c.warehouse_id, held.c.sku, wanted.c.units)
+        .join_from(
+            held,
+            wanted,
+            (held.c.warehouse_id == wanted.c.warehouse_id)
+            & (held.c.sku == wanted.c.sku),
+        )
+        .order_by(held.c.warehouse_id, held.c.sku)
+        .with_for_update(of=held)
+        .subquery("claimed")
+    )
+    units = claimed.c.units
+    stmt = update(S).where(
+        S.c.warehouse_id == claimed.c.warehouse_id, S.c.sku == claimed.c.sku
+    )
+    if change == TAKE:
+        stmt = stmt.where(S.c.on_hand - S.c.locked >= units).values(
+            locked=S.c.locked + units
+        )
+    elif change == CONSUME:
+        stmt = stmt.values(locked=S.c.locked - units, on_hand=S.c.on_hand - units)
+    else:
+        stmt = stmt.values(locked=S.c.locked - units)
+    return stmt.values(
+        updated_at=bindparam("now", type_=S.c.updated_at.type)
+    ).returning(S.c.warehouse_id, S.c.sku)
+
+
+async def _change_stock(
+    conn: AsyncConnection,
+    units: list[tuple[str, str, int]],
+    change: str,
+    now: datetime,
+) -> set[tuple[str, str]]:
+    """Apply ``change`` to the stock rows of ``units`` (distinct (warehouse, SKU, units), in
+    lock order) with one UPDATE per STOCK_BATCH rows; the keys of the rows it changed."""
+    changed: set[tuple[str, str]] = set()
+    for start in range(0, len(units), STOCK_BATCH):
+        batch = units[start : start + STOCK_BATCH]
+        params: dict = {"now": now}
+        for i, (warehouse_id, sku, quantity) in enumerate(batch):
+            params[f"w{i}"] = warehouse_id
+            params[f"s{i}"] = sku
+            params[f"q{i}"] = quantity
+        rows = await conn.execute(_stock_update(len(batch), change), params)
+        changed.update((row.warehouse_id, row.sku) for row in rows)
+    return changed
+
+
 async def _select_locks(
     conn: AsyncConnection, where: ColumnElement[bool]
 ) -> list[common_pb2.InventoryLock]:
@@ -133,34 +254,42 @@ async def _finish_locks(
 ) -> list[logic.LockedUnits]:
     """Move the held locks matching ``where`` to ``status`` and give their units back.
 
-    The locks are claimed in lock_id order, then the stock rows are updated in (warehouse,
-    SKU) order, the same order LockInventory takes them in, so these transactions never
-    deadlock one another. The sweeper skips rows a request is finishing right now.
+    The locks are claimed in lock_id order (by a locking sub-select of the UPDATE), then
+    the stock rows are updated in (warehouse, SKU) order, the same order LockInventory
+    takes them in, so these transactions never deadlock one another. The sweeper skips
+    rows a request is finishing right now.
     """
-    claim = select(L.c.lock_id).where(where, L.c.status == HELD).order_by(L.c.lock_id)
-    if limit is not None:
-        claim = claim.limit(limit)
-    ids = list(
-        (await conn.execute(claim.with_for_update(skip_locked=skip_locked))).scalars()
+    claim = (
+        select(L.c.lock_id)
+        .where(where, L.c.status == HELD)
+        .order_by(L.c.lock_id)
+        .limit(limit)
+        .with_for_update(skip_locked=skip_locked)
+        .correlate(None)  # a scan of its own, not a reference to the UPDATE's row
     )
-    if not ids:
-        return []
     values: dict = {"status": status, "updated_at": now}
     if status == EXPIRED:
         values["notify_pending"] = True
     rows = await conn.execute(
         update(L)
-        .where(L.c.lock_id.in_(ids), L.c.status == HELD, where)
+        .where(L.c.lock_id.in_(claim), L.c.status == HELD, where)
         .values(**values)
-        .returning(*L.c)
+        .returning(
+            L.c.lock_id,
+            L.c.saga_id,
+            L.c.order_id,
+            L.c.warehouse_id,
+            L.c.sku,
+            L.c.quantity,
+        )
     )
     finished = [_locked_units(r) for r in rows]
-    for warehouse_id, sku, units in logic.units_per_stock_row(finished):
-        change: dict = {"locked": S.c.locked - units, "updated_at": now}
-        if consume:
-            change["on_hand"] = S.c.on_hand - units
-        await conn.execute(
-            update(S).where(_stock_key(warehouse_id, sku)).values(**change)
+    if finished:
+        await _change_stock(
+            conn,
+            logic.units_per_stock_row(finished),
+            CONSUME if consume else GIVE_BACK,
+            now,
         )
     return finished
 
@@ -220,18 +349,18 @@ class InventoryStepServicer(pb_grpc.InventoryStepServiceServicer):
         stock: list[common_pb2.StockLevel] = []
         locked: dict[str, int] = {}
         if warehouse_ids:
-            skus = list(logic.required_by_sku(inp.items))
             rows = await conn.execute(
-                select(S).where(S.c.warehouse_id.in_(warehouse_ids), S.c.sku.in_(skus))
+                _AVAILABILITY,
+                {
+                    "warehouse_ids": warehouse_ids,
+                    "skus": list(logic.required_by_sku(inp.items)),
+                },
             )
-            stock = [_stock_proto(r) for r in rows]
-            # Units locked per warehouse over all its SKUs: the allocation step's load figure.
-            totals = await conn.execute(
-                select(S.c.warehouse_id, func.coalesce(func.sum(S.c.locked), 0))
-                .where(S.c.warehouse_id.in_(warehouse_ids))
-                .group_by(S.c.warehouse_id)
-            )
-            locked = {wid: int(units) for wid, units in totals}
+            for row in rows:
+                if row.sku is None:
+                    locked[row.warehouse_id] = row.locked
+                else:
+                    stock.append(_stock_proto(row))
         return logic.summarize_availability(inp.items, warehouse_ids, stock, locked)
 
     async def _lock(
@@ -251,33 +380,13 @@ class InventoryStepServicer(pb_grpc.InventoryStepServiceServicer):
             )
         expires_at = logic.lock_expires_at(now, requested, self.lock_ttl)
         lines = logic.ordered_lines(inp.lines)
-        for line in lines:
-            taken = await conn.execute(
-                update(S)
-                .where(
-                    _stock_key(line.warehouse_id, line.sku),
-                    S.c.on_hand - S.c.locked >= line.quantity,
-                )
-                .values(locked=S.c.locked + line.quantity, updated_at=now)
-            )
-            if taken.rowcount != 1:
-                metrics.LOCK_FAILURES.labels(line.warehouse_id).inc()
-                available = await conn.scalar(
-                    select(S.c.on_hand - S.c.locked).where(
-                        _stock_key(line.warehouse_id, line.sku)
-                    )
-                )
-                # Raising rolls back the lines already locked and the barrier row.
-                raise Aborted(
-                    f"cannot lock {line.quantity} of {line.sku} in {line.warehouse_id}: {available or 0} available",
-                    reason="LOCK_CONFLICT",
-                    metadata={
-                        "warehouse_id": line.warehouse_id,
-                        "sku": line.sku,
-                        "required": str(line.quantity),
-                        "available": str(available or 0),
-                    },
-                )
+        # One conditional UPDATE for all the lines (per STOCK_BATCH rows); lines naming the
+        # same stock row are summed, which refuses exactly what locking them one by one would.
+        wanted = logic.units_per_stock_row(lines)
+        taken = await _change_stock(conn, wanted, TAKE, now)
+        if len(taken) < len(wanted):
+            # Raising rolls back the rows already taken.
+            raise await self._conflict(conn, lines, wanted, taken)
         rows = [
             {
                 "lock_id": uuid.uuid4().hex,
@@ -296,7 +405,8 @@ class InventoryStepServicer(pb_grpc.InventoryStepServiceServicer):
             }
             for line in lines
         ]
-        await conn.execute(L.insert(), rows)
+        await conn.execute(_INSERT_LOCKS, rows)
+        expires, created = to_timestamp(expires_at), to_timestamp(now)
         return [
             common_pb2.InventoryLock(
                 lock_id=r["lock_id"],
@@ -305,11 +415,47 @@ class InventoryStepServicer(pb_grpc.InventoryStepServiceServicer):
                 sku=r["sku"],
                 quantity=r["quantity"],
                 status=common_pb2.LOCK_STATUS_HELD,
-                expires_at=to_timestamp(expires_at),
-                created_at=to_timestamp(now),
+                expires_at=expires,
+                created_at=created,
             )
             for r in rows
         ]
+
+    @staticmethod
+    async def _conflict(
+        conn: AsyncConnection,
+        lines: list[common_pb2.AllocationLine],
+        wanted: list[tuple[str, str, int]],
+        taken: set[tuple[str, str]],
+    ) -> Aborted:
+        """LOCK_CONFLICT naming the first line, in lock order, that did not fit.
+
+        The stock row it belongs to stays locked by the refused UPDATE until the rollback,
+        so its availability read here is the one the UPDATE saw.
+        """
+        warehouse_id, sku, _ = next(w for w in wanted if (w[0], w[1]) not in taken)
+        metrics.LOCK_FAILURES.labels(warehouse_id).inc()
+        available = await conn.scalar(
+            select(S.c.on_hand - S.c.locked).where(_stock_key(warehouse_id, sku))
+        )
+        line, left = logic.short_line(
+            [
+                line
+                for line in lines
+                if (line.warehouse_id, line.sku) == (warehouse_id, sku)
+            ],
+            available or 0,
+        )
+        return Aborted(
+            f"cannot lock {line.quantity} of {sku} in {warehouse_id}: {left} available",
+            reason="LOCK_CONFLICT",
+            metadata={
+                "warehouse_id": warehouse_id,
+                "sku": sku,
+                "required": str(line.quantity),
+                "available": str(left),
+            },
+        )
 
     async def Compensate(
         self, request: pb.CompensateRequest, context

@@ -6,8 +6,8 @@ Plain functions, no gRPC or database: ``server.py`` adapts them.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 from invsaga.common.v1 import common_pb2
 from invsaga.logistics.v1 import logistics_pb2 as pb

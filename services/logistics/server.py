@@ -6,7 +6,7 @@ import logging
 import uuid
 
 import grpc
-from sqlalchemy import and_, select, update
+from sqlalchemy import and_, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from invsaga.common.v1 import common_pb2
@@ -35,6 +35,17 @@ P = models.picklists
 PL = models.picklist_lines
 
 INVENTORY_TIMEOUT = 10.0
+
+# The step's statements, built once: building a statement costs more than sending it.
+# RETURNING makes SQLAlchemy send many rows as one multi-row INSERT instead of one INSERT
+# per row; what it returns is not needed.
+_INSERT_PICKLISTS = P.insert().returning(P.c.picklist_id)
+_INSERT_LINES = PL.insert().returning(PL.c.sequence)
+_CANCEL_PENDING = (
+    update(P)
+    .where(P.c.saga_id == bindparam("saga"), P.c.status == logic.PENDING)
+    .values(status=logic.CANCELLED, updated_at=bindparam("now", type_=P.c.updated_at.type))
+)
 
 
 def _to_proto(row, lines: list[common_pb2.PicklistLine]) -> common_pb2.Picklist:
@@ -90,24 +101,25 @@ class LogisticsStepServicer(pb_grpc.LogisticsStepServiceServicer):
 
         async def effect(conn: AsyncConnection) -> pb.ExecuteResponse:
             now = utcnow()
+            stamp = to_timestamp(now)
             created, rows, line_rows = [], [], []
             for plan in plans:
                 picklist_id = f"PL-{uuid.uuid4().hex}"
                 rows.append(
-                    dict(
-                        picklist_id=picklist_id,
-                        saga_id=saga_id,
-                        order_id=data.order_id,
-                        warehouse_id=plan.warehouse_id,
-                        priority=data.priority,
-                        is_urgent=data.is_urgent,
-                        status=logic.PENDING,
-                        created_at=now,
-                        updated_at=now,
-                    )
+                    {
+                        "picklist_id": picklist_id,
+                        "saga_id": saga_id,
+                        "order_id": data.order_id,
+                        "warehouse_id": plan.warehouse_id,
+                        "priority": data.priority,
+                        "is_urgent": data.is_urgent,
+                        "status": logic.PENDING,
+                        "created_at": now,
+                        "updated_at": now,
+                    }
                 )
                 line_rows.extend(
-                    dict(picklist_id=picklist_id, sequence=l.sequence, sku=l.sku, quantity=l.quantity, bin=l.bin)
+                    {"picklist_id": picklist_id, "sequence": l.sequence, "sku": l.sku, "quantity": l.quantity, "bin": l.bin}
                     for l in plan.lines
                 )
                 created.append(
@@ -123,12 +135,12 @@ class LogisticsStepServicer(pb_grpc.LogisticsStepServiceServicer):
                             common_pb2.PicklistLine(sku=l.sku, quantity=l.quantity, bin=l.bin, sequence=l.sequence)
                             for l in plan.lines
                         ],
-                        created_at=to_timestamp(now),
-                        updated_at=to_timestamp(now),
+                        created_at=stamp,
+                        updated_at=stamp,
                     )
                 )
-            await conn.execute(P.insert(), rows)
-            await conn.execute(PL.insert(), line_rows)
+            await conn.execute(_INSERT_PICKLISTS, rows)
+            await conn.execute(_INSERT_LINES, line_rows)
             return pb.ExecuteResponse(generate_picklist=pb.GeneratePicklistOutput(picklists=created))
 
         return await execute_once(self.engine, models.barrier, request.context, pb.ExecuteResponse, effect)
@@ -144,11 +156,7 @@ class LogisticsStepServicer(pb_grpc.LogisticsStepServiceServicer):
             # compensation (run next, in reverse step order) unlocks it. Calling inventory from
             # inside this transaction would also tie the barrier row to a remote effect that
             # cannot roll back with it.
-            await conn.execute(
-                update(P)
-                .where(P.c.saga_id == saga_id, P.c.status == logic.PENDING)
-                .values(status=logic.CANCELLED, updated_at=utcnow())
-            )
+            await conn.execute(_CANCEL_PENDING, {"saga": saga_id, "now": utcnow()})
             return pb.CompensateResponse()
 
         return await compensate_once(

@@ -4,6 +4,7 @@ over gRPC, on SQLite and on PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -602,3 +603,128 @@ async def test_the_database_itself_refuses_negative_stock(backend, tmp_path):
             assert (await conn.execute(S.select())).one()[:5] == ("W", "S", "", 5, 2)
     finally:
         await engine.dispose()
+
+
+async def test_lock_answer_is_what_was_stored_and_repeated_lines_add_up(inv: Client):
+    w1, w2, w3, a, b = _ids(), _ids(), _ids(), _ids("SKU"), _ids("SKU")
+    await inv.set_stock(w1, a, 5)
+    await inv.set_stock(w2, a, 3)
+    await inv.set_stock(w3, b, 5)
+    saga = f"saga-{uuid.uuid4().hex}"
+
+    # The same stock row twice: both lines are locked, each as a lock of its own.
+    answer = await inv.lock(saga, (w2, a, 1), (w1, a, 2), (w1, a, 3))
+    stored = await inv.locks(saga_id=saga)
+    assert sorted(answer.lock_inventory.locks, key=lambda lock: lock.lock_id) == sorted(
+        stored, key=lambda lock: lock.lock_id
+    )
+    assert sorted(
+        (lock.warehouse_id, lock.quantity) for lock in answer.lock_inventory.locks
+    ) == sorted([(w1, 2), (w1, 3), (w2, 1)])
+    assert (await inv.stock(w1, a)).available == 0
+    assert (await inv.stock(w2, a)).available == 2
+
+    # Two lines of one row that fit only one at a time: the second is the one refused,
+    # with what the first left of the row.
+    refused = f"saga-{uuid.uuid4().hex}"
+    failure = await _failure(inv.lock(refused, (w3, b, 3), (w3, b, 3)))
+    assert failure.code == grpc.StatusCode.ABORTED and failure.reason == "LOCK_CONFLICT"
+    assert failure.metadata == {
+        "warehouse_id": w3,
+        "sku": b,
+        "required": "3",
+        "available": "2",
+    }
+    assert (await inv.stock(w3, b)).locked == 0
+    assert await inv.locks(saga_id=refused) == []
+    # No stock row at all: nothing is available.
+    missing = await _failure(inv.lock(refused, (w3, b, 1), (w3, a, 1)))
+    assert missing.metadata == {
+        "warehouse_id": w3,
+        "sku": a,
+        "required": "1",
+        "available": "0",
+    }
+    assert (await inv.stock(w3, b)).locked == 0
+
+    undone = await inv.unlock(saga)
+    assert undone.released_units == 6
+    for warehouse in (w1, w2):
+        level = await inv.stock(warehouse, a)
+        assert level.locked == 0 and level.available == level.on_hand
+    assert {lock.status for lock in await inv.locks(saga_id=saga)} == {
+        common_pb2.LOCK_STATUS_RELEASED
+    }
+
+
+async def test_concurrent_multi_line_locks_and_releases_never_deadlock(inv: Client):
+    rows = [(_ids(), _ids("SKU")) for _ in range(3)]
+    rows += [(warehouse, _ids("SKU")) for warehouse, _ in rows]
+    for warehouse, sku in rows:
+        await inv.set_stock(warehouse, sku, 10_000)
+    rng = random.Random(5)
+
+    def lines() -> list[tuple[str, str, int]]:
+        # Every saga names every row, in an order of its own.
+        return rng.sample(
+            [(w, s, 1 + k % 3) for k, (w, s) in enumerate(rows)], len(rows)
+        )
+
+    first = [f"saga-{uuid.uuid4().hex}" for _ in range(30)]
+    await asyncio.gather(*(inv.lock(saga, *lines()) for saga in first))
+    second = [f"saga-{uuid.uuid4().hex}" for _ in range(30)]
+    results = await asyncio.gather(
+        *(inv.lock(saga, *lines()) for saga in second),
+        *(inv.unlock(saga) for saga in first),
+        return_exceptions=True,
+    )
+    assert not [r for r in results if isinstance(r, BaseException)]
+    assert all(r.released_units == 12 for r in results[len(second) :])
+    for k, (warehouse, sku) in enumerate(rows):
+        level = await inv.stock(warehouse, sku)
+        _assert_consistent(level)
+        assert level.locked == len(second) * (1 + k % 3)
+
+
+async def test_a_warehouse_without_the_skus_still_reports_its_load(inv: Client):
+    w1, w2, a, other = _ids(), _ids(), _ids("SKU"), _ids("SKU")
+    await inv.set_stock(w1, a, 4)
+    await inv.set_stock(w2, other, 9)
+    await inv.lock(f"saga-{uuid.uuid4().hex}", (w2, other, 7))
+
+    out = (
+        await inv.check(f"saga-{uuid.uuid4().hex}", [w2, w1], [(a, 5)])
+    ).check_availability
+
+    assert [(s.warehouse_id, s.sku, s.available) for s in out.stock] == [(w1, a, 4)]
+    assert [(load.warehouse_id, load.locked_units) for load in out.loads] == [
+        (w2, 7),
+        (w1, 0),
+    ]
+    assert [(s.sku, s.required, s.available) for s in out.shortages] == [(a, 5, 4)]
+
+
+async def test_a_lock_over_hundreds_of_stock_rows(inv: Client):
+    warehouse, prefix = _ids(), _ids("SKU")
+    skus = [f"{prefix}-{k:03d}" for k in range(250)]
+    await asyncio.gather(*(inv.set_stock(warehouse, sku, 3) for sku in skus))
+    saga = f"saga-{uuid.uuid4().hex}"
+    wanted = {sku: 3 if k == 200 else 1 for k, sku in enumerate(skus)}
+
+    answer = await inv.lock(saga, *((warehouse, sku, q) for sku, q in wanted.items()))
+    assert len(answer.lock_inventory.locks) == len(skus)
+    assert (await inv.stock(warehouse, skus[200])).available == 0
+
+    # One short row, far down the lock order: nothing is locked.
+    failure = await _failure(
+        inv.lock(f"saga-{uuid.uuid4().hex}", *((warehouse, sku, 1) for sku in skus))
+    )
+    assert failure.reason == "LOCK_CONFLICT"
+    assert (failure.metadata["sku"], failure.metadata["available"]) == (skus[200], "0")
+    assert (await inv.stock(warehouse, skus[0])).locked == 1
+    assert (await inv.stock(warehouse, skus[-1])).locked == 1
+
+    undone = await inv.unlock(saga)
+    assert undone.released_units == sum(wanted.values())
+    for sku in (skus[0], skus[200], skus[-1]):
+        assert (await inv.stock(warehouse, sku)).locked == 0

@@ -203,3 +203,24 @@ def test_lock_status_mapping_is_complete():
     assert {
         logic.LOCK_STATUS_FROM_DB[v] for v in logic.LOCK_STATUS_TO_DB.values()
     } == statuses
+
+
+def test_units_per_stock_row_adds_up_repeated_lines():
+    lines = [
+        common_pb2.AllocationLine(warehouse_id="W2", sku="A", quantity=1),
+        common_pb2.AllocationLine(warehouse_id="W1", sku="A", quantity=2),
+        common_pb2.AllocationLine(warehouse_id="W2", sku="A", quantity=4),
+    ]
+    assert logic.units_per_stock_row(lines) == [("W1", "A", 2), ("W2", "A", 5)]
+
+
+def test_short_line_replays_one_rows_lines_in_order():
+    def line(quantity: int) -> common_pb2.AllocationLine:
+        return common_pb2.AllocationLine(warehouse_id="W", sku="A", quantity=quantity)
+
+    first, second, third = line(3), line(3), line(1)
+    assert logic.short_line([first, second, third], 5) == (second, 2)
+    assert logic.short_line([first], 0) == (first, 0)
+    assert logic.short_line([first, third], 3) == (third, 0)
+    # All of them fit (the row changed since it was refused): the first, with every unit.
+    assert logic.short_line([first, third], 9) == (first, 9)
