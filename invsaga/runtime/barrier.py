@@ -140,6 +140,58 @@ async def execute_once(
     return response
 
 
+_INSERT_PG = "INSERT INTO barrier (saga_id, step, op, origin, result) VALUES (%s, %s, %s, %s, %s)"
+_SELECT_PG = "SELECT origin, result FROM barrier WHERE saga_id = %s AND step = %s AND op = %s"
+
+
+def is_postgres(engine: AsyncEngine) -> bool:
+    return engine.dialect.name == "postgresql"
+
+
+async def execute_once_pg(
+    engine: AsyncEngine,
+    ctx: common_pb2.StepContext,
+    response_type: type[M],
+    effect: Callable[[Any], Awaitable[M]],
+    on_commit: Callable[[M], None] | None = None,
+) -> M:
+    """``execute_once`` on PostgreSQL with psycopg directly, in as few round trips as it allows.
+
+    ``effect(conn)`` gets the psycopg ``AsyncConnection`` in a transaction in pipeline mode:
+    statements it only sends (``await conn.execute(...)`` without fetching) travel together
+    with BEGIN, the barrier INSERT and COMMIT, in one round trip; fetching a result costs one.
+    The barrier INSERT has no ON CONFLICT: a duplicate makes it fail, which aborts the
+    pipeline, so COMMIT never applies and the effect is rolled back with it. The same rules
+    as ``execute_once`` then hold: the stored result (or COMPENSATED_BEFORE_EXECUTE) is the
+    answer, and an effect that failed is re-raised unless the step already has a row.
+    """
+    import psycopg
+
+    _check_context(ctx)
+    async with engine.connect() as sa_conn:
+        conn = (await sa_conn.get_raw_connection()).driver_connection
+        try:
+            async with conn.pipeline():
+                async with conn.transaction():
+                    response = await effect(conn)
+                    await conn.execute(
+                        _INSERT_PG, (ctx.saga_id, ctx.step, EXECUTE, EXECUTE, response.SerializeToString())
+                    )
+        except Exception as error:
+            duplicate = isinstance(error, psycopg.errors.UniqueViolation) and error.diag.table_name == "barrier"
+            cursor = await conn.execute(_SELECT_PG, (ctx.saga_id, ctx.step, EXECUTE))
+            stored = await cursor.fetchone()
+            await conn.rollback()
+            if stored is None:
+                if duplicate:  # the row went away in between: cannot happen
+                    raise RuntimeError("barrier row vanished") from None
+                raise
+            return _replay(ctx, stored, response_type)
+    if on_commit is not None:
+        on_commit(response)
+    return response
+
+
 async def compensate_once(
     engine: AsyncEngine,
     table: Table,
