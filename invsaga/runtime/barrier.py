@@ -20,6 +20,7 @@ roll back with nothing recorded, so a retry runs again.
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Awaitable, Callable, TypeVar
 
 from google.protobuf.message import Message
@@ -140,6 +141,15 @@ async def execute_once(
     return response
 
 
+class _QuietAbortedPipeline(logging.Filter):
+    """psycopg warns when a pipeline closes after a failed statement; here that is expected."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("error ignored terminating")
+
+
+logging.getLogger("psycopg").addFilter(_QuietAbortedPipeline())
+
 _INSERT_PG = "INSERT INTO barrier (saga_id, step, op, origin, result) VALUES (%s, %s, %s, %s, %s)"
 _SELECT_PG = "SELECT origin, result FROM barrier WHERE saga_id = %s AND step = %s AND op = %s"
 
@@ -157,12 +167,15 @@ async def execute_once_pg(
 ) -> M:
     """``execute_once`` on PostgreSQL with psycopg directly, in as few round trips as it allows.
 
-    ``effect(conn)`` gets the psycopg ``AsyncConnection`` in a transaction in pipeline mode:
-    statements it only sends (``await conn.execute(...)`` without fetching) travel together
-    with BEGIN, the barrier INSERT and COMMIT, in one round trip; fetching a result costs one.
+    ``effect(conn)`` gets the psycopg ``AsyncConnection`` inside an explicit transaction in
+    pipeline mode: statements it only sends (``await conn.execute(...)`` without fetching)
+    travel together with BEGIN, the barrier INSERT and COMMIT in one round trip; fetching a
+    result costs one more. BEGIN and COMMIT are sent as plain statements on a connection in
+    autocommit mode, because psycopg's own transaction handling syncs the pipeline at both.
+
     The barrier INSERT has no ON CONFLICT: a duplicate makes it fail, which aborts the
-    pipeline, so COMMIT never applies and the effect is rolled back with it. The same rules
-    as ``execute_once`` then hold: the stored result (or COMPENSATED_BEFORE_EXECUTE) is the
+    pipeline, so COMMIT never runs and the effect is rolled back with it. The same rules as
+    ``execute_once`` then hold: the stored result (or COMPENSATED_BEFORE_EXECUTE) is the
     answer, and an effect that failed is re-raised unless the step already has a row.
     """
     import psycopg
@@ -170,23 +183,29 @@ async def execute_once_pg(
     _check_context(ctx)
     async with engine.connect() as sa_conn:
         conn = (await sa_conn.get_raw_connection()).driver_connection
+        await conn.set_autocommit(True)
         try:
-            async with conn.pipeline():
-                async with conn.transaction():
+            try:
+                async with conn.pipeline():
+                    await conn.execute("BEGIN")
                     response = await effect(conn)
                     await conn.execute(
                         _INSERT_PG, (ctx.saga_id, ctx.step, EXECUTE, EXECUTE, response.SerializeToString())
                     )
-        except Exception as error:
-            duplicate = isinstance(error, psycopg.errors.UniqueViolation) and error.diag.table_name == "barrier"
-            cursor = await conn.execute(_SELECT_PG, (ctx.saga_id, ctx.step, EXECUTE))
-            stored = await cursor.fetchone()
-            await conn.rollback()
-            if stored is None:
-                if duplicate:  # the row went away in between: cannot happen
-                    raise RuntimeError("barrier row vanished") from None
-                raise
-            return _replay(ctx, stored, response_type)
+                    await conn.execute("COMMIT")
+            except Exception as error:
+                # The failed statement left the transaction aborted (or an exception left it open).
+                await conn.execute("ROLLBACK")
+                duplicate = isinstance(error, psycopg.errors.UniqueViolation) and error.diag.table_name == "barrier"
+                cursor = await conn.execute(_SELECT_PG, (ctx.saga_id, ctx.step, EXECUTE))
+                stored = await cursor.fetchone()
+                if stored is None:
+                    if duplicate:  # the row went away in between: cannot happen
+                        raise RuntimeError("barrier row vanished") from None
+                    raise
+                return _replay(ctx, stored, response_type)
+        finally:
+            await conn.set_autocommit(False)
     if on_commit is not None:
         on_commit(response)
     return response

@@ -9,7 +9,7 @@ import uuid
 from datetime import datetime
 
 import grpc
-from sqlalchemy import and_, bindparam, select, text, update
+from sqlalchemy import and_, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from invsaga.allocation.v1 import allocation_pb2 as pb
@@ -17,7 +17,7 @@ from invsaga.allocation.v1 import allocation_pb2_grpc as pb_grpc
 from invsaga.common.v1 import common_pb2
 from invsaga.notify.v1 import notify_pb2, notify_pb2_grpc
 from invsaga.runtime import metrics
-from invsaga.runtime.barrier import compensate_once, execute_once
+from invsaga.runtime.barrier import compensate_once, execute_once, execute_once_pg, is_postgres
 from invsaga.runtime.channels import channel_to
 from invsaga.runtime.config import Settings
 from invsaga.runtime.convert import aware, next_page_token, page_window, to_timestamp, utcnow
@@ -35,20 +35,24 @@ L = models.allocation_lines
 NOTIFY_TIMEOUT = 5.0
 SWEEP_BATCH = 200
 
-# Execute's and Compensate's statements are built once: per call SQLAlchemy only binds values.
-# On PostgreSQL an allocation and its lines are one statement (a data-modifying CTE; the lines'
-# foreign key is checked at the end of the statement, when the allocation is there): one round
-# trip instead of two, and the same text, prepared once, for any number of lines. SQLite has no
-# INSERT in WITH and takes the two plain INSERTs.
-_INSERT_WITH_LINES = text(
+# Execute's and Compensate's statements are built once: per call only values are bound.
+# On PostgreSQL Execute's effect is plain SQL over psycopg in pipeline mode (execute_once_pg).
+# The allocation and its lines are one statement (a data-modifying CTE; the lines' foreign key
+# is checked at the end of the statement, when the allocation is there), constant text that
+# psycopg prepares once for any number of lines. It is only sent, never fetched, so it travels
+# with BEGIN, the barrier row and COMMIT in one round trip. A duplicate Execute already fails
+# here, on the unique saga_id, which aborts the pipeline like the barrier row's conflict would:
+# execute_once_pg then answers with the stored result either way. SQLite has no INSERT in WITH
+# and takes the two plain INSERTs through SQLAlchemy.
+_INSERT_PG = (
     "WITH allocation AS ("
     " INSERT INTO allocations (allocation_id, saga_id, order_id, strategy, status, total_cost, optimal,"
     " expires_at, created_at, updated_at)"
-    " VALUES (:allocation_id, :saga_id, :order_id, :strategy, 'active', :total_cost, :optimal,"
-    " :expires_at, :now, :now))"
+    " VALUES (%(allocation_id)s, %(saga_id)s, %(order_id)s, %(strategy)s, 'active', %(total_cost)s, %(optimal)s,"
+    " %(expires_at)s, %(now)s, %(now)s))"
     " INSERT INTO allocation_lines (allocation_id, warehouse_id, sku, quantity)"
-    " SELECT :allocation_id, line.warehouse_id, line.sku, line.quantity"
-    " FROM unnest(CAST(:warehouse_ids AS varchar[]), CAST(:skus AS varchar[]), CAST(:quantities AS bigint[]))"
+    " SELECT %(allocation_id)s, line.warehouse_id, line.sku, line.quantity"
+    " FROM unnest(%(warehouse_ids)s::varchar[], %(skus)s::varchar[], %(quantities)s::bigint[])"
     " AS line(warehouse_id, sku, quantity)"
 )
 _INSERT_ALLOCATION = A.insert().values(status="active", created_at=bindparam("now"), updated_at=bindparam("now"))
@@ -167,7 +171,10 @@ class AllocationStepServicer(pb_grpc.AllocationStepServiceServicer):
         expires_at = logic.expires_at(data, now, self.settings.saga.expiry.allocation)
         ctx = request.context
 
-        async def effect(conn: AsyncConnection) -> pb.ExecuteResponse:
+        def allocation() -> tuple[dict, pb.ExecuteResponse]:
+            """The allocation's row and the response, shared by both backends' effects; the
+            business failures raise here, inside the barrier, so a duplicate of a call that
+            went through still gets the first answer."""
             if isinstance(outcome, AllocationError):
                 raise _allocation_failure(outcome, problem.strategy)
             if expires_at <= now:
@@ -187,21 +194,6 @@ class AllocationStepServicer(pb_grpc.AllocationStepServiceServicer):
                 "expires_at": expires_at,
                 "now": now,
             }
-            if conn.dialect.name == "postgresql":
-                row["warehouse_ids"] = [l.warehouse_id for l in outcome.lines]
-                row["skus"] = [l.sku for l in outcome.lines]
-                row["quantities"] = [l.quantity for l in outcome.lines]
-                await conn.execute(_INSERT_WITH_LINES, row)
-            else:
-                await conn.execute(_INSERT_ALLOCATION, row)
-                if outcome.lines:
-                    await conn.execute(
-                        _INSERT_LINES,
-                        [
-                            {"allocation_id": allocation_id, "warehouse_id": l.warehouse_id, "sku": l.sku, "quantity": l.quantity}
-                            for l in outcome.lines
-                        ],
-                    )
             allocation = common_pb2.Allocation(
                 allocation_id=allocation_id,
                 saga_id=ctx.saga_id,
@@ -215,7 +207,32 @@ class AllocationStepServicer(pb_grpc.AllocationStepServiceServicer):
                 total_cost=outcome.total_cost,
                 status=common_pb2.ALLOCATION_STATUS_ACTIVE,
             )
-            return pb.ExecuteResponse(allocate_inventory=pb.AllocateInventoryOutput(allocation=allocation))
+            return row, pb.ExecuteResponse(allocate_inventory=pb.AllocateInventoryOutput(allocation=allocation))
+
+        if is_postgres(self.engine):
+
+            async def effect_pg(conn) -> pb.ExecuteResponse:
+                row, response = allocation()
+                row["warehouse_ids"] = [l.warehouse_id for l in outcome.lines]
+                row["skus"] = [l.sku for l in outcome.lines]
+                row["quantities"] = [l.quantity for l in outcome.lines]
+                await conn.execute(_INSERT_PG, row)
+                return response
+
+            return await execute_once_pg(self.engine, ctx, pb.ExecuteResponse, effect_pg)
+
+        async def effect(conn: AsyncConnection) -> pb.ExecuteResponse:
+            row, response = allocation()
+            await conn.execute(_INSERT_ALLOCATION, row)
+            if outcome.lines:
+                await conn.execute(
+                    _INSERT_LINES,
+                    [
+                        {"allocation_id": row["allocation_id"], "warehouse_id": l.warehouse_id, "sku": l.sku, "quantity": l.quantity}
+                        for l in outcome.lines
+                    ],
+                )
+            return response
 
         return await execute_once(self.engine, models.barrier, ctx, pb.ExecuteResponse, effect)
 

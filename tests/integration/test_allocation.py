@@ -144,6 +144,20 @@ async def test_execute_three_times_makes_one_allocation(allocation):
     assert await steps.Execute(request, timeout=10) == replies[0]
 
 
+async def test_concurrent_duplicate_executes_share_the_first_answer(allocation):
+    """Racing duplicates: on PostgreSQL the later ones fail on the allocation's unique saga_id
+    (before the barrier row) once the first commits, and must still get the first answer."""
+    steps, admin = allocation
+    saga = new_saga()
+    request = pb.ExecuteRequest(context=context(saga), allocate_inventory=allocate_input({"SKU-A": 3, "SKU-B": 1}))
+
+    replies = await asyncio.gather(*(steps.Execute(request, timeout=10) for _ in range(8)))
+
+    assert all(r == replies[0] for r in replies)
+    listed = await admin.ListAllocations(pb.ListAllocationsRequest(saga_id=saga), timeout=10)
+    assert list(listed.allocations) == [replies[0].allocate_inventory.allocation]
+
+
 async def test_compensate_before_execute_is_null_and_refuses_the_late_execute(allocation):
     steps, admin = allocation
     saga = new_saga()
