@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import logging
 
+import psycopg
 from sqlalchemy import and_
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from invsaga.notify.v1 import notify_pb2 as pb
 from invsaga.notify.v1 import notify_pb2_grpc as pb_grpc
-from invsaga.runtime.barrier import compensate_once, execute_once
+from invsaga.runtime.barrier import (
+    compensate_once,
+    execute_once,
+    execute_once_pg,
+    is_postgres,
+)
 from invsaga.runtime.config import Settings
 from invsaga.runtime.convert import next_page_token, page_window, utcnow
 from invsaga.runtime.db import open_service_database
@@ -35,6 +41,10 @@ class Outbox:
     ) -> pb.Notification:
         return await store.insert_notification(conn, saga_id, source, webhooks=self.webhooks, now=utcnow())
 
+    async def add_pg(self, conn: psycopg.AsyncConnection, saga_id: str, source: pb.NotifyInput) -> pb.Notification:
+        """``add`` on the psycopg connection of ``execute_once_pg``: the rows are only sent."""
+        return await store.insert_notification_pg(conn, saga_id, source, webhooks=self.webhooks, now=utcnow())
+
     def committed(self, notification: pb.Notification) -> None:
         # The log channel is this line; it is written once, after the row is durable.
         if log.isEnabledFor(logging.INFO):
@@ -47,6 +57,7 @@ class NotifyStepServicer(pb_grpc.NotifyStepServiceServicer):
     def __init__(self, engine: AsyncEngine, outbox: Outbox) -> None:
         self.engine = engine
         self.outbox = outbox
+        self.postgres = is_postgres(engine)
 
     async def Execute(self, request: pb.ExecuteRequest, context) -> pb.ExecuteResponse:
         if request.WhichOneof("input") != "notify":
@@ -54,14 +65,23 @@ class NotifyStepServicer(pb_grpc.NotifyStepServiceServicer):
         notify = request.notify
         logic.validate_notification(notify, "notify.")
 
-        async def effect(conn: AsyncConnection) -> pb.ExecuteResponse:
-            notification = await self.outbox.add(conn, request.context.saga_id, notify)
+        saga_id = request.context.saga_id
+        # ``_committed`` is not called for a duplicate: the first call already handed the notification on.
+        if not self.postgres:
+
+            async def effect(conn: AsyncConnection) -> pb.ExecuteResponse:
+                notification = await self.outbox.add(conn, saga_id, notify)
+                return pb.ExecuteResponse(notify=pb.NotifyOutput(notification=notification))
+
+            return await execute_once(
+                self.engine, models.barrier, request.context, pb.ExecuteResponse, effect, self._committed
+            )
+
+        async def effect_pg(conn: psycopg.AsyncConnection) -> pb.ExecuteResponse:
+            notification = await self.outbox.add_pg(conn, saga_id, notify)
             return pb.ExecuteResponse(notify=pb.NotifyOutput(notification=notification))
 
-        # Not called for a duplicate: the first call already handed the notification on.
-        return await execute_once(
-            self.engine, models.barrier, request.context, pb.ExecuteResponse, effect, self._committed
-        )
+        return await execute_once_pg(self.engine, request.context, pb.ExecuteResponse, effect_pg, self._committed)
 
     def _committed(self, response: pb.ExecuteResponse) -> None:
         self.outbox.committed(response.notify.notification)

@@ -1,4 +1,5 @@
-"""Reading and writing notifications with their deliveries (SQLAlchemy Core).
+"""Reading and writing notifications with their deliveries (SQLAlchemy Core; the Execute
+step writes the same rows in plain SQL over psycopg on PostgreSQL, ``insert_notification_pg``).
 
 The log channel has no row of its own: its line is written right after the notification
 commits (``server.Outbox.committed``), so its delivery is always delivered, at the first
@@ -15,7 +16,9 @@ from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime
 
+import psycopg
 from google.protobuf.timestamp_pb2 import Timestamp
+from psycopg.types.json import Json
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -65,6 +68,43 @@ def _notification_proto(row, webhook_deliveries: Sequence[pb.Delivery]) -> pb.No
     )
 
 
+# The same rows as insert_notification, written over psycopg (execute_once_pg): one
+# statement each, and only sent, for the response is built from the values written.
+_INSERT_NOTIFICATION_PG = (
+    "INSERT INTO notifications"
+    " (notification_id, saga_id, kind, order_id, customer_id, message, attributes, created_at)"
+    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+)
+_INSERT_DELIVERIES_PG = (
+    "INSERT INTO deliveries"
+    " (notification_id, channel, state, attempts, last_error, delivered_at, next_attempt_at)"
+    " SELECT %s, channel, 'pending', 0, '', NULL, %s FROM unnest(%s::text[]) AS channel"
+)
+
+
+def _new_notification(
+    saga_id: str, source: pb.NotifyInput | pb.SendNotificationRequest, channels: Sequence[str], now: datetime
+) -> pb.Notification:
+    """What ``source`` says, under a new id, with a pending delivery per channel: the
+    notification as ``load_notifications`` reads it back once written. No column it shows is
+    filled in by the database."""
+    created_at = to_timestamp(now)
+    return pb.Notification(
+        notification_id=str(uuid.uuid4()),
+        saga_id=saga_id,
+        kind=source.kind,
+        order_id=source.order_id,
+        customer_id=source.customer_id,
+        message=source.message,
+        attributes=source.attributes,
+        deliveries=[
+            _log_delivery(created_at),
+            *(pb.Delivery(channel=url, state=pb.DELIVERY_STATE_PENDING) for url in channels),
+        ],
+        created_at=created_at,
+    )
+
+
 async def insert_notification(
     conn: AsyncConnection,
     saga_id: str,
@@ -74,24 +114,19 @@ async def insert_notification(
     now: datetime,
 ) -> pb.Notification:
     """Store what ``source`` says with a pending delivery, due now, per webhook: one
-    statement, and a second one when webhooks are configured.
-
-    The notification is returned as ``load_notifications`` would read it back, built from the
-    values written: no column it shows is filled in by the database.
-    """
-    notification_id = str(uuid.uuid4())
-    attributes = dict(source.attributes)
+    statement, and a second one when webhooks are configured; the notification written."""
     channels = list(dict.fromkeys(webhooks))
+    notification = _new_notification(saga_id, source, channels, now)
     await conn.execute(
         N.insert(),
         {
-            "notification_id": notification_id,
+            "notification_id": notification.notification_id,
             "saga_id": saga_id,
             "kind": logic.KIND_TO_DB[source.kind],
             "order_id": source.order_id,
             "customer_id": source.customer_id,
             "message": source.message,
-            "attributes": attributes,
+            "attributes": dict(source.attributes),
             "created_at": now,
         },
     )
@@ -100,7 +135,7 @@ async def insert_notification(
             D.insert(),
             [
                 {
-                    "notification_id": notification_id,
+                    "notification_id": notification.notification_id,
                     "channel": url,
                     "state": "pending",
                     "attempts": 0,
@@ -111,21 +146,37 @@ async def insert_notification(
                 for url in channels
             ],
         )
-    created_at = to_timestamp(now)
-    return pb.Notification(
-        notification_id=notification_id,
-        saga_id=saga_id,
-        kind=source.kind,
-        order_id=source.order_id,
-        customer_id=source.customer_id,
-        message=source.message,
-        attributes=attributes,
-        deliveries=[
-            _log_delivery(created_at),
-            *(pb.Delivery(channel=url, state=pb.DELIVERY_STATE_PENDING) for url in channels),
-        ],
-        created_at=created_at,
+    return notification
+
+
+async def insert_notification_pg(
+    conn: psycopg.AsyncConnection,
+    saga_id: str,
+    source: pb.NotifyInput | pb.SendNotificationRequest,
+    *,
+    webhooks: Sequence[str],
+    now: datetime,
+) -> pb.Notification:
+    """``insert_notification`` on a psycopg connection, sending the statements without
+    waiting for them (in pipeline mode they go out with the transaction's COMMIT)."""
+    channels = list(dict.fromkeys(webhooks))
+    notification = _new_notification(saga_id, source, channels, now)
+    await conn.execute(
+        _INSERT_NOTIFICATION_PG,
+        (
+            notification.notification_id,
+            saga_id,
+            logic.KIND_TO_DB[source.kind],
+            source.order_id,
+            source.customer_id,
+            source.message,
+            Json(dict(source.attributes)),
+            now,
+        ),
     )
+    if channels:
+        await conn.execute(_INSERT_DELIVERIES_PG, (notification.notification_id, now, channels))
+    return notification
 
 
 async def load_notifications(

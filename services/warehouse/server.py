@@ -5,14 +5,25 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import psycopg
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from invsaga.common.v1 import common_pb2
-from invsaga.runtime.barrier import compensate_once, execute_once
+from invsaga.runtime.barrier import (
+    compensate_once,
+    execute_once,
+    execute_once_pg,
+    is_postgres,
+)
 from invsaga.runtime.config import Settings
 from invsaga.runtime.convert import next_page_token, page_window, to_timestamp, utcnow
-from invsaga.runtime.db import insert_ignore, load_with_children, open_service_database, upsert
+from invsaga.runtime.db import (
+    insert_ignore,
+    load_with_children,
+    open_service_database,
+    upsert,
+)
 from invsaga.runtime.errors import InvalidArgument, NotFound, Violations
 from invsaga.runtime.server import App, registration
 from invsaga.warehouse.v1 import warehouse_pb2 as pb
@@ -25,6 +36,9 @@ V = models.catalog_version
 
 _VERSION = select(V.c.version).where(V.c.id == 1)
 _BUMP = update(V).where(V.c.id == 1).values(version=V.c.version + 1)
+# On PostgreSQL, sent with the barrier row and COMMIT: divides by zero, which rolls the
+# Execute back, unless the catalog is still at the version the answer was built from.
+_SAME_VERSION_PG = "SELECT 1 / (version = %s)::int FROM catalog_version WHERE id = 1"
 
 
 def _to_proto(row, skus: list[str]) -> common_pb2.Warehouse:
@@ -75,29 +89,37 @@ class Catalog:
     """The active warehouses with their assortments, in memory, for QueryWarehouses.
 
     Every write of the warehouses or assortment tables bumps ``catalog_version`` in its own
-    transaction (``_BUMP``, after its other writes). Each Execute reads that one row first and
-    reloads the catalog only when the number has moved, so a write committed on any replica,
-    this one included, is seen by every Execute that starts after the commit, exactly as when
-    the tables were read on each call. The version is read before the tables: under READ
-    COMMITTED a write committing in between makes the catalog newer than the version it is
-    filed under, which costs one more reload and never keeps an old catalog.
+    transaction (``_BUMP``, after its other writes). An Execute answers from the catalog only
+    if that row still holds the version the catalog was loaded at, checked in the Execute's
+    own transaction: on SQLite by reading it first (``active``), on PostgreSQL by sending
+    ``_SAME_VERSION_PG`` along with the barrier row, so that the check costs no round trip
+    and a catalog that moved rolls the Execute back to be answered again after ``refresh``.
+    Either way a write committed on any replica, this one included, is seen by every Execute
+    that starts after the commit, exactly as when the tables were read on each call. The
+    version is read before the tables: under READ COMMITTED a write committing in between
+    makes the catalog newer than the version it is filed under, which costs one more reload
+    and never keeps an old catalog.
     """
 
     def __init__(self) -> None:
-        self._version: int | None = None
-        self._active: tuple[_Carrier, ...] = ()
+        # The version and the catalog loaded at it, replaced together.
+        self.current: tuple[int | None, tuple[_Carrier, ...]] = (None, ())
 
     async def active(self, conn: AsyncConnection) -> tuple[_Carrier, ...]:
         version = (await conn.execute(_VERSION)).scalar_one()
-        if version == self._version:
-            return self._active
-        active = []
-        for warehouse in await _load(conn, W.c.status == "active"):
-            skus = frozenset(warehouse.skus)
-            warehouse.ClearField("skus")
-            active.append(_Carrier(warehouse, skus))
-        self._version, self._active = version, tuple(active)
-        return self._active
+        if version != self.current[0]:
+            active = []
+            for warehouse in await _load(conn, W.c.status == "active"):
+                skus = frozenset(warehouse.skus)
+                warehouse.ClearField("skus")
+                active.append(_Carrier(warehouse, skus))
+            self.current = (version, tuple(active))
+        return self.current[1]
+
+    async def refresh(self, engine: AsyncEngine) -> None:
+        """Load the catalog if the version has moved (or nothing is loaded yet)."""
+        async with engine.connect() as conn:
+            await self.active(conn)
 
 
 def _candidates(
@@ -181,6 +203,7 @@ class WarehouseServicer(pb_grpc.WarehouseServiceServicer):
 class WarehouseStepServicer(pb_grpc.WarehouseStepServiceServicer):
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
+        self.postgres = is_postgres(engine)
         self.catalog = Catalog()
 
     async def Execute(self, request: pb.ExecuteRequest, context) -> pb.ExecuteResponse:
@@ -192,13 +215,32 @@ class WarehouseStepServicer(pb_grpc.WarehouseStepServiceServicer):
 
         wanted = set(query.skus)
 
-        async def effect(conn: AsyncConnection) -> pb.ExecuteResponse:
+        def respond(active: Sequence[_Carrier]) -> pb.ExecuteResponse:
             response = pb.ExecuteResponse()
             response.query_warehouses.SetInParent()  # the output is set even when nothing matches
-            _candidates(response.query_warehouses, await self.catalog.active(conn), wanted, query.preferred_warehouses)
+            _candidates(response.query_warehouses, active, wanted, query.preferred_warehouses)
             return response
 
-        return await execute_once(self.engine, models.barrier, request.context, pb.ExecuteResponse, effect)
+        if not self.postgres:
+
+            async def effect(conn: AsyncConnection) -> pb.ExecuteResponse:
+                return respond(await self.catalog.active(conn))
+
+            return await execute_once(self.engine, models.barrier, request.context, pb.ExecuteResponse, effect)
+
+        async def effect_pg(conn: psycopg.AsyncConnection) -> pb.ExecuteResponse:
+            version, active = self.catalog.current
+            await conn.execute(_SAME_VERSION_PG, (version,))
+            return respond(active)
+
+        if self.catalog.current[0] is None:
+            await self.catalog.refresh(self.engine)
+        # Round again only if the catalog is written again in between: writes are rare.
+        while True:
+            try:
+                return await execute_once_pg(self.engine, request.context, pb.ExecuteResponse, effect_pg)
+            except psycopg.errors.DivisionByZero:  # the catalog moved on: answer from the new one
+                await self.catalog.refresh(self.engine)
 
     async def Compensate(self, request: pb.CompensateRequest, context) -> pb.CompensateResponse:
         async def effect(conn: AsyncConnection) -> pb.CompensateResponse:

@@ -380,3 +380,38 @@ async def test_a_stored_notification_reads_back_as_returned_and_an_old_log_row_s
     assert found == [quiet, hooked]  # newest first
     assert [d.channel for d in hooked.deliveries] == ["log", *hooks]
     assert [d.channel for d in quiet.deliveries] == ["log"]
+
+
+@pytest.mark.postgres
+async def test_the_rows_written_over_psycopg_are_the_rows_written_through_sqlalchemy():
+    """The Execute step on PostgreSQL writes with ``insert_notification_pg`` in pipeline mode."""
+    settings = load_settings("notify", env={}, database_url=new_pg_database())
+    engine = await open_service_database(settings, models.metadata, models.__file__)
+    hooks = ("http://127.0.0.1:9/hook", "http://127.0.0.1:9/audit", "http://127.0.0.1:9/hook")
+    source = notify_input("ORD-9", attributes={"城市": "上海", "units": "7", "empty": ""})
+    now = utcnow()
+    try:
+        async with engine.begin() as conn:
+            through_sqlalchemy = await store.insert_notification(conn, "saga-1", source, webhooks=hooks, now=now)
+        async with engine.connect() as conn:
+            raw = (await conn.get_raw_connection()).driver_connection
+            async with raw.pipeline(), raw.transaction():
+                over_psycopg = await store.insert_notification_pg(raw, "saga-1", source, webhooks=hooks, now=now)
+        async with engine.connect() as conn:
+            rows = (
+                await conn.exec_driver_sql(
+                    "SELECT n.saga_id, n.kind, n.order_id, n.customer_id, n.message, n.attributes::text,"
+                    " n.created_at, d.channel, d.state, d.attempts, d.last_error, d.delivered_at, d.next_attempt_at"
+                    " FROM notifications n JOIN deliveries d USING (notification_id) ORDER BY n.seq, d.channel"
+                )
+            ).all()
+            found = await store.load_notifications(conn, webhooks=hooks)
+    finally:
+        await engine.dispose()
+
+    assert len(rows) == 4  # two notifications, each with a delivery per distinct webhook
+    assert rows[:2] == rows[2:]
+    assert found == [over_psycopg, through_sqlalchemy]  # newest first, each as returned
+    over_psycopg.ClearField("notification_id")
+    through_sqlalchemy.ClearField("notification_id")
+    assert over_psycopg == through_sqlalchemy

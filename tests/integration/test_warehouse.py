@@ -3,6 +3,7 @@ servicers in process, on SQLite and on PostgreSQL, two of them standing for two 
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import pytest
@@ -139,6 +140,26 @@ async def test_a_write_on_either_replica_is_seen_by_the_next_query_on_the_other(
     await reader.upsert("W1", priority=5)
     assert await reader.found(["A"]) == [("W2", ["A"]), ("W1", ["A"])]
     assert await writer.found(["A"]) == [("W2", ["A"]), ("W1", ["A"])]
+
+
+async def test_queries_running_together_on_a_stale_replica_answer_and_store_from_the_new_catalog(replicas):
+    writer, reader = replicas
+    await writer.upsert("W1", priority=5)
+    await writer.carry("W1", "A")
+    assert await reader.found(["A"]) == [("W1", ["A"])]  # the reader's catalog is loaded
+
+    await writer.upsert("W2", priority=9)
+    await writer.carry("W2", "A")
+    saga_ids = [str(uuid.uuid4()) for _ in range(8)]
+    first = await asyncio.gather(*(reader.query(["A"], saga_id=s) for s in saga_ids))
+    again = await asyncio.gather(*(reader.query(["A"], saga_id=s) for s in saga_ids))
+
+    for reply in first:
+        assert [(w.warehouse_id, list(w.skus)) for w in reply.query_warehouses.warehouses] == [
+            ("W2", ["A"]),
+            ("W1", ["A"]),
+        ]
+    assert again == first
 
 
 async def test_the_migrations_and_models_agree(database_url):
