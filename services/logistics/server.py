@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import uuid
+from datetime import datetime
 
 import grpc
 from sqlalchemy import and_, bindparam, select, update
@@ -13,7 +15,12 @@ from invsaga.common.v1 import common_pb2
 from invsaga.inventory.v1 import inventory_pb2, inventory_pb2_grpc
 from invsaga.logistics.v1 import logistics_pb2 as pb
 from invsaga.logistics.v1 import logistics_pb2_grpc as pb_grpc
-from invsaga.runtime.barrier import compensate_once, execute_once
+from invsaga.runtime.barrier import (
+    compensate_once,
+    execute_once,
+    execute_once_pg,
+    is_postgres,
+)
 from invsaga.runtime.channels import channel_to
 from invsaga.runtime.config import Settings
 from invsaga.runtime.convert import next_page_token, page_window, to_timestamp, utcnow
@@ -45,6 +52,20 @@ _CANCEL_PENDING = (
     update(P)
     .where(P.c.saga_id == bindparam("saga"), P.c.status == logic.PENDING)
     .values(status=logic.CANCELLED, updated_at=bindparam("now", type_=P.c.updated_at.type))
+)
+# On PostgreSQL the picklists and their lines are one statement (a data-modifying CTE; the
+# lines' foreign key is checked at the end of the statement, when the picklists are there),
+# a constant text psycopg prepares once, for any number of picklists and lines.
+_INSERT_PG = (
+    "WITH picklist AS ("
+    " INSERT INTO picklists (picklist_id, saga_id, order_id, warehouse_id, priority, is_urgent, status,"
+    " created_at, updated_at)"
+    " SELECT p.picklist_id, %(saga_id)s, %(order_id)s, p.warehouse_id, %(priority)s, %(is_urgent)s,"
+    " 'pending', %(now)s, %(now)s"
+    " FROM unnest(%(picklist_ids)s::text[], %(warehouse_ids)s::text[]) AS p(picklist_id, warehouse_id))"
+    " INSERT INTO picklist_lines (picklist_id, sequence, sku, quantity, bin)"
+    " SELECT * FROM unnest(%(line_picklist_ids)s::text[], %(sequences)s::int[], %(skus)s::text[],"
+    " %(quantities)s::bigint[], %(bins)s::text[])"
 )
 
 
@@ -87,9 +108,80 @@ async def _get(conn: AsyncConnection, picklist_id: str) -> common_pb2.Picklist:
     return found[0]
 
 
+async def _insert_core(
+    conn: AsyncConnection,
+    saga_id: str,
+    data: pb.GeneratePicklistInput,
+    plans: list[logic.PickPlan],
+    ids: list[str],
+    now: datetime,
+) -> None:
+    """The step's picklists (``plans``, named ``ids``) and their lines, in two INSERTs."""
+    await conn.execute(
+        _INSERT_PICKLISTS,
+        [
+            {
+                "picklist_id": picklist_id,
+                "saga_id": saga_id,
+                "order_id": data.order_id,
+                "warehouse_id": plan.warehouse_id,
+                "priority": data.priority,
+                "is_urgent": data.is_urgent,
+                "status": logic.PENDING,
+                "created_at": now,
+                "updated_at": now,
+            }
+            for picklist_id, plan in zip(ids, plans)
+        ],
+    )
+    await conn.execute(
+        _INSERT_LINES,
+        [
+            {"picklist_id": picklist_id, "sequence": l.sequence, "sku": l.sku, "quantity": l.quantity, "bin": l.bin}
+            for picklist_id, plan in zip(ids, plans)
+            for l in plan.lines
+        ],
+    )
+
+
+async def _insert_pg(
+    conn,
+    saga_id: str,
+    data: pb.GeneratePicklistInput,
+    plans: list[logic.PickPlan],
+    ids: list[str],
+    now: datetime,
+) -> None:
+    """_insert_core on PostgreSQL (psycopg in pipeline mode): sent, not fetched, so it goes out
+    with the barrier row and COMMIT in one round trip."""
+    await conn.execute(
+        _INSERT_PG,
+        {
+            "saga_id": saga_id,
+            "order_id": data.order_id,
+            "priority": data.priority,
+            "is_urgent": data.is_urgent,
+            "now": now,
+            "picklist_ids": ids,
+            "warehouse_ids": [plan.warehouse_id for plan in plans],
+            "line_picklist_ids": [picklist_id for picklist_id, plan in zip(ids, plans) for _ in plan.lines],
+            "sequences": [l.sequence for plan in plans for l in plan.lines],
+            "skus": [l.sku for plan in plans for l in plan.lines],
+            "quantities": [l.quantity for plan in plans for l in plan.lines],
+            "bins": [l.bin for plan in plans for l in plan.lines],
+        },
+    )
+
+
 class LogisticsStepServicer(pb_grpc.LogisticsStepServiceServicer):
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
+        if is_postgres(engine):
+            self._insert = _insert_pg
+            self._execute_once = functools.partial(execute_once_pg, engine)
+        else:
+            self._insert = _insert_core
+            self._execute_once = functools.partial(execute_once, engine, models.barrier)
 
     async def Execute(self, request: pb.ExecuteRequest, context) -> pb.ExecuteResponse:
         if request.WhichOneof("input") != "generate_picklist":
@@ -99,51 +191,32 @@ class LogisticsStepServicer(pb_grpc.LogisticsStepServiceServicer):
         plans = logic.plan_picklists(data.lines)
         saga_id = request.context.saga_id
 
-        async def effect(conn: AsyncConnection) -> pb.ExecuteResponse:
+        async def effect(conn) -> pb.ExecuteResponse:
             now = utcnow()
+            ids = [f"PL-{uuid.uuid4().hex}" for _ in plans]
+            await self._insert(conn, saga_id, data, plans, ids, now)
             stamp = to_timestamp(now)
-            created, rows, line_rows = [], [], []
-            for plan in plans:
-                picklist_id = f"PL-{uuid.uuid4().hex}"
-                rows.append(
-                    {
-                        "picklist_id": picklist_id,
-                        "saga_id": saga_id,
-                        "order_id": data.order_id,
-                        "warehouse_id": plan.warehouse_id,
-                        "priority": data.priority,
-                        "is_urgent": data.is_urgent,
-                        "status": logic.PENDING,
-                        "created_at": now,
-                        "updated_at": now,
-                    }
+            created = [
+                common_pb2.Picklist(
+                    picklist_id=picklist_id,
+                    saga_id=saga_id,
+                    order_id=data.order_id,
+                    warehouse_id=plan.warehouse_id,
+                    priority=data.priority,
+                    is_urgent=data.is_urgent,
+                    status=common_pb2.PICKLIST_STATUS_PENDING,
+                    lines=[
+                        common_pb2.PicklistLine(sku=l.sku, quantity=l.quantity, bin=l.bin, sequence=l.sequence)
+                        for l in plan.lines
+                    ],
+                    created_at=stamp,
+                    updated_at=stamp,
                 )
-                line_rows.extend(
-                    {"picklist_id": picklist_id, "sequence": l.sequence, "sku": l.sku, "quantity": l.quantity, "bin": l.bin}
-                    for l in plan.lines
-                )
-                created.append(
-                    common_pb2.Picklist(
-                        picklist_id=picklist_id,
-                        saga_id=saga_id,
-                        order_id=data.order_id,
-                        warehouse_id=plan.warehouse_id,
-                        priority=data.priority,
-                        is_urgent=data.is_urgent,
-                        status=common_pb2.PICKLIST_STATUS_PENDING,
-                        lines=[
-                            common_pb2.PicklistLine(sku=l.sku, quantity=l.quantity, bin=l.bin, sequence=l.sequence)
-                            for l in plan.lines
-                        ],
-                        created_at=stamp,
-                        updated_at=stamp,
-                    )
-                )
-            await conn.execute(_INSERT_PICKLISTS, rows)
-            await conn.execute(_INSERT_LINES, line_rows)
+                for picklist_id, plan in zip(ids, plans)
+            ]
             return pb.ExecuteResponse(generate_picklist=pb.GeneratePicklistOutput(picklists=created))
 
-        return await execute_once(self.engine, models.barrier, request.context, pb.ExecuteResponse, effect)
+        return await self._execute_once(request.context, pb.ExecuteResponse, effect)
 
     async def Compensate(self, request: pb.CompensateRequest, context) -> pb.CompensateResponse:
         saga_id = request.context.saga_id

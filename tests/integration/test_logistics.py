@@ -182,6 +182,27 @@ async def test_picklists_once_per_warehouse_in_bin_order(picking):
     assert (await picking.stock("WH-B", "SKU-1")).locked == 4
 
 
+async def test_every_picklist_answered_is_the_one_stored(picking):
+    # Urgent, over two warehouses, a SKU named twice (one line of the summed quantity): each
+    # picklist read back, lines and all, equals the answer.
+    saga_id = new_saga()
+    await picking.lock(saga_id, {("WH-A", "SKU-1"): 2, ("WH-A", "SKU-2"): 1, ("WH-B", "SKU-1"): 4})
+    request = picking.generate_request(
+        saga_id, {("WH-B", "SKU-1"): 3, ("WH-A", "SKU-1"): 2, ("WH-A", "SKU-2"): 1}, priority=7, urgent=True
+    )
+    request.generate_picklist.lines.append(pb.PickRequestLine(warehouse_id=picking.w("WH-B"), sku="SKU-1", quantity=1))
+
+    made = (await picking.steps.Execute(request, timeout=10)).generate_picklist.picklists
+    assert [(p.warehouse_id, [(l.sequence, l.sku, l.quantity) for l in p.lines]) for p in made] == [
+        (picking.w("WH-A"), [(1, "SKU-2", 1), (2, "SKU-1", 2)]),
+        (picking.w("WH-B"), [(1, "SKU-1", 4)]),
+    ]
+    assert all(p.is_urgent and p.priority == 7 and p.order_id == f"ORD-{saga_id}" for p in made)
+    for picklist in made:
+        got = await picking.logistics.GetPicklist(pb.GetPicklistRequest(picklist_id=picklist.picklist_id))
+        assert got.picklist == picklist
+
+
 async def test_compensate_before_execute_is_null_and_refuses_the_late_execute(picking):
     steps, logistics = picking.steps, picking.logistics
     saga_id = new_saga()
