@@ -297,7 +297,10 @@ class Driver:
                 code=saga.failure.code,
                 message=saga.failure.message,
             )
-            await self.save()
+            # Awaited: once a Compensate has run, a driver that takes over after a crash must
+            # know the saga is rolling back. Otherwise it would re-drive the failed step, get
+            # the first result of an effect since undone, and complete the saga without it.
+            await self.save(wait=True)
         comp = self.settings.saga.compensation
         policy = RetryPolicy(comp.retry_attempts, self.settings.saga.retry.initial_interval,
                              self.settings.saga.retry.max_interval, ALL)

@@ -61,6 +61,7 @@ class GroupCommitter:
         self._queue: list[tuple[Callable[[AsyncConnection], Awaitable[Any]], asyncio.Future, Any]] = []
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task | None = None
+        self._held: AsyncConnection | None = None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="group-commit")
@@ -70,6 +71,10 @@ class GroupCommitter:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        if self._held is not None:
+            with contextlib.suppress(Exception):
+                await self._held.close()
+            self._held = None
 
     def submit(self, fn: Callable[[AsyncConnection], Awaitable[T]], tag: Any = None) -> asyncio.Future:
         """Queue ``fn(conn)`` for the next shared transaction; ``tag`` is passed to ``on_commit``."""
@@ -111,16 +116,30 @@ class GroupCommitter:
                 continue
             notes = _payloads(self.origin, [tag[0] for _, _, tag in group if tag is not None])
             try:
-                async with self.autocommit.connect() as conn:
-                    raw = (await conn.get_raw_connection()).driver_connection
-                    results = await kind.bulk(raw, [fn for fn, _, _ in group], notes)
-                    if kind is CreateWrite:  # None for a saga created, else the row holding its request_id
-                        results = [None if fn.saga_id in results else await fn.existing(conn) for fn, _, _ in group]
+                conn = await self._bulk_connection()
+                raw = (await conn.get_raw_connection()).driver_connection
+                results = await kind.bulk(raw, [fn for fn, _, _ in group], notes)
+                if kind is CreateWrite:  # None for a saga created, else the row holding its request_id
+                    results = [None if fn.saga_id in results else await fn.existing(conn) for fn, _, _ in group]
             except Exception:
                 log.warning("bulk saga write failed; writing the batch the ordinary way", exc_info=True)
+                await self._drop_bulk_connection()
                 await self._commit(group)
                 continue
             self._resolve(group, results)
+
+    async def _bulk_connection(self) -> AsyncConnection:
+        """The writer's own autocommit connection, kept between batches (no pool checkout each)."""
+        if self._held is None:
+            self._held = await self.autocommit.connect()
+        return self._held
+
+    async def _drop_bulk_connection(self) -> None:
+        held, self._held = self._held, None
+        if held is not None:
+            with contextlib.suppress(Exception):
+                await held.invalidate()
+                await held.close()
 
     async def _commit(self, batch) -> None:
         try:

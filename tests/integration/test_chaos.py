@@ -117,7 +117,7 @@ class Chaos:
         rng = random.Random(99)
         while not self.done.is_set():
             try:
-                await asyncio.wait_for(self.done.wait(), rng.uniform(4.0, 9.0))
+                await asyncio.wait_for(self.done.wait(), rng.uniform(2.0, 5.0))
                 return
             except asyncio.TimeoutError:
                 pass
