@@ -84,7 +84,7 @@ def failure_from_error(step: StepDef, error: RpcFailure, timed_out: bool) -> pb.
 class Driver:
     """Drives one saga from its saved state to a terminal status (or until the lease is lost)."""
 
-    def __init__(self, engine: "Engine", row) -> None:
+    def __init__(self, engine: "Engine", row, recovered: bool = True) -> None:
         self.engine = engine
         self.settings = engine.settings
         self.saga: pb.Saga = row.saga
@@ -96,14 +96,11 @@ class Driver:
         self.inflight: asyncio.Future | None = None  # the save under way
         self.previous_status = row.saga.status
         self.saga.status = row.status  # the column is the truth (Cancel/Resume update it directly)
-        # Saves are pipelined, so a crash can leave the saved state one step behind the calls
-        # made: a driver that takes over a saga treats the step after the first unfinished one
-        # as possibly sent, and fences it off with a Compensate if the saga rolls back.
-        self.maybe_sent: int | None = None
-        if row.last_seq > 1 and row.status in (pb.SAGA_STATUS_RUNNING, pb.SAGA_STATUS_COMPENSATING):
-            first = next((i for i, st in enumerate(self.saga.steps) if st.status != pb.STEP_STATUS_SUCCEEDED), None)
-            if first is not None and first + 1 < len(STEPS):
-                self.maybe_sent = first + 1
+        # Saves are pipelined, so the saved state can lag behind the calls made. A driver that
+        # takes over a saga (or picks it up again from the database) therefore treats every
+        # compensable step still PENDING there as possibly sent, and fences it off with a
+        # Compensate if the saga rolls back.
+        self.recovered = recovered
 
     # -- persistence -------------------------------------------------------------------
     def emit(self, type_: int, step: str = "", step_status: int = 0, **detail: Any) -> None:
@@ -116,8 +113,8 @@ class Driver:
         Saves are pipelined: the next step's call overlaps this write, and its result (lease
         still held, cancel requested) is read before the next save. Recovery never needs the
         write to have landed — a re-driven step gets its first result from the barrier, and a
-        step that may have been sent is fenced off (``maybe_sent``) — so only the terminal save
-        is awaited before the saga counts as done.
+        step that may have been sent is fenced off (``recovered``) — so only the terminal save,
+        and the one that starts a rollback, are awaited.
         """
         await self.settle()
         self.saga.updated_at.CopyFrom(now_ts())
@@ -306,7 +303,7 @@ class Driver:
                              self.settings.saga.retry.max_interval, ALL)
         for i in reversed(range(len(STEPS))):
             step, state = STEPS[i], saga.steps[i]
-            if i == self.maybe_sent and step.compensable and state.status == pb.STEP_STATUS_PENDING:
+            if self.recovered and step.compensable and state.status == pb.STEP_STATUS_PENDING:
                 if not await self.fence(step, state, policy, comp.timeout):
                     return
                 continue
@@ -468,12 +465,13 @@ class Engine:
                 self.known.discard(saga_id)
 
     async def drive(self, saga_id: str) -> None:
-        row = self.fresh.pop(saga_id, None) or await self.store.load(saga_id)
+        fresh = self.fresh.pop(saga_id, None)
+        row = fresh or await self.store.load(saga_id)
         if row is None or row.owner != self.owner:
             return
         if self.metrics:
             self.metrics.driving(saga_id, row.saga.created_at.ToMicroseconds() / 1e6)
-        driver = self.drivers[saga_id] = Driver(self, row)
+        driver = self.drivers[saga_id] = Driver(self, row, recovered=fresh is None)
         try:
             with telemetry.saga_trace(row.trace_context), log_context(saga_id=saga_id):
                 await driver.run()
