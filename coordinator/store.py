@@ -163,7 +163,7 @@ class GroupCommitter:
             if not future.done():
                 future.set_result(result)
         if self.on_commit:
-            self.on_commit([tag for (_, _, tag), result in zip(batch, results) if tag is not None and _ok(result)])
+            self.on_commit([tag for (fn, _, tag), result in zip(batch, results) if tag is not None and _ok(fn, result)])
 
     async def _apply(self, conn: AsyncConnection, batch) -> list[Any]:
         return [await fn(conn) for fn, _, _ in batch]
@@ -196,8 +196,13 @@ def _payloads(origin: str, saga_ids: list[str]) -> list[str]:
     return payloads
 
 
-def _ok(result: Any) -> bool:
-    return not isinstance(result, SaveResult) or result.ok
+def _ok(write: Any, result: Any) -> bool:
+    """Whether the write happened: a save still held its lease, a create found its request_id free."""
+    if isinstance(result, SaveResult):
+        return result.ok
+    if isinstance(write, CreateWrite):
+        return result is None
+    return True
 
 
 # Wakes other replicas' watchers; evaluated once per statement, and only if a row was written.
