@@ -205,7 +205,10 @@ async def execute_once_pg(
                     raise
                 return _replay(ctx, stored, response_type)
         finally:
-            await conn.set_autocommit(False)
+            if not conn.closed:  # a dead connection is discarded by the pool as it is
+                if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                    await conn.execute("ROLLBACK")  # left open by a cancellation
+                await conn.set_autocommit(False)
     if on_commit is not None:
         on_commit(response)
     return response
