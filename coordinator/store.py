@@ -144,7 +144,7 @@ class GroupCommitter:
     async def _commit(self, batch) -> None:
         try:
             async with self.engine.begin() as conn:
-                results = await self._apply(conn, batch)
+                results = [await fn(conn) for fn, _, _ in batch]
                 await self._notify(conn, [tag[0] for _, _, tag in batch if tag is not None])
         except Exception as exc:
             if len(batch) == 1:
@@ -164,9 +164,6 @@ class GroupCommitter:
                 future.set_result(result)
         if self.on_commit:
             self.on_commit([tag for (fn, _, tag), result in zip(batch, results) if tag is not None and _ok(fn, result)])
-
-    async def _apply(self, conn: AsyncConnection, batch) -> list[Any]:
-        return [await fn(conn) for fn, _, _ in batch]
 
     async def _notify(self, conn: AsyncConnection, saga_ids: list[str]) -> None:
         """On PostgreSQL, wake watchers on every replica (delivered at commit)."""
