@@ -28,7 +28,7 @@ from invsaga.runtime import telemetry
 from invsaga.runtime.config import Settings
 from invsaga.runtime.errors import RpcFailure
 from invsaga.runtime.logs import log_context
-from invsaga.runtime.retry import ALL, DeadlineReached, RetryPolicy, retrying
+from invsaga.runtime.retry import ALL, DeadlineReached, RetryPolicy, call_with_retry
 
 log = logging.getLogger("invsaga.coordinator")
 
@@ -265,8 +265,10 @@ class Driver:
         stub = self.engine.participants.stubs[step.service]
         started = time.monotonic()
         try:
-            with retrying(policy, deadline=S.monotonic_deadline(self.deadline_ms), observer=observe):
-                response = await stub.Execute(request, timeout=self.settings.step_timeout(step.key))
+            response = await call_with_retry(
+                stub.Execute, request, timeout=self.settings.step_timeout(step.key), policy=policy,
+                deadline=S.monotonic_deadline(self.deadline_ms), observer=observe,
+            )
         except DeadlineReached:
             self.engine.observe_step(step, "failed", time.monotonic() - started)
             return self.timeout_failure(step)
@@ -384,8 +386,11 @@ class Driver:
         try:
             with log_context(saga_id=self.saga.saga_id, step=step.name), telemetry.step_span(
                 f"saga.{step.name}.compensate", self.saga.saga_id, step.name
-            ), retrying(policy, observer=observe):
-                response = await stub.Compensate(S.compensate_request(step, self.saga), timeout=timeout)
+            ):
+                response = await call_with_retry(
+                    stub.Compensate, S.compensate_request(step, self.saga), timeout=timeout, policy=policy,
+                    observer=observe,
+                )
         except grpc.RpcError as error:
             return RpcFailure.from_error(error), None
         state.compensation_attempts += 1
@@ -397,10 +402,10 @@ class Driver:
         policy = RetryPolicy(retry.max_attempts, retry.initial_interval, retry.max_interval, NOTIFY_FAILURE.retryable)
         request = S.execute_request(NOTIFY_FAILURE, self.saga, self.settings)
         try:
-            with retrying(policy):
-                await self.engine.participants.stubs["notify"].Execute(
-                    request, timeout=self.settings.step_timeout("notify")
-                )
+            await call_with_retry(
+                self.engine.participants.stubs["notify"].Execute, request,
+                timeout=self.settings.step_timeout("notify"), policy=policy,
+            )
         except grpc.RpcError as error:
             log.warning("failure notification for %s not sent: %s", self.saga.saga_id, error.code().name)
 

@@ -21,7 +21,6 @@ from invsaga.logistics.v1 import logistics_pb2, logistics_pb2_grpc
 from invsaga.notify.v1 import notify_pb2, notify_pb2_grpc
 from invsaga.runtime.channels import channel_to
 from invsaga.runtime.config import Settings
-from invsaga.runtime.retry import RetryInterceptor
 from invsaga.warehouse.v1 import warehouse_pb2, warehouse_pb2_grpc
 
 PB = {
@@ -41,10 +40,10 @@ STUBS = {
 
 
 class Participants:
-    """Typed step stubs over one channel per participant, all through the retry interceptor."""
+    """Typed step stubs over one channel per participant (callers retry with ``call_with_retry``)."""
 
     def __init__(self, settings: Settings) -> None:
-        self.channels = {name: channel_to(settings, name, [RetryInterceptor()]) for name in STUBS}
+        self.channels = {name: channel_to(settings, name) for name in STUBS}
         self.stubs = {name: STUBS[name](channel) for name, channel in self.channels.items()}
 
     async def close(self) -> None:
@@ -215,5 +214,5 @@ def compensate_request(step: StepDef, saga: pb.Saga) -> Any:
 
 
 def monotonic_deadline(deadline_ms: int) -> float:
-    """Convert an epoch-ms deadline to the monotonic clock the retry interceptor uses."""
+    """Convert an epoch-ms deadline to the monotonic clock ``call_with_retry`` uses."""
     return time.monotonic() + (deadline_ms / 1000.0 - time.time())

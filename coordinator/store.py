@@ -18,6 +18,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Sequence, TypeVar
 
+import psycopg
 from sqlalchemy import func, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -243,9 +244,19 @@ def _params(rows: list[tuple[Any, ...]], width: int) -> tuple[int, list[Any]]:
     return n, [v for row in rows for v in row] + [None] * (width * (n - len(rows)))
 
 
+def _numbered(sql: str) -> str:
+    """``%s`` placeholders as ``$1, $2, ...``, for a raw cursor.
+
+    psycopg parses a ``%s`` query on every execution once it is longer than its 4 KB cache
+    limit, as these statements are; with numbered placeholders it sends the text as it is.
+    """
+    parts = sql.split("%s")
+    return "".join(part + (f"${i}" if i < len(parts) else "") for i, part in enumerate(parts, 1))
+
+
 @functools.lru_cache(maxsize=256)
 def _bulk_save_sql(saves: int, events: int) -> str:
-    return f"""
+    return _numbered(f"""
     WITH {_values("v", _SAVE_COLUMNS, _SAVE_TYPES, saves)},
     u AS (
         UPDATE sagas AS s
@@ -261,12 +272,12 @@ def _bulk_save_sql(saves: int, events: int) -> str:
         SELECT x.saga_id, x.seq, x.event FROM x WHERE x.saga_id IN (SELECT saga_id FROM u)
     )
     SELECT u.saga_id, u.cancel_requested, {_NOTIFY} FROM u
-    """
+    """)
 
 
 @functools.lru_cache(maxsize=256)
 def _bulk_create_sql(creates: int, events: int) -> str:
-    return f"""
+    return _numbered(f"""
     WITH {_values("v", _CREATE_COLUMNS, _CREATE_TYPES, creates)},
     i AS (
         INSERT INTO sagas (saga_id, request_id, request_hash, status, priority, is_urgent, state, last_seq,
@@ -284,7 +295,7 @@ def _bulk_create_sql(creates: int, events: int) -> str:
         SELECT x.saga_id, x.seq, x.event FROM x WHERE x.saga_id IN (SELECT saga_id FROM i)
     )
     SELECT i.saga_id, {_NOTIFY} FROM i
-    """
+    """)
 
 
 def _event_rows(writes: Sequence[Any]) -> list[tuple[Any, ...]]:
@@ -316,7 +327,7 @@ class CreateWrite:
         """The ids of the sagas inserted (PostgreSQL, autocommit)."""
         n, params = _params([tuple(w.values[c] for c in _CREATE_COLUMNS) for w in writes], len(_CREATE_COLUMNS))
         m, event_params = _params(_event_rows(writes), len(_EVENT_COLUMNS))
-        cursor = await raw.execute(_bulk_create_sql(n, m), [*params, *event_params, notes])
+        cursor = await psycopg.AsyncRawCursor(raw).execute(_bulk_create_sql(n, m), [*params, *event_params, notes])
         return {row[0] for row in await cursor.fetchall()}
 
 
@@ -353,7 +364,7 @@ class SaveWrite:
         ]
         n, params = _params(rows, len(_SAVE_COLUMNS))
         m, event_params = _params(_event_rows(writes), len(_EVENT_COLUMNS))
-        cursor = await raw.execute(_bulk_save_sql(n, m), [*params, *event_params, notes])
+        cursor = await psycopg.AsyncRawCursor(raw).execute(_bulk_save_sql(n, m), [*params, *event_params, notes])
         saved = {row[0]: bool(row[1]) for row in await cursor.fetchall()}
         return [
             SaveResult(ok=True, cancel_requested=saved[w.saga_id]) if w.saga_id in saved else SaveResult(ok=False)

@@ -20,6 +20,7 @@ roll back with nothing recorded, so a retry runs again.
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any, Awaitable, Callable, TypeVar
 
@@ -28,7 +29,7 @@ from sqlalchemy import Column, DateTime, Integer, LargeBinary, MetaData, String,
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from invsaga.common.v1 import common_pb2
-from invsaga.runtime.db import insert_ignore
+from invsaga.runtime.db import insert_ignore, raw_pool
 from invsaga.runtime.errors import FailedPrecondition, InvalidArgument
 
 M = TypeVar("M", bound=Message)
@@ -167,11 +168,11 @@ async def execute_once_pg(
 ) -> M:
     """``execute_once`` on PostgreSQL with psycopg directly, in as few round trips as it allows.
 
-    ``effect(conn)`` gets the psycopg ``AsyncConnection`` inside an explicit transaction in
-    pipeline mode: statements it only sends (``await conn.execute(...)`` without fetching)
-    travel together with BEGIN, the barrier INSERT and COMMIT in one round trip; fetching a
-    result costs one more. BEGIN and COMMIT are sent as plain statements on a connection in
-    autocommit mode, because psycopg's own transaction handling syncs the pipeline at both.
+    ``effect(conn)`` gets a psycopg ``AsyncConnection`` (autocommit, from ``raw_pool``) inside
+    an explicit transaction in pipeline mode: statements it only sends (``await
+    conn.execute(...)`` without fetching) travel together with BEGIN, the barrier INSERT and
+    COMMIT in one round trip; fetching a result costs one more. BEGIN and COMMIT are sent as
+    plain statements, because psycopg's own transaction handling syncs the pipeline at both.
 
     The barrier INSERT has no ON CONFLICT: a duplicate makes it fail, which aborts the
     pipeline, so COMMIT never runs and the effect is rolled back with it. The same rules as
@@ -181,9 +182,8 @@ async def execute_once_pg(
     import psycopg
 
     _check_context(ctx)
-    async with engine.connect() as sa_conn:
-        conn = (await sa_conn.get_raw_connection()).driver_connection
-        await conn.set_autocommit(True)
+    pool = await raw_pool(engine)
+    async with pool.connection() as conn:
         try:
             try:
                 async with conn.pipeline():
@@ -196,22 +196,70 @@ async def execute_once_pg(
             except Exception as error:
                 # The failed statement left the transaction aborted (or an exception left it open).
                 await conn.execute("ROLLBACK")
-                duplicate = isinstance(error, psycopg.errors.UniqueViolation) and error.diag.table_name == "barrier"
-                cursor = await conn.execute(_SELECT_PG, (ctx.saga_id, ctx.step, EXECUTE))
-                stored = await cursor.fetchone()
-                if stored is None:
-                    if duplicate:  # the row went away in between: cannot happen
-                        raise RuntimeError("barrier row vanished") from None
-                    raise
-                return _replay(ctx, stored, response_type)
+                return await _answer_pg(conn, ctx, response_type, error)
         finally:
-            if not conn.closed:  # a dead connection is discarded by the pool as it is
-                if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-                    await conn.execute("ROLLBACK")  # left open by a cancellation
-                await conn.set_autocommit(False)
+            if not conn.closed and conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                await conn.execute("ROLLBACK")  # left open by a cancellation
     if on_commit is not None:
         on_commit(response)
     return response
+
+
+_BARRIER_CTE_PG = (
+    " INSERT INTO barrier (saga_id, step, op, origin, result)"
+    " VALUES (%(barrier_saga_id)s, %(barrier_step)s, 'execute', 'execute', %(barrier_result)s)"
+)
+
+
+@functools.lru_cache(maxsize=64)
+def _with_barrier(ctes: str) -> str:
+    return f"WITH {ctes}{_BARRIER_CTE_PG}"
+
+
+async def execute_once_pg_statement(
+    engine: AsyncEngine,
+    ctx: common_pb2.StepContext,
+    response_type: type[M],
+    effect: Callable[[], tuple[M, str, dict[str, Any]]],
+    on_commit: Callable[[M], None] | None = None,
+) -> M:
+    """``execute_once_pg`` for an effect that only writes: effect and barrier row in one statement.
+
+    ``effect()`` returns the response and its writes as data-modifying CTEs (``"a AS (INSERT
+    ...), b AS (INSERT ...)"`` with named parameters); the barrier INSERT is the statement
+    they belong to. One statement is atomic on its own, so on an autocommit connection it
+    needs neither BEGIN nor COMMIT: one round trip, one execute. A duplicate (or a late
+    Execute after a Compensate) fails on the barrier's key and takes the effect down with it;
+    the stored row is then the answer, exactly as in ``execute_once_pg``.
+    """
+    _check_context(ctx)
+    response, ctes, params = effect()
+    params["barrier_saga_id"] = ctx.saga_id
+    params["barrier_step"] = ctx.step
+    params["barrier_result"] = response.SerializeToString()
+    pool = await raw_pool(engine)
+    async with pool.connection() as conn:
+        try:
+            await conn.execute(_with_barrier(ctes), params)
+        except Exception as error:
+            return await _answer_pg(conn, ctx, response_type, error)
+    if on_commit is not None:
+        on_commit(response)
+    return response
+
+
+async def _answer_pg(conn: Any, ctx: common_pb2.StepContext, response_type: type[M], error: Exception) -> M:
+    """After a failed Execute: the step's stored row is the answer, or the error stands."""
+    import psycopg
+
+    duplicate = isinstance(error, psycopg.errors.UniqueViolation) and error.diag.table_name == "barrier"
+    cursor = await conn.execute(_SELECT_PG, (ctx.saga_id, ctx.step, EXECUTE))
+    stored = await cursor.fetchone()
+    if stored is None:
+        if duplicate:  # the row went away in between: cannot happen
+            raise RuntimeError("barrier row vanished") from None
+        raise error
+    return _replay(ctx, stored, response_type)
 
 
 async def compensate_once(

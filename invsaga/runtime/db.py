@@ -8,6 +8,7 @@ definitions and SQL carry no schema name). Hot paths use SQLAlchemy Core on thes
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -49,14 +50,68 @@ def create_engine(database_url: str, schema: str, *, pool_size: int = 12) -> Asy
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
-    return create_async_engine(
+    connect_args = {"options": f"-c search_path={schema}", "autocommit": False}
+    engine = create_async_engine(
         database_url,
         pool_size=pool_size,
         max_overflow=0,
         pool_timeout=60,
         pool_pre_ping=False,
-        connect_args={"options": f"-c search_path={schema}", "autocommit": False},
+        connect_args=connect_args,
     )
+    _connect_args[engine] = connect_args
+    return engine
+
+
+_connect_args: weakref.WeakKeyDictionary[AsyncEngine, dict[str, Any]] = weakref.WeakKeyDictionary()
+_raw_pools: dict[AsyncEngine, Any] = {}
+_raw_opening: dict[AsyncEngine, asyncio.Future] = {}
+
+
+async def raw_pool(engine: AsyncEngine):
+    """A psycopg pool beside ``engine``'s, of connections left in autocommit, for hot paths.
+
+    Opened on first use with the engine's own connection arguments (schema included). Hot
+    paths that run their own BEGIN/COMMIT (or a single statement) take connections here, which
+    saves the SQLAlchemy checkout and the autocommit switch on every call.
+    """
+    pool = _raw_pools.get(engine)
+    if pool is not None:
+        return pool
+    opening = _raw_opening.get(engine)
+    if opening is None:
+        opening = _raw_opening[engine] = asyncio.ensure_future(_open_raw_pool(engine))
+    try:
+        return await asyncio.shield(opening)
+    except BaseException:
+        if opening.done() and _raw_opening.get(engine) is opening:
+            del _raw_opening[engine]  # failed to open: the next caller tries again
+        raise
+
+
+async def _open_raw_pool(engine: AsyncEngine):
+    from psycopg_pool import AsyncConnectionPool
+
+    _, kwargs = engine.dialect.create_connect_args(engine.url)
+    pool = AsyncConnectionPool(
+        kwargs={**kwargs, **_connect_args.get(engine, {}), "autocommit": True},
+        min_size=1,
+        max_size=engine.pool.size(),
+        timeout=60,
+        open=False,
+        name=f"raw-{engine.url.database}",
+    )
+    await pool.open()
+    _raw_pools[engine] = pool
+    return pool
+
+
+async def close_raw_pools() -> None:
+    pools = list(_raw_pools.values())
+    _raw_pools.clear()
+    _raw_opening.clear()
+    for pool in pools:
+        await pool.close()
 
 
 def _alembic_config(script_location: str, connection: Connection, metadata: MetaData) -> Config:

@@ -1,20 +1,18 @@
-"""The one retry policy type, applied by a client interceptor.
+"""The one retry policy type, and the loop that applies it to a call.
 
 Exponential backoff with full jitter; which status codes are retried is part of the policy
 (SPEC §2 gives each step its own), and INVALID_ARGUMENT and FAILED_PRECONDITION never are.
-The caller sets the policy, an overall deadline and an observer in context variables for the
-call it makes, so one channel serves every step.
+The caller passes the policy, an overall deadline and an observer with each call, so one
+channel serves every step.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import contextvars
 import random
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Any, Callable
 
 import grpc
 
@@ -43,61 +41,45 @@ class RetryPolicy:
 # observer(attempt, error, will_retry, delay) is told of every failed attempt.
 Observer = Callable[[int, grpc.RpcError, bool, float], None]
 
-_policy: contextvars.ContextVar[RetryPolicy | None] = contextvars.ContextVar("retry_policy", default=None)
-_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("retry_deadline", default=None)
-_observer: contextvars.ContextVar[Observer | None] = contextvars.ContextVar("retry_observer", default=None)
-
-
-@contextlib.contextmanager
-def retrying(policy: RetryPolicy, *, deadline: float | None = None, observer: Observer | None = None) -> Iterator[None]:
-    """Calls made inside are retried by ``RetryInterceptor`` under ``policy``.
-
-    ``deadline`` (``time.monotonic()`` based) bounds all attempts together; each attempt's
-    own timeout is the one passed to the stub, cut to what is left of the deadline.
-    """
-    tokens = (_policy.set(policy), _deadline.set(deadline), _observer.set(observer))
-    try:
-        yield
-    finally:
-        _observer.reset(tokens[2])
-        _deadline.reset(tokens[1])
-        _policy.reset(tokens[0])
-
 
 class DeadlineReached(Exception):
     """The overall deadline passed before an attempt could start."""
 
 
-class RetryInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
-    async def intercept_unary_unary(self, continuation, client_call_details, request):
-        policy = _policy.get()
-        if policy is None:
-            return await continuation(client_call_details, request)
-        deadline = _deadline.get()
-        observer = _observer.get()
-        attempt = 1
-        while True:
-            details = client_call_details
-            if deadline is not None:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise DeadlineReached(f"deadline passed before attempt {attempt}")
-                timeout = min(details.timeout, left) if details.timeout else left
-                details = grpc.aio.ClientCallDetails(
-                    details.method, timeout, details.metadata, details.credentials, details.wait_for_ready
-                )
-            call = await continuation(details, request)
-            try:
-                await call
-                return call
-            except grpc.aio.AioRpcError as error:
-                delay = policy.backoff(attempt)
-                will_retry = attempt < policy.max_attempts and policy.should_retry(error.code())
-                if will_retry and deadline is not None and time.monotonic() + delay >= deadline:
-                    will_retry = False
-                if observer is not None:
-                    observer(attempt, error, will_retry, delay)
-                if not will_retry:
-                    raise
-                await asyncio.sleep(delay)
-                attempt += 1
+async def call_with_retry(
+    method: grpc.aio.UnaryUnaryMultiCallable,
+    request: Any,
+    *,
+    timeout: float | None,
+    policy: RetryPolicy,
+    deadline: float | None = None,
+    observer: Observer | None = None,
+) -> Any:
+    """``await method(request)``, retried under ``policy``.
+
+    ``deadline`` (``time.monotonic()`` based) bounds all attempts together; each attempt's own
+    timeout is ``timeout``, cut to what is left of the deadline. A plain loop around the stub
+    rather than a client interceptor: grpc.aio runs every intercepted call as a task of its
+    own, which on the saga's hot path costs more than the call's own Python side.
+    """
+    attempt = 1
+    while True:
+        attempt_timeout = timeout
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise DeadlineReached(f"deadline passed before attempt {attempt}")
+            attempt_timeout = min(timeout, left) if timeout else left
+        try:
+            return await method(request, timeout=attempt_timeout)
+        except grpc.aio.AioRpcError as error:
+            delay = policy.backoff(attempt)
+            will_retry = attempt < policy.max_attempts and policy.should_retry(error.code())
+            if will_retry and deadline is not None and time.monotonic() + delay >= deadline:
+                will_retry = False
+            if observer is not None:
+                observer(attempt, error, will_retry, delay)
+            if not will_retry:
+                raise
+            await asyncio.sleep(delay)
+            attempt += 1

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import inspect
 import logging
 import signal
@@ -25,6 +26,7 @@ from grpc_reflection.v1alpha import reflection
 
 from invsaga.runtime import security, telemetry
 from invsaga.runtime.config import ConfigError, Settings, load_settings
+from invsaga.runtime.db import close_raw_pools
 from invsaga.runtime.errors import DomainError, InvalidArgument
 from invsaga.runtime.faults import FaultInjector, parse_faults
 from invsaga.runtime.logs import configure_logging
@@ -125,12 +127,28 @@ def _wrap_stream(behavior):
 
 
 class DomainErrorInterceptor(grpc.aio.ServerInterceptor):
-    """Turns a ``DomainError`` raised by any servicer into its rich ``google.rpc.Status``."""
+    """Turns a ``DomainError`` raised by any servicer into its rich ``google.rpc.Status``.
+
+    The innermost interceptor: what it wraps is the registered handler of the method, the same
+    on every call, so each method's wrapped handler is built once and reused.
+    """
+
+    def __init__(self) -> None:
+        self._wrapped: dict[str, tuple[Any, Any]] = {}
 
     async def intercept_service(self, continuation, handler_call_details):
         handler = await continuation(handler_call_details)
         if handler is None:
             return None
+        cached = self._wrapped.get(handler_call_details.method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = self._wrap(handler)
+        self._wrapped[handler_call_details.method] = (handler, wrapped)
+        return wrapped
+
+    @staticmethod
+    def _wrap(handler):
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
                 _wrap_unary(handler.unary_unary),
@@ -158,6 +176,19 @@ def server_options(settings: Settings) -> list[tuple[str, Any]]:
         ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
         ("grpc.so_reuseport", 0),
     ]
+
+
+def tune_gc() -> None:
+    """Keep the collector off the hot path once the process is up.
+
+    Everything built at startup (modules, descriptors, pools) lives as long as the process, so
+    it is frozen out of collection; and a call allocates hundreds of short-lived objects, so
+    the youngest generation is collected every 50,000 allocations rather than every 700.
+    Reference cycles are still collected, only less often.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
 
 
 class PortInUse(RuntimeError):
@@ -212,6 +243,7 @@ async def serve(settings: Settings, build: Callable[[Settings], Awaitable[App]])
     tasks = [asyncio.create_task(loop_fn(), name=getattr(loop_fn, "__name__", "background")) for loop_fn in app.background]
     for name in ["", *names]:
         await health.set(name, health_pb2.HealthCheckResponse.SERVING)
+    tune_gc()
     log.info("serving %s on %s", settings.service, address, extra={"port": settings.port})
     print(f"{settings.service} listening on {address}", flush=True)
 
@@ -229,6 +261,8 @@ async def serve(settings: Settings, build: Callable[[Settings], Awaitable[App]])
     for hook in app.on_stop:
         with contextlib.suppress(Exception):
             await hook()
+    with contextlib.suppress(Exception):
+        await close_raw_pools()
     telemetry.shutdown()
     return 0
 

@@ -204,6 +204,8 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
 
     def __init__(self) -> None:
         self._children: dict[tuple[str, str, str], _Child] = {}
+        # method -> (inner handler, its wrapper): rebuilt only when the inner handler changes.
+        self._wrapped: dict[str, tuple[Any, Any]] = {}
 
     def child(self, service: str, method: str, code: str) -> _Child:
         key = (service, method, code)
@@ -216,7 +218,15 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None or handler.request_streaming:
             return handler
-        service, _, method = handler_call_details.method.lstrip("/").rpartition("/")
+        cached = self._wrapped.get(handler_call_details.method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = self._wrap(handler_call_details.method, handler)
+        self._wrapped[handler_call_details.method] = (handler, wrapped)
+        return wrapped
+
+    def _wrap(self, full_method: str, handler):
+        service, _, method = full_method.lstrip("/").rpartition("/")
         service = service.rsplit(".", 1)[-1]
         step_call = method in STEP_METHODS
 

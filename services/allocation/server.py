@@ -17,7 +17,7 @@ from invsaga.allocation.v1 import allocation_pb2_grpc as pb_grpc
 from invsaga.common.v1 import common_pb2
 from invsaga.notify.v1 import notify_pb2, notify_pb2_grpc
 from invsaga.runtime import metrics
-from invsaga.runtime.barrier import compensate_once, execute_once, execute_once_pg, is_postgres
+from invsaga.runtime.barrier import compensate_once, execute_once, execute_once_pg_statement, is_postgres
 from invsaga.runtime.channels import channel_to
 from invsaga.runtime.config import Settings
 from invsaga.runtime.convert import aware, next_page_token, page_window, to_timestamp, utcnow
@@ -36,24 +36,23 @@ NOTIFY_TIMEOUT = 5.0
 SWEEP_BATCH = 200
 
 # Execute's and Compensate's statements are built once: per call only values are bound.
-# On PostgreSQL Execute's effect is plain SQL over psycopg in pipeline mode (execute_once_pg).
-# The allocation and its lines are one statement (a data-modifying CTE; the lines' foreign key
-# is checked at the end of the statement, when the allocation is there), constant text that
-# psycopg prepares once for any number of lines. It is only sent, never fetched, so it travels
-# with BEGIN, the barrier row and COMMIT in one round trip. A duplicate Execute already fails
-# here, on the unique saga_id, which aborts the pipeline like the barrier row's conflict would:
-# execute_once_pg then answers with the stored result either way. SQLite has no INSERT in WITH
-# and takes the two plain INSERTs through SQLAlchemy.
-_INSERT_PG = (
-    "WITH allocation AS ("
+# On PostgreSQL Execute's effect is plain SQL over psycopg: the allocation and its lines are
+# data-modifying CTEs of one statement with the barrier row (execute_once_pg_statement; the
+# lines' foreign key is checked at the end of the statement, when the allocation is there),
+# constant text that psycopg prepares once for any number of lines. A duplicate Execute
+# already fails here, on the unique saga_id, like the barrier row's conflict would:
+# execute_once_pg_statement then answers with the stored result either way. SQLite has no
+# INSERT in WITH and takes the two plain INSERTs through SQLAlchemy.
+_INSERT_CTES_PG = (
+    "allocation AS ("
     " INSERT INTO allocations (allocation_id, saga_id, order_id, strategy, status, total_cost, optimal,"
     " expires_at, created_at, updated_at)"
     " VALUES (%(allocation_id)s, %(saga_id)s, %(order_id)s, %(strategy)s, 'active', %(total_cost)s, %(optimal)s,"
-    " %(expires_at)s, %(now)s, %(now)s))"
-    " INSERT INTO allocation_lines (allocation_id, warehouse_id, sku, quantity)"
+    " %(expires_at)s, %(now)s, %(now)s)),"
+    " lines AS (INSERT INTO allocation_lines (allocation_id, warehouse_id, sku, quantity)"
     " SELECT %(allocation_id)s, line.warehouse_id, line.sku, line.quantity"
     " FROM unnest(%(warehouse_ids)s::varchar[], %(skus)s::varchar[], %(quantities)s::bigint[])"
-    " AS line(warehouse_id, sku, quantity)"
+    " AS line(warehouse_id, sku, quantity))"
 )
 _INSERT_ALLOCATION = A.insert().values(status="active", created_at=bindparam("now"), updated_at=bindparam("now"))
 _INSERT_LINES = L.insert()
@@ -211,15 +210,14 @@ class AllocationStepServicer(pb_grpc.AllocationStepServiceServicer):
 
         if is_postgres(self.engine):
 
-            async def effect_pg(conn) -> pb.ExecuteResponse:
+            def effect_pg() -> tuple[pb.ExecuteResponse, str, dict]:
                 row, response = allocation()
                 row["warehouse_ids"] = [l.warehouse_id for l in outcome.lines]
                 row["skus"] = [l.sku for l in outcome.lines]
                 row["quantities"] = [l.quantity for l in outcome.lines]
-                await conn.execute(_INSERT_PG, row)
-                return response
+                return response, _INSERT_CTES_PG, row
 
-            return await execute_once_pg(self.engine, ctx, pb.ExecuteResponse, effect_pg)
+            return await execute_once_pg_statement(self.engine, ctx, pb.ExecuteResponse, effect_pg)
 
         async def effect(conn: AsyncConnection) -> pb.ExecuteResponse:
             row, response = allocation()

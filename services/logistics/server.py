@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 import uuid
 from datetime import datetime
@@ -18,7 +17,7 @@ from invsaga.logistics.v1 import logistics_pb2_grpc as pb_grpc
 from invsaga.runtime.barrier import (
     compensate_once,
     execute_once,
-    execute_once_pg,
+    execute_once_pg_statement,
     is_postgres,
 )
 from invsaga.runtime.channels import channel_to
@@ -53,19 +52,20 @@ _CANCEL_PENDING = (
     .where(P.c.saga_id == bindparam("saga"), P.c.status == logic.PENDING)
     .values(status=logic.CANCELLED, updated_at=bindparam("now", type_=P.c.updated_at.type))
 )
-# On PostgreSQL the picklists and their lines are one statement (a data-modifying CTE; the
-# lines' foreign key is checked at the end of the statement, when the picklists are there),
-# a constant text psycopg prepares once, for any number of picklists and lines.
-_INSERT_PG = (
-    "WITH picklist AS ("
+# On PostgreSQL the picklists and their lines are data-modifying CTEs of one statement with
+# the barrier row (execute_once_pg_statement; the lines' foreign key is checked at the end of
+# the statement, when the picklists are there), a constant text psycopg prepares once, for
+# any number of picklists and lines.
+_INSERT_CTES_PG = (
+    "picklist AS ("
     " INSERT INTO picklists (picklist_id, saga_id, order_id, warehouse_id, priority, is_urgent, status,"
     " created_at, updated_at)"
     " SELECT p.picklist_id, %(saga_id)s, %(order_id)s, p.warehouse_id, %(priority)s, %(is_urgent)s,"
     " 'pending', %(now)s, %(now)s"
-    " FROM unnest(%(picklist_ids)s::text[], %(warehouse_ids)s::text[]) AS p(picklist_id, warehouse_id))"
-    " INSERT INTO picklist_lines (picklist_id, sequence, sku, quantity, bin)"
+    " FROM unnest(%(picklist_ids)s::text[], %(warehouse_ids)s::text[]) AS p(picklist_id, warehouse_id)),"
+    " lines AS (INSERT INTO picklist_lines (picklist_id, sequence, sku, quantity, bin)"
     " SELECT * FROM unnest(%(line_picklist_ids)s::text[], %(sequences)s::int[], %(skus)s::text[],"
-    " %(quantities)s::bigint[], %(bins)s::text[])"
+    " %(quantities)s::bigint[], %(bins)s::text[]))"
 )
 
 
@@ -144,44 +144,34 @@ async def _insert_core(
     )
 
 
-async def _insert_pg(
-    conn,
+def _insert_params(
     saga_id: str,
     data: pb.GeneratePicklistInput,
     plans: list[logic.PickPlan],
     ids: list[str],
     now: datetime,
-) -> None:
-    """_insert_core on PostgreSQL (psycopg in pipeline mode): sent, not fetched, so it goes out
-    with the barrier row and COMMIT in one round trip."""
-    await conn.execute(
-        _INSERT_PG,
-        {
-            "saga_id": saga_id,
-            "order_id": data.order_id,
-            "priority": data.priority,
-            "is_urgent": data.is_urgent,
-            "now": now,
-            "picklist_ids": ids,
-            "warehouse_ids": [plan.warehouse_id for plan in plans],
-            "line_picklist_ids": [picklist_id for picklist_id, plan in zip(ids, plans) for _ in plan.lines],
-            "sequences": [l.sequence for plan in plans for l in plan.lines],
-            "skus": [l.sku for plan in plans for l in plan.lines],
-            "quantities": [l.quantity for plan in plans for l in plan.lines],
-            "bins": [l.bin for plan in plans for l in plan.lines],
-        },
-    )
+) -> dict:
+    """The parameters of ``_INSERT_CTES_PG``: the rows of ``_insert_core`` as arrays."""
+    return {
+        "saga_id": saga_id,
+        "order_id": data.order_id,
+        "priority": data.priority,
+        "is_urgent": data.is_urgent,
+        "now": now,
+        "picklist_ids": ids,
+        "warehouse_ids": [plan.warehouse_id for plan in plans],
+        "line_picklist_ids": [picklist_id for picklist_id, plan in zip(ids, plans) for _ in plan.lines],
+        "sequences": [l.sequence for plan in plans for l in plan.lines],
+        "skus": [l.sku for plan in plans for l in plan.lines],
+        "quantities": [l.quantity for plan in plans for l in plan.lines],
+        "bins": [l.bin for plan in plans for l in plan.lines],
+    }
 
 
 class LogisticsStepServicer(pb_grpc.LogisticsStepServiceServicer):
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
-        if is_postgres(engine):
-            self._insert = _insert_pg
-            self._execute_once = functools.partial(execute_once_pg, engine)
-        else:
-            self._insert = _insert_core
-            self._execute_once = functools.partial(execute_once, engine, models.barrier)
+        self.postgres = is_postgres(engine)
 
     async def Execute(self, request: pb.ExecuteRequest, context) -> pb.ExecuteResponse:
         if request.WhichOneof("input") != "generate_picklist":
@@ -191,12 +181,11 @@ class LogisticsStepServicer(pb_grpc.LogisticsStepServiceServicer):
         plans = logic.plan_picklists(data.lines)
         saga_id = request.context.saga_id
 
-        async def effect(conn) -> pb.ExecuteResponse:
+        def created() -> tuple[pb.ExecuteResponse, list[str], datetime]:
             now = utcnow()
             ids = [f"PL-{uuid.uuid4().hex}" for _ in plans]
-            await self._insert(conn, saga_id, data, plans, ids, now)
             stamp = to_timestamp(now)
-            created = [
+            picklists = [
                 common_pb2.Picklist(
                     picklist_id=picklist_id,
                     saga_id=saga_id,
@@ -214,9 +203,22 @@ class LogisticsStepServicer(pb_grpc.LogisticsStepServiceServicer):
                 )
                 for picklist_id, plan in zip(ids, plans)
             ]
-            return pb.ExecuteResponse(generate_picklist=pb.GeneratePicklistOutput(picklists=created))
+            return pb.ExecuteResponse(generate_picklist=pb.GeneratePicklistOutput(picklists=picklists)), ids, now
 
-        return await self._execute_once(request.context, pb.ExecuteResponse, effect)
+        if self.postgres:
+
+            def effect_pg() -> tuple[pb.ExecuteResponse, str, dict]:
+                response, ids, now = created()
+                return response, _INSERT_CTES_PG, _insert_params(saga_id, data, plans, ids, now)
+
+            return await execute_once_pg_statement(self.engine, request.context, pb.ExecuteResponse, effect_pg)
+
+        async def effect(conn) -> pb.ExecuteResponse:
+            response, ids, now = created()
+            await _insert_core(conn, saga_id, data, plans, ids, now)
+            return response
+
+        return await execute_once(self.engine, models.barrier, request.context, pb.ExecuteResponse, effect)
 
     async def Compensate(self, request: pb.CompensateRequest, context) -> pb.CompensateResponse:
         saga_id = request.context.saga_id

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 
-import psycopg
 from sqlalchemy import and_
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -13,7 +12,7 @@ from invsaga.notify.v1 import notify_pb2_grpc as pb_grpc
 from invsaga.runtime.barrier import (
     compensate_once,
     execute_once,
-    execute_once_pg,
+    execute_once_pg_statement,
     is_postgres,
 )
 from invsaga.runtime.config import Settings
@@ -41,9 +40,9 @@ class Outbox:
     ) -> pb.Notification:
         return await store.insert_notification(conn, saga_id, source, webhooks=self.webhooks, now=utcnow())
 
-    async def add_pg(self, conn: psycopg.AsyncConnection, saga_id: str, source: pb.NotifyInput) -> pb.Notification:
-        """``add`` on the psycopg connection of ``execute_once_pg``: the rows are only sent."""
-        return await store.insert_notification_pg(conn, saga_id, source, webhooks=self.webhooks, now=utcnow())
+    def add_pg(self, saga_id: str, source: pb.NotifyInput) -> tuple[pb.Notification, str, dict]:
+        """``add`` as the CTEs of ``execute_once_pg_statement``, with the notification they write."""
+        return store.notification_ctes(saga_id, source, webhooks=self.webhooks, now=utcnow())
 
     def committed(self, notification: pb.Notification) -> None:
         # The log channel is this line; it is written once, after the row is durable.
@@ -77,11 +76,13 @@ class NotifyStepServicer(pb_grpc.NotifyStepServiceServicer):
                 self.engine, models.barrier, request.context, pb.ExecuteResponse, effect, self._committed
             )
 
-        async def effect_pg(conn: psycopg.AsyncConnection) -> pb.ExecuteResponse:
-            notification = await self.outbox.add_pg(conn, saga_id, notify)
-            return pb.ExecuteResponse(notify=pb.NotifyOutput(notification=notification))
+        def effect_pg() -> tuple[pb.ExecuteResponse, str, dict]:
+            notification, ctes, params = self.outbox.add_pg(saga_id, notify)
+            return pb.ExecuteResponse(notify=pb.NotifyOutput(notification=notification)), ctes, params
 
-        return await execute_once_pg(self.engine, request.context, pb.ExecuteResponse, effect_pg, self._committed)
+        return await execute_once_pg_statement(
+            self.engine, request.context, pb.ExecuteResponse, effect_pg, self._committed
+        )
 
     def _committed(self, response: pb.ExecuteResponse) -> None:
         self.outbox.committed(response.notify.notification)

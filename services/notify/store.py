@@ -1,5 +1,5 @@
 """Reading and writing notifications with their deliveries (SQLAlchemy Core; the Execute
-step writes the same rows in plain SQL over psycopg on PostgreSQL, ``insert_notification_pg``).
+step writes the same rows in one plain SQL statement on PostgreSQL, ``notification_ctes``).
 
 The log channel has no row of its own: its line is written right after the notification
 commits (``server.Outbox.committed``), so its delivery is always delivered, at the first
@@ -16,7 +16,6 @@ from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime
 
-import psycopg
 from google.protobuf.timestamp_pb2 import Timestamp
 from psycopg.types.json import Json
 from sqlalchemy import select
@@ -68,17 +67,20 @@ def _notification_proto(row, webhook_deliveries: Sequence[pb.Delivery]) -> pb.No
     )
 
 
-# The same rows as insert_notification, written over psycopg (execute_once_pg): one
-# statement each, and only sent, for the response is built from the values written.
-_INSERT_NOTIFICATION_PG = (
-    "INSERT INTO notifications"
+# The same rows as insert_notification, as data-modifying CTEs for the Execute step's one
+# statement on PostgreSQL (execute_once_pg_statement): the response is built from the values
+# written, so nothing is read back.
+_NOTIFICATION_CTE_PG = (
+    "notification AS (INSERT INTO notifications"
     " (notification_id, saga_id, kind, order_id, customer_id, message, attributes, created_at)"
-    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+    " VALUES (%(notification_id)s, %(saga_id)s, %(kind)s, %(order_id)s, %(customer_id)s, %(message)s,"
+    " %(attributes)s, %(created_at)s))"
 )
-_INSERT_DELIVERIES_PG = (
-    "INSERT INTO deliveries"
+_DELIVERIES_CTE_PG = (
+    ", deliveries AS (INSERT INTO deliveries"
     " (notification_id, channel, state, attempts, last_error, delivered_at, next_attempt_at)"
-    " SELECT %s, channel, 'pending', 0, '', NULL, %s FROM unnest(%s::text[]) AS channel"
+    " SELECT %(notification_id)s, channel, 'pending', 0, '', NULL, %(created_at)s"
+    " FROM unnest(%(channels)s::text[]) AS channel)"
 )
 
 
@@ -105,6 +107,21 @@ def _new_notification(
     )
 
 
+def _notification_row(
+    notification: pb.Notification, source: pb.NotifyInput | pb.SendNotificationRequest, now: datetime
+) -> dict:
+    return {
+        "notification_id": notification.notification_id,
+        "saga_id": notification.saga_id,
+        "kind": logic.KIND_TO_DB[source.kind],
+        "order_id": source.order_id,
+        "customer_id": source.customer_id,
+        "message": source.message,
+        "attributes": dict(source.attributes),
+        "created_at": now,
+    }
+
+
 async def insert_notification(
     conn: AsyncConnection,
     saga_id: str,
@@ -117,19 +134,7 @@ async def insert_notification(
     statement, and a second one when webhooks are configured; the notification written."""
     channels = list(dict.fromkeys(webhooks))
     notification = _new_notification(saga_id, source, channels, now)
-    await conn.execute(
-        N.insert(),
-        {
-            "notification_id": notification.notification_id,
-            "saga_id": saga_id,
-            "kind": logic.KIND_TO_DB[source.kind],
-            "order_id": source.order_id,
-            "customer_id": source.customer_id,
-            "message": source.message,
-            "attributes": dict(source.attributes),
-            "created_at": now,
-        },
-    )
+    await conn.execute(N.insert(), _notification_row(notification, source, now))
     if channels:
         await conn.execute(
             D.insert(),
@@ -149,34 +154,22 @@ async def insert_notification(
     return notification
 
 
-async def insert_notification_pg(
-    conn: psycopg.AsyncConnection,
+def notification_ctes(
     saga_id: str,
     source: pb.NotifyInput | pb.SendNotificationRequest,
     *,
     webhooks: Sequence[str],
     now: datetime,
-) -> pb.Notification:
-    """``insert_notification`` on a psycopg connection, sending the statements without
-    waiting for them (in pipeline mode they go out with the transaction's COMMIT)."""
+) -> tuple[pb.Notification, str, dict]:
+    """``insert_notification`` as CTEs and their parameters, with the notification they write."""
     channels = list(dict.fromkeys(webhooks))
     notification = _new_notification(saga_id, source, channels, now)
-    await conn.execute(
-        _INSERT_NOTIFICATION_PG,
-        (
-            notification.notification_id,
-            saga_id,
-            logic.KIND_TO_DB[source.kind],
-            source.order_id,
-            source.customer_id,
-            source.message,
-            Json(dict(source.attributes)),
-            now,
-        ),
-    )
-    if channels:
-        await conn.execute(_INSERT_DELIVERIES_PG, (notification.notification_id, now, channels))
-    return notification
+    params = _notification_row(notification, source, now)
+    params["attributes"] = Json(params["attributes"])
+    if not channels:
+        return notification, _NOTIFICATION_CTE_PG, params
+    params["channels"] = channels
+    return notification, _NOTIFICATION_CTE_PG + _DELIVERIES_CTE_PG, params
 
 
 async def load_notifications(

@@ -22,7 +22,8 @@ from invsaga.notify.v1 import notify_pb2 as pb
 from invsaga.notify.v1 import notify_pb2_grpc as pb_grpc
 from invsaga.runtime.config import load_settings
 from invsaga.runtime.convert import utcnow
-from invsaga.runtime.db import open_service_database
+from invsaga.runtime.barrier import execute_once_pg_statement
+from invsaga.runtime.db import close_raw_pools, open_service_database
 from invsaga.runtime.errors import RpcFailure
 from services.notify import models, store
 from tests.conftest import BACKENDS
@@ -384,7 +385,7 @@ async def test_a_stored_notification_reads_back_as_returned_and_an_old_log_row_s
 
 @pytest.mark.postgres
 async def test_the_rows_written_over_psycopg_are_the_rows_written_through_sqlalchemy():
-    """The Execute step on PostgreSQL writes with ``insert_notification_pg`` in pipeline mode."""
+    """The Execute step on PostgreSQL writes ``notification_ctes`` in one statement with its barrier row."""
     settings = load_settings("notify", env={}, database_url=new_pg_database())
     engine = await open_service_database(settings, models.metadata, models.__file__)
     hooks = ("http://127.0.0.1:9/hook", "http://127.0.0.1:9/audit", "http://127.0.0.1:9/hook")
@@ -393,10 +394,16 @@ async def test_the_rows_written_over_psycopg_are_the_rows_written_through_sqlalc
     try:
         async with engine.begin() as conn:
             through_sqlalchemy = await store.insert_notification(conn, "saga-1", source, webhooks=hooks, now=now)
-        async with engine.connect() as conn:
-            raw = (await conn.get_raw_connection()).driver_connection
-            async with raw.pipeline(), raw.transaction():
-                over_psycopg = await store.insert_notification_pg(raw, "saga-1", source, webhooks=hooks, now=now)
+        written = []
+
+        def effect():
+            notification, ctes, params = store.notification_ctes("saga-1", source, webhooks=hooks, now=now)
+            written.append(notification)
+            return pb.ExecuteResponse(notify=pb.NotifyOutput(notification=notification)), ctes, params
+
+        context = common_pb2.StepContext(saga_id="saga-1", step=common_pb2.SAGA_STEP_NOTIFY)
+        await execute_once_pg_statement(engine, context, pb.ExecuteResponse, effect)
+        [over_psycopg] = written
         async with engine.connect() as conn:
             rows = (
                 await conn.exec_driver_sql(
@@ -407,6 +414,7 @@ async def test_the_rows_written_over_psycopg_are_the_rows_written_through_sqlalc
             ).all()
             found = await store.load_notifications(conn, webhooks=hooks)
     finally:
+        await close_raw_pools()
         await engine.dispose()
 
     assert len(rows) == 4  # two notifications, each with a delivery per distinct webhook

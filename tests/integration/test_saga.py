@@ -129,7 +129,7 @@ async def test_lock_conflict_one_completes_one_compensates(backend, meshes):
         won, lost = outcomes
         assert won.status == pb.SAGA_STATUS_COMPLETED
         assert lost.status == pb.SAGA_STATUS_COMPENSATED
-        assert lost.failure.step == "LockInventory" and lost.failure.code == "ABORTED"
+        assert lost.failure.step == "LockInventory" and lost.failure.code == "ABORTED", lost.failure
         assert lost.failure.reason == "LOCK_CONFLICT"
         assert [a.status for a in await c.allocations(lost.saga_id)] == [common_pb2.ALLOCATION_STATUS_CANCELLED]
         assert await c.held_locks(lost.saga_id) == []

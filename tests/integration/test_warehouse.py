@@ -12,7 +12,7 @@ from alembic.migration import MigrationContext
 
 from invsaga.common.v1 import common_pb2
 from invsaga.runtime.config import load_settings
-from invsaga.runtime.db import open_service_database
+from invsaga.runtime.db import close_raw_pools, open_service_database
 from invsaga.warehouse.v1 import warehouse_pb2 as pb
 from services.warehouse import models
 from services.warehouse.server import WarehouseServicer, WarehouseStepServicer
@@ -70,6 +70,7 @@ async def replicas(database_url):
     settings = load_settings("warehouse", env={}, database_url=database_url)
     engines = [await open_service_database(settings, models.metadata, models.__file__) for _ in range(2)]
     yield [Replica(engine) for engine in engines]
+    await close_raw_pools()
     for engine in engines:
         await engine.dispose()
 
