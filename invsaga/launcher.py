@@ -53,15 +53,33 @@ def free_port() -> int:
     raise LaunchError("no free port found")
 
 
-def wait_serving(address: str, timeout: float, proc: subprocess.Popen | None = None) -> None:
+# A service only that process serves: a health check on it cannot be answered by another
+# process that happens to hold the port.
+HEALTH_NAMES: dict[str, str] = {
+    "coordinator": "invsaga.coordinator.v1.SagaCoordinatorService",
+    **{name: f"invsaga.{name}.v1.{name.capitalize()}StepService" for name in SERVICES if name != "coordinator"},
+}
+PORT_IN_USE = 3  # the exit status of a process whose port is taken
+
+
+class PortTaken(LaunchError):
+    pass
+
+
+def wait_serving(
+    address: str, timeout: float, proc: subprocess.Popen | None = None, service: str | None = None
+) -> None:
+    """Wait until ``address`` reports SERVING (for ``service``'s own gRPC service, if given)."""
     deadline = time.monotonic() + timeout
+    request = health_pb2.HealthCheckRequest(service=HEALTH_NAMES.get(service or "", ""))
     with grpc.insecure_channel(address) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline:
             if proc is not None and proc.poll() is not None:
-                raise LaunchError(f"process for {address} exited with status {proc.returncode}")
+                kind = PortTaken if proc.returncode == PORT_IN_USE else LaunchError
+                raise kind(f"process for {address} exited with status {proc.returncode}")
             try:
-                reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
+                reply = stub.Check(request, timeout=1.0)
                 if reply.status == health_pb2.HealthCheckResponse.SERVING:
                     return
             except grpc.RpcError:
@@ -128,21 +146,34 @@ class Mesh:
         return proc
 
     def start(self, timeout: float = 60.0) -> "Mesh":
-        self.check_ports()
-        # Participants first so the coordinator's recovery finds them up.
-        order = [s for s in self.services if s != "coordinator"] + [s for s in self.services if s == "coordinator"]
-        try:
-            for service in order:
-                self.start_one(service)
-            for service in order:
-                wait_serving(self.address(service), timeout, self.procs[service])
-        except BaseException:
-            self.stop()
-            raise
+        """Start every service and wait until each serves.
+
+        With ports from ``random_ports``, another process may take one between the pick and the
+        bind; the mesh then starts again on new ports (a few times) instead of failing.
+        """
+        for attempt in range(3):
+            self.check_ports()
+            # Participants first so the coordinator's recovery finds them up.
+            order = [s for s in self.services if s != "coordinator"] + [s for s in self.services if s == "coordinator"]
+            try:
+                for service in order:
+                    self.start_one(service)
+                for service in order:
+                    wait_serving(self.address(service), timeout, self.procs[service], service)
+            except PortTaken:
+                self.stop()
+                if not isinstance(self.ports, RandomPorts) or attempt == 2:
+                    raise
+                self.ports = random_ports()
+                continue
+            except BaseException:
+                self.stop()
+                raise
+            return self
         return self
 
     def wait_ready(self, service: str, timeout: float = 60.0) -> None:
-        wait_serving(self.address(service), timeout, self.procs.get(service))
+        wait_serving(self.address(service), timeout, self.procs.get(service), service)
 
     def kill(self, service: str, sig: int = signal.SIGKILL) -> int:
         proc = self.procs[service]
@@ -171,5 +202,9 @@ class Mesh:
         self.stop()
 
 
+class RandomPorts(dict):
+    """Ports picked by ``random_ports``: a mesh may pick others if one is taken meanwhile."""
+
+
 def random_ports() -> dict[str, int]:
-    return {service: free_port() for service in SERVICES}
+    return RandomPorts({service: free_port() for service in SERVICES})

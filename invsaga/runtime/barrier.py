@@ -205,42 +205,51 @@ async def execute_once_pg(
     return response
 
 
-_BARRIER_CTE_PG = (
-    " INSERT INTO barrier (saga_id, step, op, origin, result)"
-    " VALUES (%(barrier_saga_id)s, %(barrier_step)s, 'execute', 'execute', %(barrier_result)s)"
-)
+_BARRIER_COLUMNS_PG = "INSERT INTO barrier (saga_id, step, op, origin, result)"
+_BARRIER_ROW_PG = "%(barrier_saga_id)s, %(barrier_step)s, 'execute', 'execute', %(barrier_result)s"
 
 
 @functools.lru_cache(maxsize=64)
-def _with_barrier(ctes: str) -> str:
-    return f"WITH {ctes}{_BARRIER_CTE_PG}"
+def _with_barrier(ctes: str, guard: str) -> str:
+    """The barrier INSERT, under the effect's CTEs; with a guard, only where it holds."""
+    prefix = f"WITH {ctes} " if ctes else ""
+    if guard:
+        return f"{prefix}{_BARRIER_COLUMNS_PG} SELECT {_BARRIER_ROW_PG} WHERE {guard}"
+    return f"{prefix}{_BARRIER_COLUMNS_PG} VALUES ({_BARRIER_ROW_PG})"
 
 
 async def execute_once_pg_statement(
     engine: AsyncEngine,
     ctx: common_pb2.StepContext,
     response_type: type[M],
-    effect: Callable[[], tuple[M, str, dict[str, Any]]],
+    effect: Callable[[Any], Awaitable[tuple[M, str, dict[str, Any]]]],
     on_commit: Callable[[M], None] | None = None,
+    *,
+    guard: str = "",
 ) -> M:
-    """``execute_once_pg`` for an effect that only writes: effect and barrier row in one statement.
+    """``execute_once_pg`` for an effect that writes only: effect and barrier row in one statement.
 
-    ``effect()`` returns the response and its writes as data-modifying CTEs (``"a AS (INSERT
-    ...), b AS (INSERT ...)"`` with named parameters); the barrier INSERT is the statement
-    they belong to. One statement is atomic on its own, so on an autocommit connection it
-    needs neither BEGIN nor COMMIT: one round trip, one execute. A duplicate (or a late
-    Execute after a Compensate) fails on the barrier's key and takes the effect down with it;
-    the stored row is then the answer, exactly as in ``execute_once_pg``.
+    ``effect(conn)`` returns the response and its writes as data-modifying CTEs (``"a AS
+    (INSERT ...), b AS (INSERT ...)"``, or ``""`` for none) with their named parameters; the
+    barrier INSERT is the statement they belong to. A step that only reads may read on
+    ``conn`` (autocommit) first: what it read is its answer, and the barrier row keeps it for
+    duplicates. ``guard`` is an SQL condition the row is inserted under, evaluated in the same
+    statement (it may raise to abort it).
+
+    One statement is atomic on its own, so on an autocommit connection it needs neither BEGIN
+    nor COMMIT: one round trip, one execute. A duplicate (or a late Execute after a
+    Compensate) fails on the barrier's key and takes the effect down with it; the stored row
+    is then the answer, exactly as in ``execute_once_pg``.
     """
     _check_context(ctx)
-    response, ctes, params = effect()
-    params["barrier_saga_id"] = ctx.saga_id
-    params["barrier_step"] = ctx.step
-    params["barrier_result"] = response.SerializeToString()
     pool = await raw_pool(engine)
     async with pool.connection() as conn:
+        response, ctes, params = await effect(conn)
+        params["barrier_saga_id"] = ctx.saga_id
+        params["barrier_step"] = ctx.step
+        params["barrier_result"] = response.SerializeToString()
         try:
-            await conn.execute(_with_barrier(ctes), params)
+            await conn.execute(_with_barrier(ctes, guard), params)
         except Exception as error:
             return await _answer_pg(conn, ctx, response_type, error)
     if on_commit is not None:

@@ -210,7 +210,7 @@ class AllocationStepServicer(pb_grpc.AllocationStepServiceServicer):
 
         if is_postgres(self.engine):
 
-            def effect_pg() -> tuple[pb.ExecuteResponse, str, dict]:
+            async def effect_pg(conn) -> tuple[pb.ExecuteResponse, str, dict]:
                 row, response = allocation()
                 row["warehouse_ids"] = [l.warehouse_id for l in outcome.lines]
                 row["skus"] = [l.sku for l in outcome.lines]

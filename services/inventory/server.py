@@ -40,6 +40,7 @@ from invsaga.runtime.barrier import (
     compensate_once,
     execute_once,
     execute_once_pg,
+    execute_once_pg_statement,
     is_postgres,
 )
 from invsaga.runtime.channels import channel_to
@@ -494,6 +495,16 @@ class InventoryStepServicer(pb_grpc.InventoryStepServiceServicer):
             )
         if kind == "check_availability":
             logic.validate_check_availability(request.check_availability)
+            if self._steps is _PgSteps:
+                # It only reads: read in autocommit, then keep the answer in the barrier row.
+
+                async def read(conn) -> tuple[pb.ExecuteResponse, str, dict]:
+                    output = await self._check(conn, request.check_availability)
+                    return pb.ExecuteResponse(check_availability=output), "", {}
+
+                return await execute_once_pg_statement(
+                    self.engine, request.context, pb.ExecuteResponse, read
+                )
 
             async def effect(conn) -> pb.ExecuteResponse:
                 return pb.ExecuteResponse(

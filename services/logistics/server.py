@@ -207,7 +207,7 @@ class LogisticsStepServicer(pb_grpc.LogisticsStepServiceServicer):
 
         if self.postgres:
 
-            def effect_pg() -> tuple[pb.ExecuteResponse, str, dict]:
+            async def effect_pg(conn) -> tuple[pb.ExecuteResponse, str, dict]:
                 response, ids, now = created()
                 return response, _INSERT_CTES_PG, _insert_params(saga_id, data, plans, ids, now)
 

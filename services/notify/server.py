@@ -76,7 +76,7 @@ class NotifyStepServicer(pb_grpc.NotifyStepServiceServicer):
                 self.engine, models.barrier, request.context, pb.ExecuteResponse, effect, self._committed
             )
 
-        def effect_pg() -> tuple[pb.ExecuteResponse, str, dict]:
+        async def effect_pg(conn) -> tuple[pb.ExecuteResponse, str, dict]:
             notification, ctes, params = self.outbox.add_pg(saga_id, notify)
             return pb.ExecuteResponse(notify=pb.NotifyOutput(notification=notification)), ctes, params
 

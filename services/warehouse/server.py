@@ -13,7 +13,7 @@ from invsaga.common.v1 import common_pb2
 from invsaga.runtime.barrier import (
     compensate_once,
     execute_once,
-    execute_once_pg,
+    execute_once_pg_statement,
     is_postgres,
 )
 from invsaga.runtime.config import Settings
@@ -36,9 +36,9 @@ V = models.catalog_version
 
 _VERSION = select(V.c.version).where(V.c.id == 1)
 _BUMP = update(V).where(V.c.id == 1).values(version=V.c.version + 1)
-# On PostgreSQL, sent with the barrier row and COMMIT: divides by zero, which rolls the
-# Execute back, unless the catalog is still at the version the answer was built from.
-_SAME_VERSION_PG = "SELECT 1 / (version = %s)::int FROM catalog_version WHERE id = 1"
+# On PostgreSQL, the guard of the barrier row's INSERT: divides by zero, which aborts the
+# Execute, unless the catalog is still at the version the answer was built from.
+_SAME_VERSION_PG = "coalesce((SELECT 1 / (version = %(catalog_version)s)::int FROM catalog_version WHERE id = 1), 1) = 1"
 
 
 def _to_proto(row, skus: list[str]) -> common_pb2.Warehouse:
@@ -91,8 +91,8 @@ class Catalog:
     Every write of the warehouses or assortment tables bumps ``catalog_version`` in its own
     transaction (``_BUMP``, after its other writes). An Execute answers from the catalog only
     if that row still holds the version the catalog was loaded at, checked in the Execute's
-    own transaction: on SQLite by reading it first (``active``), on PostgreSQL by sending
-    ``_SAME_VERSION_PG`` along with the barrier row, so that the check costs no round trip
+    own transaction: on SQLite by reading it first (``active``), on PostgreSQL as the guard of
+    the barrier row's INSERT (``_SAME_VERSION_PG``), so that the check costs no round trip
     and a catalog that moved rolls the Execute back to be answered again after ``refresh``.
     Either way a write committed on any replica, this one included, is seen by every Execute
     that starts after the commit, exactly as when the tables were read on each call. The
@@ -228,17 +228,18 @@ class WarehouseStepServicer(pb_grpc.WarehouseStepServiceServicer):
 
             return await execute_once(self.engine, models.barrier, request.context, pb.ExecuteResponse, effect)
 
-        async def effect_pg(conn: psycopg.AsyncConnection) -> pb.ExecuteResponse:
+        async def effect_pg(conn: psycopg.AsyncConnection) -> tuple[pb.ExecuteResponse, str, dict]:
             version, active = self.catalog.current
-            await conn.execute(_SAME_VERSION_PG, (version,))
-            return respond(active)
+            return respond(active), "", {"catalog_version": version}
 
         if self.catalog.current[0] is None:
             await self.catalog.refresh(self.engine)
         # Round again only if the catalog is written again in between: writes are rare.
         while True:
             try:
-                return await execute_once_pg(self.engine, request.context, pb.ExecuteResponse, effect_pg)
+                return await execute_once_pg_statement(
+                    self.engine, request.context, pb.ExecuteResponse, effect_pg, guard=_SAME_VERSION_PG
+                )
             except psycopg.errors.DivisionByZero:  # the catalog moved on: answer from the new one
                 await self.catalog.refresh(self.engine)
 

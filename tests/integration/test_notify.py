@@ -396,7 +396,7 @@ async def test_the_rows_written_over_psycopg_are_the_rows_written_through_sqlalc
             through_sqlalchemy = await store.insert_notification(conn, "saga-1", source, webhooks=hooks, now=now)
         written = []
 
-        def effect():
+        async def effect(conn):
             notification, ctes, params = store.notification_ctes("saga-1", source, webhooks=hooks, now=now)
             written.append(notification)
             return pb.ExecuteResponse(notify=pb.NotifyOutput(notification=notification)), ctes, params
