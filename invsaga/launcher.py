@@ -151,26 +151,23 @@ class Mesh:
         With ports from ``random_ports``, another process may take one between the pick and the
         bind; the mesh then starts again on new ports (a few times) instead of failing.
         """
-        for attempt in range(3):
+        # Participants first so the coordinator's recovery finds them up.
+        order = [s for s in self.services if s != "coordinator"] + [s for s in self.services if s == "coordinator"]
+        attempts = 3
+        while True:
             self.check_ports()
-            # Participants first so the coordinator's recovery finds them up.
-            order = [s for s in self.services if s != "coordinator"] + [s for s in self.services if s == "coordinator"]
             try:
                 for service in order:
                     self.start_one(service)
                 for service in order:
                     wait_serving(self.address(service), timeout, self.procs[service], service)
-            except PortTaken:
+                return self
+            except BaseException as error:
                 self.stop()
-                if not isinstance(self.ports, RandomPorts) or attempt == 2:
+                attempts -= 1
+                if not (isinstance(error, PortTaken) and isinstance(self.ports, RandomPorts) and attempts):
                     raise
                 self.ports = random_ports()
-                continue
-            except BaseException:
-                self.stop()
-                raise
-            return self
-        return self
 
     def wait_ready(self, service: str, timeout: float = 60.0) -> None:
         wait_serving(self.address(service), timeout, self.procs.get(service), service)

@@ -103,6 +103,7 @@ async def _open_raw_pool(engine: AsyncEngine):
     )
     await pool.open()
     _raw_pools[engine] = pool
+    _raw_opening.pop(engine, None)
     return pool
 
 
