@@ -21,7 +21,6 @@ roll back with nothing recorded, so a retry runs again.
 from __future__ import annotations
 
 import functools
-import logging
 from typing import Any, Awaitable, Callable, TypeVar
 
 from google.protobuf.message import Message
@@ -142,67 +141,11 @@ async def execute_once(
     return response
 
 
-class _QuietAbortedPipeline(logging.Filter):
-    """psycopg warns when a pipeline closes after a failed statement; here that is expected."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("error ignored terminating")
-
-
-logging.getLogger("psycopg").addFilter(_QuietAbortedPipeline())
-
-_INSERT_PG = "INSERT INTO barrier (saga_id, step, op, origin, result) VALUES (%s, %s, %s, %s, %s)"
 _SELECT_PG = "SELECT origin, result FROM barrier WHERE saga_id = %s AND step = %s AND op = %s"
 
 
 def is_postgres(engine: AsyncEngine) -> bool:
     return engine.dialect.name == "postgresql"
-
-
-async def execute_once_pg(
-    engine: AsyncEngine,
-    ctx: common_pb2.StepContext,
-    response_type: type[M],
-    effect: Callable[[Any], Awaitable[M]],
-    on_commit: Callable[[M], None] | None = None,
-) -> M:
-    """``execute_once`` on PostgreSQL with psycopg directly, in as few round trips as it allows.
-
-    ``effect(conn)`` gets a psycopg ``AsyncConnection`` (autocommit, from ``raw_pool``) inside
-    an explicit transaction in pipeline mode: statements it only sends (``await
-    conn.execute(...)`` without fetching) travel together with BEGIN, the barrier INSERT and
-    COMMIT in one round trip; fetching a result costs one more. BEGIN and COMMIT are sent as
-    plain statements, because psycopg's own transaction handling syncs the pipeline at both.
-
-    The barrier INSERT has no ON CONFLICT: a duplicate makes it fail, which aborts the
-    pipeline, so COMMIT never runs and the effect is rolled back with it. The same rules as
-    ``execute_once`` then hold: the stored result (or COMPENSATED_BEFORE_EXECUTE) is the
-    answer, and an effect that failed is re-raised unless the step already has a row.
-    """
-    import psycopg
-
-    _check_context(ctx)
-    pool = await raw_pool(engine)
-    async with pool.connection() as conn:
-        try:
-            try:
-                async with conn.pipeline():
-                    await conn.execute("BEGIN")
-                    response = await effect(conn)
-                    await conn.execute(
-                        _INSERT_PG, (ctx.saga_id, ctx.step, EXECUTE, EXECUTE, response.SerializeToString())
-                    )
-                    await conn.execute("COMMIT")
-            except Exception as error:
-                # The failed statement left the transaction aborted (or an exception left it open).
-                await conn.execute("ROLLBACK")
-                return await _answer_pg(conn, ctx, response_type, error)
-        finally:
-            if not conn.closed and conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-                await conn.execute("ROLLBACK")  # left open by a cancellation
-    if on_commit is not None:
-        on_commit(response)
-    return response
 
 
 _BARRIER_COLUMNS_PG = "INSERT INTO barrier (saga_id, step, op, origin, result)"
@@ -227,7 +170,7 @@ async def execute_once_pg_statement(
     *,
     guard: str = "",
 ) -> M:
-    """``execute_once_pg`` for an effect that writes only: effect and barrier row in one statement.
+    """``execute_once`` on PostgreSQL with psycopg directly: effect and barrier row in one statement.
 
     ``effect(conn)`` returns the response and its writes as data-modifying CTEs (``"a AS
     (INSERT ...), b AS (INSERT ...)"``, or ``""`` for none) with their named parameters; the
@@ -239,7 +182,8 @@ async def execute_once_pg_statement(
     One statement is atomic on its own, so on an autocommit connection it needs neither BEGIN
     nor COMMIT: one round trip, one execute. A duplicate (or a late Execute after a
     Compensate) fails on the barrier's key and takes the effect down with it; the stored row
-    is then the answer, exactly as in ``execute_once_pg``.
+    is then the answer (or COMPENSATED_BEFORE_EXECUTE), exactly as in ``execute_once``; an
+    effect that failed is re-raised unless the step already has a row.
     """
     _check_context(ctx)
     pool = await raw_pool(engine)

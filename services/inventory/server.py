@@ -12,9 +12,11 @@ import functools
 import logging
 import uuid
 from collections import defaultdict
+from dataclasses import dataclass
 from datetime import datetime
 
 import grpc
+import psycopg
 from sqlalchemy import (
     BigInteger,
     ColumnElement,
@@ -39,7 +41,6 @@ from invsaga.runtime import metrics
 from invsaga.runtime.barrier import (
     compensate_once,
     execute_once,
-    execute_once_pg,
     execute_once_pg_statement,
     is_postgres,
 )
@@ -52,7 +53,7 @@ from invsaga.runtime.convert import (
     to_timestamp,
     utcnow,
 )
-from invsaga.runtime.db import open_service_database, upsert
+from invsaga.runtime.db import open_service_database, raw_pool, upsert
 from invsaga.runtime.errors import (
     Aborted,
     FailedPrecondition,
@@ -82,6 +83,9 @@ TAKE, GIVE_BACK, CONSUME = "take", "give back", "consume"
 # Stock rows per UPDATE: SQLite refuses a UNION of more than 500 SELECTs, and this bounds
 # the statements _stock_update keeps.
 STOCK_BATCH = 100
+# LockInventory statements a PostgreSQL Execute tries when the stock it found short is there
+# again by the time it looks (released in between).
+LOCK_ATTEMPTS = 3
 
 _WAREHOUSE_IDS = bindparam("warehouse_ids", expanding=True)
 # CheckAvailability in one statement: the stock rows of the requested SKUs in the candidate
@@ -119,17 +123,13 @@ _AVAILABILITY_PG = (
     " SELECT warehouse_id, NULL, NULL, NULL, CAST(sum(locked) AS bigint), NULL FROM stock"
     " WHERE warehouse_id = ANY(%(warehouse_ids)s::text[]) GROUP BY warehouse_id"
 )
-_AVAILABLE_PG = (
-    "SELECT on_hand - locked FROM stock WHERE warehouse_id = %s AND sku = %s"
+_AVAILABLE_ROWS_PG = (
+    "SELECT warehouse_id, sku, on_hand - locked FROM stock"
+    " WHERE (warehouse_id, sku) IN (SELECT * FROM unnest(%s::text[], %s::text[]))"
 )
-_INSERT_LOCKS_PG = (
-    "INSERT INTO locks (lock_id, saga_id, order_id, allocation_id, warehouse_id, sku, quantity,"
-    " status, expires_at, picking, notify_pending, created_at, updated_at)"
-    " SELECT line.lock_id, %(saga_id)s, %(order_id)s, %(allocation_id)s, line.warehouse_id,"
-    " line.sku, line.quantity, 'held', %(expires_at)s, false, false, %(now)s, %(now)s"
-    " FROM unnest(%(lock_ids)s::text[], %(warehouse_ids)s::text[], %(skus)s::text[],"
-    " %(quantities)s::bigint[]) AS line(lock_id, warehouse_id, sku, quantity)"
-)
+# LockInventory's barrier row is inserted only where every stock row was taken; otherwise the
+# guard divides by zero, which aborts the whole statement (the rows taken included).
+_ALL_TAKEN_PG = "(SELECT 1 / (count(*) = %(wanted_rows)s)::int FROM took) = 1"
 
 
 def _stock_proto(row) -> common_pb2.StockLevel:
@@ -241,27 +241,34 @@ def _stock_update(rows: int, change: str) -> Update:
 
 
 @functools.cache
-def _take_pg(rows: int) -> str:
-    """_stock_update(rows, TAKE) for psycopg: parameters ``now``, then (warehouse, SKU,
-    units) per row.
+def _lock_ctes_pg(rows: int) -> str:
+    """LockInventory on PostgreSQL as CTEs of the barrier row's INSERT (see _ALL_TAKEN_PG).
 
-    The rows are a VALUES list, one text per number of rows, rather than arrays: the planner
-    cannot see an array's length, so its generic plan for the prepared statement (hash joins
-    over scans of all the stock) is never chosen and PostgreSQL plans the UPDATE afresh on
-    every call, which costs it more than running it (measured: 0.15 ms of its CPU per lock).
-    With the rows in sight the generic plan is the index plan, made once per count.
+    ``took`` is _stock_update(rows, TAKE): one conditional UPDATE of the stock rows, locked in
+    order. Its rows are a VALUES list, one text per number of rows, rather than arrays: the
+    planner cannot see an array's length, so its generic plan for the prepared statement (hash
+    joins over scans of all the stock) is never chosen and PostgreSQL plans the UPDATE afresh
+    on every call, which costs it more than running it (measured: 0.15 ms of its CPU per
+    lock). With the rows in sight the generic plan is the index plan, made once per count.
+    ``new_locks`` inserts the lock rows.
     """
+    values = ", ".join(f"(%(w{i})s, %(s{i})s, %(q{i})s::bigint)" for i in range(rows))
     return (
-        "UPDATE stock SET locked = stock.locked + claimed.units, updated_at = %s"
+        "took AS (UPDATE stock SET locked = stock.locked + claimed.units, updated_at = %(now)s"
         " FROM (SELECT held.warehouse_id, held.sku, wanted.units"
-        " FROM stock AS held JOIN (VALUES "
-        + ", ".join(["(%s, %s, %s::bigint)"] * rows)
-        + ") AS wanted(warehouse_id, sku, units)"
+        f" FROM stock AS held JOIN (VALUES {values}) AS wanted(warehouse_id, sku, units)"
         " ON held.warehouse_id = wanted.warehouse_id AND held.sku = wanted.sku"
         " ORDER BY held.warehouse_id, held.sku FOR UPDATE OF held) AS claimed"
         " WHERE stock.warehouse_id = claimed.warehouse_id AND stock.sku = claimed.sku"
         " AND stock.on_hand - stock.locked >= claimed.units"
-        " RETURNING stock.warehouse_id, stock.sku"
+        " RETURNING stock.warehouse_id),"
+        " new_locks AS (INSERT INTO locks (lock_id, saga_id, order_id, allocation_id,"
+        " warehouse_id, sku, quantity, status, expires_at, picking, notify_pending, created_at,"
+        " updated_at)"
+        " SELECT line.lock_id, %(saga_id)s, %(order_id)s, %(allocation_id)s, line.warehouse_id,"
+        " line.sku, line.quantity, 'held', %(expires_at)s, false, false, %(now)s, %(now)s"
+        " FROM unnest(%(lock_ids)s::text[], %(warehouse_ids)s::text[], %(skus)s::text[],"
+        " %(quantities)s::bigint[]) AS line(lock_id, warehouse_id, sku, quantity))"
     )
 
 
@@ -348,9 +355,9 @@ async def _finish_locks(
 
 
 class _CoreSteps:
-    """Execute's statements through SQLAlchemy Core (SQLite); _PgSteps sends the same on
-    PostgreSQL. Both return the same plain values (rows as tuples), so one piece of code
-    checks them and builds the answer."""
+    """Execute's statements through SQLAlchemy Core (SQLite). CheckAvailability's read is
+    the same on both (rows as tuples), so one piece of code builds its answer; _PgSteps sends
+    LockInventory as one statement."""
 
     @staticmethod
     async def availability(
@@ -408,9 +415,10 @@ class _CoreSteps:
 
 
 class _PgSteps:
-    """_CoreSteps on PostgreSQL: psycopg in pipeline mode (execute_once_pg), one statement
-    per step whatever the number of lines. Only what decides the outcome is fetched (each
-    fetch is a round trip); the lock rows are sent and travel with the barrier row and COMMIT.
+    """Execute on PostgreSQL, sent by psycopg on an autocommit connection: each step is one
+    statement whatever the number of lines (``execute_once_pg_statement``). CheckAvailability
+    reads, then writes its barrier row; LockInventory's stock UPDATE and lock rows are CTEs of
+    its barrier row's INSERT, refused as a whole when any stock row falls short.
     """
 
     @staticmethod
@@ -421,56 +429,95 @@ class _PgSteps:
         return await cursor.fetchall()
 
     @staticmethod
-    async def take(
-        conn, wanted: list[tuple[str, str, int]], now: datetime
-    ) -> set[tuple[str, str]]:
-        params: list = [now]
-        for row in wanted:
-            params.extend(row)
-        cursor = await conn.execute(_take_pg(len(wanted)), params)
-        return set(await cursor.fetchall())
+    def lock_statement(
+        ctx: common_pb2.StepContext, inp: pb.LockInventoryInput, plan: _LockPlan
+    ) -> tuple[str, dict]:
+        """The CTEs (``_lock_ctes_pg``) and parameters that take the stock and write the locks."""
+        params: dict = {
+            "now": plan.now,
+            "wanted_rows": len(plan.wanted),
+            "saga_id": ctx.saga_id,
+            "order_id": inp.order_id,
+            "allocation_id": inp.allocation_id,
+            "expires_at": plan.expires_at,
+            "lock_ids": plan.lock_ids,
+            "warehouse_ids": [line.warehouse_id for line in plan.lines],
+            "skus": [line.sku for line in plan.lines],
+            "quantities": [line.quantity for line in plan.lines],
+        }
+        for i, (warehouse_id, sku, units) in enumerate(plan.wanted):
+            params[f"w{i}"] = warehouse_id
+            params[f"s{i}"] = sku
+            params[f"q{i}"] = units
+        return _lock_ctes_pg(len(plan.wanted)), params
 
     @staticmethod
-    async def available(conn, warehouse_id: str, sku: str) -> int | None:
-        row = await (await conn.execute(_AVAILABLE_PG, (warehouse_id, sku))).fetchone()
-        return None if row is None else row[0]
-
-    @staticmethod
-    async def insert_locks(
-        conn,
-        ctx: common_pb2.StepContext,
-        inp: pb.LockInventoryInput,
-        lines: list[common_pb2.AllocationLine],
-        lock_ids: list[str],
-        expires_at: datetime,
-        now: datetime,
-    ) -> None:
-        await conn.execute(
-            _INSERT_LOCKS_PG,
-            {
-                "saga_id": ctx.saga_id,
-                "order_id": inp.order_id,
-                "allocation_id": inp.allocation_id,
-                "expires_at": expires_at,
-                "now": now,
-                "lock_ids": lock_ids,
-                "warehouse_ids": [line.warehouse_id for line in lines],
-                "skus": [line.sku for line in lines],
-                "quantities": [line.quantity for line in lines],
-            },
+    async def available_rows(
+        conn, wanted: list[tuple[str, str, int]]
+    ) -> dict[tuple[str, str], int]:
+        cursor = await conn.execute(
+            _AVAILABLE_ROWS_PG, ([w for w, _, _ in wanted], [s for _, s, _ in wanted])
         )
+        return {(w, s): available for w, s, available in await cursor.fetchall()}
+
+
+@dataclass
+class _LockPlan:
+    """What a LockInventory takes: its lines in lock order, the units per stock row, the ids."""
+
+    now: datetime
+    expires_at: datetime
+    lines: list[common_pb2.AllocationLine]
+    wanted: list[tuple[str, str, int]]
+    lock_ids: list[str]
+
+    def locks(self, saga_id: str) -> list[common_pb2.InventoryLock]:
+        expires, created = to_timestamp(self.expires_at), to_timestamp(self.now)
+        return [
+            common_pb2.InventoryLock(
+                lock_id=lock_id,
+                saga_id=saga_id,
+                warehouse_id=line.warehouse_id,
+                sku=line.sku,
+                quantity=line.quantity,
+                status=common_pb2.LOCK_STATUS_HELD,
+                expires_at=expires,
+                created_at=created,
+            )
+            for lock_id, line in zip(self.lock_ids, self.lines)
+        ]
+
+
+def _lock_conflict(
+    lines: list[common_pb2.AllocationLine], warehouse_id: str, sku: str, available: int
+) -> Aborted:
+    """LOCK_CONFLICT naming the line of this stock row that did not fit."""
+    metrics.LOCK_FAILURES.labels(warehouse_id).inc()
+    line, left = logic.short_line(
+        [
+            line
+            for line in lines
+            if (line.warehouse_id, line.sku) == (warehouse_id, sku)
+        ],
+        available,
+    )
+    return Aborted(
+        f"cannot lock {line.quantity} of {sku} in {warehouse_id}: {left} available",
+        reason="LOCK_CONFLICT",
+        metadata={
+            "warehouse_id": warehouse_id,
+            "sku": sku,
+            "required": str(line.quantity),
+            "available": str(left),
+        },
+    )
 
 
 class InventoryStepServicer(pb_grpc.InventoryStepServiceServicer):
     def __init__(self, engine: AsyncEngine, settings: Settings) -> None:
         self.engine = engine
         self.lock_ttl = settings.saga.expiry.lock
-        if is_postgres(engine):
-            self._steps = _PgSteps
-            self._execute_once = functools.partial(execute_once_pg, engine)
-        else:
-            self._steps = _CoreSteps
-            self._execute_once = functools.partial(execute_once, engine, models.barrier)
+        self._steps = _PgSteps if is_postgres(engine) else _CoreSteps
 
     async def Execute(self, request: pb.ExecuteRequest, context) -> pb.ExecuteResponse:
         kind = request.WhichOneof("input")
@@ -514,6 +561,8 @@ class InventoryStepServicer(pb_grpc.InventoryStepServiceServicer):
                 )
         else:
             logic.validate_lock_inventory(request.lock_inventory)
+            if self._steps is _PgSteps:
+                return await self._lock_pg(request.context, request.lock_inventory)
 
             async def effect(conn) -> pb.ExecuteResponse:
                 locks = await self._lock(conn, request.context, request.lock_inventory)
@@ -521,7 +570,9 @@ class InventoryStepServicer(pb_grpc.InventoryStepServiceServicer):
                     lock_inventory=pb.LockInventoryOutput(locks=locks)
                 )
 
-        return await self._execute_once(request.context, pb.ExecuteResponse, effect)
+        return await execute_once(
+            self.engine, models.barrier, request.context, pb.ExecuteResponse, effect
+        )
 
     async def _check(
         self, conn, inp: pb.CheckAvailabilityInput
@@ -550,12 +601,7 @@ class InventoryStepServicer(pb_grpc.InventoryStepServiceServicer):
                     )
         return logic.summarize_availability(inp.items, warehouse_ids, stock, locked)
 
-    async def _lock(
-        self,
-        conn,
-        ctx: common_pb2.StepContext,
-        inp: pb.LockInventoryInput,
-    ) -> list[common_pb2.InventoryLock]:
+    def _plan_lock(self, inp: pb.LockInventoryInput) -> _LockPlan:
         now = utcnow()
         requested = (
             from_timestamp(inp.expires_at) if inp.HasField("expires_at") else None
@@ -565,66 +611,80 @@ class InventoryStepServicer(pb_grpc.InventoryStepServiceServicer):
                 "the lock would expire before it is taken",
                 violations=[("lock_inventory.expires_at", "must be in the future")],
             )
-        expires_at = logic.lock_expires_at(now, requested, self.lock_ttl)
         lines = logic.ordered_lines(inp.lines)
-        # One conditional UPDATE for all the lines (per STOCK_BATCH rows on SQLite); lines
-        # naming the same stock row are summed, which refuses exactly what locking them one
-        # by one would.
-        wanted = logic.units_per_stock_row(lines)
-        taken = await self._steps.take(conn, wanted, now)
-        if len(taken) < len(wanted):
-            # Raising rolls back the rows already taken.
-            raise await self._conflict(conn, lines, wanted, taken)
-        lock_ids = [uuid.uuid4().hex for _ in lines]
-        await self._steps.insert_locks(conn, ctx, inp, lines, lock_ids, expires_at, now)
-        expires, created = to_timestamp(expires_at), to_timestamp(now)
-        return [
-            common_pb2.InventoryLock(
-                lock_id=lock_id,
-                saga_id=ctx.saga_id,
-                warehouse_id=line.warehouse_id,
-                sku=line.sku,
-                quantity=line.quantity,
-                status=common_pb2.LOCK_STATUS_HELD,
-                expires_at=expires,
-                created_at=created,
-            )
-            for lock_id, line in zip(lock_ids, lines)
-        ]
+        return _LockPlan(
+            now=now,
+            expires_at=logic.lock_expires_at(now, requested, self.lock_ttl),
+            lines=lines,
+            # Lines naming the same stock row are summed, which refuses exactly what locking
+            # them one by one would.
+            wanted=logic.units_per_stock_row(lines),
+            lock_ids=[uuid.uuid4().hex for _ in lines],
+        )
 
-    async def _conflict(
+    async def _lock(
         self,
         conn,
-        lines: list[common_pb2.AllocationLine],
-        wanted: list[tuple[str, str, int]],
-        taken: set[tuple[str, str]],
-    ) -> Aborted:
-        """LOCK_CONFLICT naming the first line, in lock order, that did not fit.
+        ctx: common_pb2.StepContext,
+        inp: pb.LockInventoryInput,
+    ) -> list[common_pb2.InventoryLock]:
+        """SQLite: one conditional UPDATE per STOCK_BATCH stock rows, then the lock rows."""
+        plan = self._plan_lock(inp)
+        taken = await _CoreSteps.take(conn, plan.wanted, plan.now)
+        if len(taken) < len(plan.wanted):
+            # Raising rolls back the rows already taken. The short row stays locked by the
+            # refused UPDATE until then, so the availability read here is the one it saw.
+            warehouse_id, sku, _ = next(
+                w for w in plan.wanted if (w[0], w[1]) not in taken
+            )
+            available = await _CoreSteps.available(conn, warehouse_id, sku)
+            raise _lock_conflict(plan.lines, warehouse_id, sku, available or 0)
+        await _CoreSteps.insert_locks(
+            conn, ctx, inp, plan.lines, plan.lock_ids, plan.expires_at, plan.now
+        )
+        return plan.locks(ctx.saga_id)
 
-        The stock row it belongs to stays locked by the refused UPDATE until the rollback,
-        so its availability read here is the one the UPDATE saw.
+    async def _lock_pg(
+        self, ctx: common_pb2.StepContext, inp: pb.LockInventoryInput
+    ) -> pb.ExecuteResponse:
+        """PostgreSQL: the stock UPDATE, the lock rows and the barrier row in one statement.
+
+        A short stock row aborts the statement (_ALL_TAKEN_PG); the rows are then read again
+        to name the line that does not fit. If they all fit by then (stock was released in
+        between), the lock is tried again.
         """
-        warehouse_id, sku, _ = next(w for w in wanted if (w[0], w[1]) not in taken)
-        metrics.LOCK_FAILURES.labels(warehouse_id).inc()
-        available = await self._steps.available(conn, warehouse_id, sku)
-        line, left = logic.short_line(
-            [
-                line
-                for line in lines
-                if (line.warehouse_id, line.sku) == (warehouse_id, sku)
-            ],
-            available or 0,
+        plan = self._plan_lock(inp)
+        response = pb.ExecuteResponse(
+            lock_inventory=pb.LockInventoryOutput(locks=plan.locks(ctx.saga_id))
         )
-        return Aborted(
-            f"cannot lock {line.quantity} of {sku} in {warehouse_id}: {left} available",
-            reason="LOCK_CONFLICT",
-            metadata={
-                "warehouse_id": warehouse_id,
-                "sku": sku,
-                "required": str(line.quantity),
-                "available": str(left),
-            },
-        )
+        ctes, params = _PgSteps.lock_statement(ctx, inp, plan)
+
+        async def effect(conn) -> tuple[pb.ExecuteResponse, str, dict]:
+            return response, ctes, dict(params)
+
+        for attempt in range(LOCK_ATTEMPTS):
+            try:
+                return await execute_once_pg_statement(
+                    self.engine, ctx, pb.ExecuteResponse, effect, guard=_ALL_TAKEN_PG
+                )
+            except psycopg.errors.DivisionByZero:  # some stock row was short
+                pool = await raw_pool(self.engine)
+                async with pool.connection() as conn:
+                    available = await _PgSteps.available_rows(conn, plan.wanted)
+                short = [
+                    (warehouse_id, sku)
+                    for warehouse_id, sku, units in plan.wanted
+                    if available.get((warehouse_id, sku), 0) < units
+                ]
+                if short or attempt == LOCK_ATTEMPTS - 1:
+                    warehouse_id, sku = short[0] if short else plan.wanted[0][:2]
+                    raise _lock_conflict(
+                        plan.lines,
+                        warehouse_id,
+                        sku,
+                        available.get((warehouse_id, sku), 0),
+                    ) from None
+        raise AssertionError("unreachable")
 
     async def Compensate(
         self, request: pb.CompensateRequest, context
