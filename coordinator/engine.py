@@ -167,6 +167,8 @@ class Driver:
         for i in range(first, len(STEPS)):
             step = STEPS[i]
             state = saga.steps[i]
+            if saga.saga_id in self.engine.abandoned:
+                raise LeaseLost(saga.saga_id)
             if self.cancel:
                 return self.fail(i, pb.SagaFailure(step=step.name, reason="CANCELLED", message="cancelled by request"))
             if now_ms() >= self.deadline_ms:
@@ -422,8 +424,10 @@ class Engine:
         self.lease_ms = int(settings.lease * 1000)
         self.queue: asyncio.PriorityQueue[tuple[tuple[int, int, int], str]] = asyncio.PriorityQueue()
         self.known: set[str] = set()  # queued or being driven here
-        self.fresh: dict[str, SagaRow] = {}  # queued sagas created here: no need to read them back
+        # Queued sagas started here (their insert may still be committing): no need to read them back.
+        self.fresh: dict[str, SagaRow] = {}
         self.drivers: dict[str, Driver] = {}  # being driven here
+        self.abandoned: set[str] = set()  # started before their insert, which found a duplicate
         self.order = itertools.count()
         self.tasks: list[asyncio.Task] = []
         self.metrics = None  # set by telemetry when enabled
@@ -447,7 +451,7 @@ class Engine:
 
     # -- admission ---------------------------------------------------------------------
     def enqueue(self, saga_id: str, priority: int, urgent: bool, row: SagaRow | None = None) -> None:
-        """Queue a saga to be driven here; ``row`` is its state when the caller just wrote it."""
+        """Queue a saga to be driven here; ``row`` is its state when the caller is writing it."""
         if saga_id in self.known:
             return
         self.known.add(saga_id)
@@ -461,13 +465,15 @@ class Engine:
             try:
                 await self.drive(saga_id)
             except LeaseLost:
-                log.warning("lost the lease on saga %s; another replica drives it now", saga_id)
+                if saga_id not in self.abandoned:
+                    log.warning("lost the lease on saga %s; another replica drives it now", saga_id)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("saga %s: driver crashed; it will be recovered", saga_id)
             finally:
                 self.known.discard(saga_id)
+                self.abandoned.discard(saga_id)
 
     async def drive(self, saga_id: str) -> None:
         fresh = self.fresh.pop(saga_id, None)
@@ -484,6 +490,16 @@ class Engine:
             del self.drivers[saga_id]
             if self.metrics:
                 self.metrics.done(saga_id)
+
+    def abandon(self, saga_id: str) -> None:
+        """Drop a saga whose insert was refused (its request_id belongs to another saga).
+
+        Nothing of it was written: a queued one is skipped, a running one stops before its
+        next step (its saves, guarded by the owner of a row that does not exist, change
+        nothing either).
+        """
+        if self.fresh.pop(saga_id, None) is not None or saga_id in self.drivers:
+            self.abandoned.add(saga_id)
 
     def cancel_local(self, saga_id: str) -> None:
         """A cancel for a saga driven here takes effect at its next step, without a read."""

@@ -66,7 +66,7 @@ class CoordinatorServicer(pb_grpc.SagaCoordinatorServiceServicer):
         saga = new_saga(uuid.uuid4().hex, inventory_request)
         saga.trace_id, trace_context = telemetry.saga_trace_context()
         started = event(saga, 1, pb.SAGA_EVENT_TYPE_SAGA_STARTED)
-        row, created = await self.store.create(
+        row, found = self.store.create(
             saga,
             [started],
             req_hash=request_hash(inventory_request),
@@ -75,19 +75,28 @@ class CoordinatorServicer(pb_grpc.SagaCoordinatorServiceServicer):
             lease_ms=self.engine.lease_ms,
             trace_context=trace_context,
         )
-        if not created:
-            if row.request_hash != request_hash(inventory_request):
+        response = pb.StartSagaResponse(saga_id=saga.saga_id, saga=saga)  # a copy: the driver changes saga
+        # The first step starts while the insert commits: it only reads, and the driver's first
+        # save is queued behind the insert. If the request_id turns out to be taken, nothing
+        # was written and the driver is dropped (at most the first two steps, both reads, ran).
+        self.engine.enqueue(saga.saga_id, inventory_request.priority, inventory_request.is_urgent, row)
+        try:
+            existing = await found
+        except BaseException:
+            self.engine.abandon(saga.saga_id)
+            raise
+        if existing is not None:
+            self.engine.abandon(saga.saga_id)
+            if existing.request_hash != request_hash(inventory_request):
                 raise AlreadyExists(
                     f"request_id {inventory_request.request_id!r} was used for a different request",
                     reason="REQUEST_ID_REUSED",
-                    metadata={"saga_id": row.saga.saga_id},
+                    metadata={"saga_id": existing.saga.saga_id},
                 )
-            row.saga.status = row.status
-            return pb.StartSagaResponse(saga_id=row.saga.saga_id, saga=row.saga)
+            existing.saga.status = existing.status
+            return pb.StartSagaResponse(saga_id=existing.saga.saga_id, saga=existing.saga)
         if self.engine.metrics:
-            self.engine.metrics.started(saga)
-        response = pb.StartSagaResponse(saga_id=saga.saga_id, saga=saga)  # a copy: the driver changes saga
-        self.engine.enqueue(saga.saga_id, inventory_request.priority, inventory_request.is_urgent, row)
+            self.engine.metrics.started(response.saga)
         return response
 
     async def GetSaga(self, request: pb.GetSagaRequest, context) -> pb.GetSagaResponse:

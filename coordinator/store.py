@@ -91,6 +91,9 @@ class GroupCommitter:
         postgres = self.engine.dialect.name == "postgresql"
         while True:
             await self._wakeup.wait()
+            # Let what woke the writer go first: a driver queues its save and then sends the
+            # next step's call, which should not wait behind the write's preparation.
+            await asyncio.sleep(0)
             self._wakeup.clear()
             while self._queue:
                 batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
@@ -420,7 +423,7 @@ class SagaStore:
     async def stop(self) -> None:
         await self.writer.stop()
 
-    async def create(
+    def create(
         self,
         saga: pb.Saga,
         events: Sequence[pb.SagaEvent],
@@ -430,9 +433,15 @@ class SagaStore:
         owner: str,
         lease_ms: int,
         trace_context: str = "",
-    ) -> tuple[SagaRow, bool]:
-        """Insert a new saga; if its request_id exists, return that saga and False instead."""
+    ) -> tuple[SagaRow, Awaitable[SagaRow | None]]:
+        """Queue the insert of a new saga at once; return its row and what the insert found.
+
+        The awaitable gives None once the saga is committed, or the row of the saga that
+        already holds its request_id (then nothing was written). Writes queued after this one
+        are committed after it.
+        """
         now = now_ms()
+        last_seq = events[-1].seq if events else 0
         write = CreateWrite(
             dict(
                 saga_id=saga.saga_id,
@@ -442,7 +451,7 @@ class SagaStore:
                 priority=saga.request.priority,
                 is_urgent=saga.request.is_urgent,
                 state=saga.SerializeToString(),
-                last_seq=events[-1].seq if events else 0,
+                last_seq=last_seq,
                 cancel_requested=False,
                 owner=owner,
                 lease_until=now + lease_ms,
@@ -453,17 +462,16 @@ class SagaStore:
             ),
             events,
         )
-        existing = await self.writer.run(write, tag=(saga.saga_id, tuple(events)))
-        if existing is None:
-            return (
-                SagaRow(saga, saga.status, req_hash, events[-1].seq if events else 0, False, owner, now + lease_ms, deadline, trace_context),
-                True,
-            )
-        return _row(existing), False
+        found = self.writer.submit(write, tag=(saga.saga_id, tuple(events)))
+        row = SagaRow(saga, saga.status, req_hash, last_seq, False, owner, now + lease_ms, deadline, trace_context)
 
-    def save(
-        self, saga: pb.Saga, events: Sequence[pb.SagaEvent], *, owner: str, lease_ms: int, release: bool = False
-    ) -> asyncio.Future:
+        async def existing() -> SagaRow | None:
+            other = await found
+            return None if other is None else _row(other)
+
+        return row, existing()
+
+    def save(self, saga: pb.Saga, events: Sequence[pb.SagaEvent], *, owner: str, lease_ms: int) -> asyncio.Future:
         """Persist the saga's new state and events if ``owner`` still holds it.
 
         The state is serialized now; the returned future gives the SaveResult once committed.
@@ -473,7 +481,7 @@ class SagaStore:
             status=saga.status,
             state=saga.SerializeToString(),
             updated_at=now,
-            lease_until=now if release else now + lease_ms,
+            lease_until=now + lease_ms,
         )
         if events:
             values["last_seq"] = events[-1].seq

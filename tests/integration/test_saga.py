@@ -251,6 +251,13 @@ async def test_start_is_idempotent_on_request_id(backend, meshes):
         assert err.value.code() == grpc.StatusCode.ALREADY_EXISTS
         assert RpcFailure.from_error(err.value).reason == "REQUEST_ID_REUSED"
         await c.wait(first.saga_id)
+        # Each repeated start began driving a saga of its own while its insert ran into the
+        # taken request_id; none of those left a saga or an effect behind.
+        listed = (await c.coordinator.ListSagas(pb.ListSagasRequest(page_size=1000))).sagas
+        assert [s.saga_id for s in listed if s.request_id == "REQ-idem-1"] == [first.saga_id]
+        assert {a.saga_id for a in await c.allocations()} <= {s.saga_id for s in listed}
+        held = [lock for lock in await c.held_locks() if lock.sku == "SKU-I"]
+        assert [(lock.saga_id, lock.quantity) for lock in held] == [(first.saga_id, 1)]
     finally:
         await c.close()
 
