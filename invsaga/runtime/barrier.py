@@ -182,17 +182,18 @@ async def execute_once_pg_statement(
     One statement is atomic on its own, so on an autocommit connection it needs neither BEGIN
     nor COMMIT: one round trip, one execute. A duplicate (or a late Execute after a
     Compensate) fails on the barrier's key and takes the effect down with it; the stored row
-    is then the answer (or COMPENSATED_BEFORE_EXECUTE), exactly as in ``execute_once``; an
-    effect that failed is re-raised unless the step already has a row.
+    is then the answer (or COMPENSATED_BEFORE_EXECUTE), exactly as in ``execute_once``. An
+    effect that fails, before or in the statement, is re-raised unless the step already has
+    a row, which is then the answer.
     """
     _check_context(ctx)
     pool = await raw_pool(engine)
     async with pool.connection() as conn:
-        response, ctes, params = await effect(conn)
-        params["barrier_saga_id"] = ctx.saga_id
-        params["barrier_step"] = ctx.step
-        params["barrier_result"] = response.SerializeToString()
         try:
+            response, ctes, params = await effect(conn)
+            params["barrier_saga_id"] = ctx.saga_id
+            params["barrier_step"] = ctx.step
+            params["barrier_result"] = response.SerializeToString()
             await conn.execute(_with_barrier(ctes, guard), params)
         except Exception as error:
             return await _answer_pg(conn, ctx, response_type, error)

@@ -653,14 +653,20 @@ class InventoryStepServicer(pb_grpc.InventoryStepServiceServicer):
         to name the line that does not fit. If they all fit by then (stock was released in
         between), the lock is tried again.
         """
-        plan = self._plan_lock(inp)
-        response = pb.ExecuteResponse(
-            lock_inventory=pb.LockInventoryOutput(locks=plan.locks(ctx.saga_id))
-        )
-        ctes, params = _PgSteps.lock_statement(ctx, inp, plan)
+        plans: list[_LockPlan] = []
 
         async def effect(conn) -> tuple[pb.ExecuteResponse, str, dict]:
-            return response, ctes, dict(params)
+            # Planned inside the barrier's call: a repeat that no longer validates (its expiry
+            # has passed) still gets the stored answer of the lock taken the first time.
+            if not plans:
+                plans.append(self._plan_lock(inp))
+            ctes, params = _PgSteps.lock_statement(ctx, inp, plans[0])
+            locks = plans[0].locks(ctx.saga_id)
+            return (
+                pb.ExecuteResponse(lock_inventory=pb.LockInventoryOutput(locks=locks)),
+                ctes,
+                params,
+            )
 
         for attempt in range(LOCK_ATTEMPTS):
             try:
@@ -668,6 +674,7 @@ class InventoryStepServicer(pb_grpc.InventoryStepServiceServicer):
                     self.engine, ctx, pb.ExecuteResponse, effect, guard=_ALL_TAKEN_PG
                 )
             except psycopg.errors.DivisionByZero:  # some stock row was short
+                plan = plans[0]
                 pool = await raw_pool(self.engine)
                 async with pool.connection() as conn:
                     available = await _PgSteps.available_rows(conn, plan.wanted)

@@ -260,6 +260,19 @@ async def test_each_execute_and_compensate_sent_three_times_has_one_effect(inv: 
     assert not check_undone[0].null_compensation and check_undone[0].released_units == 0
 
 
+async def test_a_repeated_lock_gets_its_first_answer_after_its_expiry_passed(inv: Client):
+    warehouse, sku = _ids(), _ids("SKU")
+    await inv.set_stock(warehouse, sku, 5)
+    saga = f"saga-{uuid.uuid4().hex}"
+    expires_at = datetime.now(UTC) + timedelta(seconds=1)
+    first = await inv.lock(saga, (warehouse, sku, 2), expires_at=expires_at)
+    await asyncio.sleep(1.2)
+    # Sent fresh, this request would be refused (the lock would expire before it is taken);
+    # as a repeat of a step that ran, it gets the step's first answer and takes nothing.
+    assert await inv.lock(saga, (warehouse, sku, 2), expires_at=expires_at) == first
+    assert len(await inv.locks(saga_id=saga)) == 1
+
+
 async def test_compensate_before_execute_is_null_and_the_late_execute_is_refused(
     inv: Client,
 ):
