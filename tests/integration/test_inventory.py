@@ -260,7 +260,9 @@ async def test_each_execute_and_compensate_sent_three_times_has_one_effect(inv: 
     assert not check_undone[0].null_compensation and check_undone[0].released_units == 0
 
 
-async def test_a_repeated_lock_gets_its_first_answer_after_its_expiry_passed(inv: Client):
+async def test_a_repeated_lock_gets_its_first_answer_after_its_expiry_passed(
+    inv: Client,
+):
     warehouse, sku = _ids(), _ids("SKU")
     await inv.set_stock(warehouse, sku, 5)
     saga = f"saga-{uuid.uuid4().hex}"
