@@ -2,10 +2,10 @@
 
 Every participant's Execute and Compensate suffer added latency, UNAVAILABLE before the
 effect, and "commit, then drop the response" at a few percent each; the coordinator is killed
-and restarted four times, at random points spread over the run. Afterwards every saga is terminal, every
-(saga, step, op) left exactly one effect in the participants' own records, and the stock
-reconciles to the unit: on_hand at the start = on_hand now + consumed, locked = Σ held locks,
-nothing negative.
+and restarted four times, at random points spread over the run. Afterwards every saga is
+terminal, every (saga, step, op) left exactly one effect in the participants' own records, and
+the stock reconciles to the unit: on_hand at the start = on_hand now + consumed, locked = Σ held
+locks, nothing negative.
 """
 
 from __future__ import annotations
