@@ -29,6 +29,7 @@ from invsaga.runtime.config import ConfigError, Settings, load_settings
 from invsaga.runtime.db import close_raw_pools
 from invsaga.runtime.errors import DomainError, InvalidArgument
 from invsaga.runtime.faults import FaultInjector, parse_faults
+from invsaga.runtime.interceptors import WrappingInterceptor
 from invsaga.runtime.logs import configure_logging
 
 log = logging.getLogger("invsaga.server")
@@ -126,29 +127,13 @@ def _wrap_stream(behavior):
     return wrapped
 
 
-class DomainErrorInterceptor(grpc.aio.ServerInterceptor):
+class DomainErrorInterceptor(WrappingInterceptor):
     """Turns a ``DomainError`` raised by any servicer into its rich ``google.rpc.Status``.
 
-    The innermost interceptor: what it wraps is the registered handler of the method, the same
-    on every call, so each method's wrapped handler is built once and reused.
+    The innermost interceptor, so what it wraps is the method's registered handler.
     """
 
-    def __init__(self) -> None:
-        self._wrapped: dict[str, tuple[Any, Any]] = {}
-
-    async def intercept_service(self, continuation, handler_call_details):
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return None
-        cached = self._wrapped.get(handler_call_details.method)
-        if cached is not None and cached[0] is handler:
-            return cached[1]
-        wrapped = self._wrap(handler)
-        self._wrapped[handler_call_details.method] = (handler, wrapped)
-        return wrapped
-
-    @staticmethod
-    def _wrap(handler):
+    def wrap(self, method: str, handler):
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
                 _wrap_unary(handler.unary_unary),

@@ -32,6 +32,7 @@ import grpc
 
 from invsaga.runtime import metrics
 from invsaga.runtime.config import Settings
+from invsaga.runtime.interceptors import WrappingInterceptor
 from invsaga.runtime.logs import log_context
 
 log = logging.getLogger("invsaga.telemetry")
@@ -195,7 +196,7 @@ class _Child:
         self.seconds = metrics.GRPC_HANDLING_SECONDS.labels(service, method, code)
 
 
-class MetricsInterceptor(grpc.aio.ServerInterceptor):
+class MetricsInterceptor(WrappingInterceptor):
     """Counts and times every unary and server-streaming RPC by method and status code.
 
     On the participants' ``Execute``/``Compensate`` it also puts the request's saga id and step
@@ -203,9 +204,8 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
     """
 
     def __init__(self) -> None:
+        super().__init__()
         self._children: dict[tuple[str, str, str], _Child] = {}
-        # method -> (inner handler, its wrapper): rebuilt only when the inner handler changes.
-        self._wrapped: dict[str, tuple[Any, Any]] = {}
 
     def child(self, service: str, method: str, code: str) -> _Child:
         key = (service, method, code)
@@ -214,18 +214,9 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
             child = self._children[key] = _Child(service, method, code)
         return child
 
-    async def intercept_service(self, continuation, handler_call_details):
-        handler = await continuation(handler_call_details)
-        if handler is None or handler.request_streaming:
+    def wrap(self, full_method: str, handler):
+        if handler.request_streaming:
             return handler
-        cached = self._wrapped.get(handler_call_details.method)
-        if cached is not None and cached[0] is handler:
-            return cached[1]
-        wrapped = self._wrap(handler_call_details.method, handler)
-        self._wrapped[handler_call_details.method] = (handler, wrapped)
-        return wrapped
-
-    def _wrap(self, full_method: str, handler):
         service, _, method = full_method.lstrip("/").rpartition("/")
         service = service.rsplit(".", 1)[-1]
         step_call = method in STEP_METHODS
