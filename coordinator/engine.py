@@ -264,11 +264,11 @@ class Driver:
 
         state.attempts += 1
         request = S.execute_request(step, saga, self.settings)
-        stub = self.engine.participants.stubs[step.service]
+        execute = self.engine.participants.execute[step.service]
         started = time.monotonic()
         try:
             response = await call_with_retry(
-                stub.Execute, request, timeout=self.settings.step_timeout(step.key), policy=policy,
+                execute, request, timeout=self.settings.step_timeout(step.key), policy=policy,
                 deadline=S.monotonic_deadline(self.deadline_ms), observer=observe,
             )
         except DeadlineReached:
@@ -405,7 +405,7 @@ class Driver:
         request = S.execute_request(NOTIFY_FAILURE, self.saga, self.settings)
         try:
             await call_with_retry(
-                self.engine.participants.stubs["notify"].Execute, request,
+                self.engine.participants.execute["notify"], request,
                 timeout=self.settings.step_timeout("notify"), policy=policy,
             )
         except grpc.RpcError as error:

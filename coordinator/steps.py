@@ -19,6 +19,8 @@ from invsaga.coordinator.v1 import coordinator_pb2 as pb
 from invsaga.inventory.v1 import inventory_pb2, inventory_pb2_grpc
 from invsaga.logistics.v1 import logistics_pb2, logistics_pb2_grpc
 from invsaga.notify.v1 import notify_pb2, notify_pb2_grpc
+from invsaga.runtime import telemetry
+from invsaga.runtime.batch import ExecuteBatcher
 from invsaga.runtime.channels import channel_to
 from invsaga.runtime.config import Settings
 from invsaga.warehouse.v1 import warehouse_pb2, warehouse_pb2_grpc
@@ -39,12 +41,27 @@ STUBS = {
 }
 
 
+# RPCs to one participant that may be under way before further Execute calls wait to go
+# together in one ExecuteBatch.
+BATCH_IN_FLIGHT = 2
+
+
 class Participants:
-    """Typed step stubs over one channel per participant (callers retry with ``call_with_retry``)."""
+    """Typed step stubs over one channel per participant (callers retry with ``call_with_retry``).
+
+    ``execute[name]`` is the participant's ``Execute``, batched across sagas under load
+    (``ExecuteBatcher``). With tracing on, every call goes alone: a batch carries the calls of
+    several sagas, and each saga's step must show in its own trace.
+    """
 
     def __init__(self, settings: Settings) -> None:
         self.channels = {name: channel_to(settings, name) for name in STUBS}
         self.stubs = {name: STUBS[name](channel) for name, channel in self.channels.items()}
+        in_flight = None if telemetry.tracing_enabled() else BATCH_IN_FLIGHT
+        self.execute = {
+            name: ExecuteBatcher(stub.Execute, stub.ExecuteBatch, PB[name].ExecuteBatchRequest, max_in_flight=in_flight)
+            for name, stub in self.stubs.items()
+        }
 
     async def close(self) -> None:
         for channel in self.channels.values():

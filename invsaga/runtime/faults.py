@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 import grpc
 
 from invsaga.common.v1 import common_pb2
+from invsaga.runtime.batch import EXECUTE_BATCH
+from invsaga.runtime.interceptors import WrappingInterceptor
 from invsaga.runtime.config import ConfigError
 
 KINDS = ("latency", "unavailable", "error", "drop_response")
@@ -83,15 +85,16 @@ def parse_faults(spec: str) -> list[FaultRule]:
     return rules
 
 
-class FaultInjector(grpc.aio.ServerInterceptor):
+class FaultInjector(WrappingInterceptor):
+    """Applies the rules to every unary call; to each request of an ExecuteBatch, not to the batch."""
+
     def __init__(self, rules: list[FaultRule]) -> None:
+        super().__init__()
         self.rules = rules
 
-    async def intercept_service(self, continuation, handler_call_details):
-        handler = await continuation(handler_call_details)
-        if handler is None or not handler.unary_unary:
+    def wrap(self, method: str, handler):
+        if not handler.unary_unary or method.rsplit("/", 1)[-1] == EXECUTE_BATCH:
             return handler
-        method = handler_call_details.method
         behavior = handler.unary_unary
         rules = self.rules
 

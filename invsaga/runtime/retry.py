@@ -12,7 +12,7 @@ import asyncio
 import random
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 import grpc
 
@@ -47,7 +47,7 @@ class DeadlineReached(Exception):
 
 
 async def call_with_retry(
-    method: grpc.aio.UnaryUnaryMultiCallable,
+    method: Callable[..., Awaitable[Any]],
     request: Any,
     *,
     timeout: float | None,

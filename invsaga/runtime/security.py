@@ -4,8 +4,8 @@
   the other processes verify their certificates against ``INVSAGA_TLS_CA`` (presenting its own
   certificate, so the same three files serve both directions).
 - Mutual TLS (``INVSAGA_TLS_CLIENT_AUTH=require``): the server refuses a handshake without a
-  client certificate signed by the CA. The saga steps (``Execute``/``Compensate`` of every
-  ``*StepService``) are served only to the identities in ``INVSAGA_TLS_STEP_CALLERS``
+  client certificate signed by the CA. The saga steps (``Execute``/``ExecuteBatch``/``Compensate`` of
+  every ``*StepService``) are served only to the identities in ``INVSAGA_TLS_STEP_CALLERS``
   (default ``coordinator``): the subject common name of the peer's certificate, which
   ``invsaga certs`` sets to the process name. Every other RPC — the admin and query APIs,
   health, reflection — is open to any client holding a certificate of the CA: operators and
@@ -34,7 +34,7 @@ from invsaga.runtime.config import Settings
 
 # Methods reachable without a token: Kubernetes probes and reflection (`grpcurl list`).
 PUBLIC_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
-STEP_METHODS = ("Execute", "Compensate")
+STEP_METHODS = ("Execute", "Compensate", "ExecuteBatch")
 
 
 def hash_token(token: str) -> str:

@@ -25,6 +25,7 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from invsaga.runtime import security, telemetry
+from invsaga.runtime.batch import install_execute_batch
 from invsaga.runtime.config import ConfigError, Settings, load_settings
 from invsaga.runtime.db import close_raw_pools
 from invsaga.runtime.errors import DomainError, InvalidArgument
@@ -188,15 +189,19 @@ async def serve(settings: Settings, build: Callable[[Settings], Awaitable[App]])
     if settings.fault_injection:
         interceptors.append(FaultInjector(parse_faults(settings.fault_injection)))
         log.warning("fault injection is ON: %s", settings.fault_injection)
+    interceptors.append(DomainErrorInterceptor())
     server = grpc.aio.server(
-        interceptors=[*interceptors, DomainErrorInterceptor()],
+        interceptors=interceptors,
         options=server_options(settings),
         maximum_concurrent_rpcs=None,
     )
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     names = [r.full_name for r in app.services]
+    # Each request of an ExecuteBatch passes the same per-call layers as an Execute of its own.
+    layers = [i for i in interceptors if isinstance(i, WrappingInterceptor)]
     for reg in app.services:
+        install_execute_batch(reg.servicer, reg.full_name, layers)
         reg.add_to_server(reg.servicer, server)
     reflection.enable_server_reflection(
         [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server

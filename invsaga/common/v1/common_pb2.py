@@ -22,54 +22,57 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import any_pb2 as google_dot_protobuf_dot_any__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1einvsaga/common/v1/common.proto\x12\x11invsaga.common.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"b\n\x0bStepContext\x12\x0f\n\x07saga_id\x18\x01 \x01(\t\x12)\n\x04step\x18\x02 \x01(\x0e\x32\x1b.invsaga.common.v1.SagaStep\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t\"O\n\x08Location\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x10\n\x03lat\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12\x10\n\x03lon\x18\x03 \x01(\x01H\x01\x88\x01\x01\x42\x06\n\x04_latB\x06\n\x04_lon\"H\n\tCostModel\x12\x10\n\x08per_unit\x18\x01 \x01(\x01\x12\x13\n\x0bper_km_unit\x18\x02 \x01(\x01\x12\x14\n\x0cper_shipment\x18\x03 \x01(\x01\"\xa0\x02\n\tWarehouse\x12\x14\n\x0cwarehouse_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12-\n\x08location\x18\x03 \x01(\x0b\x32\x1b.invsaga.common.v1.Location\x12\x10\n\x08\x63\x61pacity\x18\x04 \x01(\x03\x12\x32\n\x06status\x18\x05 \x01(\x0e\x32\".invsaga.common.v1.WarehouseStatus\x12\x10\n\x08priority\x18\x06 \x01(\x05\x12*\n\x04\x63ost\x18\x07 \x01(\x0b\x32\x1c.invsaga.common.v1.CostModel\x12\x0c\n\x04skus\x18\x08 \x03(\t\x12.\n\nupdated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\\\n\x04Item\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\x0b\n\x03sku\x18\x02 \x01(\t\x12\x10\n\x08quantity\x18\x03 \x01(\x03\x12\x0c\n\x04unit\x18\x04 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\"\x84\x01\n\nStockLevel\x12\x14\n\x0cwarehouse_id\x18\x01 \x01(\t\x12\x0b\n\x03sku\x18\x02 \x01(\t\x12\x12\n\nproduct_id\x18\x03 \x01(\t\x12\x0f\n\x07on_hand\x18\x04 \x01(\x03\x12\x0e\n\x06locked\x18\x05 \x01(\x03\x12\x11\n\tavailable\x18\x06 \x01(\x03\x12\x0b\n\x03\x62in\x18\x07 \x01(\t\";\n\rWarehouseLoad\x12\x14\n\x0cwarehouse_id\x18\x01 \x01(\t\x12\x14\n\x0clocked_units\x18\x02 \x01(\x03\"<\n\x08Shortage\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x10\n\x08required\x18\x02 \x01(\x03\x12\x11\n\tavailable\x18\x03 \x01(\x03\"E\n\x0e\x41llocationLine\x12\x14\n\x0cwarehouse_id\x18\x01 \x01(\t\x12\x0b\n\x03sku\x18\x02 \x01(\t\x12\x10\n\x08quantity\x18\x03 \x01(\x03\"\xa9\x02\n\nAllocation\x12\x15\n\rallocation_id\x18\x01 \x01(\t\x12\x37\n\x08strategy\x18\x02 \x01(\x0e\x32%.invsaga.common.v1.AllocationStrategy\x12\x30\n\x05lines\x18\x03 \x03(\x0b\x32!.invsaga.common.v1.AllocationLine\x12.\n\nexpires_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07optimal\x18\x05 \x01(\x08\x12\x12\n\ntotal_cost\x18\x06 \x01(\x01\x12\x33\n\x06status\x18\x07 \x01(\x0e\x32#.invsaga.common.v1.AllocationStatus\x12\x0f\n\x07saga_id\x18\x08 \x01(\t\"L\n\x0cPicklistLine\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\x03\x12\x0b\n\x03\x62in\x18\x03 \x01(\t\x12\x10\n\x08sequence\x18\x04 \x01(\x05\"\xc0\x02\n\x08Picklist\x12\x13\n\x0bpicklist_id\x18\x01 \x01(\t\x12\x14\n\x0cwarehouse_id\x18\x02 \x01(\t\x12\x10\n\x08priority\x18\x03 \x01(\x05\x12\x31\n\x06status\x18\x04 \x01(\x0e\x32!.invsaga.common.v1.PicklistStatus\x12.\n\x05lines\x18\x05 \x03(\x0b\x32\x1f.invsaga.common.v1.PicklistLine\x12\x0f\n\x07saga_id\x18\x06 \x01(\t\x12\x10\n\x08order_id\x18\x07 \x01(\t\x12\x11\n\tis_urgent\x18\x08 \x01(\x08\x12.\n\ncreated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x86\x02\n\rInventoryLock\x12\x0f\n\x07lock_id\x18\x01 \x01(\t\x12\x0f\n\x07saga_id\x18\x02 \x01(\t\x12\x14\n\x0cwarehouse_id\x18\x03 \x01(\t\x12\x0b\n\x03sku\x18\x04 \x01(\t\x12\x10\n\x08quantity\x18\x05 \x01(\x03\x12-\n\x06status\x18\x06 \x01(\x0e\x32\x1d.invsaga.common.v1.LockStatus\x12.\n\nexpires_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07picking\x18\x08 \x01(\x08\x12.\n\ncreated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\xfc\x01\n\x08SagaStep\x12\x19\n\x15SAGA_STEP_UNSPECIFIED\x10\x00\x12\x1e\n\x1aSAGA_STEP_QUERY_WAREHOUSES\x10\x01\x12 \n\x1cSAGA_STEP_CHECK_AVAILABILITY\x10\x02\x12 \n\x1cSAGA_STEP_ALLOCATE_INVENTORY\x10\x03\x12\x1c\n\x18SAGA_STEP_LOCK_INVENTORY\x10\x04\x12\x1f\n\x1bSAGA_STEP_GENERATE_PICKLIST\x10\x05\x12\x14\n\x10SAGA_STEP_NOTIFY\x10\x06\x12\x1c\n\x18SAGA_STEP_NOTIFY_FAILURE\x10\x07*\x8f\x01\n\x0fWarehouseStatus\x12 \n\x1cWAREHOUSE_STATUS_UNSPECIFIED\x10\x00\x12\x1b\n\x17WAREHOUSE_STATUS_ACTIVE\x10\x01\x12 \n\x1cWAREHOUSE_STATUS_MAINTENANCE\x10\x02\x12\x1b\n\x17WAREHOUSE_STATUS_CLOSED\x10\x03*\xc9\x01\n\x12\x41llocationStrategy\x12#\n\x1f\x41LLOCATION_STRATEGY_UNSPECIFIED\x10\x00\x12 \n\x1c\x41LLOCATION_STRATEGY_PRIORITY\x10\x01\x12\x1f\n\x1b\x41LLOCATION_STRATEGY_NEAREST\x10\x02\x12$\n ALLOCATION_STRATEGY_LOAD_BALANCE\x10\x03\x12%\n!ALLOCATION_STRATEGY_COST_OPTIMIZE\x10\x04*\x93\x01\n\x10\x41llocationStatus\x12!\n\x1d\x41LLOCATION_STATUS_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x41LLOCATION_STATUS_ACTIVE\x10\x01\x12\x1f\n\x1b\x41LLOCATION_STATUS_CANCELLED\x10\x02\x12\x1d\n\x19\x41LLOCATION_STATUS_EXPIRED\x10\x03*\xac\x01\n\x0ePicklistStatus\x12\x1f\n\x1bPICKLIST_STATUS_UNSPECIFIED\x10\x00\x12\x1b\n\x17PICKLIST_STATUS_PENDING\x10\x01\x12\x1e\n\x1aPICKLIST_STATUS_PROCESSING\x10\x02\x12\x1d\n\x19PICKLIST_STATUS_COMPLETED\x10\x03\x12\x1d\n\x19PICKLIST_STATUS_CANCELLED\x10\x04*\x8c\x01\n\nLockStatus\x12\x1b\n\x17LOCK_STATUS_UNSPECIFIED\x10\x00\x12\x14\n\x10LOCK_STATUS_HELD\x10\x01\x12\x18\n\x14LOCK_STATUS_RELEASED\x10\x02\x12\x18\n\x14LOCK_STATUS_CONSUMED\x10\x03\x12\x17\n\x13LOCK_STATUS_EXPIRED\x10\x04*\xda\x01\n\x10NotificationKind\x12!\n\x1dNOTIFICATION_KIND_UNSPECIFIED\x10\x00\x12+\n\'NOTIFICATION_KIND_RESERVATION_CONFIRMED\x10\x01\x12(\n$NOTIFICATION_KIND_RESERVATION_FAILED\x10\x02\x12\"\n\x1eNOTIFICATION_KIND_LOCK_EXPIRED\x10\x03\x12(\n$NOTIFICATION_KIND_ALLOCATION_EXPIRED\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1einvsaga/common/v1/common.proto\x12\x11invsaga.common.v1\x1a\x19google/protobuf/any.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"b\n\x0bStepContext\x12\x0f\n\x07saga_id\x18\x01 \x01(\t\x12)\n\x04step\x18\x02 \x01(\x0e\x32\x1b.invsaga.common.v1.SagaStep\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t\"R\n\nCallStatus\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12%\n\x07\x64\x65tails\x18\x03 \x03(\x0b\x32\x14.google.protobuf.Any\"O\n\x08Location\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x10\n\x03lat\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12\x10\n\x03lon\x18\x03 \x01(\x01H\x01\x88\x01\x01\x42\x06\n\x04_latB\x06\n\x04_lon\"H\n\tCostModel\x12\x10\n\x08per_unit\x18\x01 \x01(\x01\x12\x13\n\x0bper_km_unit\x18\x02 \x01(\x01\x12\x14\n\x0cper_shipment\x18\x03 \x01(\x01\"\xa0\x02\n\tWarehouse\x12\x14\n\x0cwarehouse_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12-\n\x08location\x18\x03 \x01(\x0b\x32\x1b.invsaga.common.v1.Location\x12\x10\n\x08\x63\x61pacity\x18\x04 \x01(\x03\x12\x32\n\x06status\x18\x05 \x01(\x0e\x32\".invsaga.common.v1.WarehouseStatus\x12\x10\n\x08priority\x18\x06 \x01(\x05\x12*\n\x04\x63ost\x18\x07 \x01(\x0b\x32\x1c.invsaga.common.v1.CostModel\x12\x0c\n\x04skus\x18\x08 \x03(\t\x12.\n\nupdated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\\\n\x04Item\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\x0b\n\x03sku\x18\x02 \x01(\t\x12\x10\n\x08quantity\x18\x03 \x01(\x03\x12\x0c\n\x04unit\x18\x04 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\"\x84\x01\n\nStockLevel\x12\x14\n\x0cwarehouse_id\x18\x01 \x01(\t\x12\x0b\n\x03sku\x18\x02 \x01(\t\x12\x12\n\nproduct_id\x18\x03 \x01(\t\x12\x0f\n\x07on_hand\x18\x04 \x01(\x03\x12\x0e\n\x06locked\x18\x05 \x01(\x03\x12\x11\n\tavailable\x18\x06 \x01(\x03\x12\x0b\n\x03\x62in\x18\x07 \x01(\t\";\n\rWarehouseLoad\x12\x14\n\x0cwarehouse_id\x18\x01 \x01(\t\x12\x14\n\x0clocked_units\x18\x02 \x01(\x03\"<\n\x08Shortage\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x10\n\x08required\x18\x02 \x01(\x03\x12\x11\n\tavailable\x18\x03 \x01(\x03\"E\n\x0e\x41llocationLine\x12\x14\n\x0cwarehouse_id\x18\x01 \x01(\t\x12\x0b\n\x03sku\x18\x02 \x01(\t\x12\x10\n\x08quantity\x18\x03 \x01(\x03\"\xa9\x02\n\nAllocation\x12\x15\n\rallocation_id\x18\x01 \x01(\t\x12\x37\n\x08strategy\x18\x02 \x01(\x0e\x32%.invsaga.common.v1.AllocationStrategy\x12\x30\n\x05lines\x18\x03 \x03(\x0b\x32!.invsaga.common.v1.AllocationLine\x12.\n\nexpires_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07optimal\x18\x05 \x01(\x08\x12\x12\n\ntotal_cost\x18\x06 \x01(\x01\x12\x33\n\x06status\x18\x07 \x01(\x0e\x32#.invsaga.common.v1.AllocationStatus\x12\x0f\n\x07saga_id\x18\x08 \x01(\t\"L\n\x0cPicklistLine\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\x03\x12\x0b\n\x03\x62in\x18\x03 \x01(\t\x12\x10\n\x08sequence\x18\x04 \x01(\x05\"\xc0\x02\n\x08Picklist\x12\x13\n\x0bpicklist_id\x18\x01 \x01(\t\x12\x14\n\x0cwarehouse_id\x18\x02 \x01(\t\x12\x10\n\x08priority\x18\x03 \x01(\x05\x12\x31\n\x06status\x18\x04 \x01(\x0e\x32!.invsaga.common.v1.PicklistStatus\x12.\n\x05lines\x18\x05 \x03(\x0b\x32\x1f.invsaga.common.v1.PicklistLine\x12\x0f\n\x07saga_id\x18\x06 \x01(\t\x12\x10\n\x08order_id\x18\x07 \x01(\t\x12\x11\n\tis_urgent\x18\x08 \x01(\x08\x12.\n\ncreated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x86\x02\n\rInventoryLock\x12\x0f\n\x07lock_id\x18\x01 \x01(\t\x12\x0f\n\x07saga_id\x18\x02 \x01(\t\x12\x14\n\x0cwarehouse_id\x18\x03 \x01(\t\x12\x0b\n\x03sku\x18\x04 \x01(\t\x12\x10\n\x08quantity\x18\x05 \x01(\x03\x12-\n\x06status\x18\x06 \x01(\x0e\x32\x1d.invsaga.common.v1.LockStatus\x12.\n\nexpires_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07picking\x18\x08 \x01(\x08\x12.\n\ncreated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\xfc\x01\n\x08SagaStep\x12\x19\n\x15SAGA_STEP_UNSPECIFIED\x10\x00\x12\x1e\n\x1aSAGA_STEP_QUERY_WAREHOUSES\x10\x01\x12 \n\x1cSAGA_STEP_CHECK_AVAILABILITY\x10\x02\x12 \n\x1cSAGA_STEP_ALLOCATE_INVENTORY\x10\x03\x12\x1c\n\x18SAGA_STEP_LOCK_INVENTORY\x10\x04\x12\x1f\n\x1bSAGA_STEP_GENERATE_PICKLIST\x10\x05\x12\x14\n\x10SAGA_STEP_NOTIFY\x10\x06\x12\x1c\n\x18SAGA_STEP_NOTIFY_FAILURE\x10\x07*\x8f\x01\n\x0fWarehouseStatus\x12 \n\x1cWAREHOUSE_STATUS_UNSPECIFIED\x10\x00\x12\x1b\n\x17WAREHOUSE_STATUS_ACTIVE\x10\x01\x12 \n\x1cWAREHOUSE_STATUS_MAINTENANCE\x10\x02\x12\x1b\n\x17WAREHOUSE_STATUS_CLOSED\x10\x03*\xc9\x01\n\x12\x41llocationStrategy\x12#\n\x1f\x41LLOCATION_STRATEGY_UNSPECIFIED\x10\x00\x12 \n\x1c\x41LLOCATION_STRATEGY_PRIORITY\x10\x01\x12\x1f\n\x1b\x41LLOCATION_STRATEGY_NEAREST\x10\x02\x12$\n ALLOCATION_STRATEGY_LOAD_BALANCE\x10\x03\x12%\n!ALLOCATION_STRATEGY_COST_OPTIMIZE\x10\x04*\x93\x01\n\x10\x41llocationStatus\x12!\n\x1d\x41LLOCATION_STATUS_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x41LLOCATION_STATUS_ACTIVE\x10\x01\x12\x1f\n\x1b\x41LLOCATION_STATUS_CANCELLED\x10\x02\x12\x1d\n\x19\x41LLOCATION_STATUS_EXPIRED\x10\x03*\xac\x01\n\x0ePicklistStatus\x12\x1f\n\x1bPICKLIST_STATUS_UNSPECIFIED\x10\x00\x12\x1b\n\x17PICKLIST_STATUS_PENDING\x10\x01\x12\x1e\n\x1aPICKLIST_STATUS_PROCESSING\x10\x02\x12\x1d\n\x19PICKLIST_STATUS_COMPLETED\x10\x03\x12\x1d\n\x19PICKLIST_STATUS_CANCELLED\x10\x04*\x8c\x01\n\nLockStatus\x12\x1b\n\x17LOCK_STATUS_UNSPECIFIED\x10\x00\x12\x14\n\x10LOCK_STATUS_HELD\x10\x01\x12\x18\n\x14LOCK_STATUS_RELEASED\x10\x02\x12\x18\n\x14LOCK_STATUS_CONSUMED\x10\x03\x12\x17\n\x13LOCK_STATUS_EXPIRED\x10\x04*\xda\x01\n\x10NotificationKind\x12!\n\x1dNOTIFICATION_KIND_UNSPECIFIED\x10\x00\x12+\n\'NOTIFICATION_KIND_RESERVATION_CONFIRMED\x10\x01\x12(\n$NOTIFICATION_KIND_RESERVATION_FAILED\x10\x02\x12\"\n\x1eNOTIFICATION_KIND_LOCK_EXPIRED\x10\x03\x12(\n$NOTIFICATION_KIND_ALLOCATION_EXPIRED\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'invsaga.common.v1.common_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SAGASTEP']._serialized_start=2022
-  _globals['_SAGASTEP']._serialized_end=2274
-  _globals['_WAREHOUSESTATUS']._serialized_start=2277
-  _globals['_WAREHOUSESTATUS']._serialized_end=2420
-  _globals['_ALLOCATIONSTRATEGY']._serialized_start=2423
-  _globals['_ALLOCATIONSTRATEGY']._serialized_end=2624
-  _globals['_ALLOCATIONSTATUS']._serialized_start=2627
-  _globals['_ALLOCATIONSTATUS']._serialized_end=2774
-  _globals['_PICKLISTSTATUS']._serialized_start=2777
-  _globals['_PICKLISTSTATUS']._serialized_end=2949
-  _globals['_LOCKSTATUS']._serialized_start=2952
-  _globals['_LOCKSTATUS']._serialized_end=3092
-  _globals['_NOTIFICATIONKIND']._serialized_start=3095
-  _globals['_NOTIFICATIONKIND']._serialized_end=3313
-  _globals['_STEPCONTEXT']._serialized_start=86
-  _globals['_STEPCONTEXT']._serialized_end=184
-  _globals['_LOCATION']._serialized_start=186
-  _globals['_LOCATION']._serialized_end=265
-  _globals['_COSTMODEL']._serialized_start=267
-  _globals['_COSTMODEL']._serialized_end=339
-  _globals['_WAREHOUSE']._serialized_start=342
-  _globals['_WAREHOUSE']._serialized_end=630
-  _globals['_ITEM']._serialized_start=632
-  _globals['_ITEM']._serialized_end=724
-  _globals['_STOCKLEVEL']._serialized_start=727
-  _globals['_STOCKLEVEL']._serialized_end=859
-  _globals['_WAREHOUSELOAD']._serialized_start=861
-  _globals['_WAREHOUSELOAD']._serialized_end=920
-  _globals['_SHORTAGE']._serialized_start=922
-  _globals['_SHORTAGE']._serialized_end=982
-  _globals['_ALLOCATIONLINE']._serialized_start=984
-  _globals['_ALLOCATIONLINE']._serialized_end=1053
-  _globals['_ALLOCATION']._serialized_start=1056
-  _globals['_ALLOCATION']._serialized_end=1353
-  _globals['_PICKLISTLINE']._serialized_start=1355
-  _globals['_PICKLISTLINE']._serialized_end=1431
-  _globals['_PICKLIST']._serialized_start=1434
-  _globals['_PICKLIST']._serialized_end=1754
-  _globals['_INVENTORYLOCK']._serialized_start=1757
-  _globals['_INVENTORYLOCK']._serialized_end=2019
+  _globals['_SAGASTEP']._serialized_start=2133
+  _globals['_SAGASTEP']._serialized_end=2385
+  _globals['_WAREHOUSESTATUS']._serialized_start=2388
+  _globals['_WAREHOUSESTATUS']._serialized_end=2531
+  _globals['_ALLOCATIONSTRATEGY']._serialized_start=2534
+  _globals['_ALLOCATIONSTRATEGY']._serialized_end=2735
+  _globals['_ALLOCATIONSTATUS']._serialized_start=2738
+  _globals['_ALLOCATIONSTATUS']._serialized_end=2885
+  _globals['_PICKLISTSTATUS']._serialized_start=2888
+  _globals['_PICKLISTSTATUS']._serialized_end=3060
+  _globals['_LOCKSTATUS']._serialized_start=3063
+  _globals['_LOCKSTATUS']._serialized_end=3203
+  _globals['_NOTIFICATIONKIND']._serialized_start=3206
+  _globals['_NOTIFICATIONKIND']._serialized_end=3424
+  _globals['_STEPCONTEXT']._serialized_start=113
+  _globals['_STEPCONTEXT']._serialized_end=211
+  _globals['_CALLSTATUS']._serialized_start=213
+  _globals['_CALLSTATUS']._serialized_end=295
+  _globals['_LOCATION']._serialized_start=297
+  _globals['_LOCATION']._serialized_end=376
+  _globals['_COSTMODEL']._serialized_start=378
+  _globals['_COSTMODEL']._serialized_end=450
+  _globals['_WAREHOUSE']._serialized_start=453
+  _globals['_WAREHOUSE']._serialized_end=741
+  _globals['_ITEM']._serialized_start=743
+  _globals['_ITEM']._serialized_end=835
+  _globals['_STOCKLEVEL']._serialized_start=838
+  _globals['_STOCKLEVEL']._serialized_end=970
+  _globals['_WAREHOUSELOAD']._serialized_start=972
+  _globals['_WAREHOUSELOAD']._serialized_end=1031
+  _globals['_SHORTAGE']._serialized_start=1033
+  _globals['_SHORTAGE']._serialized_end=1093
+  _globals['_ALLOCATIONLINE']._serialized_start=1095
+  _globals['_ALLOCATIONLINE']._serialized_end=1164
+  _globals['_ALLOCATION']._serialized_start=1167
+  _globals['_ALLOCATION']._serialized_end=1464
+  _globals['_PICKLISTLINE']._serialized_start=1466
+  _globals['_PICKLISTLINE']._serialized_end=1542
+  _globals['_PICKLIST']._serialized_start=1545
+  _globals['_PICKLIST']._serialized_end=1865
+  _globals['_INVENTORYLOCK']._serialized_start=1868
+  _globals['_INVENTORYLOCK']._serialized_end=2130
 # @@protoc_insertion_point(module_scope)

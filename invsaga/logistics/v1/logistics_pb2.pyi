@@ -51,6 +51,26 @@ class ExecuteResponse(_message.Message):
     generate_picklist: GeneratePicklistOutput
     def __init__(self, generate_picklist: _Optional[_Union[GeneratePicklistOutput, _Mapping]] = ...) -> None: ...
 
+class ExecuteBatchRequest(_message.Message):
+    __slots__ = ("requests",)
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    requests: _containers.RepeatedCompositeFieldContainer[ExecuteRequest]
+    def __init__(self, requests: _Optional[_Iterable[_Union[ExecuteRequest, _Mapping]]] = ...) -> None: ...
+
+class ExecuteBatchResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[ExecuteBatchResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[ExecuteBatchResult, _Mapping]]] = ...) -> None: ...
+
+class ExecuteBatchResult(_message.Message):
+    __slots__ = ("response", "error")
+    RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    response: ExecuteResponse
+    error: _common_pb2.CallStatus
+    def __init__(self, response: _Optional[_Union[ExecuteResponse, _Mapping]] = ..., error: _Optional[_Union[_common_pb2.CallStatus, _Mapping]] = ...) -> None: ...
+
 class CompensateRequest(_message.Message):
     __slots__ = ("context",)
     CONTEXT_FIELD_NUMBER: _ClassVar[int]
