@@ -42,8 +42,9 @@ STUBS = {
 
 
 # RPCs to one participant that may be under way before further Execute calls wait to go
-# together in one ExecuteBatch.
-BATCH_IN_FLIGHT = 2
+# together in one ExecuteBatch. One: at C=64 on PostgreSQL it gave 180 sagas/s and 10.1 ms of
+# CPU per saga, against 157-162 and 11.3-11.7 ms with every call alone (two made little change).
+BATCH_IN_FLIGHT = 1
 
 
 class Participants:

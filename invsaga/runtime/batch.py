@@ -190,7 +190,7 @@ class ExecuteBatcher:
     """
 
     def __init__(
-        self, execute: Any, execute_batch: Any, batch_request: Any, *, max_in_flight: int | None = 2,
+        self, execute: Any, execute_batch: Any, batch_request: Any, *, max_in_flight: int | None = 1,
         max_batch: int = 64,
     ) -> None:
         self.execute = execute

@@ -1,0 +1,224 @@
+"""ExecuteBatch: several sagas' step calls in one RPC, on real participant processes.
+
+The server serves each request of a batch as its own Execute (barrier, metrics, faults,
+errors); the coordinator's batcher sends calls alone at low load and together under load.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import urllib.request
+import uuid
+
+import grpc
+import pytest
+
+from invsaga.common.v1 import common_pb2
+from invsaga.coordinator.v1 import coordinator_pb2
+from invsaga.notify.v1 import notify_pb2 as pb
+from invsaga.notify.v1 import notify_pb2_grpc as pb_grpc
+from invsaga.runtime.batch import ExecuteBatcher
+from invsaga.runtime.config import METRICS_PORT_OFFSET
+from invsaga.runtime.errors import RpcFailure
+from tests.saga_support import WH, MeshClient
+from tests.support import start_mesh
+
+NOTIFY = common_pb2.SAGA_STEP_NOTIFY
+NOTIFY_FAILURE = common_pb2.SAGA_STEP_NOTIFY_FAILURE
+
+
+def execute_request(saga_id: str, step: int = NOTIFY, **overrides) -> pb.ExecuteRequest:
+    fields = {
+        "kind": common_pb2.NOTIFICATION_KIND_RESERVATION_CONFIRMED,
+        "order_id": f"ORD-{saga_id[:6]}",
+        "customer_id": "CUST-1",
+        "message": "stock reserved",
+        **overrides,
+    }
+    return pb.ExecuteRequest(
+        context=common_pb2.StepContext(saga_id=saga_id, step=step, idempotency_key=f"{saga_id}/{step}"),
+        notify=pb.NotifyInput(**fields),
+    )
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def handled(mesh, service: str, method: str, code: str = "OK") -> float:
+    """The participant's own count of handled calls of ``method`` with ``code``, from /metrics."""
+    port = mesh.ports[service] + METRICS_PORT_OFFSET
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    total = 0.0
+    for labels, value in re.findall(r"^invsaga_grpc_server_handled_total\{([^}]*)\} (\S+)$", text, re.M):
+        if f'grpc_method="{method}"' in labels and f'grpc_code="{code}"' in labels:
+            total += float(value)
+    return total
+
+
+async def notifications(channel, saga_id: str) -> list[pb.Notification]:
+    reply = await pb_grpc.NotifyServiceStub(channel).ListNotifications(pb.ListNotificationsRequest(saga_id=saga_id))
+    return list(reply.notifications)
+
+
+@pytest.fixture
+def notify_mesh(mesh_factory):
+    return mesh_factory(services=["notify"])
+
+
+async def test_each_request_of_a_batch_is_served_as_its_own_execute(notify_mesh):
+    async with grpc.aio.insecure_channel(notify_mesh.address("notify")) as channel:
+        step = pb_grpc.NotifyStepServiceStub(channel)
+        earlier, first, second, bad = new_id(), new_id(), new_id(), new_id()
+        before = await step.Execute(execute_request(earlier))
+        executes_before = handled(notify_mesh, "notify", "Execute")
+
+        reply = await step.ExecuteBatch(pb.ExecuteBatchRequest(requests=[
+            execute_request(first),
+            execute_request(bad, kind=common_pb2.NOTIFICATION_KIND_UNSPECIFIED),
+            execute_request(earlier),  # a repeat: the barrier answers with the first result
+            execute_request(second),
+        ]))
+
+        outcomes = [r.WhichOneof("outcome") for r in reply.results]
+        assert outcomes == ["response", "error", "response", "response"]
+        assert reply.results[0].response.notify.notification.saga_id == first
+        assert reply.results[3].response.notify.notification.saga_id == second
+        assert reply.results[2].response == before
+        error = reply.results[1].error
+        assert error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+        failure = RpcFailure(grpc.StatusCode.INVALID_ARGUMENT, error.message, error.SerializeToString())
+        assert [field for field, _ in failure.violations] == ["notify.kind"]
+        # Stored as by four Execute calls: one notification each, none for the bad one.
+        for saga_id, count in ((first, 1), (second, 1), (earlier, 1), (bad, 0)):
+            assert len(await notifications(channel, saga_id)) == count
+        # Each request passed the per-call layers as an Execute; the batch counts once.
+        assert handled(notify_mesh, "notify", "Execute") == executes_before + 3
+        assert handled(notify_mesh, "notify", "Execute", "INVALID_ARGUMENT") == 1
+        assert handled(notify_mesh, "notify", "ExecuteBatch") == 1
+
+
+async def test_faults_strike_the_requests_of_a_batch_not_the_batch(mesh_factory):
+    mesh = mesh_factory(
+        services=["notify"], env={"INVSAGA_FAULTS": "kind=drop_response,method=Execute,step=NOTIFY_FAILURE"}
+    )
+    async with grpc.aio.insecure_channel(mesh.address("notify")) as channel:
+        step = pb_grpc.NotifyStepServiceStub(channel)
+        confirmed, failed = new_id(), new_id()
+        reply = await step.ExecuteBatch(pb.ExecuteBatchRequest(requests=[
+            execute_request(confirmed),
+            execute_request(failed, NOTIFY_FAILURE, kind=common_pb2.NOTIFICATION_KIND_RESERVATION_FAILED),
+        ]))
+
+        assert reply.results[0].WhichOneof("outcome") == "response"
+        assert reply.results[1].error.code == grpc.StatusCode.UNAVAILABLE.value[0]
+        assert "dropped after commit" in reply.results[1].error.message
+        # Dropped after commit: the effect happened, only its answer was lost.
+        assert len(await notifications(channel, failed)) == 1
+        assert len(await notifications(channel, confirmed)) == 1
+
+
+@pytest.fixture
+def sqlite_notify(tmp_path):
+    mesh = start_mesh("sqlite", tmp_path, services=["notify"])
+    yield mesh
+    mesh.stop()
+
+
+async def test_the_batcher_sends_calls_together_under_load_and_each_gets_its_own_answer(sqlite_notify):
+    async with grpc.aio.insecure_channel(sqlite_notify.address("notify")) as channel:
+        step = pb_grpc.NotifyStepServiceStub(channel)
+        batcher = ExecuteBatcher(step.Execute, step.ExecuteBatch, pb.ExecuteBatchRequest, max_in_flight=1)
+        ids = [new_id() for _ in range(30)]
+        bad = ids[7]
+
+        async def call(saga_id: str):
+            kind = common_pb2.NOTIFICATION_KIND_UNSPECIFIED if saga_id == bad else common_pb2.NOTIFICATION_KIND_RESERVATION_CONFIRMED
+            request = execute_request(saga_id, kind=kind)
+            try:
+                return await batcher(request, timeout=30)
+            except grpc.aio.AioRpcError as error:
+                return error
+
+        answers = await asyncio.gather(*(call(saga_id) for saga_id in ids))
+
+        assert batcher.batches >= 1 and batcher.batched_calls >= 2
+        for saga_id, answer in zip(ids, answers):
+            if saga_id == bad:
+                assert isinstance(answer, grpc.aio.AioRpcError)
+                failure = RpcFailure.from_error(answer)
+                assert failure.code == grpc.StatusCode.INVALID_ARGUMENT
+                assert [field for field, _ in failure.violations] == ["notify.kind"]
+            else:
+                assert answer.notify.notification.saga_id == saga_id
+        assert handled(sqlite_notify, "notify", "ExecuteBatch") == batcher.batches
+
+
+async def test_a_waiting_call_times_out_on_its_own_deadline(tmp_path):
+    mesh = start_mesh(
+        "sqlite", tmp_path, services=["notify"],
+        env={"INVSAGA_FAULTS": "kind=latency,delay=1.5,method=Execute,step=NOTIFY,times=1"},
+    )
+    try:
+        async with grpc.aio.insecure_channel(mesh.address("notify")) as channel:
+            step = pb_grpc.NotifyStepServiceStub(channel)
+            batcher = ExecuteBatcher(step.Execute, step.ExecuteBatch, pb.ExecuteBatchRequest, max_in_flight=1)
+            slow = asyncio.ensure_future(batcher(execute_request(new_id()), timeout=30))
+            await asyncio.sleep(0.2)  # the slow call holds the only slot
+
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await batcher(execute_request(new_id()), timeout=0.3)
+
+            assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            assert not slow.done()
+            assert (await slow).notify.notification.order_id
+    finally:
+        mesh.stop()
+
+
+class _ExecuteOnly(pb_grpc.NotifyStepServiceServicer):
+    """A participant from before ExecuteBatch: its generated base answers UNIMPLEMENTED."""
+
+    async def Execute(self, request, context):
+        await asyncio.sleep(0.05)
+        return pb.ExecuteResponse(notify=pb.NotifyOutput(notification=pb.Notification(saga_id=request.context.saga_id)))
+
+
+async def test_the_batcher_falls_back_to_single_calls_for_a_participant_without_execute_batch():
+    server = grpc.aio.server()
+    pb_grpc.add_NotifyStepServiceServicer_to_server(_ExecuteOnly(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            step = pb_grpc.NotifyStepServiceStub(channel)
+            batcher = ExecuteBatcher(step.Execute, step.ExecuteBatch, pb.ExecuteBatchRequest, max_in_flight=1)
+            ids = [new_id() for _ in range(8)]
+
+            answers = await asyncio.gather(*(batcher(execute_request(i), timeout=10) for i in ids))
+
+            assert [a.notify.notification.saga_id for a in answers] == ids
+            assert batcher.max_in_flight is None and batcher.batches == 0
+    finally:
+        await server.stop(0)
+
+
+async def test_concurrent_sagas_complete_through_batches_and_the_books_balance(mesh_factory):
+    mesh = mesh_factory()
+    client = MeshClient(mesh)
+    try:
+        warehouses = [WH(f"WH-{i}", priority=i) for i in range(4)]
+        await client.seed(warehouses, [(w.warehouse_id, f"SKU-{k}", 1000) for w in warehouses for k in range(6)])
+
+        sagas = await asyncio.gather(*(client.run({f"SKU-{k % 6}": 1 + k % 3}) for k in range(48)))
+
+        assert {s.status for s in sagas} == {coordinator_pb2.SAGA_STATUS_COMPLETED}
+        await client.check_books()
+        locked = sum(s.locked for s in await client.stock())
+        assert locked == sum(1 + k % 3 for k in range(48))
+        batches = sum(handled(mesh, name, "ExecuteBatch") for name in ("warehouse", "inventory", "allocation",
+                                                                       "logistics", "notify"))
+        assert batches >= 1
+    finally:
+        await client.close()
