@@ -171,10 +171,11 @@ def _deadline_error() -> grpc.aio.AioRpcError:
 
 
 class _Waiting:
-    __slots__ = ("request", "deadline", "future", "timer")
+    __slots__ = ("request", "size", "deadline", "future", "timer")
 
     def __init__(self, request: Any, deadline: float | None, future: asyncio.Future, timer: Any) -> None:
         self.request = request
+        self.size = request.ByteSize()
         self.deadline = deadline
         self.future = future
         self.timer = timer
@@ -187,17 +188,23 @@ class ExecuteBatcher:
     deadlines work unchanged. A waiting call's timeout runs from when it was made. If the
     participant does not know ``ExecuteBatch`` (UNIMPLEMENTED: an older version during a
     rolling upgrade), the calls go out one by one from then on.
+
+    A batch holds at most ``max_batch`` calls and ``max_batch_bytes`` of requests (one call
+    always fits), well under the channel's message limit. If its answer is still too large
+    (RESOURCE_EXHAUSTED), its calls are sent again one by one: each has had its effect at most
+    once, and its barrier answers the repeat with the first result.
     """
 
     def __init__(
         self, execute: Any, execute_batch: Any, batch_request: Any, *, max_in_flight: int | None = 1,
-        max_batch: int = 64,
+        max_batch: int = 64, max_batch_bytes: int = 1 << 20,
     ) -> None:
         self.execute = execute
         self.execute_batch = execute_batch
         self.batch_request = batch_request
         self.max_in_flight = max_in_flight  # None: never batch
         self.max_batch = max_batch
+        self.max_batch_bytes = max_batch_bytes
         self.in_flight = 0
         self.waiting: deque[_Waiting] = deque()
         self.batches = 0  # batch RPCs sent, and the calls they carried
@@ -230,11 +237,15 @@ class ExecuteBatcher:
     async def _drain(self) -> None:
         try:
             while self.waiting:
-                batch = []
+                batch, size = [], 0
                 while self.waiting and len(batch) < self.max_batch:
-                    item = self.waiting.popleft()
+                    item = self.waiting[0]
+                    if batch and size + item.size > self.max_batch_bytes:
+                        break
+                    self.waiting.popleft()
                     if not item.future.done():  # not given up (timed out, cancelled)
                         batch.append(item)
+                        size += item.size
                 if batch:
                     await self._send(batch)
         finally:
@@ -253,6 +264,9 @@ class ExecuteBatcher:
             if error.code() == grpc.StatusCode.UNIMPLEMENTED:
                 log.warning("participant has no ExecuteBatch; sending its calls one by one")
                 self.max_in_flight = None
+                await asyncio.gather(*(self._send_one(item, timeout) for item in batch))
+                return
+            if error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:  # the batch's answer is too large
                 await asyncio.gather(*(self._send_one(item, timeout) for item in batch))
                 return
             for item in batch:

@@ -155,6 +155,36 @@ async def test_the_batcher_sends_calls_together_under_load_and_each_gets_its_own
         assert handled(sqlite_notify, "notify", "ExecuteBatch") == batcher.batches
 
 
+async def test_a_batch_holds_no_more_request_bytes_than_its_budget(sqlite_notify):
+    async with grpc.aio.insecure_channel(sqlite_notify.address("notify")) as channel:
+        step = pb_grpc.NotifyStepServiceStub(channel)
+        batcher = ExecuteBatcher(
+            step.Execute, step.ExecuteBatch, pb.ExecuteBatchRequest, max_in_flight=1, max_batch_bytes=1
+        )
+        ids = [new_id() for _ in range(12)]
+
+        answers = await asyncio.gather(*(batcher(execute_request(i), timeout=30) for i in ids))
+
+        assert [a.notify.notification.saga_id for a in answers] == ids
+        assert batcher.batches == 0  # one request already fills the budget: each went alone
+
+
+async def test_an_answer_too_large_for_the_channel_is_fetched_again_call_by_call(sqlite_notify):
+    # Every single answer fits in 4 KB; twenty of them together do not.
+    options = [("grpc.max_receive_message_length", 4096)]
+    async with grpc.aio.insecure_channel(sqlite_notify.address("notify"), options=options) as channel:
+        step = pb_grpc.NotifyStepServiceStub(channel)
+        batcher = ExecuteBatcher(step.Execute, step.ExecuteBatch, pb.ExecuteBatchRequest, max_in_flight=1)
+        ids = [new_id() for _ in range(20)]
+
+        answers = await asyncio.gather(*(batcher(execute_request(i), timeout=30) for i in ids))
+
+        assert [a.notify.notification.saga_id for a in answers] == ids
+        assert handled(sqlite_notify, "notify", "ExecuteBatch", "OK") >= 1  # served, then refused by the channel
+        for saga_id in ids:  # executed twice, stored once: the barrier answered the repeat
+            assert len(await notifications(channel, saga_id)) == 1
+
+
 async def test_a_waiting_call_times_out_on_its_own_deadline(tmp_path):
     mesh = start_mesh(
         "sqlite", tmp_path, services=["notify"],
