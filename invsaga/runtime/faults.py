@@ -6,7 +6,8 @@ INVSAGA_FAULTS holds rules separated by ``;``, each a comma-separated list of ``
   UNAVAILABLE before any effect), ``error`` (refuse with ``code``, default INTERNAL) or
   ``drop_response`` (serve and commit, then answer UNAVAILABLE: the caller cannot tell
   whether the effect happened — the hardest case for exactly-once).
-- ``method``: the RPC name (``Execute``, ``Compensate``, ``SetStock``...); default any.
+- ``method``: the RPC name (``Execute``, ``Compensate``, ``SetStock``...); default any. Each
+  request of an ``ExecuteBatch`` is an ``Execute`` here; the batch itself is never struck.
 - ``step``: the saga step in the request's context (``LOCK_INVENTORY``...); default any.
 - ``rate``: probability of firing, default 1. ``times``: fire at most this often.
 
