@@ -120,7 +120,7 @@ class Driver:
         self.saga.updated_at.CopyFrom(now_ts())
         events, self.pending = self.pending, []
         self.inflight = self.engine.store.save(
-            self.saga, events, owner=self.engine.owner, lease_ms=self.engine.lease_ms
+            self.saga, events, owner=self.engine.owner
         )
         if wait or self.saga.status in TERMINAL_STATUSES:
             await self.settle()

@@ -213,8 +213,8 @@ _NOTIFY = (
     "(SELECT count(pg_notify('" + NOTIFY_CHANNEL + "', p)) FROM unnest(string_to_array(%s::text, E'\\n')) AS p)"
 )
 
-_SAVE_COLUMNS = ("saga_id", "owner", "status", "state", "updated_at", "lease_until", "last_seq")
-_SAVE_TYPES = ("text", "text", "integer", "bytea", "bigint", "bigint", "bigint")
+_SAVE_COLUMNS = ("saga_id", "owner", "status", "state", "updated_at", "last_seq")
+_SAVE_TYPES = ("text", "text", "integer", "bytea", "bigint", "bigint")
 _CREATE_COLUMNS = (
     "saga_id", "request_id", "request_hash", "status", "priority", "is_urgent", "state", "last_seq", "owner",
     "lease_until", "deadline", "trace_context", "created_at",
@@ -268,7 +268,7 @@ def _bulk_save_sql(saves: int, events: int) -> str:
     u AS (
         UPDATE sagas AS s
            SET status = v.status, state = v.state, updated_at = v.updated_at,
-               lease_until = v.lease_until, last_seq = GREATEST(s.last_seq, v.last_seq)
+               last_seq = GREATEST(s.last_seq, v.last_seq)
           FROM v
          WHERE s.saga_id = v.saga_id AND s.owner = v.owner
         RETURNING s.saga_id, s.cancel_requested
@@ -366,7 +366,7 @@ class SaveWrite:
         """Every save in one statement (PostgreSQL, autocommit); events only where the guard held."""
         rows = [
             (w.saga_id, w.owner, w.values["status"], w.values["state"], w.values["updated_at"],
-             w.values["lease_until"], w.values.get("last_seq", 0))
+             w.values.get("last_seq", 0))
             for w in writes
         ]
         n, params = _params(rows, len(_SAVE_COLUMNS))
@@ -475,18 +475,15 @@ class SagaStore:
 
         return row, existing()
 
-    def save(self, saga: pb.Saga, events: Sequence[pb.SagaEvent], *, owner: str, lease_ms: int) -> asyncio.Future:
+    def save(self, saga: pb.Saga, events: Sequence[pb.SagaEvent], *, owner: str) -> asyncio.Future:
         """Persist the saga's new state and events if ``owner`` still holds it.
 
         The state is serialized now; the returned future gives the SaveResult once committed.
+        The lease is not touched: ``renew`` keeps it. A save then changes no indexed column
+        unless the status changes, so PostgreSQL updates the row in place (a HOT update, with
+        the table's free space per page) without writing to any of its four indexes.
         """
-        now = now_ms()
-        values = dict(
-            status=saga.status,
-            state=saga.SerializeToString(),
-            updated_at=now,
-            lease_until=now + lease_ms,
-        )
+        values = dict(status=saga.status, state=saga.SerializeToString(), updated_at=now_ms())
         if events:
             values["last_seq"] = events[-1].seq
         write = SaveWrite(saga.saga_id, owner, values, events)
