@@ -256,41 +256,35 @@ class ExecuteBatcher:
         deadlines = [item.deadline for item in batch]
         timeout = None if None in deadlines else max(0.0, max(deadlines) - loop.time())
         if len(batch) == 1 or self.max_in_flight is None:
-            await asyncio.gather(*(self._send_one(item, timeout) for item in batch))
-            return
+            return await self._send_each(batch, timeout)
         try:
             response = await self.execute_batch(self.batch_request(requests=[i.request for i in batch]), timeout=timeout)
         except grpc.aio.AioRpcError as error:
-            if error.code() == grpc.StatusCode.UNIMPLEMENTED:
+            code = error.code()
+            if code == grpc.StatusCode.UNIMPLEMENTED:
                 log.warning("participant has no ExecuteBatch; sending its calls one by one")
                 self.max_in_flight = None
-                await asyncio.gather(*(self._send_one(item, timeout) for item in batch))
-                return
-            if error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:  # the batch's answer is too large
-                await asyncio.gather(*(self._send_one(item, timeout) for item in batch))
-                return
-            for item in batch:
-                _settle(item, error=error)
-            return
+            if code in (grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.RESOURCE_EXHAUSTED):  # or the answer is too large
+                return await self._send_each(batch, timeout)
+            return _fail(batch, error)
         except Exception as error:  # cancelled channel and the like: every caller sees it
-            for item in batch:
-                _settle(item, error=error)
-            return
+            return _fail(batch, error)
         self.batches += 1
         self.batched_calls += len(batch)
         if len(response.results) != len(batch):
-            error = item_error(common_pb2.CallStatus(
+            return _fail(batch, item_error(common_pb2.CallStatus(
                 code=grpc.StatusCode.INTERNAL.value[0],
                 message=f"ExecuteBatch answered {len(response.results)} results for {len(batch)} requests",
-            ))
-            for item in batch:
-                _settle(item, error=error)
-            return
+            )))
         for item, result in zip(batch, response.results):
             if result.HasField("response"):
                 _settle(item, result=result.response)
             else:
                 _settle(item, error=item_error(result.error))
+
+    async def _send_each(self, batch: list[_Waiting], timeout: float | None) -> None:
+        """Each call of ``batch`` as an ``Execute`` of its own, all at once."""
+        await asyncio.gather(*(self._send_one(item, timeout) for item in batch))
 
     async def _send_one(self, item: _Waiting, timeout: float | None) -> None:
         try:
@@ -299,6 +293,11 @@ class ExecuteBatcher:
             _settle(item, error=error)
         else:
             _settle(item, result=response)
+
+
+def _fail(batch: list[_Waiting], error: BaseException) -> None:
+    for item in batch:
+        _settle(item, error=error)
 
 
 def _expire(future: asyncio.Future) -> None:
