@@ -21,6 +21,7 @@ from invsaga.logistics.v1 import logistics_pb2, logistics_pb2_grpc
 from invsaga.notify.v1 import notify_pb2, notify_pb2_grpc
 from invsaga.runtime import telemetry
 from invsaga.runtime.batch import ExecuteBatcher
+from invsaga.runtime.stream import RequestList, StreamTransport
 from invsaga.runtime.channels import channel_to
 from invsaga.runtime.config import Settings
 from invsaga.warehouse.v1 import warehouse_pb2, warehouse_pb2_grpc
@@ -58,13 +59,28 @@ class Participants:
     def __init__(self, settings: Settings) -> None:
         self.channels = {name: channel_to(settings, name) for name in STUBS}
         self.stubs = {name: STUBS[name](channel) for name, channel in self.channels.items()}
-        in_flight = None if telemetry.tracing_enabled() else BATCH_IN_FLIGHT
-        self.execute = {
-            name: ExecuteBatcher(stub.Execute, stub.ExecuteBatch, PB[name].ExecuteBatchRequest, max_in_flight=in_flight)
+        self.transports: dict[str, StreamTransport] = {}
+        if telemetry.tracing_enabled():
+            self.execute = {
+                name: ExecuteBatcher(stub.Execute, stub.ExecuteBatch, PB[name].ExecuteBatchRequest, max_in_flight=None)
+                for name, stub in self.stubs.items()
+            }
+            return
+        self.transports = {
+            name: StreamTransport(
+                stub.ExecuteStream, stub.Execute, stub.ExecuteBatch, PB[name].ExecuteStreamRequest,
+                PB[name].ExecuteBatchRequest,
+            )
             for name, stub in self.stubs.items()
+        }
+        self.execute = {
+            name: ExecuteBatcher(t.execute, t.execute_batch, RequestList, max_in_flight=BATCH_IN_FLIGHT)
+            for name, t in self.transports.items()
         }
 
     async def close(self) -> None:
+        for transport in self.transports.values():
+            transport.close()
         for channel in self.channels.values():
             await channel.close()
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from typing import Any, Callable, Sequence
 
@@ -105,50 +106,67 @@ def _message_class(descriptor: Any) -> Any:
     return message_factory.GetMessageClass(descriptor)
 
 
+async def serve_one(execute: Callable, result_class: Any, request: Any, outer: Any) -> Any:
+    """One request of a batch or stream, served by ``execute`` as its own ``Execute``: its result."""
+    context = ItemContext(outer)
+    try:
+        response = await execute(request, context)
+    except _ItemAborted:
+        return result_class(error=context.status())
+    except asyncio.CancelledError:
+        raise
+    except Exception as error:  # what gRPC answers for an unexpected exception
+        log.exception("Execute in a batch failed")
+        return result_class(error=common_pb2.CallStatus(
+            code=grpc.StatusCode.UNKNOWN.value[0], message=f"Unexpected {type(error).__name__}: {error}"
+        ))
+    code = context.code()
+    if code is not None and code not in (grpc.StatusCode.OK, 0):
+        return result_class(error=context.status())
+    return result_class(response=response)
+
+
+async def serve_requests(execute: Callable, result_class: Any, requests: Sequence[Any], outer: Any) -> list[Any]:
+    """Every request served concurrently by ``execute``; their results in order."""
+    if len(requests) == 1:
+        return [await serve_one(execute, result_class, requests[0], outer)]
+    return list(await asyncio.gather(*(serve_one(execute, result_class, item, outer) for item in requests)))
+
+
 def batch_behavior(execute: Callable, response_class: Any, result_class: Any) -> Callable:
     """The ``ExecuteBatch`` method: ``execute`` (an ``Execute`` behavior, layers included) per request."""
 
-    async def serve_one(request: Any, outer: Any) -> Any:
-        context = ItemContext(outer)
-        try:
-            response = await execute(request, context)
-        except _ItemAborted:
-            return result_class(error=context.status())
-        except asyncio.CancelledError:
-            raise
-        except Exception as error:  # what gRPC answers for an unexpected exception
-            log.exception("Execute in a batch failed")
-            return result_class(error=common_pb2.CallStatus(
-                code=grpc.StatusCode.UNKNOWN.value[0], message=f"Unexpected {type(error).__name__}: {error}"
-            ))
-        code = context.code()
-        if code is not None and code not in (grpc.StatusCode.OK, 0):
-            return result_class(error=context.status())
-        return result_class(response=response)
-
     async def execute_batch(request: Any, context: Any) -> Any:
-        results = await asyncio.gather(*(serve_one(item, context) for item in request.requests))
-        return response_class(results=results)
+        return response_class(results=await serve_requests(execute, result_class, request.requests, context))
 
     return execute_batch
 
 
-def install_execute_batch(servicer: Any, service_name: str, layers: Sequence[Any]) -> bool:
-    """Give ``servicer`` an ``ExecuteBatch`` if its service declares one; True if it did.
-
-    ``layers`` are the server's wrapping interceptors, outermost first: each request of a
-    batch passes them as an ``Execute`` call of its own would.
-    """
+def layered_execute(servicer: Any, service_name: str, layers: Sequence[Any]) -> Callable | None:
+    """``servicer.Execute`` under ``layers`` (the server's wrapping interceptors, outermost
+    first), as an ``Execute`` call passes them; None if the service has no ``Execute``."""
     service = descriptor_pool.Default().FindServiceByName(service_name)
-    if EXECUTE_BATCH not in service.methods_by_name or EXECUTE not in service.methods_by_name:
-        return False
+    if EXECUTE not in service.methods_by_name:
+        return None
     handler = grpc.unary_unary_rpc_method_handler(servicer.Execute)
     method = f"/{service_name}/{EXECUTE}"
     for layer in reversed(layers):
         handler = layer.wrap(method, handler)
+    return handler.unary_unary
+
+
+def install_execute_batch(servicer: Any, service_name: str, execute: Callable) -> bool:
+    """Give ``servicer`` an ``ExecuteBatch`` if its service declares one; True if it did.
+
+    ``execute`` is its ``Execute`` under the server's per-call layers (``layered_execute``):
+    each request of a batch passes them as an ``Execute`` call of its own would.
+    """
+    service = descriptor_pool.Default().FindServiceByName(service_name)
+    if EXECUTE_BATCH not in service.methods_by_name:
+        return False
     output = service.methods_by_name[EXECUTE_BATCH].output_type
     servicer.ExecuteBatch = batch_behavior(
-        handler.unary_unary, _message_class(output), _message_class(output.fields_by_name["results"].message_type)
+        execute, _message_class(output), _message_class(output.fields_by_name["results"].message_type)
     )
     return True
 
@@ -222,7 +240,7 @@ class ExecuteBatcher:
                 self._finished()
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        timer = None if timeout is None else loop.call_later(timeout, _expire, future)
+        timer = None if timeout is None else DeadlineTimer(loop, timeout, future)
         self.waiting.append(_Waiting(request, None if timeout is None else loop.time() + timeout, future, timer))
         return await future
 
@@ -300,9 +318,30 @@ def _fail(batch: list[_Waiting], error: BaseException) -> None:
         _settle(item, error=error)
 
 
-def _expire(future: asyncio.Future) -> None:
-    if not future.done():
-        future.set_exception(_deadline_error())
+class DeadlineTimer:
+    """Fails ``future`` with DEADLINE_EXCEEDED once ``timeout`` seconds have passed.
+
+    Never early: the event loop's clock may run a little behind ``time.monotonic`` (uvloop's
+    has millisecond steps), and a caller that checks the deadline after the error must find it
+    passed, as it would after gRPC's own DEADLINE_EXCEEDED.
+    """
+
+    __slots__ = ("due", "future", "handle")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, timeout: float, future: asyncio.Future) -> None:
+        self.due = time.monotonic() + timeout
+        self.future = future
+        self.handle = loop.call_later(timeout, self._fire, loop)
+
+    def _fire(self, loop: asyncio.AbstractEventLoop) -> None:
+        left = self.due - time.monotonic()
+        if left > 0:
+            self.handle = loop.call_later(left + 0.0005, self._fire, loop)
+        elif not self.future.done():
+            self.future.set_exception(_deadline_error())
+
+    def cancel(self) -> None:
+        self.handle.cancel()
 
 
 def _settle(item: _Waiting, *, result: Any = None, error: BaseException | None = None) -> None:

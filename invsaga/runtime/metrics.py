@@ -40,6 +40,11 @@ GRPC_HANDLING_SECONDS = Histogram(
     ["grpc_service", "grpc_method", "grpc_code"],
     buckets=LATENCY_BUCKETS,
 )
+EXECUTE_STREAM_MESSAGES = Counter(
+    "invsaga_execute_stream_messages",
+    "ExecuteStream messages a step service received; each carries one or more Execute requests",
+    ["grpc_service"],
+)
 
 # -- coordinator ----------------------------------------------------------------------------
 SAGAS_STARTED = Counter("invsaga_sagas_started", "Sagas created by StartSaga (idempotent repeats not counted)")

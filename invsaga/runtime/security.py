@@ -4,7 +4,7 @@
   the other processes verify their certificates against ``INVSAGA_TLS_CA`` (presenting its own
   certificate, so the same three files serve both directions).
 - Mutual TLS (``INVSAGA_TLS_CLIENT_AUTH=require``): the server refuses a handshake without a
-  client certificate signed by the CA. The saga steps (``Execute``/``ExecuteBatch``/``Compensate`` of
+  client certificate signed by the CA. The saga steps (``Execute``/``ExecuteBatch``/``ExecuteStream``/``Compensate`` of
   every ``*StepService``) are served only to the identities in ``INVSAGA_TLS_STEP_CALLERS``
   (default ``coordinator``): the subject common name of the peer's certificate, which
   ``invsaga certs`` sets to the process name. Every other RPC — the admin and query APIs,
@@ -34,7 +34,7 @@ from invsaga.runtime.config import Settings
 
 # Methods reachable without a token: Kubernetes probes and reflection (`grpcurl list`).
 PUBLIC_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
-STEP_METHODS = ("Execute", "Compensate", "ExecuteBatch")
+STEP_METHODS = ("Execute", "Compensate", "ExecuteBatch", "ExecuteStream")
 
 
 def hash_token(token: str) -> str:

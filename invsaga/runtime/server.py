@@ -25,13 +25,14 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from invsaga.runtime import security, telemetry
-from invsaga.runtime.batch import install_execute_batch
+from invsaga.runtime.batch import install_execute_batch, layered_execute
 from invsaga.runtime.config import ConfigError, Settings, load_settings
 from invsaga.runtime.db import close_raw_pools
 from invsaga.runtime.errors import DomainError, InvalidArgument
 from invsaga.runtime.faults import FaultInjector, parse_faults
 from invsaga.runtime.interceptors import WrappingInterceptor
 from invsaga.runtime.logs import configure_logging
+from invsaga.runtime.stream import install_execute_stream
 
 log = logging.getLogger("invsaga.server")
 
@@ -198,10 +199,13 @@ async def serve(settings: Settings, build: Callable[[Settings], Awaitable[App]])
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     names = [r.full_name for r in app.services]
-    # Each request of an ExecuteBatch passes the same per-call layers as an Execute of its own.
+    # Each request of an ExecuteBatch or ExecuteStream passes the per-call layers an Execute of its own would.
     layers = [i for i in interceptors if isinstance(i, WrappingInterceptor)]
     for reg in app.services:
-        install_execute_batch(reg.servicer, reg.full_name, layers)
+        execute = layered_execute(reg.servicer, reg.full_name, layers)
+        if execute is not None:
+            install_execute_batch(reg.servicer, reg.full_name, execute)
+            install_execute_stream(reg.servicer, reg.full_name, execute)
         reg.add_to_server(reg.servicer, server)
     reflection.enable_server_reflection(
         [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from invsaga.common.v1 import common_pb2 as invsaga_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$invsaga/logistics/v1/logistics.proto\x12\x14invsaga.logistics.v1\x1a\x1einvsaga/common/v1/common.proto\"S\n\x0fPickRequestLine\x12\x14\n\x0cwarehouse_id\x18\x01 \x01(\t\x12\x0b\n\x03sku\x18\x02 \x01(\t\x12\x10\n\x08quantity\x18\x03 \x01(\x03\x12\x0b\n\x03\x62in\x18\x04 \x01(\t\"\x84\x01\n\x15GeneratePicklistInput\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x34\n\x05lines\x18\x02 \x03(\x0b\x32%.invsaga.logistics.v1.PickRequestLine\x12\x10\n\x08priority\x18\x03 \x01(\x05\x12\x11\n\tis_urgent\x18\x04 \x01(\x08\"H\n\x16GeneratePicklistOutput\x12.\n\tpicklists\x18\x01 \x03(\x0b\x32\x1b.invsaga.common.v1.Picklist\"\x94\x01\n\x0e\x45xecuteRequest\x12/\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x1e.invsaga.common.v1.StepContext\x12H\n\x11generate_picklist\x18\x02 \x01(\x0b\x32+.invsaga.logistics.v1.GeneratePicklistInputH\x00\x42\x07\n\x05input\"f\n\x0f\x45xecuteResponse\x12I\n\x11generate_picklist\x18\x01 \x01(\x0b\x32,.invsaga.logistics.v1.GeneratePicklistOutputH\x00\x42\x08\n\x06output\"M\n\x13\x45xecuteBatchRequest\x12\x36\n\x08requests\x18\x01 \x03(\x0b\x32$.invsaga.logistics.v1.ExecuteRequest\"Q\n\x14\x45xecuteBatchResponse\x12\x39\n\x07results\x18\x01 \x03(\x0b\x32(.invsaga.logistics.v1.ExecuteBatchResult\"\x8a\x01\n\x12\x45xecuteBatchResult\x12\x39\n\x08response\x18\x01 \x01(\x0b\x32%.invsaga.logistics.v1.ExecuteResponseH\x00\x12.\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x1d.invsaga.common.v1.CallStatusH\x00\x42\t\n\x07outcome\"D\n\x11\x43ompensateRequest\x12/\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x1e.invsaga.common.v1.StepContext\"/\n\x12\x43ompensateResponse\x12\x19\n\x11null_compensation\x18\x01 \x01(\x08\")\n\x12GetPicklistRequest\x12\x13\n\x0bpicklist_id\x18\x01 \x01(\t\"D\n\x13GetPicklistResponse\x12-\n\x08picklist\x18\x01 \x01(\x0b\x32\x1b.invsaga.common.v1.Picklist\"\x97\x01\n\x14ListPicklistsRequest\x12\x0f\n\x07saga_id\x18\x01 \x01(\t\x12\x14\n\x0cwarehouse_id\x18\x02 \x01(\t\x12\x31\n\x06status\x18\x03 \x01(\x0e\x32!.invsaga.common.v1.PicklistStatus\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"`\n\x15ListPicklistsResponse\x12.\n\tpicklists\x18\x01 \x03(\x0b\x32\x1b.invsaga.common.v1.Picklist\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"e\n\x1bUpdatePicklistStatusRequest\x12\x13\n\x0bpicklist_id\x18\x01 \x01(\t\x12\x31\n\x06status\x18\x02 \x01(\x0e\x32!.invsaga.common.v1.PicklistStatus\"M\n\x1cUpdatePicklistStatusResponse\x12-\n\x08picklist\x18\x01 \x01(\x0b\x32\x1b.invsaga.common.v1.Picklist2\xb6\x02\n\x14LogisticsStepService\x12V\n\x07\x45xecute\x12$.invsaga.logistics.v1.ExecuteRequest\x1a%.invsaga.logistics.v1.ExecuteResponse\x12_\n\nCompensate\x12\'.invsaga.logistics.v1.CompensateRequest\x1a(.invsaga.logistics.v1.CompensateResponse\x12\x65\n\x0c\x45xecuteBatch\x12).invsaga.logistics.v1.ExecuteBatchRequest\x1a*.invsaga.logistics.v1.ExecuteBatchResponse2\xdf\x02\n\x10LogisticsService\x12\x62\n\x0bGetPicklist\x12(.invsaga.logistics.v1.GetPicklistRequest\x1a).invsaga.logistics.v1.GetPicklistResponse\x12h\n\rListPicklists\x12*.invsaga.logistics.v1.ListPicklistsRequest\x1a+.invsaga.logistics.v1.ListPicklistsResponse\x12}\n\x14UpdatePicklistStatus\x12\x31.invsaga.logistics.v1.UpdatePicklistStatusRequest\x1a\x32.invsaga.logistics.v1.UpdatePicklistStatusResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$invsaga/logistics/v1/logistics.proto\x12\x14invsaga.logistics.v1\x1a\x1einvsaga/common/v1/common.proto\"S\n\x0fPickRequestLine\x12\x14\n\x0cwarehouse_id\x18\x01 \x01(\t\x12\x0b\n\x03sku\x18\x02 \x01(\t\x12\x10\n\x08quantity\x18\x03 \x01(\x03\x12\x0b\n\x03\x62in\x18\x04 \x01(\t\"\x84\x01\n\x15GeneratePicklistInput\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x34\n\x05lines\x18\x02 \x03(\x0b\x32%.invsaga.logistics.v1.PickRequestLine\x12\x10\n\x08priority\x18\x03 \x01(\x05\x12\x11\n\tis_urgent\x18\x04 \x01(\x08\"H\n\x16GeneratePicklistOutput\x12.\n\tpicklists\x18\x01 \x03(\x0b\x32\x1b.invsaga.common.v1.Picklist\"\x94\x01\n\x0e\x45xecuteRequest\x12/\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x1e.invsaga.common.v1.StepContext\x12H\n\x11generate_picklist\x18\x02 \x01(\x0b\x32+.invsaga.logistics.v1.GeneratePicklistInputH\x00\x42\x07\n\x05input\"f\n\x0f\x45xecuteResponse\x12I\n\x11generate_picklist\x18\x01 \x01(\x0b\x32,.invsaga.logistics.v1.GeneratePicklistOutputH\x00\x42\x08\n\x06output\"M\n\x13\x45xecuteBatchRequest\x12\x36\n\x08requests\x18\x01 \x03(\x0b\x32$.invsaga.logistics.v1.ExecuteRequest\"Q\n\x14\x45xecuteBatchResponse\x12\x39\n\x07results\x18\x01 \x03(\x0b\x32(.invsaga.logistics.v1.ExecuteBatchResult\"\x8a\x01\n\x12\x45xecuteBatchResult\x12\x39\n\x08response\x18\x01 \x01(\x0b\x32%.invsaga.logistics.v1.ExecuteResponseH\x00\x12.\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x1d.invsaga.common.v1.CallStatusH\x00\x42\t\n\x07outcome\"Z\n\x14\x45xecuteStreamRequest\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x36\n\x08requests\x18\x02 \x03(\x0b\x32$.invsaga.logistics.v1.ExecuteRequest\"^\n\x15\x45xecuteStreamResponse\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x39\n\x07results\x18\x02 \x03(\x0b\x32(.invsaga.logistics.v1.ExecuteBatchResult\"D\n\x11\x43ompensateRequest\x12/\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x1e.invsaga.common.v1.StepContext\"/\n\x12\x43ompensateResponse\x12\x19\n\x11null_compensation\x18\x01 \x01(\x08\")\n\x12GetPicklistRequest\x12\x13\n\x0bpicklist_id\x18\x01 \x01(\t\"D\n\x13GetPicklistResponse\x12-\n\x08picklist\x18\x01 \x01(\x0b\x32\x1b.invsaga.common.v1.Picklist\"\x97\x01\n\x14ListPicklistsRequest\x12\x0f\n\x07saga_id\x18\x01 \x01(\t\x12\x14\n\x0cwarehouse_id\x18\x02 \x01(\t\x12\x31\n\x06status\x18\x03 \x01(\x0e\x32!.invsaga.common.v1.PicklistStatus\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"`\n\x15ListPicklistsResponse\x12.\n\tpicklists\x18\x01 \x03(\x0b\x32\x1b.invsaga.common.v1.Picklist\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"e\n\x1bUpdatePicklistStatusRequest\x12\x13\n\x0bpicklist_id\x18\x01 \x01(\t\x12\x31\n\x06status\x18\x02 \x01(\x0e\x32!.invsaga.common.v1.PicklistStatus\"M\n\x1cUpdatePicklistStatusResponse\x12-\n\x08picklist\x18\x01 \x01(\x0b\x32\x1b.invsaga.common.v1.Picklist2\xa4\x03\n\x14LogisticsStepService\x12V\n\x07\x45xecute\x12$.invsaga.logistics.v1.ExecuteRequest\x1a%.invsaga.logistics.v1.ExecuteResponse\x12_\n\nCompensate\x12\'.invsaga.logistics.v1.CompensateRequest\x1a(.invsaga.logistics.v1.CompensateResponse\x12\x65\n\x0c\x45xecuteBatch\x12).invsaga.logistics.v1.ExecuteBatchRequest\x1a*.invsaga.logistics.v1.ExecuteBatchResponse\x12l\n\rExecuteStream\x12*.invsaga.logistics.v1.ExecuteStreamRequest\x1a+.invsaga.logistics.v1.ExecuteStreamResponse(\x01\x30\x01\x32\xdf\x02\n\x10LogisticsService\x12\x62\n\x0bGetPicklist\x12(.invsaga.logistics.v1.GetPicklistRequest\x1a).invsaga.logistics.v1.GetPicklistResponse\x12h\n\rListPicklists\x12*.invsaga.logistics.v1.ListPicklistsRequest\x1a+.invsaga.logistics.v1.ListPicklistsResponse\x12}\n\x14UpdatePicklistStatus\x12\x31.invsaga.logistics.v1.UpdatePicklistStatusRequest\x1a\x32.invsaga.logistics.v1.UpdatePicklistStatusResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -48,24 +48,28 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EXECUTEBATCHRESPONSE']._serialized_end=803
   _globals['_EXECUTEBATCHRESULT']._serialized_start=806
   _globals['_EXECUTEBATCHRESULT']._serialized_end=944
-  _globals['_COMPENSATEREQUEST']._serialized_start=946
-  _globals['_COMPENSATEREQUEST']._serialized_end=1014
-  _globals['_COMPENSATERESPONSE']._serialized_start=1016
-  _globals['_COMPENSATERESPONSE']._serialized_end=1063
-  _globals['_GETPICKLISTREQUEST']._serialized_start=1065
-  _globals['_GETPICKLISTREQUEST']._serialized_end=1106
-  _globals['_GETPICKLISTRESPONSE']._serialized_start=1108
-  _globals['_GETPICKLISTRESPONSE']._serialized_end=1176
-  _globals['_LISTPICKLISTSREQUEST']._serialized_start=1179
-  _globals['_LISTPICKLISTSREQUEST']._serialized_end=1330
-  _globals['_LISTPICKLISTSRESPONSE']._serialized_start=1332
-  _globals['_LISTPICKLISTSRESPONSE']._serialized_end=1428
-  _globals['_UPDATEPICKLISTSTATUSREQUEST']._serialized_start=1430
-  _globals['_UPDATEPICKLISTSTATUSREQUEST']._serialized_end=1531
-  _globals['_UPDATEPICKLISTSTATUSRESPONSE']._serialized_start=1533
-  _globals['_UPDATEPICKLISTSTATUSRESPONSE']._serialized_end=1610
-  _globals['_LOGISTICSSTEPSERVICE']._serialized_start=1613
-  _globals['_LOGISTICSSTEPSERVICE']._serialized_end=1923
-  _globals['_LOGISTICSSERVICE']._serialized_start=1926
-  _globals['_LOGISTICSSERVICE']._serialized_end=2277
+  _globals['_EXECUTESTREAMREQUEST']._serialized_start=946
+  _globals['_EXECUTESTREAMREQUEST']._serialized_end=1036
+  _globals['_EXECUTESTREAMRESPONSE']._serialized_start=1038
+  _globals['_EXECUTESTREAMRESPONSE']._serialized_end=1132
+  _globals['_COMPENSATEREQUEST']._serialized_start=1134
+  _globals['_COMPENSATEREQUEST']._serialized_end=1202
+  _globals['_COMPENSATERESPONSE']._serialized_start=1204
+  _globals['_COMPENSATERESPONSE']._serialized_end=1251
+  _globals['_GETPICKLISTREQUEST']._serialized_start=1253
+  _globals['_GETPICKLISTREQUEST']._serialized_end=1294
+  _globals['_GETPICKLISTRESPONSE']._serialized_start=1296
+  _globals['_GETPICKLISTRESPONSE']._serialized_end=1364
+  _globals['_LISTPICKLISTSREQUEST']._serialized_start=1367
+  _globals['_LISTPICKLISTSREQUEST']._serialized_end=1518
+  _globals['_LISTPICKLISTSRESPONSE']._serialized_start=1520
+  _globals['_LISTPICKLISTSRESPONSE']._serialized_end=1616
+  _globals['_UPDATEPICKLISTSTATUSREQUEST']._serialized_start=1618
+  _globals['_UPDATEPICKLISTSTATUSREQUEST']._serialized_end=1719
+  _globals['_UPDATEPICKLISTSTATUSRESPONSE']._serialized_start=1721
+  _globals['_UPDATEPICKLISTSTATUSRESPONSE']._serialized_end=1798
+  _globals['_LOGISTICSSTEPSERVICE']._serialized_start=1801
+  _globals['_LOGISTICSSTEPSERVICE']._serialized_end=2221
+  _globals['_LOGISTICSSERVICE']._serialized_start=2224
+  _globals['_LOGISTICSSERVICE']._serialized_end=2575
 # @@protoc_insertion_point(module_scope)

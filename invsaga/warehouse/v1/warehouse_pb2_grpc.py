@@ -50,6 +50,11 @@ class WarehouseStepServiceStub:
                 request_serializer=invsaga_dot_warehouse_dot_v1_dot_warehouse__pb2.ExecuteBatchRequest.SerializeToString,
                 response_deserializer=invsaga_dot_warehouse_dot_v1_dot_warehouse__pb2.ExecuteBatchResponse.FromString,
                 _registered_method=True)
+        self.ExecuteStream = channel.stream_stream(
+                '/invsaga.warehouse.v1.WarehouseStepService/ExecuteStream',
+                request_serializer=invsaga_dot_warehouse_dot_v1_dot_warehouse__pb2.ExecuteStreamRequest.SerializeToString,
+                response_deserializer=invsaga_dot_warehouse_dot_v1_dot_warehouse__pb2.ExecuteStreamResponse.FromString,
+                _registered_method=True)
 
 
 class WarehouseStepServiceServicer:
@@ -77,6 +82,16 @@ class WarehouseStepServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExecuteStream(self, request_iterator, context):
+        """Execute calls over one long-lived stream, for a caller that makes many. Each message
+        carries requests under an id the caller picks; the answer with the same id holds their
+        results in order, each served as in ExecuteBatch. Answers come as they are ready, in any
+        order. The coordinator uses it for its Execute calls (a message costs less than a call).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_WarehouseStepServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -94,6 +109,11 @@ def add_WarehouseStepServiceServicer_to_server(servicer, server):
                     servicer.ExecuteBatch,
                     request_deserializer=invsaga_dot_warehouse_dot_v1_dot_warehouse__pb2.ExecuteBatchRequest.FromString,
                     response_serializer=invsaga_dot_warehouse_dot_v1_dot_warehouse__pb2.ExecuteBatchResponse.SerializeToString,
+            ),
+            'ExecuteStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.ExecuteStream,
+                    request_deserializer=invsaga_dot_warehouse_dot_v1_dot_warehouse__pb2.ExecuteStreamRequest.FromString,
+                    response_serializer=invsaga_dot_warehouse_dot_v1_dot_warehouse__pb2.ExecuteStreamResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -178,6 +198,33 @@ class WarehouseStepService:
             '/invsaga.warehouse.v1.WarehouseStepService/ExecuteBatch',
             invsaga_dot_warehouse_dot_v1_dot_warehouse__pb2.ExecuteBatchRequest.SerializeToString,
             invsaga_dot_warehouse_dot_v1_dot_warehouse__pb2.ExecuteBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExecuteStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/invsaga.warehouse.v1.WarehouseStepService/ExecuteStream',
+            invsaga_dot_warehouse_dot_v1_dot_warehouse__pb2.ExecuteStreamRequest.SerializeToString,
+            invsaga_dot_warehouse_dot_v1_dot_warehouse__pb2.ExecuteStreamResponse.FromString,
             options,
             channel_credentials,
             insecure,
