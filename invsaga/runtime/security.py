@@ -145,25 +145,44 @@ class StepCallerInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(self, continuation, handler_call_details):
         handler = await continuation(handler_call_details)
-        if handler is None or not handler.unary_unary or not _is_step_method(handler_call_details.method):
+        if handler is None or not _is_step_method(handler_call_details.method):
             return handler
-        behavior = handler.unary_unary
         allowed = self.allowed
 
-        async def guarded(request, context):
+        async def check(context) -> None:
             identity = peer_identity(context)
             if identity not in allowed:
                 await context.abort(
                     grpc.StatusCode.PERMISSION_DENIED,
                     f"saga steps are served only to {', '.join(sorted(allowed))}; the client is {identity or 'anonymous'!r}",
                 )
-            return await behavior(request, context)
 
-        return grpc.unary_unary_rpc_method_handler(
-            guarded,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+        if handler.unary_unary:
+            behavior = handler.unary_unary
+
+            async def guarded(request, context):
+                await check(context)
+                return await behavior(request, context)
+
+            return grpc.unary_unary_rpc_method_handler(
+                guarded,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.stream_stream:  # ExecuteStream
+            stream_behavior = handler.stream_stream
+
+            async def guarded_stream(request_iterator, context):
+                await check(context)
+                async for item in stream_behavior(request_iterator, context):
+                    yield item
+
+            return grpc.stream_stream_rpc_method_handler(
+                guarded_stream,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
 
 
 def server_interceptors(settings: Settings) -> list[grpc.aio.ServerInterceptor]:
