@@ -35,8 +35,6 @@ log = logging.getLogger("invsaga.coordinator")
 TERMINAL_EVENTS = (pb.SAGA_EVENT_TYPE_SAGA_COMPLETED, pb.SAGA_EVENT_TYPE_SAGA_COMPENSATED, pb.SAGA_EVENT_TYPE_SAGA_FAILED)
 TERMINAL_STATUSES = (pb.SAGA_STATUS_COMPLETED, pb.SAGA_STATUS_COMPENSATED, pb.SAGA_STATUS_FAILED)
 # Step statuses after which a compensable step may have had an effect.
-# How long the events of a step that only read may wait to go out with the next step's save.
-SAVE_DELAY = 0.01
 MAY_HAVE_RUN = (pb.STEP_STATUS_RUNNING, pb.STEP_STATUS_SUCCEEDED, pb.STEP_STATUS_FAILED, pb.STEP_STATUS_COMPENSATING)
 
 
@@ -96,8 +94,6 @@ class Driver:
         self.pending: list[pb.SagaEvent] = []
         self.unsent: set[int] = set()  # steps this driver started but has not called yet
         self.inflight: asyncio.Future | None = None  # the save under way
-        self.deferred: asyncio.TimerHandle | None = None  # a save_soon not yet begun
-        self.saving: asyncio.Future | None = None  # a save_soon under way
         self.previous_status = row.saga.status
         self.saga.status = row.status  # the column is the truth (Cancel/Resume update it directly)
         # Saves are pipelined, so the saved state can lag behind the calls made. A driver that
@@ -111,33 +107,6 @@ class Driver:
         self.seq += 1
         self.pending.append(event(self.saga, self.seq, type_, step, step_status, **detail))
 
-    def save_soon(self) -> None:
-        """Save after a step that only read: with the next step's save, or in ``SAVE_DELAY``.
-
-        A re-driven read-only step just reads again, so recovery needs no save of it; only
-        watchers do, to see the saga move on. When the next step answers within
-        ``SAVE_DELAY`` (as it does on a quiet mesh) both go in one write; a slower step still
-        shows as started that long after it began.
-        """
-        if self.deferred is None and self.saving is None:
-            self.deferred = asyncio.get_running_loop().call_later(SAVE_DELAY, self._save_deferred)
-
-    def _save_deferred(self) -> None:
-        self.deferred = None
-        self.saving = asyncio.ensure_future(self.save())
-        self.saving.add_done_callback(self._saved_deferred)
-
-    def _saved_deferred(self, task: asyncio.Future) -> None:
-        if self.saving is task:
-            self.saving = None
-        if not task.cancelled():
-            task.exception()  # seen by the driver's next save, which awaits the task first
-
-    def close(self) -> None:
-        if self.deferred is not None:
-            self.deferred.cancel()
-            self.deferred = None
-
     async def save(self, wait: bool = False) -> None:
         """Persist the state and events so far.
 
@@ -147,11 +116,6 @@ class Driver:
         step that may have been sent is fenced off (``recovered``) — so only the terminal save,
         and the one that starts a rollback, are awaited.
         """
-        self.close()
-        saving = self.saving
-        if saving is not None and saving is not asyncio.current_task():
-            self.saving = None
-            await saving  # a deferred save under way: it goes first (and its LeaseLost is ours)
         await self.settle()
         self.saga.updated_at.CopyFrom(now_ts())
         events, self.pending = self.pending, []
@@ -241,10 +205,7 @@ class Driver:
                 saga.status = pb.SAGA_STATUS_COMPLETED
                 self.emit(pb.SAGA_EVENT_TYPE_SAGA_COMPLETED)
                 self.engine.metrics_outcome(saga)
-            if step.compensable or i + 1 == len(STEPS):
-                await self.save()
-            else:
-                self.save_soon()
+            await self.save()
         return saga.status == pb.SAGA_STATUS_COMPLETED
 
     def start_step(self, i: int) -> None:
@@ -526,7 +487,6 @@ class Engine:
             with telemetry.saga_trace(row.trace_context), log_context(saga_id=saga_id):
                 await driver.run()
         finally:
-            driver.close()
             del self.drivers[saga_id]
             if self.metrics:
                 self.metrics.done(saga_id)
