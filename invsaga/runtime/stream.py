@@ -125,7 +125,7 @@ class _Unimplemented(Exception):
 
 
 class _Stream:
-    __slots__ = ("call", "pending", "sent", "opened", "lock", "reader", "retired")
+    __slots__ = ("call", "pending", "sent", "opened", "lock", "retired")
 
     def __init__(self, call: Any) -> None:
         self.call = call
@@ -133,7 +133,6 @@ class _Stream:
         self.sent = 0
         self.opened = time.monotonic()
         self.lock = asyncio.Lock()
-        self.reader: asyncio.Task | None = None
         self.retired = False
 
 
@@ -230,7 +229,7 @@ class StreamTransport:
             stream = None
         if stream is None:
             stream = self._stream = _Stream(self.open_stream())
-            stream.reader = self._hold(self._read(stream))
+            self._hold(self._read(stream))
             self.streams_opened += 1
         stream.sent += 1
         return stream
