@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,14 +43,30 @@ def port_free(port: int, host: str = "127.0.0.1") -> bool:
     return True
 
 
+# Ports this process has handed out (with their metrics neighbours). A picked port stays free
+# until its service binds it, so without this two meshes started side by side (invsaga demo
+# starts three) could be handed the same port, or one's port could be another's metrics port.
+_handed_out: set[int] = set()
+_handed_out_lock = threading.Lock()
+
+
 def free_port() -> int:
-    """A port nothing listens on whose metrics neighbour (+1000) is free too."""
+    """A port nothing listens on whose metrics neighbour (+1000) is free too.
+
+    No port, nor its neighbour, is handed out twice by one process.
+    """
     for _ in range(200):
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]
-        if port + METRICS_PORT_OFFSET < 65536 and port_free(port + METRICS_PORT_OFFSET):
-            return port
+        metrics = port + METRICS_PORT_OFFSET
+        if metrics >= 65536 or not port_free(metrics):
+            continue
+        with _handed_out_lock:
+            if port in _handed_out or metrics in _handed_out:
+                continue
+            _handed_out.update((port, metrics))
+        return port
     raise LaunchError("no free port found")
 
 
@@ -122,7 +139,7 @@ class Mesh:
             port = self.ports[service]
             for p in (port, port + METRICS_PORT_OFFSET):
                 if not port_free(p):
-                    raise LaunchError(f"port {p} is already in use (wanted by {service})")
+                    raise PortTaken(f"port {p} is already in use (wanted by {service})")
 
     def start_one(
         self, service: str, extra_env: Mapping[str, str] | None = None, name: str | None = None
@@ -155,8 +172,8 @@ class Mesh:
         order = [s for s in self.services if s != "coordinator"] + [s for s in self.services if s == "coordinator"]
         attempts = 3
         while True:
-            self.check_ports()
             try:
+                self.check_ports()
                 for service in order:
                     self.start_one(service)
                 for service in order:

@@ -140,7 +140,8 @@ def test_a_port_in_use_is_a_one_line_error(tmp_path):
     blocker.listen()
     try:
         env = {"INVSAGA_INVENTORY_ADDR": f"127.0.0.1:{ports['inventory']}"}
-        mesh = Mesh(ports=ports, data_dir=str(tmp_path / "d"), env=env)
+        # Ports an operator gave (a plain dict): random ones would be picked again instead.
+        mesh = Mesh(ports=dict(ports), data_dir=str(tmp_path / "d"), env=env)
         with pytest.raises(Exception) as err:
             mesh.start()
         assert str(err.value) == f"port {ports['inventory']} is already in use (wanted by inventory)"
