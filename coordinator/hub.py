@@ -24,9 +24,50 @@ from sqlalchemy.engine import make_url
 log = logging.getLogger("invsaga.coordinator.hub")
 
 
+class Subscription:
+    """One watcher's mailbox: what was published for its saga since it last looked.
+
+    It stays registered across the watcher's reads and writes, so a publish that comes while
+    the watcher is busy (sending the events of the one before, say) waits here for it.
+    """
+
+    __slots__ = ("events", "stale", "_waiter")
+
+    def __init__(self) -> None:
+        self.events: list[Any] = []  # committed events handed over, in order
+        self.stale = False  # something changed that only the database shows
+        self._waiter: asyncio.Future | None = None
+
+    def put(self, events: Sequence[Any]) -> None:
+        if events:
+            self.events.extend(events)
+        else:
+            self.stale = True
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def wait(self, timeout: float) -> None:
+        """Until something is published (at once if it already was), or ``timeout`` passes."""
+        if self.events or self.stale:
+            return
+        self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._waiter, timeout)
+        finally:
+            self._waiter = None
+
+    def take(self) -> tuple[list[Any], bool]:
+        """The events handed over and whether the database must be read; both reset."""
+        events, stale = self.events, self.stale
+        self.events, self.stale = [], False
+        return events, stale
+
+
 class EventHub:
     def __init__(self, keep: int = 20_000) -> None:
-        self._waiters: dict[str, set[asyncio.Future]] = defaultdict(set)
+        self._waiters: dict[str, set[Subscription]] = defaultdict(set)
         self._journals: OrderedDict[str, list[Any]] = OrderedDict()
         self.keep = keep
 
@@ -49,29 +90,28 @@ class EventHub:
             if len(self._journals) > self.keep:
                 self._journals.popitem(last=False)
 
-    def subscribe(self, saga_id: str) -> asyncio.Future:
+    def subscribe(self, saga_id: str) -> Subscription:
         """Register before reading, so a publish during the read is not missed."""
-        future = asyncio.get_running_loop().create_future()
-        self._waiters[saga_id].add(future)
-        return future
+        subscription = Subscription()
+        self._waiters[saga_id].add(subscription)
+        return subscription
 
-    def unsubscribe(self, saga_id: str, future: asyncio.Future) -> None:
+    def unsubscribe(self, saga_id: str, subscription: Subscription) -> None:
         waiters = self._waiters.get(saga_id)
         if waiters is not None:
-            waiters.discard(future)
+            waiters.discard(subscription)
             if not waiters:
                 del self._waiters[saga_id]
 
     def publish(self, committed: Iterable[tuple[str, Sequence[Any]]]) -> None:
-        """Wake the watchers of each saga; the events committed for it are their result.
+        """Hand each saga's committed events to its watchers and wake them.
 
         An empty event list means "something changed, read the database".
         """
         for saga_id, events in committed:
             self._record(saga_id, events)
-            for future in self._waiters.get(saga_id, ()):
-                if not future.done():
-                    future.set_result(events)
+            for subscription in self._waiters.get(saga_id, ()):
+                subscription.put(events)
 
     @property
     def watched(self) -> int:

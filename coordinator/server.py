@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import uuid
-from typing import Sequence
 
 
 from coordinator import models, validation
@@ -121,10 +118,11 @@ class CoordinatorServicer(pb_grpc.SagaCoordinatorServiceServicer):
             raise NotFound(f"saga {request.saga_id!r} not found", reason="SAGA_NOT_FOUND")
         last = request.after_seq
         events: list[pb.SagaEvent] | None = None  # None: read them from the journal or the database
-        while True:
-            # Subscribe before reading, so that nothing committed meanwhile is missed.
-            wake = self.hub.subscribe(request.saga_id)
-            try:
+        # Subscribed before the first read and until the end, so that nothing committed while
+        # the stream reads or writes is missed.
+        subscription = self.hub.subscribe(request.saga_id)
+        try:
+            while True:
                 if events is None:
                     journal = self.hub.journal(request.saga_id)
                     if journal is not None:
@@ -139,13 +137,13 @@ class CoordinatorServicer(pb_grpc.SagaCoordinatorServiceServicer):
                 at_end = not events or events[-1].type in TERMINAL_EVENTS
                 if at_end and await self._at_rest(request.saga_id, last):
                     return
-                live: Sequence[pb.SagaEvent] = ()
-                with contextlib.suppress(asyncio.TimeoutError):
-                    live = await asyncio.wait_for(asyncio.shield(wake), WATCH_POLL_SECONDS)
+                await subscription.wait(WATCH_POLL_SECONDS)
+                live, stale = subscription.take()
+                live = [ev for ev in live if ev.seq > last]  # some may have been read already
                 # Events handed over from this replica's own commits need no read.
-                events = list(live) if live and live[0].seq == last + 1 else None
-            finally:
-                self.hub.unsubscribe(request.saga_id, wake)
+                events = live if live and not stale and live[0].seq == last + 1 else None
+        finally:
+            self.hub.unsubscribe(request.saga_id, subscription)
 
     async def _at_rest(self, saga_id: str, last_seq: int) -> bool:
         """Terminal, and no event after ``last_seq`` (a cancel or resume may be under way)."""
