@@ -34,6 +34,8 @@ log = logging.getLogger("invsaga.coordinator")
 
 TERMINAL_EVENTS = (pb.SAGA_EVENT_TYPE_SAGA_COMPLETED, pb.SAGA_EVENT_TYPE_SAGA_COMPENSATED, pb.SAGA_EVENT_TYPE_SAGA_FAILED)
 TERMINAL_STATUSES = (pb.SAGA_STATUS_COMPLETED, pb.SAGA_STATUS_COMPENSATED, pb.SAGA_STATUS_FAILED)
+# How long the events of a step that only read may wait to go out with the next step's save.
+SAVE_DELAY = 0.01
 # Step statuses after which a compensable step may have had an effect.
 MAY_HAVE_RUN = (pb.STEP_STATUS_RUNNING, pb.STEP_STATUS_SUCCEEDED, pb.STEP_STATUS_FAILED, pb.STEP_STATUS_COMPENSATING)
 
@@ -93,7 +95,10 @@ class Driver:
         self.cancel = row.cancel_requested
         self.pending: list[pb.SagaEvent] = []
         self.unsent: set[int] = set()  # steps this driver started but has not called yet
-        self.inflight: asyncio.Future | None = None  # the save under way
+        self.inflight: list[asyncio.Future] = []  # saves under way, oldest first
+        self.flush: asyncio.TimerHandle | None = None  # a deferred save not yet queued
+        # A saga started here: its insert may still be committing (see ``confirm_created``).
+        self.created: asyncio.Future | None = row.created
         self.previous_status = row.saga.status
         self.saga.status = row.status  # the column is the truth (Cancel/Resume update it directly)
         # Saves are pipelined, so the saved state can lag behind the calls made. A driver that
@@ -116,23 +121,62 @@ class Driver:
         step that may have been sent is fenced off (``recovered``) — so only the terminal save,
         and the one that starts a rollback, are awaited.
         """
+        self.cancel_flush()
         await self.settle()
-        self.saga.updated_at.CopyFrom(now_ts())
-        events, self.pending = self.pending, []
-        self.inflight = self.engine.store.save(
-            self.saga, events, owner=self.engine.owner
-        )
+        self.queue_save()
         if wait or self.saga.status in TERMINAL_STATUSES:
             await self.settle()
 
+    def queue_save(self) -> None:
+        self.saga.updated_at.CopyFrom(now_ts())
+        events, self.pending = self.pending, []
+        self.inflight.append(self.engine.store.save(self.saga, events, owner=self.engine.owner))
+
+    def save_soon(self) -> None:
+        """Save after a step that only read: with the next step's save, or ``SAVE_DELAY`` on.
+
+        A re-driven read-only step just reads again, so recovery needs no save of it; only
+        watchers do, to see the saga move on. When the next step answers within ``SAVE_DELAY``
+        (as it does unless the mesh is slow) both go in one write; a slower step still shows
+        as started that long after it began.
+        """
+        if self.flush is None:
+            self.flush = asyncio.get_running_loop().call_later(SAVE_DELAY, self._flush)
+
+    def _flush(self) -> None:
+        self.flush = None
+        if self.pending:
+            self.queue_save()  # its result is read by the next settle, like any save's
+
+    def cancel_flush(self) -> None:
+        if self.flush is not None:
+            self.flush.cancel()
+            self.flush = None
+
     async def settle(self) -> None:
-        if self.inflight is None:
+        while self.inflight:
+            result = await self.inflight.pop(0)
+            if not result.ok:
+                raise LeaseLost(self.saga.saga_id)
+            self.cancel = self.cancel or result.cancel_requested
+
+    async def confirm_created(self) -> None:
+        """Before a step that changes anything: the saga's insert must have committed.
+
+        The steps before it only read, and their saves may be deferred, so nothing else has
+        yet told this driver that the insert found no other saga with the same request_id.
+        """
+        if self.created is None:
             return
-        inflight, self.inflight = self.inflight, None
-        result = await inflight
-        if not result.ok:
+        created, self.created = self.created, None
+        try:
+            other = await asyncio.shield(created)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            raise LeaseLost(self.saga.saga_id) from None
+        if other is not None:
             raise LeaseLost(self.saga.saga_id)
-        self.cancel = self.cancel or result.cancel_requested
 
     # -- the saga ----------------------------------------------------------------------
     async def run(self) -> None:
@@ -161,7 +205,7 @@ class Driver:
         first = next((i for i, st in enumerate(saga.steps) if st.status != pb.STEP_STATUS_SUCCEEDED), len(STEPS))
         if saga.status == pb.SAGA_STATUS_PENDING:
             # No save before the first step: it only reads, and a saga still PENDING after a
-            # crash simply starts over. Its events go out with the step's result.
+            # crash simply starts over. Its events go out with a later save (``save_soon``).
             saga.status = pb.SAGA_STATUS_RUNNING
             self.start_step(first)
         for i in range(first, len(STEPS)):
@@ -173,6 +217,8 @@ class Driver:
                 return self.fail(i, pb.SagaFailure(step=step.name, reason="CANCELLED", message="cancelled by request"))
             if now_ms() >= self.deadline_ms:
                 return self.fail(i, self.timeout_failure(step))
+            if step.compensable:
+                await self.confirm_created()
             if state.status != pb.STEP_STATUS_RUNNING:
                 self.start_step(i)
             self.unsent.discard(i)
@@ -205,7 +251,10 @@ class Driver:
                 saga.status = pb.SAGA_STATUS_COMPLETED
                 self.emit(pb.SAGA_EVENT_TYPE_SAGA_COMPLETED)
                 self.engine.metrics_outcome(saga)
-            await self.save()
+            if step.compensable or i + 1 == len(STEPS):
+                await self.save()
+            else:
+                self.save_soon()
         return saga.status == pb.SAGA_STATUS_COMPLETED
 
     def start_step(self, i: int) -> None:
@@ -487,6 +536,7 @@ class Engine:
             with telemetry.saga_trace(row.trace_context), log_context(saga_id=saga_id):
                 await driver.run()
         finally:
+            driver.cancel_flush()
             del self.drivers[saga_id]
             if self.metrics:
                 self.metrics.done(saga_id)

@@ -390,6 +390,9 @@ class SagaRow:
     lease_until: int | None
     deadline: int
     trace_context: str
+    # A saga started here: its insert's result (None once committed, else the row holding its
+    # request_id). The driver confirms it before the first step that changes anything.
+    created: asyncio.Future | None = None
 
 
 def _row(r) -> SagaRow:
@@ -467,7 +470,7 @@ class SagaStore:
             events,
         )
         found = self.writer.submit(write, tag=(saga.saga_id, tuple(events)))
-        row = SagaRow(saga, saga.status, req_hash, last_seq, False, owner, now + lease_ms, deadline, trace_context)
+        row = SagaRow(saga, saga.status, req_hash, last_seq, False, owner, now + lease_ms, deadline, trace_context, found)
 
         async def existing() -> SagaRow | None:
             other = await found

@@ -262,6 +262,25 @@ async def test_start_is_idempotent_on_request_id(backend, meshes):
         await c.close()
 
 
+async def test_a_burst_of_repeated_starts_drives_one_saga_and_no_ghost_acts(backend, meshes):
+    mesh = meshes(backend, "plain")
+    c = MeshClient(mesh)
+    try:
+        await c.seed([WH("WH-J")], [("WH-J", "SKU-J", 10)])
+        request = order({"SKU-J": 1}, request_id="REQ-burst-1")
+        replies = await asyncio.gather(*(c.coordinator.StartSaga(pb.StartSagaRequest(request=request)) for _ in range(20)))
+        assert len({r.saga_id for r in replies}) == 1
+        saga_id = replies[0].saga_id
+        await c.wait(saga_id)
+        # Every start but one drove a saga of its own while its insert ran into the taken
+        # request_id: those stop before the first step that changes anything.
+        assert {a.saga_id for a in await c.allocations() if any(line.sku == "SKU-J" for line in a.lines)} == {saga_id}
+        held = [lock for lock in await c.held_locks() if lock.sku == "SKU-J"]
+        assert [(lock.saga_id, lock.quantity) for lock in held] == [(saga_id, 1)]
+    finally:
+        await c.close()
+
+
 async def test_watch_replays_from_after_seq_and_many_watchers_agree(backend, meshes):
     mesh = meshes(backend, "plain")
     c = MeshClient(mesh)
