@@ -27,6 +27,7 @@ from invsaga.common.v1 import common_pb2
 from invsaga.coordinator.v1 import coordinator_pb2 as pb
 from invsaga.coordinator.v1 import coordinator_pb2_grpc as pb_grpc
 from invsaga.launcher import Mesh, free_port, random_ports
+from invsaga.runtime.server import tune_gc
 from invsaga.seed import apply_seed, parse_seed
 
 # Step RPCs a completed saga makes (six Execute calls) plus StartSaga and one WatchSaga.
@@ -257,6 +258,7 @@ async def bench(args: argparse.Namespace) -> int:
             print(f"baseline: {calls:,.0f} empty unary calls/s between two processes", flush=True)
             warm = argparse.Namespace(**{**vars(args), "sagas": min(50, args.sagas), "duration": 0})
             await run_load(mesh.address("coordinator"), warm)
+            tune_gc()  # the load generator shares the two cores: keep its collector quiet too
             before = {name: cpu_seconds(proc.pid) for name, proc in mesh.procs.items()}
             before["postgres"] = postgres_cpu_seconds() if args.database_url else 0.0
             before["load generator"] = time.process_time()
