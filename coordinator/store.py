@@ -111,26 +111,60 @@ class GroupCommitter:
         """PostgreSQL: the batch's creates, then its saves, each group as one statement.
 
         A single statement is atomic on its own, so it needs no BEGIN and COMMIT round trips;
-        the sagas in a batch are independent of one another. If a statement fails, its group
-        goes the ordinary way: one transaction, then write by write.
+        the sagas in a batch are independent of one another. With both groups, the two
+        statements go in one pipeline: one round trip and one commit. If that fails, each group
+        goes on its own; if its statement fails, the ordinary way: one transaction, then write
+        by write.
         """
-        for kind in (CreateWrite, SaveWrite):
-            group = [item for item in batch if isinstance(item[0], kind)]
-            if not group:
-                continue
-            notes = "\n".join(_payloads(self.origin, [tag[0] for _, _, tag in group if tag is not None]))
+        groups = [(kind, [item for item in batch if isinstance(item[0], kind)]) for kind in (CreateWrite, SaveWrite)]
+        groups = [(kind, group) for kind, group in groups if group]
+        if len(groups) == 2 and await self._commit_pipelined(groups):
+            return
+        for kind, group in groups:
             try:
                 conn = await self._bulk_connection()
                 raw = (await conn.get_raw_connection()).driver_connection
-                results = await kind.bulk(raw, [fn for fn, _, _ in group], notes)
-                if kind is CreateWrite:  # None for a saga created, else the row holding its request_id
-                    results = [None if fn.saga_id in results else await fn.existing(conn) for fn, _, _ in group]
+                results = await self._results(conn, kind, group, await kind.bulk(raw, _fns(group), self._notes(group)))
             except Exception:
                 log.warning("bulk saga write failed; writing the batch the ordinary way", exc_info=True)
                 await self._drop_bulk_connection()
                 await self._commit(group)
                 continue
             self._resolve(group, results)
+
+    async def _commit_pipelined(self, groups) -> bool:
+        """Creates then saves, in one round trip and one implicit transaction; False if it failed.
+
+        The saves come after the creates in the same transaction, so a save finds a row created
+        in the same batch. On failure the transaction rolled back whole, and the caller writes
+        each group on its own.
+        """
+        try:
+            conn = await self._bulk_connection()
+            raw = (await conn.get_raw_connection()).driver_connection
+            async with raw.pipeline():
+                cursors = [await kind.send(raw, _fns(group), self._notes(group)) for kind, group in groups]
+                rows = [await cursor.fetchall() for cursor in cursors]
+            results = [
+                await self._results(conn, kind, group, kind.results(_fns(group), found))
+                for (kind, group), found in zip(groups, rows)
+            ]
+        except Exception:
+            log.warning("pipelined saga writes failed; writing each group on its own", exc_info=True)
+            await self._drop_bulk_connection()
+            return False
+        for (_, group), result in zip(groups, results):
+            self._resolve(group, result)
+        return True
+
+    def _notes(self, group) -> str:
+        return "\n".join(_payloads(self.origin, [tag[0] for _, _, tag in group if tag is not None]))
+
+    @staticmethod
+    async def _results(conn: AsyncConnection, kind: type, group, results: Any) -> list[Any]:
+        if kind is CreateWrite:  # None for a saga created, else the row holding its request_id
+            return [None if fn.saga_id in results else await fn.existing(conn) for fn, _, _ in group]
+        return results
 
     async def _bulk_connection(self) -> AsyncConnection:
         """The writer's own autocommit connection, kept between batches (no pool checkout each)."""
@@ -175,6 +209,10 @@ class GroupCommitter:
             return
         for payload in _payloads(self.origin, saga_ids):
             await conn.execute(text("SELECT pg_notify(:c, :p)"), {"c": NOTIFY_CHANNEL, "p": payload})
+
+
+def _fns(group) -> list[Any]:
+    return [fn for fn, _, _ in group]
 
 
 def _payloads(origin: str, saga_ids: list[str]) -> list[str]:
@@ -332,10 +370,18 @@ class CreateWrite:
     @staticmethod
     async def bulk(raw: Any, writes: list["CreateWrite"], notes: str) -> set[str]:
         """The ids of the sagas inserted (PostgreSQL, autocommit)."""
+        return CreateWrite.results(writes, await (await CreateWrite.send(raw, writes, notes)).fetchall())
+
+    @staticmethod
+    async def send(raw: Any, writes: list["CreateWrite"], notes: str) -> Any:
+        """Execute the statement (queued only, in a pipeline); its rows go to ``results``."""
         n, params = _params([tuple(w.values[c] for c in _CREATE_COLUMNS) for w in writes], len(_CREATE_COLUMNS))
         m, event_params = _params(_event_rows(writes), len(_EVENT_COLUMNS))
-        cursor = await psycopg.AsyncRawCursor(raw).execute(_bulk_create_sql(n, m), [*params, *event_params, notes])
-        return {row[0] for row in await cursor.fetchall()}
+        return await psycopg.AsyncRawCursor(raw).execute(_bulk_create_sql(n, m), [*params, *event_params, notes])
+
+    @staticmethod
+    def results(writes: list["CreateWrite"], rows: list[Any]) -> set[str]:
+        return {row[0] for row in rows}
 
 
 class SaveWrite:
@@ -364,6 +410,11 @@ class SaveWrite:
     @staticmethod
     async def bulk(raw: Any, writes: list["SaveWrite"], notes: str) -> list["SaveResult"]:
         """Every save in one statement (PostgreSQL, autocommit); events only where the guard held."""
+        return SaveWrite.results(writes, await (await SaveWrite.send(raw, writes, notes)).fetchall())
+
+    @staticmethod
+    async def send(raw: Any, writes: list["SaveWrite"], notes: str) -> Any:
+        """Execute the statement (queued only, in a pipeline); its rows go to ``results``."""
         rows = [
             (w.saga_id, w.owner, w.values["status"], w.values["state"], w.values["updated_at"],
              w.values.get("last_seq", 0))
@@ -371,8 +422,11 @@ class SaveWrite:
         ]
         n, params = _params(rows, len(_SAVE_COLUMNS))
         m, event_params = _params(_event_rows(writes), len(_EVENT_COLUMNS))
-        cursor = await psycopg.AsyncRawCursor(raw).execute(_bulk_save_sql(n, m), [*params, *event_params, notes])
-        saved = {row[0]: bool(row[1]) for row in await cursor.fetchall()}
+        return await psycopg.AsyncRawCursor(raw).execute(_bulk_save_sql(n, m), [*params, *event_params, notes])
+
+    @staticmethod
+    def results(writes: list["SaveWrite"], rows: list[Any]) -> list["SaveResult"]:
+        saved = {row[0]: bool(row[1]) for row in rows}
         return [
             SaveResult(ok=True, cancel_requested=saved[w.saga_id]) if w.saga_id in saved else SaveResult(ok=False)
             for w in writes

@@ -1,0 +1,60 @@
+"""The coordinator's group committer on PostgreSQL: a batch's creates and saves, written together."""
+
+from __future__ import annotations
+
+import logging
+from types import SimpleNamespace
+
+import pytest
+from sqlalchemy import text
+
+from coordinator import models
+from coordinator.engine import event, new_saga
+from coordinator.store import SagaStore
+from invsaga.coordinator.v1 import coordinator_pb2 as pb
+from invsaga.runtime.db import open_service_database
+from tests.support import new_pg_database
+
+pytestmark = pytest.mark.postgres
+
+
+async def test_a_batch_of_creates_and_saves_commits_in_order_in_one_go(caplog):
+    url = new_pg_database()
+    engine = await open_service_database(SimpleNamespace(database_url=url, service="coordinator"), models.metadata,
+                                         models.__file__)
+    published: list = []
+    store = SagaStore(engine, on_commit=published.extend)
+    store.start()
+    try:
+        def start(saga_id: str):
+            saga = new_saga(saga_id, pb.InventoryRequest(request_id="REQ-1", order_id="O-1"))
+            _, found = store.create(saga, [event(saga, 1, pb.SAGA_EVENT_TYPE_SAGA_STARTED)], req_hash="h",
+                                    deadline=2**62, owner="me", lease_ms=60_000)
+            saga.status = pb.SAGA_STATUS_RUNNING
+            saved = store.save(saga, [event(saga, 2, pb.SAGA_EVENT_TYPE_STEP_STARTED, "QueryWarehouses")], owner="me")
+            return found, saved
+
+        # All four writes are queued before the writer runs, so they go in one batch: the save
+        # of a saga created in the same batch must find its row; the second saga's request_id
+        # is taken, so it is not created and its save changes nothing.
+        with caplog.at_level(logging.WARNING, logger="invsaga"):
+            (found, saved), (found_again, saved_again) = start("S-1"), start("S-2")
+            assert await found is None
+            assert (await saved).ok
+            assert (await found_again).saga.saga_id == "S-1"
+            assert not (await saved_again).ok
+        assert not [r for r in caplog.records if "failed" in r.getMessage()]  # no fallback was needed
+        row = await store.load("S-1")
+        assert (row.status, row.last_seq) == (pb.SAGA_STATUS_RUNNING, 2)
+        assert [e.seq for e in await store.events_after("S-1", 0)] == [1, 2]
+        assert await store.load("S-2") is None
+        assert [saga_id for saga_id, _ in published] == ["S-1", "S-1"]
+        # One transaction wrote the row as saved and both events (one round trip, one commit).
+        async with engine.connect() as conn:
+            writers = (await conn.execute(text(
+                "SELECT xmin::text FROM sagas WHERE saga_id = 'S-1' UNION SELECT xmin::text FROM saga_events"
+            ))).scalars().all()
+        assert len(writers) == 1
+    finally:
+        await store.stop()
+        await engine.dispose()
