@@ -145,8 +145,12 @@ class Driver:
 
     def _flush(self) -> None:
         self.flush = None
-        if self.pending:
-            self.queue_save()  # its result is read by the next settle, like any save's
+        if not self.pending:
+            return
+        if any(not saved.done() for saved in self.inflight):
+            self.save_soon()  # one write of a saga at a time: try again once it is in
+            return
+        self.queue_save()  # its result is read by the next settle, like any save's
 
     def cancel_flush(self) -> None:
         if self.flush is not None:

@@ -96,7 +96,7 @@ class GroupCommitter:
             await asyncio.sleep(0)
             self._wakeup.clear()
             while self._queue:
-                batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
+                batch, self._queue = self._next_batch()
                 if not postgres:
                     await self._commit(batch)
                     continue
@@ -106,6 +106,28 @@ class GroupCommitter:
                     await self._commit(rest)
                 if bulk:
                     await self._commit_bulk(bulk)
+
+    def _next_batch(self) -> tuple[list[Any], list[Any]]:
+        """The next batch, and what stays queued.
+
+        A saga's second save waits for the next batch, and so does everything of that saga
+        queued after it: one statement updating a row twice keeps either value, and the later
+        save must be the one that stays.
+        """
+        batch, held, saving, blocked = [], [], set(), set()
+        for item in self._queue:
+            fn = item[0]
+            saga_id = getattr(fn, "saga_id", None)
+            if len(batch) >= self.max_batch or (saga_id is not None and saga_id in blocked):
+                held.append(item)
+            elif isinstance(fn, SaveWrite) and saga_id in saving:
+                held.append(item)
+                blocked.add(saga_id)
+            else:
+                batch.append(item)
+                if isinstance(fn, SaveWrite):
+                    saving.add(saga_id)
+        return batch, held
 
     async def _commit_bulk(self, batch) -> None:
         """PostgreSQL: the batch's creates, then its saves, each group as one statement.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from types import SimpleNamespace
 
@@ -55,6 +56,39 @@ async def test_a_batch_of_creates_and_saves_commits_in_order_in_one_go(caplog):
                 "SELECT xmin::text FROM sagas WHERE saga_id = 'S-1' UNION SELECT xmin::text FROM saga_events"
             ))).scalars().all()
         assert len(writers) == 1
+    finally:
+        await store.stop()
+        await engine.dispose()
+
+
+async def test_a_sagas_writes_commit_in_the_order_they_were_queued():
+    url = new_pg_database()
+    engine = await open_service_database(SimpleNamespace(database_url=url, service="coordinator"), models.metadata,
+                                         models.__file__)
+    store = SagaStore(engine)
+    store.start()
+    try:
+        futures = []
+        for k in range(40):  # all queued before the writer runs: they would fit one batch
+            saga = new_saga(f"S-{k}", pb.InventoryRequest(request_id=f"REQ-{k}", order_id=f"O-{k}"))
+            _, found = store.create(saga, [event(saga, 1, pb.SAGA_EVENT_TYPE_SAGA_STARTED)], req_hash="h",
+                                    deadline=2**62, owner="me", lease_ms=60_000)
+            futures.append(found)
+            # Two saves of one saga queued back to back (a driver waits for each; the writer
+            # must not rely on it): one statement would keep either, and the later one must
+            # be the one that stays.
+            saga.status = pb.SAGA_STATUS_RUNNING
+            futures.append(store.save(saga, [event(saga, 2, pb.SAGA_EVENT_TYPE_STEP_STARTED, "QueryWarehouses")],
+                                      owner="me"))
+            saga.status = pb.SAGA_STATUS_COMPLETED
+            futures.append(store.save(saga, [event(saga, 3, pb.SAGA_EVENT_TYPE_SAGA_COMPLETED)], owner="me"))
+        results = await asyncio.gather(*futures)
+        assert all(r is None for r in results[0::3])
+        assert all(r.ok for i, r in enumerate(results) if i % 3)
+        for k in range(40):
+            row = await store.load(f"S-{k}")
+            assert (row.status, row.saga.status, row.last_seq) == (pb.SAGA_STATUS_COMPLETED, pb.SAGA_STATUS_COMPLETED, 3)
+            assert [e.seq for e in await store.events_after(f"S-{k}", 0)] == [1, 2, 3]
     finally:
         await store.stop()
         await engine.dispose()
