@@ -175,9 +175,7 @@ class Driver:
         created, self.created = self.created, None
         try:
             other = await asyncio.shield(created)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
+        except Exception:  # the insert failed: there is no saga to drive
             raise LeaseLost(self.saga.saga_id) from None
         if other is not None:
             raise LeaseLost(self.saga.saga_id)
