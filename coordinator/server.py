@@ -146,10 +146,19 @@ class CoordinatorServicer(pb_grpc.SagaCoordinatorServiceServicer):
             self.hub.unsubscribe(request.saga_id, subscription)
 
     async def _at_rest(self, saga_id: str, last_seq: int) -> bool:
-        """Terminal, and no event after ``last_seq`` (a cancel or resume may be under way)."""
+        """Terminal, and no event after ``last_seq`` (a cancel or resume may be under way).
+
+        This replica's journal answers without a read while it shows the saga still going
+        (its next commit wakes the watcher), and once it shows it ended, unless the saga is
+        queued here again (a cancel after COMPLETED, a resume): then the database decides.
+        """
         journal = self.hub.journal(saga_id)
-        if journal is not None and saga_id not in self.engine.known:
-            return journal[-1].seq == last_seq and journal[-1].type in TERMINAL_EVENTS
+        if journal is not None:
+            latest = journal[-1]
+            if latest.seq > last_seq or latest.type not in TERMINAL_EVENTS:
+                return False
+            if saga_id not in self.engine.known:
+                return True
         if await self.store.status_of(saga_id) not in TERMINAL:
             return False
         return not await self.store.events_after(saga_id, last_seq, limit=1)
