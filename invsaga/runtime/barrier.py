@@ -21,6 +21,7 @@ roll back with nothing recorded, so a retry runs again.
 from __future__ import annotations
 
 import functools
+import weakref
 from typing import Any, Awaitable, Callable, TypeVar
 
 from google.protobuf.message import Message
@@ -30,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from invsaga.common.v1 import common_pb2
 from invsaga.runtime.db import insert_ignore, raw_pool
 from invsaga.runtime.errors import FailedPrecondition, InvalidArgument
+from invsaga.runtime.pipe import StatementPipe
 
 M = TypeVar("M", bound=Message)
 
@@ -169,18 +171,22 @@ async def execute_once_pg_statement(
     on_commit: Callable[[M], None] | None = None,
     *,
     guard: str = "",
+    reads: bool = False,
 ) -> M:
     """``execute_once`` on PostgreSQL with psycopg directly: effect and barrier row in one statement.
 
     ``effect(conn)`` returns the response and its writes as data-modifying CTEs (``"a AS
     (INSERT ...), b AS (INSERT ...)"``, or ``""`` for none) with their named parameters; the
-    barrier INSERT is the statement they belong to. A step that only reads may read on
-    ``conn`` (autocommit) first: what it read is its answer, and the barrier row keeps it for
-    duplicates. ``guard`` is an SQL condition the row is inserted under, evaluated in the same
-    statement (it may raise to abort it).
+    barrier INSERT is the statement they belong to. A step that only reads passes
+    ``reads=True`` and reads on ``conn`` (autocommit) first: what it read is its answer, and
+    the barrier row keeps it for duplicates (``conn`` is None otherwise). ``guard`` is an SQL
+    condition the row is inserted under, evaluated in the same statement (it may raise to
+    abort it).
 
     One statement is atomic on its own, so on an autocommit connection it needs neither BEGIN
-    nor COMMIT: one round trip, one execute. A duplicate (or a late Execute after a
+    nor COMMIT: one round trip, one execute. It goes through the engine's ``StatementPipe``,
+    which sends it with those of the other calls under way (in one round trip and one commit)
+    and answers it with its own outcome, as if it had gone alone. A duplicate (or a late Execute after a
     Compensate) fails on the barrier's key and takes the effect down with it; the stored row
     is then the answer (or COMPENSATED_BEFORE_EXECUTE), exactly as in ``execute_once``. An
     effect that fails, before or in the statement, is re-raised unless the step already has
@@ -188,18 +194,33 @@ async def execute_once_pg_statement(
     """
     _check_context(ctx)
     pool = await raw_pool(engine)
-    async with pool.connection() as conn:
-        try:
-            response, ctes, params = await effect(conn)
-            params["barrier_saga_id"] = ctx.saga_id
-            params["barrier_step"] = ctx.step
-            params["barrier_result"] = response.SerializeToString()
-            await conn.execute(_with_barrier(ctes, guard), params)
-        except Exception as error:
+    try:
+        if reads:
+            async with pool.connection() as conn:
+                response, ctes, params = await effect(conn)
+        else:
+            response, ctes, params = await effect(None)
+        params["barrier_saga_id"] = ctx.saga_id
+        params["barrier_step"] = ctx.step
+        params["barrier_result"] = response.SerializeToString()
+        await _pipe(engine, pool).execute(_with_barrier(ctes, guard), params)
+    except Exception as error:
+        async with pool.connection() as conn:
             return await _answer_pg(conn, ctx, response_type, error)
     if on_commit is not None:
         on_commit(response)
     return response
+
+
+_pipes: weakref.WeakKeyDictionary[AsyncEngine, StatementPipe] = weakref.WeakKeyDictionary()
+
+
+def _pipe(engine: AsyncEngine, pool: Any) -> StatementPipe:
+    """The engine's statement pipe, on its raw pool (a new one if the pool was reopened)."""
+    pipe = _pipes.get(engine)
+    if pipe is None or pipe.pool is not pool:
+        pipe = _pipes[engine] = StatementPipe(pool)
+    return pipe
 
 
 async def _answer_pg(conn: Any, ctx: common_pb2.StepContext, response_type: type[M], error: Exception) -> M:

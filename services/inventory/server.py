@@ -550,7 +550,7 @@ class InventoryStepServicer(pb_grpc.InventoryStepServiceServicer):
                     return pb.ExecuteResponse(check_availability=output), "", {}
 
                 return await execute_once_pg_statement(
-                    self.engine, request.context, pb.ExecuteResponse, read
+                    self.engine, request.context, pb.ExecuteResponse, read, reads=True
                 )
 
             async def effect(conn) -> pb.ExecuteResponse:
