@@ -186,11 +186,11 @@ async def execute_once_pg_statement(
     One statement is atomic on its own, so on an autocommit connection it needs neither BEGIN
     nor COMMIT: one round trip, one execute. It goes through the engine's ``StatementPipe``,
     which sends it with those of the other calls under way (in one round trip and one commit)
-    and answers it with its own outcome, as if it had gone alone. A duplicate (or a late Execute after a
-    Compensate) fails on the barrier's key and takes the effect down with it; the stored row
-    is then the answer (or COMPENSATED_BEFORE_EXECUTE), exactly as in ``execute_once``. An
-    effect that fails, before or in the statement, is re-raised unless the step already has
-    a row, which is then the answer.
+    and answers it with its own outcome, as if it had gone alone. A duplicate (or a late
+    Execute after a Compensate) fails on the barrier's key and takes the effect down with it;
+    the stored row is then the answer (or COMPENSATED_BEFORE_EXECUTE), exactly as in
+    ``execute_once``. An effect that fails, before or in the statement, is re-raised unless
+    the step already has a row, which is then the answer.
     """
     _check_context(ctx)
     pool = await raw_pool(engine)
