@@ -7,12 +7,14 @@ statements that are ready together on one connection, in one pipeline: one round
 backend, one commit.
 
 The statements of a group share one implicit transaction (PostgreSQL commits at the
-pipeline's Sync). If any of them fails, the whole group rolled back, and each statement goes
-again on its own, so that each caller gets its own statement's outcome exactly as if it had
-been sent alone (that connection is closed: psycopg's cache of prepared statements may no
-longer match the server's). Only one group is under way at a time: what arrives meanwhile forms the next
-group (no timer, so a statement alone is sent at once). A caller that stops waiting does not
-stop its statement; the barrier row makes a late statement safe.
+pipeline's Sync), so the rows they lock stay locked until the last of them has run. If any of
+them fails, the whole group rolled back, and each statement goes again on its own, so that
+each caller gets its own statement's outcome exactly as if it had been sent alone (that
+connection is closed: psycopg's cache of prepared statements may no longer match the
+server's). Only one group is under way at a time: what arrives meanwhile forms the next group
+(no timer, so a statement alone is sent at once). A caller that gives up before its group is
+sent has nothing sent; one that gives up later does not stop its statement, and the barrier
+row makes a late statement safe.
 """
 
 from __future__ import annotations
