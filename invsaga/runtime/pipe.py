@@ -12,7 +12,8 @@ them fails, the whole group rolled back, and each statement goes again on its ow
 each caller gets its own statement's outcome exactly as if it had been sent alone (that
 connection is closed: psycopg's cache of prepared statements may no longer match the
 server's). Only one group is under way at a time: what arrives meanwhile forms the next group
-(no timer, so a statement alone is sent at once). A caller that gives up before its group is
+(no timer). A statement that finds the pipe idle is sent at once by its caller, and what
+arrives while it runs forms a group beside it. A caller that gives up before its group is
 sent has nothing sent; one that gives up later does not stop its statement, and the barrier
 row makes a late statement safe.
 """
@@ -33,12 +34,23 @@ class StatementPipe:
         self._queue: list[tuple[str, Any, asyncio.Future]] = []
         self._task: asyncio.Task | None = None
         self._sending: list[tuple[str, Any, asyncio.Future]] = []
+        self._direct = False  # a statement sent at once is under way
         self.groups = 0  # groups sent, and the statements they carried
         self.grouped = 0
         self.failed = 0  # groups that failed (their statements then went alone)
 
     async def execute(self, sql: str, params: Any) -> None:
         """Run ``sql`` with ``params`` (no rows wanted); raise its error as psycopg would."""
+        if self._task is None and not self._direct and not self._queue:
+            # Nothing under way: send it at once from the caller's own task. Statements that
+            # arrive meanwhile form a group, sent beside it.
+            self._direct = True
+            try:
+                async with self.pool.connection() as conn:
+                    await conn.execute(sql, params)
+            finally:
+                self._direct = False
+            return
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         self._queue.append((sql, params, future))
