@@ -41,13 +41,12 @@ class StatementPipe:
 
     async def execute(self, sql: str, params: Any) -> None:
         """Run ``sql`` with ``params`` (no rows wanted); raise its error as psycopg would."""
-        if self._task is None and not self._direct and not self._queue:
+        if self._task is None and not self._direct:  # (a queued statement always has a drain task)
             # Nothing under way: send it at once from the caller's own task. Statements that
             # arrive meanwhile form a group, sent beside it.
             self._direct = True
             try:
-                async with self.pool.connection() as conn:
-                    await conn.execute(sql, params)
+                await self._send(sql, params)
             finally:
                 self._direct = False
             return
@@ -108,11 +107,14 @@ class StatementPipe:
                 future.set_result(None)
         return True
 
+    async def _send(self, sql: str, params: Any) -> None:
+        async with self.pool.connection() as conn:
+            await conn.execute(sql, params)
+
     async def _alone(self, item: tuple[str, Any, asyncio.Future]) -> None:
         sql, params, future = item
         try:
-            async with self.pool.connection() as conn:
-                await conn.execute(sql, params)
+            await self._send(sql, params)
         except Exception as error:
             if not future.done():
                 future.set_exception(error)
