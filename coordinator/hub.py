@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 from collections import OrderedDict, defaultdict
-from typing import Any, Iterable, Sequence
+from typing import Any, Collection, Iterable, Sequence
 
 from sqlalchemy.engine import make_url
 
@@ -31,25 +31,30 @@ class Subscription:
     the watcher is busy (sending the events of the one before, say) waits here for it.
     """
 
-    __slots__ = ("events", "stale", "_waiter")
+    __slots__ = ("events", "stale", "wake_on", "_ready", "_waiter")
 
-    def __init__(self) -> None:
+    def __init__(self, wake_on: Collection[int] | None = None) -> None:
         self.events: list[Any] = []  # committed events handed over, in order
         self.stale = False  # something changed that only the database shows
+        self.wake_on = wake_on  # event types that wake the watcher (None: all)
+        self._ready = False  # something that wakes the watcher came since it last looked
         self._waiter: asyncio.Future | None = None
 
     def put(self, events: Sequence[Any]) -> None:
         if events:
             self.events.extend(events)
+            if self.wake_on is not None and not any(ev.type in self.wake_on for ev in events):
+                return  # kept for the watcher's next look
         else:
             self.stale = True
+        self._ready = True
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
     async def wait(self, timeout: float) -> None:
-        """Until something is published (at once if it already was), or ``timeout`` passes."""
-        if self.events or self.stale:
+        """Until something that wakes it is published (at once if it already was), or ``timeout`` passes."""
+        if self._ready:
             return
         self._waiter = asyncio.get_running_loop().create_future()
         try:
@@ -61,7 +66,7 @@ class Subscription:
     def take(self) -> tuple[list[Any], bool]:
         """The events handed over and whether the database must be read; both reset."""
         events, stale = self.events, self.stale
-        self.events, self.stale = [], False
+        self.events, self.stale, self._ready = [], False, False
         return events, stale
 
 
@@ -90,9 +95,13 @@ class EventHub:
             if len(self._journals) > self.keep:
                 self._journals.popitem(last=False)
 
-    def subscribe(self, saga_id: str) -> Subscription:
-        """Register before reading, so a publish during the read is not missed."""
-        subscription = Subscription()
+    def subscribe(self, saga_id: str, wake_on: Collection[int] | None = None) -> Subscription:
+        """Register before reading, so a publish during the read is not missed.
+
+        ``wake_on``: only events of these types wake the watcher; the others are kept for
+        when it next looks (None: every event wakes it).
+        """
+        subscription = Subscription(wake_on)
         self._waiters[saga_id].add(subscription)
         return subscription
 

@@ -39,6 +39,20 @@ def _require_id(saga_id: str) -> None:
         raise InvalidArgument("saga_id is too long", violations=[("saga_id", "at most 64 characters")])
 
 
+def _event_types(types) -> frozenset[int] | None:
+    """WatchSaga's ``event_types`` as a set (None: every event); unknown values are refused."""
+    if not types:
+        return None
+    known = set(pb.SagaEventType.values()) - {pb.SAGA_EVENT_TYPE_UNSPECIFIED}
+    bad = [t for t in types if t not in known]
+    if bad:
+        raise InvalidArgument(
+            "unknown event type",
+            violations=[("event_types", f"unknown saga event type {bad[0]}")],
+        )
+    return frozenset(types)
+
+
 class CoordinatorServicer(pb_grpc.SagaCoordinatorServiceServicer):
     def __init__(self, engine: Engine, store: SagaStore, hub: EventHub, settings: Settings) -> None:
         self.engine = engine
@@ -114,13 +128,15 @@ class CoordinatorServicer(pb_grpc.SagaCoordinatorServiceServicer):
         _require_id(request.saga_id)
         if request.after_seq < 0:
             raise InvalidArgument("after_seq must be ≥ 0", violations=[("after_seq", "must be ≥ 0")])
+        wanted = _event_types(request.event_types)
         if self.hub.journal(request.saga_id) is None and await self.store.status_of(request.saga_id) is None:
             raise NotFound(f"saga {request.saga_id!r} not found", reason="SAGA_NOT_FOUND")
         last = request.after_seq
         events: list[pb.SagaEvent] | None = None  # None: read them from the journal or the database
         # Subscribed before the first read and until the end, so that nothing committed while
-        # the stream reads or writes is missed.
-        subscription = self.hub.subscribe(request.saga_id)
+        # the stream reads or writes is missed. A filtered watcher is woken only by events it
+        # sends or that may end the stream; the others wait in its mailbox.
+        subscription = self.hub.subscribe(request.saga_id, None if wanted is None else wanted | set(TERMINAL_EVENTS))
         try:
             while True:
                 if events is None:
@@ -130,7 +146,8 @@ class CoordinatorServicer(pb_grpc.SagaCoordinatorServiceServicer):
                     else:
                         events = await self.store.events_after(request.saga_id, last)
                 for ev in events:
-                    yield pb.WatchSagaResponse(event=ev)
+                    if wanted is None or ev.type in wanted:
+                        yield pb.WatchSagaResponse(event=ev)
                     last = ev.seq
                 # A terminal event ends the stream unless the saga went on after it (a FAILED
                 # saga resumed, a COMPLETED one cancelled): a replay shows all of it.

@@ -34,6 +34,9 @@ from invsaga.seed import apply_seed, parse_seed
 RPCS_PER_SAGA = 8
 STRATEGY_MIX = ("PRIORITY", "PRIORITY", "NEAREST", "LOAD_BALANCE", "COST_OPTIMIZE")
 TERMINAL = (pb.SAGA_STATUS_COMPLETED, pb.SAGA_STATUS_COMPENSATED, pb.SAGA_STATUS_FAILED)
+# What the load's WatchSaga asks for: by default the outcome only, as an order service waiting
+# for its reservation would; ``--all-events`` follows every step, as a progress display does.
+OUTCOME_EVENTS = (pb.SAGA_EVENT_TYPE_SAGA_COMPLETED, pb.SAGA_EVENT_TYPE_SAGA_COMPENSATED, pb.SAGA_EVENT_TYPE_SAGA_FAILED)
 CITIES = [
     ("北京市朝阳区", 39.92, 116.44), ("上海市浦东新区", 31.22, 121.54), ("广东省广州市天河区", 23.13, 113.32),
     ("广东省深圳市南山区", 22.53, 113.93), ("四川省成都市武侯区", 30.64, 104.04), ("湖北省武汉市江汉区", 30.60, 114.27),
@@ -106,6 +109,7 @@ async def run_load(address: str, args: argparse.Namespace) -> Results:
     stop_at = time.monotonic() + args.duration if args.duration else None
     channels = [grpc.aio.insecure_channel(address) for _ in range(4)]
     stubs = [pb_grpc.SagaCoordinatorServiceStub(ch) for ch in channels]
+    event_types = () if args.all_events else OUTCOME_EVENTS
 
     async def worker(k: int) -> None:
         nonlocal remaining
@@ -123,7 +127,8 @@ async def run_load(address: str, args: argparse.Namespace) -> Results:
             try:
                 reply = await stub.StartSaga(pb.StartSagaRequest(request=request), timeout=30)
                 status = reply.saga.status
-                async for item in stub.WatchSaga(pb.WatchSagaRequest(saga_id=reply.saga_id), timeout=300):
+                watch = pb.WatchSagaRequest(saga_id=reply.saga_id, event_types=event_types)
+                async for item in stub.WatchSaga(watch, timeout=300):
                     status = item.event.status
             except grpc.aio.AioRpcError as error:
                 results.errors[error.code().name] += 1
@@ -264,7 +269,8 @@ async def bench(args: argparse.Namespace) -> int:
             before["load generator"] = time.process_time()
             what = f"{args.duration:g} s" if args.duration else f"{args.sagas} sagas"
             print(f"running {what} at concurrency {args.concurrency}, {args.lines} line(s) per order, "
-                  f"{args.warehouses} warehouses{f', {args.hot_skus} hot SKUs' if args.hot_skus else ''} ...", flush=True)
+                  f"{args.warehouses} warehouses{f', {args.hot_skus} hot SKUs' if args.hot_skus else ''}, "
+                  f"watching {'every event' if args.all_events else 'the outcome'} ...", flush=True)
             results = await run_load(mesh.address("coordinator"), args)
             used = {name: cpu_seconds(proc.pid) - before[name] for name, proc in mesh.procs.items()}
             if args.database_url:
@@ -297,4 +303,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--skus", type=int, default=60)
     parser.add_argument("--lines", type=int, default=1, help="lines per order")
     parser.add_argument("--watchers", type=int, default=0, help="instead of load: this many concurrent WatchSaga streams")
+    parser.add_argument("--all-events", action="store_true",
+                        help="each saga's WatchSaga streams every event (default: only the terminal one)")
     parser.add_argument("--hot-skus", type=int, default=0, help="draw every line from this many SKUs (contention)")

@@ -81,8 +81,9 @@ class MeshClient:
         reply = await self.coordinator.StartSaga(pb.StartSagaRequest(request=request), timeout=10)
         return reply.saga_id
 
-    async def events(self, saga_id: str, after_seq: int = 0) -> list[pb.SagaEvent]:
-        return [r.event async for r in self.coordinator.WatchSaga(pb.WatchSagaRequest(saga_id=saga_id, after_seq=after_seq))]
+    async def events(self, saga_id: str, after_seq: int = 0, event_types=()) -> list[pb.SagaEvent]:
+        request = pb.WatchSagaRequest(saga_id=saga_id, after_seq=after_seq, event_types=event_types)
+        return [r.event async for r in self.coordinator.WatchSaga(request)]
 
     async def wait(self, saga_id: str, timeout: float = 60.0, after_seq: int = 0) -> pb.Saga:
         """Follow WatchSaga to the terminal event, then return the saga."""

@@ -59,6 +59,14 @@ async def test_start_watch_cli_and_grpcurl_watch_show_the_whole_event_sequence(t
         assert events[-1]["status"] == "SAGA_STATUS_COMPLETED"
         steps = [e["step"] for e in events if e["type"] == "SAGA_EVENT_TYPE_STEP_SUCCEEDED"]
         assert steps == ["QueryWarehouses", "CheckAvailability", "AllocateInventory", "LockInventory", "GeneratePicklist", "Notify"]
+
+        # The outcome alone, as an operator types it: event types by name.
+        outcome = grpcurl(
+            "-d", json.dumps({"saga_id": saga_id, "event_types": ["SAGA_EVENT_TYPE_SAGA_COMPLETED", "SAGA_EVENT_TYPE_SAGA_FAILED"]}),
+            mesh.address("coordinator"), "invsaga.coordinator.v1.SagaCoordinatorService/WatchSaga",
+        )
+        assert outcome.returncode == 0, outcome.stderr
+        assert json.loads(outcome.stdout)["event"] == events[-1]
     finally:
         await c.close()
         mesh.stop()

@@ -303,3 +303,36 @@ async def test_watch_replays_from_after_seq_and_many_watchers_agree(backend, mes
     finally:
         await c.close()
 
+
+async def test_watch_with_event_types_streams_only_those_and_still_ends_with_the_saga(backend, meshes):
+    mesh = meshes(backend, "plain")
+    c = MeshClient(mesh)
+    try:
+        await c.seed([WH("WH-F")], [("WH-F", "SKU-F", 10)])
+        outcome = [pb.SAGA_EVENT_TYPE_SAGA_COMPLETED, pb.SAGA_EVENT_TYPE_SAGA_COMPENSATED, pb.SAGA_EVENT_TYPE_SAGA_FAILED]
+        saga_id = await c.start({"SKU-F": 1})
+        # Watching from the start, live: every event, the outcome only, and the step results
+        # only (a filter without the terminal event: the stream ends with the saga all the same).
+        full, ends, steps = await asyncio.wait_for(asyncio.gather(
+            c.events(saga_id),
+            c.events(saga_id, event_types=outcome),
+            c.events(saga_id, event_types=[pb.SAGA_EVENT_TYPE_STEP_SUCCEEDED]),
+        ), 30)
+        assert full[-1].type == pb.SAGA_EVENT_TYPE_SAGA_COMPLETED
+        assert [e.SerializeToString() for e in ends] == [full[-1].SerializeToString()]
+        assert [e.seq for e in steps] == [e.seq for e in full if e.type == pb.SAGA_EVENT_TYPE_STEP_SUCCEEDED]
+        assert len(steps) == 6
+        # The same on a replay of the finished saga.
+        assert [e.seq for e in await c.events(saga_id, event_types=outcome)] == [full[-1].seq]
+        # A failed saga's outcome is its COMPENSATED event.
+        short = await c.start({"SKU-F": 99})
+        ends = await asyncio.wait_for(c.events(short, event_types=outcome), 30)
+        assert [e.type for e in ends] == [pb.SAGA_EVENT_TYPE_SAGA_COMPENSATED]
+        # An unknown event type is refused.
+        for bad in ([pb.SAGA_EVENT_TYPE_UNSPECIFIED], [99]):
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await c.events(saga_id, event_types=bad)
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    finally:
+        await c.close()
+

@@ -275,12 +275,14 @@ class ListSagasResponse(_message.Message):
     def __init__(self, sagas: _Optional[_Iterable[_Union[Saga, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class WatchSagaRequest(_message.Message):
-    __slots__ = ("saga_id", "after_seq")
+    __slots__ = ("saga_id", "after_seq", "event_types")
     SAGA_ID_FIELD_NUMBER: _ClassVar[int]
     AFTER_SEQ_FIELD_NUMBER: _ClassVar[int]
+    EVENT_TYPES_FIELD_NUMBER: _ClassVar[int]
     saga_id: str
     after_seq: int
-    def __init__(self, saga_id: _Optional[str] = ..., after_seq: _Optional[int] = ...) -> None: ...
+    event_types: _containers.RepeatedScalarFieldContainer[SagaEventType]
+    def __init__(self, saga_id: _Optional[str] = ..., after_seq: _Optional[int] = ..., event_types: _Optional[_Iterable[_Union[SagaEventType, str]]] = ...) -> None: ...
 
 class WatchSagaResponse(_message.Message):
     __slots__ = ("event",)

@@ -93,6 +93,7 @@ class SagaCoordinatorServiceServicer:
 
     def WatchSaga(self, request, context):
         """Events after after_seq, then live; the stream ends after the terminal event.
+        event_types, when given, keeps only the events of those types.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
