@@ -9,7 +9,8 @@ than a step's own Python work, and under load most of the mesh's CPU went there.
   its own transaction with its own barrier row and its own status. Only gRPC's per-call work
   is shared. Authentication applies to the batch RPC, as it would to each call.
 - the client (``ExecuteBatcher``) sends a call on its own while fewer than
-  ``max_in_flight`` RPCs to the participant are under way. Calls made meanwhile wait, and the
+  ``max_in_flight`` RPCs to the participant are under way, after one turn of the event loop
+  so that the calls made in the same turn go with it. Calls made meanwhile wait, and the
   first RPC to finish sends all of them as one batch. At low load nothing waits; under load a
   batch carries what one round trip gathered.
 """
@@ -235,22 +236,44 @@ class ExecuteBatcher:
         if self.in_flight < self.max_in_flight:
             self.in_flight += 1
             try:
+                # One turn of the event loop first: the sagas that one answer woke make their
+                # next calls in the same turn, and those go together with this one.
+                await asyncio.sleep(0)
+            except BaseException:
+                self._finished()
+                raise
+            if self.waiting:
+                # Others joined: all go as one batch, sent by a drain that takes this slot.
+                item = self._waiting(request, timeout)
+                self.waiting.appendleft(item)
+                self._start_drain()
+                return await item.future
+            try:
                 return await self.execute(request, timeout=timeout)
             finally:
                 self._finished()
+        item = self._waiting(request, timeout)
+        self.waiting.append(item)
+        return await item.future
+
+    @staticmethod
+    def _waiting(request: Any, timeout: float | None) -> _Waiting:
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         timer = None if timeout is None else DeadlineTimer(loop, timeout, future)
-        self.waiting.append(_Waiting(request, None if timeout is None else loop.time() + timeout, future, timer))
-        return await future
+        return _Waiting(request, None if timeout is None else loop.time() + timeout, future, timer)
 
     def _finished(self) -> None:
         self.in_flight -= 1
         if self.waiting and self.in_flight < (self.max_in_flight or 0):
             self.in_flight += 1
-            task = asyncio.ensure_future(self._drain())
-            self._drains.add(task)
-            task.add_done_callback(self._drains.discard)
+            self._start_drain()
+
+    def _start_drain(self) -> None:
+        """Send what waits, in a task that holds one in-flight slot (already counted)."""
+        task = asyncio.ensure_future(self._drain())
+        self._drains.add(task)
+        task.add_done_callback(self._drains.discard)
 
     async def _drain(self) -> None:
         try:

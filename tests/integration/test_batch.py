@@ -162,6 +162,28 @@ async def test_the_batcher_sends_calls_together_under_load_and_each_gets_its_own
         assert handled(sqlite_notify, "notify", "ExecuteBatch") == batcher.batches
 
 
+async def test_calls_made_in_the_same_turn_of_the_loop_on_an_idle_batcher_go_as_one_batch(sqlite_notify):
+    async with grpc.aio.insecure_channel(sqlite_notify.address("notify")) as channel:
+        step = pb_grpc.NotifyStepServiceStub(channel)
+        batcher = ExecuteBatcher(step.Execute, step.ExecuteBatch, pb.ExecuteBatchRequest, max_in_flight=1)
+        # As when one answer wakes several sagas: each makes its next call in the same turn.
+        ids = [new_id() for _ in range(5)]
+        answers = await asyncio.gather(*(batcher(execute_request(i), timeout=30) for i in ids))
+        assert [a.notify.notification.saga_id for a in answers] == ids
+        assert (batcher.batches, batcher.batched_calls) == (1, 5)
+        await asyncio.sleep(0.05)  # the task that sent the batch gives its slot back
+        assert batcher.in_flight == 0
+        # A call cancelled in the turn it waits gives its slot back; a call alone goes alone.
+        first = asyncio.ensure_future(batcher(execute_request(new_id()), timeout=30))
+        await asyncio.sleep(0)  # it took the slot and waits one turn
+        assert batcher.in_flight == 1
+        first.cancel()
+        await asyncio.sleep(0)
+        assert first.cancelled() and batcher.in_flight == 0
+        assert (await batcher(execute_request(ids[0]), timeout=30)).notify.notification.saga_id == ids[0]
+        assert batcher.in_flight == 0 and batcher.batches == 1
+
+
 async def test_a_batch_holds_no_more_request_bytes_than_its_budget(sqlite_notify):
     async with grpc.aio.insecure_channel(sqlite_notify.address("notify")) as channel:
         step = pb_grpc.NotifyStepServiceStub(channel)
