@@ -146,6 +146,37 @@ async def test_a_watcher_on_another_replica_is_woken_by_listen_notify(tmp_path):
         mesh.stop()
 
 
+@pytest.mark.postgres
+async def test_a_cancel_asked_of_another_replica_stops_the_running_saga_within_two_steps(tmp_path):
+    # The driving replica learns of it from the saves of the saga that land after it.
+    mesh = start_mesh("postgres", tmp_path, env={
+        "INVSAGA_FAULTS": "kind=latency,delay=0.6,method=Execute,step=LOCK_INVENTORY;"
+                          "kind=latency,delay=0.6,method=Execute,step=GENERATE_PICKLIST",
+    })
+    other_port = free_port()
+    mesh.start_one("coordinator", {"INVSAGA_PORT": str(other_port)}, name="coordinator-2")
+    wait_serving(f"127.0.0.1:{other_port}", 60, mesh.procs["coordinator-2"])
+    driver = MeshClient(mesh)
+    other = MeshClient(mesh, coordinator=f"127.0.0.1:{other_port}")
+    try:
+        await driver.seed(WAREHOUSES, STOCK)
+        saga_id = await driver.start({"SKU-R2": 3})  # driven by the replica that took StartSaga
+        async for reply in driver.coordinator.WatchSaga(pb.WatchSagaRequest(saga_id=saga_id), timeout=30):
+            if reply.event.step == "LockInventory" and reply.event.type == pb.SAGA_EVENT_TYPE_STEP_STARTED:
+                break
+        await other.coordinator.CancelSaga(pb.CancelSagaRequest(saga_id=saga_id, reason="changed my mind"))
+        saga = await driver.wait(saga_id, timeout=30)
+        assert saga.status == pb.SAGA_STATUS_COMPENSATED and saga.failure.reason == "CANCELLED", saga
+        statuses = step_statuses(saga)
+        assert statuses["Notify"] != "SUCCEEDED", statuses
+        assert await driver.held_locks(saga_id) == []
+        await driver.check_books()
+    finally:
+        await driver.close()
+        await other.close()
+        mesh.stop()
+
+
 async def test_a_step_sent_after_the_last_landed_save_is_compensated(tmp_path):
     """Saves are pipelined, so a crash can leave the saved state a step behind the calls made.
 
