@@ -39,12 +39,14 @@ def _require_id(saga_id: str) -> None:
         raise InvalidArgument("saga_id is too long", violations=[("saga_id", "at most 64 characters")])
 
 
+EVENT_TYPES = frozenset(pb.SagaEventType.values()) - {pb.SAGA_EVENT_TYPE_UNSPECIFIED}
+
+
 def _event_types(types) -> frozenset[int] | None:
     """WatchSaga's ``event_types`` as a set (None: every event); unknown values are refused."""
     if not types:
         return None
-    known = set(pb.SagaEventType.values()) - {pb.SAGA_EVENT_TYPE_UNSPECIFIED}
-    bad = [t for t in types if t not in known]
+    bad = [t for t in types if t not in EVENT_TYPES]
     if bad:
         raise InvalidArgument(
             "unknown event type",

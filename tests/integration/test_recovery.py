@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 import pytest
@@ -66,6 +67,23 @@ async def _check_nothing_outlives_its_saga(c: MeshClient, sagas: list[pb.Saga]) 
     await c.check_books()
 
 
+@contextlib.asynccontextmanager
+async def _two_replicas(tmp_path, env: dict[str, str]):
+    """A mesh on PostgreSQL with a second coordinator replica: (mesh, client of the first, of the second)."""
+    mesh = start_mesh("postgres", tmp_path, env=env)
+    port = free_port()
+    mesh.start_one("coordinator", {"INVSAGA_PORT": str(port)}, name="coordinator-2")
+    wait_serving(f"127.0.0.1:{port}", 60, mesh.procs["coordinator-2"])
+    first = MeshClient(mesh)
+    second = MeshClient(mesh, coordinator=f"127.0.0.1:{port}")
+    try:
+        yield mesh, first, second
+    finally:
+        await first.close()
+        await second.close()
+        mesh.stop()
+
+
 async def _recovered(c: MeshClient, sagas: list[pb.Saga]) -> list[str]:
     found = []
     for saga in sagas:
@@ -96,13 +114,7 @@ async def test_sigkill_under_load_every_saga_ends_and_books_balance(backend, tmp
 
 @pytest.mark.postgres
 async def test_two_replicas_the_survivor_finishes_the_victims_sagas(tmp_path):
-    mesh = start_mesh("postgres", tmp_path, env=RECOVERY)
-    survivor_port = free_port()
-    mesh.start_one("coordinator", {"INVSAGA_PORT": str(survivor_port)}, name="coordinator-2")
-    wait_serving(f"127.0.0.1:{survivor_port}", 60, mesh.procs["coordinator-2"])
-    c = MeshClient(mesh)
-    survivor = MeshClient(mesh, coordinator=f"127.0.0.1:{survivor_port}")
-    try:
+    async with _two_replicas(tmp_path, RECOVERY) as (mesh, c, survivor):
         await c.seed(WAREHOUSES, STOCK)
         saga_ids = await _start_many(c, 200)  # all started on the first replica, which drives them
         await asyncio.sleep(0.5)
@@ -112,25 +124,12 @@ async def test_two_replicas_the_survivor_finishes_the_victims_sagas(tmp_path):
         assert time.monotonic() - killed_at <= 15
         await _check_nothing_outlives_its_saga(survivor, sagas)
         assert await _recovered(survivor, sagas[:50]), "the survivor recovered nothing: the kill came too late"
-    finally:
-        await c.close()
-        await survivor.close()
-        mesh.stop()
 
 
 @pytest.mark.postgres
 async def test_a_watcher_on_another_replica_is_woken_by_listen_notify(tmp_path):
-    mesh = start_mesh(
-        "postgres",
-        tmp_path,
-        env={"INVSAGA_FAULTS": "kind=latency,delay=0.5,method=Execute,step=GENERATE_PICKLIST"},
-    )
-    other_port = free_port()
-    mesh.start_one("coordinator", {"INVSAGA_PORT": str(other_port)}, name="coordinator-2")
-    wait_serving(f"127.0.0.1:{other_port}", 60, mesh.procs["coordinator-2"])
-    driver = MeshClient(mesh)
-    other = MeshClient(mesh, coordinator=f"127.0.0.1:{other_port}")
-    try:
+    env = {"INVSAGA_FAULTS": "kind=latency,delay=0.5,method=Execute,step=GENERATE_PICKLIST"}
+    async with _two_replicas(tmp_path, env) as (_, driver, other):
         await driver.seed(WAREHOUSES, STOCK)
         saga_id = await driver.start({"SKU-R1": 2})  # driven by the replica that took StartSaga
         delays = []
@@ -140,25 +139,16 @@ async def test_a_watcher_on_another_replica_is_woken_by_listen_notify(tmp_path):
         assert last.type == pb.SAGA_EVENT_TYPE_SAGA_COMPLETED
         # Without a notification the other replica would only find events on its 2 s poll.
         assert max(delays[-3:]) < 1.0, delays
-    finally:
-        await driver.close()
-        await other.close()
-        mesh.stop()
 
 
 @pytest.mark.postgres
 async def test_a_cancel_asked_of_another_replica_stops_the_running_saga_within_two_steps(tmp_path):
     # The driving replica learns of it from the saves of the saga that land after it.
-    mesh = start_mesh("postgres", tmp_path, env={
+    env = {
         "INVSAGA_FAULTS": "kind=latency,delay=0.6,method=Execute,step=LOCK_INVENTORY;"
                           "kind=latency,delay=0.6,method=Execute,step=GENERATE_PICKLIST",
-    })
-    other_port = free_port()
-    mesh.start_one("coordinator", {"INVSAGA_PORT": str(other_port)}, name="coordinator-2")
-    wait_serving(f"127.0.0.1:{other_port}", 60, mesh.procs["coordinator-2"])
-    driver = MeshClient(mesh)
-    other = MeshClient(mesh, coordinator=f"127.0.0.1:{other_port}")
-    try:
+    }
+    async with _two_replicas(tmp_path, env) as (_, driver, other):
         await driver.seed(WAREHOUSES, STOCK)
         saga_id = await driver.start({"SKU-R2": 3})  # driven by the replica that took StartSaga
         async for reply in driver.coordinator.WatchSaga(pb.WatchSagaRequest(saga_id=saga_id), timeout=30):
@@ -171,10 +161,6 @@ async def test_a_cancel_asked_of_another_replica_stops_the_running_saga_within_t
         assert statuses["Notify"] != "SUCCEEDED", statuses
         assert await driver.held_locks(saga_id) == []
         await driver.check_books()
-    finally:
-        await driver.close()
-        await other.close()
-        mesh.stop()
 
 
 async def test_a_step_sent_after_the_last_landed_save_is_compensated(tmp_path):
