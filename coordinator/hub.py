@@ -1,7 +1,7 @@
 """Wakes WatchSaga streams when their saga has new events.
 
 Watchers read events from the database; the hub tells them when to look again. Local
-commits publish directly; on PostgreSQL a LISTEN connection also relays other replicas'
+commits publish directly; a LISTEN connection also relays other replicas'
 ``pg_notify``, so any replica serves any watch. Watchers poll slowly as well, so a lost
 notification delays an event, never loses it.
 
@@ -19,7 +19,9 @@ import logging
 from collections import OrderedDict, defaultdict
 from typing import Any, Collection, Iterable, Sequence
 
-from sqlalchemy.engine import make_url
+import psycopg
+
+from invsaga.runtime.db import conninfo
 
 log = logging.getLogger("invsaga.coordinator.hub")
 
@@ -132,12 +134,9 @@ async def listen_postgres(database_url: str, channel: str, hub: EventHub, origin
 
     Notifications this replica sent itself (``origin``) were already delivered from memory.
     """
-    import psycopg
-
-    url = make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
     while True:
         try:
-            async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+            async with await psycopg.AsyncConnection.connect(conninfo(database_url), autocommit=True) as conn:
                 await conn.execute(f"LISTEN {channel}")
                 async for note in conn.notifies():
                     sender, *saga_ids = note.payload.split(",")

@@ -25,7 +25,7 @@ sagas = Table(
     Column("priority", Integer, nullable=False),
     Column("is_urgent", Boolean, nullable=False),
     # The whole Saga message as GetSaga returns it; the columns beside it are for queries.
-    # Times are epoch milliseconds (UTC), comparable the same way on SQLite and PostgreSQL.
+    # Times are epoch milliseconds (UTC).
     Column("state", LargeBinary, nullable=False),
     Column("last_seq", BigInteger, nullable=False),
     Column("cancel_requested", Boolean, nullable=False),

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import uuid
 
-
 from coordinator import models, validation
-from coordinator.engine import Engine, TERMINAL_EVENTS, event, new_saga
+from coordinator.driver import TERMINAL_EVENTS, event, new_saga
+from coordinator.engine import Engine
 from coordinator.hub import EventHub, listen_postgres
 from coordinator.steps import Participants
-from coordinator.store import NOTIFY_CHANNEL, TERMINAL, SagaStore, now_ms, request_hash
+from coordinator.store import TERMINAL, SagaStore, now_ms, request_hash
+from coordinator.writes import NOTIFY_CHANNEL
 from invsaga.coordinator.v1 import coordinator_pb2 as pb
 from invsaga.coordinator.v1 import coordinator_pb2_grpc as pb_grpc
 from invsaga.runtime.config import Settings
 from invsaga.runtime.convert import next_page_token, page_window
-from invsaga.runtime.db import is_sqlite, open_service_database
+from invsaga.runtime.db import open_service_engine
 from invsaga.runtime.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from invsaga.runtime import telemetry
 from invsaga.runtime.metrics import SagaMetrics
@@ -218,20 +219,16 @@ class CoordinatorServicer(pb_grpc.SagaCoordinatorServiceServicer):
 
 
 async def build(settings: Settings) -> App:
-    engine_db = await open_service_database(settings, models.metadata, models.__file__)
+    engine_db = await open_service_engine(settings, models.metadata, models.__file__)
     hub = EventHub()
     store = SagaStore(engine_db, on_commit=hub.publish)
     participants = Participants(settings)
     engine = Engine(settings, store, hub, participants)
     engine.metrics = SagaMetrics(in_flight=lambda: len(engine.known))
     engine.start()
-    background = []
-    if not is_sqlite(settings.database_url):
 
-        async def listen() -> None:
-            await listen_postgres(settings.database_url, NOTIFY_CHANNEL, hub, store.writer.origin)
-
-        background.append(listen)
+    async def listen() -> None:
+        await listen_postgres(settings.database_url, NOTIFY_CHANNEL, hub, store.writer.origin)
 
     async def close() -> None:
         await engine.stop()
@@ -240,8 +237,6 @@ async def build(settings: Settings) -> App:
 
     return App(
         services=[registration(CoordinatorServicer(engine, store, hub, settings), pb_grpc, "SagaCoordinatorService")],
-        background=background,
+        background=[listen],
         on_stop=[close],
     )
-
-

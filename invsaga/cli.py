@@ -19,13 +19,16 @@ def cmd_up(args: argparse.Namespace) -> int:
     from invsaga.launcher import LaunchError, Mesh
     from invsaga.seed import seed_file
 
-    mesh = Mesh(database_url=args.database_url, data_dir=args.data_dir, log_dir=args.log_dir)
+    ports = {service: args.port_base + i for i, service in enumerate(SERVICES)}
+    mesh = Mesh(ports=ports, database_url=args.database_url, data_dir=args.data_dir, log_dir=args.log_dir)
     try:
         mesh.start()
     except LaunchError as err:
         print(f"invsaga up: {err}", file=sys.stderr)
         return 1
     try:
+        where = f"embedded PostgreSQL in {Path(args.data_dir) / 'postgres'}" if mesh.embedded else "PostgreSQL at the given URL"
+        print(f"  {'database':<12} {where}")
         for service in SERVICES:
             print(f"  {service:<12} grpc://{mesh.address(service)}  metrics http://127.0.0.1:{mesh.ports[service] + 1000}/metrics")
         if not args.no_demo_data:
@@ -107,15 +110,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="invsaga", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    up = sub.add_parser("up", help="start the six processes (SQLite under ./data, demo data seeded)")
-    up.add_argument("--database-url", help="one database for all (default: a SQLite file per service)")
-    up.add_argument("--data-dir", default="./data")
+    up = sub.add_parser("up", help="start the six processes (embedded PostgreSQL under ./data, demo data seeded)")
+    up.add_argument("--database-url", help="postgresql+psycopg://... for all six (default: an embedded server in DATA_DIR/postgres)")
+    up.add_argument("--data-dir", default="./data", help="data directory (the embedded server lives in DATA_DIR/postgres)")
+    up.add_argument("--port-base", type=int, default=DEFAULT_PORTS["coordinator"],
+                    help="gRPC ports PORT_BASE..PORT_BASE+5 in SPEC order, metrics 1000 above (default 50050)")
     up.add_argument("--log-dir", default="./data/logs")
     up.add_argument("--no-demo-data", action="store_true")
     up.set_defaults(func=cmd_up)
 
     mig = sub.add_parser("migrate", help="bring every service's schema up to date and exit")
-    mig.add_argument("--database-url", default=None, help="default: $INVSAGA_DATABASE_URL or SQLite files")
+    mig.add_argument("--database-url", default=None, help="default: $INVSAGA_DATABASE_URL or the embedded server")
     mig.add_argument("--data-dir", default=None)
     mig.add_argument("--service", action="append", choices=SERVICES)
     mig.set_defaults(func=cmd_migrate)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+from sqlalchemy.engine import make_url
 from rich.console import Console
 from rich.table import Table
 
@@ -211,12 +212,25 @@ async def timeout_scenarios(client: Client) -> list[Row]:
     return rows
 
 
+def _database_of(database_url: str, mesh: str) -> str:
+    """A database of its own for each mesh, on the server of ``database_url`` (created if missing)."""
+    import psycopg
+
+    from invsaga.runtime.db import conninfo
+
+    url = make_url(database_url)
+    name = f"{url.database or 'invsaga'}_demo_{mesh}"
+    with psycopg.connect(conninfo(database_url), autocommit=True) as conn:
+        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is None:
+            conn.execute(f'CREATE DATABASE "{name}"')
+    return url.set(database=name).render_as_string(hide_password=False)
+
+
 def _start_meshes(workdir: Path, database_url: str | None) -> dict[str, Mesh]:
     def start(name: str) -> Mesh:
-        if database_url is not None:
-            raise SystemExit("invsaga demo runs on SQLite; use invsaga bench --database-url for PostgreSQL")
         mesh = Mesh(
             ports=random_ports(),
+            database_url=database_url and _database_of(database_url, name),
             data_dir=str(workdir / name / "data"),
             log_dir=str(workdir / name / "logs"),
             env={**FAST_RETRY, **MESH_ENV[name]},
@@ -225,12 +239,18 @@ def _start_meshes(workdir: Path, database_url: str | None) -> dict[str, Mesh]:
 
     with ThreadPoolExecutor(3) as pool:
         futures = {name: pool.submit(start, name) for name in MESH_ENV}
-        return {name: f.result() for name, f in futures.items()}
+    started = {name: f.result() for name, f in futures.items() if f.exception() is None}
+    if len(started) < len(futures):  # stop what did start: no process outlives the demo
+        for mesh in started.values():
+            mesh.stop()
+        next(f.result() for f in futures.values() if f.exception() is not None)
+    return started
 
 
 async def run_demo(workdir: Path, database_url: str | None = None) -> int:
     console = Console()
-    console.print("starting three meshes (18 processes) on SQLite ...")
+    where = "the given PostgreSQL server" if database_url else "embedded PostgreSQL servers"
+    console.print(f"starting three meshes (18 processes) on {where} ...")
     meshes = _start_meshes(workdir, database_url)
     clients: dict[str, Client] = {}
     try:

@@ -15,7 +15,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -116,6 +116,9 @@ class Mesh:
     services: Sequence[str] = SERVICES
     log_dir: str | None = None
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+    # The embedded server started for this mesh when no URL was given (see start).
+    embedded: Any = None
+    embedded_url: str = ""
 
     def address(self, service: str) -> str:
         return f"127.0.0.1:{self.ports[service]}"
@@ -123,8 +126,8 @@ class Mesh:
     def process_env(self, service: str) -> dict[str, str]:
         env = dict(os.environ)
         env.update({f"INVSAGA_{name.upper()}_ADDR": self.address(name) for name in SERVICES})
-        if self.database_url:
-            env["INVSAGA_DATABASE_URL"] = self.database_url
+        if self.database_url or self.embedded_url:
+            env["INVSAGA_DATABASE_URL"] = self.database_url or self.embedded_url
         if self.data_dir:
             env["INVSAGA_DATA_DIR"] = self.data_dir
         env["INVSAGA_PORT"] = str(self.ports[service])
@@ -174,6 +177,7 @@ class Mesh:
         while True:
             try:
                 self.check_ports()
+                self.start_database()
                 for service in order:
                     self.start_one(service)
                 for service in order:
@@ -185,6 +189,15 @@ class Mesh:
                 if not (isinstance(error, PortTaken) and isinstance(self.ports, RandomPorts) and attempts):
                     raise
                 self.ports = random_ports()
+
+    def start_database(self) -> None:
+        """With no URL given (here, in ``env`` or the environment), start the embedded server."""
+        given = self.database_url or self.env.get("INVSAGA_DATABASE_URL") or os.environ.get("INVSAGA_DATABASE_URL")
+        if given or self.embedded is not None:
+            return
+        from invsaga.runtime.embedded import embedded_url
+
+        self.embedded_url, self.embedded = embedded_url(self.data_dir or "./data")
 
     def wait_ready(self, service: str, timeout: float = 60.0) -> None:
         wait_serving(self.address(service), timeout, self.procs.get(service), service)
@@ -207,6 +220,9 @@ class Mesh:
                 proc.kill()
                 codes[service] = proc.wait()
         self.procs.clear()
+        if self.embedded is not None:
+            self.embedded.stop()
+            self.embedded, self.embedded_url = None, ""
         return codes
 
     def __enter__(self) -> "Mesh":

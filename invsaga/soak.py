@@ -265,7 +265,7 @@ async def soak(args: argparse.Namespace) -> int:
             log_dir=str(Path(workdir) / "logs"),
             env=env,
         )
-        backend = "PostgreSQL" if args.database_url else "SQLite"
+        backend = "the given PostgreSQL" if args.database_url else "an embedded PostgreSQL"
         print(f"soak: {args.minutes:g} min on {backend}, concurrency {args.concurrency}", flush=True)
         print(f"faults on every participant: {args.faults or '(none)'}", flush=True)
         mesh.start(timeout=120)
@@ -291,7 +291,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--minutes", type=float, default=10.0, help="how long to run the load")
     parser.add_argument("--concurrency", type=int, default=16, help="clients starting sagas back to back")
     parser.add_argument("--faults", default=DEFAULT_FAULTS, help="INVSAGA_FAULTS for every process ('' for none)")
-    parser.add_argument("--database-url", default=None, help="one database for all (default: SQLite files)")
+    parser.add_argument("--database-url", default=None, help="one database for all (default: an embedded server)")
     parser.add_argument("--json", default=None, help="also write the per-minute figures to this file")
 
 

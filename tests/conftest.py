@@ -2,23 +2,16 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support import drop_pg_databases, start_mesh
-
-BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
-
-
-@pytest.fixture(params=BACKENDS)
-def backend(request) -> str:
-    return request.param
+from tests.support import close_test_postgres, start_mesh
 
 
 @pytest.fixture
-def mesh_factory(backend, tmp_path_factory):
-    """Start real meshes on the test's backend; all are stopped when the test ends."""
+def mesh_factory(tmp_path_factory):
+    """Start real meshes, each on a database of its own; all are stopped when the test ends."""
     meshes = []
 
     def make(**kwargs):
-        mesh = start_mesh(backend, tmp_path_factory.mktemp(f"mesh-{backend}"), **kwargs)
+        mesh = start_mesh(tmp_path_factory.mktemp("mesh"), **kwargs)
         meshes.append(mesh)
         return mesh
 
@@ -28,4 +21,4 @@ def mesh_factory(backend, tmp_path_factory):
 
 
 def pytest_sessionfinish(session, exitstatus):
-    drop_pg_databases()
+    close_test_postgres()

@@ -12,65 +12,111 @@ import pytest
 from invsaga.launcher import Mesh, random_ports
 from invsaga.runtime.config import SERVICES
 
-PG_ADMIN_URL = os.environ.get("INVSAGA_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+MACHINE_PG_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
-def postgres_available() -> bool:
+def _reachable(url: str) -> bool:
     import psycopg
 
     try:
-        with psycopg.connect(PG_ADMIN_URL, connect_timeout=3):
+        with psycopg.connect(url, connect_timeout=3):
             return True
     except psycopg.Error:
         return False
 
 
-def require_postgres() -> None:
-    """Skip without PostgreSQL locally; under CI a missing database is a failure."""
-    if postgres_available():
-        return
-    if IN_CI:
-        pytest.fail(f"PostgreSQL is not reachable at {PG_ADMIN_URL} (CI requires it)")
-    pytest.skip("PostgreSQL is not reachable")
+class _TestPostgres:
+    """The server the suite creates its databases on, chosen once per session.
+
+    ``INVSAGA_TEST_PG_URL`` if set; else the machine's server on 127.0.0.1:5432 (under CI a
+    missing one is a failure); else, off CI, an embedded server of the session's own.
+    """
+
+    def __init__(self) -> None:
+        self.admin_url: str | None = None
+        self.embedded = None
+        self.created: list[str] = []
+        self._tmp: str | None = None
+
+    def url(self) -> str:
+        if self.admin_url is not None:
+            return self.admin_url
+        given = os.environ.get("INVSAGA_TEST_PG_URL")
+        if given:
+            self.admin_url = given
+        elif _reachable(MACHINE_PG_URL):
+            self.admin_url = MACHINE_PG_URL
+        elif IN_CI:
+            pytest.fail(f"PostgreSQL is not reachable at {MACHINE_PG_URL} (CI requires it)")
+        else:
+            import tempfile
+
+            from invsaga.runtime.embedded import EmbeddedPostgres
+
+            self._tmp = tempfile.mkdtemp(prefix="invsaga-test-pg-")
+            self.embedded = EmbeddedPostgres(Path(self._tmp) / "postgres")
+            self.admin_url = self.embedded.start().replace("postgresql+psycopg://", "postgresql://", 1)
+        return self.admin_url
+
+    def new_database(self) -> str:
+        import psycopg
+
+        admin = self.url()
+        name = f"invsaga_t_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        self.created.append(name)
+        return _with_database(admin, name).replace("postgresql://", "postgresql+psycopg://", 1)
+
+    def close(self) -> None:
+        import psycopg
+
+        if self.created and self.admin_url is not None:
+            with psycopg.connect(self.admin_url, autocommit=True) as conn:
+                for name in self.created:
+                    conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        self.created.clear()
+        if self.embedded is not None:
+            self.embedded.stop()
+            self.embedded = None
+            import shutil
+
+            shutil.rmtree(self._tmp or "", ignore_errors=True)
 
 
-_created: list[str] = []
+def _with_database(url: str, name: str) -> str:
+    """``url`` naming database ``name`` (the path part; a socket's ``?host=`` query stays)."""
+    head, _, query = url.partition("?")
+    base = head.rsplit("/", 1)[0]
+    return f"{base}/{name}" + (f"?{query}" if query else "")
+
+
+TEST_POSTGRES = _TestPostgres()
+
+
+def test_admin_url() -> str:
+    """The admin URL (libpq form) of the suite's PostgreSQL server."""
+    return TEST_POSTGRES.url()
 
 
 def new_pg_database() -> str:
     """A fresh, empty database; returns its SQLAlchemy URL."""
-    import psycopg
-
-    require_postgres()
-    name = f"invsaga_t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    _created.append(name)
-    base = PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
-    return f"{base}/{name}"
+    return TEST_POSTGRES.new_database()
 
 
-def drop_pg_databases() -> None:
-    import psycopg
-
-    if not _created:
-        return
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        for name in _created:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    _created.clear()
+def close_test_postgres() -> None:
+    TEST_POSTGRES.close()
 
 
 def start_mesh(
-    backend: str,
     workdir: Path,
     *,
     services: Sequence[str] = SERVICES,
     env: Mapping[str, str] | None = None,
     database_url: str | None = None,
 ) -> Mesh:
-    if backend == "postgres" and database_url is None:
+    if database_url is None:
         database_url = new_pg_database()
     mesh = Mesh(
         ports=random_ports(),

@@ -163,7 +163,7 @@ ENV_VARS: dict[str, str] = {
     "INVSAGA_MAX_CONNECTION_AGE": "clients reconnect (and re-resolve) after this long, so new pods get traffic",
     "INVSAGA_LOG_LEVEL": "log level",
     "INVSAGA_LOG_FORMAT": "json or text",
-    "INVSAGA_DATA_DIR": "directory of the default SQLite files",
+    "INVSAGA_DATA_DIR": "directory of the embedded PostgreSQL server (DATA_DIR/postgres) when no URL is given",
     "INVSAGA_SAGA_TIMEOUT": "whole-saga timeout",
     "INVSAGA_RETRY_MAX_ATTEMPTS": "attempts per step",
     "INVSAGA_RETRY_INITIAL_INTERVAL": "first backoff interval",
@@ -277,10 +277,6 @@ def _saga_config(block: Mapping[str, Any], env: Mapping[str, str], src: str) -> 
     )
 
 
-def default_database_url(service: str, data_dir: str) -> str:
-    return f"sqlite+aiosqlite:///{Path(data_dir) / (service + '.db')}"
-
-
 def load_settings(
     service: str,
     *,
@@ -315,11 +311,10 @@ def load_settings(
     port = _port(port, name="--port")
     metrics_port = _port(env.get("INVSAGA_METRICS_PORT", port + METRICS_PORT_OFFSET), name="INVSAGA_METRICS_PORT")
     data_dir = env.get("INVSAGA_DATA_DIR") or str(mesh.get("data_dir", "./data"))
-    database_url = database_url or env.get("INVSAGA_DATABASE_URL") or default_database_url(service, data_dir)
-    if not (database_url.startswith("sqlite") or database_url.startswith("postgresql")):
-        raise ConfigError(
-            f"INVSAGA_DATABASE_URL: expected sqlite+aiosqlite:///... or postgresql+psycopg://..., got {database_url!r}"
-        )
+    # Empty: the embedded server of the data directory (invsaga.runtime.embedded).
+    database_url = database_url or env.get("INVSAGA_DATABASE_URL") or ""
+    if database_url and not database_url.startswith("postgresql"):
+        raise ConfigError(f"INVSAGA_DATABASE_URL: expected postgresql+psycopg://..., got a {database_url.split(':', 1)[0]!r} URL")
     log_format = env.get("INVSAGA_LOG_FORMAT", "json")
     if log_format not in ("json", "text"):
         raise ConfigError(f"INVSAGA_LOG_FORMAT: expected json or text, got {log_format!r}")

@@ -20,8 +20,6 @@ def utcnow() -> datetime:
 def to_timestamp(value: datetime | None) -> Timestamp | None:
     if value is None:
         return None
-    if value.tzinfo is None:  # SQLite hands back naive datetimes; they are stored as UTC
-        value = value.replace(tzinfo=timezone.utc)
     ts = Timestamp()
     ts.FromDatetime(value)
     return ts

@@ -1,57 +1,98 @@
-"""Database engines and migrations, the same for every process.
+"""PostgreSQL, the one database engine, the same for every process.
 
-SQLite (aiosqlite) by default, one file per service; PostgreSQL (psycopg 3) in production,
-each service in its own schema of one database (chosen through ``search_path``, so table
-definitions and SQL carry no schema name). Hot paths use SQLAlchemy Core on these engines.
+Each service lives in its own schema of one database, chosen through ``search_path``, so
+table definitions and SQL carry no schema name. With no URL configured the process runs on
+the embedded server of its data directory (``invsaga.runtime.embedded``).
+
+A participant's store talks to its schema through ``Database``: a pool of psycopg
+connections left in autocommit, plain SQL text (constant texts, which psycopg prepares once
+per connection), a transaction when a store asks for one, and the statement pipe for the
+barrier's single statements. SQLAlchemy describes the tables (``models.py``) for Alembic;
+the coordinator's saga store still uses its Core statements.
 """
 
 from __future__ import annotations
 
-import asyncio
-import weakref
-from collections import defaultdict
+from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, AsyncIterator
 
+import psycopg
 from alembic import command
 from alembic.config import Config
-from alembic.runtime.environment import EnvironmentContext  # noqa: F401  (re-exported for env.py)
-from sqlalchemy import MetaData, Select, event, text
+from psycopg.rows import namedtuple_row
+from psycopg_pool import AsyncConnectionPool
+from sqlalchemy import MetaData, text
 from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from invsaga.runtime.pipe import StatementPipe
 
 
-def is_sqlite(url: str) -> bool:
-    return url.startswith("sqlite")
+def conninfo(database_url: str) -> str:
+    """The libpq URI of a SQLAlchemy URL (``postgresql+psycopg://...`` → ``postgresql://...``)."""
+    return make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def _options(schema: str) -> str:
+    return f"-c search_path={schema}"
+
+
+class Database:
+    """One service's schema: autocommit connections, transactions, and the statement pipe."""
+
+    def __init__(self, database_url: str, schema: str, *, pool_size: int = 12) -> None:
+        self.schema = schema
+        self.pool = AsyncConnectionPool(
+            conninfo(database_url),
+            kwargs={"options": _options(schema), "autocommit": True, "row_factory": namedtuple_row},
+            min_size=1,
+            max_size=pool_size,
+            timeout=60,
+            open=False,
+            name=f"db-{schema}",
+        )
+        self.pipe = StatementPipe(self.pool)
+
+    async def open(self) -> "Database":
+        await self.pool.open()
+        return self
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[psycopg.AsyncConnection]:
+        """An autocommit connection: each statement commits on its own."""
+        async with self.pool.connection() as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[psycopg.AsyncConnection]:
+        """A connection inside one transaction, committed when the block ends without error."""
+        async with self.pool.connection() as conn:
+            async with conn.transaction():
+                yield conn
+
+    async def fetch(self, sql: str, params: Any = None) -> list[Any]:
+        async with self.pool.connection() as conn:
+            cursor = await conn.execute(sql, params)
+            return await cursor.fetchall()
+
+    async def fetchone(self, sql: str, params: Any = None) -> Any:
+        async with self.pool.connection() as conn:
+            cursor = await conn.execute(sql, params)
+            return await cursor.fetchone()
+
+    async def execute(self, sql: str, params: Any = None) -> None:
+        async with self.pool.connection() as conn:
+            await conn.execute(sql, params)
 
 
 def create_engine(database_url: str, schema: str, *, pool_size: int = 12) -> AsyncEngine:
-    """An engine for one service: ``schema`` is its PostgreSQL schema (ignored on SQLite)."""
-    if is_sqlite(database_url):
-        path = make_url(database_url).database
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        # One connection per process: SQLite serialises writers anyway, and a single
-        # connection makes every transaction wait its turn instead of failing with "locked".
-        engine = create_async_engine(database_url, pool_size=1, max_overflow=0, pool_timeout=120)
-
-        @event.listens_for(engine.sync_engine, "connect")
-        def _pragmas(dbapi_connection: Any, _record: Any) -> None:
-            dbapi_connection.isolation_level = None
-            cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=NORMAL")
-            cursor.execute("PRAGMA busy_timeout=10000")
-            cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.close()
-
-        @event.listens_for(engine.sync_engine, "begin")
-        def _begin(conn: Connection) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
-
-        return engine
-    connect_args = {"options": f"-c search_path={schema}", "autocommit": False}
-    engine = create_async_engine(
+    """A SQLAlchemy engine on the service's schema (migrations and the coordinator's store)."""
+    connect_args = {"options": _options(schema), "autocommit": False}
+    return create_async_engine(
         database_url,
         pool_size=pool_size,
         max_overflow=0,
@@ -59,60 +100,6 @@ def create_engine(database_url: str, schema: str, *, pool_size: int = 12) -> Asy
         pool_pre_ping=False,
         connect_args=connect_args,
     )
-    _connect_args[engine] = connect_args
-    return engine
-
-
-_connect_args: weakref.WeakKeyDictionary[AsyncEngine, dict[str, Any]] = weakref.WeakKeyDictionary()
-_raw_pools: dict[AsyncEngine, Any] = {}
-_raw_opening: dict[AsyncEngine, asyncio.Future] = {}
-
-
-async def raw_pool(engine: AsyncEngine):
-    """A psycopg pool beside ``engine``'s, of connections left in autocommit, for hot paths.
-
-    Opened on first use with the engine's own connection arguments (schema included). Hot
-    paths that run their own BEGIN/COMMIT (or a single statement) take connections here, which
-    saves the SQLAlchemy checkout and the autocommit switch on every call.
-    """
-    pool = _raw_pools.get(engine)
-    if pool is not None:
-        return pool
-    opening = _raw_opening.get(engine)
-    if opening is None:
-        opening = _raw_opening[engine] = asyncio.ensure_future(_open_raw_pool(engine))
-    try:
-        return await asyncio.shield(opening)
-    except BaseException:
-        if opening.done() and _raw_opening.get(engine) is opening:
-            del _raw_opening[engine]  # failed to open: the next caller tries again
-        raise
-
-
-async def _open_raw_pool(engine: AsyncEngine):
-    from psycopg_pool import AsyncConnectionPool
-
-    _, kwargs = engine.dialect.create_connect_args(engine.url)
-    pool = AsyncConnectionPool(
-        kwargs={**kwargs, **_connect_args.get(engine, {}), "autocommit": True},
-        min_size=1,
-        max_size=engine.pool.size(),
-        timeout=60,
-        open=False,
-        name=f"raw-{engine.url.database}",
-    )
-    await pool.open()
-    _raw_pools[engine] = pool
-    _raw_opening.pop(engine, None)
-    return pool
-
-
-async def close_raw_pools() -> None:
-    pools = list(_raw_pools.values())
-    _raw_pools.clear()
-    _raw_opening.clear()
-    for pool in pools:
-        await pool.close()
 
 
 def _alembic_config(script_location: str, connection: Connection, metadata: MetaData) -> Config:
@@ -128,10 +115,9 @@ async def migrate(database_url: str, schema: str, script_location: str, metadata
     engine = create_engine(database_url, schema, pool_size=1)
     try:
         async with engine.begin() as conn:
-            if not is_sqlite(database_url):
-                # Serialise concurrent migrations of the same schema across replicas.
-                await conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:s))"), {"s": schema})
-                await conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+            # Serialise concurrent migrations of the same schema across replicas.
+            await conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:s))"), {"s": schema})
+            await conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
             await conn.run_sync(
                 lambda sync_conn: command.upgrade(_alembic_config(script_location, sync_conn, metadata), "head")
             )
@@ -141,74 +127,26 @@ async def migrate(database_url: str, schema: str, script_location: str, metadata
 
 def run_env(context: Any) -> None:
     """Body of every service's Alembic ``env.py``: run on the connection ``migrate`` hands over."""
-    connection = context.config.attributes["connection"]
     context.configure(
-        connection=connection,
+        connection=context.config.attributes["connection"],
         target_metadata=context.config.attributes.get("target_metadata"),
-        render_as_batch=connection.dialect.name == "sqlite",
     )
     with context.begin_transaction():
         context.run_migrations()
 
 
-async def load_with_children(
-    conn: AsyncConnection,
-    parents: Select,
-    parent_key: Any,
-    children: Select,
-    child_key: Any,
-    *,
-    where: Any = None,
-    offset: int = 0,
-    limit: int | None = None,
-) -> list[tuple[Any, list[Any]]]:
-    """A page of ``parents`` (filtered by ``where``) with their child rows: two queries in all.
-
-    ``children`` is the ordered child query; ``child_key`` is its column naming the parent's
-    ``parent_key``.
-    """
-    if where is not None:
-        parents = parents.where(where)
-    parents = parents.offset(offset)
-    if limit is not None:
-        parents = parents.limit(limit)
-    rows = (await conn.execute(parents)).all()
-    if not rows:
-        return []
-    grouped: dict[Any, list[Any]] = defaultdict(list)
-    key = parent_key.key
-    for child in await conn.execute(children.where(child_key.in_([getattr(r, key) for r in rows]))):
-        grouped[getattr(child, child_key.key)].append(child)
-    return [(row, grouped[getattr(row, key)]) for row in rows]
+def migrations_of(models_file: str) -> str:
+    """The Alembic scripts of the service whose ``models.py`` is ``models_file``."""
+    return str(Path(models_file).parent / "migrations")
 
 
-def insert_ignore(conn: AsyncConnection | Connection, table: Any):
-    """``INSERT ... ON CONFLICT DO NOTHING`` for the connection's dialect."""
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert(table).on_conflict_do_nothing()
+async def open_service_database(settings: Any, metadata: MetaData, models_file: str) -> Database:
+    """Migrate the service's schema to head, then open its ``Database``."""
+    await migrate(settings.database_url, settings.service, migrations_of(models_file), metadata)
+    return await Database(settings.database_url, settings.service).open()
 
 
-def upsert(conn: AsyncConnection | Connection, table: Any):
-    """``INSERT`` whose ``on_conflict_do_update`` the caller completes, for the connection's dialect."""
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert(table)
-
-
-async def wait_forever() -> None:  # pragma: no cover - used by sweepers in tests
-    await asyncio.Event().wait()
-
-
-async def open_service_database(settings: Any, metadata: MetaData, models_file: str) -> AsyncEngine:
-    """Migrate the service's schema to head, then return its engine.
-
-    ``models_file`` is the service's ``models.py``; its migrations live beside it.
-    """
-    script_location = str(Path(models_file).parent / "migrations")
-    await migrate(settings.database_url, settings.service, script_location, metadata)
+async def open_service_engine(settings: Any, metadata: MetaData, models_file: str) -> AsyncEngine:
+    """Migrate the service's schema to head, then return a SQLAlchemy engine on it (the coordinator)."""
+    await migrate(settings.database_url, settings.service, migrations_of(models_file), metadata)
     return create_engine(settings.database_url, settings.service)

@@ -240,19 +240,13 @@ REGISTRY.register(COORDINATOR_STATE)
 REGISTRY.register(INVENTORY_UTILISATION)
 
 
-def track_inventory_utilisation(engine, stock_table) -> None:
-    """Serve the utilisation gauges from ``stock_table`` (warehouse_id, on_hand, locked).
+def track_inventory_utilisation(rows: Callable[[], Awaitable[Iterable[tuple[str, Any, Any]]]]) -> None:
+    """Serve the utilisation gauges from ``rows()``: (warehouse_id, units on hand, units locked).
 
-    Call from a coroutine on the loop that owns ``engine`` (a process's ``build``).
+    Call from a coroutine on the loop that owns the database behind ``rows`` (a process's ``build``).
     """
-    from sqlalchemy import func, select
 
     async def query() -> dict[str, tuple[int, int]]:
-        async with engine.connect() as conn:
-            rows = await conn.execute(
-                select(stock_table.c.warehouse_id, func.sum(stock_table.c.on_hand), func.sum(stock_table.c.locked))
-                .group_by(stock_table.c.warehouse_id)
-            )
-            return {w: (int(on_hand or 0), int(locked or 0)) for w, on_hand, locked in rows}
+        return {w: (int(on_hand or 0), int(locked or 0)) for w, on_hand, locked in await rows()}
 
     INVENTORY_UTILISATION.track(query)

@@ -9,6 +9,7 @@ error mapping, and a graceful shutdown bounded by the grace period.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import asyncio
 import contextlib
 import gc
@@ -27,7 +28,6 @@ from grpc_reflection.v1alpha import reflection
 from invsaga.runtime import security, telemetry
 from invsaga.runtime.batch import install_execute_batch, layered_execute
 from invsaga.runtime.config import ConfigError, Settings, load_settings
-from invsaga.runtime.db import close_raw_pools
 from invsaga.runtime.errors import DomainError, InvalidArgument
 from invsaga.runtime.faults import FaultInjector, parse_faults
 from invsaga.runtime.interceptors import WrappingInterceptor
@@ -101,7 +101,7 @@ def _wrap_unary(behavior):
         if isinstance(request, _Undecodable):
             await context.abort_with_status(_malformed(request))
         # A caller that gives up (deadline, cancel) must not cancel a handler halfway through
-        # its transaction: on SQLite that leaves the process's one connection stuck. The
+        # its transaction: that would leave its pooled connection mid-transaction. The
         # handler finishes and only its reply is dropped; the barrier makes the retry safe.
         task = asyncio.ensure_future(behavior(request, context))
         try:
@@ -186,6 +186,17 @@ async def serve(settings: Settings, build: Callable[[Settings], Awaitable[App]])
     """Serve until SIGTERM/SIGINT; return the exit status."""
     telemetry.setup(settings)
     app = await build(settings)
+    try:
+        return await _serve_app(settings, app)
+    finally:
+        # Also when serving failed to start (a port in use): an open pool would keep the loop alive.
+        for hook in app.on_stop:
+            with contextlib.suppress(Exception):
+                await hook()
+        telemetry.shutdown()
+
+
+async def _serve_app(settings: Settings, app: App) -> int:
     interceptors = [*telemetry.server_interceptors(settings), *security.server_interceptors(settings)]
     if settings.fault_injection:
         interceptors.append(FaultInjector(parse_faults(settings.fault_injection)))
@@ -252,19 +263,16 @@ async def serve(settings: Settings, build: Callable[[Settings], Awaitable[App]])
     for task in tasks:
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
-    for hook in app.on_stop:
-        with contextlib.suppress(Exception):
-            await hook()
-    with contextlib.suppress(Exception):
-        await close_raw_pools()
-    telemetry.shutdown()
     return 0
 
 
 def parse_args(service: str, argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog=f"python -m {service}", description=f"invsaga {service} process")
     parser.add_argument("--port", type=int, help="gRPC port (env INVSAGA_PORT)")
-    parser.add_argument("--database-url", help="SQLAlchemy URL (env INVSAGA_DATABASE_URL)")
+    parser.add_argument(
+        "--database-url",
+        help="postgresql+psycopg://... (env INVSAGA_DATABASE_URL); none: an embedded server under the data directory",
+    )
     parser.add_argument("--config", help="YAML configuration file (env INVSAGA_CONFIG)")
     return parser.parse_args(argv)
 
@@ -278,11 +286,20 @@ def run_process(service: str, build: Callable[[Settings], Awaitable[App]], argv:
         print(f"{service}: configuration error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
     configure_logging(service, settings.log_level, settings.log_format)
+    embedded = None
+    if not settings.database_url:
+        from invsaga.runtime.embedded import embedded_url
+
+        url, embedded = embedded_url(settings.data_dir)
+        settings = dataclasses.replace(settings, database_url=url)
     try:
         code = asyncio_run(serve(settings, build))
     except PortInUse as err:
         print(f"{service}: {err}", file=sys.stderr)
         raise SystemExit(3) from None
+    finally:
+        if embedded is not None:
+            embedded.stop()
     raise SystemExit(code)
 
 

@@ -10,7 +10,8 @@ from datetime import datetime, timedelta
 
 from invsaga.common.v1 import common_pb2
 from invsaga.inventory.v1 import inventory_pb2 as pb
-from invsaga.runtime.errors import Violations
+from invsaga.runtime.convert import from_timestamp, to_timestamp
+from invsaga.runtime.errors import InvalidArgument, Violations
 
 MAX_ID = 64
 MAX_TEXT = 256
@@ -163,6 +164,54 @@ def ordered_lines(
     """Lines in (warehouse, SKU) order: every transaction takes stock row locks in the same
     order, so two concurrent lock requests can wait on each other but never deadlock."""
     return sorted(lines, key=lambda line: (line.warehouse_id, line.sku))
+
+
+@dataclass(frozen=True)
+class LockPlan:
+    """What a LockInventory takes: its lines in lock order, the units per stock row, the ids."""
+
+    now: datetime
+    expires_at: datetime
+    lines: list[common_pb2.AllocationLine]
+    wanted: list[tuple[str, str, int]]
+    lock_ids: list[str]
+
+    def locks(self, saga_id: str) -> list[common_pb2.InventoryLock]:
+        expires, created = to_timestamp(self.expires_at), to_timestamp(self.now)
+        return [
+            common_pb2.InventoryLock(
+                lock_id=lock_id,
+                saga_id=saga_id,
+                warehouse_id=line.warehouse_id,
+                sku=line.sku,
+                quantity=line.quantity,
+                status=common_pb2.LOCK_STATUS_HELD,
+                expires_at=expires,
+                created_at=created,
+            )
+            for lock_id, line in zip(self.lock_ids, self.lines)
+        ]
+
+
+def plan_lock(
+    inp: pb.LockInventoryInput, now: datetime, ttl_seconds: float, lock_ids: Sequence[str]
+) -> LockPlan:
+    requested = from_timestamp(inp.expires_at) if inp.HasField("expires_at") else None
+    if requested is not None and requested <= now:
+        raise InvalidArgument(
+            "the lock would expire before it is taken",
+            violations=[("lock_inventory.expires_at", "must be in the future")],
+        )
+    lines = ordered_lines(inp.lines)
+    return LockPlan(
+        now=now,
+        expires_at=lock_expires_at(now, requested, ttl_seconds),
+        lines=lines,
+        # Lines naming the same stock row are summed, which refuses exactly what locking
+        # them one by one would.
+        wanted=units_per_stock_row(lines),
+        lock_ids=list(lock_ids),
+    )
 
 
 def adjustment_refusal(on_hand: int, locked: int, delta: int) -> str | None:

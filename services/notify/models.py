@@ -22,7 +22,7 @@ notifications = Table(
     "notifications",
     metadata,
     # Insertion order: "newest first" must not depend on clock resolution.
-    Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("seq", BigInteger, primary_key=True, autoincrement=True),
     Column("notification_id", String(64), nullable=False, unique=True),
     Column("saga_id", String(64), nullable=False, server_default=""),
     Column("kind", String(32), nullable=False),

@@ -1,5 +1,5 @@
-"""Reading and writing notifications with their deliveries (SQLAlchemy Core; the Execute
-step writes the same rows in one plain SQL statement on PostgreSQL, ``notification_ctes``).
+"""All of the notify service's SQL: notifications with their webhook deliveries, the Execute
+step's effect, and the claims and outcomes of the delivery loop (``delivery.py``).
 
 The log channel has no row of its own: its line is written right after the notification
 commits (``server.Outbox.committed``), so its delivery is always delivered, at the first
@@ -13,20 +13,63 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from collections.abc import Sequence
-from datetime import datetime
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from google.protobuf.timestamp_pb2 import Timestamp
 from psycopg.types.json import Json
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncConnection
 
+from invsaga.common.v1 import common_pb2
 from invsaga.notify.v1 import notify_pb2 as pb
-from invsaga.runtime.convert import to_timestamp
-from services.notify import logic, models
+from invsaga.runtime.barrier import COMPENSATE, EXECUTE, Barrier, Effect, Reader
+from invsaga.runtime.convert import to_timestamp, utcnow
+from invsaga.runtime.db import Database
+from services.notify import logic
 
-N = models.notifications
-D = models.deliveries
+# A notification and its pending delivery per webhook, as data-modifying CTEs: the Execute
+# step's barrier statement, or SendNotification's own. The response is built from the values
+# written, so nothing is read back.
+_NOTIFICATION_CTE = (
+    "notification AS (INSERT INTO notifications"
+    " (notification_id, saga_id, kind, order_id, customer_id, message, attributes, created_at)"
+    " VALUES (%(notification_id)s, %(saga_id)s, %(kind)s, %(order_id)s, %(customer_id)s, %(message)s,"
+    " %(attributes)s, %(created_at)s))"
+)
+_DELIVERIES_CTE = (
+    ", deliveries AS (INSERT INTO deliveries"
+    " (notification_id, channel, state, attempts, last_error, delivered_at, next_attempt_at)"
+    " SELECT %(notification_id)s, channel, 'pending', 0, '', NULL, %(created_at)s"
+    " FROM unnest(%(channels)s::text[]) AS channel)"
+)
+
+_NOTIFICATIONS = "SELECT * FROM notifications"
+_NEWEST_FIRST = " ORDER BY seq DESC OFFSET %(offset)s LIMIT %(limit)s"
+_FILTERS = {"saga_id": "saga_id = %(saga_id)s", "kind": "kind = %(kind)s"}
+_BY_IDS = f"{_NOTIFICATIONS} WHERE notification_id = ANY(%(ids)s)"
+_DELIVERIES = "SELECT * FROM deliveries WHERE notification_id = ANY(%(ids)s) AND channel <> 'log'"
+
+# Claims the due deliveries by pushing their due time forward by a lease: two replicas never
+# post the same attempt, and a process that dies mid-attempt leaves the row to be retried once
+# the lease runs out. Rows another replica is claiming right now are skipped, not waited for.
+_CLAIM = (
+    "UPDATE deliveries d SET next_attempt_at = %(until)s FROM ("
+    " SELECT notification_id, channel FROM deliveries WHERE state = 'pending' AND next_attempt_at <= %(now)s"
+    " ORDER BY next_attempt_at LIMIT %(room)s FOR UPDATE SKIP LOCKED) due"
+    " WHERE d.notification_id = due.notification_id AND d.channel = due.channel"
+    " RETURNING d.notification_id, d.channel, d.attempts"
+)
+_NEXT_DUE = "SELECT min(next_attempt_at) AS due FROM deliveries WHERE state = 'pending'"
+# The claimed row is still pending with the attempts seen: nobody else moved it on.
+_UNCHANGED = (
+    " WHERE notification_id = %(notification_id)s AND channel = %(channel)s"
+    " AND state = 'pending' AND attempts = %(attempts_before)s"
+)
+_RECORD = (
+    "UPDATE deliveries SET state = %(state)s, attempts = %(attempts)s, last_error = %(last_error)s,"
+    " delivered_at = %(delivered_at)s, next_attempt_at = %(next_attempt_at)s" + _UNCHANGED
+)
+_HAND_BACK = "UPDATE deliveries SET next_attempt_at = %(next_attempt_at)s" + _UNCHANGED
 
 
 def _channel_order(channel: str, webhooks: Sequence[str]) -> tuple[int, int, str]:
@@ -67,31 +110,19 @@ def _notification_proto(row, webhook_deliveries: Sequence[pb.Delivery]) -> pb.No
     )
 
 
-# The same rows as insert_notification, as data-modifying CTEs for the Execute step's one
-# statement on PostgreSQL (execute_once_pg_statement): the response is built from the values
-# written, so nothing is read back.
-_NOTIFICATION_CTE_PG = (
-    "notification AS (INSERT INTO notifications"
-    " (notification_id, saga_id, kind, order_id, customer_id, message, attributes, created_at)"
-    " VALUES (%(notification_id)s, %(saga_id)s, %(kind)s, %(order_id)s, %(customer_id)s, %(message)s,"
-    " %(attributes)s, %(created_at)s))"
-)
-_DELIVERIES_CTE_PG = (
-    ", deliveries AS (INSERT INTO deliveries"
-    " (notification_id, channel, state, attempts, last_error, delivered_at, next_attempt_at)"
-    " SELECT %(notification_id)s, channel, 'pending', 0, '', NULL, %(created_at)s"
-    " FROM unnest(%(channels)s::text[]) AS channel)"
-)
-
-
-def _new_notification(
-    saga_id: str, source: pb.NotifyInput | pb.SendNotificationRequest, channels: Sequence[str], now: datetime
-) -> pb.Notification:
-    """What ``source`` says, under a new id, with a pending delivery per channel: the
-    notification as ``load_notifications`` reads it back once written. No column it shows is
-    filled in by the database."""
+def notification_ctes(
+    saga_id: str,
+    source: pb.NotifyInput | pb.SendNotificationRequest,
+    *,
+    webhooks: Sequence[str],
+    now: datetime,
+) -> tuple[pb.Notification, str, dict]:
+    """What ``source`` says, under a new id, with a pending delivery, due now, per webhook: the
+    notification as it reads back once written (no column it shows is filled in by the
+    database), and the CTEs that write it with their parameters."""
+    channels = list(dict.fromkeys(webhooks))
     created_at = to_timestamp(now)
-    return pb.Notification(
+    notification = pb.Notification(
         notification_id=str(uuid.uuid4()),
         saga_id=saga_id,
         kind=source.kind,
@@ -105,98 +136,120 @@ def _new_notification(
         ],
         created_at=created_at,
     )
-
-
-def _notification_row(
-    notification: pb.Notification, source: pb.NotifyInput | pb.SendNotificationRequest, now: datetime
-) -> dict:
-    return {
+    params = {
         "notification_id": notification.notification_id,
-        "saga_id": notification.saga_id,
+        "saga_id": saga_id,
         "kind": logic.KIND_TO_DB[source.kind],
         "order_id": source.order_id,
         "customer_id": source.customer_id,
         "message": source.message,
-        "attributes": dict(source.attributes),
+        "attributes": Json(dict(source.attributes)),
         "created_at": now,
     }
-
-
-async def insert_notification(
-    conn: AsyncConnection,
-    saga_id: str,
-    source: pb.NotifyInput | pb.SendNotificationRequest,
-    *,
-    webhooks: Sequence[str],
-    now: datetime,
-) -> pb.Notification:
-    """Store what ``source`` says with a pending delivery, due now, per webhook: one
-    statement, and a second one when webhooks are configured; the notification written."""
-    channels = list(dict.fromkeys(webhooks))
-    notification = _new_notification(saga_id, source, channels, now)
-    await conn.execute(N.insert(), _notification_row(notification, source, now))
-    if channels:
-        await conn.execute(
-            D.insert(),
-            [
-                {
-                    "notification_id": notification.notification_id,
-                    "channel": url,
-                    "state": "pending",
-                    "attempts": 0,
-                    "last_error": "",
-                    "delivered_at": None,
-                    "next_attempt_at": now,
-                }
-                for url in channels
-            ],
-        )
-    return notification
-
-
-def notification_ctes(
-    saga_id: str,
-    source: pb.NotifyInput | pb.SendNotificationRequest,
-    *,
-    webhooks: Sequence[str],
-    now: datetime,
-) -> tuple[pb.Notification, str, dict]:
-    """``insert_notification`` as CTEs and their parameters, with the notification they write."""
-    channels = list(dict.fromkeys(webhooks))
-    notification = _new_notification(saga_id, source, channels, now)
-    params = _notification_row(notification, source, now)
-    params["attributes"] = Json(params["attributes"])
     if not channels:
-        return notification, _NOTIFICATION_CTE_PG, params
+        return notification, _NOTIFICATION_CTE, params
     params["channels"] = channels
-    return notification, _NOTIFICATION_CTE_PG + _DELIVERIES_CTE_PG, params
+    return notification, _NOTIFICATION_CTE + _DELIVERIES_CTE, params
 
 
-async def load_notifications(
-    conn: AsyncConnection,
-    where=None,
-    *,
-    webhooks: Sequence[str] = (),
-    offset: int = 0,
-    limit: int | None = None,
-) -> list[pb.Notification]:
-    """Notifications newest first, each with its deliveries."""
-    query = select(N).order_by(N.c.seq.desc()).offset(offset)
-    if where is not None:
-        query = query.where(where)
-    if limit is not None:
-        query = query.limit(limit)
-    rows = (await conn.execute(query)).all()
-    if not rows:
-        return []
-    by_id: dict[str, list] = defaultdict(list)
-    ids = [r.notification_id for r in rows]
-    for d in await conn.execute(
-        select(D).where(D.c.notification_id.in_(ids), D.c.channel != logic.LOG_CHANNEL)
-    ):
-        by_id[d.notification_id].append(d)
-    result = []
-    for row in rows:
-        found = sorted(by_id[row.notification_id], key=lambda d: _channel_order(d.channel, list(webhooks)))
-        result.append(_notification_proto(row, [_delivery_proto(d) for d in found]))
-    return result
+@dataclass(frozen=True)
+class Attempt:
+    """A claimed delivery: what to post where, and the attempts made before."""
+
+    notification_id: str
+    url: str
+    attempts_before: int
+    body: bytes
+
+
+class NotifyStore:
+    def __init__(self, db: Database, webhooks: Sequence[str]) -> None:
+        self.db = db
+        self.webhooks = tuple(webhooks)
+        self.barrier = Barrier(db, pb.ExecuteResponse, pb.CompensateResponse)
+
+    async def execute(
+        self,
+        ctx: common_pb2.StepContext,
+        source: pb.NotifyInput,
+        on_commit: Callable[[pb.ExecuteResponse], None],
+    ) -> pb.ExecuteResponse:
+        """The Notify step: the notification and its barrier row in one statement."""
+
+        async def effect(reader: Reader) -> Effect[pb.ExecuteResponse]:
+            notification, ctes, params = notification_ctes(ctx.saga_id, source, webhooks=self.webhooks, now=utcnow())
+            return Effect(pb.ExecuteResponse(notify=pb.NotifyOutput(notification=notification)), ctes, params)
+
+        return await self.barrier.run(ctx, EXECUTE, effect, on_commit=on_commit)
+
+    async def compensate(self, ctx: common_pb2.StepContext) -> pb.CompensateResponse:
+        async def effect(reader: Reader) -> Effect[pb.CompensateResponse]:
+            return Effect(pb.CompensateResponse())  # a sent notification cannot be unsent
+
+        return await self.barrier.run(ctx, COMPENSATE, effect)
+
+    async def send(self, saga_id: str, source: pb.SendNotificationRequest) -> pb.Notification:
+        """Store a notification outside any saga step; the notification written."""
+        notification, ctes, params = notification_ctes(saga_id, source, webhooks=self.webhooks, now=utcnow())
+        await self.db.execute(f"WITH {ctes} SELECT 1", params)
+        return notification
+
+    async def list(
+        self, *, saga_id: str = "", kind: str = "", offset: int = 0, limit: int | None = None
+    ) -> list[pb.Notification]:
+        """Notifications newest first, each with its deliveries, of the saga and kind given (if given)."""
+        params = {"saga_id": saga_id, "kind": kind, "offset": offset, "limit": limit}
+        where = " AND ".join(sql for name, sql in _FILTERS.items() if params[name])
+        rows = await self.db.fetch(_NOTIFICATIONS + (f" WHERE {where}" if where else "") + _NEWEST_FIRST, params)
+        return await self._with_deliveries(rows)
+
+    async def _with_deliveries(self, rows: Sequence) -> list[pb.Notification]:
+        if not rows:
+            return []
+        by_id: dict[str, list] = defaultdict(list)
+        for d in await self.db.fetch(_DELIVERIES, {"ids": [r.notification_id for r in rows]}):
+            by_id[d.notification_id].append(d)
+        result = []
+        for row in rows:
+            found = sorted(by_id[row.notification_id], key=lambda d: _channel_order(d.channel, self.webhooks))
+            result.append(_notification_proto(row, [_delivery_proto(d) for d in found]))
+        return result
+
+    async def claim_due(self, room: int, lease: timedelta) -> tuple[list[Attempt], datetime | None]:
+        """Up to ``room`` due deliveries, claimed for ``lease``; and when the next pending one is due."""
+        now = utcnow()
+        mine = await self.db.fetch(_CLAIM, {"now": now, "until": now + lease, "room": room})
+        claimed = []
+        if mine:
+            found = await self.db.fetch(_BY_IDS, {"ids": list({r.notification_id for r in mine})})
+            # The body leaves out the deliveries: they need not be read.
+            bodies = {r.notification_id: logic.webhook_body(_notification_proto(r, ())) for r in found}
+            claimed = [Attempt(r.notification_id, r.channel, r.attempts, bodies[r.notification_id]) for r in mine]
+        return claimed, (await self.db.fetchone(_NEXT_DUE)).due
+
+    async def record(
+        self,
+        attempt: Attempt,
+        *,
+        state: str,
+        error: str,
+        delivered_at: datetime | None = None,
+        next_attempt_at: datetime | None = None,
+    ) -> None:
+        """The outcome of a claimed attempt, unless someone else has moved the row on since the claim."""
+        outcome = {"state": state, "attempts": attempt.attempts_before + 1, "last_error": error}
+        await self.db.execute(
+            _RECORD, {**_claimed(attempt), **outcome, "delivered_at": delivered_at, "next_attempt_at": next_attempt_at}
+        )
+
+    async def hand_back(self, attempt: Attempt) -> None:
+        """Make a claimed delivery due now, without counting an attempt."""
+        await self.db.execute(_HAND_BACK, {**_claimed(attempt), "next_attempt_at": utcnow()})
+
+
+def _claimed(attempt: Attempt) -> dict:
+    return {
+        "notification_id": attempt.notification_id,
+        "channel": attempt.url,
+        "attempts_before": attempt.attempts_before,
+    }

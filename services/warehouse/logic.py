@@ -1,11 +1,13 @@
-"""Warehouse rules: input validation and the order QueryWarehouses returns candidates in."""
+"""Warehouse rules: input validation and the candidates QueryWarehouses returns, in order."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 from invsaga.common.v1 import common_pb2
 from invsaga.runtime.errors import Violations
+from invsaga.warehouse.v1 import warehouse_pb2 as pb
 
 MAX_TEXT = 256
 
@@ -47,6 +49,18 @@ def validate_warehouse(w: common_pb2.Warehouse) -> None:
     v.raise_if_any("invalid warehouse")
 
 
+def validate_assortment(request: pb.AddAssortmentRequest) -> None:
+    v = Violations()
+    if not request.warehouse_id:
+        v.add("warehouse_id", "required")
+    if not request.skus:
+        v.add("skus", "at least one SKU")
+    for i, sku in enumerate(request.skus):
+        if not sku or len(sku) > MAX_TEXT:
+            v.add(f"skus[{i}]", f"must be 1 to {MAX_TEXT} characters")
+    v.raise_if_any("invalid assortment")
+
+
 def order_candidates(
     warehouses: Sequence[common_pb2.Warehouse], preferred: Sequence[str]
 ) -> list[common_pb2.Warehouse]:
@@ -56,3 +70,23 @@ def order_candidates(
         warehouses,
         key=lambda w: (rank.get(w.warehouse_id, len(rank)), -w.priority, w.warehouse_id),
     )
+
+
+@dataclass(frozen=True)
+class Carrier:
+    """An active warehouse of the catalog and the SKUs it carries."""
+
+    warehouse: common_pb2.Warehouse  # without its SKUs
+    skus: frozenset[str]
+
+
+def fill_candidates(
+    out: pb.QueryWarehousesOutput, active: Sequence[Carrier], wanted: set[str], preferred: Sequence[str]
+) -> None:
+    """Fill ``out`` with the active warehouses carrying any of ``wanted``, in candidate order,
+    each listing only the wanted SKUs it carries (all that later steps look at)."""
+    carriers = {c.warehouse.warehouse_id: c for c in active if not c.skus.isdisjoint(wanted)}
+    for warehouse in order_candidates([c.warehouse for c in carriers.values()], preferred):
+        added = out.warehouses.add()
+        added.CopyFrom(warehouse)
+        added.skus.extend(sorted(carriers[warehouse.warehouse_id].skus & wanted))

@@ -11,7 +11,6 @@ from tests.support import start_mesh
 
 async def test_urgent_and_higher_priority_sagas_are_admitted_first(tmp_path):
     mesh = start_mesh(
-        "sqlite",
         tmp_path,
         env={
             "INVSAGA_MAX_CONCURRENT_SAGAS": "1",

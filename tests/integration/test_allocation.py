@@ -1,5 +1,5 @@
-"""The allocation service over gRPC, on SQLite and PostgreSQL: AllocateInventory exactly once,
-compensation (null compensation included), business and input failures with details, expiry."""
+"""The allocation service over gRPC: AllocateInventory exactly once, compensation (null
+compensation included), business and input failures with details, expiry."""
 
 from __future__ import annotations
 
@@ -81,30 +81,17 @@ async def rpc_failure(call) -> RpcFailure:
 
 
 @pytest.fixture(scope="module")
-def meshes(tmp_path_factory):
-    """One allocation + notify mesh per backend, shared by this module's tests (each uses its own
-    saga ids). The sweeper runs every half second for the expiry test; it leaves the 30-minute
+def mesh(tmp_path_factory):
+    """One allocation + notify mesh, shared by this module's tests (each uses its own saga
+    ids). The sweeper runs every half second for the expiry test; it leaves the 30-minute
     allocations of the other tests alone."""
-    started = {}
-
-    def get(backend: str):
-        if backend not in started:
-            started[backend] = start_mesh(
-                backend,
-                tmp_path_factory.mktemp(f"allocation-{backend}"),
-                services=("allocation", "notify"),
-                env={"INVSAGA_EXPIRY_CLEANUP_INTERVAL": "0.5s"},
-            )
-        return started[backend]
-
-    yield get
-    for mesh in started.values():
-        mesh.stop()
-
-
-@pytest.fixture
-def mesh(meshes, backend):
-    return meshes(backend)
+    mesh = start_mesh(
+        tmp_path_factory.mktemp("allocation"),
+        services=("allocation", "notify"),
+        env={"INVSAGA_EXPIRY_CLEANUP_INTERVAL": "0.5s"},
+    )
+    yield mesh
+    mesh.stop()
 
 
 @pytest.fixture
@@ -145,8 +132,8 @@ async def test_execute_three_times_makes_one_allocation(allocation):
 
 
 async def test_concurrent_duplicate_executes_share_the_first_answer(allocation):
-    """Racing duplicates: on PostgreSQL the later ones fail on the allocation's unique saga_id
-    (before the barrier row) once the first commits, and must still get the first answer."""
+    """Racing duplicates: the later ones fail on the allocation's unique saga_id (before the
+    barrier row) once the first commits, and must still get the first answer."""
     steps, admin = allocation
     saga = new_saga()
     request = pb.ExecuteRequest(context=context(saga), allocate_inventory=allocate_input({"SKU-A": 3, "SKU-B": 1}))

@@ -115,7 +115,7 @@ def _request(case: Case) -> pb.StartSagaRequest:
 @pytest.fixture(scope="module")
 def coordinator(tmp_path_factory):
     """A coordinator on its own: a rejected request must never get as far as a participant."""
-    mesh = start_mesh("sqlite", tmp_path_factory.mktemp("bad-input"), services=["coordinator"])
+    mesh = start_mesh(tmp_path_factory.mktemp("bad-input"), services=["coordinator"])
     yield mesh
     mesh.stop()
 

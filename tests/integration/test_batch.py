@@ -126,15 +126,8 @@ async def test_faults_strike_the_requests_of_a_batch_not_the_batch(mesh_factory)
         assert len(await notifications(channel, confirmed)) == 1
 
 
-@pytest.fixture
-def sqlite_notify(tmp_path):
-    mesh = start_mesh("sqlite", tmp_path, services=["notify"])
-    yield mesh
-    mesh.stop()
-
-
-async def test_the_batcher_sends_calls_together_under_load_and_each_gets_its_own_answer(sqlite_notify):
-    async with grpc.aio.insecure_channel(sqlite_notify.address("notify")) as channel:
+async def test_the_batcher_sends_calls_together_under_load_and_each_gets_its_own_answer(notify_mesh):
+    async with grpc.aio.insecure_channel(notify_mesh.address("notify")) as channel:
         step = pb_grpc.NotifyStepServiceStub(channel)
         batcher = ExecuteBatcher(step.Execute, step.ExecuteBatch, pb.ExecuteBatchRequest, max_in_flight=1)
         ids = [new_id() for _ in range(30)]
@@ -159,11 +152,11 @@ async def test_the_batcher_sends_calls_together_under_load_and_each_gets_its_own
                 assert [field for field, _ in failure.violations] == ["notify.kind"]
             else:
                 assert answer.notify.notification.saga_id == saga_id
-        assert handled(sqlite_notify, "notify", "ExecuteBatch") == batcher.batches
+        assert handled(notify_mesh, "notify", "ExecuteBatch") == batcher.batches
 
 
-async def test_calls_made_in_the_same_turn_of_the_loop_on_an_idle_batcher_go_as_one_batch(sqlite_notify):
-    async with grpc.aio.insecure_channel(sqlite_notify.address("notify")) as channel:
+async def test_calls_made_in_the_same_turn_of_the_loop_on_an_idle_batcher_go_as_one_batch(notify_mesh):
+    async with grpc.aio.insecure_channel(notify_mesh.address("notify")) as channel:
         step = pb_grpc.NotifyStepServiceStub(channel)
         batcher = ExecuteBatcher(step.Execute, step.ExecuteBatch, pb.ExecuteBatchRequest, max_in_flight=1)
         # As when one answer wakes several sagas: each makes its next call in the same turn.
@@ -184,8 +177,8 @@ async def test_calls_made_in_the_same_turn_of_the_loop_on_an_idle_batcher_go_as_
         assert batcher.in_flight == 0 and batcher.batches == 1
 
 
-async def test_a_batch_holds_no_more_request_bytes_than_its_budget(sqlite_notify):
-    async with grpc.aio.insecure_channel(sqlite_notify.address("notify")) as channel:
+async def test_a_batch_holds_no_more_request_bytes_than_its_budget(notify_mesh):
+    async with grpc.aio.insecure_channel(notify_mesh.address("notify")) as channel:
         step = pb_grpc.NotifyStepServiceStub(channel)
         batcher = ExecuteBatcher(
             step.Execute, step.ExecuteBatch, pb.ExecuteBatchRequest, max_in_flight=1, max_batch_bytes=1
@@ -198,10 +191,10 @@ async def test_a_batch_holds_no_more_request_bytes_than_its_budget(sqlite_notify
         assert batcher.batches == 0  # one request already fills the budget: each went alone
 
 
-async def test_an_answer_too_large_for_the_channel_is_fetched_again_call_by_call(sqlite_notify):
+async def test_an_answer_too_large_for_the_channel_is_fetched_again_call_by_call(notify_mesh):
     # Every single answer fits in 4 KB; twenty of them together do not.
     options = [("grpc.max_receive_message_length", 4096)]
-    async with grpc.aio.insecure_channel(sqlite_notify.address("notify"), options=options) as channel:
+    async with grpc.aio.insecure_channel(notify_mesh.address("notify"), options=options) as channel:
         step = pb_grpc.NotifyStepServiceStub(channel)
         batcher = ExecuteBatcher(step.Execute, step.ExecuteBatch, pb.ExecuteBatchRequest, max_in_flight=1)
         ids = [new_id() for _ in range(20)]
@@ -209,14 +202,14 @@ async def test_an_answer_too_large_for_the_channel_is_fetched_again_call_by_call
         answers = await asyncio.gather(*(batcher(execute_request(i), timeout=30) for i in ids))
 
         assert [a.notify.notification.saga_id for a in answers] == ids
-        assert handled(sqlite_notify, "notify", "ExecuteBatch", "OK") >= 1  # served, then refused by the channel
+        assert handled(notify_mesh, "notify", "ExecuteBatch", "OK") >= 1  # served, then refused by the channel
         for saga_id in ids:  # executed twice, stored once: the barrier answered the repeat
             assert len(await notifications(channel, saga_id)) == 1
 
 
 async def test_a_waiting_call_times_out_on_its_own_deadline(tmp_path):
     mesh = start_mesh(
-        "sqlite", tmp_path, services=["notify"],
+        tmp_path, services=["notify"],
         env={"INVSAGA_FAULTS": "kind=latency,delay=1.5,method=Execute,step=NOTIFY,times=1"},
     )
     try:

@@ -26,7 +26,7 @@ def test_demo_runs_every_scenario_and_exits_zero():
 
 
 async def test_start_watch_cli_and_grpcurl_watch_show_the_whole_event_sequence(tmp_path):
-    mesh = start_mesh("sqlite", tmp_path)
+    mesh = start_mesh(tmp_path)
     c = MeshClient(mesh)
     try:
         await c.seed([WH("WH-G")], [("WH-G", "SKU-G", 10)])
@@ -70,3 +70,53 @@ async def test_start_watch_cli_and_grpcurl_watch_show_the_whole_event_sequence(t
     finally:
         await c.close()
         mesh.stop()
+
+
+def _postgres_of(data_dir: Path) -> list[int]:
+    """Pids of PostgreSQL server processes whose command line names ``data_dir``."""
+    pids = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            argv = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv and argv[0].endswith(b"postgres") and str(data_dir).encode() in b" ".join(argv):
+            pids.append(int(cmdline.parent.name))
+    return pids
+
+
+def test_up_without_a_url_serves_the_demo_data_on_an_embedded_postgres_and_ctrl_c_stops_it(tmp_path):
+    import signal
+
+    import grpc
+
+    from invsaga.inventory.v1 import inventory_pb2, inventory_pb2_grpc
+    from invsaga.launcher import free_port, port_free
+
+    base = free_port()
+    while not all(port_free(p + d) for p in range(base, base + 6) for d in (0, 1000)):
+        base = free_port()
+    data = tmp_path / "data"
+    env = {"PATH": "/usr/bin:/bin", "INVSAGA_LOG_LEVEL": "WARNING", "HOME": str(tmp_path)}
+    up = subprocess.Popen(
+        [INVSAGA, "up", "--port-base", str(base), "--data-dir", str(data), "--log-dir", str(tmp_path / "logs")],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+    )
+    try:
+        lines = []
+        for line in up.stdout:
+            lines.append(line)
+            if "Ctrl-C stops" in line:
+                break
+        out = "".join(lines)
+        assert f"embedded PostgreSQL in {data / 'postgres'}" in out, out
+        assert "demo data:" in out, out
+        assert _postgres_of(data / "postgres"), "the embedded server runs in the data directory"
+        with grpc.insecure_channel(f"127.0.0.1:{base + 2}") as channel:
+            stock = inventory_pb2_grpc.InventoryServiceStub(channel).ListStock(inventory_pb2.ListStockRequest(), timeout=10)
+        assert stock.stock, "the demo stock is there"
+    finally:
+        up.send_signal(signal.SIGINT)
+        rest, _ = up.communicate(timeout=60)
+    assert up.returncode == 0, rest
+    assert not _postgres_of(data / "postgres"), "Ctrl-C leaves no postgres process behind"

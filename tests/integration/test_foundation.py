@@ -16,7 +16,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from invsaga.launcher import Mesh, random_ports
-from tests.support import start_mesh
+from tests.support import new_pg_database, start_mesh
 
 GRPCURL = shutil.which("grpcurl") or str(Path(sys.executable).parent / "grpcurl")
 SERVICE_OF = {
@@ -38,7 +38,7 @@ def grpcurl(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess
 
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory):
-    mesh = start_mesh("sqlite", tmp_path_factory.mktemp("foundation"))
+    mesh = start_mesh(tmp_path_factory.mktemp("foundation"))
     yield mesh
     mesh.stop()
 
@@ -72,6 +72,7 @@ def test_sigterm_turns_health_not_serving_finishes_in_flight_calls_and_exits_zer
     # A 2 s injected latency on every warehouse admin call stands for a slow in-flight request.
     mesh = Mesh(
         ports=random_ports(),
+        database_url=new_pg_database(),
         data_dir=str(tmp_path / "data"),
         log_dir=str(tmp_path / "logs"),
         services=("warehouse",),
@@ -147,7 +148,8 @@ def test_a_port_in_use_is_a_one_line_error(tmp_path):
         assert str(err.value) == f"port {ports['inventory']} is already in use (wanted by inventory)"
         single = subprocess.run(
             [sys.executable, "-m", "services.inventory", "--port", str(ports["inventory"])],
-            capture_output=True, text=True, timeout=60, env={**__import__("os").environ, "INVSAGA_DATA_DIR": str(tmp_path / "e")},
+            capture_output=True, text=True, timeout=60,
+            env={**__import__("os").environ, "INVSAGA_DATA_DIR": str(tmp_path / "e"), "INVSAGA_DATABASE_URL": new_pg_database()},
         )
         assert single.returncode != 0
         assert single.stderr.strip().splitlines()[-1] == (

@@ -1,4 +1,4 @@
-"""The coordinator's group committer on PostgreSQL: a batch's creates and saves, written together."""
+"""The coordinator's group committer: a batch's creates and saves, written together."""
 
 from __future__ import annotations
 
@@ -10,13 +10,11 @@ import pytest
 from sqlalchemy import text
 
 from coordinator import models
-from coordinator.engine import event, new_saga
+from coordinator.driver import event, new_saga
 from coordinator.store import SagaStore
 from invsaga.coordinator.v1 import coordinator_pb2 as pb
-from invsaga.runtime.db import open_service_database
+from invsaga.runtime.db import open_service_engine
 from tests.support import new_pg_database
-
-pytestmark = pytest.mark.postgres
 
 
 @pytest.fixture
@@ -27,9 +25,9 @@ def published() -> list:
 
 @pytest.fixture
 async def store(published):
-    """A SagaStore on a fresh PostgreSQL database, its writer running."""
+    """A SagaStore on a fresh database, its writer running."""
     url = new_pg_database()
-    engine = await open_service_database(SimpleNamespace(database_url=url, service="coordinator"), models.metadata,
+    engine = await open_service_engine(SimpleNamespace(database_url=url, service="coordinator"), models.metadata,
                                          models.__file__)
     store = SagaStore(engine, on_commit=published.extend)
     store.start()

@@ -1,5 +1,5 @@
 """The inventory service as the coordinator, logistics and operators use it: real processes
-over gRPC, on SQLite and on PostgreSQL."""
+over gRPC, on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -10,18 +10,17 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import grpc
+import psycopg
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import update
-from sqlalchemy.exc import IntegrityError
 
 from invsaga.common.v1 import common_pb2
 from invsaga.inventory.v1 import inventory_pb2 as pb
 from invsaga.inventory.v1 import inventory_pb2_grpc as pb_grpc
 from invsaga.notify.v1 import notify_pb2, notify_pb2_grpc
 from invsaga.runtime.config import load_settings
-from invsaga.runtime.db import open_service_database
+from invsaga.runtime.db import create_engine, open_service_database
 from invsaga.runtime.errors import RpcFailure
 from services.inventory import models
 from tests.support import new_pg_database, start_mesh
@@ -35,19 +34,18 @@ CHECK = common_pb2.SAGA_STEP_CHECK_AVAILABILITY
 
 @pytest.fixture(scope="module")
 def meshes(tmp_path_factory):
-    """Meshes shared by this module's tests, one per (backend, expiry) and started on demand."""
+    """Meshes shared by this module's tests, one per (expiry, services), started on demand."""
     started = {}
 
     def get(
-        backend: str,
         env: dict[str, str] | None = None,
         services: tuple[str, ...] = SERVICES,
     ):
-        key = (backend, tuple(sorted((env or {}).items())), services)
+        key = (tuple(sorted((env or {}).items())), services)
         if key not in started:
-            workdir = tmp_path_factory.mktemp(f"inventory-{backend}")
+            workdir = tmp_path_factory.mktemp("inventory")
             started[key] = start_mesh(
-                backend, workdir, services=services, env={**FAST_STOP, **(env or {})}
+                workdir, services=services, env={**FAST_STOP, **(env or {})}
             )
         return started[key]
 
@@ -148,16 +146,16 @@ async def _client(mesh):
 
 
 @pytest.fixture
-async def inv(backend, meshes):
-    client, channels = await _client(meshes(backend))
+async def inv(meshes):
+    client, channels = await _client(meshes())
     yield client
     for channel in channels:
         await channel.close()
 
 
 @pytest.fixture
-async def inv_short_expiry(backend, meshes):
-    client, channels = await _client(meshes(backend, SHORT_EXPIRY))
+async def inv_short_expiry(meshes):
+    client, channels = await _client(meshes(SHORT_EXPIRY))
     yield client
     for channel in channels:
         await channel.close()
@@ -402,10 +400,8 @@ async def test_expired_lock_is_available_again_within_3s_and_notified(
     assert notice.attributes["quantity"] == "4"
 
 
-async def test_a_notify_outage_delays_the_expiry_notice_but_not_the_release(
-    backend, meshes
-):
-    mesh = meshes(backend, SHORT_EXPIRY, ("inventory",))
+async def test_a_notify_outage_delays_the_expiry_notice_but_not_the_release(meshes):
+    mesh = meshes(SHORT_EXPIRY, ("inventory",))
     inv, channels = await _client(mesh)
     try:
         warehouse, sku = _ids(), _ids("SKU")
@@ -583,15 +579,11 @@ async def test_commit_consumes_and_release_releases(inv: Client):
     assert (await inv.stock(w2, sku)).on_hand == 10
 
 
-async def test_the_database_itself_refuses_negative_stock(backend, tmp_path):
-    url = (
-        new_pg_database()
-        if backend == "postgres"
-        else f"sqlite+aiosqlite:///{tmp_path}/inventory.db"
-    )
+async def test_the_database_itself_refuses_negative_stock():
+    url = new_pg_database()
     settings = load_settings("inventory", env={}, database_url=url)
-    engine = await open_service_database(settings, models.metadata, models.__file__)
-    S = models.stock
+    db = await open_service_database(settings, models.metadata, models.__file__)
+    engine = create_engine(url, settings.service, pool_size=1)
     try:
         async with engine.connect() as conn:
             drift = await conn.run_sync(
@@ -600,24 +592,19 @@ async def test_the_database_itself_refuses_negative_stock(backend, tmp_path):
                 )
             )
         assert drift == [], "the migration and models.py disagree"
-        async with engine.begin() as conn:
-            await conn.execute(
-                S.insert().values(
-                    warehouse_id="W",
-                    sku="S",
-                    on_hand=5,
-                    locked=2,
-                    updated_at=datetime.now(UTC),
-                )
-            )
-        for change in ({"on_hand": -1}, {"locked": -1}, {"locked": 6}, {"on_hand": 1}):
-            with pytest.raises(IntegrityError):
-                async with engine.begin() as conn:
-                    await conn.execute(update(S).values(**change))
-        async with engine.connect() as conn:
-            assert (await conn.execute(S.select())).one()[:5] == ("W", "S", "", 5, 2)
+        await db.execute(
+            "INSERT INTO stock (warehouse_id, sku, on_hand, locked, updated_at)"
+            " VALUES ('W', 'S', 5, 2, %s)",
+            (datetime.now(UTC),),
+        )
+        for change in ("on_hand = -1", "locked = -1", "locked = 6", "on_hand = 1"):
+            with pytest.raises(psycopg.errors.CheckViolation):
+                await db.execute(f"UPDATE stock SET {change}")
+        row = await db.fetchone("SELECT * FROM stock")
+        assert row[:5] == ("W", "S", "", 5, 2)
     finally:
         await engine.dispose()
+        await db.close()
 
 
 async def test_lock_answer_is_what_was_stored_and_repeated_lines_add_up(inv: Client):

@@ -1,6 +1,6 @@
-"""The logistics service over gRPC with the real inventory service, on SQLite and PostgreSQL:
-picklists exactly once, one per warehouse in bin order, picking consumes or releases stock,
-bad transitions change nothing."""
+"""The logistics service over gRPC with the real inventory service: picklists exactly once,
+one per warehouse in bin order, picking consumes or releases stock, bad transitions change
+nothing."""
 
 from __future__ import annotations
 
@@ -109,26 +109,16 @@ class Picking:
 
 
 @pytest.fixture(scope="module")
-def meshes(tmp_path_factory):
-    """One inventory + logistics mesh per backend, stocked once, shared by this module's tests
-    (each reserves under its own saga ids and asserts on the stock rows it alone touches)."""
-    started = {}
-
-    def get(backend: str):
-        if backend not in started:
-            started[backend] = start_mesh(
-                backend, tmp_path_factory.mktemp(f"logistics-{backend}"), services=("inventory", "logistics")
-            )
-        return started[backend]
-
-    yield get
-    for mesh in started.values():
-        mesh.stop()
+def mesh(tmp_path_factory):
+    """One inventory + logistics mesh, shared by this module's tests (each stocks warehouses of
+    its own and asserts on the stock rows it alone touches)."""
+    mesh = start_mesh(tmp_path_factory.mktemp("logistics"), services=("inventory", "logistics"))
+    yield mesh
+    mesh.stop()
 
 
 @pytest.fixture
-async def picking(meshes, backend):
-    mesh = meshes(backend)
+async def picking(mesh):
     async with (
         grpc.aio.insecure_channel(mesh.address("inventory")) as inventory_channel,
         grpc.aio.insecure_channel(mesh.address("logistics")) as logistics_channel,

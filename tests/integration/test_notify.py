@@ -1,5 +1,5 @@
 """The notify service as the coordinator and the sweepers use it: a real process over gRPC,
-on SQLite and PostgreSQL, posting to webhooks served by the test on 127.0.0.1."""
+posting to webhooks served by the test on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import threading
 import time
 import uuid
 from collections import defaultdict
-from datetime import UTC
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import grpc
@@ -21,12 +20,11 @@ from invsaga.common.v1 import common_pb2
 from invsaga.notify.v1 import notify_pb2 as pb
 from invsaga.notify.v1 import notify_pb2_grpc as pb_grpc
 from invsaga.runtime.config import load_settings
-from invsaga.runtime.convert import utcnow
-from invsaga.runtime.barrier import execute_once_pg_statement
-from invsaga.runtime.db import close_raw_pools, open_service_database
+from invsaga.runtime.convert import from_timestamp
+from invsaga.runtime.db import open_service_database
 from invsaga.runtime.errors import RpcFailure
-from services.notify import models, store
-from tests.conftest import BACKENDS
+from services.notify import models
+from services.notify.store import NotifyStore
 from tests.support import logs_tail, new_pg_database, start_mesh
 
 SECRET = "test-webhook-secret"
@@ -74,11 +72,6 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture(scope="module", params=BACKENDS)
-def backend(request) -> str:
-    return request.param
-
-
 @pytest.fixture(scope="module")
 def receiver():
     server = Receiver()
@@ -90,12 +83,12 @@ def receiver():
 
 
 @pytest.fixture(scope="module")
-def mesh(backend, receiver, tmp_path_factory):
+def mesh(receiver, tmp_path_factory):
     env = {
         "INVSAGA_WEBHOOKS": f"{receiver.url('/hook')},{receiver.url('/audit')}",
         "INVSAGA_WEBHOOK_SECRET": SECRET,
     }
-    started = start_mesh(backend, tmp_path_factory.mktemp(f"notify-{backend}"), services=("notify",), env=env)
+    started = start_mesh(tmp_path_factory.mktemp("notify"), services=("notify",), env=env)
     yield started
     started.stop()
 
@@ -290,7 +283,9 @@ async def test_send_and_list_newest_first_with_filters(stubs):
         common_pb2.NOTIFICATION_KIND_LOCK_EXPIRED,
     ]
     sent = [
-        (await service.SendNotification(pb.SendNotificationRequest(kind=k, saga_id=saga_id, message=f"#{i}"))).notification
+        (
+            await service.SendNotification(pb.SendNotificationRequest(kind=k, saga_id=saga_id, message=f"#{i}"))
+        ).notification
         for i, k in enumerate(kinds)
     ]
 
@@ -351,75 +346,34 @@ async def test_execute_replies_with_the_notification_as_listed(stubs, receiver):
     assert sent == listed
 
 
-async def test_a_stored_notification_reads_back_as_returned_and_an_old_log_row_shows_once(backend, tmp_path):
-    url = new_pg_database() if backend == "postgres" else f"sqlite+aiosqlite:///{tmp_path}/notify.db"
-    settings = load_settings("notify", env={}, database_url=url)
-    engine = await open_service_database(settings, models.metadata, models.__file__)
-    hooks = ("http://127.0.0.1:9/hook", "http://127.0.0.1:9/audit")
-    try:
-        async with engine.begin() as conn:
-            hooked = await store.insert_notification(conn, "saga-1", notify_input("ORD-7"), webhooks=hooks, now=utcnow())
-            quiet = await store.insert_notification(conn, "saga-2", notify_input("ORD-8"), webhooks=(), now=utcnow())
-            # The row earlier versions stored for the log channel.
-            await conn.execute(
-                models.deliveries.insert(),
-                {
-                    "notification_id": quiet.notification_id,
-                    "channel": "log",
-                    "state": "delivered",
-                    "attempts": 1,
-                    "last_error": "",
-                    "delivered_at": quiet.created_at.ToDatetime(tzinfo=UTC),
-                    "next_attempt_at": None,
-                },
-            )
-        async with engine.connect() as conn:
-            found = await store.load_notifications(conn, webhooks=hooks)
-    finally:
-        await engine.dispose()
-
-    assert found == [quiet, hooked]  # newest first
-    assert [d.channel for d in hooked.deliveries] == ["log", *hooks]
-    assert [d.channel for d in quiet.deliveries] == ["log"]
-
-
-@pytest.mark.postgres
-async def test_the_rows_written_over_psycopg_are_the_rows_written_through_sqlalchemy():
-    """The Execute step on PostgreSQL writes ``notification_ctes`` in one statement with its barrier row."""
+async def test_stored_notifications_read_back_as_returned_and_an_old_log_row_shows_once():
+    """Execute's barrier statement and SendNotification write the same rows (``notification_ctes``)."""
     settings = load_settings("notify", env={}, database_url=new_pg_database())
-    engine = await open_service_database(settings, models.metadata, models.__file__)
-    hooks = ("http://127.0.0.1:9/hook", "http://127.0.0.1:9/audit", "http://127.0.0.1:9/hook")
-    source = notify_input("ORD-9", attributes={"城市": "上海", "units": "7", "empty": ""})
-    now = utcnow()
+    db = await open_service_database(settings, models.metadata, models.__file__)
+    hooks = ("http://127.0.0.1:9/hook", "http://127.0.0.1:9/audit")
+    store, quiet_store = NotifyStore(db, hooks), NotifyStore(db, ())
+    source = notify_input("ORD-7", attributes={"城市": "上海", "units": "7", "empty": ""})
+    committed = []
     try:
-        async with engine.begin() as conn:
-            through_sqlalchemy = await store.insert_notification(conn, "saga-1", source, webhooks=hooks, now=now)
-        written = []
-
-        async def effect(conn):
-            notification, ctes, params = store.notification_ctes("saga-1", source, webhooks=hooks, now=now)
-            written.append(notification)
-            return pb.ExecuteResponse(notify=pb.NotifyOutput(notification=notification)), ctes, params
-
-        context = common_pb2.StepContext(saga_id="saga-1", step=common_pb2.SAGA_STEP_NOTIFY)
-        await execute_once_pg_statement(engine, context, pb.ExecuteResponse, effect)
-        [over_psycopg] = written
-        async with engine.connect() as conn:
-            rows = (
-                await conn.exec_driver_sql(
-                    "SELECT n.saga_id, n.kind, n.order_id, n.customer_id, n.message, n.attributes::text,"
-                    " n.created_at, d.channel, d.state, d.attempts, d.last_error, d.delivered_at, d.next_attempt_at"
-                    " FROM notifications n JOIN deliveries d USING (notification_id) ORDER BY n.seq, d.channel"
-                )
-            ).all()
-            found = await store.load_notifications(conn, webhooks=hooks)
+        # A webhook configured twice is one delivery.
+        executed = (
+            await NotifyStore(db, (*hooks, hooks[0])).execute(context("saga-1"), source, committed.append)
+        ).notify.notification
+        sent = await store.send("saga-2", pb.SendNotificationRequest(kind=CONFIRMED, order_id="ORD-8"))
+        quiet = await quiet_store.send("saga-3", pb.SendNotificationRequest(kind=CONFIRMED, message="quiet"))
+        # The row earlier versions stored for the log channel.
+        await db.execute(
+            "INSERT INTO deliveries (notification_id, channel, state, attempts, last_error, delivered_at)"
+            " VALUES (%s, 'log', 'delivered', 1, '', %s)",
+            (quiet.notification_id, from_timestamp(quiet.created_at)),
+        )
+        found = await store.list()
+        rows = await db.fetchone("SELECT count(*) AS n FROM deliveries WHERE channel <> 'log'")
     finally:
-        await close_raw_pools()
-        await engine.dispose()
+        await db.close()
 
-    assert len(rows) == 4  # two notifications, each with a delivery per distinct webhook
-    assert rows[:2] == rows[2:]
-    assert found == [over_psycopg, through_sqlalchemy]  # newest first, each as returned
-    over_psycopg.ClearField("notification_id")
-    through_sqlalchemy.ClearField("notification_id")
-    assert over_psycopg == through_sqlalchemy
+    assert committed == [pb.ExecuteResponse(notify=pb.NotifyOutput(notification=executed))]
+    assert found == [quiet, sent, executed]  # newest first, each as returned
+    assert [d.channel for d in executed.deliveries] == ["log", *hooks]
+    assert [d.channel for d in quiet.deliveries] == ["log"]
+    assert rows.n == 4

@@ -42,7 +42,6 @@ def _spans(path: Path) -> list[dict]:
 async def test_one_trace_per_saga_across_six_processes_and_a_coordinator_restart(tmp_path):
     trace_file = tmp_path / "spans.jsonl"
     mesh = start_mesh(
-        "sqlite",
         tmp_path,
         env={
             **FAST_RETRY,
@@ -131,7 +130,6 @@ def _value(scraped: dict, family: str, sample: str | None = None, **labels: str)
 
 async def test_metrics_of_every_process_after_completed_and_compensated_sagas(tmp_path):
     mesh = start_mesh(
-        "sqlite",
         tmp_path,
         env={
             **FAST_RETRY,

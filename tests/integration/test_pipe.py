@@ -1,4 +1,4 @@
-"""The statement pipe on PostgreSQL: concurrent statements together, each with its own outcome."""
+"""The statement pipe: concurrent statements together, each with its own outcome."""
 
 from __future__ import annotations
 
@@ -10,8 +10,6 @@ from psycopg_pool import AsyncConnectionPool
 
 from invsaga.runtime.pipe import StatementPipe
 from tests.support import new_pg_database
-
-pytestmark = pytest.mark.postgres
 
 INSERT = "INSERT INTO t (k) VALUES (%(k)s)"
 

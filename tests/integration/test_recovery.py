@@ -6,11 +6,12 @@ import asyncio
 import contextlib
 import time
 
-import pytest
+import psycopg
 
 from invsaga.coordinator.v1 import coordinator_pb2 as pb
 from invsaga.common.v1 import common_pb2
 from invsaga.launcher import free_port, wait_serving
+from invsaga.runtime.db import conninfo
 from tests.saga_support import TERMINAL, WH, MeshClient, step_statuses
 from tests.support import start_mesh
 
@@ -69,8 +70,8 @@ async def _check_nothing_outlives_its_saga(c: MeshClient, sagas: list[pb.Saga]) 
 
 @contextlib.asynccontextmanager
 async def _two_replicas(tmp_path, env: dict[str, str]):
-    """A mesh on PostgreSQL with a second coordinator replica: (mesh, client of the first, of the second)."""
-    mesh = start_mesh("postgres", tmp_path, env=env)
+    """A mesh with a second coordinator replica: (mesh, client of the first, of the second)."""
+    mesh = start_mesh(tmp_path, env=env)
     port = free_port()
     mesh.start_one("coordinator", {"INVSAGA_PORT": str(port)}, name="coordinator-2")
     wait_serving(f"127.0.0.1:{port}", 60, mesh.procs["coordinator-2"])
@@ -92,8 +93,8 @@ async def _recovered(c: MeshClient, sagas: list[pb.Saga]) -> list[str]:
     return found
 
 
-async def test_sigkill_under_load_every_saga_ends_and_books_balance(backend, tmp_path):
-    mesh = start_mesh(backend, tmp_path, env=RECOVERY)
+async def test_sigkill_under_load_every_saga_ends_and_books_balance(tmp_path):
+    mesh = start_mesh(tmp_path, env=RECOVERY)
     c = MeshClient(mesh)
     try:
         await c.seed(WAREHOUSES, STOCK)
@@ -112,7 +113,6 @@ async def test_sigkill_under_load_every_saga_ends_and_books_balance(backend, tmp
         mesh.stop()
 
 
-@pytest.mark.postgres
 async def test_two_replicas_the_survivor_finishes_the_victims_sagas(tmp_path):
     async with _two_replicas(tmp_path, RECOVERY) as (mesh, c, survivor):
         await c.seed(WAREHOUSES, STOCK)
@@ -126,7 +126,6 @@ async def test_two_replicas_the_survivor_finishes_the_victims_sagas(tmp_path):
         assert await _recovered(survivor, sagas[:50]), "the survivor recovered nothing: the kill came too late"
 
 
-@pytest.mark.postgres
 async def test_a_watcher_on_another_replica_is_woken_by_listen_notify(tmp_path):
     env = {"INVSAGA_FAULTS": "kind=latency,delay=0.5,method=Execute,step=GENERATE_PICKLIST"}
     async with _two_replicas(tmp_path, env) as (_, driver, other):
@@ -141,7 +140,6 @@ async def test_a_watcher_on_another_replica_is_woken_by_listen_notify(tmp_path):
         assert max(delays[-3:]) < 1.0, delays
 
 
-@pytest.mark.postgres
 async def test_a_cancel_asked_of_another_replica_stops_the_running_saga_within_two_steps(tmp_path):
     # The driving replica learns of it from the saves of the saga that land after it.
     env = {
@@ -171,10 +169,8 @@ async def test_a_step_sent_after_the_last_landed_save_is_compensated(tmp_path):
     made after the allocation had not landed. Its deadline has passed, so the recovering
     driver rolls it back; the lock the saved state does not mention must be released too.
     """
-    import sqlite3
-
     env = {**RECOVERY, "INVSAGA_FAULTS": "kind=latency,delay=30,method=Execute,step=GENERATE_PICKLIST"}
-    mesh = start_mesh("sqlite", tmp_path, env=env)
+    mesh = start_mesh(tmp_path, env=env)
     c = MeshClient(mesh)
     try:
         await c.seed(WAREHOUSES, STOCK)
@@ -186,21 +182,19 @@ async def test_a_step_sent_after_the_last_landed_save_is_compensated(tmp_path):
         assert sum(lock.quantity for lock in await c.held_locks(saga_id)) == 3
         mesh.kill("coordinator")
 
-        db = sqlite3.connect(tmp_path / "data" / "coordinator.db")
-        (state,) = db.execute("SELECT state FROM sagas WHERE saga_id = ?", (saga_id,)).fetchone()
-        saga = pb.Saga.FromString(state)
-        saga.steps[2].status = pb.STEP_STATUS_RUNNING
-        saga.steps[2].ClearField("finished_at")
-        for i in (3, 4):
-            saga.steps[i].status = pb.STEP_STATUS_PENDING
-            saga.steps[i].ClearField("started_at")
-        del saga.locks[:]
-        db.execute(
-            "UPDATE sagas SET state = ?, status = ?, deadline = 0, lease_until = 0 WHERE saga_id = ?",
-            (saga.SerializeToString(), pb.SAGA_STATUS_RUNNING, saga_id),
-        )
-        db.commit()
-        db.close()
+        with psycopg.connect(conninfo(mesh.database_url), options="-c search_path=coordinator") as db:
+            (state,) = db.execute("SELECT state FROM sagas WHERE saga_id = %s", (saga_id,)).fetchone()
+            saga = pb.Saga.FromString(state)
+            saga.steps[2].status = pb.STEP_STATUS_RUNNING
+            saga.steps[2].ClearField("finished_at")
+            for i in (3, 4):
+                saga.steps[i].status = pb.STEP_STATUS_PENDING
+                saga.steps[i].ClearField("started_at")
+            del saga.locks[:]
+            db.execute(
+                "UPDATE sagas SET state = %s, status = %s, deadline = 0, lease_until = 0 WHERE saga_id = %s",
+                (saga.SerializeToString(), pb.SAGA_STATUS_RUNNING, saga_id),
+            )
 
         mesh.start_one("coordinator")
         mesh.wait_ready("coordinator")

@@ -1,4 +1,4 @@
-"""The seed's scenarios end to end: six real processes, on SQLite and on PostgreSQL."""
+"""The seed's scenarios end to end: six real processes."""
 
 from __future__ import annotations
 
@@ -24,11 +24,10 @@ STEP_FAULTS = ";".join(
 def meshes(tmp_path_factory):
     started = {}
 
-    def get(backend: str, name: str, env: dict[str, str] | None = None):
-        if (backend, name) not in started:
-            workdir = tmp_path_factory.mktemp(f"saga-{name}-{backend}")
-            started[(backend, name)] = start_mesh(backend, workdir, env={**FAST_RETRY, **(env or {})})
-        return started[(backend, name)]
+    def get(name: str, env: dict[str, str] | None = None):
+        if name not in started:
+            started[name] = start_mesh(tmp_path_factory.mktemp(f"saga-{name}"), env={**FAST_RETRY, **(env or {})})
+        return started[name]
 
     yield get
     for mesh in started.values():
@@ -41,8 +40,8 @@ async def _client(mesh, warehouses, stock) -> MeshClient:
     return client
 
 
-async def test_single_split_and_insufficient(backend, meshes):
-    mesh = meshes(backend, "plain")
+async def test_single_split_and_insufficient(meshes):
+    mesh = meshes("plain")
     c = await _client(
         mesh,
         [WH("WH-A", priority=9), WH("WH-B", priority=5), WH("WH-C", priority=1)],
@@ -78,8 +77,8 @@ async def test_single_split_and_insufficient(backend, meshes):
         await c.close()
 
 
-async def test_failure_at_each_step_compensates_exactly_the_steps_before_it(backend, meshes):
-    mesh = meshes(backend, "faults", {"INVSAGA_FAULTS": STEP_FAULTS})
+async def test_failure_at_each_step_compensates_exactly_the_steps_before_it(meshes):
+    mesh = meshes("faults", {"INVSAGA_FAULTS": STEP_FAULTS})
     c = await _client(mesh, [WH("WH-A")], [("WH-A", "SKU-1", 100)])
     try:
         # The rules fire once each, in step order: saga k fails at step k + 2.
@@ -115,10 +114,9 @@ async def test_failure_at_each_step_compensates_exactly_the_steps_before_it(back
         await c.close()
 
 
-async def test_lock_conflict_one_completes_one_compensates(backend, meshes):
+async def test_lock_conflict_one_completes_one_compensates(meshes):
     # Allocation is slowed so both sagas are planned from the same stock before either locks.
     mesh = meshes(
-        backend,
         "slow-allocation",
         {"INVSAGA_FAULTS": "kind=latency,delay=0.4,method=Execute,step=ALLOCATE_INVENTORY"},
     )
@@ -139,9 +137,8 @@ async def test_lock_conflict_one_completes_one_compensates(backend, meshes):
         await c.close()
 
 
-async def test_cancel_running_and_completed(backend, meshes):
+async def test_cancel_running_and_completed(meshes):
     mesh = meshes(
-        backend,
         "slow-allocation",
         {"INVSAGA_FAULTS": "kind=latency,delay=0.4,method=Execute,step=ALLOCATE_INVENTORY"},
     )
@@ -175,9 +172,8 @@ async def test_cancel_running_and_completed(backend, meshes):
         await c.close()
 
 
-async def test_saga_timeout_compensates(backend, meshes):
+async def test_saga_timeout_compensates(meshes):
     mesh = meshes(
-        backend,
         "timeout",
         {
             "INVSAGA_SAGA_TIMEOUT": "1500ms",
@@ -200,9 +196,8 @@ async def test_saga_timeout_compensates(backend, meshes):
         await c.close()
 
 
-async def test_compensation_failure_parks_then_resume_compensates(backend, meshes):
+async def test_compensation_failure_parks_then_resume_compensates(meshes):
     mesh = meshes(
-        backend,
         "compensation-fails",
         {
             "INVSAGA_FAULTS": "kind=error,code=FAILED_PRECONDITION,method=Execute,step=GENERATE_PICKLIST;"
@@ -236,8 +231,8 @@ async def test_compensation_failure_parks_then_resume_compensates(backend, meshe
         await c.close()
 
 
-async def test_start_is_idempotent_on_request_id(backend, meshes):
-    mesh = meshes(backend, "plain")
+async def test_start_is_idempotent_on_request_id(meshes):
+    mesh = meshes("plain")
     c = MeshClient(mesh)
     try:
         await c.seed([WH("WH-I")], [("WH-I", "SKU-I", 10)])
@@ -262,8 +257,8 @@ async def test_start_is_idempotent_on_request_id(backend, meshes):
         await c.close()
 
 
-async def test_a_burst_of_repeated_starts_drives_one_saga_and_no_ghost_acts(backend, meshes):
-    mesh = meshes(backend, "plain")
+async def test_a_burst_of_repeated_starts_drives_one_saga_and_no_ghost_acts(meshes):
+    mesh = meshes("plain")
     c = MeshClient(mesh)
     try:
         await c.seed([WH("WH-J")], [("WH-J", "SKU-J", 10)])
@@ -281,8 +276,8 @@ async def test_a_burst_of_repeated_starts_drives_one_saga_and_no_ghost_acts(back
         await c.close()
 
 
-async def test_watch_replays_from_after_seq_and_many_watchers_agree(backend, meshes):
-    mesh = meshes(backend, "plain")
+async def test_watch_replays_from_after_seq_and_many_watchers_agree(meshes):
+    mesh = meshes("plain")
     c = MeshClient(mesh)
     try:
         await c.seed([WH("WH-W")], [("WH-W", "SKU-W", 10)])
@@ -304,8 +299,8 @@ async def test_watch_replays_from_after_seq_and_many_watchers_agree(backend, mes
         await c.close()
 
 
-async def test_watch_with_event_types_streams_only_those_and_still_ends_with_the_saga(backend, meshes):
-    mesh = meshes(backend, "plain")
+async def test_watch_with_event_types_streams_only_those_and_still_ends_with_the_saga(meshes):
+    mesh = meshes("plain")
     c = MeshClient(mesh)
     try:
         await c.seed([WH("WH-F")], [("WH-F", "SKU-F", 10)])

@@ -21,6 +21,7 @@ from invsaga.runtime.config import SERVICES, ConfigError, load_settings
 from invsaga.runtime.security import hash_token, token_matches
 from invsaga.warehouse.v1 import warehouse_pb2, warehouse_pb2_grpc
 from tests.saga_support import TERMINAL, order
+from tests.support import new_pg_database
 
 TOKEN = "s3cret-operator-token"
 GRPCURL = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "grpcurl"
@@ -72,6 +73,7 @@ def secure_mesh(certs, tmp_path_factory):
     health_port = free_port()
     mesh = Mesh(
         ports=random_ports(),
+        database_url=new_pg_database(),
         data_dir=str(workdir / "data"),
         log_dir=str(workdir / "logs"),
         env={
@@ -230,7 +232,8 @@ async def test_the_right_certificate_and_token_are_served_end_to_end(secure_mesh
 
 async def test_server_tls_without_client_authentication(certs, tmp_path):
     """TLS alone: any client trusting the CA is served, with or without a certificate."""
-    mesh = Mesh(ports=random_ports(), data_dir=str(tmp_path / "data"), log_dir=str(tmp_path / "logs"),
+    mesh = Mesh(ports=random_ports(), database_url=new_pg_database(), data_dir=str(tmp_path / "data"),
+                log_dir=str(tmp_path / "logs"),
                 env={"INVSAGA_LOG_LEVEL": "WARNING", "INVSAGA_TLS_CA": str(certs / "ca.pem"),
                      "INVSAGA_TLS_CERT": str(certs / "warehouse.pem"), "INVSAGA_TLS_KEY": str(certs / "warehouse-key.pem")},
                 services=["warehouse"])

@@ -1,4 +1,4 @@
-"""`invsaga seed` against real warehouse and inventory processes, on SQLite and PostgreSQL."""
+"""`invsaga seed` against real warehouse and inventory processes."""
 
 from __future__ import annotations
 

@@ -32,9 +32,9 @@ def transport(step: pb_grpc.NotifyStepServiceStub, **options) -> StreamTransport
 
 @pytest.fixture
 def slow_first_notify(tmp_path):
-    """notify on SQLite; its first NOTIFY Execute takes 1.5 s."""
+    """notify alone; its first NOTIFY Execute takes 1.5 s."""
     mesh = start_mesh(
-        "sqlite", tmp_path, services=["notify"],
+        tmp_path, services=["notify"],
         env={"INVSAGA_FAULTS": "kind=latency,delay=1.5,method=Execute,step=NOTIFY,times=1"},
     )
     yield mesh
@@ -88,7 +88,7 @@ async def test_a_call_past_its_deadline_raises_and_the_stream_goes_on(slow_first
 
 
 async def test_calls_move_to_a_new_stream_every_rotate_after_messages(tmp_path):
-    mesh = start_mesh("sqlite", tmp_path, services=["notify"])
+    mesh = start_mesh(tmp_path, services=["notify"])
     try:
         async with grpc.aio.insecure_channel(mesh.address("notify")) as channel:
             stream = transport(pb_grpc.NotifyStepServiceStub(channel), rotate_after=3)
@@ -106,7 +106,7 @@ async def test_calls_move_to_a_new_stream_every_rotate_after_messages(tmp_path):
 
 async def test_a_broken_stream_fails_its_calls_with_unavailable_and_the_next_call_opens_another(tmp_path):
     mesh = start_mesh(
-        "sqlite", tmp_path, services=["notify"],
+        tmp_path, services=["notify"],
         env={"INVSAGA_FAULTS": "kind=latency,delay=5,method=Execute,step=NOTIFY,times=1"},
     )
     try:

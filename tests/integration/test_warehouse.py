@@ -1,5 +1,5 @@
 """The warehouse service's QueryWarehouses step and the catalog it keeps in memory: the
-servicers in process, on SQLite and on PostgreSQL, two of them standing for two replicas."""
+servicers in process, two of them standing for two replicas of one database."""
 
 from __future__ import annotations
 
@@ -12,10 +12,12 @@ from alembic.migration import MigrationContext
 
 from invsaga.common.v1 import common_pb2
 from invsaga.runtime.config import load_settings
-from invsaga.runtime.db import close_raw_pools, open_service_database
+from invsaga.runtime.db import create_engine, open_service_database
+from invsaga.runtime.errors import NotFound
 from invsaga.warehouse.v1 import warehouse_pb2 as pb
 from services.warehouse import models
 from services.warehouse.server import WarehouseServicer, WarehouseStepServicer
+from services.warehouse.store import WarehouseStore
 from tests.support import new_pg_database
 
 ACTIVE = common_pb2.WAREHOUSE_STATUS_ACTIVE
@@ -23,12 +25,12 @@ MAINTENANCE = common_pb2.WAREHOUSE_STATUS_MAINTENANCE
 
 
 class Replica:
-    """One warehouse process: its own engine, admin servicer and step servicer (with its cache)."""
+    """One warehouse process: its own database pool and store (with its catalog), and both servicers."""
 
-    def __init__(self, engine) -> None:
-        self.engine = engine
-        self.admin = WarehouseServicer(engine)
-        self.step = WarehouseStepServicer(engine)
+    def __init__(self, db) -> None:
+        store = WarehouseStore(db)
+        self.admin = WarehouseServicer(store)
+        self.step = WarehouseStepServicer(store)
 
     async def upsert(self, wid: str, priority: int, status=ACTIVE) -> None:
         warehouse = common_pb2.Warehouse(
@@ -60,19 +62,18 @@ class Replica:
 
 
 @pytest.fixture
-def database_url(backend, tmp_path) -> str:
-    return new_pg_database() if backend == "postgres" else f"sqlite+aiosqlite:///{tmp_path}/warehouse.db"
+def database_url() -> str:
+    return new_pg_database()
 
 
 @pytest.fixture
 async def replicas(database_url):
     """Two replicas on one database."""
     settings = load_settings("warehouse", env={}, database_url=database_url)
-    engines = [await open_service_database(settings, models.metadata, models.__file__) for _ in range(2)]
-    yield [Replica(engine) for engine in engines]
-    await close_raw_pools()
-    for engine in engines:
-        await engine.dispose()
+    dbs = [await open_service_database(settings, models.metadata, models.__file__) for _ in range(2)]
+    yield [Replica(db) for db in dbs]
+    for db in dbs:
+        await db.close()
 
 
 async def test_query_lists_active_carriers_with_only_the_requested_skus(replicas):
@@ -102,6 +103,37 @@ async def test_query_lists_active_carriers_with_only_the_requested_skus(replicas
         w.ClearField("skus")
         assert w == stored
     assert nothing.HasField("query_warehouses") and not nothing.query_warehouses.warehouses
+
+
+async def test_admin_calls_list_by_status_page_replace_the_assortment_and_know_no_stranger(replicas):
+    one, _ = replicas
+    for wid, status in (("W1", ACTIVE), ("W2", MAINTENANCE), ("W3", ACTIVE)):
+        await one.upsert(wid, priority=1, status=status)
+    await one.carry("W1", "b", "A", "a")
+    w3 = common_pb2.Warehouse(warehouse_id="W3", name="three", capacity=5, status=ACTIVE, skus=["Z", "Z"])
+    await one.carry("W3", "A")
+    replaced = await one.admin.UpsertWarehouse(pb.UpsertWarehouseRequest(warehouse=w3), None)
+
+    active = await one.admin.ListWarehouses(pb.ListWarehousesRequest(status=ACTIVE), None)
+    page1 = await one.admin.ListWarehouses(pb.ListWarehousesRequest(page_size=2), None)
+    page2 = await one.admin.ListWarehouses(
+        pb.ListWarehousesRequest(page_size=2, page_token=page1.next_page_token), None
+    )
+    w1 = (await one.admin.GetWarehouse(pb.GetWarehouseRequest(warehouse_id="W1"), None)).warehouse
+
+    assert [w.warehouse_id for w in active.warehouses] == ["W1", "W3"]
+    assert [w.warehouse_id for w in page1.warehouses] == ["W1", "W2"]
+    assert [w.warehouse_id for w in page2.warehouses] == ["W3"] and page2.next_page_token == ""
+    assert list(w1.skus) == ["A", "a", "b"] and w1.location.lat == pytest.approx(31.22)
+    assert (replaced.warehouse.name, list(replaced.warehouse.skus)) == ("three", ["Z"])
+    assert not replaced.warehouse.location.HasField("lat")
+    for call in (
+        one.admin.GetWarehouse(pb.GetWarehouseRequest(warehouse_id="W9"), None),
+        one.admin.AddAssortment(pb.AddAssortmentRequest(warehouse_id="W9", skus=["A"]), None),
+    ):
+        with pytest.raises(NotFound) as caught:
+            await call
+        assert caught.value.reason == "WAREHOUSE_NOT_FOUND"
 
 
 async def test_a_duplicate_query_returns_the_first_answer_even_after_the_catalog_changed(replicas):
@@ -165,10 +197,13 @@ async def test_queries_running_together_on_a_stale_replica_answer_and_store_from
 
 async def test_the_migrations_and_models_agree(database_url):
     settings = load_settings("warehouse", env={}, database_url=database_url)
-    engine = await open_service_database(settings, models.metadata, models.__file__)
+    await (await open_service_database(settings, models.metadata, models.__file__)).close()
+    engine = create_engine(database_url, "warehouse")
     try:
         async with engine.connect() as conn:
-            drift = await conn.run_sync(lambda sync: compare_metadata(MigrationContext.configure(sync), models.metadata))
+            drift = await conn.run_sync(
+                lambda sync: compare_metadata(MigrationContext.configure(sync), models.metadata)
+            )
     finally:
         await engine.dispose()
     assert drift == [], "the migrations and models.py disagree"

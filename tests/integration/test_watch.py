@@ -8,19 +8,20 @@ from types import SimpleNamespace
 import pytest
 
 from coordinator import models
-from coordinator.engine import event, new_saga
+from coordinator.driver import event, new_saga
 from coordinator.hub import EventHub
 from coordinator.server import CoordinatorServicer
 from coordinator.store import SagaStore
 from invsaga.coordinator.v1 import coordinator_pb2 as pb
-from invsaga.runtime.db import open_service_database
+from invsaga.runtime.db import open_service_engine
+from tests.support import new_pg_database
 
 
 @pytest.fixture
-async def coordinator(tmp_path):
-    """The coordinator's servicer over a real store on SQLite; ``reads`` counts its status reads."""
-    engine = await open_service_database(
-        SimpleNamespace(database_url=f"sqlite+aiosqlite:///{tmp_path}/coordinator.db", service="coordinator"),
+async def coordinator():
+    """The coordinator's servicer over a real store on a fresh database; ``reads`` counts its status reads."""
+    engine = await open_service_engine(
+        SimpleNamespace(database_url=new_pg_database(), service="coordinator"),
         models.metadata, models.__file__,
     )
     hub = EventHub()

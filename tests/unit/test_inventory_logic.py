@@ -224,3 +224,33 @@ def test_short_line_replays_one_rows_lines_in_order():
     assert logic.short_line([first, third], 3) == (third, 0)
     # All of them fit (the row changed since it was refused): the first, with every unit.
     assert logic.short_line([first, third], 9) == (first, 9)
+
+
+def test_a_lock_plan_orders_lines_sums_rows_and_caps_the_expiry():
+    inp = pb.LockInventoryInput(
+        lines=[
+            common_pb2.AllocationLine(warehouse_id=w, sku=s, quantity=q)
+            for w, s, q in [("W2", "A", 1), ("W1", "B", 2), ("W2", "A", 4)]
+        ]
+    )
+    inp.expires_at.FromDatetime(NOW + timedelta(hours=2))
+    plan = logic.plan_lock(inp, NOW, 60, ["l1", "l2", "l3"])
+    assert [(line.warehouse_id, line.sku) for line in plan.lines] == [
+        ("W1", "B"),
+        ("W2", "A"),
+        ("W2", "A"),
+    ]
+    assert plan.wanted == [("W1", "B", 2), ("W2", "A", 5)]
+    assert plan.expires_at == NOW + timedelta(seconds=60)
+    locks = plan.locks("saga-1")
+    assert [(lock.lock_id, lock.sku, lock.quantity) for lock in locks] == [
+        ("l1", "B", 2),
+        ("l2", "A", 1),
+        ("l3", "A", 4),
+    ]
+    assert {lock.status for lock in locks} == {common_pb2.LOCK_STATUS_HELD}
+
+    inp.expires_at.FromDatetime(NOW)
+    assert _violations(lambda: logic.plan_lock(inp, NOW, 60, ["l1", "l2", "l3"])) == [
+        ("lock_inventory.expires_at", "must be in the future")
+    ]

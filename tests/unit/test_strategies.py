@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from scipy.sparse import csr_array
 from scipy.sparse.csgraph import maximum_flow
 
-from services.allocation import strategies
+from services.allocation import cost
 from services.allocation.strategies import (
     AllocationError,
     Candidate,
@@ -241,14 +241,14 @@ def brute_force_tie_weight(demands, candidates, stock, preferred, customer):
 def cost_optimize(demands, candidates, stock, preferred, customer, **kw):
     """COST_OPTIMIZE's plan, and whether its single-warehouse shortcut gave it (not the MILP)."""
     answered = []
-    real = strategies._single_warehouse
+    real = cost._single_warehouse
 
     def spy(*args):
         lines = real(*args)
         answered.append(lines is not None)
         return lines
 
-    with mock.patch.object(strategies, "_single_warehouse", spy):
+    with mock.patch.object(cost, "_single_warehouse", spy):
         plan = allocate("COST_OPTIMIZE", demands, candidates, stock, preferred, customer, **kw)
     return plan, answered == [True]
 
@@ -342,7 +342,7 @@ def test_cost_optimize_single_warehouse_matches_brute_force_and_milp(inst):
     assert tie_weight(plan.lines, candidates, preferred) == brute_force_tie_weight(
         demands, candidates, stock, preferred, customer
     )
-    with mock.patch.object(strategies, "_single_warehouse", lambda *args: None):
+    with mock.patch.object(cost, "_single_warehouse", lambda *args: None):
         milp = allocate("COST_OPTIMIZE", demands, candidates, stock, preferred, customer, time_limit=5.0)
     assert milp.optimal
     assert plan.total_cost == pytest.approx(milp.total_cost, rel=1e-7, abs=1e-7)
@@ -524,9 +524,7 @@ def tight_instance(seed, n_wh=40, n_items=12):
 @pytest.mark.parametrize("seed", range(4))
 def test_cost_optimize_matches_independent_milp(seed, restricted_max, monkeypatch):
     # restricted_max=0 sends every instance through the restricted MILP and the second fixing
-    from services.allocation import strategies
-
-    monkeypatch.setattr(strategies, "RESTRICTED_MAX", restricted_max)
+    monkeypatch.setattr(cost, "RESTRICTED_MAX", restricted_max)
     demands, cands, stock = tight_instance(seed)
     customer = (39.92, 116.44)
     plan = allocate("COST_OPTIMIZE", demands, cands, stock, customer=customer, time_limit=10.0)

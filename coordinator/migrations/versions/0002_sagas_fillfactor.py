@@ -3,8 +3,7 @@
 A saga row is saved about seven times in its life and changes no indexed column on most of
 those saves; PostgreSQL can then write the new version on the same page without touching the
 indexes, if the page has room for it. A row holds about 1.5 KB (the compressed state), so half
-of each page is kept free. Only pages written from now on are affected. SQLite has no such
-setting.
+of each page is kept free. Only pages written from now on are affected.
 
 Revision ID: 0002
 Revises: 0001
@@ -19,10 +18,8 @@ depends_on = None
 
 
 def upgrade() -> None:
-    if op.get_bind().dialect.name == "postgresql":
-        op.execute("ALTER TABLE sagas SET (fillfactor = 50)")
+    op.execute("ALTER TABLE sagas SET (fillfactor = 50)")
 
 
 def downgrade() -> None:
-    if op.get_bind().dialect.name == "postgresql":
-        op.execute("ALTER TABLE sagas RESET (fillfactor)")
+    op.execute("ALTER TABLE sagas RESET (fillfactor)")

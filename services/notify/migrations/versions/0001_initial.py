@@ -18,7 +18,7 @@ depends_on = None
 def upgrade() -> None:
     op.create_table(
         "notifications",
-        sa.Column("seq", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+        sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=True),
         sa.Column("notification_id", sa.String(64), nullable=False, unique=True),
         sa.Column("saga_id", sa.String(64), nullable=False, server_default=""),
         sa.Column("kind", sa.String(32), nullable=False),

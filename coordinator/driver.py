@@ -1,0 +1,461 @@
+"""One saga's driver: the step loop, compensation, and the saves between them.
+
+A driver runs a saga from its saved state to a terminal status, or until its replica loses
+the lease: every save is guarded by the owner, so a replica that lost it stops at its next
+save. Steps are re-driven from the last saved state after a crash; participants' barriers
+make the repeated calls harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from coordinator import steps as S
+from coordinator.definition import NOTIFY_FAILURE, STEPS, StepDef
+from coordinator.store import now_ms
+from invsaga.coordinator.v1 import coordinator_pb2 as pb
+from invsaga.runtime import telemetry
+from invsaga.runtime.errors import RpcFailure
+from invsaga.runtime.logs import log_context
+from invsaga.runtime.retry import ALL, DeadlineReached, RetryPolicy, call_with_retry
+
+if TYPE_CHECKING:
+    from coordinator.engine import Engine
+
+log = logging.getLogger("invsaga.coordinator")
+
+TERMINAL_EVENTS = (pb.SAGA_EVENT_TYPE_SAGA_COMPLETED, pb.SAGA_EVENT_TYPE_SAGA_COMPENSATED, pb.SAGA_EVENT_TYPE_SAGA_FAILED)
+TERMINAL_STATUSES = (pb.SAGA_STATUS_COMPLETED, pb.SAGA_STATUS_COMPENSATED, pb.SAGA_STATUS_FAILED)
+# How long the events of a step that only read may wait to go out with the next step's save.
+SAVE_DELAY = 0.01
+# Step statuses after which a compensable step may have had an effect.
+MAY_HAVE_RUN = (pb.STEP_STATUS_RUNNING, pb.STEP_STATUS_SUCCEEDED, pb.STEP_STATUS_FAILED, pb.STEP_STATUS_COMPENSATING)
+
+
+def now_ts() -> Timestamp:
+    ns = time.time_ns()
+    return Timestamp(seconds=ns // 1_000_000_000, nanos=ns % 1_000_000_000)
+
+
+class LeaseLost(Exception):
+    pass
+
+
+def new_saga(saga_id: str, request: pb.InventoryRequest) -> pb.Saga:
+    saga = pb.Saga(saga_id=saga_id, request_id=request.request_id, status=pb.SAGA_STATUS_PENDING, request=request)
+    saga.created_at.CopyFrom(now_ts())
+    saga.updated_at.CopyFrom(saga.created_at)
+    for step in STEPS:
+        saga.steps.add(name=step.name, status=pb.STEP_STATUS_PENDING)
+    return saga
+
+
+def event(saga: pb.Saga, seq: int, type_: int, step: str = "", step_status: int = 0, **detail: Any) -> pb.SagaEvent:
+    return pb.SagaEvent(
+        seq=seq,
+        type=type_,
+        step=step,
+        status=saga.status,
+        step_status=step_status,
+        time=now_ts(),
+        detail=pb.EventDetail(**detail) if detail else None,
+        saga_id=saga.saga_id,
+    )
+
+
+def failure_from_error(step: StepDef, error: RpcFailure, timed_out: bool) -> pb.SagaFailure:
+    if timed_out:
+        reason = "SAGA_TIMEOUT"
+    elif error.reason:
+        reason = error.reason
+    elif error.code == grpc.StatusCode.ABORTED:
+        reason = "LOCK_CONFLICT"
+    else:
+        reason = "STEP_FAILED"
+    return pb.SagaFailure(step=step.name, code=error.code.name, reason=reason, message=error.message)
+
+
+class Driver:
+    """Drives one saga from its saved state to a terminal status (or until the lease is lost)."""
+
+    def __init__(self, engine: "Engine", row, recovered: bool = True) -> None:
+        self.engine = engine
+        self.settings = engine.settings
+        self.saga: pb.Saga = row.saga
+        self.seq = row.last_seq
+        self.deadline_ms = row.deadline
+        self.cancel = row.cancel_requested
+        self.pending: list[pb.SagaEvent] = []
+        self.unsent: set[int] = set()  # steps this driver started but has not called yet
+        self.inflight: list[asyncio.Future] = []  # saves under way, oldest first
+        self.flush: asyncio.TimerHandle | None = None  # a deferred save not yet queued
+        # A saga started here: its insert may still be committing (see ``confirm_created``).
+        self.created: asyncio.Future | None = row.created
+        self.previous_status = row.saga.status
+        self.saga.status = row.status  # the column is the truth (Cancel/Resume update it directly)
+        # Saves are pipelined, so the saved state can lag behind the calls made. A driver that
+        # takes over a saga (or picks it up again from the database) therefore treats every
+        # compensable step still PENDING there as possibly sent, and fences it off with a
+        # Compensate if the saga rolls back.
+        self.recovered = recovered
+
+    # -- persistence -------------------------------------------------------------------
+    def emit(self, type_: int, step: str = "", step_status: int = 0, **detail: Any) -> None:
+        self.seq += 1
+        self.pending.append(event(self.saga, self.seq, type_, step, step_status, **detail))
+
+    async def save(self, wait: bool = False) -> None:
+        """Persist the state and events so far.
+
+        Saves are pipelined: the next step's call overlaps this write, and its result (lease
+        still held, cancel requested) is read before the next save. Recovery never needs the
+        write to have landed — a re-driven step gets its first result from the barrier, and a
+        step that may have been sent is fenced off (``recovered``) — so only the terminal save,
+        and the one that starts a rollback, are awaited.
+        """
+        self.cancel_flush()
+        await self.settle()
+        self.queue_save()
+        if wait or self.saga.status in TERMINAL_STATUSES:
+            await self.settle()
+
+    def queue_save(self) -> None:
+        self.saga.updated_at.CopyFrom(now_ts())
+        events, self.pending = self.pending, []
+        self.inflight.append(self.engine.store.save(self.saga, events, owner=self.engine.owner))
+
+    def save_soon(self) -> None:
+        """Save after a step that only read: with the next step's save, or ``SAVE_DELAY`` on.
+
+        A re-driven read-only step just reads again, so recovery needs no save of it; only
+        watchers do, to see the saga move on. When the next step answers within ``SAVE_DELAY``
+        (as it does unless the mesh is slow) both go in one write; a slower step still shows
+        as started that long after it began.
+        """
+        if self.flush is None:
+            self.flush = asyncio.get_running_loop().call_later(SAVE_DELAY, self._flush)
+
+    def _flush(self) -> None:
+        self.flush = None
+        if not self.pending:
+            return
+        if any(not saved.done() for saved in self.inflight):
+            self.save_soon()  # one write of a saga at a time: try again once it is in
+            return
+        self.queue_save()  # its result is read by the next settle, like any save's
+
+    def cancel_flush(self) -> None:
+        if self.flush is not None:
+            self.flush.cancel()
+            self.flush = None
+
+    async def settle(self) -> None:
+        while self.inflight:
+            result = await self.inflight.pop(0)
+            if not result.ok:
+                raise LeaseLost(self.saga.saga_id)
+            self.cancel = self.cancel or result.cancel_requested
+
+    async def confirm_created(self) -> None:
+        """Before a step that changes anything: the saga's insert must have committed.
+
+        The steps before it only read, and their saves may be deferred, so nothing else has
+        yet told this driver that the insert found no other saga with the same request_id.
+        """
+        if self.created is None:
+            return
+        created, self.created = self.created, None
+        try:
+            other = await asyncio.shield(created)
+        except Exception:  # the insert failed: there is no saga to drive
+            raise LeaseLost(self.saga.saga_id) from None
+        if other is not None:
+            raise LeaseLost(self.saga.saga_id)
+
+    # -- the saga ----------------------------------------------------------------------
+    async def run(self) -> None:
+        saga = self.saga
+        status = saga.status
+        if status == pb.SAGA_STATUS_COMPENSATING and self.previous_status == pb.SAGA_STATUS_FAILED:
+            saga.ClearField("compensation_failure")
+            self.emit(pb.SAGA_EVENT_TYPE_SAGA_RESUMED)
+            await self.compensate()
+            return
+        if status == pb.SAGA_STATUS_COMPENSATING and self.previous_status == pb.SAGA_STATUS_COMPLETED:
+            saga.failure.CopyFrom(pb.SagaFailure(reason="CANCELLED", message="reservation released by CancelSaga"))
+            self.emit(pb.SAGA_EVENT_TYPE_CANCEL_REQUESTED)
+            await self.compensate(announce=True)
+            return
+        if self.seq > 1 and status in (pb.SAGA_STATUS_RUNNING, pb.SAGA_STATUS_COMPENSATING):
+            self.emit(pb.SAGA_EVENT_TYPE_SAGA_RECOVERED, message="driven on after a coordinator restart")
+        if status in (pb.SAGA_STATUS_PENDING, pb.SAGA_STATUS_RUNNING):
+            if await self.forward():
+                return
+        await self.compensate()
+
+    async def forward(self) -> bool:
+        """Run the remaining steps; True when the saga completed."""
+        saga = self.saga
+        first = next((i for i, st in enumerate(saga.steps) if st.status != pb.STEP_STATUS_SUCCEEDED), len(STEPS))
+        if saga.status == pb.SAGA_STATUS_PENDING:
+            # No save before the first step: it only reads, and a saga still PENDING after a
+            # crash simply starts over. Its events go out with a later save (``save_soon``).
+            saga.status = pb.SAGA_STATUS_RUNNING
+            self.start_step(first)
+        for i in range(first, len(STEPS)):
+            step = STEPS[i]
+            state = saga.steps[i]
+            if saga.saga_id in self.engine.abandoned:
+                raise LeaseLost(saga.saga_id)
+            if self.cancel:
+                return self.fail(i, pb.SagaFailure(step=step.name, reason="CANCELLED", message="cancelled by request"))
+            if now_ms() >= self.deadline_ms:
+                return self.fail(i, self.timeout_failure(step))
+            if step.compensable:
+                await self.confirm_created()
+            if state.status != pb.STEP_STATUS_RUNNING:
+                self.start_step(i)
+            self.unsent.discard(i)
+            with log_context(saga_id=saga.saga_id, step=step.name), telemetry.step_span(
+                f"saga.{step.name}", saga.saga_id, step.name
+            ):
+                outcome = await self.call_step(step, state)
+            if isinstance(outcome, pb.SagaFailure):
+                state.status = pb.STEP_STATUS_FAILED
+                state.error = f"{outcome.code}: {outcome.message}"
+                state.finished_at.CopyFrom(now_ts())
+                self.emit(
+                    pb.SAGA_EVENT_TYPE_STEP_FAILED,
+                    step.name,
+                    state.status,
+                    code=outcome.code,
+                    message=outcome.message,
+                    reason=outcome.reason,
+                    attempt=state.attempts,
+                )
+                if step.rolls_back:
+                    return self.fail(i, outcome, emitted=True)
+            else:
+                state.status = pb.STEP_STATUS_SUCCEEDED
+                state.finished_at.CopyFrom(now_ts())
+                self.emit(pb.SAGA_EVENT_TYPE_STEP_SUCCEEDED, step.name, state.status, attempt=state.attempts)
+            if i + 1 < len(STEPS):
+                self.start_step(i + 1)
+            else:
+                saga.status = pb.SAGA_STATUS_COMPLETED
+                self.emit(pb.SAGA_EVENT_TYPE_SAGA_COMPLETED)
+                self.engine.metrics_outcome(saga)
+            if step.compensable or i + 1 == len(STEPS):
+                await self.save()
+            else:
+                self.save_soon()
+        return saga.status == pb.SAGA_STATUS_COMPLETED
+
+    def start_step(self, i: int) -> None:
+        self.unsent.add(i)
+        state = self.saga.steps[i]
+        state.status = pb.STEP_STATUS_RUNNING
+        state.started_at.CopyFrom(now_ts())
+        self.emit(pb.SAGA_EVENT_TYPE_STEP_STARTED, STEPS[i].name, state.status)
+
+    def timeout_failure(self, step: StepDef) -> pb.SagaFailure:
+        return pb.SagaFailure(
+            step=step.name,
+            code=grpc.StatusCode.DEADLINE_EXCEEDED.name,
+            reason="SAGA_TIMEOUT",
+            message=f"saga timed out after {self.settings.saga.timeout:g}s",
+        )
+
+    def fail(self, i: int, failure: pb.SagaFailure, emitted: bool = False) -> bool:
+        """Record why the saga rolls back at step i.
+
+        A step that was started (it may have reached its participant) is marked FAILED and
+        later fenced off by a Compensate; one never started stays PENDING and ends SKIPPED.
+        """
+        state = self.saga.steps[i]
+        if i in self.unsent:  # announced but never sent: nothing can have happened
+            state.status = pb.STEP_STATUS_PENDING
+            state.ClearField("started_at")
+        elif not emitted and state.status == pb.STEP_STATUS_RUNNING:
+            state.status = pb.STEP_STATUS_FAILED
+            state.error = f"{failure.code or failure.reason}: {failure.message}"
+            state.finished_at.CopyFrom(now_ts())
+            self.emit(
+                pb.SAGA_EVENT_TYPE_STEP_FAILED, STEPS[i].name, state.status, code=failure.code, message=failure.message,
+                reason=failure.reason,
+            )
+        self.saga.failure.CopyFrom(failure)
+        return False
+
+    async def call_step(self, step: StepDef, state: pb.StepState) -> pb.SagaFailure | None:
+        saga = self.saga
+        retry = self.settings.saga.retry
+        policy = RetryPolicy(retry.max_attempts, retry.initial_interval, retry.max_interval, step.retryable)
+
+        def observe(attempt: int, error: grpc.RpcError, will_retry: bool, delay: float) -> None:
+            self.engine.observe_retry(step, error, will_retry)
+            if will_retry:
+                state.attempts += 1
+                self.emit(
+                    pb.SAGA_EVENT_TYPE_STEP_RETRYING,
+                    step.name,
+                    state.status,
+                    code=error.code().name,
+                    message=error.details() or "",
+                    attempt=attempt,
+                )
+
+        state.attempts += 1
+        request = S.execute_request(step, saga, self.settings)
+        execute = self.engine.participants.execute[step.service]
+        started = time.monotonic()
+        try:
+            response = await call_with_retry(
+                execute, request, timeout=self.settings.step_timeout(step.key), policy=policy,
+                deadline=S.monotonic_deadline(self.deadline_ms), observer=observe,
+            )
+        except DeadlineReached:
+            self.engine.observe_step(step, "failed", time.monotonic() - started)
+            return self.timeout_failure(step)
+        except grpc.RpcError as error:
+            self.engine.observe_step(step, "failed", time.monotonic() - started)
+            failure = RpcFailure.from_error(error)
+            timed_out = now_ms() >= self.deadline_ms
+            return failure_from_error(step, failure, timed_out)
+        try:
+            S.apply_result(step, saga, response)
+        except S.BusinessFailure as business:
+            self.engine.observe_step(step, "failed", time.monotonic() - started)
+            return business.failure
+        self.engine.observe_step(step, "succeeded", time.monotonic() - started)
+        return None
+
+    async def compensate(self, announce: bool = False) -> None:
+        saga = self.saga
+        if announce or saga.status != pb.SAGA_STATUS_COMPENSATING:
+            saga.status = pb.SAGA_STATUS_COMPENSATING
+            self.emit(
+                pb.SAGA_EVENT_TYPE_COMPENSATION_STARTED,
+                saga.failure.step,
+                reason=saga.failure.reason,
+                code=saga.failure.code,
+                message=saga.failure.message,
+            )
+            # Awaited: once a Compensate has run, a driver that takes over after a crash must
+            # know the saga is rolling back. Otherwise it would re-drive the failed step, get
+            # the first result of an effect since undone, and complete the saga without it.
+            await self.save(wait=True)
+        comp = self.settings.saga.compensation
+        policy = RetryPolicy(comp.retry_attempts, self.settings.saga.retry.initial_interval,
+                             self.settings.saga.retry.max_interval, ALL)
+        for i in reversed(range(len(STEPS))):
+            step, state = STEPS[i], saga.steps[i]
+            if self.recovered and step.compensable and state.status == pb.STEP_STATUS_PENDING:
+                if not await self.fence(step, state, policy, comp.timeout):
+                    return
+                continue
+            if not step.compensable or state.status not in MAY_HAVE_RUN:
+                continue
+            failed_step = state.status == pb.STEP_STATUS_FAILED
+            if not failed_step:
+                state.status = pb.STEP_STATUS_COMPENSATING
+                self.emit(pb.SAGA_EVENT_TYPE_STEP_COMPENSATING, step.name, state.status)
+            error, _ = await self.call_compensate(step, state, policy, comp.timeout)
+            if error is not None:
+                await self.compensation_failed(step, state, error)
+                return
+            # A step that failed had no effect to undo; the call only fences off a late Execute.
+            if not failed_step:
+                state.status = pb.STEP_STATUS_COMPENSATED
+                self.engine.observe_compensation(step)
+                self.emit(pb.SAGA_EVENT_TYPE_STEP_COMPENSATED, step.name, state.status)
+                await self.save()
+        for step, state in zip(STEPS, saga.steps):
+            if state.status == pb.STEP_STATUS_PENDING:
+                state.status = pb.STEP_STATUS_SKIPPED
+                self.emit(pb.SAGA_EVENT_TYPE_STEP_SKIPPED, step.name, state.status)
+        saga.status = pb.SAGA_STATUS_COMPENSATED
+        await self.notify_failure()
+        self.emit(
+            pb.SAGA_EVENT_TYPE_SAGA_COMPENSATED, saga.failure.step, reason=saga.failure.reason,
+            code=saga.failure.code, message=saga.failure.message,
+        )
+        self.engine.metrics_outcome(saga)
+        await self.save()
+
+    async def compensation_failed(self, step: StepDef, state: pb.StepState, error: RpcFailure) -> None:
+        saga = self.saga
+        state.error = f"compensation: {error.code.name}: {error.message}"
+        saga.compensation_failure.CopyFrom(
+            pb.SagaFailure(step=step.name, code=error.code.name, reason="COMPENSATION_FAILED", message=error.message)
+        )
+        saga.status = pb.SAGA_STATUS_FAILED
+        await self.notify_failure()
+        self.emit(
+            pb.SAGA_EVENT_TYPE_SAGA_FAILED, step.name, state.status, code=error.code.name,
+            message=error.message, reason="COMPENSATION_FAILED",
+        )
+        self.engine.metrics_outcome(saga)
+        await self.save()
+
+    async def fence(self, step: StepDef, state: pb.StepState, policy: RetryPolicy, timeout: float) -> bool:
+        """Compensate a step that a crashed driver may have sent; False if the saga is now FAILED.
+
+        A null compensation (it never ran) leaves the step PENDING, to end SKIPPED.
+        """
+        error, response = await self.call_compensate(step, state, policy, timeout)
+        if error is not None:
+            await self.compensation_failed(step, state, error)
+            return False
+        if not response.null_compensation:
+            state.status = pb.STEP_STATUS_COMPENSATED
+            self.engine.observe_compensation(step)
+            self.emit(pb.SAGA_EVENT_TYPE_STEP_COMPENSATED, step.name, state.status)
+            await self.save()
+        return True
+
+    async def call_compensate(
+        self, step: StepDef, state: pb.StepState, policy: RetryPolicy, timeout: float
+    ) -> tuple[RpcFailure | None, Any]:
+        """Each attempt under a fresh deadline of its own (never the saga's expired one)."""
+
+        def observe(attempt: int, error: grpc.RpcError, will_retry: bool, delay: float) -> None:
+            state.compensation_attempts += 1
+            if will_retry:
+                self.emit(
+                    pb.SAGA_EVENT_TYPE_STEP_RETRYING, step.name, state.status, code=error.code().name,
+                    message=error.details() or "", attempt=attempt,
+                )
+
+        stub = self.engine.participants.stubs[step.service]
+        try:
+            with log_context(saga_id=self.saga.saga_id, step=step.name), telemetry.step_span(
+                f"saga.{step.name}.compensate", self.saga.saga_id, step.name
+            ):
+                response = await call_with_retry(
+                    stub.Compensate, S.compensate_request(step, self.saga), timeout=timeout, policy=policy,
+                    observer=observe,
+                )
+        except grpc.RpcError as error:
+            return RpcFailure.from_error(error), None
+        state.compensation_attempts += 1
+        return None, response
+
+    async def notify_failure(self) -> None:
+        """The "reservation failed" notification; best effort, it never changes the outcome."""
+        retry = self.settings.saga.retry
+        policy = RetryPolicy(retry.max_attempts, retry.initial_interval, retry.max_interval, NOTIFY_FAILURE.retryable)
+        request = S.execute_request(NOTIFY_FAILURE, self.saga, self.settings)
+        try:
+            await call_with_retry(
+                self.engine.participants.execute["notify"], request,
+                timeout=self.settings.step_timeout("notify"), policy=policy,
+            )
+        except grpc.RpcError as error:
+            log.warning("failure notification for %s not sent: %s", self.saga.saga_id, error.code().name)

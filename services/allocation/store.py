@@ -1,0 +1,165 @@
+"""All of the allocation service's SQL: the step's effects, the operators' reads and cancels,
+and the expiry sweep, as plain SQL text on the service's ``Database``."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Callable
+
+from invsaga.allocation.v1 import allocation_pb2 as pb
+from invsaga.common.v1 import common_pb2
+from invsaga.runtime.barrier import COMPENSATE, EXECUTE, Barrier, Effect, Reader
+from invsaga.runtime.convert import from_timestamp, to_timestamp, utcnow
+from invsaga.runtime.db import Database
+from invsaga.runtime.errors import FailedPrecondition, NotFound
+from services.allocation import logic
+
+_STRATEGY_TO_DB = {value: name for name, value in logic.STRATEGY_VALUES.items()}
+
+# Execute: the allocation and its lines are data-modifying CTEs of the barrier's one
+# statement (the lines' foreign key is checked at the end of the statement, when the
+# allocation is there), constant text that psycopg prepares once for any number of lines. A
+# racing duplicate already fails here, on the unique saga_id, like on the barrier row's key:
+# the stored row answers it either way.
+_INSERT_CTES = (
+    "allocation AS ("
+    " INSERT INTO allocations (allocation_id, saga_id, order_id, strategy, status, total_cost, optimal,"
+    " expires_at, created_at, updated_at)"
+    " VALUES (%(allocation_id)s, %(saga_id)s, %(order_id)s, %(strategy)s, 'active', %(total_cost)s, %(optimal)s,"
+    " %(expires_at)s, %(now)s, %(now)s)),"
+    " lines AS (INSERT INTO allocation_lines (allocation_id, warehouse_id, sku, quantity)"
+    " SELECT %(allocation_id)s, line.warehouse_id, line.sku, line.quantity"
+    " FROM unnest(%(warehouse_ids)s::varchar[], %(skus)s::varchar[], %(quantities)s::bigint[])"
+    " AS line(warehouse_id, sku, quantity))"
+)
+# Compensate: an allocation that already expired stays expired (both mean "no longer in force").
+_CANCEL_CTE = (
+    "cancel AS (UPDATE allocations SET status = 'cancelled', updated_at = %(now)s"
+    " WHERE saga_id = %(saga_id)s AND status = 'active')"
+)
+
+# A page of allocations is one query: each row carries its lines as JSON.
+_ALLOCATIONS = (
+    "SELECT allocation_id, saga_id, strategy, status, total_cost, optimal, expires_at,"
+    " (SELECT coalesce(json_agg(json_build_object('warehouse_id', l.warehouse_id, 'sku', l.sku, 'quantity', l.quantity)"
+    " ORDER BY l.warehouse_id, l.sku), '[]') FROM allocation_lines l WHERE l.allocation_id = a.allocation_id) AS lines"
+    " FROM allocations a"
+)
+_BY_ID = _ALLOCATIONS + " WHERE allocation_id = %s"
+_PAGE = " ORDER BY created_at, allocation_id OFFSET %s LIMIT %s"
+_CANCEL = (
+    "UPDATE allocations SET status = 'cancelled', updated_at = %s"
+    " WHERE allocation_id = %s AND status = 'active'"
+)
+_EXPIRE = "UPDATE allocations SET status = 'expired', updated_at = %s WHERE status = 'active' AND expires_at < %s"
+_UNNOTIFIED = (
+    "SELECT allocation_id, saga_id, order_id, strategy, expires_at FROM allocations"
+    " WHERE status = 'expired' AND NOT expiry_notified ORDER BY expires_at, allocation_id LIMIT %s"
+)
+_NOTIFIED = "UPDATE allocations SET expiry_notified = true WHERE allocation_id = %s"
+
+
+def _to_proto(row: Any) -> common_pb2.Allocation:
+    return common_pb2.Allocation(
+        allocation_id=row.allocation_id,
+        saga_id=row.saga_id,
+        strategy=logic.STRATEGY_VALUES[row.strategy],
+        lines=[common_pb2.AllocationLine(**line) for line in row.lines],
+        expires_at=to_timestamp(row.expires_at),
+        optimal=row.optimal,
+        total_cost=row.total_cost,
+        status=logic.STATUS_FROM_DB[row.status],
+    )
+
+
+def _not_found(allocation_id: str) -> NotFound:
+    return NotFound(f"allocation {allocation_id!r} not found", reason="ALLOCATION_NOT_FOUND")
+
+
+def _insert_params(allocation: common_pb2.Allocation, order_id: str, now: datetime) -> dict[str, Any]:
+    return {
+        "allocation_id": allocation.allocation_id,
+        "saga_id": allocation.saga_id,
+        "order_id": order_id,
+        "strategy": _STRATEGY_TO_DB[allocation.strategy],
+        "total_cost": allocation.total_cost,
+        "optimal": allocation.optimal,
+        "expires_at": from_timestamp(allocation.expires_at),
+        "now": now,
+        "warehouse_ids": [line.warehouse_id for line in allocation.lines],
+        "skus": [line.sku for line in allocation.lines],
+        "quantities": [line.quantity for line in allocation.lines],
+    }
+
+
+class AllocationStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.barrier = Barrier(db, pb.ExecuteResponse, pb.CompensateResponse)
+
+    async def allocate(
+        self, ctx: common_pb2.StepContext, order_id: str, decide: Callable[[], common_pb2.Allocation], now: datetime
+    ) -> pb.ExecuteResponse:
+        """Record the allocation ``decide()`` returns, once per saga step.
+
+        ``decide`` runs inside the barrier and raises the step's business failures there, so a
+        duplicate of a call that went through still gets the first answer, not a failure.
+        """
+
+        async def effect(reader: Reader) -> Effect[pb.ExecuteResponse]:
+            allocation = decide()
+            response = pb.ExecuteResponse(allocate_inventory=pb.AllocateInventoryOutput(allocation=allocation))
+            return Effect(response, _INSERT_CTES, _insert_params(allocation, order_id, now))
+
+        return await self.barrier.run(ctx, EXECUTE, effect)
+
+    async def release(self, ctx: common_pb2.StepContext) -> pb.CompensateResponse:
+        """Compensate: the saga's active allocation is cancelled."""
+
+        async def effect(reader: Reader) -> Effect[pb.CompensateResponse]:
+            return Effect(pb.CompensateResponse(), _CANCEL_CTE, {"saga_id": ctx.saga_id, "now": utcnow()})
+
+        return await self.barrier.run(ctx, COMPENSATE, effect)
+
+    async def get(self, allocation_id: str) -> common_pb2.Allocation:
+        row = await self.db.fetchone(_BY_ID, (allocation_id,))
+        if row is None:
+            raise _not_found(allocation_id)
+        return _to_proto(row)
+
+    async def list(self, *, saga_id: str, status: str, offset: int, limit: int) -> list[common_pb2.Allocation]:
+        """A page of allocations, oldest first; empty filters match everything."""
+        filters = [(column, value) for column, value in (("saga_id", saga_id), ("status", status)) if value]
+        where = " WHERE " + " AND ".join(f"{column} = %s" for column, _ in filters) if filters else ""
+        rows = await self.db.fetch(_ALLOCATIONS + where + _PAGE, [value for _, value in filters] + [offset, limit])
+        return [_to_proto(row) for row in rows]
+
+    async def cancel(self, allocation_id: str) -> tuple[common_pb2.Allocation, bool]:
+        """Cancel an active allocation; returns it and whether this call changed it."""
+        async with self.db.transaction() as conn:
+            # Conditional update first, so a concurrent sweep or cancel cannot interleave.
+            changed = (await conn.execute(_CANCEL, (utcnow(), allocation_id))).rowcount > 0
+            row = await (await conn.execute(_BY_ID, (allocation_id,))).fetchone()
+        if row is None:
+            raise _not_found(allocation_id)
+        if not changed and row.status == "expired":
+            # An expired plan has already been reported as expired (notification sent);
+            # rewriting it as cancelled would contradict that record.
+            raise FailedPrecondition(
+                f"allocation {allocation_id} has already expired",
+                reason="ALLOCATION_EXPIRED",
+                metadata={"allocation_id": allocation_id},
+            )
+        return _to_proto(row), changed
+
+    async def expire(self, now: datetime) -> int:
+        """Mark active allocations past their expiry as expired; returns how many."""
+        async with self.db.connection() as conn:
+            return (await conn.execute(_EXPIRE, (now, now))).rowcount
+
+    async def unnotified_expiries(self, limit: int) -> list[Any]:
+        """Expired allocations whose notice has not gone out yet, oldest first."""
+        return await self.db.fetch(_UNNOTIFIED, (limit,))
+
+    async def expiry_notified(self, allocation_id: str) -> None:
+        await self.db.execute(_NOTIFIED, (allocation_id,))

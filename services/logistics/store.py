@@ -1,0 +1,185 @@
+"""All of the logistics service's SQL: the step's picklists, the operators' reads and status
+changes, as plain SQL text on the service's ``Database``."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, Awaitable, Callable
+
+from invsaga.common.v1 import common_pb2
+from invsaga.logistics.v1 import logistics_pb2 as pb
+from invsaga.runtime.barrier import COMPENSATE, EXECUTE, Barrier, Effect, Reader
+from invsaga.runtime.convert import to_timestamp, utcnow
+from invsaga.runtime.db import Database
+from invsaga.runtime.errors import FailedPrecondition, NotFound
+from services.logistics import logic
+
+# Execute: the picklists and their lines are data-modifying CTEs of the barrier's one
+# statement (the lines' foreign key is checked at the end of the statement, when the
+# picklists are there), a constant text psycopg prepares once, for any number of picklists
+# and lines.
+_INSERT_CTES = (
+    "picklist AS ("
+    " INSERT INTO picklists (picklist_id, saga_id, order_id, warehouse_id, priority, is_urgent, status,"
+    " created_at, updated_at)"
+    " SELECT p.picklist_id, %(saga_id)s, %(order_id)s, p.warehouse_id, %(priority)s, %(is_urgent)s,"
+    " 'pending', %(now)s, %(now)s"
+    " FROM unnest(%(picklist_ids)s::text[], %(warehouse_ids)s::text[]) AS p(picklist_id, warehouse_id)),"
+    " lines AS (INSERT INTO picklist_lines (picklist_id, sequence, sku, quantity, bin)"
+    " SELECT * FROM unnest(%(line_picklist_ids)s::text[], %(sequences)s::int[], %(skus)s::text[],"
+    " %(quantities)s::bigint[], %(bins)s::text[]))"
+)
+# Compensate: only picklists nobody has started are cancelled. One already PROCESSING is goods
+# in a picker's hands, COMPLETED ones have shipped: undoing those is an operator's call
+# (UpdatePicklistStatus), not something a rollback may decide. No ReleaseLocks here: the stock
+# belongs to the saga's LockInventory step, whose own compensation (run next, in reverse step
+# order) unlocks it; calling inventory from inside this transaction would also tie the barrier
+# row to a remote effect that cannot roll back with it.
+_CANCEL_PENDING_CTE = (
+    "cancel AS (UPDATE picklists SET status = 'cancelled', updated_at = %(now)s"
+    " WHERE saga_id = %(saga_id)s AND status = 'pending')"
+)
+
+# A page of picklists is one query: each row carries its lines as JSON.
+_PICKLISTS = (
+    "SELECT picklist_id, saga_id, order_id, warehouse_id, priority, is_urgent, status, created_at, updated_at,"
+    " (SELECT coalesce(json_agg(json_build_object('sequence', l.sequence, 'sku', l.sku, 'quantity', l.quantity,"
+    " 'bin', l.bin) ORDER BY l.sequence), '[]') FROM picklist_lines l WHERE l.picklist_id = p.picklist_id) AS lines"
+    " FROM picklists p"
+)
+_BY_ID = _PICKLISTS + " WHERE picklist_id = %s"
+# The pickers' queue: urgent first, then by priority, oldest first.
+_PAGE = " ORDER BY is_urgent DESC, priority DESC, created_at, picklist_id OFFSET %s LIMIT %s"
+_SET_STATUS = "UPDATE picklists SET status = %s, updated_at = %s WHERE picklist_id = %s"
+
+
+def _to_proto(row: Any) -> common_pb2.Picklist:
+    return common_pb2.Picklist(
+        picklist_id=row.picklist_id,
+        saga_id=row.saga_id,
+        order_id=row.order_id,
+        warehouse_id=row.warehouse_id,
+        priority=row.priority,
+        is_urgent=row.is_urgent,
+        status=logic.STATUS_FROM_DB[row.status],
+        lines=[common_pb2.PicklistLine(**line) for line in row.lines],
+        created_at=to_timestamp(row.created_at),
+        updated_at=to_timestamp(row.updated_at),
+    )
+
+
+def _not_found(picklist_id: str) -> NotFound:
+    return NotFound(f"picklist {picklist_id!r} not found", reason="PICKLIST_NOT_FOUND")
+
+
+def _generated(saga_id: str, data: pb.GeneratePicklistInput, plans: list[logic.PickPlan]) -> Effect[pb.ExecuteResponse]:
+    """The step's picklists (one per plan, new ids) as the response and as the CTEs' arrays."""
+    now = utcnow()
+    ids = [f"PL-{uuid.uuid4().hex}" for _ in plans]
+    stamp = to_timestamp(now)
+    picklists = [
+        common_pb2.Picklist(
+            picklist_id=picklist_id,
+            saga_id=saga_id,
+            order_id=data.order_id,
+            warehouse_id=plan.warehouse_id,
+            priority=data.priority,
+            is_urgent=data.is_urgent,
+            status=common_pb2.PICKLIST_STATUS_PENDING,
+            lines=[
+                common_pb2.PicklistLine(sku=line.sku, quantity=line.quantity, bin=line.bin, sequence=line.sequence)
+                for line in plan.lines
+            ],
+            created_at=stamp,
+            updated_at=stamp,
+        )
+        for picklist_id, plan in zip(ids, plans)
+    ]
+    # The lines as columns (validation guarantees at least one line).
+    line_columns = ("line_picklist_ids", "sequences", "skus", "quantities", "bins")
+    line_rows = [(i, line.sequence, line.sku, line.quantity, line.bin) for i, plan in zip(ids, plans) for line in plan.lines]
+    params = {
+        "saga_id": saga_id,
+        "order_id": data.order_id,
+        "priority": data.priority,
+        "is_urgent": data.is_urgent,
+        "now": now,
+        "picklist_ids": ids,
+        "warehouse_ids": [plan.warehouse_id for plan in plans],
+        **{column: list(values) for column, values in zip(line_columns, zip(*line_rows))},
+    }
+    response = pb.ExecuteResponse(generate_picklist=pb.GeneratePicklistOutput(picklists=picklists))
+    return Effect(response, _INSERT_CTES, params)
+
+
+class LogisticsStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.barrier = Barrier(db, pb.ExecuteResponse, pb.CompensateResponse)
+
+    async def generate(
+        self, ctx: common_pb2.StepContext, data: pb.GeneratePicklistInput, plans: list[logic.PickPlan]
+    ) -> pb.ExecuteResponse:
+        """Record the saga step's picklists, once."""
+
+        async def effect(reader: Reader) -> Effect[pb.ExecuteResponse]:
+            return _generated(ctx.saga_id, data, plans)
+
+        return await self.barrier.run(ctx, EXECUTE, effect)
+
+    async def cancel_pending(self, ctx: common_pb2.StepContext) -> pb.CompensateResponse:
+        """Compensate: the saga's pending picklists are cancelled."""
+
+        async def effect(reader: Reader) -> Effect[pb.CompensateResponse]:
+            return Effect(pb.CompensateResponse(), _CANCEL_PENDING_CTE, {"saga_id": ctx.saga_id, "now": utcnow()})
+
+        return await self.barrier.run(ctx, COMPENSATE, effect)
+
+    async def get(self, picklist_id: str) -> common_pb2.Picklist:
+        row = await self.db.fetchone(_BY_ID, (picklist_id,))
+        if row is None:
+            raise _not_found(picklist_id)
+        return _to_proto(row)
+
+    async def list(
+        self, *, saga_id: str, warehouse_id: str, status: str, offset: int, limit: int
+    ) -> list[common_pb2.Picklist]:
+        """A page of the pickers' queue; empty filters match everything."""
+        given = (("saga_id", saga_id), ("warehouse_id", warehouse_id), ("status", status))
+        filters = [(column, value) for column, value in given if value]
+        where = " WHERE " + " AND ".join(f"{column} = %s" for column, _ in filters) if filters else ""
+        rows = await self.db.fetch(_PICKLISTS + where + _PAGE, [value for _, value in filters] + [offset, limit])
+        return [_to_proto(row) for row in rows]
+
+    async def change_status(
+        self,
+        picklist_id: str,
+        target: str,
+        before_commit: Callable[[common_pb2.Picklist], Awaitable[None]],
+    ) -> tuple[common_pb2.Picklist, str]:
+        """Move a picklist to ``target``; returns it as it now is and the status it had.
+
+        The picklist's row stays locked from the check until the new status commits, so two
+        operators cannot, say, complete and cancel the same list with inventory seeing both.
+        ``before_commit(picklist)`` runs in between, only when the status changes. A request
+        for the status the picklist already has changes nothing (a retried request).
+        """
+        async with self.db.transaction() as conn:
+            row = await (await conn.execute(_BY_ID + " FOR UPDATE", (picklist_id,))).fetchone()
+            if row is None:
+                raise _not_found(picklist_id)
+            picklist, current = _to_proto(row), row.status
+            if current == target:
+                return picklist, current
+            if not logic.transition_allowed(current, target):
+                raise FailedPrecondition(
+                    f"picklist {picklist_id} cannot go from {current.upper()} to {target.upper()}",
+                    reason="INVALID_STATUS_TRANSITION",
+                    metadata={"picklist_id": picklist_id, "from": current.upper(), "to": target.upper()},
+                )
+            await before_commit(picklist)
+            now = utcnow()
+            await conn.execute(_SET_STATUS, (target, now, picklist_id))
+        picklist.status = logic.STATUS_FROM_DB[target]
+        picklist.updated_at.CopyFrom(to_timestamp(now))
+        return picklist, current
