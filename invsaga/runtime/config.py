@@ -157,7 +157,7 @@ ENV_VARS: dict[str, str] = {
     "INVSAGA_CONFIG": "path of the YAML configuration file",
     "INVSAGA_HOST": "address the gRPC server binds",
     "INVSAGA_PORT": "gRPC port of this process",
-    "INVSAGA_DATABASE_URL": "SQLAlchemy URL of this process's database",
+    "INVSAGA_DATABASE_URL": "postgresql+psycopg:// URL of this process's database (none: the embedded server)",
     "INVSAGA_METRICS_PORT": "Prometheus /metrics port (default gRPC port + 1000)",
     "INVSAGA_GRACE_PERIOD": "graceful shutdown grace period",
     "INVSAGA_MAX_CONNECTION_AGE": "clients reconnect (and re-resolve) after this long, so new pods get traffic",
