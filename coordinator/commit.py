@@ -35,6 +35,9 @@ class GroupCommitter:
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._held: AsyncConnection | None = None
+        # The held connection is closed once unused this long (its libpq buffers, grown to the
+        # largest batch it sent, go with it): the pool's idle timeout, INVSAGA_DB_IDLE_TIMEOUT.
+        self.idle: float | None = getattr(engine.sync_engine.pool, "max_idle", None)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="group-commit")
@@ -44,10 +47,7 @@ class GroupCommitter:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        if self._held is not None:
-            with contextlib.suppress(Exception):
-                await self._held.close()
-            self._held = None
+        await self._close_held()
 
     def submit(self, fn: Callable[[AsyncConnection], Awaitable[T]], tag: Any = None) -> asyncio.Future:
         """Queue ``fn(conn)`` for the next shared transaction; ``tag`` is passed to ``on_commit``."""
@@ -61,7 +61,14 @@ class GroupCommitter:
 
     async def _run(self) -> None:
         while True:
-            await self._wakeup.wait()
+            if self._held is not None and self.idle is not None:
+                try:
+                    await asyncio.wait_for(self._wakeup.wait(), self.idle)
+                except asyncio.TimeoutError:
+                    await self._close_held()
+                    continue
+            else:
+                await self._wakeup.wait()
             # Let what woke the writer go first: a driver queues its save and then sends the
             # next step's call, which should not wait behind the write's preparation.
             await asyncio.sleep(0)
@@ -162,6 +169,14 @@ class GroupCommitter:
         if self._held is None:
             self._held = await self.autocommit.connect()
         return self._held
+
+    async def _close_held(self) -> None:
+        """Close the held connection itself (not back to the pool, where it would keep its buffers)."""
+        held, self._held = self._held, None
+        if held is not None:
+            with contextlib.suppress(Exception):
+                await held.invalidate()
+                await held.close()
 
     async def _drop_bulk_connection(self) -> None:
         held, self._held = self._held, None

@@ -37,6 +37,38 @@ SAVE_DELAY = 0.01
 # Step statuses after which a compensable step may have had an effect.
 MAY_HAVE_RUN = (pb.STEP_STATUS_RUNNING, pb.STEP_STATUS_SUCCEEDED, pb.STEP_STATUS_FAILED, pb.STEP_STATUS_COMPENSATING)
 
+# A failure's text is copied into the saga, its step, several events and the notice: each
+# copy is bounded. A message keeps its first FAILURE_TEXT_BYTES (with a marker saying how
+# long it was), a failure its first MAX_SHORTAGES shortages (with the count of all of them),
+# and its step, code and reason FAILURE_LABEL_BYTES each.
+FAILURE_TEXT_BYTES = 1024
+FAILURE_LABEL_BYTES = 128
+MAX_SHORTAGES = 20
+
+
+def clip(text: str, limit: int = FAILURE_TEXT_BYTES) -> str:
+    """``text`` within ``limit`` UTF-8 bytes; a cut one ends with a marker giving its full length."""
+    data = text.encode("utf-8")
+    if len(data) <= limit:
+        return text
+    marker = f"… [truncated, {len(data):,} bytes]"
+    head = data[: max(0, limit - len(marker.encode("utf-8")))].decode("utf-8", "ignore")
+    return head + marker
+
+
+def bounded(failure: pb.SagaFailure) -> pb.SagaFailure:
+    """``failure`` (changed in place) with its text and shortage list bounded."""
+    for name in ("step", "code", "reason"):
+        setattr(failure, name, clip(getattr(failure, name), FAILURE_LABEL_BYTES))
+    total = len(failure.shortages)
+    if total > MAX_SHORTAGES:
+        del failure.shortages[MAX_SHORTAGES:]
+        note = f" [{total:,} shortages in all; the first {MAX_SHORTAGES} are kept]"
+        failure.message = clip(failure.message, FAILURE_TEXT_BYTES - len(note.encode("utf-8"))) + note
+    else:
+        failure.message = clip(failure.message)
+    return failure
+
 
 def now_ts() -> Timestamp:
     ns = time.time_ns()
@@ -78,7 +110,17 @@ def failure_from_error(step: StepDef, error: RpcFailure, timed_out: bool) -> pb.
         reason = "LOCK_CONFLICT"
     else:
         reason = "STEP_FAILED"
-    return pb.SagaFailure(step=step.name, code=error.code.name, reason=reason, message=error.message)
+    # A coded answer of the participant is kept as it is; the channel's own text (addresses,
+    # transport internals) is not, only what it means.
+    message = error.message if error.error_info is not None else _TRANSPORT_TEXT.get(error.code, "participant call failed")
+    return bounded(pb.SagaFailure(step=step.name, code=error.code.name, reason=reason, message=message))
+
+
+_TRANSPORT_TEXT = {
+    grpc.StatusCode.UNAVAILABLE: "participant unreachable",
+    grpc.StatusCode.DEADLINE_EXCEEDED: "participant did not answer in time",
+    grpc.StatusCode.CANCELLED: "participant call cancelled",
+}
 
 
 class Driver:
@@ -104,6 +146,9 @@ class Driver:
         # compensable step still PENDING there as possibly sent, and fences it off with a
         # Compensate if the saga rolls back.
         self.recovered = recovered
+        # Notices owed (step, serialized notify ExecuteRequest): they go to the outbox with the
+        # next save, the terminal one (``owe_notice``).
+        self.notices: list[tuple[int, bytes]] = []
 
     # -- persistence -------------------------------------------------------------------
     def emit(self, type_: int, step: str = "", step_status: int = 0, **detail: Any) -> None:
@@ -128,7 +173,11 @@ class Driver:
     def queue_save(self) -> None:
         self.saga.updated_at.CopyFrom(now_ts())
         events, self.pending = self.pending, []
-        self.inflight.append(self.engine.store.save(self.saga, events, owner=self.engine.owner))
+        notices, self.notices = self.notices, []
+        saved = self.engine.store.save(self.saga, events, owner=self.engine.owner, notices=notices)
+        if notices:
+            saved.add_done_callback(lambda _: self.engine.outbox.wake())
+        self.inflight.append(saved)
 
     def save_soon(self) -> None:
         """Save after a step that only read: with the next step's save, or ``SAVE_DELAY`` on.
@@ -241,6 +290,8 @@ class Driver:
                 )
                 if step.rolls_back:
                     return self.fail(i, outcome, emitted=True)
+                if step.key == "notify":  # the confirmation could not be sent now: the outbox sends it
+                    self.owe_notice(step)
             else:
                 state.status = pb.STEP_STATUS_SUCCEEDED
                 state.finished_at.CopyFrom(now_ts())
@@ -278,6 +329,7 @@ class Driver:
         A step that was started (it may have reached its participant) is marked FAILED and
         later fenced off by a Compensate; one never started stays PENDING and ends SKIPPED.
         """
+        bounded(failure)
         state = self.saga.steps[i]
         if i in self.unsent:  # announced but never sent: nothing can have happened
             state.status = pb.STEP_STATUS_PENDING
@@ -307,7 +359,7 @@ class Driver:
                     step.name,
                     state.status,
                     code=error.code().name,
-                    message=error.details() or "",
+                    message=clip(error.details() or ""),
                     attempt=attempt,
                 )
 
@@ -332,7 +384,9 @@ class Driver:
             S.apply_result(step, saga, response)
         except S.BusinessFailure as business:
             self.engine.observe_step(step, "failed", time.monotonic() - started)
-            return business.failure
+            # The answer's shortage list is kept with the saga too: bounded like the failure's.
+            del saga.availability.shortages[MAX_SHORTAGES:]
+            return bounded(business.failure)
         self.engine.observe_step(step, "succeeded", time.monotonic() - started)
         return None
 
@@ -391,15 +445,16 @@ class Driver:
 
     async def compensation_failed(self, step: StepDef, state: pb.StepState, error: RpcFailure) -> None:
         saga = self.saga
-        state.error = f"compensation: {error.code.name}: {error.message}"
+        message = clip(error.message)
+        state.error = f"compensation: {error.code.name}: {message}"
         saga.compensation_failure.CopyFrom(
-            pb.SagaFailure(step=step.name, code=error.code.name, reason="COMPENSATION_FAILED", message=error.message)
+            pb.SagaFailure(step=step.name, code=error.code.name, reason="COMPENSATION_FAILED", message=message)
         )
         saga.status = pb.SAGA_STATUS_FAILED
         await self.notify_failure()
         self.emit(
             pb.SAGA_EVENT_TYPE_SAGA_FAILED, step.name, state.status, code=error.code.name,
-            message=error.message, reason="COMPENSATION_FAILED",
+            message=message, reason="COMPENSATION_FAILED",
         )
         self.engine.metrics_outcome(saga)
         await self.save()
@@ -430,7 +485,7 @@ class Driver:
             if will_retry:
                 self.emit(
                     pb.SAGA_EVENT_TYPE_STEP_RETRYING, step.name, state.status, code=error.code().name,
-                    message=error.details() or "", attempt=attempt,
+                    message=clip(error.details() or ""), attempt=attempt,
                 )
 
         stub = self.engine.participants.stubs[step.service]
@@ -448,14 +503,17 @@ class Driver:
         return None, response
 
     async def notify_failure(self) -> None:
-        """The "reservation failed" notification; best effort, it never changes the outcome."""
-        retry = self.settings.saga.retry
-        policy = RetryPolicy(retry.max_attempts, retry.initial_interval, retry.max_interval, NOTIFY_FAILURE.retryable)
-        request = S.execute_request(NOTIFY_FAILURE, self.saga, self.settings)
-        try:
-            await call_with_retry(
-                self.engine.participants.execute["notify"], request,
-                timeout=self.settings.step_timeout("notify"), policy=policy,
-            )
-        except grpc.RpcError as error:
-            log.warning("failure notification for %s not sent: %s", self.saga.saga_id, error.code().name)
+        """The "reservation failed" notice, owed from the terminal save on (``owe_notice``).
+
+        Called once the saga's status is terminal, so the notice says how it ended. It never
+        changes the outcome, and never waits for the notify service.
+        """
+        self.owe_notice(NOTIFY_FAILURE)
+
+    def owe_notice(self, step: StepDef) -> None:
+        """Owe ``step``'s notice: it goes to the outbox in the same statement as the next save
+        (the terminal one), and ``coordinator.outbox`` sends it, under the step's own barrier
+        key, until the notify service acknowledges it."""
+        request = S.execute_request(step, self.saga, self.settings)
+        self.notices = [n for n in self.notices if n[0] != step.step]
+        self.notices.append((step.step, request.SerializeToString()))

@@ -20,6 +20,7 @@ from coordinator import steps as S
 from coordinator.definition import StepDef
 from coordinator.driver import Driver, LeaseLost
 from coordinator.hub import EventHub
+from coordinator.outbox import NoticeOutbox
 from coordinator.store import SagaRow, SagaStore
 from invsaga.coordinator.v1 import coordinator_pb2 as pb
 from invsaga.runtime import telemetry
@@ -48,6 +49,8 @@ class Engine:
         self.order = itertools.count()
         self.tasks: list[asyncio.Task] = []
         self.metrics = None  # set by telemetry when enabled
+        # The notices sagas owe, sent until acknowledged (``coordinator.outbox``).
+        self.outbox = NoticeOutbox(store.engine, participants, settings)
 
     # -- hooks for metrics (no-ops unless telemetry sets self.metrics) -------------------
     def observe_step(self, step: StepDef, outcome: str, seconds: float) -> None:
@@ -149,6 +152,7 @@ class Engine:
         self.tasks = [asyncio.create_task(self.worker()) for _ in range(self.settings.max_concurrent_sagas)]
         self.tasks.append(asyncio.create_task(self.renew_leases()))
         self.tasks.append(asyncio.create_task(self.recover()))
+        self.tasks.append(asyncio.create_task(self.outbox.run()))
 
     async def stop(self) -> None:
         for task in self.tasks:

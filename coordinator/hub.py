@@ -6,24 +6,72 @@ commits publish directly; a LISTEN connection also relays other replicas'
 notification delays an event, never loses it.
 
 The hub also keeps a journal of the committed events of the sagas that started on this
-replica (the most recent ``keep`` of them), so that watching one of those costs no read. A
-journal is dropped as soon as it could be incomplete: a gap in its sequence numbers, or word
-that another replica wrote events of that saga.
+replica, so that watching one of those costs no read. A journal is dropped as soon as it could
+be incomplete: a gap in its sequence numbers, or word that another replica wrote events of
+that saga. The journals are bounded by sagas (``keep``) and by bytes (``max_bytes``, an
+estimate of the memory their events take): past either bound the journal of the saga that
+finished first goes, then, if no finished saga is left, that of the oldest running one. A
+finished saga's journal also goes ``linger`` seconds after it finished (a watcher that comes
+later reads the database, as it does for any saga whose journal is gone), so that a replica
+at rest holds none; when the last one goes, the process hands the memory freed since the last
+time back to the system (glibc keeps freed memory otherwise; see ``release_free_memory``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import ctypes.util
 import logging
+import time
 from collections import OrderedDict, defaultdict
-from typing import Any, Collection, Iterable, Sequence
+from typing import Any, Callable, Collection, Iterable, Sequence
 
 import psycopg
 
+from invsaga.coordinator.v1 import coordinator_pb2 as pb
 from invsaga.runtime.db import conninfo
 
 log = logging.getLogger("invsaga.coordinator.hub")
+
+# Events after which a saga is at rest (as coordinator.driver.TERMINAL_EVENTS).
+_FINISHING = frozenset(
+    (pb.SAGA_EVENT_TYPE_SAGA_COMPLETED, pb.SAGA_EVENT_TYPE_SAGA_COMPENSATED, pb.SAGA_EVENT_TYPE_SAGA_FAILED)
+)
+# What a SagaEvent held in Python takes beyond its serialized size: measured 0.85 to 1.45 KiB
+# (the message, its Timestamp and its arena), whatever the size of its detail.
+EVENT_OVERHEAD = 1024
+JOURNAL_SAGAS = 20_000
+JOURNAL_BYTES = 64 * 1024 * 1024
+JOURNAL_LINGER = 30.0
+
+
+def event_bytes(event: Any) -> int:
+    """Estimated memory of one journalled event."""
+    return event.ByteSize() + EVENT_OVERHEAD
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return None
+
+
+_MALLOC_TRIM = _malloc_trim()
+# Released at rest only when at least this much was dropped from the journals since the last time.
+RELEASE_AFTER_BYTES = 4 * 1024 * 1024
+
+
+def release_free_memory() -> None:
+    """Give the heap's free pages back to the system (glibc ``malloc_trim``; elsewhere nothing).
+
+    Freed memory stays in the process otherwise, scattered between live blocks, so a burst of
+    large sagas leaves the resident size high long after the sagas are gone.
+    """
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
 
 
 class Subscription:
@@ -72,30 +120,98 @@ class Subscription:
         return events, stale
 
 
+class _Journal:
+    __slots__ = ("events", "bytes")
+
+    def __init__(self) -> None:
+        self.events: list[Any] = []
+        self.bytes = 0
+
+
 class EventHub:
-    def __init__(self, keep: int = 20_000) -> None:
+    def __init__(
+        self,
+        keep: int = JOURNAL_SAGAS,
+        max_bytes: int = JOURNAL_BYTES,
+        linger: float = JOURNAL_LINGER,
+        *,
+        sizeof: Callable[[Any], int] = event_bytes,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._waiters: dict[str, set[Subscription]] = defaultdict(set)
-        self._journals: OrderedDict[str, list[Any]] = OrderedDict()
+        self._journals: OrderedDict[str, _Journal] = OrderedDict()  # by first event, oldest first
+        self._finished: OrderedDict[str, float] = OrderedDict()  # saga → when it finished, first first
         self.keep = keep
+        self.max_bytes = max_bytes
+        self.linger = linger
+        self.bytes = 0  # estimated memory of every journal
+        self._dropped = 0  # bytes dropped since memory was last given back
+        self._sizeof = sizeof
+        self._clock = clock
+        self._sweep: asyncio.TimerHandle | None = None
 
     def journal(self, saga_id: str) -> list[Any] | None:
         """Every committed event of the saga, from seq 1, or None if this replica lacks some."""
-        return self._journals.get(saga_id)
+        journal = self._journals.get(saga_id)
+        return None if journal is None else journal.events
+
+    @property
+    def journals(self) -> int:
+        return len(self._journals)
 
     def _record(self, saga_id: str, events: Sequence[Any]) -> None:
         journal = self._journals.get(saga_id)
         if not events:  # written elsewhere: what is here may be incomplete
             if journal is not None:
-                del self._journals[saga_id]
-        elif journal is not None:
-            if events[0].seq == journal[-1].seq + 1:
-                journal.extend(events)
-            else:
-                del self._journals[saga_id]
+                self._drop(saga_id)
+            return
+        if journal is not None:
+            if events[0].seq != journal.events[-1].seq + 1:
+                self._drop(saga_id)
+                return
         elif events[0].seq == 1:
-            self._journals[saga_id] = list(events)
-            if len(self._journals) > self.keep:
-                self._journals.popitem(last=False)
+            journal = self._journals[saga_id] = _Journal()
+        else:
+            return
+        journal.events.extend(events)
+        size = sum(map(self._sizeof, events))
+        journal.bytes += size
+        self.bytes += size
+        if events[-1].type in _FINISHING:
+            self._finished.pop(saga_id, None)  # finished again (after a resume or a cancel)
+            self._finished[saga_id] = self._clock()
+        elif saga_id in self._finished:  # going again
+            del self._finished[saga_id]
+        self._trim()
+
+    def _drop(self, saga_id: str) -> None:
+        journal = self._journals.pop(saga_id)
+        self.bytes -= journal.bytes
+        self._dropped += journal.bytes
+        self._finished.pop(saga_id, None)
+
+    def _trim(self) -> None:
+        """Drop expired journals, then the first finished (else the oldest) while past a bound."""
+        expired = self._clock() - self.linger
+        finished = self._finished
+        while finished:
+            saga_id, at = next(iter(finished.items()))
+            if at > expired:
+                break
+            self._drop(saga_id)
+        while self._journals and (len(self._journals) > self.keep or self.bytes > self.max_bytes):
+            self._drop(next(iter(finished)) if finished else next(iter(self._journals)))
+        if finished and self._sweep is None:
+            with contextlib.suppress(RuntimeError):  # no event loop: the next record trims
+                delay = max(0.0, next(iter(finished.values())) + self.linger - self._clock())
+                self._sweep = asyncio.get_running_loop().call_later(delay + 0.1, self._swept)
+
+    def _swept(self) -> None:
+        self._sweep = None
+        self._trim()
+        if not self._journals and self._dropped >= RELEASE_AFTER_BYTES:  # at rest after a load
+            self._dropped = 0
+            release_free_memory()
 
     def subscribe(self, saga_id: str, wake_on: Collection[int] | None = None) -> Subscription:
         """Register before reading, so a publish during the read is not missed.

@@ -35,8 +35,11 @@ sagas = Table(
     Column("trace_context", Text, nullable=False),
     Column("created_at", BigInteger, nullable=False),
     Column("updated_at", BigInteger, nullable=False),
+    # The tenant of the API token that started the saga ('' for none: admins and open meshes).
+    Column("tenant", String(64), nullable=False, server_default=""),
     Index("ix_sagas_status_lease", "status", "lease_until"),
     Index("ix_sagas_created_at", "created_at"),
+    Index("ix_sagas_tenant_created_at", "tenant", "created_at"),
 )
 
 saga_events = Table(
@@ -45,4 +48,26 @@ saga_events = Table(
     Column("saga_id", String(64), primary_key=True),
     Column("seq", BigInteger, primary_key=True),
     Column("event", LargeBinary, nullable=False),
+)
+
+# Notices the coordinator owes the notify service (``coordinator.outbox``): written in the same
+# statement as the saga's terminal save, delivered by a background task until the notify
+# service acknowledges, then deleted. The key is the notice's barrier key at the notify service,
+# so a notice delivered twice is stored there once.
+notice_outbox = Table(
+    "notice_outbox",
+    metadata,
+    Column("saga_id", String(64), primary_key=True),
+    Column("step", Integer, primary_key=True),  # common.v1.SagaStep: NOTIFY or NOTIFY_FAILURE
+    # The notify service's ExecuteRequest, serialized, as built when the saga reached its end.
+    Column("request", LargeBinary, nullable=False),
+    # 'pending' until acknowledged (then the row goes); 'failed' when the notify service refused
+    # it for good (kept for an operator; never retried).
+    Column("state", String(16), nullable=False, server_default="pending"),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("last_error", String(256), nullable=False, server_default=""),
+    # Epoch ms: when a pending notice is next due; a replica sending it pushes it on by a lease.
+    Column("next_attempt_at", BigInteger, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Index("ix_notice_outbox_due", "state", "next_attempt_at"),
 )

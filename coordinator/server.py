@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import uuid
+from typing import Callable
 
 from coordinator import models, validation
 from coordinator.driver import TERMINAL_EVENTS, event, new_saga
 from coordinator.engine import Engine
 from coordinator.hub import EventHub, listen_postgres
 from coordinator.steps import Participants
-from coordinator.store import TERMINAL, SagaStore, now_ms, request_hash
+from coordinator.store import TERMINAL, Claimed, SagaStore, now_ms, request_hash
 from coordinator.writes import NOTIFY_CHANNEL
 from invsaga.coordinator.v1 import coordinator_pb2 as pb
 from invsaga.coordinator.v1 import coordinator_pb2_grpc as pb_grpc
@@ -17,11 +18,99 @@ from invsaga.runtime.config import Settings
 from invsaga.runtime.convert import next_page_token, page_window
 from invsaga.runtime.db import open_service_engine
 from invsaga.runtime.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
-from invsaga.runtime import telemetry
+from invsaga.runtime import security, telemetry
 from invsaga.runtime.metrics import SagaMetrics
 from invsaga.runtime.server import App, registration
 
 WATCH_POLL_SECONDS = 2.0
+
+# Replies are sized for the 4 MiB a gRPC client accepts by default (the server could send 8).
+REPLY_BYTES = 4 * 1024 * 1024
+SAGA_BYTES = REPLY_BYTES - 64 * 1024  # one saga in any reply, with room for the rest of it
+# A ListSagas page ends before it would pass this; its first saga always comes.
+PAGE_BYTES = 1024 * 1024
+
+
+def _clear(path: str) -> Callable[[pb.Saga], None]:
+    *parents, name = path.split(".")
+
+    def clear(saga: pb.Saga) -> None:
+        message = saga
+        for parent in parents:
+            message = getattr(message, parent)
+        message.ClearField(name)
+
+    return clear
+
+
+def _clear_step_errors(saga: pb.Saga) -> None:
+    for step in saga.steps:
+        step.ClearField("error")
+
+
+# What ``fit`` leaves out of a saga too large for a reply, in this order: first the working
+# data of the steps (the allocation holds their outcome), then the client's own metadata,
+# then the rest of the step results, and the request's lines last.
+OMISSIONS: tuple[tuple[str, Callable[[pb.Saga], None]], ...] = (
+    ("availability", _clear("availability")),
+    ("warehouses", _clear("warehouses")),
+    ("request.metadata", _clear("request.metadata")),
+    ("locks", _clear("locks")),
+    ("picklists", _clear("picklists")),
+    ("failure.shortages", _clear("failure.shortages")),
+    ("compensation_failure", _clear("compensation_failure")),
+    ("steps.error", _clear_step_errors),
+    ("allocation.lines", _clear("allocation.lines")),
+    ("request.items", _clear("request.items")),
+    ("request.preferred_warehouses", _clear("request.preferred_warehouses")),
+)
+
+
+def summary(saga_id: str, request_id: str, status: int) -> pb.Saga:
+    """A saga as CancelSaga and ResumeSaga answer it: which one, and its status."""
+    return pb.Saga(saga_id=saga_id, request_id=request_id, status=status, omitted_fields=["*"])
+
+
+def fit(saga: pb.Saga, budget: int = SAGA_BYTES) -> pb.Saga:
+    """``saga`` (changed in place) within ``budget`` bytes, its largest parts left out if need be.
+
+    Whatever is left out is named in ``omitted_fields``, so that a client never mistakes a
+    part missing from the answer for one missing from the saga. A stored saga is never
+    changed: this shapes one reply.
+    """
+    size = saga.ByteSize()
+    if size <= budget:
+        return saga
+    for path, clear in OMISSIONS:
+        clear(saga)
+        smaller = saga.ByteSize()
+        if smaller < size:
+            saga.omitted_fields.append(path)
+            size = smaller
+        if size <= budget:
+            return saga
+    whole = summary(saga.saga_id, saga.request_id, saga.status)  # ids and text fields are bounded
+    whole.created_at.CopyFrom(saga.created_at)
+    whole.updated_at.CopyFrom(saga.updated_at)
+    return whole
+
+
+def tenant_scope() -> str | None:
+    """The tenant whose sagas the caller may see and change; None: every saga.
+
+    A caller with a tenant (an API token bound to one) is scoped to it unless it is an
+    admin; an admin, or a caller without a tenant (an unscoped API token, an open mesh),
+    sees every saga.
+    """
+    who = security.caller()
+    if who.is_admin or not who.tenant:
+        return None
+    return who.tenant
+
+
+def _not_found(saga_id: str) -> NotFound:
+    # The same answer for a saga of another tenant as for one that does not exist.
+    return NotFound(f"saga {saga_id!r} not found", reason="SAGA_NOT_FOUND")
 
 
 def _resolve_address(address: str):
@@ -65,9 +154,9 @@ class CoordinatorServicer(pb_grpc.SagaCoordinatorServiceServicer):
 
     async def _saga(self, saga_id: str) -> pb.Saga:
         _require_id(saga_id)
-        row = await self.store.load(saga_id)
+        row = await self.store.load(saga_id, tenant_scope())
         if row is None:
-            raise NotFound(f"saga {saga_id!r} not found", reason="SAGA_NOT_FOUND")
+            raise _not_found(saga_id)
         row.saga.status = row.status
         return row.saga
 
@@ -77,6 +166,7 @@ class CoordinatorServicer(pb_grpc.SagaCoordinatorServiceServicer):
         inventory_request = validation.normalize(request.request, resolve_address=_resolve_address)
         if not inventory_request.request_id:
             inventory_request.request_id = uuid.uuid4().hex
+        who = security.caller()
         saga = new_saga(uuid.uuid4().hex, inventory_request)
         saga.trace_id, trace_context = telemetry.saga_trace_context()
         started = event(saga, 1, pb.SAGA_EVENT_TYPE_SAGA_STARTED)
@@ -88,6 +178,7 @@ class CoordinatorServicer(pb_grpc.SagaCoordinatorServiceServicer):
             owner=self.engine.owner,
             lease_ms=self.engine.lease_ms,
             trace_context=trace_context,
+            tenant=who.tenant,
         )
         response = pb.StartSagaResponse(saga_id=saga.saga_id, saga=saga)  # a copy: the driver changes saga
         # The first step starts while the insert commits: it only reads, and the driver's first
@@ -101,6 +192,12 @@ class CoordinatorServicer(pb_grpc.SagaCoordinatorServiceServicer):
             raise
         if existing is not None:
             self.engine.abandon(saga.saga_id)
+            scope = tenant_scope()
+            if scope is not None and existing.tenant != scope:
+                # Request ids are unique across tenants: say it is taken, and nothing of whose.
+                raise AlreadyExists(
+                    f"request_id {inventory_request.request_id!r} is already in use", reason="REQUEST_ID_REUSED"
+                )
             if existing.request_hash != request_hash(inventory_request):
                 raise AlreadyExists(
                     f"request_id {inventory_request.request_id!r} was used for a different request",
@@ -108,32 +205,47 @@ class CoordinatorServicer(pb_grpc.SagaCoordinatorServiceServicer):
                     metadata={"saga_id": existing.saga.saga_id},
                 )
             existing.saga.status = existing.status
-            return pb.StartSagaResponse(saga_id=existing.saga.saga_id, saga=existing.saga)
+            return pb.StartSagaResponse(saga_id=existing.saga.saga_id, saga=fit(existing.saga))
         if self.engine.metrics:
             self.engine.metrics.started(response.saga)
         return response
 
     async def GetSaga(self, request: pb.GetSagaRequest, context) -> pb.GetSagaResponse:
-        return pb.GetSagaResponse(saga=await self._saga(request.saga_id))
+        return pb.GetSagaResponse(saga=fit(await self._saga(request.saga_id)))
 
     async def ListSagas(self, request: pb.ListSagasRequest, context) -> pb.ListSagasResponse:
+        """A page bounded by count and by bytes: it ends early rather than grow past PAGE_BYTES."""
         if request.status not in pb.SagaStatus.values():
             raise InvalidArgument("unknown status", violations=[("status", f"unknown saga status {request.status}")])
         offset, limit = page_window(request.page_size, request.page_token)
-        rows = await self.store.list(request.status, offset, limit)
-        sagas = []
+        rows, more = await self.store.list(
+            request.status, offset, limit, tenant=tenant_scope(), max_bytes=PAGE_BYTES
+        )
+        sagas: list[pb.Saga] = []
+        size = 0
         for row in rows:
             row.saga.status = row.status
-            sagas.append(row.saga)
-        return pb.ListSagasResponse(sagas=sagas, next_page_token=next_page_token(offset, limit, len(rows)))
+            saga = fit(row.saga)
+            entry = saga.ByteSize() + 8  # with its tag and length
+            if sagas and size + entry > PAGE_BYTES:
+                more = True
+                break
+            sagas.append(saga)
+            size += entry
+        token = next_page_token(offset, len(sagas), len(sagas)) if more and sagas else ""
+        return pb.ListSagasResponse(sagas=sagas, next_page_token=token)
 
     async def WatchSaga(self, request: pb.WatchSagaRequest, context):
         _require_id(request.saga_id)
         if request.after_seq < 0:
             raise InvalidArgument("after_seq must be ≥ 0", violations=[("after_seq", "must be ≥ 0")])
         wanted = _event_types(request.event_types)
-        if self.hub.journal(request.saga_id) is None and await self.store.status_of(request.saga_id) is None:
-            raise NotFound(f"saga {request.saga_id!r} not found", reason="SAGA_NOT_FOUND")
+        scope = tenant_scope()
+        if scope is not None:  # the journal does not know whose a saga is
+            if await self.store.status_of(request.saga_id, scope) is None:
+                raise _not_found(request.saga_id)
+        elif self.hub.journal(request.saga_id) is None and await self.store.status_of(request.saga_id) is None:
+            raise _not_found(request.saga_id)
         last = request.after_seq
         events: list[pb.SagaEvent] | None = None  # None: read them from the journal or the database
         # Subscribed before the first read and until the end, so that nothing committed while
@@ -184,43 +296,50 @@ class CoordinatorServicer(pb_grpc.SagaCoordinatorServiceServicer):
         return not await self.store.events_after(saga_id, last_seq, limit=1)
 
     async def CancelSaga(self, request: pb.CancelSagaRequest, context) -> pb.CancelSagaResponse:
+        """Answers with a summary built from the cancel's own write: nothing is read after it,
+        so a cancel that took effect is never answered with an error."""
         _require_id(request.saga_id)
-        previous = await self.store.request_cancel(request.saga_id, self.engine.owner, self.engine.lease_ms)
-        if previous is None:
-            raise NotFound(f"saga {request.saga_id!r} not found", reason="SAGA_NOT_FOUND")
-        if previous == pb.SAGA_STATUS_FAILED:
+        claimed = await self.store.request_cancel(
+            request.saga_id, self.engine.owner, self.engine.lease_ms, tenant_scope()
+        )
+        if claimed is None:
+            raise _not_found(request.saga_id)
+        if claimed.previous == pb.SAGA_STATUS_FAILED:
             raise FailedPrecondition(
                 "saga is FAILED: its compensation is parked; use ResumeSaga to retry it",
                 reason="SAGA_FAILED",
                 metadata={"saga_id": request.saga_id},
             )
-        if previous in (pb.SAGA_STATUS_PENDING, pb.SAGA_STATUS_RUNNING):
+        if claimed.previous in (pb.SAGA_STATUS_PENDING, pb.SAGA_STATUS_RUNNING):
             self.engine.cancel_local(request.saga_id)
-        if previous == pb.SAGA_STATUS_COMPLETED:
-            saga = await self._saga(request.saga_id)
-            self.engine.enqueue(saga.saga_id, saga.request.priority, saga.request.is_urgent)
-            return pb.CancelSagaResponse(saga=saga)
-        return pb.CancelSagaResponse(saga=await self._saga(request.saga_id))
+        if claimed.previous == pb.SAGA_STATUS_COMPLETED:
+            self.engine.enqueue(request.saga_id, claimed.priority, claimed.is_urgent)
+        return pb.CancelSagaResponse(saga=_summary(request.saga_id, claimed))
 
     async def ResumeSaga(self, request: pb.ResumeSagaRequest, context) -> pb.ResumeSagaResponse:
         _require_id(request.saga_id)
-        previous = await self.store.claim_failed(request.saga_id, self.engine.owner, self.engine.lease_ms)
-        if previous is None:
-            raise NotFound(f"saga {request.saga_id!r} not found", reason="SAGA_NOT_FOUND")
-        if previous != pb.SAGA_STATUS_FAILED:
+        claimed = await self.store.claim_failed(
+            request.saga_id, self.engine.owner, self.engine.lease_ms, tenant_scope()
+        )
+        if claimed is None:
+            raise _not_found(request.saga_id)
+        if claimed.previous != pb.SAGA_STATUS_FAILED:
             raise FailedPrecondition(
-                f"only a FAILED saga can be resumed; this one is {pb.SagaStatus.Name(previous)}",
+                f"only a FAILED saga can be resumed; this one is {pb.SagaStatus.Name(claimed.previous)}",
                 reason="SAGA_NOT_FAILED",
-                metadata={"saga_id": request.saga_id, "status": pb.SagaStatus.Name(previous)},
+                metadata={"saga_id": request.saga_id, "status": pb.SagaStatus.Name(claimed.previous)},
             )
-        saga = await self._saga(request.saga_id)
-        self.engine.enqueue(saga.saga_id, saga.request.priority, saga.request.is_urgent)
-        return pb.ResumeSagaResponse(saga=saga)
+        self.engine.enqueue(request.saga_id, claimed.priority, claimed.is_urgent)
+        return pb.ResumeSagaResponse(saga=_summary(request.saga_id, claimed))
+
+
+def _summary(saga_id: str, claimed: Claimed) -> pb.Saga:
+    return summary(saga_id, claimed.request_id, claimed.status)
 
 
 async def build(settings: Settings) -> App:
     engine_db = await open_service_engine(settings, models.metadata, models.__file__)
-    hub = EventHub()
+    hub = EventHub(settings.journal_sagas, settings.journal_bytes, settings.journal_linger)
     store = SagaStore(engine_db, on_commit=hub.publish)
     participants = Participants(settings)
     engine = Engine(settings, store, hub, participants)

@@ -176,28 +176,73 @@ def execute_request(step: StepDef, saga: pb.Saga, settings: Settings) -> Any:
     raise ValueError(f"no input for step {step.name}")
 
 
+# The notify service refuses any text field longer than this (``services.notify.logic.MAX_TEXT``,
+# SPEC §6): every notice is built to fit it, so that a long order id can never lose a notice.
+NOTICE_TEXT_LIMIT = 256
+ELLIPSIS = "…"
+# An order id shortened in a notice's text keeps at least this many characters.
+MIN_ORDER_CHARS = 16
+
+
+def clip_text(text: str, limit: int = NOTICE_TEXT_LIMIT) -> str:
+    """``text`` within ``limit`` characters, a cut one ending with an ellipsis; NULs replaced
+    (PostgreSQL stores no NUL in text, and a notice must never fail on one)."""
+    text = text.replace("\x00", "\ufffd")
+    if len(text) <= limit:
+        return text
+    return text[: max(0, limit - 1)] + ELLIPSIS if limit > 0 else ""
+
+
+def notice_text(head: str, order_id: str, tail: str, detail: str = "", limit: int = NOTICE_TEXT_LIMIT) -> str:
+    """``head + order_id + tail + detail`` within ``limit`` characters, whatever their lengths.
+
+    What gives way, in this order: the detail (cut with an ellipsis, or left out), then the
+    order id (shortened with an ellipsis, down to ``MIN_ORDER_CHARS``), then the end of the text.
+    """
+    head, order_id, tail, detail = (t.replace("\x00", "\ufffd") for t in (head, order_id, tail, detail))
+    fixed = len(head) + len(tail)
+    room = limit - fixed - len(order_id)
+    if room >= len(detail):
+        return head + order_id + tail + detail
+    if room > len(ELLIPSIS):
+        return head + order_id + tail + clip_text(detail, room)
+    if limit - fixed >= MIN_ORDER_CHARS:
+        return head + clip_text(order_id, limit - fixed) + tail
+    return clip_text(head + clip_text(order_id, MIN_ORDER_CHARS) + tail, limit)
+
+
 def notify_input(saga: pb.Saga, confirmed: bool) -> notify_pb2.NotifyInput:
+    """The notice of a saga's outcome, each field within the notify service's limits."""
     request = saga.request
     if confirmed:
         units = sum(line.quantity for line in saga.allocation.lines)
         warehouses = sorted({line.warehouse_id for line in saga.allocation.lines})
         return notify_pb2.NotifyInput(
             kind=common_pb2.NOTIFICATION_KIND_RESERVATION_CONFIRMED,
-            order_id=request.order_id,
-            customer_id=request.customer_id,
-            message=f"reservation confirmed for order {request.order_id}: {units} units from {', '.join(warehouses)}",
-            attributes={"saga_id": saga.saga_id, "warehouses": ",".join(warehouses), "units": str(units)},
+            order_id=clip_text(request.order_id),
+            customer_id=clip_text(request.customer_id),
+            message=notice_text(
+                "reservation confirmed for order ", request.order_id, f": {units} units from {', '.join(warehouses)}"
+            ),
+            attributes={
+                "saga_id": saga.saga_id,
+                "warehouses": clip_text(",".join(warehouses)),
+                "units": str(units),
+            },
         )
     failure = saga.failure
     return notify_pb2.NotifyInput(
         kind=common_pb2.NOTIFICATION_KIND_RESERVATION_FAILED,
-        order_id=request.order_id,
-        customer_id=request.customer_id,
-        message=f"reservation failed for order {request.order_id}: {failure.reason or failure.code} {failure.message}",
+        order_id=clip_text(request.order_id),
+        customer_id=clip_text(request.customer_id),
+        message=notice_text(
+            "reservation failed for order ", request.order_id, f": {failure.reason or failure.code}",
+            f" {failure.message}" if failure.message else "",
+        ),
         attributes={
             "saga_id": saga.saga_id,
-            "reason": failure.reason,
-            "step": failure.step,
+            "reason": clip_text(failure.reason),
+            "step": clip_text(failure.step),
             "status": pb.SagaStatus.Name(saga.status),
         },
     )

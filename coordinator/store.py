@@ -47,6 +47,8 @@ class SagaRow:
     lease_until: int | None
     deadline: int
     trace_context: str
+    # The tenant of the API client that started it ('' for none).
+    tenant: str = ""
     # A saga started here: its insert's result (None once committed, else the row holding its
     # request_id). The driver confirms it before the first step that changes anything.
     created: asyncio.Future | None = None
@@ -64,7 +66,33 @@ def _row(r) -> SagaRow:
         lease_until=r.lease_until,
         deadline=r.deadline,
         trace_context=r.trace_context,
+        tenant=r.tenant,
     )
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """What CancelSaga and ResumeSaga learn from their one write, enough to answer and queue the saga."""
+
+    previous: int  # the status the saga had
+    status: int  # the status it has now
+    request_id: str
+    priority: int
+    is_urgent: bool
+
+
+def _claim_columns():
+    # Locked: of two cancels racing on a COMPLETED saga, the second sees COMPENSATING.
+    return select(S.c.status, S.c.request_id, S.c.priority, S.c.is_urgent).with_for_update()
+
+
+def _claimed(found, status: int) -> Claimed:
+    return Claimed(found.status, status, found.request_id, found.priority, bool(found.is_urgent))
+
+
+def _scoped(query, tenant: str | None):
+    """``query`` limited to one tenant's sagas (None: every saga)."""
+    return query if tenant is None else query.where(S.c.tenant == tenant)
 
 
 class SagaStore:
@@ -90,6 +118,7 @@ class SagaStore:
         owner: str,
         lease_ms: int,
         trace_context: str = "",
+        tenant: str = "",
     ) -> tuple[SagaRow, Awaitable[SagaRow | None]]:
         """Queue the insert of a new saga at once; return its row and what the insert found.
 
@@ -116,11 +145,14 @@ class SagaStore:
                 trace_context=trace_context,
                 created_at=now,
                 updated_at=now,
+                tenant=tenant,
             ),
             events,
         )
         found = self.writer.submit(write, tag=(saga.saga_id, tuple(events)))
-        row = SagaRow(saga, saga.status, req_hash, last_seq, False, owner, now + lease_ms, deadline, trace_context, found)
+        row = SagaRow(
+            saga, saga.status, req_hash, last_seq, False, owner, now + lease_ms, deadline, trace_context, tenant, found
+        )
 
         async def existing() -> SagaRow | None:
             other = await found
@@ -128,31 +160,59 @@ class SagaStore:
 
         return row, existing()
 
-    def save(self, saga: pb.Saga, events: Sequence[pb.SagaEvent], *, owner: str) -> asyncio.Future:
+    def save(
+        self, saga: pb.Saga, events: Sequence[pb.SagaEvent], *, owner: str, notices: Sequence[tuple[int, bytes]] = ()
+    ) -> asyncio.Future:
         """Persist the saga's new state and events if ``owner`` still holds it.
 
         The state is serialized now; the returned future gives the SaveResult once committed.
         The lease is not touched: ``renew`` keeps it. A save then changes no indexed column
         unless the status changes, so PostgreSQL updates the row in place (a HOT update, with
         the table's free space per page) without writing to any of its four indexes.
+        ``notices`` go to the outbox in the same statement (``coordinator.outbox``).
         """
         values = dict(status=saga.status, state=saga.SerializeToString(), updated_at=now_ms())
         if events:
             values["last_seq"] = events[-1].seq
-        write = SaveWrite(saga.saga_id, owner, values, events)
+        write = SaveWrite(saga.saga_id, owner, values, events, notices)
         return self.writer.submit(write, tag=(saga.saga_id, tuple(events)) if events else None)
 
-    async def load(self, saga_id: str) -> SagaRow | None:
+    async def load(self, saga_id: str, tenant: str | None = None) -> SagaRow | None:
+        """The saga, or None if there is none (or it belongs to a tenant other than ``tenant``)."""
         async with self.reads.connect() as conn:
-            row = (await conn.execute(select(S).where(S.c.saga_id == saga_id))).first()
+            row = (await conn.execute(_scoped(select(S).where(S.c.saga_id == saga_id), tenant))).first()
         return _row(row) if row else None
 
-    async def list(self, status: int, offset: int, limit: int) -> list[SagaRow]:
-        query = select(S).order_by(S.c.created_at.desc(), S.c.saga_id).offset(offset).limit(limit)
+    async def list(
+        self, status: int, offset: int, limit: int, *, tenant: str | None = None, max_bytes: int | None = None
+    ) -> tuple[list[SagaRow], bool]:
+        """A page of sagas, newest first, and whether another page may follow.
+
+        With ``max_bytes`` the page ends before its stored states would pass that many bytes
+        (the first saga always comes): a few huge sagas cannot make a page too big to send.
+        The sizes are read from the rows' headers (``octet_length`` does not fetch a TOASTed
+        value), so the sagas left for the next page are never loaded.
+        """
+        order = (S.c.created_at.desc(), S.c.saga_id)
+        window = select(S.c.saga_id, S.c.created_at, func.octet_length(S.c.state).label("size"))
         if status:
-            query = query.where(S.c.status == status)
+            window = window.where(S.c.status == status)
+        window = _scoped(window, tenant).order_by(*order).offset(offset).limit(limit).subquery()
+        by_age = (window.c.created_at.desc(), window.c.saga_id)
+        sized = select(
+            window.c.saga_id,
+            func.sum(window.c.size).over(order_by=by_age).label("running"),
+            func.row_number().over(order_by=by_age).label("n"),
+            func.count().over().label("in_window"),
+        ).subquery()
+        query = select(S, sized.c.in_window).join(sized, sized.c.saga_id == S.c.saga_id)
+        if max_bytes is not None:
+            query = query.where(or_(sized.c.n == 1, sized.c.running <= max_bytes))
+        query = query.order_by(sized.c.n)
         async with self.reads.connect() as conn:
-            return [_row(r) for r in await conn.execute(query)]
+            rows = (await conn.execute(query)).all()
+        in_window = rows[0].in_window if rows else 0
+        return [_row(r) for r in rows], len(rows) < in_window or in_window == limit
 
     async def events_after(self, saga_id: str, after_seq: int, limit: int = 1000) -> list[pb.SagaEvent]:
         async with self.reads.connect() as conn:
@@ -164,19 +224,23 @@ class SagaStore:
             )
             return [pb.SagaEvent.FromString(r.event) for r in rows]
 
-    async def status_of(self, saga_id: str) -> int | None:
+    async def status_of(self, saga_id: str, tenant: str | None = None) -> int | None:
         async with self.reads.connect() as conn:
-            return (await conn.execute(select(S.c.status).where(S.c.saga_id == saga_id))).scalar()
+            return (await conn.execute(_scoped(select(S.c.status).where(S.c.saga_id == saga_id), tenant))).scalar()
 
-    async def request_cancel(self, saga_id: str, owner: str, lease_ms: int) -> int | None:
+    async def request_cancel(self, saga_id: str, owner: str, lease_ms: int, tenant: str | None = None) -> Claimed | None:
         """Flag a saga for cancellation; a COMPLETED one is claimed here to release its reservation.
 
-        Returns the status the saga had, or None if it does not exist.
+        None if the saga does not exist (or belongs to a tenant other than ``tenant``). The
+        answer comes from this write alone: CancelSaga reads nothing after its effect.
         """
         now = now_ms()
 
-        async def write(conn: AsyncConnection):
-            status = (await conn.execute(select(S.c.status).where(S.c.saga_id == saga_id))).scalar()
+        async def write(conn: AsyncConnection) -> Claimed | None:
+            found = (await conn.execute(_scoped(_claim_columns().where(S.c.saga_id == saga_id), tenant))).first()
+            if found is None:
+                return None
+            status = found.status
             if status in (pb.SAGA_STATUS_PENDING, pb.SAGA_STATUS_RUNNING):
                 await conn.execute(
                     update(S).where(S.c.saga_id == saga_id, S.c.status.in_(ACTIVE)).values(cancel_requested=True)
@@ -193,24 +257,29 @@ class SagaStore:
                         updated_at=now,
                     )
                 )
-            return status
+                status = pb.SAGA_STATUS_COMPENSATING
+            return _claimed(found, status)
 
         # The empty event list tells watchers to read the database again.
         return await self.writer.run(write, tag=(saga_id, ()))
 
-    async def claim_failed(self, saga_id: str, owner: str, lease_ms: int) -> int | None:
-        """ResumeSaga: take a FAILED saga back into compensation. Returns its previous status."""
+    async def claim_failed(self, saga_id: str, owner: str, lease_ms: int, tenant: str | None = None) -> Claimed | None:
+        """ResumeSaga: take a FAILED saga back into compensation (None: no such saga)."""
         now = now_ms()
 
-        async def write(conn: AsyncConnection):
-            status = (await conn.execute(select(S.c.status).where(S.c.saga_id == saga_id))).scalar()
+        async def write(conn: AsyncConnection) -> Claimed | None:
+            found = (await conn.execute(_scoped(_claim_columns().where(S.c.saga_id == saga_id), tenant))).first()
+            if found is None:
+                return None
+            status = found.status
             if status == pb.SAGA_STATUS_FAILED:
                 await conn.execute(
                     update(S)
                     .where(S.c.saga_id == saga_id, S.c.status == pb.SAGA_STATUS_FAILED)
                     .values(status=pb.SAGA_STATUS_COMPENSATING, owner=owner, lease_until=now + lease_ms, updated_at=now)
                 )
-            return status
+                status = pb.SAGA_STATUS_COMPENSATING
+            return _claimed(found, status)
 
         return await self.writer.run(write, tag=(saga_id, ()))
 

@@ -17,29 +17,51 @@ DEFAULT_PRIORITY = 5
 NEEDS_POSITION = (common_pb2.ALLOCATION_STRATEGY_NEAREST, common_pb2.ALLOCATION_STRATEGY_COST_OPTIMIZE)
 
 
-def _location_from_metadata(metadata: struct_pb2.Struct) -> common_pb2.Location | None:
-    """Seed compatibility: ``metadata.customer_location`` as an address string or {address, lat, lon}."""
+def _location_from_metadata(metadata: struct_pb2.Struct, v: Violations | None = None) -> common_pb2.Location | None:
+    """Seed compatibility: ``metadata.customer_location`` as an address string or {address, lat, lon}.
+
+    Anything else is a violation (recorded in ``v``), never a silent (0, 0): lat and lon must
+    be numbers and come together, the address a string. ``null`` is no location.
+    """
     if "customer_location" not in metadata.fields:
         return None
+    v = v if v is not None else Violations()
+    path = "metadata.customer_location"
     value = metadata.fields["customer_location"]
     kind = value.WhichOneof("kind")
     if kind == "string_value":
         return common_pb2.Location(address=value.string_value)
-    if kind == "struct_value":
-        fields = value.struct_value.fields
-        loc = common_pb2.Location()
-        if "address" in fields:
+    if kind in (None, "null_value"):
+        return None
+    if kind != "struct_value":
+        v.add(path, "an address string or an object with address and/or lat and lon")
+        return None
+    fields = value.struct_value.fields
+    loc = common_pb2.Location()
+    if "address" in fields:
+        if fields["address"].WhichOneof("kind") != "string_value":
+            v.add(f"{path}.address", "must be a string")
+        else:
             loc.address = fields["address"].string_value
-        if "lat" in fields and "lon" in fields:
-            loc.lat, loc.lon = fields["lat"].number_value, fields["lon"].number_value
-        return loc
-    return common_pb2.Location()
+    coordinates = [name for name in ("lat", "lon") if name in fields]
+    if len(coordinates) == 1:
+        v.add(path, "lat and lon go together")
+    elif coordinates:
+        numbers = {}
+        for name in ("lat", "lon"):
+            if fields[name].WhichOneof("kind") != "number_value":
+                v.add(f"{path}.{name}", "must be a number")
+            else:
+                numbers[name] = fields[name].number_value
+        if len(numbers) == 2:
+            loc.lat, loc.lon = numbers["lat"], numbers["lon"]
+    return loc
 
 
-def customer_location(request: pb.InventoryRequest) -> common_pb2.Location | None:
+def customer_location(request: pb.InventoryRequest, v: Violations | None = None) -> common_pb2.Location | None:
     if request.HasField("customer_location"):
         return request.customer_location
-    return _location_from_metadata(request.metadata)
+    return _location_from_metadata(request.metadata, v)
 
 
 def normalize(request: pb.InventoryRequest, *, resolve_address=None) -> pb.InventoryRequest:
@@ -95,23 +117,25 @@ def normalize(request: pb.InventoryRequest, *, resolve_address=None) -> pb.Inven
         if r.expired_at.seconds < 0 or r.expired_at.ToNanoseconds() <= time.time_ns():
             v.add("expired_at", "must be in the future")
 
-    location = customer_location(r)
+    from_metadata = not r.HasField("customer_location")
+    where = "metadata.customer_location" if from_metadata else "customer_location"
+    location = customer_location(r, v)
     if location is not None:
         if location.HasField("lat") != location.HasField("lon"):
-            v.add("customer_location", "lat and lon go together")
+            v.add(where, "lat and lon go together")
         elif location.HasField("lat"):
-            if not -90 <= location.lat <= 90:
-                v.add("customer_location.lat", "must be within [-90, 90]")
+            if not -90 <= location.lat <= 90:  # NaN too
+                v.add(f"{where}.lat", "must be within [-90, 90]")
             if not -180 <= location.lon <= 180:
-                v.add("customer_location.lon", "must be within [-180, 180]")
+                v.add(f"{where}.lon", "must be within [-180, 180]")
         elif location.address:
             if len(location.address) > MAX_TEXT:
-                v.add("customer_location.address", f"at most {MAX_TEXT} characters")
+                v.add(f"{where}.address", f"at most {MAX_TEXT} characters")
             elif resolve_address is not None:
                 try:
                     resolve_address(location.address)
                 except ValueError:
-                    v.add("customer_location.address", f"unknown address {location.address!r}")
+                    v.add(f"{where}.address", f"unknown address {location.address!r}")
         r.customer_location.CopyFrom(location)
     has_position = location is not None and (location.HasField("lat") or bool(location.address))
     if r.allocation_strategy in NEEDS_POSITION and not has_position:

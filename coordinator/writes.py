@@ -23,6 +23,7 @@ from invsaga.coordinator.v1 import coordinator_pb2 as pb
 
 S = models.sagas
 E = models.saga_events
+OUTBOX = models.notice_outbox
 NOTIFY_CHANNEL = "invsaga_saga_events"
 
 # Wakes other replicas' watchers; evaluated once per statement, and only if a row was written.
@@ -36,14 +37,16 @@ _SAVE_COLUMNS = ("saga_id", "owner", "status", "state", "updated_at", "last_seq"
 _SAVE_TYPES = ("text", "text", "integer", "bytea", "bigint", "bigint")
 _CREATE_COLUMNS = (
     "saga_id", "request_id", "request_hash", "status", "priority", "is_urgent", "state", "last_seq", "owner",
-    "lease_until", "deadline", "trace_context", "created_at",
+    "lease_until", "deadline", "trace_context", "created_at", "tenant",
 )
 _CREATE_TYPES = (
     "text", "text", "text", "integer", "integer", "boolean", "bytea", "bigint", "text", "bigint", "bigint", "text",
-    "bigint",
+    "bigint", "text",
 )
 _EVENT_COLUMNS = ("saga_id", "seq", "event")
 _EVENT_TYPES = ("text", "bigint", "bytea")
+_NOTICE_COLUMNS = ("saga_id", "step", "request", "created_at")
+_NOTICE_TYPES = ("text", "integer", "bytea", "bigint")
 
 
 def _padded(count: int) -> int:
@@ -80,8 +83,22 @@ def _numbered(sql: str) -> str:
     return "".join(part + (f"${i}" if i < len(parts) else "") for i, part in enumerate(parts, 1))
 
 
+# The notices a terminal save owes (``coordinator.outbox``), inserted only where the save happened.
+def _notices_cte(notices: int) -> str:
+    if not notices:
+        return ""
+    return f""",
+    {_values("y", _NOTICE_COLUMNS, _NOTICE_TYPES, notices)},
+    o AS (
+        INSERT INTO notice_outbox (saga_id, step, request, state, attempts, last_error, next_attempt_at, created_at)
+        SELECT y.saga_id, y.step, y.request, 'pending', 0, '', y.created_at, y.created_at
+          FROM y WHERE y.saga_id IN (SELECT saga_id FROM u)
+        ON CONFLICT DO NOTHING
+    )"""
+
+
 @functools.lru_cache(maxsize=256)
-def _bulk_save_sql(saves: int, events: int) -> str:
+def _bulk_save_sql(saves: int, events: int, notices: int = 0) -> str:
     return _numbered(f"""
     WITH {_values("v", _SAVE_COLUMNS, _SAVE_TYPES, saves)},
     u AS (
@@ -96,7 +113,7 @@ def _bulk_save_sql(saves: int, events: int) -> str:
     e AS (
         INSERT INTO saga_events (saga_id, seq, event)
         SELECT x.saga_id, x.seq, x.event FROM x WHERE x.saga_id IN (SELECT saga_id FROM u)
-    )
+    ){_notices_cte(notices)}
     SELECT u.saga_id, u.cancel_requested, {_NOTIFY} FROM u
     """)
 
@@ -107,9 +124,10 @@ def _bulk_create_sql(creates: int, events: int) -> str:
     WITH {_values("v", _CREATE_COLUMNS, _CREATE_TYPES, creates)},
     i AS (
         INSERT INTO sagas (saga_id, request_id, request_hash, status, priority, is_urgent, state, last_seq,
-                           cancel_requested, owner, lease_until, deadline, trace_context, created_at, updated_at)
+                           cancel_requested, owner, lease_until, deadline, trace_context, created_at, updated_at,
+                           tenant)
         SELECT v.saga_id, v.request_id, v.request_hash, v.status, v.priority, v.is_urgent, v.state, v.last_seq,
-               false, v.owner, v.lease_until, v.deadline, v.trace_context, v.created_at, v.created_at
+               false, v.owner, v.lease_until, v.deadline, v.trace_context, v.created_at, v.created_at, v.tenant
           FROM v
          WHERE v.saga_id IS NOT NULL
         ON CONFLICT DO NOTHING
@@ -170,13 +188,28 @@ class SaveResult:
 
 
 class SaveWrite:
-    """One saga's save: its new row values and events, guarded by its owner."""
+    """One saga's save: its new row values and events, guarded by its owner.
 
-    def __init__(self, saga_id: str, owner: str, values: dict[str, Any], events: Sequence[pb.SagaEvent]) -> None:
+    ``notices``: (step, serialized notify ExecuteRequest) pairs the saga now owes, written to
+    the outbox with the save (a terminal one), and only if the save happened.
+    """
+
+    def __init__(
+        self,
+        saga_id: str,
+        owner: str,
+        values: dict[str, Any],
+        events: Sequence[pb.SagaEvent],
+        notices: Sequence[tuple[int, bytes]] = (),
+    ) -> None:
         self.saga_id = saga_id
         self.owner = owner
         self.values = values
         self.events = [{"saga_id": saga_id, "seq": e.seq, "event": e.SerializeToString()} for e in events]
+        now = values.get("updated_at", 0)
+        self.notices = [
+            {"saga_id": saga_id, "step": step, "request": request, "created_at": now} for step, request in notices
+        ]
 
     async def __call__(self, conn: AsyncConnection) -> SaveResult:
         result = await conn.execute(
@@ -190,6 +223,9 @@ class SaveWrite:
             return SaveResult(ok=False)
         if self.events:
             await conn.execute(E.insert(), self.events)
+        for notice in self.notices:
+            row_values = dict(notice, state="pending", attempts=0, last_error="", next_attempt_at=notice["created_at"])
+            await conn.execute(insert(OUTBOX).values(**row_values).on_conflict_do_nothing())
         return SaveResult(ok=True, cancel_requested=bool(row.cancel_requested))
 
     @staticmethod
@@ -202,7 +238,11 @@ class SaveWrite:
         ]
         n, params = _params(rows, len(_SAVE_COLUMNS))
         m, event_params = _params(_event_rows(writes), len(_EVENT_COLUMNS))
-        return await psycopg.AsyncRawCursor(raw).execute(_bulk_save_sql(n, m), [*params, *event_params, notes])
+        notices = [tuple(o[c] for c in _NOTICE_COLUMNS) for w in writes for o in w.notices]
+        k, notice_params = _params(notices, len(_NOTICE_COLUMNS)) if notices else (0, [])
+        return await psycopg.AsyncRawCursor(raw).execute(
+            _bulk_save_sql(n, m, k), [*params, *event_params, *notice_params, notes]
+        )
 
     @staticmethod
     def results(writes: list["SaveWrite"], rows: list[Any]) -> list[SaveResult]:

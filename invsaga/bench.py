@@ -235,6 +235,10 @@ def cpu_seconds(pid: int) -> float:
 
 
 async def bench(args: argparse.Namespace) -> int:
+    if args.connections or args.memory:
+        from invsaga import bench_resources
+
+        return await (bench_resources.connections if args.connections else bench_resources.memory)(args)
     with tempfile.TemporaryDirectory(prefix="invsaga-bench-") as workdir:
         env = {"INVSAGA_LOG_LEVEL": "WARNING", "INVSAGA_MAX_CONCURRENT_SAGAS": str(max(64, args.concurrency))}
         if args.watchers:
@@ -305,3 +309,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--all-events", action="store_true",
                         help="each saga's WatchSaga streams every event (default: only the terminal one)")
     parser.add_argument("--hot-skus", type=int, default=0, help="draw every line from this many SKUs (contention)")
+    from invsaga.bench_resources import add_arguments as resource_arguments
+
+    resource_arguments(parser)

@@ -105,6 +105,25 @@ def wait_serving(
     raise LaunchError(f"{address} did not report SERVING within {timeout:.0f}s")
 
 
+# Settings that choose how a process checks its callers (invsaga.runtime.security).
+SECURITY_SETTINGS = (
+    "INVSAGA_AUTH", "INVSAGA_AUTH_TOKENS", "INVSAGA_AUTH_TOKEN_HASHES", "INVSAGA_TLS_CLIENT_AUTH",
+)
+
+
+def dev_defaults(env: dict[str, str]) -> dict[str, str]:
+    """A development mesh: authentication explicitly off and only the loopback address bound,
+    unless the environment says otherwise (tests of security pass their own settings).
+
+    A process started on its own with nothing configured refuses every call; a mesh started
+    here is for one machine, and each of its processes says every minute that auth is off.
+    """
+    if not any(env.get(name) for name in SECURITY_SETTINGS):
+        env["INVSAGA_AUTH"] = "off"
+    env.setdefault("INVSAGA_HOST", "127.0.0.1")
+    return env
+
+
 @dataclass
 class Mesh:
     """Six processes on the given ports, sharing one environment."""
@@ -151,6 +170,7 @@ class Mesh:
         name = name or service
         env = self.process_env(service)
         env.update(extra_env or {})
+        dev_defaults(env)
         out = subprocess.DEVNULL
         if self.log_dir:
             Path(self.log_dir).mkdir(parents=True, exist_ok=True)

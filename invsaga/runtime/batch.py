@@ -27,6 +27,7 @@ import grpc
 from google.protobuf import descriptor_pool, message_factory
 
 from invsaga.common.v1 import common_pb2
+from invsaga.runtime.errors import error_status
 
 log = logging.getLogger("invsaga.batch")
 
@@ -37,8 +38,9 @@ _CODES = {code.value[0]: code for code in grpc.StatusCode}
 
 
 # -- server -------------------------------------------------------------------------------------
-class _ItemAborted(Exception):
-    """Raised by ``ItemContext.abort``, as grpc.aio's context raises to end the handler."""
+class _ItemAborted(grpc.aio.AbortError):
+    """Raised by ``ItemContext.abort``, as grpc.aio's context raises its ``AbortError`` to end
+    the handler (and passed on as that by every layer)."""
 
 
 class ItemContext:
@@ -103,6 +105,14 @@ class ItemContext:
         return common_pb2.CallStatus(code=number, message=self._details or "")
 
 
+def status_of(status: grpc.Status) -> common_pb2.CallStatus:
+    """A ``grpc.Status`` (as ``DomainError.to_status`` builds it) as a batch item's ``CallStatus``."""
+    for key, value in status.trailing_metadata or ():
+        if key == _DETAILS_KEY:
+            return common_pb2.CallStatus.FromString(value)
+    return common_pb2.CallStatus(code=status.code.value[0], message=status.details or "")
+
+
 def _message_class(descriptor: Any) -> Any:
     return message_factory.GetMessageClass(descriptor)
 
@@ -116,11 +126,8 @@ async def serve_one(execute: Callable, result_class: Any, request: Any, outer: A
         return result_class(error=context.status())
     except asyncio.CancelledError:
         raise
-    except Exception as error:  # what gRPC answers for an unexpected exception
-        log.exception("Execute in a batch failed")
-        return result_class(error=common_pb2.CallStatus(
-            code=grpc.StatusCode.UNKNOWN.value[0], message=f"Unexpected {type(error).__name__}: {error}"
-        ))
+    except Exception as error:  # noqa: BLE001 - mapped as the server maps it (never its text)
+        return result_class(error=status_of(error_status(error, "an ExecuteBatch/ExecuteStream request")))
     code = context.code()
     if code is not None and code not in (grpc.StatusCode.OK, 0):
         return result_class(error=context.status())

@@ -39,4 +39,9 @@ def open_channel(
 
 
 def channel_to(settings: Settings, service: str, interceptors: list[Any] | None = None) -> grpc.aio.Channel:
-    return open_channel(settings.endpoint(service), interceptors, security.channel_credentials(settings))
+    """This process's channel to ``service``: its TLS certificate, or its service token, says who it is."""
+    return open_channel(
+        settings.endpoint(service),
+        [*(interceptors or []), *security.client_interceptors(settings)],
+        security.channel_credentials(settings),
+    )

@@ -132,14 +132,33 @@ class Settings:
     webhook_secret: str = ""
     fault_injection: str = ""
     config_path: str = ""
-    # Security (invsaga.runtime.security); all empty means plaintext, no authentication.
+    # Security (invsaga.runtime.security, docs/security.md). ``auth_mode`` "" (nothing
+    # configured) refuses every RPC but health and reflection; "off" lets every caller in.
     tls_cert: str = ""
     tls_key: str = ""
     tls_ca: str = ""
     tls_client_auth: bool = False
-    step_callers: tuple[str, ...] = ("coordinator",)
-    auth_token_hashes: tuple[str, ...] = ()
+    auth_mode: str = ""  # "" | "off" | "token" | "mtls"
+    # (SHA-256 hex, role, name): name is a client's tenant or a service's process name.
+    auth_tokens: tuple[tuple[str, str, str], ...] = ()
+    # (certificate name, role, tenant) on top of the defaults (security.DEFAULT_TLS_ROLES).
+    tls_roles: tuple[tuple[str, str, str], ...] = ()
+    service_token: str = field(default="", repr=False)  # a secret: never in a repr or a log
+    require_auth: bool = False
     health_port: int = 0
+    # Request bounds (invsaga.runtime.inputs, applied by the server bootstrap to every call).
+    max_start_saga_bytes: int = 1024 * 1024
+    max_request_bytes: int = 1024 * 1024
+    max_step_request_bytes: int = 8 * 1024 * 1024
+    max_inflight_request_bytes: int = 64 * 1024 * 1024
+    max_metadata_bytes: int = 64 * 1024
+    max_metadata_depth: int = 8
+    # Resources (invsaga.runtime.db pools; coordinator.hub's event journal).
+    db_pool_size: int = 6  # load_settings: 10 for the coordinator (invsaga.runtime.db)
+    db_idle_timeout: float = 30.0
+    journal_sagas: int = 20_000
+    journal_bytes: int = 64 * 1024 * 1024
+    journal_linger: float = 30.0
 
     def endpoint(self, service: str) -> str:
         return self.endpoints.get(service, f"localhost:{DEFAULT_PORTS[service]}")
@@ -184,10 +203,24 @@ ENV_VARS: dict[str, str] = {
     "INVSAGA_TLS_KEY": "PEM private key of INVSAGA_TLS_CERT",
     "INVSAGA_TLS_CA": "PEM CA bundle the peers' certificates are verified against",
     "INVSAGA_TLS_CLIENT_AUTH": "require (mutual TLS) or none",
-    "INVSAGA_TLS_STEP_CALLERS": "comma-separated certificate common names allowed to call Execute/Compensate",
-    "INVSAGA_AUTH": "token (bearer tokens on the coordinator's API) or none",
-    "INVSAGA_AUTH_TOKEN_HASHES": "comma-separated SHA-256 hex digests of the accepted bearer tokens",
+    "INVSAGA_TLS_ROLES": "comma-separated name:role[:tenant] for certificate names under mTLS (the CN; a SAN only without a CN), on top of the defaults",
+    "INVSAGA_AUTH": "token, mtls or off (unset with nothing configured: every RPC but health and reflection is refused)",
+    "INVSAGA_AUTH_TOKENS": "comma-separated sha256hex:role[:name] bearer tokens (role admin|client|coordinator|service; name: a client's tenant, a service's process)",
+    "INVSAGA_AUTH_TOKEN_HASHES": "comma-separated SHA-256 hex digests of bearer tokens accepted as client tokens without a tenant",
+    "INVSAGA_SERVICE_TOKEN": "the bearer token this process presents on its own calls to the others when mTLS is off (a secret)",
+    "INVSAGA_REQUIRE_AUTH": "true: refuse to start with INVSAGA_AUTH off or unset (production)",
     "INVSAGA_HEALTH_PORT": "extra plaintext port serving only grpc.health.v1 (for probes under TLS; off when unset)",
+    "INVSAGA_MAX_START_SAGA_BYTES": "largest serialized StartSaga request (default 1MiB; RESOURCE_EXHAUSTED past it)",
+    "INVSAGA_MAX_REQUEST_BYTES": "largest serialized request of any other RPC but the saga steps (default 1MiB)",
+    "INVSAGA_MAX_STEP_REQUEST_BYTES": "largest serialized step request (Execute/Compensate/ExecuteBatch/ExecuteStream; default 8MiB)",
+    "INVSAGA_MAX_INFLIGHT_REQUEST_BYTES": "server-wide budget of request bytes being served (default 64MiB; RESOURCE_EXHAUSTED past it)",
+    "INVSAGA_MAX_METADATA_BYTES": "largest serialized Struct in a request, e.g. a saga's metadata (default 64KiB)",
+    "INVSAGA_MAX_METADATA_DEPTH": "deepest nesting of a Struct in a request, e.g. a saga's metadata (default 8)",
+    "INVSAGA_DB_POOL_SIZE": "most PostgreSQL connections this process's pool opens (default 6; the coordinator 10)",
+    "INVSAGA_DB_IDLE_TIMEOUT": "pooled PostgreSQL connections unused this long are closed, down to one (default 30s)",
+    "INVSAGA_JOURNAL_SAGAS": "coordinator: most sagas whose events it keeps in memory for WatchSaga (default 20000)",
+    "INVSAGA_JOURNAL_BYTES": "coordinator: most memory those events take, estimated (default 64MiB)",
+    "INVSAGA_JOURNAL_LINGER": "coordinator: a finished saga's events stay in memory this long (default 30s)",
     **{f"INVSAGA_{name.upper()}_ADDR": f"address of the {name} service" for name in SERVICES},
     **{f"INVSAGA_STEP_{step.upper()}_TIMEOUT": f"deadline of step {step}" for step in STEP_NAMES},
 }
@@ -329,7 +362,8 @@ def load_settings(
     )
     for url in webhooks:
         if not url.startswith(("http://", "https://")):
-            raise ConfigError(f"INVSAGA_WEBHOOKS: not an http(s) URL: {url!r}")
+            # Only its scheme: a webhook URL may carry credentials, and this message is logged.
+            raise ConfigError(f"INVSAGA_WEBHOOKS: not an http(s) URL (scheme {url.split(':', 1)[0][:16]!r})")
 
     faults = env.get("INVSAGA_FAULTS", "")
     if faults:
@@ -337,7 +371,7 @@ def load_settings(
 
         parse_faults(faults)  # fail fast on a malformed spec
 
-    security = _security(_section(mesh, "tls"), _section(mesh, "auth"), env, src)
+    security = _security(service, _section(mesh, "tls"), _section(mesh, "auth"), env, src)
 
     return Settings(
         service=service,
@@ -368,15 +402,119 @@ def load_settings(
         webhook_secret=env.get("INVSAGA_WEBHOOK_SECRET", str(notify.get("webhook_secret") or "")),
         fault_injection=faults,
         config_path=src,
+        **_request_limits(_section(mesh, "limits"), env),
+        **_resources(service, _section(mesh, "database"), coord, env),
         **security,
     )
 
 
+_BYTES = re.compile(r"^\s*(\d+)\s*(B|KiB|MiB|GiB|KB|MB|GB)?\s*$", re.IGNORECASE)
+_BYTE_UNITS = {"b": 1, "kib": 1024, "mib": 1024**2, "gib": 1024**3, "kb": 1000, "mb": 1000**2, "gb": 1000**3}
+
+
+def parse_bytes(value: Any, *, name: str) -> int:
+    """Bytes from ``1048576``, ``"64KiB"``, ``"1MiB"`` or ``"2GB"``; positive."""
+    match = _BYTES.match(str(value)) if not isinstance(value, bool) else None
+    if not match:
+        raise ConfigError(f"{name}: expected a size like 65536, 64KiB or 1MiB, got {value!r}")
+    number = int(match.group(1)) * _BYTE_UNITS[(match.group(2) or "b").lower()]
+    if number <= 0:
+        raise ConfigError(f"{name}: must be positive, got {value!r}")
+    return number
+
+
+def _request_limits(block: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, int]:
+    """The request bounds: ``INVSAGA_MAX_*`` or the YAML ``invsaga.limits`` block, else the defaults."""
+    base = Settings(service="coordinator", port=1)
+    limits = {}
+    for setting in (
+        "max_start_saga_bytes", "max_request_bytes", "max_step_request_bytes",
+        "max_inflight_request_bytes", "max_metadata_bytes",
+    ):
+        env_name = f"INVSAGA_{setting.upper()}"
+        value = env.get(env_name, block.get(setting.removeprefix("max_"), getattr(base, setting)))
+        limits[setting] = parse_bytes(value, name=env_name)
+    depth = env.get("INVSAGA_MAX_METADATA_DEPTH", block.get("metadata_depth", base.max_metadata_depth))
+    limits["max_metadata_depth"] = _positive_int(depth, name="INVSAGA_MAX_METADATA_DEPTH")
+    return limits
+
+
+def _resources(
+    service: str, database: Mapping[str, Any], coord: Mapping[str, Any], env: Mapping[str, str]
+) -> dict[str, Any]:
+    """Pool sizes and the event journal: ``INVSAGA_*``, else YAML ``invsaga.database`` /
+    ``invsaga.coordinator``, else the defaults (docs/deploy.md, "Connection budget")."""
+    base = Settings(service=service, port=1)
+    pool_default = 10 if service == "coordinator" else base.db_pool_size
+    return dict(
+        db_pool_size=_positive_int(
+            env.get("INVSAGA_DB_POOL_SIZE", database.get("pool_size", pool_default)), name="INVSAGA_DB_POOL_SIZE"
+        ),
+        db_idle_timeout=parse_duration(
+            env.get("INVSAGA_DB_IDLE_TIMEOUT", database.get("idle_timeout", base.db_idle_timeout)),
+            name="INVSAGA_DB_IDLE_TIMEOUT",
+        ),
+        journal_sagas=_positive_int(
+            env.get("INVSAGA_JOURNAL_SAGAS", coord.get("journal_sagas", base.journal_sagas)), name="INVSAGA_JOURNAL_SAGAS"
+        ),
+        journal_bytes=parse_bytes(
+            env.get("INVSAGA_JOURNAL_BYTES", coord.get("journal_bytes", base.journal_bytes)), name="INVSAGA_JOURNAL_BYTES"
+        ),
+        journal_linger=parse_duration(
+            env.get("INVSAGA_JOURNAL_LINGER", coord.get("journal_linger", base.journal_linger)),
+            name="INVSAGA_JOURNAL_LINGER",
+        ),
+    )
+
+
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+# What a token or certificate may be: docs/security.md has the access table of each role.
+AUTH_ROLES: tuple[str, ...] = ("admin", "client", "coordinator", "service")
+AUTH_MODES: tuple[str, ...] = ("off", "token", "mtls")
+PARTICIPANTS: tuple[str, ...] = tuple(name for name in SERVICES if name != "coordinator")
+# A tenant fits the coordinator's sagas.tenant column (String(64)) and reads well in logs.
+_TENANT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("", "0", "false", "no", "off")
 
 
-def _security(tls: Mapping[str, Any], auth: Mapping[str, Any], env: Mapping[str, str], src: str) -> dict[str, Any]:
-    """TLS files, client authentication, step callers and token hashes, checked at start."""
+def _grant(entry: str, *, setting: str, certificate: bool) -> tuple[str, str, str]:
+    """``key:role[:name]`` checked: a token's key is its SHA-256 hex digest, a certificate's its name.
+
+    The name is a client's tenant or, for a token of the ``service`` role, the participant
+    that presents it (its identity in the access table). Messages never echo a token hash whole.
+    """
+    key, _, rest = entry.partition(":")
+    role, _, name = rest.partition(":")
+    key, role, name = key.strip(), role.strip(), name.strip()
+    shown = repr(key) if certificate else f"{key[:8]!r}..."
+    if certificate:
+        if not key or len(key) > 256:
+            raise ConfigError(f"{setting}: expected name:role[:tenant], got {entry[:80]!r}")
+    else:
+        key = key.lower()
+        if not _SHA256_HEX.match(key):
+            raise ConfigError(f"{setting}: {shown} is not a SHA-256 hex digest (expected sha256hex:role[:name])")
+    if role not in AUTH_ROLES:
+        raise ConfigError(f"{setting}: {shown}: role must be one of {', '.join(AUTH_ROLES)}, got {role!r}")
+    if name and role == "client" and not _TENANT.match(name):
+        raise ConfigError(f"{setting}: {shown}: a tenant is 1-64 letters, digits, '.', '_' or '-', got {name[:80]!r}")
+    if name and role == "service" and not certificate and name not in PARTICIPANTS:
+        raise ConfigError(f"{setting}: {shown}: a service token names its process, one of {', '.join(PARTICIPANTS)}")
+    if name and role in ("admin", "coordinator") or (name and certificate and role == "service"):
+        raise ConfigError(f"{setting}: {shown}: only a client (its tenant) or a service token (its process) has a name")
+    return key, role, name
+
+
+def _security(
+    service: str, tls: Mapping[str, Any], auth: Mapping[str, Any], env: Mapping[str, str], src: str
+) -> dict[str, Any]:
+    """TLS files, the authentication mode, its tokens and certificate roles, checked at start.
+
+    ``INVSAGA_AUTH`` unset: ``mtls`` if client certificates are required, else ``token`` if
+    tokens are configured, else nothing is configured and the process refuses every RPC but
+    health and reflection. ``INVSAGA_REQUIRE_AUTH`` makes ``off`` and that last case an error.
+    """
 
     def pick(env_name: str, yaml_value: Any) -> tuple[str, str]:
         if env_name in env:
@@ -403,28 +541,67 @@ def _security(tls: Mapping[str, Any], auth: Mapping[str, Any], env: Mapping[str,
     client_auth, where = pick("INVSAGA_TLS_CLIENT_AUTH", tls.get("client_auth"))
     if client_auth not in ("", "none", "require"):
         raise ConfigError(f"INVSAGA_TLS_CLIENT_AUTH ({where}): expected require or none, got {client_auth!r}")
+
+    tokens: dict[str, tuple[str, str, str]] = {}
+    for setting, entries in (
+        ("INVSAGA_AUTH_TOKENS", names("INVSAGA_AUTH_TOKENS", auth.get("tokens"))),
+        # The older setting: bare digests, accepted as client tokens without a tenant.
+        ("INVSAGA_AUTH_TOKEN_HASHES", tuple(f"{h}:client" for h in names("INVSAGA_AUTH_TOKEN_HASHES", auth.get("token_hashes")))),
+    ):
+        for entry in entries:
+            grant = _grant(entry, setting=setting, certificate=False)
+            if tokens.get(grant[0], grant) != grant:
+                raise ConfigError(f"{setting}: token {grant[0][:8]!r}... is listed twice with different roles")
+            tokens[grant[0]] = grant
+    roles: dict[str, tuple[str, str, str]] = {}
+    for entry in names("INVSAGA_TLS_ROLES", tls.get("roles")):
+        grant = _grant(entry, setting="INVSAGA_TLS_ROLES", certificate=True)
+        roles[grant[0]] = grant
+
+    mode, where = pick("INVSAGA_AUTH", auth.get("mode"))
+    mode = mode.lower()
+    if mode == "none":  # what earlier versions called it
+        mode = "off"
+    if not mode:
+        mode = "mtls" if client_auth == "require" else "token" if tokens else ""
+    if mode and mode not in AUTH_MODES:
+        raise ConfigError(f"INVSAGA_AUTH ({where}): expected token, mtls or off, got {mode!r}")
+    if mode == "mtls":
+        if client_auth == "none":
+            raise ConfigError("INVSAGA_AUTH=mtls needs client certificates: INVSAGA_TLS_CLIENT_AUTH=require (or unset)")
+        if not files["ca"]:
+            raise ConfigError("INVSAGA_AUTH=mtls needs INVSAGA_TLS_CERT, INVSAGA_TLS_KEY and INVSAGA_TLS_CA")
+        client_auth = "require"
     if client_auth == "require" and not files["ca"]:
         raise ConfigError("INVSAGA_TLS_CLIENT_AUTH=require needs INVSAGA_TLS_CA to verify client certificates")
-    step_callers = names("INVSAGA_TLS_STEP_CALLERS", tls.get("step_callers")) or ("coordinator",)
-
-    hashes = tuple(h.lower() for h in names("INVSAGA_AUTH_TOKEN_HASHES", auth.get("token_hashes")))
-    for digest in hashes:
-        if not _SHA256_HEX.match(digest):
-            raise ConfigError(f"INVSAGA_AUTH_TOKEN_HASHES: not a SHA-256 hex digest: {digest[:12]!r}...")
-    mode, where = pick("INVSAGA_AUTH", auth.get("mode"))
-    mode = mode or ("token" if hashes else "none")
-    if mode not in ("none", "token"):
-        raise ConfigError(f"INVSAGA_AUTH ({where}): expected token or none, got {mode!r}")
-    if mode == "token" and not hashes:
-        raise ConfigError("INVSAGA_AUTH=token needs at least one hash in INVSAGA_AUTH_TOKEN_HASHES")
+    if mode == "token" and not tokens:
+        raise ConfigError("INVSAGA_AUTH=token needs INVSAGA_AUTH_TOKENS (sha256hex:role[:name], ...)")
+    # Not from the YAML file: a secret belongs in the environment (a Kubernetes Secret).
+    service_token = env.get("INVSAGA_SERVICE_TOKEN", "").strip()
+    if mode == "token" and service == "coordinator" and not service_token:
+        raise ConfigError(
+            "INVSAGA_AUTH=token: the coordinator needs INVSAGA_SERVICE_TOKEN, the token of role coordinator"
+            " it presents on its step calls"
+        )
+    require, where = pick("INVSAGA_REQUIRE_AUTH", auth.get("require"))
+    if require.lower() not in _TRUE + _FALSE:
+        raise ConfigError(f"INVSAGA_REQUIRE_AUTH ({where}): expected true or false, got {require!r}")
+    require_auth = require.lower() in _TRUE
+    if require_auth and mode not in ("token", "mtls"):
+        raise ConfigError(
+            f"INVSAGA_REQUIRE_AUTH is set: INVSAGA_AUTH must be token or mtls, not {mode or 'unset'!r}"
+        )
     health_port = env.get("INVSAGA_HEALTH_PORT") or tls.get("health_port")
     return {
         "tls_cert": files["cert"],
         "tls_key": files["key"],
         "tls_ca": files["ca"],
         "tls_client_auth": client_auth == "require",
-        "step_callers": step_callers,
-        "auth_token_hashes": hashes if mode == "token" else (),
+        "auth_mode": mode,
+        "auth_tokens": tuple(tokens.values()),
+        "tls_roles": tuple(roles.values()),
+        "service_token": service_token,
+        "require_auth": require_auth,
         "health_port": _port(health_port, name="INVSAGA_HEALTH_PORT") if health_port else 0,
     }
 

@@ -11,6 +11,9 @@ from invsaga.runtime.errors import InvalidArgument
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
+# A page token holds an offset; past this no listing goes (and no SQL OFFSET overflows).
+MAX_PAGE_OFFSET = 1_000_000
+MAX_PAGE_TOKEN = 64  # characters: the tokens this API hands out are a dozen
 
 
 def utcnow() -> datetime:
@@ -40,11 +43,15 @@ def page_window(page_size: int, page_token: str) -> tuple[int, int]:
     limit = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
     if not page_token:
         return 0, limit
-    try:
-        offset = int(base64.urlsafe_b64decode(page_token.encode()).decode())
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidArgument("malformed page_token", violations=[("page_token", "not a token from this API")]) from None
-    if offset < 0:
+    offset = -1
+    if len(page_token) <= MAX_PAGE_TOKEN:
+        try:
+            text = base64.urlsafe_b64decode(page_token.encode()).decode("ascii")
+        except ValueError:  # binascii.Error, UnicodeDecodeError
+            text = ""
+        if text.isascii() and text.isdigit():
+            offset = int(text)
+    if not 0 <= offset <= MAX_PAGE_OFFSET:
         raise InvalidArgument("malformed page_token", violations=[("page_token", "not a token from this API")])
     return offset, limit
 

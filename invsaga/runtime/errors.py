@@ -1,12 +1,26 @@
-"""One mapping between domain errors and ``google.rpc.Status`` with details.
+"""One mapping between errors and ``google.rpc.Status`` with details.
 
 Servers raise a ``DomainError`` subclass; the server bootstrap's interceptor turns it into a
-status with ``BadRequest`` field violations or ``ErrorInfo`` details. Clients turn an
-``AioRpcError`` back into an ``RpcFailure`` whose details are parsed lazily.
+status with ``BadRequest`` field violations or ``ErrorInfo`` details. Any other exception
+goes through ``as_domain_error`` (the only place that decides what a client learns of it):
+
+- the database unavailable (a lost or refused connection, a pool timeout, psycopg's
+  ``OperationalError`` and SQLAlchemy's errors wrapping it, a deadlock or serialization
+  failure): UNAVAILABLE with a plain message, so that clients retry;
+- a value the database refused late (psycopg's ``DataError``: a number out of its column's
+  range, a text too long, a NUL character): INVALID_ARGUMENT with a field violation (the
+  column, when the database names it);
+- anything else: INTERNAL with an opaque error id; the exception is logged in full (ERROR)
+  under that id.
+
+No status message or detail ever carries SQL, parameters, hosts, ports or class names.
+Clients turn an ``AioRpcError`` back into an ``RpcFailure`` whose details are parsed lazily.
 """
 
 from __future__ import annotations
 
+import logging
+import secrets
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Mapping, Sequence
@@ -18,6 +32,8 @@ from grpc_status import rpc_status
 
 ERROR_DOMAIN = "invsaga"
 _DETAILS_KEY = "grpc-status-details-bin"
+
+log = logging.getLogger("invsaga.errors")
 
 
 class DomainError(Exception):
@@ -40,19 +56,40 @@ class DomainError(Exception):
         self.violations = list(violations)
 
     def to_status(self) -> grpc.Status:
+        """The rich status, kept small: the status travels in HTTP/2 trailers, which clients
+        accept only up to a few KiB (8 KiB by default), so the message and the violations
+        are cut to fit (the last violation then says how many were left out)."""
         details: list[any_pb2.Any] = []
         if self.violations:
-            bad = error_details_pb2.BadRequest(
-                field_violations=[
-                    error_details_pb2.BadRequest.FieldViolation(field=f, description=d) for f, d in self.violations
-                ]
-            )
-            details.append(_pack(bad))
+            details.append(_pack(error_details_pb2.BadRequest(field_violations=_fitting(self.violations))))
         if self.reason:
             info = error_details_pb2.ErrorInfo(reason=self.reason, domain=ERROR_DOMAIN, metadata=self.metadata)
             details.append(_pack(info))
-        status = status_pb2.Status(code=self.code.value[0], message=self.message, details=details)
+        status = status_pb2.Status(code=self.code.value[0], message=_clip(self.message, MESSAGE_CHARS), details=details)
         return rpc_status.to_status(status)
+
+
+MESSAGE_CHARS = 1024
+VIOLATIONS_BYTES = 4096
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _fitting(violations: Sequence[tuple[str, str]]) -> list[error_details_pb2.BadRequest.FieldViolation]:
+    out = []
+    size = 0
+    for i, (f, d) in enumerate(violations):
+        item = error_details_pb2.BadRequest.FieldViolation(field=_clip(f, 256), description=_clip(d, 512))
+        size += item.ByteSize() + 4
+        if size > VIOLATIONS_BYTES:
+            out.append(error_details_pb2.BadRequest.FieldViolation(
+                field="", description=f"and {len(violations) - i:,} more violation(s) not listed"
+            ))
+            break
+        out.append(item)
+    return out
 
 
 def _pack(message) -> any_pb2.Any:
@@ -93,6 +130,143 @@ class Unauthenticated(DomainError):
 
 class Unavailable(DomainError):
     code = grpc.StatusCode.UNAVAILABLE
+
+
+class ResourceExhausted(DomainError):
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class Internal(DomainError):
+    code = grpc.StatusCode.INTERNAL
+
+
+# -- everything that is not a DomainError ---------------------------------------------------------
+DATABASE_UNAVAILABLE = "the database is unavailable; retry later"
+DEPENDENCY_UNAVAILABLE = "a service this call depends on is unavailable; retry later"
+TEMPORARILY_UNAVAILABLE = "temporarily unavailable; retry later"
+NUL_TEXT = "must not contain NUL (\\x00) characters"
+
+# SQLSTATE of psycopg's DataError subclasses -> what the field violation says.
+_DATA_ERRORS = {
+    "22003": "a number is out of range for its column",  # numeric_value_out_of_range
+    "22001": "a text is longer than its column allows",  # string_data_right_truncation
+    "22008": "a date or time is out of range",  # datetime_field_overflow
+    "22007": "a date or time is not valid",  # invalid_datetime_format
+    "22021": "a text holds a character the database cannot store",  # character_not_in_repertoire
+    "22P05": "a text holds a character the database cannot store",  # untranslatable_character
+}
+_MAX_CHAIN = 8
+
+
+def new_error_id() -> str:
+    return secrets.token_hex(8)
+
+
+def _classes() -> tuple[tuple[type, ...], tuple[type, ...]]:
+    """(data errors, database unavailability errors), imported on first use: clients need neither driver."""
+    global _CLASSES
+    if _CLASSES is None:
+        data: list[type] = []
+        down: list[type] = []
+        try:
+            import psycopg
+
+            data.append(psycopg.DataError)
+            down.append(psycopg.OperationalError)  # also psycopg_pool's PoolTimeout and PoolClosed
+        except ImportError:  # pragma: no cover - a dependency
+            pass
+        try:
+            from sqlalchemy import exc as sa
+
+            data.append(sa.DataError)
+            down.extend([sa.OperationalError, sa.TimeoutError, sa.DisconnectionError])
+        except ImportError:  # pragma: no cover - a dependency
+            pass
+        _CLASSES = (tuple(data), tuple(down))
+    return _CLASSES
+
+
+_CLASSES: tuple[tuple[type, ...], tuple[type, ...]] | None = None
+
+
+def _chain(error: BaseException):
+    """``error`` and what caused it: SQLAlchemy's ``orig``, ``__cause__``, ``__context__``."""
+    seen: set[int] = set()
+    todo = [error]
+    while todo and len(seen) < _MAX_CHAIN:
+        current = todo.pop(0)
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        todo.extend([getattr(current, "orig", None), current.__cause__, current.__context__])
+
+
+def _rpc_unavailable(error: BaseException) -> bool:
+    code = getattr(error, "code", None)
+    if not isinstance(error, grpc.RpcError) or not callable(code):
+        return False
+    try:
+        return code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+    except Exception:  # noqa: BLE001 - an RpcError without a code
+        return False
+
+
+def _late_value(error: BaseException) -> DomainError:
+    """INVALID_ARGUMENT for a value the database refused; the column as the field, if named."""
+    sqlstate = getattr(error, "sqlstate", None)
+    if sqlstate is None and "NUL" in str(error):  # psycopg refuses it before sending
+        description = NUL_TEXT
+    else:
+        description = _DATA_ERRORS.get(sqlstate or "", "a value is not valid for its column")
+    diag = getattr(error, "diag", None)
+    column = getattr(diag, "column_name", None) or ""
+    return InvalidArgument(
+        f"invalid value: {description}", reason="INVALID_VALUE", violations=[(column, description)]
+    )
+
+
+def as_domain_error(error: BaseException, where: str = "") -> DomainError:
+    """What a client is told of ``error`` (raised while serving ``where``, an RPC method).
+
+    A ``DomainError`` is told as it is. The rest is logged here, each kind at its level.
+    """
+    if isinstance(error, DomainError):
+        return error
+    data, down = _classes()
+    for cause in _chain(error):
+        if isinstance(cause, DomainError):
+            return cause
+        if data and isinstance(cause, data) and not hasattr(cause, "orig"):
+            mapped = _late_value(cause)
+            log.warning("%s: the database refused a value (%s)", where or "call", _summary(cause))
+            return mapped
+        if isinstance(cause, down) and not hasattr(cause, "orig"):
+            log.warning("%s: database unavailable (%s)", where or "call", _summary(cause))
+            return Unavailable(DATABASE_UNAVAILABLE, reason="DATABASE_UNAVAILABLE")
+        if getattr(cause, "connection_invalidated", False):  # SQLAlchemy: the connection was lost
+            log.warning("%s: database connection lost (%s)", where or "call", _summary(cause))
+            return Unavailable(DATABASE_UNAVAILABLE, reason="DATABASE_UNAVAILABLE")
+        if isinstance(cause, (ConnectionError, TimeoutError)):  # a socket, the statement pipe, a wait
+            log.warning("%s: unavailable (%s)", where or "call", _summary(cause))
+            return Unavailable(TEMPORARILY_UNAVAILABLE, reason="UNAVAILABLE")
+        if _rpc_unavailable(cause):
+            log.warning("%s: a downstream call failed (%s)", where or "call", _summary(cause))
+            return Unavailable(DEPENDENCY_UNAVAILABLE, reason="DEPENDENCY_UNAVAILABLE")
+    error_id = new_error_id()
+    log.error("internal error, id %s, in %s", error_id, where or "a call", exc_info=error)
+    return Internal(f"internal error, id {error_id}", reason="INTERNAL_ERROR", metadata={"error_id": error_id})
+
+
+def _summary(error: BaseException) -> str:
+    """One line for the log: the exception's class and the first line of its text."""
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0][:300] if text else ''}"
+
+
+def error_status(error: BaseException, where: str = "") -> grpc.Status:
+    """The status a client gets for ``error``: see ``as_domain_error``."""
+    return as_domain_error(error, where).to_status()
 
 
 @dataclass
@@ -169,12 +343,16 @@ __all__ = [
     "AlreadyExists",
     "DomainError",
     "FailedPrecondition",
+    "Internal",
     "InvalidArgument",
     "NotFound",
     "PermissionDenied",
+    "ResourceExhausted",
     "RpcFailure",
     "Unauthenticated",
     "Unavailable",
     "Violations",
+    "as_domain_error",
     "code_pb2",
+    "error_status",
 ]

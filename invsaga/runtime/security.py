@@ -1,42 +1,168 @@
-"""TLS, mutual TLS and bearer tokens for the mesh; all off unless configured.
+"""Who may call what: TLS, mutual TLS, bearer tokens and the one access table of the mesh.
 
-- TLS: a process with ``INVSAGA_TLS_CERT``/``INVSAGA_TLS_KEY`` serves TLS, and its channels to
-  the other processes verify their certificates against ``INVSAGA_TLS_CA`` (presenting its own
-  certificate, so the same three files serve both directions).
-- Mutual TLS (``INVSAGA_TLS_CLIENT_AUTH=require``): the server refuses a handshake without a
-  client certificate signed by the CA. The saga steps (``Execute``/``ExecuteBatch``/``ExecuteStream``/``Compensate`` of
-  every ``*StepService``) are served only to the identities in ``INVSAGA_TLS_STEP_CALLERS``
-  (default ``coordinator``): the subject common name of the peer's certificate, which
-  ``invsaga certs`` sets to the process name. Every other RPC — the admin and query APIs,
-  health, reflection — is open to any client holding a certificate of the CA: operators and
-  the participants' own calls to each other (inventory → notify, logistics → inventory).
-- Bearer tokens (the coordinator only): with ``INVSAGA_AUTH=token`` every RPC needs
-  ``authorization: Bearer <token>`` whose SHA-256 (hex) is one of
-  ``INVSAGA_AUTH_TOKEN_HASHES``; anything else is UNAUTHENTICATED. Deny by default: only
-  ``grpc.health.v1.Health`` and server reflection are exempt, so probes and ``grpcurl list``
-  keep working. The participants are guarded by mutual TLS instead.
+Deny by default, on every process (docs/security.md has the table and how to configure it):
 
-With none of this configured, no interceptor is installed and the ports are plaintext:
-the hot path pays nothing.
+- ``INVSAGA_AUTH=token``: every RPC needs ``authorization: Bearer <token>`` whose SHA-256 is
+  listed in ``INVSAGA_AUTH_TOKENS`` as ``sha256hex:role[:name]``; the token's role (and a
+  client's tenant) is the caller's. A process presents ``INVSAGA_SERVICE_TOKEN`` on its own
+  calls to the others (``client_interceptors``), so the participants know the coordinator.
+- ``INVSAGA_AUTH=mtls``: the server refuses a handshake without a certificate of the CA; the
+  certificate's name (subject CN, else a SAN) gives the role: ``coordinator`` is the
+  coordinator, the five participants' names are services, ``INVSAGA_TLS_ROLES`` adds or
+  overrides names (``ops:admin``), and any other certificate is a plain client, never an
+  admin. A bearer token on top, if any, is checked and then is the caller.
+- ``INVSAGA_AUTH=off`` (development meshes): no checks, every caller is an admin; the
+  process says so at start and every minute, and its health service answers NOT_SERVING
+  for ``invsaga.auth``.
+- Nothing configured: every RPC but health and reflection is UNAUTHENTICATED.
+
+``ACCESS`` is the table, ``AccessInterceptor`` the one place it is enforced. A refused call is
+UNAUTHENTICATED (no or invalid credentials) or PERMISSION_DENIED (a known caller, not
+allowed), answered before the servicer reads the request. An admitted call runs with its
+``Caller`` in ``CURRENT_CALLER`` (``caller()``), including every request of an ExecuteBatch
+or ExecuteStream, which are served in the call's own context.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hashlib
 import hmac
+import inspect
+import logging
+from contextvars import ContextVar
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 import grpc
+from grpc_health.v1 import health_pb2
 
-from invsaga.runtime.config import Settings
+from invsaga.runtime.config import PARTICIPANTS, Settings
+from invsaga.runtime.errors import PermissionDenied, Unauthenticated
 
-# Methods reachable without a token: Kubernetes probes and reflection (`grpcurl list`).
+log = logging.getLogger("invsaga.security")
+
+# Methods anyone may call: Kubernetes probes, `grpcurl list` (reflection).
 PUBLIC_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 STEP_METHODS = ("Execute", "Compensate", "ExecuteBatch", "ExecuteStream")
+# The health service entry that tells whether this process checks its callers.
+AUTH_HEALTH_NAME = "invsaga.auth"
+AUTH_MODE_HEADER = "invsaga-auth-mode"
+REMINDER_SECONDS = 60.0
+_MAX_TOKEN_CHARS = 4096
 
 
+@dataclass(frozen=True)
+class Caller:
+    """Who made a call, as the security interceptor established it.
+
+    ``role``: ``admin`` (every RPC but the steps), ``client`` (the public coordinator API,
+    scoped to ``tenant`` when it has one), ``coordinator`` (the saga steps), ``service`` (a
+    participant: reads, and the calls its code makes to another), or ``anonymous``. With
+    authentication off every caller is an admin.
+    """
+
+    identity: str = "anonymous"
+    role: str = "admin"
+    tenant: str = ""
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+
+OPEN_MESH = Caller(identity="anonymous", role="admin")
+ANONYMOUS = Caller(identity="anonymous", role="anonymous")
+# Set by the security interceptor for the duration of each RPC's handler.
+CURRENT_CALLER: ContextVar[Caller] = ContextVar("invsaga_caller", default=OPEN_MESH)
+
+
+def caller(context: Any = None) -> Caller:
+    """The caller of the RPC being served (every caller is an admin when auth is off)."""
+    return CURRENT_CALLER.get()
+
+
+# -- the access table -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Rule:
+    """Who may call one RPC: callers of ``roles``, and the ``services`` named (role service)."""
+
+    roles: frozenset[str]
+    services: frozenset[str] = frozenset()
+
+    def allows(self, who: Caller) -> bool:
+        return who.role in self.roles or (who.role == "service" and who.identity in self.services)
+
+    def describe(self) -> str:
+        return ", ".join([*sorted(self.roles), *sorted(self.services)])
+
+
+STEP = Rule(frozenset({"coordinator"}))
+PUBLIC_API = Rule(frozenset({"client", "admin"}))
+READ = Rule(frozenset({"admin", "service"}))
+ADMIN = Rule(frozenset({"admin"}))
+
+
+def _admin_and(*services: str) -> Rule:
+    """An admin RPC that the code of ``services`` also calls (and no other participant)."""
+    return Rule(frozenset({"admin"}), frozenset(services))
+
+
+def _service(area: str, name: str) -> str:
+    return f"invsaga.{area}.v1.{name}"
+
+
+_COORDINATOR = _service("coordinator", "SagaCoordinatorService")
+
+# Every RPC of the mesh but health and reflection. A method missing here is admin-only, and
+# tests/integration/test_access.py fails until it is added (here and in docs/security.md).
+ACCESS: dict[str, Rule] = {
+    **{
+        f"/{_COORDINATOR}/{m}": PUBLIC_API
+        for m in ("StartSaga", "GetSaga", "ListSagas", "WatchSaga", "CancelSaga", "ResumeSaga")
+    },
+    **{
+        f"/{_service(p, p.capitalize() + 'StepService')}/{m}": STEP
+        for p in PARTICIPANTS
+        for m in STEP_METHODS
+    },
+    f"/{_service('warehouse', 'WarehouseService')}/UpsertWarehouse": ADMIN,
+    f"/{_service('warehouse', 'WarehouseService')}/AddAssortment": ADMIN,
+    f"/{_service('warehouse', 'WarehouseService')}/GetWarehouse": READ,
+    f"/{_service('warehouse', 'WarehouseService')}/ListWarehouses": READ,
+    f"/{_service('inventory', 'InventoryService')}/SetStock": ADMIN,
+    f"/{_service('inventory', 'InventoryService')}/AdjustStock": ADMIN,
+    f"/{_service('inventory', 'InventoryService')}/GetStock": READ,
+    f"/{_service('inventory', 'InventoryService')}/ListStock": READ,
+    f"/{_service('inventory', 'InventoryService')}/ListLocks": READ,
+    # A picklist's status moves the stock of its locks (services/logistics/server.py).
+    f"/{_service('inventory', 'InventoryService')}/HoldLocks": _admin_and("logistics"),
+    f"/{_service('inventory', 'InventoryService')}/CommitLocks": _admin_and("logistics"),
+    f"/{_service('inventory', 'InventoryService')}/ReleaseLocks": _admin_and("logistics"),
+    f"/{_service('allocation', 'AllocationService')}/GetAllocation": READ,
+    f"/{_service('allocation', 'AllocationService')}/ListAllocations": READ,
+    f"/{_service('allocation', 'AllocationService')}/CancelAllocation": ADMIN,
+    f"/{_service('logistics', 'LogisticsService')}/GetPicklist": READ,
+    f"/{_service('logistics', 'LogisticsService')}/ListPicklists": READ,
+    f"/{_service('logistics', 'LogisticsService')}/UpdatePicklistStatus": ADMIN,
+    # The expiry sweepers tell the customer that a lock or an allocation lapsed.
+    f"/{_service('notify', 'NotifyService')}/SendNotification": _admin_and("inventory", "allocation"),
+    f"/{_service('notify', 'NotifyService')}/ListNotifications": READ,
+}
+
+
+def is_public(method: str) -> bool:
+    return method.startswith(PUBLIC_PREFIXES)
+
+
+def rule_for(method: str) -> Rule:
+    """The rule of ``method`` ("/package.Service/Method"); an unknown method is admin-only."""
+    return ACCESS.get(method, ADMIN)
+
+
+# -- tokens and certificates ------------------------------------------------------------------
 def hash_token(token: str) -> str:
     """What the configuration stores for ``token``: its SHA-256 in hex."""
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
@@ -49,6 +175,14 @@ def token_matches(token: str, hashes: Iterable[str]) -> bool:
     for stored in hashes:
         found |= hmac.compare_digest(digest, stored)
     return found
+
+
+# Certificate names and their roles under mTLS unless INVSAGA_TLS_ROLES says otherwise;
+# any other certificate of the CA is a client without a tenant.
+DEFAULT_TLS_ROLES: dict[str, tuple[str, str]] = {
+    "coordinator": ("coordinator", ""),
+    **{name: ("service", "") for name in PARTICIPANTS},
+}
 
 
 def _read(path: str) -> bytes:
@@ -81,126 +215,353 @@ def channel_credentials(settings: Settings) -> grpc.ChannelCredentials | None:
     return _channel_credentials(settings.tls_ca, settings.tls_cert, settings.tls_key)
 
 
+def peer_names(context: Any) -> list[str]:
+    """The names the peer's client certificate goes by: its subject CN; without one (as
+    SPIFFE-style certificates), its subject alternative names. Never both: a SAN shared by
+    many certificates (a wildcard, ``localhost``) must not lend them a role."""
+    auth = context.auth_context()
+    names = auth.get("x509_common_name") or auth.get("x509_subject_alternative_name") or ()
+    return [n.decode("utf-8", "replace") if isinstance(n, bytes) else str(n) for n in names]
+
+
 def peer_identity(context: Any) -> str:
     """The subject common name of the peer's client certificate ('' without one)."""
     names = context.auth_context().get("x509_common_name") or []
     return names[0].decode("utf-8", "replace") if names else ""
 
 
-def _is_step_method(method: str) -> bool:
-    service, _, name = method.rpartition("/")
-    return name in STEP_METHODS and service.endswith("StepService")
+class _Refused(Exception):
+    def __init__(self, status: grpc.Status) -> None:
+        super().__init__("refused")
+        self.status = status
 
 
-def _denied_handler(handler: grpc.RpcMethodHandler, code: grpc.StatusCode, message: str) -> grpc.RpcMethodHandler:
-    """A handler of the same shape as ``handler`` that refuses without reading the request."""
-
-    async def deny_unary(request, context):
-        await context.abort(code, message)
-
-    async def deny_stream(request, context):
-        await context.abort(code, message)
-        yield  # pragma: no cover - makes this an async generator
-
-    if handler.unary_unary:
-        return grpc.unary_unary_rpc_method_handler(deny_unary, response_serializer=handler.response_serializer)
-    if handler.unary_stream:
-        return grpc.unary_stream_rpc_method_handler(deny_stream, response_serializer=handler.response_serializer)
-    if handler.stream_unary:
-        return grpc.stream_unary_rpc_method_handler(deny_unary, response_serializer=handler.response_serializer)
-    return grpc.stream_stream_rpc_method_handler(deny_stream, response_serializer=handler.response_serializer)
+def _unauthenticated(message: str) -> _Refused:
+    return _Refused(Unauthenticated(message, reason="UNAUTHENTICATED").to_status())
 
 
-class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
-    """Bearer tokens on every method but health and reflection; UNAUTHENTICATED otherwise."""
+_NOT_CONFIGURED = (
+    "this process serves only health and reflection: authentication is not configured "
+    "(INVSAGA_AUTH=token or mtls)"
+)
+_NEEDS_TOKEN = "a valid 'authorization: Bearer <token>' is required"
+_BAD_TOKEN = "the bearer token is not valid"
 
-    def __init__(self, token_hashes: Iterable[str]) -> None:
-        self.hashes = tuple(token_hashes)
 
-    def _authorised(self, metadata: Iterable[Any] | None) -> bool:
-        for item in metadata or ():
-            key, value = item[0], item[1]
-            if key == "authorization" and isinstance(value, str):
-                scheme, _, token = value.partition(" ")
-                if scheme.lower() == "bearer" and token:
-                    return token_matches(token.strip(), self.hashes)
-        return False
+def _bearer(metadata: Iterable[Any] | None) -> str | None:
+    """The token of the first ``authorization`` header; '' if that header is not a bearer token."""
+    for item in metadata or ():
+        if item[0] == "authorization":
+            value = item[1] if isinstance(item[1], str) else ""
+            scheme, _, token = value.partition(" ")
+            token = token.strip()
+            if scheme.lower() != "bearer" or not token or len(token) > _MAX_TOKEN_CHARS:
+                return ""
+            return token
+    return None
 
-    async def intercept_service(self, continuation, handler_call_details):
-        handler = await continuation(handler_call_details)
-        if handler is None or handler_call_details.method.startswith(PUBLIC_PREFIXES):
-            return handler
-        if self._authorised(handler_call_details.invocation_metadata):
-            return handler
-        return _denied_handler(
-            handler, grpc.StatusCode.UNAUTHENTICATED, "a valid 'authorization: Bearer <token>' is required"
+
+class Gate:
+    """Authentication (who is calling) and authorization (``ACCESS``) of one process."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.mode = settings.auth_mode
+        # (digest, caller): a token's identity is its name, else a prefix of its digest.
+        self.tokens: tuple[tuple[str, Caller], ...] = tuple(
+            (digest, Caller(identity=_token_identity(digest, role, name), role=role,
+                            tenant=name if role == "client" else ""))
+            for digest, role, name in settings.auth_tokens
         )
+        roles = {name: (role, "") for name, (role, _) in DEFAULT_TLS_ROLES.items()}
+        roles.update({name: (role, tenant) for name, role, tenant in settings.tls_roles})
+        self.cert_roles: Mapping[str, tuple[str, str]] = roles
+
+    @property
+    def enforcing(self) -> bool:
+        return self.mode != "off"
+
+    def by_token(self, token: str) -> Caller | None:
+        digest = hash_token(token)
+        found = None
+        for stored, who in self.tokens:  # no early exit: the time does not depend on which matched
+            if hmac.compare_digest(digest, stored):
+                found = who
+        return found
+
+    def by_certificate(self, context: Any) -> Caller | None:
+        names = peer_names(context)
+        if not names:
+            return None
+        for name in names:
+            if name in self.cert_roles:
+                role, tenant = self.cert_roles[name]
+                return Caller(identity=name, role=role, tenant=tenant)
+        return Caller(identity=names[0], role="client")
+
+    def authenticate(self, context: Any) -> Caller:
+        """The caller of this call, or ``_Refused`` (UNAUTHENTICATED)."""
+        if not self.mode:
+            raise _unauthenticated(_NOT_CONFIGURED)
+        token = _bearer(context.invocation_metadata())
+        if token is not None:
+            who = self.by_token(token) if token else None
+            if who is None:
+                raise _unauthenticated(_BAD_TOKEN)
+            return who
+        if self.mode == "mtls":
+            who = self.by_certificate(context)
+            if who is not None:
+                return who
+        raise _unauthenticated(_NEEDS_TOKEN)
+
+    def admit(self, method: str, rule: Rule, context: Any) -> Caller:
+        """The caller, if ``rule`` lets it call ``method``; else ``_Refused``."""
+        who = self.authenticate(context)
+        if not rule.allows(who):
+            name = method.rsplit(".", 1)[-1]  # "Service/Method", without the package
+            log.warning("refused %s to %s (role %s)", name, who.identity, who.role)
+            raise _Refused(
+                PermissionDenied(
+                    f"{name} is not allowed to {who.identity!r} (role {who.role})",
+                    reason="PERMISSION_DENIED",
+                    metadata={"role": who.role},
+                ).to_status()
+            )
+        return who
 
 
-class StepCallerInterceptor(grpc.aio.ServerInterceptor):
-    """Under mutual TLS, saga steps are served only to the coordinator's certificate identity."""
+def _token_identity(digest: str, role: str, name: str) -> str:
+    if role == "service" and name:
+        return name
+    if role == "client" and name:
+        return f"client-{name}"
+    return f"{role}-{digest[:8]}"
 
-    def __init__(self, allowed: Iterable[str]) -> None:
-        self.allowed = frozenset(allowed)
+
+# -- the server side --------------------------------------------------------------------------
+class AccessInterceptor(grpc.aio.ServerInterceptor):
+    """The one place the access table is enforced, and ``CURRENT_CALLER`` set.
+
+    Each method's handler is wrapped once. The wrapper decides before the servicer (and the
+    request checks beneath it) runs; a refused call never reaches them.
+    """
+
+    def __init__(self, gate: Gate) -> None:
+        self.gate = gate
+        self._wrapped: dict[str, tuple[Any, Any]] = {}
 
     async def intercept_service(self, continuation, handler_call_details):
         handler = await continuation(handler_call_details)
-        if handler is None or not _is_step_method(handler_call_details.method):
+        if handler is None:
+            return None
+        method = handler_call_details.method
+        cached = self._wrapped.get(method)
+        if cached is None or cached[0] is not handler:
+            cached = self._wrapped[method] = (handler, self._wrap(method, handler))
+        return cached[1]
+
+    def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        if method.startswith("/grpc.health.v1.Health/"):
+            return _health_marker(method, handler, self.gate.mode)
+        if is_public(method) or not self.gate.enforcing:
             return handler
-        allowed = self.allowed
+        return _guarded(method, handler, self.gate, rule_for(method))
 
-        async def check(context) -> None:
-            identity = peer_identity(context)
-            if identity not in allowed:
-                await context.abort(
-                    grpc.StatusCode.PERMISSION_DENIED,
-                    f"saga steps are served only to {', '.join(sorted(allowed))}; the client is {identity or 'anonymous'!r}",
-                )
 
-        if handler.unary_unary:
-            behavior = handler.unary_unary
+def _guarded(method: str, handler: grpc.RpcMethodHandler, gate: Gate, rule: Rule) -> grpc.RpcMethodHandler:
+    """``handler`` behind ``gate``: the caller is admitted, then served with it as CURRENT_CALLER."""
 
-            async def guarded(request, context):
-                await check(context)
-                return await behavior(request, context)
+    async def admit(context) -> Caller:
+        try:
+            return gate.admit(method, rule, context)
+        except _Refused as refused:
+            await context.abort_with_status(refused.status)
+            raise  # pragma: no cover - abort raises
 
-            return grpc.unary_unary_rpc_method_handler(
-                guarded,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.stream_stream:  # ExecuteStream
-            stream_behavior = handler.stream_stream
+    kwargs = dict(request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer)
+    if handler.unary_unary:
+        unary_unary = handler.unary_unary
 
-            async def guarded_stream(request_iterator, context):
-                await check(context)
-                async for item in stream_behavior(request_iterator, context):
-                    yield item
+        async def guarded_unary_unary(request, context):
+            reset = CURRENT_CALLER.set(await admit(context))
+            try:
+                return await unary_unary(request, context)
+            finally:
+                CURRENT_CALLER.reset(reset)
 
-            return grpc.stream_stream_rpc_method_handler(
-                guarded_stream,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        return handler
+        return grpc.unary_unary_rpc_method_handler(guarded_unary_unary, **kwargs)
+    if handler.stream_unary:
+        stream_unary = handler.stream_unary
+
+        async def guarded_stream_unary(request_iterator, context):
+            reset = CURRENT_CALLER.set(await admit(context))
+            try:
+                return await stream_unary(request_iterator, context)
+            finally:
+                CURRENT_CALLER.reset(reset)
+
+        return grpc.stream_unary_rpc_method_handler(guarded_stream_unary, **kwargs)
+    # Streaming answers: the RPC runs in a task of its own, so the caller set here lasts
+    # exactly as long as the call (and the tasks a stream starts inherit it).
+    streaming = handler.unary_stream or handler.stream_stream
+    if inspect.isasyncgenfunction(streaming):
+
+        async def guarded_stream(request, context):
+            CURRENT_CALLER.set(await admit(context))
+            async for item in streaming(request, context):
+                yield item
+
+    else:  # a handler that writes its answers with context.write
+
+        async def guarded_stream(request, context):
+            CURRENT_CALLER.set(await admit(context))
+            return await streaming(request, context)
+
+    if handler.unary_stream:
+        return grpc.unary_stream_rpc_method_handler(guarded_stream, **kwargs)
+    return grpc.stream_stream_rpc_method_handler(guarded_stream, **kwargs)
+
+
+def _mode_label(mode: str) -> str:
+    return mode or "unconfigured"
+
+
+def _health_marker(method: str, handler: grpc.RpcMethodHandler, mode: str) -> grpc.RpcMethodHandler:
+    """Health answers for ``invsaga.auth``: SERVING when callers are checked (token, mtls),
+    NOT_SERVING when authentication is off or not configured; the mode in a trailer."""
+    status = (
+        health_pb2.HealthCheckResponse.SERVING if mode in ("token", "mtls") else health_pb2.HealthCheckResponse.NOT_SERVING
+    )
+    answer = health_pb2.HealthCheckResponse(status=status)
+    trailer = ((AUTH_MODE_HEADER, _mode_label(mode)),)
+    kwargs = dict(request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer)
+    if method.endswith("/Check") and handler.unary_unary:
+        check = handler.unary_unary
+
+        async def marked_check(request, context):
+            if request.service == AUTH_HEALTH_NAME:
+                context.set_trailing_metadata(trailer)
+                return answer
+            return await check(request, context)
+
+        return grpc.unary_unary_rpc_method_handler(marked_check, **kwargs)
+    if method.endswith("/Watch") and handler.unary_stream:
+        watch = handler.unary_stream
+
+        async def marked_watch(request, context):
+            if request.service != AUTH_HEALTH_NAME:
+                return await watch(request, context)
+            await context.write(answer)
+            await asyncio.Event().wait()  # the mode never changes; the watcher hangs up
+            return None
+
+        return grpc.unary_stream_rpc_method_handler(marked_watch, **kwargs)
+    return handler
+
+
+def _remind(loop: asyncio.AbstractEventLoop, message: str) -> None:
+    log.warning(message)
+    loop.call_later(REMINDER_SECONDS, _remind, loop, message)
+
+
+_OFF = (
+    "authentication is OFF (INVSAGA_AUTH=off): every caller is an admin and may call every RPC "
+    "of this process; for development meshes only"
+)
+_UNCONFIGURED = (
+    "authentication is not configured: every RPC but health and reflection is refused "
+    "(set INVSAGA_AUTH=token or mtls; off for a development mesh)"
+)
+
+
+def announce(settings: Settings) -> None:
+    """Say at start how this process checks its callers; off or unconfigured, every minute."""
+    mode = settings.auth_mode
+    if mode in ("token", "mtls"):
+        roles = sorted({role for _, role, _ in settings.auth_tokens})
+        log.info("authentication: %s; %d token(s) of role(s) %s", mode, len(settings.auth_tokens), ", ".join(roles) or "-")
+        if mode == "token" and not settings.service_token and settings.service in ("inventory", "allocation", "logistics"):
+            log.warning("INVSAGA_SERVICE_TOKEN is not set: this process's calls to the other participants will be refused")
+        return
+    message = _OFF if mode == "off" else _UNCONFIGURED
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        log.warning(message)
+        return
+    _remind(loop, message)
 
 
 def server_interceptors(settings: Settings) -> list[grpc.aio.ServerInterceptor]:
-    """The security interceptors this process needs; none when security is off."""
-    interceptors: list[grpc.aio.ServerInterceptor] = []
-    if settings.service == "coordinator" and settings.auth_token_hashes:
-        interceptors.append(TokenAuthInterceptor(settings.auth_token_hashes))
-    if settings.tls_client_auth:
-        interceptors.append(StepCallerInterceptor(settings.step_callers))
-    return interceptors
+    """The access interceptor of this process (it also answers health for ``invsaga.auth``)."""
+    announce(settings)
+    return [AccessInterceptor(Gate(settings))]
+
+
+# -- the client side --------------------------------------------------------------------------
+class _Bearer:
+    """Adds this process's service token to each call; never shows it (repr, logs)."""
+
+    def __init__(self, token: str) -> None:
+        self._header = ("authorization", f"Bearer {token}")
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(<service token>)"
+
+    def _details(self, details):
+        return details._replace(metadata=grpc.aio.Metadata(*(details.metadata or ()), self._header))
+
+
+# grpc.aio files a client interceptor under one kind only: one class per kind.
+class _UnaryUnaryBearer(_Bearer, grpc.aio.UnaryUnaryClientInterceptor):
+    async def intercept_unary_unary(self, continuation, client_call_details, request):
+        return await continuation(self._details(client_call_details), request)
+
+
+class _UnaryStreamBearer(_Bearer, grpc.aio.UnaryStreamClientInterceptor):
+    async def intercept_unary_stream(self, continuation, client_call_details, request):
+        return await continuation(self._details(client_call_details), request)
+
+
+class _StreamUnaryBearer(_Bearer, grpc.aio.StreamUnaryClientInterceptor):
+    async def intercept_stream_unary(self, continuation, client_call_details, request_iterator):
+        return await continuation(self._details(client_call_details), request_iterator)
+
+
+class _StreamStreamBearer(_Bearer, grpc.aio.StreamStreamClientInterceptor):
+    async def intercept_stream_stream(self, continuation, client_call_details, request_iterator):
+        return await continuation(self._details(client_call_details), request_iterator)
+
+
+def bearer_interceptors(token: str) -> list[Any]:
+    """Client interceptors that send ``authorization: Bearer <token>`` on every call."""
+    return [cls(token) for cls in (_UnaryUnaryBearer, _UnaryStreamBearer, _StreamUnaryBearer, _StreamStreamBearer)]
+
+
+def client_interceptors(settings: Settings) -> list[Any]:
+    """What this process's channels to the others add: its service token, unless mTLS
+    identifies it (a token would then stand for it instead of its certificate)."""
+    if not settings.service_token or settings.auth_mode == "mtls":
+        return []
+    return bearer_interceptors(settings.service_token)
 
 
 __all__ = [
-    "StepCallerInterceptor",
-    "TokenAuthInterceptor",
+    "ACCESS",
+    "AUTH_HEALTH_NAME",
+    "AccessInterceptor",
+    "CURRENT_CALLER",
+    "Caller",
+    "Gate",
+    "Rule",
+    "bearer_interceptors",
+    "caller",
     "channel_credentials",
+    "client_interceptors",
     "hash_token",
     "peer_identity",
+    "peer_names",
+    "rule_for",
     "server_credentials",
     "server_interceptors",
     "token_matches",

@@ -2,8 +2,11 @@
 
 ``run_process(name, build)`` parses ``--port``/``--database-url``/``--config``, loads the
 settings once, and serves a ``grpc.aio`` server with the health service (SERVING once ready,
-NOT_SERVING as soon as SIGTERM arrives), reflection for every service it serves, the domain
-error mapping, and a graceful shutdown bounded by the grace period.
+NOT_SERVING as soon as SIGTERM arrives), reflection for every service it serves, the one
+mapping of errors to statuses (``DomainErrorInterceptor``: a ``DomainError`` as it is, the rest
+through ``errors.as_domain_error``), the checks every request passes before its servicer
+(``RequestGuard``: size per RPC, the in-flight byte budget, NUL characters, Timestamps and
+Structs), and a graceful shutdown bounded by the grace period.
 """
 
 from __future__ import annotations
@@ -21,14 +24,15 @@ from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Sequence
 
 import grpc
+from google.protobuf import descriptor_pool
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
-from invsaga.runtime import security, telemetry
+from invsaga.runtime import inputs, security, telemetry
 from invsaga.runtime.batch import install_execute_batch, layered_execute
 from invsaga.runtime.config import ConfigError, Settings, load_settings
-from invsaga.runtime.errors import DomainError, InvalidArgument
+from invsaga.runtime.errors import DomainError, InvalidArgument, error_status
 from invsaga.runtime.faults import FaultInjector, parse_faults
 from invsaga.runtime.interceptors import WrappingInterceptor
 from invsaga.runtime.logs import configure_logging
@@ -64,96 +68,219 @@ def registration(servicer: Any, module: Any, service: str) -> Registration:
     return Registration(servicer, add, f"{package}.{service}")
 
 
-class _Undecodable:
-    """What a request that is not a valid serialized message deserializes to."""
+class _Refused:
+    """What a request refused before its handler runs deserializes to: malformed bytes, too
+    large, over the in-flight budget, or content no request may hold. The handler's wrapper
+    answers with ``status`` (after the outer layers, authentication first, have run)."""
 
-    __slots__ = ("message_name",)
+    __slots__ = ("status",)
 
-    def __init__(self, message_name: str) -> None:
-        self.message_name = message_name
-
-
-def _tolerant(deserializer):
-    """Malformed bytes become INVALID_ARGUMENT (gRPC's own answer would be INTERNAL)."""
-    if deserializer is None:
-        return None
-    message_type = getattr(deserializer, "__self__", None)
-    name = getattr(getattr(message_type, "DESCRIPTOR", None), "full_name", "message")
-
-    def deserialize(data):
-        try:
-            return deserializer(data)
-        except Exception:  # protobuf's DecodeError and friends
-            return _Undecodable(name)
-
-    return deserialize
+    def __init__(self, error: DomainError) -> None:
+        self.status = error.to_status()
 
 
-def _malformed(request: _Undecodable) -> grpc.Status:
+def _malformed(message_name: str) -> DomainError:
     return InvalidArgument(
-        f"malformed request: not a serialized {request.message_name}",
-        violations=[("", f"the request bytes do not decode as {request.message_name}")],
-    ).to_status()
+        f"malformed request: not a serialized {message_name}",
+        violations=[("", f"the request bytes do not decode as {message_name}")],
+    )
 
 
-def _wrap_unary(behavior):
+class RequestGuard:
+    """The checks every request passes before its servicer sees it (``invsaga.runtime.inputs``):
+    its size against the RPC's limit and the server's in-flight budget (on the raw bytes,
+    before decoding), then its content (NUL characters, Timestamps, Structs)."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        settings = settings or Settings(service="coordinator", port=0)
+        self.sizes = inputs.SizeLimits(
+            start_saga=settings.max_start_saga_bytes,
+            request=settings.max_request_bytes,
+            step_request=settings.max_step_request_bytes,
+        )
+        self.budget = inputs.RequestBudget(settings.max_inflight_request_bytes)
+        self.content = inputs.ContentChecker(settings.max_metadata_bytes, settings.max_metadata_depth)
+
+    def deserializer(self, method: str, deserializer, *, per_message: bool = False):
+        """``deserializer`` behind the checks; what it returns for a refused request is a ``_Refused``.
+
+        ``per_message``: a message of ExecuteStream, whose budget is taken per message by the
+        stream itself (one over it is answered RESOURCE_EXHAUSTED; the stream goes on).
+        """
+        if deserializer is None:
+            return None
+        message_type = getattr(deserializer, "__self__", None)
+        name = getattr(getattr(message_type, "DESCRIPTOR", None), "full_name", "message")
+        limit = self.sizes.for_method(method)
+        budget = self.budget
+        content = None if inputs.split_method(method)[1] in inputs.ENVELOPE_METHODS else self.content
+
+        def deserialize(data):
+            size = len(data)
+            if size > limit:
+                return _Refused(inputs.too_large(method, size, limit))
+            if not per_message and not budget.fits(size):
+                return _Refused(inputs.server_busy(budget.limit))
+            try:
+                message = deserializer(data)
+            except Exception:  # protobuf's DecodeError and friends: INVALID_ARGUMENT, not gRPC's INTERNAL
+                return _Refused(_malformed(name))
+            if content is not None:
+                found = content.violations(message, b"\x00" in data)
+                if found:
+                    return _Refused(_invalid(found))
+            budget.note(message, size)
+            return message
+
+        return deserialize
+
+
+def _invalid(found: list[tuple[str, str]]) -> DomainError:
+    summary = "; ".join(f"{f}: {d}" for f, d in found[:5])
+    return InvalidArgument(f"invalid request: {summary}", violations=found)
+
+
+def _wrap_unary(behavior, method: str, guard: RequestGuard, decoded_here: bool):
+    budget = guard.budget
+    content = guard.content
+
     async def wrapped(request, context):
-        if isinstance(request, _Undecodable):
-            await context.abort_with_status(_malformed(request))
-        # A caller that gives up (deadline, cancel) must not cancel a handler halfway through
-        # its transaction: that would leave its pooled connection mid-transaction. The
-        # handler finishes and only its reply is dropped; the barrier makes the retry safe.
-        task = asyncio.ensure_future(behavior(request, context))
+        if isinstance(request, _Refused):
+            await context.abort_with_status(request.status)
+        if not decoded_here:
+            # A request of an ExecuteBatch or ExecuteStream (its envelope was decoded, not checked).
+            found = content.violations(request, b"\x00" in request.SerializeToString())
+            if found:
+                await context.abort_with_status(_invalid(found).to_status())
+        size = budget.take(request)
+        if size is None:
+            await context.abort_with_status(inputs.server_busy(budget.limit).to_status())
         try:
-            return await asyncio.shield(task)
-        except asyncio.CancelledError:
-            with contextlib.suppress(BaseException):
-                await task
-            raise
-        except DomainError as err:
-            await context.abort_with_status(err.to_status())
+            # A caller that gives up (deadline, cancel) must not cancel a handler halfway through
+            # its transaction: that would leave its pooled connection mid-transaction. The
+            # handler finishes and only its reply is dropped; the barrier makes the retry safe.
+            task = asyncio.ensure_future(behavior(request, context))
+            try:
+                return await asyncio.shield(task)
+            except asyncio.CancelledError:
+                with contextlib.suppress(BaseException):
+                    await task
+                raise
+            except grpc.aio.AbortError:  # the servicer aborted with its own status
+                raise
+            except Exception as err:  # noqa: BLE001 - the one mapping of errors to statuses
+                await context.abort_with_status(error_status(err, method))
+        finally:
+            budget.give_back(size)
 
     return wrapped
 
 
-def _wrap_stream(behavior):
+def _wrap_stream(behavior, method: str, guard: RequestGuard):
+    budget = guard.budget
+
     async def wrapped(request, context):
-        if isinstance(request, _Undecodable):
-            await context.abort_with_status(_malformed(request))
+        if isinstance(request, _Refused):
+            await context.abort_with_status(request.status)
+        size = budget.take(request)
+        if size is None:
+            await context.abort_with_status(inputs.server_busy(budget.limit).to_status())
         try:
             async for item in behavior(request, context):
                 yield item
-        except DomainError as err:
-            await context.abort_with_status(err.to_status())
+        except grpc.aio.AbortError:
+            raise
+        except Exception as err:  # noqa: BLE001
+            await context.abort_with_status(error_status(err, method))
+        finally:
+            budget.give_back(size)
 
     return wrapped
 
 
-class DomainErrorInterceptor(WrappingInterceptor):
-    """Turns a ``DomainError`` raised by any servicer into its rich ``google.rpc.Status``.
+def _wrap_bidi(behavior, method: str):
+    """ExecuteStream: a refused message ends the stream with its status; so does an error of
+    the stream itself (each request's own error is answered in its result)."""
 
-    The innermost interceptor, so what it wraps is the method's registered handler.
+    async def checked(request_iterator):
+        async for message in request_iterator:
+            if isinstance(message, _Refused):
+                raise _RefusedMessage(message.status)
+            yield message
+
+    async def wrapped(request_iterator, context):
+        try:
+            async for item in behavior(checked(request_iterator), context):
+                yield item
+        except _RefusedMessage as refused:
+            await context.abort_with_status(refused.status)
+        except grpc.aio.AbortError:
+            raise
+        except Exception as err:  # noqa: BLE001
+            await context.abort_with_status(error_status(err, method))
+
+    return wrapped
+
+
+class _RefusedMessage(Exception):
+    def __init__(self, status: grpc.Status) -> None:
+        super().__init__("refused")
+        self.status = status
+
+
+class DomainErrorInterceptor(WrappingInterceptor):
+    """The one mapping of what a servicer raises to the status its caller gets, and the checks
+    every request passes first (``RequestGuard``).
+
+    A ``DomainError`` becomes its rich ``google.rpc.Status``; anything else goes through
+    ``errors.as_domain_error`` (UNAVAILABLE, INVALID_ARGUMENT or INTERNAL with an error id).
+    The innermost interceptor, so what it wraps is the method's registered handler. The
+    requests of an ``ExecuteBatch`` or ``ExecuteStream`` each pass it as an ``Execute`` would.
     """
 
+    def __init__(self, guard: RequestGuard | None = None) -> None:
+        super().__init__()
+        self.guard = guard or RequestGuard()
+
     def wrap(self, method: str, handler):
+        guard = self.guard
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
-                _wrap_unary(handler.unary_unary),
-                request_deserializer=_tolerant(handler.request_deserializer),
+                _wrap_unary(handler.unary_unary, method, guard, handler.request_deserializer is not None),
+                request_deserializer=guard.deserializer(method, handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream and inspect.isasyncgenfunction(handler.unary_stream):
             return grpc.unary_stream_rpc_method_handler(
-                _wrap_stream(handler.unary_stream),
-                request_deserializer=_tolerant(handler.request_deserializer),
+                _wrap_stream(handler.unary_stream, method, guard),
+                request_deserializer=guard.deserializer(method, handler.request_deserializer),
+                response_serializer=handler.response_serializer,
+            )
+        if handler.stream_stream and inspect.isasyncgenfunction(handler.stream_stream):
+            return grpc.stream_stream_rpc_method_handler(
+                _wrap_bidi(handler.stream_stream, method),
+                request_deserializer=guard.deserializer(method, handler.request_deserializer, per_message=True),
                 response_serializer=handler.response_serializer,
             )
         return handler
 
 
-def server_options(settings: Settings) -> list[tuple[str, Any]]:
+def receive_limit(settings: Settings, service_names: Sequence[str]) -> int:
+    """The largest request any RPC of ``service_names`` accepts: gRPC itself refuses anything
+    larger before it is read into Python (the coordinator: 1 MiB by default, not 8)."""
+    sizes = RequestGuard(settings).sizes
+    pool = descriptor_pool.Default()
+    limits = [
+        sizes.for_method(f"/{name}/{method.name}")
+        for name in service_names
+        for method in pool.FindServiceByName(name).methods
+    ]
+    return max(limits) if limits else MAX_MESSAGE_BYTES
+
+
+def server_options(settings: Settings, receive_bytes: int = MAX_MESSAGE_BYTES) -> list[tuple[str, Any]]:
     return [
-        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_receive_message_length", receive_bytes),
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ("grpc.max_concurrent_streams", 4096),
         # New pods get traffic: clients reconnect (and re-resolve) at least this often.
@@ -201,22 +328,23 @@ async def _serve_app(settings: Settings, app: App) -> int:
     if settings.fault_injection:
         interceptors.append(FaultInjector(parse_faults(settings.fault_injection)))
         log.warning("fault injection is ON: %s", settings.fault_injection)
-    interceptors.append(DomainErrorInterceptor())
+    guard = RequestGuard(settings)
+    interceptors.append(DomainErrorInterceptor(guard))
+    names = [r.full_name for r in app.services]
     server = grpc.aio.server(
         interceptors=interceptors,
-        options=server_options(settings),
+        options=server_options(settings, receive_limit(settings, names)),
         maximum_concurrent_rpcs=None,
     )
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
-    names = [r.full_name for r in app.services]
     # Each request of an ExecuteBatch or ExecuteStream passes the per-call layers an Execute of its own would.
     layers = [i for i in interceptors if isinstance(i, WrappingInterceptor)]
     for reg in app.services:
         execute = layered_execute(reg.servicer, reg.full_name, layers)
         if execute is not None:
             install_execute_batch(reg.servicer, reg.full_name, execute)
-            install_execute_stream(reg.servicer, reg.full_name, execute)
+            install_execute_stream(reg.servicer, reg.full_name, execute, guard.budget)
         reg.add_to_server(reg.servicer, server)
     reflection.enable_server_reflection(
         [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server

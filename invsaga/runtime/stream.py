@@ -35,7 +35,8 @@ import grpc
 from google.protobuf import descriptor_pool
 
 from invsaga.runtime import metrics
-from invsaga.runtime.batch import EXECUTE, DeadlineTimer, _message_class, item_error, serve_requests
+from invsaga.runtime.batch import EXECUTE, DeadlineTimer, _message_class, item_error, serve_requests, status_of
+from invsaga.runtime.inputs import server_busy
 
 log = logging.getLogger("invsaga.stream")
 
@@ -43,8 +44,15 @@ EXECUTE_STREAM = "ExecuteStream"
 
 
 # -- server -------------------------------------------------------------------------------------
-def stream_behavior(execute: Callable, response_class: Any, result_class: Any, service: str = "") -> Callable:
-    """The ``ExecuteStream`` method: each message's requests served by ``execute``, answered when done."""
+def stream_behavior(
+    execute: Callable, response_class: Any, result_class: Any, service: str = "", budget: Any = None
+) -> Callable:
+    """The ``ExecuteStream`` method: each message's requests served by ``execute``, answered when done.
+
+    ``budget`` (the server's ``inputs.RequestBudget``): each message counts as request bytes
+    in flight until it is answered; one that does not fit is answered at once, each of its
+    requests with RESOURCE_EXHAUSTED (which the coordinator retries).
+    """
     messages = metrics.EXECUTE_STREAM_MESSAGES.labels(service)
 
     async def execute_stream(request_iterator: Any, context: Any):
@@ -52,7 +60,16 @@ def stream_behavior(execute: Callable, response_class: Any, result_class: Any, s
         serving: set[asyncio.Task] = set()
 
         async def answer(message: Any) -> None:
-            results = await serve_requests(execute, result_class, message.requests, context)
+            size = budget.take(message) if budget is not None else 0
+            if size is None:
+                busy = status_of(server_busy(budget.limit).to_status())
+                results = [result_class(error=busy) for _ in message.requests]
+            else:
+                try:
+                    results = await serve_requests(execute, result_class, message.requests, context)
+                finally:
+                    if budget is not None:
+                        budget.give_back(size)
             answers.put_nowait(response_class(id=message.id, results=results))
 
         async def read() -> None:
@@ -87,10 +104,11 @@ def stream_behavior(execute: Callable, response_class: Any, result_class: Any, s
     return execute_stream
 
 
-def install_execute_stream(servicer: Any, service_name: str, execute: Callable) -> bool:
+def install_execute_stream(servicer: Any, service_name: str, execute: Callable, budget: Any = None) -> bool:
     """Give ``servicer`` an ``ExecuteStream`` if its service declares one; True if it did.
 
-    ``execute`` is the ``Execute`` behavior with the server's per-call layers around it.
+    ``execute`` is the ``Execute`` behavior with the server's per-call layers around it;
+    ``budget`` the server's budget of request bytes in flight.
     """
     service = descriptor_pool.Default().FindServiceByName(service_name)
     if EXECUTE_STREAM not in service.methods_by_name or EXECUTE not in service.methods_by_name:
@@ -99,6 +117,7 @@ def install_execute_stream(servicer: Any, service_name: str, execute: Callable) 
     servicer.ExecuteStream = stream_behavior(
         execute, _message_class(output), _message_class(output.fields_by_name["results"].message_type),
         service_name.rsplit(".", 1)[-1],
+        budget,
     )
     return True
 

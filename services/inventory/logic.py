@@ -17,6 +17,9 @@ MAX_ID = 64
 MAX_TEXT = 256
 MAX_QUANTITY = 1_000_000
 MAX_LINES = 1000
+# Stock levels and adjustments are BIGINT columns; bounded far below their 2^63 - 1, so that
+# no sum of them the SQL makes can overflow.
+MAX_STOCK = 1_000_000_000_000
 
 HELD, RELEASED, CONSUMED, EXPIRED = "held", "released", "consumed", "expired"
 LOCK_STATUS_TO_DB = {
@@ -60,6 +63,8 @@ def validate_set_stock(req: pb.SetStockRequest) -> None:
     check_id(v, "bin", req.bin, required=False)
     if req.on_hand < 0:
         v.add("on_hand", "must be ≥ 0")
+    elif req.on_hand > MAX_STOCK:
+        v.add("on_hand", f"must be ≤ {MAX_STOCK:,}")
     v.raise_if_any("invalid stock")
 
 
@@ -70,6 +75,8 @@ def validate_adjust_stock(req: pb.AdjustStockRequest) -> None:
     check_id(v, "reason", req.reason, limit=MAX_TEXT, required=False)
     if req.delta == 0:
         v.add("delta", "must not be zero")
+    elif abs(req.delta) > MAX_STOCK:
+        v.add("delta", f"must be within ±{MAX_STOCK:,}")
     v.raise_if_any("invalid adjustment")
 
 

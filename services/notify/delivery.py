@@ -13,6 +13,9 @@ INVSAGA_WEBHOOK_SECRET>`` (omitted when no secret is configured),
 ``X-Invsaga-Attempt``. No separate timestamp header is sent or signed: the signed body
 carries ``created_at``, which a receiver may use to refuse replays. Any 2xx is success;
 anything else, or no answer within 5 s, is retried.
+
+A webhook URL may carry credentials: only ``logic.redact_url`` of it is logged or stored as a
+delivery's error, and the full URL is used only to post.
 """
 
 from __future__ import annotations
@@ -22,17 +25,17 @@ import contextlib
 import logging
 from collections.abc import Coroutine
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 
 from invsaga.runtime.convert import aware, utcnow
+from invsaga.runtime.db import finish_even_if_cancelled
 from services.notify import logic
 from services.notify.store import Attempt, NotifyStore
 
 log = logging.getLogger("invsaga.notify.delivery")
 
-T = TypeVar("T")
 
 
 class WebhookDelivery:
@@ -72,7 +75,7 @@ class WebhookDelivery:
                     # them, wait for a delivery to finish (``_finished`` wakes the loop).
                     if room > 0:
                         try:
-                            claimed, next_due = await _finish_even_if_cancelled(self.store.claim_due(room, self.lease))
+                            claimed, next_due = await finish_even_if_cancelled(self.store.claim_due(room, self.lease))
                             for attempt in claimed:
                                 task = asyncio.create_task(self._deliver(client, attempt))
                                 self._in_flight.add(task)
@@ -115,7 +118,9 @@ class WebhookDelivery:
             await self._record(self.store.hand_back(attempt), attempt)
             raise
         except Exception as exc:  # noqa: BLE001 - any failure to deliver is retried, never fatal to the loop
-            error = f"{type(exc).__name__}: {exc}"[:1024]
+            # Stored and answered by ListNotifications: a code, never the URL or a class name.
+            error = logic.delivery_error(exc)
+            log.debug("webhook %s attempt %d: %s", logic.redact_url(attempt.url), number, type(exc).__name__)
         now = utcnow()
         if not error:
             outcome = self.store.record(attempt, state="delivered", error="", delivered_at=now)
@@ -130,7 +135,7 @@ class WebhookDelivery:
             log.log(
                 logging.WARNING if giving_up else logging.INFO,
                 "webhook %s attempt %d for %s: %s%s",
-                attempt.url,
+                logic.redact_url(attempt.url),
                 number,
                 attempt.notification_id,
                 error,
@@ -146,21 +151,8 @@ class WebhookDelivery:
                 await update
             except Exception:
                 # The claim lapses and the attempt is made again: at least once, never lost.
-                log.exception("cannot record webhook delivery of %s to %s", attempt.notification_id, attempt.url)
+                log.exception(
+                    "cannot record webhook delivery of %s to %s", attempt.notification_id, logic.redact_url(attempt.url)
+                )
 
-        await _finish_even_if_cancelled(logged())
-
-
-async def _finish_even_if_cancelled(work: Coroutine[Any, Any, T]) -> T:
-    """Run a short database statement to its end even when shutdown cancels the caller.
-
-    A statement cancelled half-way leaves the psycopg connection in a state in which
-    returning it to the pool hangs, and the process would miss its shutdown deadline.
-    """
-    task = asyncio.ensure_future(work)
-    try:
-        return await asyncio.shield(task)
-    except asyncio.CancelledError:
-        with contextlib.suppress(Exception):
-            await task
-        raise
+        await finish_even_if_cancelled(logged())

@@ -41,6 +41,7 @@ class NotifyStepServicer(pb_grpc.NotifyStepServiceServicer):
     async def Execute(self, request: pb.ExecuteRequest, context) -> pb.ExecuteResponse:
         if request.WhichOneof("input") != "notify":
             raise InvalidArgument("Execute needs notify", violations=[("input", "notify required")])
+        logic.validate_context(request.context)
         logic.validate_notification(request.notify, "notify.")
         # ``_committed`` is not called for a duplicate: the first call already handed the notification on.
         return await self.store.execute(request.context, request.notify, self._committed)
@@ -49,6 +50,7 @@ class NotifyStepServicer(pb_grpc.NotifyStepServiceServicer):
         self.outbox.committed(response.notify.notification)
 
     async def Compensate(self, request: pb.CompensateRequest, context) -> pb.CompensateResponse:
+        logic.validate_context(request.context)
         return await self.store.compensate(request.context)
 
 
@@ -79,6 +81,8 @@ class NotifyServicer(pb_grpc.NotifyServiceServicer):
 
 
 async def build(settings: Settings) -> App:
+    # Webhook URLs may carry credentials, and the signing key is a secret: no log line shows them.
+    logic.redact_logs(settings.webhooks, (settings.webhook_secret,))
     db = await open_service_database(settings, models.metadata, models.__file__)
     if settings.webhooks and not settings.webhook_secret:
         log.warning("webhooks configured without INVSAGA_WEBHOOK_SECRET: deliveries are not signed")

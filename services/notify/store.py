@@ -87,7 +87,7 @@ def _log_delivery(created_at: Timestamp) -> pb.Delivery:
 
 def _delivery_proto(row) -> pb.Delivery:
     return pb.Delivery(
-        channel=row.channel,
+        channel=logic.redact_url(row.channel),  # the row keeps the full URL, to post to; no answer shows it
         state=logic.STATE_TO_PROTO[row.state],
         attempts=row.attempts,
         last_error=row.last_error,
@@ -132,7 +132,7 @@ def notification_ctes(
         attributes=source.attributes,
         deliveries=[
             _log_delivery(created_at),
-            *(pb.Delivery(channel=url, state=pb.DELIVERY_STATE_PENDING) for url in channels),
+            *(pb.Delivery(channel=logic.redact_url(url), state=pb.DELIVERY_STATE_PENDING) for url in channels),
         ],
         created_at=created_at,
     )

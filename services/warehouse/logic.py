@@ -10,6 +10,9 @@ from invsaga.runtime.errors import Violations
 from invsaga.warehouse.v1 import warehouse_pb2 as pb
 
 MAX_TEXT = 256
+MAX_CAPACITY = 1_000_000_000_000  # units; a BIGINT column, summed with locked units
+MAX_COST = 1e12
+MAX_SKUS = 100_000
 
 STATUS_TO_DB = {
     common_pb2.WAREHOUSE_STATUS_ACTIVE: "active",
@@ -32,6 +35,8 @@ def validate_warehouse(w: common_pb2.Warehouse) -> None:
             v.add(name, f"at most {MAX_TEXT} characters")
     if w.capacity < 0:
         v.add("warehouse.capacity", "must be ≥ 0")
+    elif w.capacity > MAX_CAPACITY:
+        v.add("warehouse.capacity", f"must be ≤ {MAX_CAPACITY:,}")
     if w.status not in STATUS_TO_DB:
         v.add("warehouse.status", "must be ACTIVE, MAINTENANCE or CLOSED")
     if w.location.HasField("lat") != w.location.HasField("lon"):
@@ -41,8 +46,10 @@ def validate_warehouse(w: common_pb2.Warehouse) -> None:
     if w.location.HasField("lon") and not -180 <= w.location.lon <= 180:
         v.add("warehouse.location.lon", "must be within [-180, 180]")
     for name in ("per_unit", "per_km_unit", "per_shipment"):
-        if getattr(w.cost, name) < 0:
-            v.add(f"warehouse.cost.{name}", "must be ≥ 0")
+        if not 0 <= getattr(w.cost, name) <= MAX_COST:  # NaN and infinity too
+            v.add(f"warehouse.cost.{name}", f"must be within 0..{MAX_COST:g}")
+    if len(w.skus) > MAX_SKUS:
+        v.add("warehouse.skus", f"at most {MAX_SKUS:,} SKUs")
     for i, sku in enumerate(w.skus):
         if not sku or len(sku) > MAX_TEXT:
             v.add(f"warehouse.skus[{i}]", f"must be 1 to {MAX_TEXT} characters")
@@ -53,9 +60,13 @@ def validate_assortment(request: pb.AddAssortmentRequest) -> None:
     v = Violations()
     if not request.warehouse_id:
         v.add("warehouse_id", "required")
+    elif len(request.warehouse_id) > 64:
+        v.add("warehouse_id", "at most 64 characters")
     if not request.skus:
         v.add("skus", "at least one SKU")
-    for i, sku in enumerate(request.skus):
+    elif len(request.skus) > MAX_SKUS:
+        v.add("skus", f"at most {MAX_SKUS:,} SKUs")
+    for i, sku in enumerate(request.skus[:MAX_SKUS]):
         if not sku or len(sku) > MAX_TEXT:
             v.add(f"skus[{i}]", f"must be 1 to {MAX_TEXT} characters")
     v.raise_if_any("invalid assortment")

@@ -24,6 +24,8 @@ OVERLAYS = ("dev", "prod")
 ALL_RENDERED = ("base", *OVERLAYS)
 IMAGE_NAME = "invsaga"
 PROD_SECRET_FILES = ("postgres-ca.crt", "postgres-client.crt", "postgres-client.key")
+# Filled in from the example beside each (the examples are valid, with stand-in tokens).
+PROD_SECRET_EXAMPLES = ("database.env", "auth.env", "service-tokens.env")
 
 
 def kubectl() -> str:
@@ -41,7 +43,8 @@ def prepare_tree(workdir: Path) -> Path:
     tree = workdir / "k8s"
     shutil.copytree(K8S, tree)
     secrets = tree / "overlays" / "prod" / "secrets"
-    shutil.copy(secrets / "database.env.example", secrets / "database.env")
+    for example in PROD_SECRET_EXAMPLES:
+        shutil.copy(secrets / f"{example}.example", secrets / example)
     for name in PROD_SECRET_FILES:
         (secrets / name).write_text(f"-----BEGIN STAND-IN-----\n{name}\n-----END STAND-IN-----\n")
     return tree

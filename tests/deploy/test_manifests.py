@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from pathlib import PurePosixPath
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import kubernetes_validate
@@ -13,6 +14,7 @@ import pytest
 from kubernetes_validate.utils import all_versions
 
 from invsaga.runtime.config import DEFAULT_PORTS, ENV_VARS, METRICS_PORT_OFFSET, SERVICES, load_settings
+from invsaga.runtime.security import hash_token
 from tests.deploy.kube import (
     ALL_RENDERED,
     IMAGE_NAME,
@@ -341,3 +343,44 @@ def test_prod_mounts_the_tls_files_its_database_url_names(rendered):
             assert mount.get("readOnly") is True
             secret = one(docs, "Secret", volume["secret"]["secretName"])
             assert str(path.relative_to(mount["mountPath"])) in secret["data"], f"{key}: {path}"
+
+
+# --- authentication (docs/security.md) -------------------------------------------------------
+
+EXPECTED_AUTH = {"base": "", "dev": "off", "prod": "token"}
+
+
+def _loaded_settings(docs: list[dict], name: str, tmp_path) -> Any:
+    deployment = one(docs, "Deployment", name)
+    (container,) = pod_spec(deployment)["containers"]
+    env = env_of(docs, container)
+    _, volume = mount_for(deployment, container, env["INVSAGA_CONFIG"])
+    local_config = tmp_path / f"{name}.yaml"
+    local_config.write_text(one(docs, "ConfigMap", volume["configMap"]["name"])["data"]["invsaga.yaml"], encoding="utf-8")
+    return load_settings(name, env={**env, "INVSAGA_CONFIG": str(local_config)})
+
+
+@pytest.mark.parametrize("overlay", ALL_RENDERED)
+def test_each_overlay_chooses_how_callers_are_checked(rendered, overlay, tmp_path):
+    """base: nothing configured (every RPC refused); dev: off; prod: tokens, and required."""
+    for name in SERVICES:
+        settings = _loaded_settings(rendered[overlay], name, tmp_path)
+        assert settings.auth_mode == EXPECTED_AUTH[overlay], name
+        assert settings.require_auth == (overlay == "prod"), name
+
+
+def test_prod_gives_each_process_its_own_service_token(rendered, tmp_path):
+    """The coordinator's token is a coordinator's, each caller participant's a service named
+    after it; processes that call no one get none, and nobody another's."""
+    docs = rendered["prod"]
+    callers = {"coordinator": ("coordinator", ""), **{p: ("service", p) for p in ("inventory", "allocation", "logistics")}}
+    tokens = set()
+    for name in SERVICES:
+        settings = _loaded_settings(docs, name, tmp_path)
+        grants = {digest: (role, who) for digest, role, who in settings.auth_tokens}
+        if name not in callers:
+            assert not settings.service_token, name
+            continue
+        assert grants.get(hash_token(settings.service_token)) == callers[name], name
+        tokens.add(settings.service_token)
+    assert len(tokens) == len(callers)

@@ -1,8 +1,10 @@
 """Every invalid StartSaga of SPEC §6, through the Python stub and through grpcurl.
 
 Each case gets its status code (INVALID_ARGUMENT with BadRequest field violations; malformed
-bytes too; RESOURCE_EXHAUSTED above the 8 MiB message limit) and persists nothing: the
-coordinator's saga count is the same before and after.
+bytes too; RESOURCE_EXHAUSTED above StartSaga's 1 MiB limit) and persists nothing: the
+coordinator's saga count is the same before and after. Issue 21's cases among them: a NUL
+character, a Timestamp out of range, metadata too large or too deep, a customer location
+whose lat/lon are not numbers.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ class Case:
     change: Callable[[pb.InventoryRequest], None]
     fields: set[str]  # field paths that must be among the violations
     code: grpc.StatusCode = grpc.StatusCode.INVALID_ARGUMENT
+    json: bool = True  # expressible in JSON (grpcurl); a Timestamp out of range is not
 
 
 def _items(n: int) -> Callable[[pb.InventoryRequest], None]:
@@ -75,8 +78,37 @@ def _address(address: str) -> Callable[[pb.InventoryRequest], None]:
     return change
 
 
-def _oversize(r: pb.InventoryRequest) -> None:
-    r.items[0].description = "x" * (MAX_MESSAGE_BYTES + 1024)
+def _oversize(size: int) -> Callable[[pb.InventoryRequest], None]:
+    def change(r: pb.InventoryRequest) -> None:
+        r.items[0].description = "x" * size
+
+    return change
+
+
+def _timestamp(seconds: int = 0, nanos: int = 0) -> Callable[[pb.InventoryRequest], None]:
+    def change(r: pb.InventoryRequest) -> None:
+        r.expired_at.seconds, r.expired_at.nanos = seconds, nanos
+
+    return change
+
+
+def _metadata(**values) -> Callable[[pb.InventoryRequest], None]:
+    def change(r: pb.InventoryRequest) -> None:
+        r.metadata.update(values)
+        if "customer_location" in values:
+            r.allocation_strategy = common_pb2.ALLOCATION_STRATEGY_NEAREST
+
+    return change
+
+
+def _deep(levels: int) -> Callable[[pb.InventoryRequest], None]:
+    def change(r: pb.InventoryRequest) -> None:
+        node = r.metadata
+        for i in range(levels - 1):
+            node = node.get_or_create_struct(f"l{i}")
+        node["leaf"] = 1
+
+    return change
 
 
 CASES = [
@@ -102,7 +134,20 @@ CASES = [
         lambda r: (_item(quantity=0)(r), _set(priority=11)(r), _expired(r)),
         {"items[0].quantity", "priority", "expired_at"},
     ),
-    Case("message over the 8 MiB limit", _oversize, set(), grpc.StatusCode.RESOURCE_EXHAUSTED),
+    Case("NUL in customer_id", _set(customer_id="C\x00"), {"request.customer_id"}),
+    Case("NUL in a SKU", _item(sku="SKU\x001"), {"request.items[0].sku"}),
+    Case("NUL in a metadata value", _metadata(note="a\x00b"), {"request.metadata"}),
+    Case("expired_at seconds 2^62", _timestamp(seconds=2**62), {"request.expired_at.seconds"}, json=False),
+    Case("expired_at nanos -5", _timestamp(seconds=4102444800, nanos=-5), {"request.expired_at.nanos"}, json=False),
+    Case("metadata 32 levels deep", _deep(32), {"request.metadata"}),
+    Case("metadata over 64 KiB", _metadata(blob="m" * (65 * 1024)), {"request.metadata"}),
+    Case(
+        "customer_location lat/lon not numbers",
+        _metadata(customer_location={"lat": "x", "lon": "y"}),
+        {"metadata.customer_location.lat", "metadata.customer_location.lon"},
+    ),
+    Case("message over StartSaga's 1 MiB limit", _oversize(1024 * 1024), set(), grpc.StatusCode.RESOURCE_EXHAUSTED),
+    Case("message over the 8 MiB limit", _oversize(MAX_MESSAGE_BYTES + 1024), set(), grpc.StatusCode.RESOURCE_EXHAUSTED),
 ]
 
 
@@ -187,6 +232,8 @@ def test_every_invalid_request_through_grpcurl(coordinator):
     address = coordinator.address("coordinator")
     before = _saga_count(address)
     for case in CASES:
+        if not case.json:
+            continue
         payload = json_format.MessageToJson(_request(case))
         result = _grpcurl(address, payload)
         assert result.returncode != 0, (case.name, result.stdout[:500])

@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 import hmac
 import json
+import logging
 import threading
 import time
 import uuid
@@ -377,3 +378,41 @@ async def test_stored_notifications_read_back_as_returned_and_an_old_log_row_sho
     assert [d.channel for d in executed.deliveries] == ["log", *hooks]
     assert [d.channel for d in quiet.deliveries] == ["log"]
     assert rows.n == 4
+
+
+async def test_a_nul_in_any_text_is_invalid_argument_naming_the_field_and_stores_nothing(stubs):
+    step, service = stubs
+    saga_id = str(uuid.uuid4())
+    bad = notify_input("ORD-\x009", customer_id="CUST\x00", attributes={"k": "v\x00"})
+
+    execute = await rpc_failure(step.Execute(pb.ExecuteRequest(context=context(saga_id), notify=bad)))
+    in_context = await rpc_failure(
+        step.Execute(pb.ExecuteRequest(context=context("saga\x00id"), notify=notify_input("ORD-9")))
+    )
+    send = await rpc_failure(service.SendNotification(pb.SendNotificationRequest(kind=CONFIRMED, message="a\x00b")))
+
+    assert execute.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert {f for f, _ in execute.violations} == {"notify.order_id", "notify.customer_id", "notify.attributes"}
+    assert in_context.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "context.saga_id" in {f for f, _ in in_context.violations}
+    assert send.code == grpc.StatusCode.INVALID_ARGUMENT and [f for f, _ in send.violations] == ["message"]
+    assert await list_for(service, saga_id) == []
+    fixed = await step.Execute(pb.ExecuteRequest(context=context(saga_id), notify=notify_input("ORD-9")))
+    assert fixed.notify.notification.saga_id == saga_id
+
+
+def test_a_webhook_url_is_shown_as_scheme_host_and_path_only():
+    from services.notify import logic
+
+    redacted = logic.redact_url("https://u:p%40ss@hooks.example.com:8443/a/b?key=k#f")
+    assert redacted == "https://hooks.example.com:8443/a/b"
+    assert logic.redact_url("http://[::1]/x?token=t") == "http://[::1]/x"
+    assert logic.redact_url("not a url") == "<webhook>"
+    formatter = logic.RedactingFormatter(
+        logging.Formatter("%(message)s"), ("https://user1:pass1@h.example/p?key=key1",), ("signing1",)
+    )
+    line = formatter.format(
+        logging.LogRecord("x", logging.INFO, "", 0, "posting %s with %s; pass1 key1 user1", (
+            "https://user1:pass1@h.example/p?key=key1", "signing1"), None)
+    )
+    assert line == "posting https://h.example/p with ***; *** *** ***"

@@ -165,7 +165,7 @@ class Availability(_message.Message):
     def __init__(self, stock: _Optional[_Iterable[_Union[_common_pb2.StockLevel, _Mapping]]] = ..., loads: _Optional[_Iterable[_Union[_common_pb2.WarehouseLoad, _Mapping]]] = ..., shortages: _Optional[_Iterable[_Union[_common_pb2.Shortage, _Mapping]]] = ...) -> None: ...
 
 class Saga(_message.Message):
-    __slots__ = ("saga_id", "request_id", "status", "request", "steps", "allocation", "picklists", "failure", "created_at", "updated_at", "warehouses", "availability", "locks", "trace_id", "compensation_failure")
+    __slots__ = ("saga_id", "request_id", "status", "request", "steps", "allocation", "picklists", "failure", "created_at", "updated_at", "warehouses", "availability", "locks", "trace_id", "compensation_failure", "omitted_fields")
     SAGA_ID_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
@@ -181,6 +181,7 @@ class Saga(_message.Message):
     LOCKS_FIELD_NUMBER: _ClassVar[int]
     TRACE_ID_FIELD_NUMBER: _ClassVar[int]
     COMPENSATION_FAILURE_FIELD_NUMBER: _ClassVar[int]
+    OMITTED_FIELDS_FIELD_NUMBER: _ClassVar[int]
     saga_id: str
     request_id: str
     status: SagaStatus
@@ -196,7 +197,8 @@ class Saga(_message.Message):
     locks: _containers.RepeatedCompositeFieldContainer[_common_pb2.InventoryLock]
     trace_id: str
     compensation_failure: SagaFailure
-    def __init__(self, saga_id: _Optional[str] = ..., request_id: _Optional[str] = ..., status: _Optional[_Union[SagaStatus, str]] = ..., request: _Optional[_Union[InventoryRequest, _Mapping]] = ..., steps: _Optional[_Iterable[_Union[StepState, _Mapping]]] = ..., allocation: _Optional[_Union[_common_pb2.Allocation, _Mapping]] = ..., picklists: _Optional[_Iterable[_Union[_common_pb2.Picklist, _Mapping]]] = ..., failure: _Optional[_Union[SagaFailure, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., warehouses: _Optional[_Iterable[_Union[_common_pb2.Warehouse, _Mapping]]] = ..., availability: _Optional[_Union[Availability, _Mapping]] = ..., locks: _Optional[_Iterable[_Union[_common_pb2.InventoryLock, _Mapping]]] = ..., trace_id: _Optional[str] = ..., compensation_failure: _Optional[_Union[SagaFailure, _Mapping]] = ...) -> None: ...
+    omitted_fields: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, saga_id: _Optional[str] = ..., request_id: _Optional[str] = ..., status: _Optional[_Union[SagaStatus, str]] = ..., request: _Optional[_Union[InventoryRequest, _Mapping]] = ..., steps: _Optional[_Iterable[_Union[StepState, _Mapping]]] = ..., allocation: _Optional[_Union[_common_pb2.Allocation, _Mapping]] = ..., picklists: _Optional[_Iterable[_Union[_common_pb2.Picklist, _Mapping]]] = ..., failure: _Optional[_Union[SagaFailure, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., warehouses: _Optional[_Iterable[_Union[_common_pb2.Warehouse, _Mapping]]] = ..., availability: _Optional[_Union[Availability, _Mapping]] = ..., locks: _Optional[_Iterable[_Union[_common_pb2.InventoryLock, _Mapping]]] = ..., trace_id: _Optional[str] = ..., compensation_failure: _Optional[_Union[SagaFailure, _Mapping]] = ..., omitted_fields: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class EventDetail(_message.Message):
     __slots__ = ("code", "message", "attempt", "reason")

@@ -27,6 +27,10 @@ if _version_not_supported:
 
 class SagaCoordinatorServiceStub:
     """The public API: start a stock reservation saga and follow it.
+
+    Tenants: a saga belongs to the tenant of the API token that started it. A caller whose
+    token names a tenant sees and changes only that tenant's sagas: another tenant's saga is
+    NOT_FOUND, exactly as a missing one. An admin, or a token without a tenant, sees every saga.
     """
 
     def __init__(self, channel):
@@ -69,23 +73,31 @@ class SagaCoordinatorServiceStub:
 
 class SagaCoordinatorServiceServicer:
     """The public API: start a stock reservation saga and follow it.
+
+    Tenants: a saga belongs to the tenant of the API token that started it. A caller whose
+    token names a tenant sees and changes only that tenant's sagas: another tenant's saga is
+    NOT_FOUND, exactly as a missing one. An admin, or a token without a tenant, sees every saga.
     """
 
     def StartSaga(self, request, context):
         """Validates and persists the saga, answers at once with its id, and drives it in the background.
+        request_ids are unique across tenants: one already used by another tenant is ALREADY_EXISTS
+        (REQUEST_ID_REUSED), naming no saga.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetSaga(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """A saga too large for one reply comes without its largest parts (see Saga.omitted_fields).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListSagas(self, request, context):
-        """Filter by status, page by page.
+        """Filter by status, page by page. A page ends early rather than pass 1 MiB (its first saga
+        always comes): follow next_page_token.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -100,14 +112,15 @@ class SagaCoordinatorServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CancelSaga(self, request, context):
-        """Compensates what ran; on a COMPLETED saga it releases the reservation.
+        """Compensates what ran; on a COMPLETED saga it releases the reservation. Answers with a
+        summary of the saga (saga_id, request_id, status): GetSaga or WatchSaga for the rest.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ResumeSaga(self, request, context):
-        """Retries a FAILED saga's compensation.
+        """Retries a FAILED saga's compensation. Answers with a summary, like CancelSaga.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -156,6 +169,10 @@ def add_SagaCoordinatorServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class SagaCoordinatorService:
     """The public API: start a stock reservation saga and follow it.
+
+    Tenants: a saga belongs to the tenant of the API token that started it. A caller whose
+    token names a tenant sees and changes only that tenant's sagas: another tenant's saga is
+    NOT_FOUND, exactly as a missing one. An admin, or a token without a tenant, sees every saga.
     """
 
     @staticmethod
