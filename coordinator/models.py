@@ -37,9 +37,19 @@ sagas = Table(
     Column("updated_at", BigInteger, nullable=False),
     # The tenant of the API token that started the saga ('' for none: admins and open meshes).
     Column("tenant", String(64), nullable=False, server_default=""),
+    # Copied from the request at creation, for ListSagas' filters.
+    Column("order_id", String(256), nullable=False, server_default=""),
+    Column("customer_id", String(256), nullable=False, server_default=""),
+    # The reservation of a COMPLETED saga (common.v1.ReservationState; NULL before), and when
+    # an unpicked one expires (epoch ms): ListSagas' filter and the expiry sweep.
+    Column("reservation_state", Integer, nullable=True),
+    Column("reservation_expires_at", BigInteger, nullable=True),
     Index("ix_sagas_status_lease", "status", "lease_until"),
     Index("ix_sagas_created_at", "created_at"),
     Index("ix_sagas_tenant_created_at", "tenant", "created_at"),
+    Index("ix_sagas_order_id_created_at", "order_id", "created_at"),
+    Index("ix_sagas_customer_id_created_at", "customer_id", "created_at"),
+    Index("ix_sagas_reservation_expiry", "reservation_state", "reservation_expires_at"),
 )
 
 saga_events = Table(

@@ -101,6 +101,9 @@ class Rule:
 
 STEP = Rule(frozenset({"coordinator"}))
 PUBLIC_API = Rule(frozenset({"client", "admin"}))
+# What the coordinator calls on a participant's operator service (the reservation after its
+# saga, SPEC §9), and an admin may call by hand.
+COORDINATOR_OR_ADMIN = Rule(frozenset({"admin", "coordinator"}))
 READ = Rule(frozenset({"admin", "service"}))
 ADMIN = Rule(frozenset({"admin"}))
 
@@ -121,7 +124,7 @@ _COORDINATOR = _service("coordinator", "SagaCoordinatorService")
 ACCESS: dict[str, Rule] = {
     **{
         f"/{_COORDINATOR}/{m}": PUBLIC_API
-        for m in ("StartSaga", "GetSaga", "ListSagas", "WatchSaga", "CancelSaga", "ResumeSaga")
+        for m in ("StartSaga", "GetSaga", "ListSagas", "WatchSaga", "CancelSaga", "ResumeSaga", "ExtendReservation")
     },
     **{
         f"/{_service(p, p.capitalize() + 'StepService')}/{m}": STEP
@@ -141,12 +144,19 @@ ACCESS: dict[str, Rule] = {
     f"/{_service('inventory', 'InventoryService')}/HoldLocks": _admin_and("logistics"),
     f"/{_service('inventory', 'InventoryService')}/CommitLocks": _admin_and("logistics"),
     f"/{_service('inventory', 'InventoryService')}/ReleaseLocks": _admin_and("logistics"),
+    f"/{_service('inventory', 'InventoryService')}/ExtendLocks": COORDINATOR_OR_ADMIN,
     f"/{_service('allocation', 'AllocationService')}/GetAllocation": READ,
     f"/{_service('allocation', 'AllocationService')}/ListAllocations": READ,
     f"/{_service('allocation', 'AllocationService')}/CancelAllocation": ADMIN,
+    f"/{_service('allocation', 'AllocationService')}/SettleAllocation": COORDINATOR_OR_ADMIN,
+    f"/{_service('allocation', 'AllocationService')}/ExtendAllocation": COORDINATOR_OR_ADMIN,
     f"/{_service('logistics', 'LogisticsService')}/GetPicklist": READ,
     f"/{_service('logistics', 'LogisticsService')}/ListPicklists": READ,
     f"/{_service('logistics', 'LogisticsService')}/UpdatePicklistStatus": ADMIN,
+    f"/{_service('logistics', 'LogisticsService')}/CancelPicklists": COORDINATOR_OR_ADMIN,
+    # The coordinator's feed of picklist changes: acknowledging one is consuming it.
+    f"/{_service('logistics', 'LogisticsService')}/ListPicklistChanges": STEP,
+    f"/{_service('logistics', 'LogisticsService')}/AckPicklistChanges": STEP,
     # The expiry sweepers tell the customer that a lock or an allocation lapsed.
     f"/{_service('notify', 'NotifyService')}/SendNotification": _admin_and("inventory", "allocation"),
     f"/{_service('notify', 'NotifyService')}/ListNotifications": READ,

@@ -145,3 +145,33 @@ class CancelAllocationResponse(_message.Message):
     ALLOCATION_FIELD_NUMBER: _ClassVar[int]
     allocation: _common_pb2.Allocation
     def __init__(self, allocation: _Optional[_Union[_common_pb2.Allocation, _Mapping]] = ...) -> None: ...
+
+class SettleAllocationRequest(_message.Message):
+    __slots__ = ("allocation_id", "status", "reason")
+    ALLOCATION_ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    allocation_id: str
+    status: _common_pb2.AllocationStatus
+    reason: str
+    def __init__(self, allocation_id: _Optional[str] = ..., status: _Optional[_Union[_common_pb2.AllocationStatus, str]] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class SettleAllocationResponse(_message.Message):
+    __slots__ = ("allocation",)
+    ALLOCATION_FIELD_NUMBER: _ClassVar[int]
+    allocation: _common_pb2.Allocation
+    def __init__(self, allocation: _Optional[_Union[_common_pb2.Allocation, _Mapping]] = ...) -> None: ...
+
+class ExtendAllocationRequest(_message.Message):
+    __slots__ = ("allocation_id", "until")
+    ALLOCATION_ID_FIELD_NUMBER: _ClassVar[int]
+    UNTIL_FIELD_NUMBER: _ClassVar[int]
+    allocation_id: str
+    until: _timestamp_pb2.Timestamp
+    def __init__(self, allocation_id: _Optional[str] = ..., until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ExtendAllocationResponse(_message.Message):
+    __slots__ = ("allocation",)
+    ALLOCATION_FIELD_NUMBER: _ClassVar[int]
+    allocation: _common_pb2.Allocation
+    def __init__(self, allocation: _Optional[_Union[_common_pb2.Allocation, _Mapping]] = ...) -> None: ...

@@ -261,6 +261,16 @@ class AllocationServiceStub:
                 request_serializer=invsaga_dot_allocation_dot_v1_dot_allocation__pb2.CancelAllocationRequest.SerializeToString,
                 response_deserializer=invsaga_dot_allocation_dot_v1_dot_allocation__pb2.CancelAllocationResponse.FromString,
                 _registered_method=True)
+        self.SettleAllocation = channel.unary_unary(
+                '/invsaga.allocation.v1.AllocationService/SettleAllocation',
+                request_serializer=invsaga_dot_allocation_dot_v1_dot_allocation__pb2.SettleAllocationRequest.SerializeToString,
+                response_deserializer=invsaga_dot_allocation_dot_v1_dot_allocation__pb2.SettleAllocationResponse.FromString,
+                _registered_method=True)
+        self.ExtendAllocation = channel.unary_unary(
+                '/invsaga.allocation.v1.AllocationService/ExtendAllocation',
+                request_serializer=invsaga_dot_allocation_dot_v1_dot_allocation__pb2.ExtendAllocationRequest.SerializeToString,
+                response_deserializer=invsaga_dot_allocation_dot_v1_dot_allocation__pb2.ExtendAllocationResponse.FromString,
+                _registered_method=True)
 
 
 class AllocationServiceServicer:
@@ -285,6 +295,21 @@ class AllocationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SettleAllocation(self, request, context):
+        """The coordinator ending a reservation's allocation: FULFILLED, CANCELLED or EXPIRED
+        (idempotent: settling it again to the same status changes nothing).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExtendAllocation(self, request, context):
+        """The coordinator extending a reservation: the ACTIVE allocation expires at `until`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AllocationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -302,6 +327,16 @@ def add_AllocationServiceServicer_to_server(servicer, server):
                     servicer.CancelAllocation,
                     request_deserializer=invsaga_dot_allocation_dot_v1_dot_allocation__pb2.CancelAllocationRequest.FromString,
                     response_serializer=invsaga_dot_allocation_dot_v1_dot_allocation__pb2.CancelAllocationResponse.SerializeToString,
+            ),
+            'SettleAllocation': grpc.unary_unary_rpc_method_handler(
+                    servicer.SettleAllocation,
+                    request_deserializer=invsaga_dot_allocation_dot_v1_dot_allocation__pb2.SettleAllocationRequest.FromString,
+                    response_serializer=invsaga_dot_allocation_dot_v1_dot_allocation__pb2.SettleAllocationResponse.SerializeToString,
+            ),
+            'ExtendAllocation': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExtendAllocation,
+                    request_deserializer=invsaga_dot_allocation_dot_v1_dot_allocation__pb2.ExtendAllocationRequest.FromString,
+                    response_serializer=invsaga_dot_allocation_dot_v1_dot_allocation__pb2.ExtendAllocationResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -386,6 +421,60 @@ class AllocationService:
             '/invsaga.allocation.v1.AllocationService/CancelAllocation',
             invsaga_dot_allocation_dot_v1_dot_allocation__pb2.CancelAllocationRequest.SerializeToString,
             invsaga_dot_allocation_dot_v1_dot_allocation__pb2.CancelAllocationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SettleAllocation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/invsaga.allocation.v1.AllocationService/SettleAllocation',
+            invsaga_dot_allocation_dot_v1_dot_allocation__pb2.SettleAllocationRequest.SerializeToString,
+            invsaga_dot_allocation_dot_v1_dot_allocation__pb2.SettleAllocationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExtendAllocation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/invsaga.allocation.v1.AllocationService/ExtendAllocation',
+            invsaga_dot_allocation_dot_v1_dot_allocation__pb2.ExtendAllocationRequest.SerializeToString,
+            invsaga_dot_allocation_dot_v1_dot_allocation__pb2.ExtendAllocationResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -43,6 +43,7 @@ class AllocationStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ALLOCATION_STATUS_ACTIVE: _ClassVar[AllocationStatus]
     ALLOCATION_STATUS_CANCELLED: _ClassVar[AllocationStatus]
     ALLOCATION_STATUS_EXPIRED: _ClassVar[AllocationStatus]
+    ALLOCATION_STATUS_FULFILLED: _ClassVar[AllocationStatus]
 
 class PicklistStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -67,6 +68,18 @@ class NotificationKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     NOTIFICATION_KIND_RESERVATION_FAILED: _ClassVar[NotificationKind]
     NOTIFICATION_KIND_LOCK_EXPIRED: _ClassVar[NotificationKind]
     NOTIFICATION_KIND_ALLOCATION_EXPIRED: _ClassVar[NotificationKind]
+    NOTIFICATION_KIND_RESERVATION_CANCELLED: _ClassVar[NotificationKind]
+    NOTIFICATION_KIND_RESERVATION_EXPIRED: _ClassVar[NotificationKind]
+
+class ReservationState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    RESERVATION_STATE_UNSPECIFIED: _ClassVar[ReservationState]
+    RESERVATION_STATE_RESERVED: _ClassVar[ReservationState]
+    RESERVATION_STATE_PICKING: _ClassVar[ReservationState]
+    RESERVATION_STATE_FULFILLED: _ClassVar[ReservationState]
+    RESERVATION_STATE_RELEASED: _ClassVar[ReservationState]
+    RESERVATION_STATE_EXPIRED: _ClassVar[ReservationState]
+    RESERVATION_STATE_PARTIALLY_FULFILLED: _ClassVar[ReservationState]
 SAGA_STEP_UNSPECIFIED: SagaStep
 SAGA_STEP_QUERY_WAREHOUSES: SagaStep
 SAGA_STEP_CHECK_AVAILABILITY: SagaStep
@@ -88,6 +101,7 @@ ALLOCATION_STATUS_UNSPECIFIED: AllocationStatus
 ALLOCATION_STATUS_ACTIVE: AllocationStatus
 ALLOCATION_STATUS_CANCELLED: AllocationStatus
 ALLOCATION_STATUS_EXPIRED: AllocationStatus
+ALLOCATION_STATUS_FULFILLED: AllocationStatus
 PICKLIST_STATUS_UNSPECIFIED: PicklistStatus
 PICKLIST_STATUS_PENDING: PicklistStatus
 PICKLIST_STATUS_PROCESSING: PicklistStatus
@@ -103,6 +117,15 @@ NOTIFICATION_KIND_RESERVATION_CONFIRMED: NotificationKind
 NOTIFICATION_KIND_RESERVATION_FAILED: NotificationKind
 NOTIFICATION_KIND_LOCK_EXPIRED: NotificationKind
 NOTIFICATION_KIND_ALLOCATION_EXPIRED: NotificationKind
+NOTIFICATION_KIND_RESERVATION_CANCELLED: NotificationKind
+NOTIFICATION_KIND_RESERVATION_EXPIRED: NotificationKind
+RESERVATION_STATE_UNSPECIFIED: ReservationState
+RESERVATION_STATE_RESERVED: ReservationState
+RESERVATION_STATE_PICKING: ReservationState
+RESERVATION_STATE_FULFILLED: ReservationState
+RESERVATION_STATE_RELEASED: ReservationState
+RESERVATION_STATE_EXPIRED: ReservationState
+RESERVATION_STATE_PARTIALLY_FULFILLED: ReservationState
 
 class StepContext(_message.Message):
     __slots__ = ("saga_id", "step", "idempotency_key")

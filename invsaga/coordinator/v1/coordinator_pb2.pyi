@@ -58,6 +58,8 @@ class SagaEventType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SAGA_EVENT_TYPE_CANCEL_REQUESTED: _ClassVar[SagaEventType]
     SAGA_EVENT_TYPE_SAGA_RESUMED: _ClassVar[SagaEventType]
     SAGA_EVENT_TYPE_SAGA_RECOVERED: _ClassVar[SagaEventType]
+    SAGA_EVENT_TYPE_RESERVATION_CHANGED: _ClassVar[SagaEventType]
+    SAGA_EVENT_TYPE_RESERVATION_EXTENDED: _ClassVar[SagaEventType]
 REQUEST_TYPE_UNSPECIFIED: RequestType
 REQUEST_TYPE_RESERVATION: RequestType
 REQUEST_TYPE_ALLOCATION: RequestType
@@ -93,6 +95,8 @@ SAGA_EVENT_TYPE_SAGA_FAILED: SagaEventType
 SAGA_EVENT_TYPE_CANCEL_REQUESTED: SagaEventType
 SAGA_EVENT_TYPE_SAGA_RESUMED: SagaEventType
 SAGA_EVENT_TYPE_SAGA_RECOVERED: SagaEventType
+SAGA_EVENT_TYPE_RESERVATION_CHANGED: SagaEventType
+SAGA_EVENT_TYPE_RESERVATION_EXTENDED: SagaEventType
 
 class InventoryRequest(_message.Message):
     __slots__ = ("request_id", "order_id", "customer_id", "request_type", "items", "preferred_warehouses", "allocation_strategy", "priority", "is_urgent", "expired_at", "metadata", "customer_location")
@@ -165,7 +169,7 @@ class Availability(_message.Message):
     def __init__(self, stock: _Optional[_Iterable[_Union[_common_pb2.StockLevel, _Mapping]]] = ..., loads: _Optional[_Iterable[_Union[_common_pb2.WarehouseLoad, _Mapping]]] = ..., shortages: _Optional[_Iterable[_Union[_common_pb2.Shortage, _Mapping]]] = ...) -> None: ...
 
 class Saga(_message.Message):
-    __slots__ = ("saga_id", "request_id", "status", "request", "steps", "allocation", "picklists", "failure", "created_at", "updated_at", "warehouses", "availability", "locks", "trace_id", "compensation_failure", "omitted_fields")
+    __slots__ = ("saga_id", "request_id", "status", "request", "steps", "allocation", "picklists", "failure", "created_at", "updated_at", "warehouses", "availability", "locks", "trace_id", "compensation_failure", "omitted_fields", "reservation", "cancel_reason")
     SAGA_ID_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
@@ -182,6 +186,8 @@ class Saga(_message.Message):
     TRACE_ID_FIELD_NUMBER: _ClassVar[int]
     COMPENSATION_FAILURE_FIELD_NUMBER: _ClassVar[int]
     OMITTED_FIELDS_FIELD_NUMBER: _ClassVar[int]
+    RESERVATION_FIELD_NUMBER: _ClassVar[int]
+    CANCEL_REASON_FIELD_NUMBER: _ClassVar[int]
     saga_id: str
     request_id: str
     status: SagaStatus
@@ -198,7 +204,35 @@ class Saga(_message.Message):
     trace_id: str
     compensation_failure: SagaFailure
     omitted_fields: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, saga_id: _Optional[str] = ..., request_id: _Optional[str] = ..., status: _Optional[_Union[SagaStatus, str]] = ..., request: _Optional[_Union[InventoryRequest, _Mapping]] = ..., steps: _Optional[_Iterable[_Union[StepState, _Mapping]]] = ..., allocation: _Optional[_Union[_common_pb2.Allocation, _Mapping]] = ..., picklists: _Optional[_Iterable[_Union[_common_pb2.Picklist, _Mapping]]] = ..., failure: _Optional[_Union[SagaFailure, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., warehouses: _Optional[_Iterable[_Union[_common_pb2.Warehouse, _Mapping]]] = ..., availability: _Optional[_Union[Availability, _Mapping]] = ..., locks: _Optional[_Iterable[_Union[_common_pb2.InventoryLock, _Mapping]]] = ..., trace_id: _Optional[str] = ..., compensation_failure: _Optional[_Union[SagaFailure, _Mapping]] = ..., omitted_fields: _Optional[_Iterable[str]] = ...) -> None: ...
+    reservation: Reservation
+    cancel_reason: str
+    def __init__(self, saga_id: _Optional[str] = ..., request_id: _Optional[str] = ..., status: _Optional[_Union[SagaStatus, str]] = ..., request: _Optional[_Union[InventoryRequest, _Mapping]] = ..., steps: _Optional[_Iterable[_Union[StepState, _Mapping]]] = ..., allocation: _Optional[_Union[_common_pb2.Allocation, _Mapping]] = ..., picklists: _Optional[_Iterable[_Union[_common_pb2.Picklist, _Mapping]]] = ..., failure: _Optional[_Union[SagaFailure, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., warehouses: _Optional[_Iterable[_Union[_common_pb2.Warehouse, _Mapping]]] = ..., availability: _Optional[_Union[Availability, _Mapping]] = ..., locks: _Optional[_Iterable[_Union[_common_pb2.InventoryLock, _Mapping]]] = ..., trace_id: _Optional[str] = ..., compensation_failure: _Optional[_Union[SagaFailure, _Mapping]] = ..., omitted_fields: _Optional[_Iterable[str]] = ..., reservation: _Optional[_Union[Reservation, _Mapping]] = ..., cancel_reason: _Optional[str] = ...) -> None: ...
+
+class WarehouseReservation(_message.Message):
+    __slots__ = ("warehouse_id", "picklist_id", "state", "picklist_status", "updated_at")
+    WAREHOUSE_ID_FIELD_NUMBER: _ClassVar[int]
+    PICKLIST_ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    PICKLIST_STATUS_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    warehouse_id: str
+    picklist_id: str
+    state: _common_pb2.ReservationState
+    picklist_status: _common_pb2.PicklistStatus
+    updated_at: _timestamp_pb2.Timestamp
+    def __init__(self, warehouse_id: _Optional[str] = ..., picklist_id: _Optional[str] = ..., state: _Optional[_Union[_common_pb2.ReservationState, str]] = ..., picklist_status: _Optional[_Union[_common_pb2.PicklistStatus, str]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class Reservation(_message.Message):
+    __slots__ = ("state", "expires_at", "warehouses", "updated_at")
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    WAREHOUSES_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    state: _common_pb2.ReservationState
+    expires_at: _timestamp_pb2.Timestamp
+    warehouses: _containers.RepeatedCompositeFieldContainer[WarehouseReservation]
+    updated_at: _timestamp_pb2.Timestamp
+    def __init__(self, state: _Optional[_Union[_common_pb2.ReservationState, str]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., warehouses: _Optional[_Iterable[_Union[WarehouseReservation, _Mapping]]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class EventDetail(_message.Message):
     __slots__ = ("code", "message", "attempt", "reason")
@@ -213,7 +247,7 @@ class EventDetail(_message.Message):
     def __init__(self, code: _Optional[str] = ..., message: _Optional[str] = ..., attempt: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class SagaEvent(_message.Message):
-    __slots__ = ("seq", "type", "step", "status", "step_status", "time", "detail", "saga_id")
+    __slots__ = ("seq", "type", "step", "status", "step_status", "time", "detail", "saga_id", "reservation_state", "warehouse_id")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     STEP_FIELD_NUMBER: _ClassVar[int]
@@ -222,6 +256,8 @@ class SagaEvent(_message.Message):
     TIME_FIELD_NUMBER: _ClassVar[int]
     DETAIL_FIELD_NUMBER: _ClassVar[int]
     SAGA_ID_FIELD_NUMBER: _ClassVar[int]
+    RESERVATION_STATE_FIELD_NUMBER: _ClassVar[int]
+    WAREHOUSE_ID_FIELD_NUMBER: _ClassVar[int]
     seq: int
     type: SagaEventType
     step: str
@@ -230,7 +266,9 @@ class SagaEvent(_message.Message):
     time: _timestamp_pb2.Timestamp
     detail: EventDetail
     saga_id: str
-    def __init__(self, seq: _Optional[int] = ..., type: _Optional[_Union[SagaEventType, str]] = ..., step: _Optional[str] = ..., status: _Optional[_Union[SagaStatus, str]] = ..., step_status: _Optional[_Union[StepStatus, str]] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., detail: _Optional[_Union[EventDetail, _Mapping]] = ..., saga_id: _Optional[str] = ...) -> None: ...
+    reservation_state: _common_pb2.ReservationState
+    warehouse_id: str
+    def __init__(self, seq: _Optional[int] = ..., type: _Optional[_Union[SagaEventType, str]] = ..., step: _Optional[str] = ..., status: _Optional[_Union[SagaStatus, str]] = ..., step_status: _Optional[_Union[StepStatus, str]] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., detail: _Optional[_Union[EventDetail, _Mapping]] = ..., saga_id: _Optional[str] = ..., reservation_state: _Optional[_Union[_common_pb2.ReservationState, str]] = ..., warehouse_id: _Optional[str] = ...) -> None: ...
 
 class StartSagaRequest(_message.Message):
     __slots__ = ("request",)
@@ -259,14 +297,24 @@ class GetSagaResponse(_message.Message):
     def __init__(self, saga: _Optional[_Union[Saga, _Mapping]] = ...) -> None: ...
 
 class ListSagasRequest(_message.Message):
-    __slots__ = ("status", "page_size", "page_token")
+    __slots__ = ("status", "page_size", "page_token", "order_id", "customer_id", "created_after", "created_before", "reservation_state")
     STATUS_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    ORDER_ID_FIELD_NUMBER: _ClassVar[int]
+    CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AFTER_FIELD_NUMBER: _ClassVar[int]
+    CREATED_BEFORE_FIELD_NUMBER: _ClassVar[int]
+    RESERVATION_STATE_FIELD_NUMBER: _ClassVar[int]
     status: SagaStatus
     page_size: int
     page_token: str
-    def __init__(self, status: _Optional[_Union[SagaStatus, str]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+    order_id: str
+    customer_id: str
+    created_after: _timestamp_pb2.Timestamp
+    created_before: _timestamp_pb2.Timestamp
+    reservation_state: _common_pb2.ReservationState
+    def __init__(self, status: _Optional[_Union[SagaStatus, str]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., order_id: _Optional[str] = ..., customer_id: _Optional[str] = ..., created_after: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_before: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reservation_state: _Optional[_Union[_common_pb2.ReservationState, str]] = ...) -> None: ...
 
 class ListSagasResponse(_message.Message):
     __slots__ = ("sagas", "next_page_token")
@@ -277,14 +325,16 @@ class ListSagasResponse(_message.Message):
     def __init__(self, sagas: _Optional[_Iterable[_Union[Saga, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class WatchSagaRequest(_message.Message):
-    __slots__ = ("saga_id", "after_seq", "event_types")
+    __slots__ = ("saga_id", "after_seq", "event_types", "follow_reservation")
     SAGA_ID_FIELD_NUMBER: _ClassVar[int]
     AFTER_SEQ_FIELD_NUMBER: _ClassVar[int]
     EVENT_TYPES_FIELD_NUMBER: _ClassVar[int]
+    FOLLOW_RESERVATION_FIELD_NUMBER: _ClassVar[int]
     saga_id: str
     after_seq: int
     event_types: _containers.RepeatedScalarFieldContainer[SagaEventType]
-    def __init__(self, saga_id: _Optional[str] = ..., after_seq: _Optional[int] = ..., event_types: _Optional[_Iterable[_Union[SagaEventType, str]]] = ...) -> None: ...
+    follow_reservation: bool
+    def __init__(self, saga_id: _Optional[str] = ..., after_seq: _Optional[int] = ..., event_types: _Optional[_Iterable[_Union[SagaEventType, str]]] = ..., follow_reservation: _Optional[bool] = ...) -> None: ...
 
 class WatchSagaResponse(_message.Message):
     __slots__ = ("event",)
@@ -293,12 +343,14 @@ class WatchSagaResponse(_message.Message):
     def __init__(self, event: _Optional[_Union[SagaEvent, _Mapping]] = ...) -> None: ...
 
 class CancelSagaRequest(_message.Message):
-    __slots__ = ("saga_id", "reason")
+    __slots__ = ("saga_id", "reason", "release_unpicked")
     SAGA_ID_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    RELEASE_UNPICKED_FIELD_NUMBER: _ClassVar[int]
     saga_id: str
     reason: str
-    def __init__(self, saga_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+    release_unpicked: bool
+    def __init__(self, saga_id: _Optional[str] = ..., reason: _Optional[str] = ..., release_unpicked: _Optional[bool] = ...) -> None: ...
 
 class CancelSagaResponse(_message.Message):
     __slots__ = ("saga",)
@@ -317,3 +369,17 @@ class ResumeSagaResponse(_message.Message):
     SAGA_FIELD_NUMBER: _ClassVar[int]
     saga: Saga
     def __init__(self, saga: _Optional[_Union[Saga, _Mapping]] = ...) -> None: ...
+
+class ExtendReservationRequest(_message.Message):
+    __slots__ = ("saga_id", "until")
+    SAGA_ID_FIELD_NUMBER: _ClassVar[int]
+    UNTIL_FIELD_NUMBER: _ClassVar[int]
+    saga_id: str
+    until: _timestamp_pb2.Timestamp
+    def __init__(self, saga_id: _Optional[str] = ..., until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ExtendReservationResponse(_message.Message):
+    __slots__ = ("reservation",)
+    RESERVATION_FIELD_NUMBER: _ClassVar[int]
+    reservation: Reservation
+    def __init__(self, reservation: _Optional[_Union[Reservation, _Mapping]] = ...) -> None: ...

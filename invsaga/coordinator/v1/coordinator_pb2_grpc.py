@@ -69,6 +69,11 @@ class SagaCoordinatorServiceStub:
                 request_serializer=invsaga_dot_coordinator_dot_v1_dot_coordinator__pb2.ResumeSagaRequest.SerializeToString,
                 response_deserializer=invsaga_dot_coordinator_dot_v1_dot_coordinator__pb2.ResumeSagaResponse.FromString,
                 _registered_method=True)
+        self.ExtendReservation = channel.unary_unary(
+                '/invsaga.coordinator.v1.SagaCoordinatorService/ExtendReservation',
+                request_serializer=invsaga_dot_coordinator_dot_v1_dot_coordinator__pb2.ExtendReservationRequest.SerializeToString,
+                response_deserializer=invsaga_dot_coordinator_dot_v1_dot_coordinator__pb2.ExtendReservationResponse.FromString,
+                _registered_method=True)
 
 
 class SagaCoordinatorServiceServicer:
@@ -126,6 +131,14 @@ class SagaCoordinatorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExtendReservation(self, request, context):
+        """Pushes a reservation's expiry out (its locks' and its allocation's), up to the configured
+        maximum; FAILED_PRECONDITION once picking started or the reservation ended.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SagaCoordinatorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -158,6 +171,11 @@ def add_SagaCoordinatorServiceServicer_to_server(servicer, server):
                     servicer.ResumeSaga,
                     request_deserializer=invsaga_dot_coordinator_dot_v1_dot_coordinator__pb2.ResumeSagaRequest.FromString,
                     response_serializer=invsaga_dot_coordinator_dot_v1_dot_coordinator__pb2.ResumeSagaResponse.SerializeToString,
+            ),
+            'ExtendReservation': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExtendReservation,
+                    request_deserializer=invsaga_dot_coordinator_dot_v1_dot_coordinator__pb2.ExtendReservationRequest.FromString,
+                    response_serializer=invsaga_dot_coordinator_dot_v1_dot_coordinator__pb2.ExtendReservationResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -327,6 +345,33 @@ class SagaCoordinatorService:
             '/invsaga.coordinator.v1.SagaCoordinatorService/ResumeSaga',
             invsaga_dot_coordinator_dot_v1_dot_coordinator__pb2.ResumeSagaRequest.SerializeToString,
             invsaga_dot_coordinator_dot_v1_dot_coordinator__pb2.ResumeSagaResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExtendReservation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/invsaga.coordinator.v1.SagaCoordinatorService/ExtendReservation',
+            invsaga_dot_coordinator_dot_v1_dot_coordinator__pb2.ExtendReservationRequest.SerializeToString,
+            invsaga_dot_coordinator_dot_v1_dot_coordinator__pb2.ExtendReservationResponse.FromString,
             options,
             channel_credentials,
             insecure,

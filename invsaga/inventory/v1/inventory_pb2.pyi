@@ -43,16 +43,25 @@ class CheckAvailabilityOutput(_message.Message):
     def __init__(self, stock: _Optional[_Iterable[_Union[_common_pb2.StockLevel, _Mapping]]] = ..., loads: _Optional[_Iterable[_Union[_common_pb2.WarehouseLoad, _Mapping]]] = ..., items: _Optional[_Iterable[_Union[ItemAvailability, _Mapping]]] = ..., shortages: _Optional[_Iterable[_Union[_common_pb2.Shortage, _Mapping]]] = ..., sufficient: _Optional[bool] = ...) -> None: ...
 
 class LockInventoryInput(_message.Message):
-    __slots__ = ("allocation_id", "lines", "expires_at", "order_id")
+    __slots__ = ("allocation_id", "lines", "expires_at", "order_id", "capacities")
+    class CapacitiesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     ALLOCATION_ID_FIELD_NUMBER: _ClassVar[int]
     LINES_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
     ORDER_ID_FIELD_NUMBER: _ClassVar[int]
+    CAPACITIES_FIELD_NUMBER: _ClassVar[int]
     allocation_id: str
     lines: _containers.RepeatedCompositeFieldContainer[_common_pb2.AllocationLine]
     expires_at: _timestamp_pb2.Timestamp
     order_id: str
-    def __init__(self, allocation_id: _Optional[str] = ..., lines: _Optional[_Iterable[_Union[_common_pb2.AllocationLine, _Mapping]]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., order_id: _Optional[str] = ...) -> None: ...
+    capacities: _containers.ScalarMap[str, int]
+    def __init__(self, allocation_id: _Optional[str] = ..., lines: _Optional[_Iterable[_Union[_common_pb2.AllocationLine, _Mapping]]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., order_id: _Optional[str] = ..., capacities: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class LockInventoryOutput(_message.Message):
     __slots__ = ("locks",)
@@ -265,3 +274,17 @@ class ReleaseLocksResponse(_message.Message):
     LOCKS_FIELD_NUMBER: _ClassVar[int]
     locks: _containers.RepeatedCompositeFieldContainer[_common_pb2.InventoryLock]
     def __init__(self, locks: _Optional[_Iterable[_Union[_common_pb2.InventoryLock, _Mapping]]] = ...) -> None: ...
+
+class ExtendLocksRequest(_message.Message):
+    __slots__ = ("saga_id", "until")
+    SAGA_ID_FIELD_NUMBER: _ClassVar[int]
+    UNTIL_FIELD_NUMBER: _ClassVar[int]
+    saga_id: str
+    until: _timestamp_pb2.Timestamp
+    def __init__(self, saga_id: _Optional[str] = ..., until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ExtendLocksResponse(_message.Message):
+    __slots__ = ("extended",)
+    EXTENDED_FIELD_NUMBER: _ClassVar[int]
+    extended: int
+    def __init__(self, extended: _Optional[int] = ...) -> None: ...

@@ -286,6 +286,11 @@ class InventoryServiceStub:
                 request_serializer=invsaga_dot_inventory_dot_v1_dot_inventory__pb2.ReleaseLocksRequest.SerializeToString,
                 response_deserializer=invsaga_dot_inventory_dot_v1_dot_inventory__pb2.ReleaseLocksResponse.FromString,
                 _registered_method=True)
+        self.ExtendLocks = channel.unary_unary(
+                '/invsaga.inventory.v1.InventoryService/ExtendLocks',
+                request_serializer=invsaga_dot_inventory_dot_v1_dot_inventory__pb2.ExtendLocksRequest.SerializeToString,
+                response_deserializer=invsaga_dot_inventory_dot_v1_dot_inventory__pb2.ExtendLocksResponse.FromString,
+                _registered_method=True)
 
 
 class InventoryServiceServicer:
@@ -343,6 +348,13 @@ class InventoryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExtendLocks(self, request, context):
+        """The coordinator extending a reservation: the saga's HELD locks expire at `until`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_InventoryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -385,6 +397,11 @@ def add_InventoryServiceServicer_to_server(servicer, server):
                     servicer.ReleaseLocks,
                     request_deserializer=invsaga_dot_inventory_dot_v1_dot_inventory__pb2.ReleaseLocksRequest.FromString,
                     response_serializer=invsaga_dot_inventory_dot_v1_dot_inventory__pb2.ReleaseLocksResponse.SerializeToString,
+            ),
+            'ExtendLocks': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExtendLocks,
+                    request_deserializer=invsaga_dot_inventory_dot_v1_dot_inventory__pb2.ExtendLocksRequest.FromString,
+                    response_serializer=invsaga_dot_inventory_dot_v1_dot_inventory__pb2.ExtendLocksResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -604,6 +621,33 @@ class InventoryService:
             '/invsaga.inventory.v1.InventoryService/ReleaseLocks',
             invsaga_dot_inventory_dot_v1_dot_inventory__pb2.ReleaseLocksRequest.SerializeToString,
             invsaga_dot_inventory_dot_v1_dot_inventory__pb2.ReleaseLocksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExtendLocks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/invsaga.inventory.v1.InventoryService/ExtendLocks',
+            invsaga_dot_inventory_dot_v1_dot_inventory__pb2.ExtendLocksRequest.SerializeToString,
+            invsaga_dot_inventory_dot_v1_dot_inventory__pb2.ExtendLocksResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -22,54 +22,69 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from invsaga.common.v1 import common_pb2 as invsaga_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$invsaga/logistics/v1/logistics.proto\x12\x14invsaga.logistics.v1\x1a\x1einvsaga/common/v1/common.proto\"S\n\x0fPickRequestLine\x12\x14\n\x0cwarehouse_id\x18\x01 \x01(\t\x12\x0b\n\x03sku\x18\x02 \x01(\t\x12\x10\n\x08quantity\x18\x03 \x01(\x03\x12\x0b\n\x03\x62in\x18\x04 \x01(\t\"\x84\x01\n\x15GeneratePicklistInput\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x34\n\x05lines\x18\x02 \x03(\x0b\x32%.invsaga.logistics.v1.PickRequestLine\x12\x10\n\x08priority\x18\x03 \x01(\x05\x12\x11\n\tis_urgent\x18\x04 \x01(\x08\"H\n\x16GeneratePicklistOutput\x12.\n\tpicklists\x18\x01 \x03(\x0b\x32\x1b.invsaga.common.v1.Picklist\"\x94\x01\n\x0e\x45xecuteRequest\x12/\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x1e.invsaga.common.v1.StepContext\x12H\n\x11generate_picklist\x18\x02 \x01(\x0b\x32+.invsaga.logistics.v1.GeneratePicklistInputH\x00\x42\x07\n\x05input\"f\n\x0f\x45xecuteResponse\x12I\n\x11generate_picklist\x18\x01 \x01(\x0b\x32,.invsaga.logistics.v1.GeneratePicklistOutputH\x00\x42\x08\n\x06output\"M\n\x13\x45xecuteBatchRequest\x12\x36\n\x08requests\x18\x01 \x03(\x0b\x32$.invsaga.logistics.v1.ExecuteRequest\"Q\n\x14\x45xecuteBatchResponse\x12\x39\n\x07results\x18\x01 \x03(\x0b\x32(.invsaga.logistics.v1.ExecuteBatchResult\"\x8a\x01\n\x12\x45xecuteBatchResult\x12\x39\n\x08response\x18\x01 \x01(\x0b\x32%.invsaga.logistics.v1.ExecuteResponseH\x00\x12.\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x1d.invsaga.common.v1.CallStatusH\x00\x42\t\n\x07outcome\"Z\n\x14\x45xecuteStreamRequest\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x36\n\x08requests\x18\x02 \x03(\x0b\x32$.invsaga.logistics.v1.ExecuteRequest\"^\n\x15\x45xecuteStreamResponse\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x39\n\x07results\x18\x02 \x03(\x0b\x32(.invsaga.logistics.v1.ExecuteBatchResult\"D\n\x11\x43ompensateRequest\x12/\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x1e.invsaga.common.v1.StepContext\"/\n\x12\x43ompensateResponse\x12\x19\n\x11null_compensation\x18\x01 \x01(\x08\")\n\x12GetPicklistRequest\x12\x13\n\x0bpicklist_id\x18\x01 \x01(\t\"D\n\x13GetPicklistResponse\x12-\n\x08picklist\x18\x01 \x01(\x0b\x32\x1b.invsaga.common.v1.Picklist\"\x97\x01\n\x14ListPicklistsRequest\x12\x0f\n\x07saga_id\x18\x01 \x01(\t\x12\x14\n\x0cwarehouse_id\x18\x02 \x01(\t\x12\x31\n\x06status\x18\x03 \x01(\x0e\x32!.invsaga.common.v1.PicklistStatus\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"`\n\x15ListPicklistsResponse\x12.\n\tpicklists\x18\x01 \x03(\x0b\x32\x1b.invsaga.common.v1.Picklist\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"e\n\x1bUpdatePicklistStatusRequest\x12\x13\n\x0bpicklist_id\x18\x01 \x01(\t\x12\x31\n\x06status\x18\x02 \x01(\x0e\x32!.invsaga.common.v1.PicklistStatus\"M\n\x1cUpdatePicklistStatusResponse\x12-\n\x08picklist\x18\x01 \x01(\x0b\x32\x1b.invsaga.common.v1.Picklist2\xa4\x03\n\x14LogisticsStepService\x12V\n\x07\x45xecute\x12$.invsaga.logistics.v1.ExecuteRequest\x1a%.invsaga.logistics.v1.ExecuteResponse\x12_\n\nCompensate\x12\'.invsaga.logistics.v1.CompensateRequest\x1a(.invsaga.logistics.v1.CompensateResponse\x12\x65\n\x0c\x45xecuteBatch\x12).invsaga.logistics.v1.ExecuteBatchRequest\x1a*.invsaga.logistics.v1.ExecuteBatchResponse\x12l\n\rExecuteStream\x12*.invsaga.logistics.v1.ExecuteStreamRequest\x1a+.invsaga.logistics.v1.ExecuteStreamResponse(\x01\x30\x01\x32\xdf\x02\n\x10LogisticsService\x12\x62\n\x0bGetPicklist\x12(.invsaga.logistics.v1.GetPicklistRequest\x1a).invsaga.logistics.v1.GetPicklistResponse\x12h\n\rListPicklists\x12*.invsaga.logistics.v1.ListPicklistsRequest\x1a+.invsaga.logistics.v1.ListPicklistsResponse\x12}\n\x14UpdatePicklistStatus\x12\x31.invsaga.logistics.v1.UpdatePicklistStatusRequest\x1a\x32.invsaga.logistics.v1.UpdatePicklistStatusResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$invsaga/logistics/v1/logistics.proto\x12\x14invsaga.logistics.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1einvsaga/common/v1/common.proto\"S\n\x0fPickRequestLine\x12\x14\n\x0cwarehouse_id\x18\x01 \x01(\t\x12\x0b\n\x03sku\x18\x02 \x01(\t\x12\x10\n\x08quantity\x18\x03 \x01(\x03\x12\x0b\n\x03\x62in\x18\x04 \x01(\t\"\x84\x01\n\x15GeneratePicklistInput\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x34\n\x05lines\x18\x02 \x03(\x0b\x32%.invsaga.logistics.v1.PickRequestLine\x12\x10\n\x08priority\x18\x03 \x01(\x05\x12\x11\n\tis_urgent\x18\x04 \x01(\x08\"H\n\x16GeneratePicklistOutput\x12.\n\tpicklists\x18\x01 \x03(\x0b\x32\x1b.invsaga.common.v1.Picklist\"\x94\x01\n\x0e\x45xecuteRequest\x12/\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x1e.invsaga.common.v1.StepContext\x12H\n\x11generate_picklist\x18\x02 \x01(\x0b\x32+.invsaga.logistics.v1.GeneratePicklistInputH\x00\x42\x07\n\x05input\"f\n\x0f\x45xecuteResponse\x12I\n\x11generate_picklist\x18\x01 \x01(\x0b\x32,.invsaga.logistics.v1.GeneratePicklistOutputH\x00\x42\x08\n\x06output\"M\n\x13\x45xecuteBatchRequest\x12\x36\n\x08requests\x18\x01 \x03(\x0b\x32$.invsaga.logistics.v1.ExecuteRequest\"Q\n\x14\x45xecuteBatchResponse\x12\x39\n\x07results\x18\x01 \x03(\x0b\x32(.invsaga.logistics.v1.ExecuteBatchResult\"\x8a\x01\n\x12\x45xecuteBatchResult\x12\x39\n\x08response\x18\x01 \x01(\x0b\x32%.invsaga.logistics.v1.ExecuteResponseH\x00\x12.\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x1d.invsaga.common.v1.CallStatusH\x00\x42\t\n\x07outcome\"Z\n\x14\x45xecuteStreamRequest\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x36\n\x08requests\x18\x02 \x03(\x0b\x32$.invsaga.logistics.v1.ExecuteRequest\"^\n\x15\x45xecuteStreamResponse\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x39\n\x07results\x18\x02 \x03(\x0b\x32(.invsaga.logistics.v1.ExecuteBatchResult\"D\n\x11\x43ompensateRequest\x12/\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x1e.invsaga.common.v1.StepContext\"/\n\x12\x43ompensateResponse\x12\x19\n\x11null_compensation\x18\x01 \x01(\x08\")\n\x12GetPicklistRequest\x12\x13\n\x0bpicklist_id\x18\x01 \x01(\t\"D\n\x13GetPicklistResponse\x12-\n\x08picklist\x18\x01 \x01(\x0b\x32\x1b.invsaga.common.v1.Picklist\"\x97\x01\n\x14ListPicklistsRequest\x12\x0f\n\x07saga_id\x18\x01 \x01(\t\x12\x14\n\x0cwarehouse_id\x18\x02 \x01(\t\x12\x31\n\x06status\x18\x03 \x01(\x0e\x32!.invsaga.common.v1.PicklistStatus\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"`\n\x15ListPicklistsResponse\x12.\n\tpicklists\x18\x01 \x03(\x0b\x32\x1b.invsaga.common.v1.Picklist\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"e\n\x1bUpdatePicklistStatusRequest\x12\x13\n\x0bpicklist_id\x18\x01 \x01(\t\x12\x31\n\x06status\x18\x02 \x01(\x0e\x32!.invsaga.common.v1.PicklistStatus\"M\n\x1cUpdatePicklistStatusResponse\x12-\n\x08picklist\x18\x01 \x01(\x0b\x32\x1b.invsaga.common.v1.Picklist\"Q\n\x16\x43\x61ncelPicklistsRequest\x12\x0f\n\x07saga_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61ll_or_nothing\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\"y\n\x17\x43\x61ncelPicklistsResponse\x12.\n\tcancelled\x18\x01 \x03(\x0b\x32\x1b.invsaga.common.v1.Picklist\x12.\n\tuntouched\x18\x02 \x03(\x0b\x32\x1b.invsaga.common.v1.Picklist\"\xc2\x01\n\x0ePicklistChange\x12\x11\n\tchange_id\x18\x01 \x01(\x03\x12\x13\n\x0bpicklist_id\x18\x02 \x01(\t\x12\x0f\n\x07saga_id\x18\x03 \x01(\t\x12\x14\n\x0cwarehouse_id\x18\x04 \x01(\t\x12\x31\n\x06status\x18\x05 \x01(\x0e\x32!.invsaga.common.v1.PicklistStatus\x12.\n\nchanged_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"+\n\x1aListPicklistChangesRequest\x12\r\n\x05limit\x18\x01 \x01(\x05\"T\n\x1bListPicklistChangesResponse\x12\x35\n\x07\x63hanges\x18\x01 \x03(\x0b\x32$.invsaga.logistics.v1.PicklistChange\"/\n\x19\x41\x63kPicklistChangesRequest\x12\x12\n\nchange_ids\x18\x01 \x03(\x03\"2\n\x1a\x41\x63kPicklistChangesResponse\x12\x14\n\x0c\x61\x63knowledged\x18\x01 \x01(\x05\x32\xa4\x03\n\x14LogisticsStepService\x12V\n\x07\x45xecute\x12$.invsaga.logistics.v1.ExecuteRequest\x1a%.invsaga.logistics.v1.ExecuteResponse\x12_\n\nCompensate\x12\'.invsaga.logistics.v1.CompensateRequest\x1a(.invsaga.logistics.v1.CompensateResponse\x12\x65\n\x0c\x45xecuteBatch\x12).invsaga.logistics.v1.ExecuteBatchRequest\x1a*.invsaga.logistics.v1.ExecuteBatchResponse\x12l\n\rExecuteStream\x12*.invsaga.logistics.v1.ExecuteStreamRequest\x1a+.invsaga.logistics.v1.ExecuteStreamResponse(\x01\x30\x01\x32\xc4\x05\n\x10LogisticsService\x12\x62\n\x0bGetPicklist\x12(.invsaga.logistics.v1.GetPicklistRequest\x1a).invsaga.logistics.v1.GetPicklistResponse\x12h\n\rListPicklists\x12*.invsaga.logistics.v1.ListPicklistsRequest\x1a+.invsaga.logistics.v1.ListPicklistsResponse\x12}\n\x14UpdatePicklistStatus\x12\x31.invsaga.logistics.v1.UpdatePicklistStatusRequest\x1a\x32.invsaga.logistics.v1.UpdatePicklistStatusResponse\x12n\n\x0f\x43\x61ncelPicklists\x12,.invsaga.logistics.v1.CancelPicklistsRequest\x1a-.invsaga.logistics.v1.CancelPicklistsResponse\x12z\n\x13ListPicklistChanges\x12\x30.invsaga.logistics.v1.ListPicklistChangesRequest\x1a\x31.invsaga.logistics.v1.ListPicklistChangesResponse\x12w\n\x12\x41\x63kPicklistChanges\x12/.invsaga.logistics.v1.AckPicklistChangesRequest\x1a\x30.invsaga.logistics.v1.AckPicklistChangesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'invsaga.logistics.v1.logistics_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PICKREQUESTLINE']._serialized_start=94
-  _globals['_PICKREQUESTLINE']._serialized_end=177
-  _globals['_GENERATEPICKLISTINPUT']._serialized_start=180
-  _globals['_GENERATEPICKLISTINPUT']._serialized_end=312
-  _globals['_GENERATEPICKLISTOUTPUT']._serialized_start=314
-  _globals['_GENERATEPICKLISTOUTPUT']._serialized_end=386
-  _globals['_EXECUTEREQUEST']._serialized_start=389
-  _globals['_EXECUTEREQUEST']._serialized_end=537
-  _globals['_EXECUTERESPONSE']._serialized_start=539
-  _globals['_EXECUTERESPONSE']._serialized_end=641
-  _globals['_EXECUTEBATCHREQUEST']._serialized_start=643
-  _globals['_EXECUTEBATCHREQUEST']._serialized_end=720
-  _globals['_EXECUTEBATCHRESPONSE']._serialized_start=722
-  _globals['_EXECUTEBATCHRESPONSE']._serialized_end=803
-  _globals['_EXECUTEBATCHRESULT']._serialized_start=806
-  _globals['_EXECUTEBATCHRESULT']._serialized_end=944
-  _globals['_EXECUTESTREAMREQUEST']._serialized_start=946
-  _globals['_EXECUTESTREAMREQUEST']._serialized_end=1036
-  _globals['_EXECUTESTREAMRESPONSE']._serialized_start=1038
-  _globals['_EXECUTESTREAMRESPONSE']._serialized_end=1132
-  _globals['_COMPENSATEREQUEST']._serialized_start=1134
-  _globals['_COMPENSATEREQUEST']._serialized_end=1202
-  _globals['_COMPENSATERESPONSE']._serialized_start=1204
-  _globals['_COMPENSATERESPONSE']._serialized_end=1251
-  _globals['_GETPICKLISTREQUEST']._serialized_start=1253
-  _globals['_GETPICKLISTREQUEST']._serialized_end=1294
-  _globals['_GETPICKLISTRESPONSE']._serialized_start=1296
-  _globals['_GETPICKLISTRESPONSE']._serialized_end=1364
-  _globals['_LISTPICKLISTSREQUEST']._serialized_start=1367
-  _globals['_LISTPICKLISTSREQUEST']._serialized_end=1518
-  _globals['_LISTPICKLISTSRESPONSE']._serialized_start=1520
-  _globals['_LISTPICKLISTSRESPONSE']._serialized_end=1616
-  _globals['_UPDATEPICKLISTSTATUSREQUEST']._serialized_start=1618
-  _globals['_UPDATEPICKLISTSTATUSREQUEST']._serialized_end=1719
-  _globals['_UPDATEPICKLISTSTATUSRESPONSE']._serialized_start=1721
-  _globals['_UPDATEPICKLISTSTATUSRESPONSE']._serialized_end=1798
-  _globals['_LOGISTICSSTEPSERVICE']._serialized_start=1801
-  _globals['_LOGISTICSSTEPSERVICE']._serialized_end=2221
-  _globals['_LOGISTICSSERVICE']._serialized_start=2224
-  _globals['_LOGISTICSSERVICE']._serialized_end=2575
+  _globals['_PICKREQUESTLINE']._serialized_start=127
+  _globals['_PICKREQUESTLINE']._serialized_end=210
+  _globals['_GENERATEPICKLISTINPUT']._serialized_start=213
+  _globals['_GENERATEPICKLISTINPUT']._serialized_end=345
+  _globals['_GENERATEPICKLISTOUTPUT']._serialized_start=347
+  _globals['_GENERATEPICKLISTOUTPUT']._serialized_end=419
+  _globals['_EXECUTEREQUEST']._serialized_start=422
+  _globals['_EXECUTEREQUEST']._serialized_end=570
+  _globals['_EXECUTERESPONSE']._serialized_start=572
+  _globals['_EXECUTERESPONSE']._serialized_end=674
+  _globals['_EXECUTEBATCHREQUEST']._serialized_start=676
+  _globals['_EXECUTEBATCHREQUEST']._serialized_end=753
+  _globals['_EXECUTEBATCHRESPONSE']._serialized_start=755
+  _globals['_EXECUTEBATCHRESPONSE']._serialized_end=836
+  _globals['_EXECUTEBATCHRESULT']._serialized_start=839
+  _globals['_EXECUTEBATCHRESULT']._serialized_end=977
+  _globals['_EXECUTESTREAMREQUEST']._serialized_start=979
+  _globals['_EXECUTESTREAMREQUEST']._serialized_end=1069
+  _globals['_EXECUTESTREAMRESPONSE']._serialized_start=1071
+  _globals['_EXECUTESTREAMRESPONSE']._serialized_end=1165
+  _globals['_COMPENSATEREQUEST']._serialized_start=1167
+  _globals['_COMPENSATEREQUEST']._serialized_end=1235
+  _globals['_COMPENSATERESPONSE']._serialized_start=1237
+  _globals['_COMPENSATERESPONSE']._serialized_end=1284
+  _globals['_GETPICKLISTREQUEST']._serialized_start=1286
+  _globals['_GETPICKLISTREQUEST']._serialized_end=1327
+  _globals['_GETPICKLISTRESPONSE']._serialized_start=1329
+  _globals['_GETPICKLISTRESPONSE']._serialized_end=1397
+  _globals['_LISTPICKLISTSREQUEST']._serialized_start=1400
+  _globals['_LISTPICKLISTSREQUEST']._serialized_end=1551
+  _globals['_LISTPICKLISTSRESPONSE']._serialized_start=1553
+  _globals['_LISTPICKLISTSRESPONSE']._serialized_end=1649
+  _globals['_UPDATEPICKLISTSTATUSREQUEST']._serialized_start=1651
+  _globals['_UPDATEPICKLISTSTATUSREQUEST']._serialized_end=1752
+  _globals['_UPDATEPICKLISTSTATUSRESPONSE']._serialized_start=1754
+  _globals['_UPDATEPICKLISTSTATUSRESPONSE']._serialized_end=1831
+  _globals['_CANCELPICKLISTSREQUEST']._serialized_start=1833
+  _globals['_CANCELPICKLISTSREQUEST']._serialized_end=1914
+  _globals['_CANCELPICKLISTSRESPONSE']._serialized_start=1916
+  _globals['_CANCELPICKLISTSRESPONSE']._serialized_end=2037
+  _globals['_PICKLISTCHANGE']._serialized_start=2040
+  _globals['_PICKLISTCHANGE']._serialized_end=2234
+  _globals['_LISTPICKLISTCHANGESREQUEST']._serialized_start=2236
+  _globals['_LISTPICKLISTCHANGESREQUEST']._serialized_end=2279
+  _globals['_LISTPICKLISTCHANGESRESPONSE']._serialized_start=2281
+  _globals['_LISTPICKLISTCHANGESRESPONSE']._serialized_end=2365
+  _globals['_ACKPICKLISTCHANGESREQUEST']._serialized_start=2367
+  _globals['_ACKPICKLISTCHANGESREQUEST']._serialized_end=2414
+  _globals['_ACKPICKLISTCHANGESRESPONSE']._serialized_start=2416
+  _globals['_ACKPICKLISTCHANGESRESPONSE']._serialized_end=2466
+  _globals['_LOGISTICSSTEPSERVICE']._serialized_start=2469
+  _globals['_LOGISTICSSTEPSERVICE']._serialized_end=2889
+  _globals['_LOGISTICSSERVICE']._serialized_start=2892
+  _globals['_LOGISTICSSERVICE']._serialized_end=3600
 # @@protoc_insertion_point(module_scope)

@@ -1,3 +1,6 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from invsaga.common.v1 import common_pb2 as _common_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
@@ -146,3 +149,61 @@ class UpdatePicklistStatusResponse(_message.Message):
     PICKLIST_FIELD_NUMBER: _ClassVar[int]
     picklist: _common_pb2.Picklist
     def __init__(self, picklist: _Optional[_Union[_common_pb2.Picklist, _Mapping]] = ...) -> None: ...
+
+class CancelPicklistsRequest(_message.Message):
+    __slots__ = ("saga_id", "all_or_nothing", "reason")
+    SAGA_ID_FIELD_NUMBER: _ClassVar[int]
+    ALL_OR_NOTHING_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    saga_id: str
+    all_or_nothing: bool
+    reason: str
+    def __init__(self, saga_id: _Optional[str] = ..., all_or_nothing: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class CancelPicklistsResponse(_message.Message):
+    __slots__ = ("cancelled", "untouched")
+    CANCELLED_FIELD_NUMBER: _ClassVar[int]
+    UNTOUCHED_FIELD_NUMBER: _ClassVar[int]
+    cancelled: _containers.RepeatedCompositeFieldContainer[_common_pb2.Picklist]
+    untouched: _containers.RepeatedCompositeFieldContainer[_common_pb2.Picklist]
+    def __init__(self, cancelled: _Optional[_Iterable[_Union[_common_pb2.Picklist, _Mapping]]] = ..., untouched: _Optional[_Iterable[_Union[_common_pb2.Picklist, _Mapping]]] = ...) -> None: ...
+
+class PicklistChange(_message.Message):
+    __slots__ = ("change_id", "picklist_id", "saga_id", "warehouse_id", "status", "changed_at")
+    CHANGE_ID_FIELD_NUMBER: _ClassVar[int]
+    PICKLIST_ID_FIELD_NUMBER: _ClassVar[int]
+    SAGA_ID_FIELD_NUMBER: _ClassVar[int]
+    WAREHOUSE_ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_AT_FIELD_NUMBER: _ClassVar[int]
+    change_id: int
+    picklist_id: str
+    saga_id: str
+    warehouse_id: str
+    status: _common_pb2.PicklistStatus
+    changed_at: _timestamp_pb2.Timestamp
+    def __init__(self, change_id: _Optional[int] = ..., picklist_id: _Optional[str] = ..., saga_id: _Optional[str] = ..., warehouse_id: _Optional[str] = ..., status: _Optional[_Union[_common_pb2.PicklistStatus, str]] = ..., changed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ListPicklistChangesRequest(_message.Message):
+    __slots__ = ("limit",)
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    limit: int
+    def __init__(self, limit: _Optional[int] = ...) -> None: ...
+
+class ListPicklistChangesResponse(_message.Message):
+    __slots__ = ("changes",)
+    CHANGES_FIELD_NUMBER: _ClassVar[int]
+    changes: _containers.RepeatedCompositeFieldContainer[PicklistChange]
+    def __init__(self, changes: _Optional[_Iterable[_Union[PicklistChange, _Mapping]]] = ...) -> None: ...
+
+class AckPicklistChangesRequest(_message.Message):
+    __slots__ = ("change_ids",)
+    CHANGE_IDS_FIELD_NUMBER: _ClassVar[int]
+    change_ids: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, change_ids: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class AckPicklistChangesResponse(_message.Message):
+    __slots__ = ("acknowledged",)
+    ACKNOWLEDGED_FIELD_NUMBER: _ClassVar[int]
+    acknowledged: int
+    def __init__(self, acknowledged: _Optional[int] = ...) -> None: ...

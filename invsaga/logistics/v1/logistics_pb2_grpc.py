@@ -261,6 +261,21 @@ class LogisticsServiceStub:
                 request_serializer=invsaga_dot_logistics_dot_v1_dot_logistics__pb2.UpdatePicklistStatusRequest.SerializeToString,
                 response_deserializer=invsaga_dot_logistics_dot_v1_dot_logistics__pb2.UpdatePicklistStatusResponse.FromString,
                 _registered_method=True)
+        self.CancelPicklists = channel.unary_unary(
+                '/invsaga.logistics.v1.LogisticsService/CancelPicklists',
+                request_serializer=invsaga_dot_logistics_dot_v1_dot_logistics__pb2.CancelPicklistsRequest.SerializeToString,
+                response_deserializer=invsaga_dot_logistics_dot_v1_dot_logistics__pb2.CancelPicklistsResponse.FromString,
+                _registered_method=True)
+        self.ListPicklistChanges = channel.unary_unary(
+                '/invsaga.logistics.v1.LogisticsService/ListPicklistChanges',
+                request_serializer=invsaga_dot_logistics_dot_v1_dot_logistics__pb2.ListPicklistChangesRequest.SerializeToString,
+                response_deserializer=invsaga_dot_logistics_dot_v1_dot_logistics__pb2.ListPicklistChangesResponse.FromString,
+                _registered_method=True)
+        self.AckPicklistChanges = channel.unary_unary(
+                '/invsaga.logistics.v1.LogisticsService/AckPicklistChanges',
+                request_serializer=invsaga_dot_logistics_dot_v1_dot_logistics__pb2.AckPicklistChangesRequest.SerializeToString,
+                response_deserializer=invsaga_dot_logistics_dot_v1_dot_logistics__pb2.AckPicklistChangesResponse.FromString,
+                _registered_method=True)
 
 
 class LogisticsServiceServicer:
@@ -286,6 +301,29 @@ class LogisticsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CancelPicklists(self, request, context):
+        """The coordinator releasing a reservation: cancels the saga's PENDING picklists (releasing
+        their locks) in one transaction. all_or_nothing: if any picklist is PROCESSING or
+        COMPLETED, nothing changes and the answer is FAILED_PRECONDITION PICKING_STARTED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListPicklistChanges(self, request, context):
+        """Picklist status changes not yet acknowledged, oldest first: how the coordinator learns
+        that picking started, completed or was cancelled (recorded with the change itself).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AckPicklistChanges(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LogisticsServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -303,6 +341,21 @@ def add_LogisticsServiceServicer_to_server(servicer, server):
                     servicer.UpdatePicklistStatus,
                     request_deserializer=invsaga_dot_logistics_dot_v1_dot_logistics__pb2.UpdatePicklistStatusRequest.FromString,
                     response_serializer=invsaga_dot_logistics_dot_v1_dot_logistics__pb2.UpdatePicklistStatusResponse.SerializeToString,
+            ),
+            'CancelPicklists': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelPicklists,
+                    request_deserializer=invsaga_dot_logistics_dot_v1_dot_logistics__pb2.CancelPicklistsRequest.FromString,
+                    response_serializer=invsaga_dot_logistics_dot_v1_dot_logistics__pb2.CancelPicklistsResponse.SerializeToString,
+            ),
+            'ListPicklistChanges': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPicklistChanges,
+                    request_deserializer=invsaga_dot_logistics_dot_v1_dot_logistics__pb2.ListPicklistChangesRequest.FromString,
+                    response_serializer=invsaga_dot_logistics_dot_v1_dot_logistics__pb2.ListPicklistChangesResponse.SerializeToString,
+            ),
+            'AckPicklistChanges': grpc.unary_unary_rpc_method_handler(
+                    servicer.AckPicklistChanges,
+                    request_deserializer=invsaga_dot_logistics_dot_v1_dot_logistics__pb2.AckPicklistChangesRequest.FromString,
+                    response_serializer=invsaga_dot_logistics_dot_v1_dot_logistics__pb2.AckPicklistChangesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -387,6 +440,87 @@ class LogisticsService:
             '/invsaga.logistics.v1.LogisticsService/UpdatePicklistStatus',
             invsaga_dot_logistics_dot_v1_dot_logistics__pb2.UpdatePicklistStatusRequest.SerializeToString,
             invsaga_dot_logistics_dot_v1_dot_logistics__pb2.UpdatePicklistStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelPicklists(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/invsaga.logistics.v1.LogisticsService/CancelPicklists',
+            invsaga_dot_logistics_dot_v1_dot_logistics__pb2.CancelPicklistsRequest.SerializeToString,
+            invsaga_dot_logistics_dot_v1_dot_logistics__pb2.CancelPicklistsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPicklistChanges(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/invsaga.logistics.v1.LogisticsService/ListPicklistChanges',
+            invsaga_dot_logistics_dot_v1_dot_logistics__pb2.ListPicklistChangesRequest.SerializeToString,
+            invsaga_dot_logistics_dot_v1_dot_logistics__pb2.ListPicklistChangesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AckPicklistChanges(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/invsaga.logistics.v1.LogisticsService/AckPicklistChanges',
+            invsaga_dot_logistics_dot_v1_dot_logistics__pb2.AckPicklistChangesRequest.SerializeToString,
+            invsaga_dot_logistics_dot_v1_dot_logistics__pb2.AckPicklistChangesResponse.FromString,
             options,
             channel_credentials,
             insecure,
