@@ -9,6 +9,7 @@ make the repeated calls harmless.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from typing import TYPE_CHECKING, Any
@@ -16,9 +17,11 @@ from typing import TYPE_CHECKING, Any
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from coordinator import lifecycle
 from coordinator import steps as S
 from coordinator.definition import NOTIFY_FAILURE, STEPS, StepDef
 from coordinator.store import now_ms
+from invsaga.common.v1 import common_pb2
 from invsaga.coordinator.v1 import coordinator_pb2 as pb
 from invsaga.runtime import telemetry
 from invsaga.runtime.errors import RpcFailure
@@ -113,7 +116,24 @@ def failure_from_error(step: StepDef, error: RpcFailure, timed_out: bool) -> pb.
     # A coded answer of the participant is kept as it is; the channel's own text (addresses,
     # transport internals) is not, only what it means.
     message = error.message if error.error_info is not None else _TRANSPORT_TEXT.get(error.code, "participant call failed")
-    return bounded(pb.SagaFailure(step=step.name, code=error.code.name, reason=reason, message=message))
+    failure = pb.SagaFailure(step=step.name, code=error.code.name, reason=reason, message=message)
+    failure.shortages.extend(shortages_of(error))
+    return bounded(failure)
+
+
+def shortages_of(error: RpcFailure) -> list[common_pb2.Shortage]:
+    """The shortages a participant's refusal carries (AllocateInventory's, as JSON in its
+    ErrorInfo metadata ``shortages``), or none when it carries none or they do not parse."""
+    raw = error.metadata.get("shortages") if error.error_info is not None else None
+    if not raw:
+        return []
+    try:
+        return [
+            common_pb2.Shortage(sku=str(s["sku"]), required=int(s["required"]), available=int(s["available"]))
+            for s in json.loads(raw)
+        ]
+    except (ValueError, TypeError, KeyError):
+        return []
 
 
 _TRANSPORT_TEXT = {
@@ -149,6 +169,7 @@ class Driver:
         # Notices owed (step, serialized notify ExecuteRequest): they go to the outbox with the
         # next save, the terminal one (``owe_notice``).
         self.notices: list[tuple[int, bytes]] = []
+        self.cancel_reason = ""  # as CancelSaga was told it, when asked of this replica
 
     # -- persistence -------------------------------------------------------------------
     def emit(self, type_: int, step: str = "", step_status: int = 0, **detail: Any) -> None:
@@ -263,7 +284,11 @@ class Driver:
             if saga.saga_id in self.engine.abandoned:
                 raise LeaseLost(saga.saga_id)
             if self.cancel:
-                return self.fail(i, pb.SagaFailure(step=step.name, reason="CANCELLED", message="cancelled by request"))
+                # The reason CancelSaga was given: kept in the saga, its failure and its events.
+                reason = self.cancel_reason or await self.engine.store.cancel_reason(saga.saga_id)
+                saga.cancel_reason = clip(reason, FAILURE_LABEL_BYTES)
+                message = f"cancelled by request: {saga.cancel_reason}" if reason else "cancelled by request"
+                return self.fail(i, pb.SagaFailure(step=step.name, reason="CANCELLED", message=message))
             if now_ms() >= self.deadline_ms:
                 return self.fail(i, self.timeout_failure(step))
             if step.compensable:
@@ -300,6 +325,15 @@ class Driver:
                 self.start_step(i + 1)
             else:
                 saga.status = pb.SAGA_STATUS_COMPLETED
+                # The reservation starts with the saga's end: its first state comes before the
+                # terminal event, so that a watcher that stops there sees it too.
+                lifecycle.open_reservation(saga)
+                self.seq += 1
+                self.pending.append(
+                    lifecycle.reservation_event(
+                        saga, self.seq, pb.SAGA_EVENT_TYPE_RESERVATION_CHANGED, saga.reservation.state
+                    )
+                )
                 self.emit(pb.SAGA_EVENT_TYPE_SAGA_COMPLETED)
                 self.engine.metrics_outcome(saga)
             if step.compensable or i + 1 == len(STEPS):
@@ -348,7 +382,12 @@ class Driver:
     async def call_step(self, step: StepDef, state: pb.StepState) -> pb.SagaFailure | None:
         saga = self.saga
         retry = self.settings.saga.retry
-        policy = RetryPolicy(retry.max_attempts, retry.initial_interval, retry.max_interval, step.retryable)
+        # A step whose failure fails the saga waits out a participant's restart; Notify does not
+        # (the notice outbox delivers it once the notify service is back).
+        policy = RetryPolicy(
+            retry.max_attempts, retry.initial_interval, retry.max_interval, step.retryable,
+            transient_until_deadline=step.rolls_back,
+        )
 
         def observe(attempt: int, error: grpc.RpcError, will_retry: bool, delay: float) -> None:
             self.engine.observe_retry(step, error, will_retry)
@@ -493,10 +532,14 @@ class Driver:
             with log_context(saga_id=self.saga.saga_id, step=step.name), telemetry.step_span(
                 f"saga.{step.name}.compensate", self.saga.saga_id, step.name
             ):
+                # Transient faults are retried until the compensation's own deadline (a
+                # participant restarting); then the saga is parked FAILED for ResumeSaga.
                 response = await call_with_retry(
                     stub.Compensate, S.compensate_request(step, self.saga), timeout=timeout, policy=policy,
-                    observer=observe,
+                    deadline=time.monotonic() + timeout, observer=observe,
                 )
+        except DeadlineReached:
+            return RpcFailure(grpc.StatusCode.DEADLINE_EXCEEDED, "compensation did not finish within its deadline"), None
         except grpc.RpcError as error:
             return RpcFailure.from_error(error), None
         state.compensation_attempts += 1

@@ -19,7 +19,9 @@ import grpc
 from coordinator import steps as S
 from coordinator.definition import StepDef
 from coordinator.driver import Driver, LeaseLost
+from coordinator.gate import SagaGate
 from coordinator.hub import EventHub
+from coordinator.lifecycle import ReservationKeeper
 from coordinator.outbox import NoticeOutbox
 from coordinator.store import SagaRow, SagaStore
 from invsaga.coordinator.v1 import coordinator_pb2 as pb
@@ -51,6 +53,11 @@ class Engine:
         self.metrics = None  # set by telemetry when enabled
         # The notices sagas owe, sent until acknowledged (``coordinator.outbox``).
         self.outbox = NoticeOutbox(store.engine, participants, settings)
+        # COMPLETED sagas' reservations: picklist changes in, expiries and settlements out.
+        self.keeper = ReservationKeeper(store, participants, settings)
+        # New sagas by the memory they hold, from StartSaga to their end (``coordinator.gate``).
+        self.gate = SagaGate(settings.max_saga_bytes)
+        self.keeper.outbox_wake = self.outbox.wake
 
     # -- hooks for metrics (no-ops unless telemetry sets self.metrics) -------------------
     def observe_step(self, step: StepDef, outcome: str, seconds: float) -> None:
@@ -94,6 +101,7 @@ class Engine:
             finally:
                 self.known.discard(saga_id)
                 self.abandoned.discard(saga_id)
+                self.gate.release(saga_id)
 
     async def drive(self, saga_id: str) -> None:
         fresh = self.fresh.pop(saga_id, None)
@@ -122,11 +130,12 @@ class Engine:
         if self.fresh.pop(saga_id, None) is not None or saga_id in self.drivers:
             self.abandoned.add(saga_id)
 
-    def cancel_local(self, saga_id: str) -> None:
+    def cancel_local(self, saga_id: str, reason: str = "") -> None:
         """A cancel for a saga driven here takes effect at its next step, without a read."""
         driver = self.drivers.get(saga_id)
         if driver is not None:
             driver.cancel = True
+            driver.cancel_reason = reason
 
     # -- leases and recovery -----------------------------------------------------------
     async def renew_leases(self) -> None:
@@ -153,6 +162,7 @@ class Engine:
         self.tasks.append(asyncio.create_task(self.renew_leases()))
         self.tasks.append(asyncio.create_task(self.recover()))
         self.tasks.append(asyncio.create_task(self.outbox.run()))
+        self.tasks.extend(asyncio.create_task(task()) for task in self.keeper.tasks())
 
     async def stop(self) -> None:
         for task in self.tasks:

@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import ctypes
 import ctypes.util
+import gc
 import logging
 import time
 from collections import OrderedDict, defaultdict
@@ -70,6 +71,9 @@ def release_free_memory() -> None:
     Freed memory stays in the process otherwise, scattered between live blocks, so a burst of
     large sagas leaves the resident size high long after the sagas are gone.
     """
+    # Objects in reference cycles (a failed call's exception and its frames, say) would keep
+    # their blocks until the next full collection: collect them first, at rest, where it is cheap.
+    gc.collect()
     if _MALLOC_TRIM is not None:
         _MALLOC_TRIM(0)
 

@@ -44,6 +44,8 @@ sagas = Table(
     # an unpicked one expires (epoch ms): ListSagas' filter and the expiry sweep.
     Column("reservation_state", Integer, nullable=True),
     Column("reservation_expires_at", BigInteger, nullable=True),
+    # What CancelSaga was told, for the replica driving the saga when it stops it.
+    Column("cancel_reason", String(256), nullable=False, server_default=""),
     Index("ix_sagas_status_lease", "status", "lease_until"),
     Index("ix_sagas_created_at", "created_at"),
     Index("ix_sagas_tenant_created_at", "tenant", "created_at"),

@@ -5,19 +5,20 @@ from __future__ import annotations
 import uuid
 from typing import Callable
 
-from coordinator import models, validation
+from coordinator import lifecycle, models, validation
 from coordinator.driver import TERMINAL_EVENTS, event, new_saga
 from coordinator.engine import Engine
 from coordinator.hub import EventHub, listen_postgres
 from coordinator.steps import Participants
-from coordinator.store import TERMINAL, Claimed, SagaStore, now_ms, request_hash
+from coordinator.store import TERMINAL, Claimed, SagaFilters, SagaStore, now_ms, request_hash
 from coordinator.writes import NOTIFY_CHANNEL
+from invsaga.common.v1 import common_pb2
 from invsaga.coordinator.v1 import coordinator_pb2 as pb
 from invsaga.coordinator.v1 import coordinator_pb2_grpc as pb_grpc
 from invsaga.runtime.config import Settings
 from invsaga.runtime.convert import next_page_token, page_window
 from invsaga.runtime.db import open_service_engine
-from invsaga.runtime.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from invsaga.runtime.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Violations
 from invsaga.runtime import security, telemetry
 from invsaga.runtime.metrics import SagaMetrics
 from invsaga.runtime.server import App, registration
@@ -27,6 +28,8 @@ WATCH_POLL_SECONDS = 2.0
 # Replies are sized for the 4 MiB a gRPC client accepts by default (the server could send 8).
 REPLY_BYTES = 4 * 1024 * 1024
 SAGA_BYTES = REPLY_BYTES - 64 * 1024  # one saga in any reply, with room for the rest of it
+# StartSaga answers with the whole new saga up to this size, with its summary above it.
+START_REPLY_BYTES = 64 * 1024
 # A ListSagas page ends before it would pass this; its first saga always comes.
 PAGE_BYTES = 1024 * 1024
 
@@ -93,6 +96,38 @@ def fit(saga: pb.Saga, budget: int = SAGA_BYTES) -> pb.Saga:
     whole.created_at.CopyFrom(saga.created_at)
     whole.updated_at.CopyFrom(saga.updated_at)
     return whole
+
+
+def _list_filters(request: pb.ListSagasRequest) -> SagaFilters:
+    """ListSagas' filters, checked: each bounded, the time range in order."""
+    v = Violations()
+    for name in ("order_id", "customer_id"):
+        if len(getattr(request, name)) > validation.MAX_TEXT:
+            v.add(name, f"at most {validation.MAX_TEXT} characters")
+    if request.reservation_state not in common_pb2.ReservationState.values():
+        v.add("reservation_state", f"unknown reservation state {request.reservation_state}")
+    after = lifecycle.ms(request.created_after) if request.HasField("created_after") else None
+    before = lifecycle.ms(request.created_before) if request.HasField("created_before") else None
+    if after is not None and before is not None and after > before:
+        v.add("created_after", "must not be later than created_before")
+    v.raise_if_any("invalid filter")
+    return SagaFilters(
+        order_id=request.order_id,
+        customer_id=request.customer_id,
+        created_after=after,
+        created_before=before,
+        reservation_state=request.reservation_state,
+    )
+
+
+def _ends_reservation(ev: pb.SagaEvent) -> bool:
+    """An event after which a followed stream may end: the saga's terminal event, or its
+    reservation's end."""
+    if ev.type in TERMINAL_EVENTS:
+        return True
+    return (
+        ev.type == pb.SAGA_EVENT_TYPE_RESERVATION_CHANGED and not ev.warehouse_id and ev.reservation_state in lifecycle.ENDED
+    )
 
 
 def tenant_scope() -> str | None:
@@ -167,7 +202,18 @@ class CoordinatorServicer(pb_grpc.SagaCoordinatorServiceServicer):
         if not inventory_request.request_id:
             inventory_request.request_id = uuid.uuid4().hex
         who = security.caller()
-        saga = new_saga(uuid.uuid4().hex, inventory_request)
+        saga_id = uuid.uuid4().hex
+        # Held from here until the saga's driver ends (Engine.worker), or released below.
+        gate = self.engine.gate
+        try:
+            await gate.acquire(saga_id, inventory_request.ByteSize(), context.time_remaining() if context else None)
+            return await self._start(saga_id, inventory_request, who)
+        except BaseException:
+            gate.release(saga_id)
+            raise
+
+    async def _start(self, saga_id: str, inventory_request: pb.InventoryRequest, who) -> pb.StartSagaResponse:
+        saga = new_saga(saga_id, inventory_request)
         saga.trace_id, trace_context = telemetry.saga_trace_context()
         started = event(saga, 1, pb.SAGA_EVENT_TYPE_SAGA_STARTED)
         row, found = self.store.create(
@@ -180,7 +226,14 @@ class CoordinatorServicer(pb_grpc.SagaCoordinatorServiceServicer):
             trace_context=trace_context,
             tenant=who.tenant,
         )
-        response = pb.StartSagaResponse(saga_id=saga.saga_id, saga=saga)  # a copy: the driver changes saga
+        # A copy (the driver changes saga), of a large one only its summary: the client sent it.
+        if saga.ByteSize() <= START_REPLY_BYTES:
+            response = pb.StartSagaResponse(saga_id=saga.saga_id, saga=saga)
+        else:
+            brief = summary(saga.saga_id, saga.request_id, saga.status)
+            brief.created_at.CopyFrom(saga.created_at)
+            brief.trace_id = saga.trace_id
+            response = pb.StartSagaResponse(saga_id=saga.saga_id, saga=brief)
         # The first step starts while the insert commits: it only reads, and the driver's first
         # save is queued behind the insert. If the request_id turns out to be taken, nothing
         # was written and the driver is dropped (at most the first two steps, both reads, ran).
@@ -192,6 +245,7 @@ class CoordinatorServicer(pb_grpc.SagaCoordinatorServiceServicer):
             raise
         if existing is not None:
             self.engine.abandon(saga.saga_id)
+            self.engine.gate.release(saga.saga_id)
             scope = tenant_scope()
             if scope is not None and existing.tenant != scope:
                 # Request ids are unique across tenants: say it is taken, and nothing of whose.
@@ -217,9 +271,10 @@ class CoordinatorServicer(pb_grpc.SagaCoordinatorServiceServicer):
         """A page bounded by count and by bytes: it ends early rather than grow past PAGE_BYTES."""
         if request.status not in pb.SagaStatus.values():
             raise InvalidArgument("unknown status", violations=[("status", f"unknown saga status {request.status}")])
+        filters = _list_filters(request)
         offset, limit = page_window(request.page_size, request.page_token)
         rows, more = await self.store.list(
-            request.status, offset, limit, tenant=tenant_scope(), max_bytes=PAGE_BYTES
+            request.status, offset, limit, tenant=tenant_scope(), max_bytes=PAGE_BYTES, filters=filters
         )
         sagas: list[pb.Saga] = []
         size = 0
@@ -247,6 +302,10 @@ class CoordinatorServicer(pb_grpc.SagaCoordinatorServiceServicer):
         elif self.hub.journal(request.saga_id) is None and await self.store.status_of(request.saga_id) is None:
             raise _not_found(request.saga_id)
         last = request.after_seq
+        follow = request.follow_reservation
+        # Without follow_reservation the stream is the saga's: the reservation's later changes
+        # (after the terminal event) are not sent, and the terminal event ends it as before.
+        ended = False  # a terminal event was seen
         events: list[pb.SagaEvent] | None = None  # None: read them from the journal or the database
         # Subscribed before the first read and until the end, so that nothing committed while
         # the stream reads or writes is missed. A filtered watcher is woken only by events it
@@ -260,15 +319,27 @@ class CoordinatorServicer(pb_grpc.SagaCoordinatorServiceServicer):
                         events = [ev for ev in journal if ev.seq > last]
                     else:
                         events = await self.store.events_after(request.saga_id, last)
+                last_own = None  # the last event this watcher follows
                 for ev in events:
-                    if wanted is None or ev.type in wanted:
-                        yield pb.WatchSagaResponse(event=ev)
+                    later = ev.type in lifecycle.LIFECYCLE_EVENTS and ended
+                    if not later or follow:
+                        if wanted is None or ev.type in wanted:
+                            yield pb.WatchSagaResponse(event=ev)
+                        last_own = ev
+                    ended = ended or ev.type in TERMINAL_EVENTS
                     last = ev.seq
                 # A terminal event ends the stream unless the saga went on after it (a FAILED
-                # saga resumed, a COMPLETED one cancelled): a replay shows all of it.
-                at_end = not events or events[-1].type in TERMINAL_EVENTS
-                if at_end and await self._at_rest(request.saga_id, last):
-                    return
+                # saga resumed): a replay shows all of it. Followed, a COMPLETED saga's stream
+                # ends with its reservation.
+                if follow:
+                    if (last_own is None or _ends_reservation(last_own)) and await self._reservation_over(
+                        request.saga_id, last
+                    ):
+                        return
+                else:
+                    at_end = last_own is None or last_own.type in TERMINAL_EVENTS
+                    if at_end and await self._at_rest(request.saga_id, last):
+                        return
                 await subscription.wait(WATCH_POLL_SECONDS)
                 live, stale = subscription.take()
                 live = [ev for ev in live if ev.seq > last]  # some may have been read already
@@ -293,14 +364,34 @@ class CoordinatorServicer(pb_grpc.SagaCoordinatorServiceServicer):
                 return True
         if await self.store.status_of(saga_id) not in TERMINAL:
             return False
+        # The reservation's own changes after the saga's end do not count (``follow_reservation``).
+        after = await self.store.events_after(saga_id, last_seq, limit=64)
+        return all(ev.type in lifecycle.LIFECYCLE_EVENTS for ev in after)
+
+    async def _reservation_over(self, saga_id: str, last_seq: int) -> bool:
+        """Followed: the saga ended otherwise than COMPLETED, or its reservation ended, and no
+        event came after ``last_seq``."""
+        row = await self.store.load(saga_id)
+        if row is None or row.status not in TERMINAL:
+            return False
+        if row.status == pb.SAGA_STATUS_COMPLETED and row.saga.reservation.state in lifecycle.OPEN:
+            return False
         return not await self.store.events_after(saga_id, last_seq, limit=1)
 
     async def CancelSaga(self, request: pb.CancelSagaRequest, context) -> pb.CancelSagaResponse:
         """Answers with a summary built from the cancel's own write: nothing is read after it,
         so a cancel that took effect is never answered with an error."""
         _require_id(request.saga_id)
+        if len(request.reason) > validation.MAX_TEXT:
+            raise InvalidArgument("reason is too long", violations=[("reason", f"at most {validation.MAX_TEXT} characters")])
+        scope = tenant_scope()
+        row = await self.store.load(request.saga_id, scope)
+        if row is None:
+            raise _not_found(request.saga_id)
+        if row.status == pb.SAGA_STATUS_COMPLETED and row.saga.HasField("reservation"):
+            return pb.CancelSagaResponse(saga=await self._release(row.saga, request, scope))
         claimed = await self.store.request_cancel(
-            request.saga_id, self.engine.owner, self.engine.lease_ms, tenant_scope()
+            request.saga_id, self.engine.owner, self.engine.lease_ms, scope, reason=request.reason
         )
         if claimed is None:
             raise _not_found(request.saga_id)
@@ -311,10 +402,64 @@ class CoordinatorServicer(pb_grpc.SagaCoordinatorServiceServicer):
                 metadata={"saga_id": request.saga_id},
             )
         if claimed.previous in (pb.SAGA_STATUS_PENDING, pb.SAGA_STATUS_RUNNING):
-            self.engine.cancel_local(request.saga_id)
+            self.engine.cancel_local(request.saga_id, request.reason)
         if claimed.previous == pb.SAGA_STATUS_COMPLETED:
             self.engine.enqueue(request.saga_id, claimed.priority, claimed.is_urgent)
         return pb.CancelSagaResponse(saga=_summary(request.saga_id, claimed))
+
+    async def _release(self, saga: pb.Saga, request: pb.CancelSagaRequest, scope: str | None) -> pb.Saga:
+        """CancelSaga of a COMPLETED saga: release what no picker touched (SPEC §9).
+
+        The saga stays COMPLETED; its reservation says what became of each warehouse. A
+        repeated cancel of a released reservation answers as the first did.
+        """
+        state = saga.reservation.state
+        if state == lifecycle.RELEASED:
+            released = saga
+        elif state in lifecycle.ENDED:
+            raise FailedPrecondition(
+                f"the reservation has already ended ({lifecycle.state_name(state)})",
+                reason="RESERVATION_ENDED",
+                metadata={"saga_id": saga.saga_id, "reservation": lifecycle.state_name(state)},
+            )
+        else:
+            released = await self.engine.keeper.release(
+                saga.saga_id, lifecycle.RELEASED, all_or_nothing=not request.release_unpicked,
+                reason=request.reason, tenant=scope,
+            )
+        answer = summary(saga.saga_id, saga.request_id, pb.SAGA_STATUS_COMPLETED)
+        answer.reservation.CopyFrom(released.reservation)
+        answer.cancel_reason = released.cancel_reason
+        answer.omitted_fields[:] = ["*"]
+        return answer
+
+    async def ExtendReservation(
+        self, request: pb.ExtendReservationRequest, context
+    ) -> pb.ExtendReservationResponse:
+        _require_id(request.saga_id)
+        if not request.HasField("until"):
+            raise InvalidArgument("until is required", violations=[("until", "required")])
+        until_ms = lifecycle.ms(request.until)
+        now = now_ms()
+        cap = int(self.settings.reservation_max_extension * 1000)
+        if until_ms <= now:
+            raise InvalidArgument("until must be in the future", violations=[("until", "must be in the future")])
+        if until_ms > now + cap:
+            raise InvalidArgument(
+                f"until is more than {self.settings.reservation_max_extension:g} s from now",
+                violations=[("until", f"at most {self.settings.reservation_max_extension:g} s from now")],
+            )
+        row = await self.store.load(request.saga_id, tenant_scope())
+        if row is None:
+            raise _not_found(request.saga_id)
+        current = row.saga.reservation.expires_at
+        if row.saga.HasField("reservation") and until_ms <= lifecycle.ms(current):
+            raise InvalidArgument(
+                "until must be later than the reservation's current expiry",
+                violations=[("until", "must be later than the current expiry")],
+            )
+        reservation = await self.engine.keeper.extend(request.saga_id, request.until, tenant_scope())
+        return pb.ExtendReservationResponse(reservation=reservation)
 
     async def ResumeSaga(self, request: pb.ResumeSagaRequest, context) -> pb.ResumeSagaResponse:
         _require_id(request.saga_id)

@@ -149,6 +149,12 @@ def execute_request(step: StepDef, saga: pb.Saga, settings: Settings) -> Any:
                 lines=saga.allocation.lines,
                 expires_at=expiry(saga, settings.saga.expiry.lock),
                 order_id=request.order_id,
+                # Enforced where the stock is locked, not only when planned (SPEC §9).
+                capacities={
+                    w.warehouse_id: w.capacity
+                    for w in saga.warehouses
+                    if any(line.warehouse_id == w.warehouse_id for line in saga.allocation.lines)
+                },
             ),
         )
     if step.key == "generate_picklist":
@@ -231,13 +237,16 @@ def notify_input(saga: pb.Saga, confirmed: bool) -> notify_pb2.NotifyInput:
             },
         )
     failure = saga.failure
+    cancelled = failure.reason == "CANCELLED"  # asked for: not a failure to the customer
     return notify_pb2.NotifyInput(
-        kind=common_pb2.NOTIFICATION_KIND_RESERVATION_FAILED,
+        kind=common_pb2.NOTIFICATION_KIND_RESERVATION_CANCELLED if cancelled else common_pb2.NOTIFICATION_KIND_RESERVATION_FAILED,
         order_id=clip_text(request.order_id),
         customer_id=clip_text(request.customer_id),
         message=notice_text(
-            "reservation failed for order ", request.order_id, f": {failure.reason or failure.code}",
-            f" {failure.message}" if failure.message else "",
+            "reservation cancelled for order " if cancelled else "reservation failed for order ",
+            request.order_id,
+            (f": {saga.cancel_reason}" if saga.cancel_reason else "") if cancelled else f": {failure.reason or failure.code}",
+            "" if cancelled else (f" {failure.message}" if failure.message else ""),
         ),
         attributes={
             "saga_id": saga.saga_id,

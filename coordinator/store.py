@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from coordinator import models
 from coordinator.commit import GroupCommitter
+from coordinator.lifecycle import next_look_ms
 from coordinator.writes import CreateWrite, SaveWrite
 from invsaga.coordinator.v1 import coordinator_pb2 as pb
 
@@ -90,6 +91,31 @@ def _claimed(found, status: int) -> Claimed:
     return Claimed(found.status, status, found.request_id, found.priority, bool(found.is_urgent))
 
 
+@dataclass(frozen=True)
+class SagaFilters:
+    """ListSagas' optional filters, each through an index: business keys, creation time (epoch
+    ms, inclusive after, exclusive before), the reservation's state."""
+
+    order_id: str = ""
+    customer_id: str = ""
+    created_after: int | None = None
+    created_before: int | None = None
+    reservation_state: int = 0
+
+    def apply(self, query):
+        if self.order_id:
+            query = query.where(S.c.order_id == self.order_id)
+        if self.customer_id:
+            query = query.where(S.c.customer_id == self.customer_id)
+        if self.created_after is not None:
+            query = query.where(S.c.created_at >= self.created_after)
+        if self.created_before is not None:
+            query = query.where(S.c.created_at < self.created_before)
+        if self.reservation_state:
+            query = query.where(S.c.reservation_state == self.reservation_state)
+        return query
+
+
 def _scoped(query, tenant: str | None):
     """``query`` limited to one tenant's sagas (None: every saga)."""
     return query if tenant is None else query.where(S.c.tenant == tenant)
@@ -146,6 +172,8 @@ class SagaStore:
                 created_at=now,
                 updated_at=now,
                 tenant=tenant,
+                order_id=saga.request.order_id,
+                customer_id=saga.request.customer_id,
             ),
             events,
         )
@@ -172,6 +200,9 @@ class SagaStore:
         ``notices`` go to the outbox in the same statement (``coordinator.outbox``).
         """
         values = dict(status=saga.status, state=saga.SerializeToString(), updated_at=now_ms())
+        if saga.status == pb.SAGA_STATUS_COMPLETED and saga.HasField("reservation"):
+            values["reservation_state"] = saga.reservation.state
+            values["reservation_expires_at"] = next_look_ms(saga.reservation)
         if events:
             values["last_seq"] = events[-1].seq
         write = SaveWrite(saga.saga_id, owner, values, events, notices)
@@ -184,7 +215,14 @@ class SagaStore:
         return _row(row) if row else None
 
     async def list(
-        self, status: int, offset: int, limit: int, *, tenant: str | None = None, max_bytes: int | None = None
+        self,
+        status: int,
+        offset: int,
+        limit: int,
+        *,
+        tenant: str | None = None,
+        max_bytes: int | None = None,
+        filters: SagaFilters | None = None,
     ) -> tuple[list[SagaRow], bool]:
         """A page of sagas, newest first, and whether another page may follow.
 
@@ -197,6 +235,8 @@ class SagaStore:
         window = select(S.c.saga_id, S.c.created_at, func.octet_length(S.c.state).label("size"))
         if status:
             window = window.where(S.c.status == status)
+        if filters is not None:
+            window = filters.apply(window)
         window = _scoped(window, tenant).order_by(*order).offset(offset).limit(limit).subquery()
         by_age = (window.c.created_at.desc(), window.c.saga_id)
         sized = select(
@@ -228,7 +268,9 @@ class SagaStore:
         async with self.reads.connect() as conn:
             return (await conn.execute(_scoped(select(S.c.status).where(S.c.saga_id == saga_id), tenant))).scalar()
 
-    async def request_cancel(self, saga_id: str, owner: str, lease_ms: int, tenant: str | None = None) -> Claimed | None:
+    async def request_cancel(
+        self, saga_id: str, owner: str, lease_ms: int, tenant: str | None = None, reason: str = ""
+    ) -> Claimed | None:
         """Flag a saga for cancellation; a COMPLETED one is claimed here to release its reservation.
 
         None if the saga does not exist (or belongs to a tenant other than ``tenant``). The
@@ -243,7 +285,9 @@ class SagaStore:
             status = found.status
             if status in (pb.SAGA_STATUS_PENDING, pb.SAGA_STATUS_RUNNING):
                 await conn.execute(
-                    update(S).where(S.c.saga_id == saga_id, S.c.status.in_(ACTIVE)).values(cancel_requested=True)
+                    update(S)
+                    .where(S.c.saga_id == saga_id, S.c.status.in_(ACTIVE))
+                    .values(cancel_requested=True, cancel_reason=reason)
                 )
             elif status == pb.SAGA_STATUS_COMPLETED:
                 await conn.execute(
@@ -262,6 +306,10 @@ class SagaStore:
 
         # The empty event list tells watchers to read the database again.
         return await self.writer.run(write, tag=(saga_id, ()))
+
+    async def cancel_reason(self, saga_id: str) -> str:
+        async with self.reads.connect() as conn:
+            return (await conn.execute(select(S.c.cancel_reason).where(S.c.saga_id == saga_id))).scalar() or ""
 
     async def claim_failed(self, saga_id: str, owner: str, lease_ms: int, tenant: str | None = None) -> Claimed | None:
         """ResumeSaga: take a FAILED saga back into compensation (None: no such saga)."""

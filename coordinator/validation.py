@@ -65,13 +65,13 @@ def customer_location(request: pb.InventoryRequest, v: Violations | None = None)
 
 
 def normalize(request: pb.InventoryRequest, *, resolve_address=None) -> pb.InventoryRequest:
-    """Validate ``request`` and return it with defaults filled in.
+    """Validate ``request`` and return it with defaults filled in (changed in place: a
+    StartSaga of 1 MiB is not copied once more for this).
 
     ``resolve_address(address)`` raises ValueError for an address the gazetteer does not know.
     """
     v = Violations()
-    r = pb.InventoryRequest()
-    r.CopyFrom(request)
+    r = request
     for name in ("request_id", "order_id", "customer_id"):
         if len(getattr(r, name)) > MAX_TEXT:
             v.add(name, f"at most {MAX_TEXT} characters")

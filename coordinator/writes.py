@@ -33,15 +33,19 @@ _NOTIFY = (
     "(SELECT count(pg_notify('" + NOTIFY_CHANNEL + "', p)) FROM unnest(string_to_array(%s::text, E'\\n')) AS p)"
 )
 
-_SAVE_COLUMNS = ("saga_id", "owner", "status", "state", "updated_at", "last_seq")
-_SAVE_TYPES = ("text", "text", "integer", "bytea", "bigint", "bigint")
+# reservation_state/_expires_at are NULL but in the save that completes a saga (which opens
+# its reservation, coordinator.lifecycle): NULL keeps what the row has.
+_SAVE_COLUMNS = (
+    "saga_id", "owner", "status", "state", "updated_at", "last_seq", "reservation_state", "reservation_expires_at"
+)
+_SAVE_TYPES = ("text", "text", "integer", "bytea", "bigint", "bigint", "integer", "bigint")
 _CREATE_COLUMNS = (
     "saga_id", "request_id", "request_hash", "status", "priority", "is_urgent", "state", "last_seq", "owner",
-    "lease_until", "deadline", "trace_context", "created_at", "tenant",
+    "lease_until", "deadline", "trace_context", "created_at", "tenant", "order_id", "customer_id",
 )
 _CREATE_TYPES = (
     "text", "text", "text", "integer", "integer", "boolean", "bytea", "bigint", "text", "bigint", "bigint", "text",
-    "bigint", "text",
+    "bigint", "text", "text", "text",
 )
 _EVENT_COLUMNS = ("saga_id", "seq", "event")
 _EVENT_TYPES = ("text", "bigint", "bytea")
@@ -57,7 +61,12 @@ def _padded(count: int) -> int:
     return n
 
 
-@functools.lru_cache(maxsize=256)
+# Statement texts by shape. A text runs to hundreds of kilobytes for a batch of large sagas, so
+# the caches keep the few shapes a steady load uses, not every shape a burst ever made.
+STATEMENT_SHAPES = 32
+
+
+@functools.lru_cache(maxsize=STATEMENT_SHAPES)
 def _values(name: str, columns: tuple[str, ...], types: tuple[str, ...], rows: int) -> str:
     """``name(columns) AS (VALUES ...)`` with ``rows`` rows of typed placeholders.
 
@@ -97,14 +106,17 @@ def _notices_cte(notices: int) -> str:
     )"""
 
 
-@functools.lru_cache(maxsize=256)
+@functools.lru_cache(maxsize=STATEMENT_SHAPES)
 def _bulk_save_sql(saves: int, events: int, notices: int = 0) -> str:
     return _numbered(f"""
     WITH {_values("v", _SAVE_COLUMNS, _SAVE_TYPES, saves)},
     u AS (
         UPDATE sagas AS s
            SET status = v.status, state = v.state, updated_at = v.updated_at,
-               last_seq = GREATEST(s.last_seq, v.last_seq)
+               last_seq = GREATEST(s.last_seq, v.last_seq),
+               reservation_state = COALESCE(v.reservation_state, s.reservation_state),
+               reservation_expires_at = CASE WHEN v.reservation_state IS NULL
+                                             THEN s.reservation_expires_at ELSE v.reservation_expires_at END
           FROM v
          WHERE s.saga_id = v.saga_id AND s.owner = v.owner
         RETURNING s.saga_id, s.cancel_requested
@@ -118,16 +130,17 @@ def _bulk_save_sql(saves: int, events: int, notices: int = 0) -> str:
     """)
 
 
-@functools.lru_cache(maxsize=256)
+@functools.lru_cache(maxsize=STATEMENT_SHAPES)
 def _bulk_create_sql(creates: int, events: int) -> str:
     return _numbered(f"""
     WITH {_values("v", _CREATE_COLUMNS, _CREATE_TYPES, creates)},
     i AS (
         INSERT INTO sagas (saga_id, request_id, request_hash, status, priority, is_urgent, state, last_seq,
                            cancel_requested, owner, lease_until, deadline, trace_context, created_at, updated_at,
-                           tenant)
+                           tenant, order_id, customer_id)
         SELECT v.saga_id, v.request_id, v.request_hash, v.status, v.priority, v.is_urgent, v.state, v.last_seq,
-               false, v.owner, v.lease_until, v.deadline, v.trace_context, v.created_at, v.created_at, v.tenant
+               false, v.owner, v.lease_until, v.deadline, v.trace_context, v.created_at, v.created_at, v.tenant,
+               v.order_id, v.customer_id
           FROM v
          WHERE v.saga_id IS NOT NULL
         ON CONFLICT DO NOTHING
@@ -233,7 +246,7 @@ class SaveWrite:
         """Execute the statement (queued only, in a pipeline); its rows go to ``results``."""
         rows = [
             (w.saga_id, w.owner, w.values["status"], w.values["state"], w.values["updated_at"],
-             w.values.get("last_seq", 0))
+             w.values.get("last_seq", 0), w.values.get("reservation_state"), w.values.get("reservation_expires_at"))
             for w in writes
         ]
         n, params = _params(rows, len(_SAVE_COLUMNS))

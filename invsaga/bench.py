@@ -235,6 +235,10 @@ def cpu_seconds(pid: int) -> float:
 
 
 async def bench(args: argparse.Namespace) -> int:
+    if args.list:
+        from invsaga.bench_list import list_bench
+
+        return await list_bench(args)
     if args.connections or args.memory:
         from invsaga import bench_resources
 
@@ -309,6 +313,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--all-events", action="store_true",
                         help="each saga's WatchSaga streams every event (default: only the terminal one)")
     parser.add_argument("--hot-skus", type=int, default=0, help="draw every line from this many SKUs (contention)")
+    from invsaga.bench_list import add_arguments as list_arguments
     from invsaga.bench_resources import add_arguments as resource_arguments
 
     resource_arguments(parser)
+    list_arguments(parser)

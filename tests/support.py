@@ -10,7 +10,7 @@ from typing import Mapping, Sequence
 import pytest
 
 from invsaga.launcher import Mesh, random_ports
-from invsaga.runtime.config import SERVICES
+from invsaga.runtime.config import METRICS_PORT_OFFSET, SERVICES
 
 MACHINE_PG_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -127,6 +127,16 @@ def start_mesh(
         log_dir=str(workdir / "logs"),
     )
     return mesh.start()
+
+
+def metric_total(mesh: Mesh, service: str, sample: str) -> float:
+    """The sum of a Prometheus sample (e.g. ``invsaga_expired_allocations_total``) on a process's /metrics."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    port = int(mesh.address(service).rsplit(":", 1)[1])
+    body = httpx.get(f"http://127.0.0.1:{port + METRICS_PORT_OFFSET}/metrics", timeout=5).text
+    return sum(s.value for family in text_string_to_metric_families(body) for s in family.samples if s.name == sample)
 
 
 def logs_tail(mesh: Mesh, lines: int = 40) -> str:

@@ -150,7 +150,7 @@ class Settings:
     max_start_saga_bytes: int = 1024 * 1024
     max_request_bytes: int = 1024 * 1024
     max_step_request_bytes: int = 8 * 1024 * 1024
-    max_inflight_request_bytes: int = 64 * 1024 * 1024
+    max_inflight_request_bytes: int = 32 * 1024 * 1024
     max_metadata_bytes: int = 64 * 1024
     max_metadata_depth: int = 8
     # Resources (invsaga.runtime.db pools; coordinator.hub's event journal).
@@ -159,6 +159,12 @@ class Settings:
     journal_sagas: int = 20_000
     journal_bytes: int = 64 * 1024 * 1024
     journal_linger: float = 30.0
+    # The reservation after a saga (coordinator.lifecycle): how often expiries are looked for,
+    # and how far ExtendReservation may push one out.
+    reservation_sweep_interval: float = 1.0
+    reservation_max_extension: float = 24 * 3600.0
+    # coordinator.gate: the bytes admitted sagas may hold (each counted at 4x its request).
+    max_saga_bytes: int = 32 * 1024 * 1024
 
     def endpoint(self, service: str) -> str:
         return self.endpoints.get(service, f"localhost:{DEFAULT_PORTS[service]}")
@@ -213,7 +219,7 @@ ENV_VARS: dict[str, str] = {
     "INVSAGA_MAX_START_SAGA_BYTES": "largest serialized StartSaga request (default 1MiB; RESOURCE_EXHAUSTED past it)",
     "INVSAGA_MAX_REQUEST_BYTES": "largest serialized request of any other RPC but the saga steps (default 1MiB)",
     "INVSAGA_MAX_STEP_REQUEST_BYTES": "largest serialized step request (Execute/Compensate/ExecuteBatch/ExecuteStream; default 8MiB)",
-    "INVSAGA_MAX_INFLIGHT_REQUEST_BYTES": "server-wide budget of request bytes being served (default 64MiB; RESOURCE_EXHAUSTED past it)",
+    "INVSAGA_MAX_INFLIGHT_REQUEST_BYTES": "server-wide budget of request bytes being served (default 32MiB; RESOURCE_EXHAUSTED past it)",
     "INVSAGA_MAX_METADATA_BYTES": "largest serialized Struct in a request, e.g. a saga's metadata (default 64KiB)",
     "INVSAGA_MAX_METADATA_DEPTH": "deepest nesting of a Struct in a request, e.g. a saga's metadata (default 8)",
     "INVSAGA_DB_POOL_SIZE": "most PostgreSQL connections this process's pool opens (default 6; the coordinator 10)",
@@ -221,6 +227,9 @@ ENV_VARS: dict[str, str] = {
     "INVSAGA_JOURNAL_SAGAS": "coordinator: most sagas whose events it keeps in memory for WatchSaga (default 20000)",
     "INVSAGA_JOURNAL_BYTES": "coordinator: most memory those events take, estimated (default 64MiB)",
     "INVSAGA_JOURNAL_LINGER": "coordinator: a finished saga's events stay in memory this long (default 30s)",
+    "INVSAGA_MAX_SAGA_BYTES": "coordinator: memory budget of admitted sagas, each counted at 4x its request (default 32MiB; StartSaga waits, then RESOURCE_EXHAUSTED)",
+    "INVSAGA_RESERVATION_SWEEP_INTERVAL": "coordinator: how often reservations past their expiry are released (default 1s)",
+    "INVSAGA_RESERVATION_MAX_EXTENSION": "coordinator: ExtendReservation may push an expiry at most this far from now (default 24h)",
     **{f"INVSAGA_{name.upper()}_ADDR": f"address of the {name} service" for name in SERVICES},
     **{f"INVSAGA_STEP_{step.upper()}_TIMEOUT": f"deadline of step {step}" for step in STEP_NAMES},
 }
@@ -463,6 +472,24 @@ def _resources(
         journal_linger=parse_duration(
             env.get("INVSAGA_JOURNAL_LINGER", coord.get("journal_linger", base.journal_linger)),
             name="INVSAGA_JOURNAL_LINGER",
+        ),
+        max_saga_bytes=parse_bytes(
+            env.get("INVSAGA_MAX_SAGA_BYTES", coord.get("max_saga_bytes", base.max_saga_bytes)),
+            name="INVSAGA_MAX_SAGA_BYTES",
+        ),
+        reservation_sweep_interval=parse_duration(
+            env.get(
+                "INVSAGA_RESERVATION_SWEEP_INTERVAL",
+                coord.get("reservation_sweep_interval", base.reservation_sweep_interval),
+            ),
+            name="INVSAGA_RESERVATION_SWEEP_INTERVAL",
+        ),
+        reservation_max_extension=parse_duration(
+            env.get(
+                "INVSAGA_RESERVATION_MAX_EXTENSION",
+                coord.get("reservation_max_extension", base.reservation_max_extension),
+            ),
+            name="INVSAGA_RESERVATION_MAX_EXTENSION",
         ),
     )
 

@@ -77,7 +77,9 @@ ALLOCATION_DURATION = Histogram(
     ["strategy", "outcome"],
     buckets=LATENCY_BUCKETS,
 )
-EXPIRED_ALLOCATIONS = Counter("invsaga_expired_allocations", "Allocations the sweeper marked expired")
+EXPIRED_ALLOCATIONS = Counter(
+    "invsaga_expired_allocations", "Reservations that expired before picking: their allocation settled EXPIRED"
+)
 
 # -- inventory ------------------------------------------------------------------------------
 LOCK_FAILURES = Counter(
@@ -85,7 +87,6 @@ LOCK_FAILURES = Counter(
     "LockInventory attempts refused because a line's stock was no longer available, by warehouse",
     ["warehouse"],
 )
-EXPIRED_LOCKS = Counter("invsaga_expired_locks", "Inventory locks the sweeper released because they expired")
 
 
 def outcome_name(status_name: str) -> str:

@@ -20,6 +20,12 @@ TRANSPORT = frozenset(
     {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED}
 )
 NEVER = frozenset({grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION})
+# Transient faults: the participant unreachable (a restart, a rollout) or an attempt out of
+# time. Under a deadline they are retried until it passes, not a fixed number of times, and
+# the wait between tries is capped at TRANSIENT_BACKOFF_CAP so that a participant that comes
+# back is used within about a second. Business faults keep the policy's attempt count.
+TRANSIENT = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+TRANSIENT_BACKOFF_CAP = 1.0
 ALL = frozenset(grpc.StatusCode) - NEVER - {grpc.StatusCode.OK, grpc.StatusCode.CANCELLED}
 
 
@@ -29,6 +35,9 @@ class RetryPolicy:
     initial_interval: float = 1.0
     max_interval: float = 30.0
     retryable: frozenset[grpc.StatusCode] = TRANSPORT
+    # Transient faults retried until the deadline (else: by count, like the rest). Off for a
+    # step whose failure does not fail the saga (Notify: the notice outbox sends it later).
+    transient_until_deadline: bool = True
 
     def should_retry(self, code: grpc.StatusCode) -> bool:
         return code in self.retryable and code not in NEVER
@@ -73,8 +82,15 @@ async def call_with_retry(
         try:
             return await method(request, timeout=attempt_timeout)
         except grpc.aio.AioRpcError as error:
+            code = error.code()
             delay = policy.backoff(attempt)
-            will_retry = attempt < policy.max_attempts and policy.should_retry(error.code())
+            transient = (
+                policy.transient_until_deadline and deadline is not None and code in TRANSIENT
+                and policy.should_retry(code)
+            )
+            if transient:
+                delay = min(delay, TRANSIENT_BACKOFF_CAP)
+            will_retry = (transient or attempt < policy.max_attempts) and policy.should_retry(code)
             if will_retry and deadline is not None and time.monotonic() + delay >= deadline:
                 will_retry = False
             if observer is not None:

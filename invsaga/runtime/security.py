@@ -157,8 +157,9 @@ ACCESS: dict[str, Rule] = {
     # The coordinator's feed of picklist changes: acknowledging one is consuming it.
     f"/{_service('logistics', 'LogisticsService')}/ListPicklistChanges": STEP,
     f"/{_service('logistics', 'LogisticsService')}/AckPicklistChanges": STEP,
-    # The expiry sweepers tell the customer that a lock or an allocation lapsed.
-    f"/{_service('notify', 'NotifyService')}/SendNotification": _admin_and("inventory", "allocation"),
+    # No process sends notices this way any more: the coordinator's go through its notify step
+    # (the notice outbox), expiries included (docs/lifecycle.md).
+    f"/{_service('notify', 'NotifyService')}/SendNotification": ADMIN,
     f"/{_service('notify', 'NotifyService')}/ListNotifications": READ,
 }
 
@@ -490,7 +491,8 @@ def announce(settings: Settings) -> None:
     if mode in ("token", "mtls"):
         roles = sorted({role for _, role, _ in settings.auth_tokens})
         log.info("authentication: %s; %d token(s) of role(s) %s", mode, len(settings.auth_tokens), ", ".join(roles) or "-")
-        if mode == "token" and not settings.service_token and settings.service in ("inventory", "allocation", "logistics"):
+        # Of the participants only logistics calls another (inventory, for a picklist's locks).
+        if mode == "token" and not settings.service_token and settings.service == "logistics":
             log.warning("INVSAGA_SERVICE_TOKEN is not set: this process's calls to the other participants will be refused")
         return
     message = _OFF if mode == "off" else _UNCONFIGURED

@@ -39,6 +39,7 @@ STATUS_TO_DB = {
     common_pb2.ALLOCATION_STATUS_ACTIVE: "active",
     common_pb2.ALLOCATION_STATUS_CANCELLED: "cancelled",
     common_pb2.ALLOCATION_STATUS_EXPIRED: "expired",
+    common_pb2.ALLOCATION_STATUS_FULFILLED: "fulfilled",
 }
 STATUS_FROM_DB = {v: k for k, v in STATUS_TO_DB.items()}
 

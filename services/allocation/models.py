@@ -33,11 +33,12 @@ allocations = Table(
     Column("total_cost", Float, nullable=False, server_default="0"),
     Column("optimal", Boolean, nullable=False, server_default=true()),
     Column("expires_at", DateTime(timezone=True), nullable=False),
-    # Set once the expiry notification went out; the sweeper retries until it has.
+    # Kept from the service's own expiry sweep (gone: the coordinator settles a reservation's
+    # allocation, docs/lifecycle.md); no longer written.
     Column("expiry_notified", Boolean, nullable=False, server_default=false()),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-    CheckConstraint("status IN ('active', 'cancelled', 'expired')", name="ck_allocations_status"),
+    CheckConstraint("status IN ('active', 'cancelled', 'expired', 'fulfilled')", name="ck_allocations_status"),
     CheckConstraint("total_cost >= 0", name="ck_allocations_total_cost_nonnegative"),
     Index("ix_allocations_status_expires_at", "status", "expires_at"),
 )

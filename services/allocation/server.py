@@ -6,18 +6,14 @@ import asyncio
 import logging
 import time
 import uuid
-from datetime import datetime
 
-import grpc
 
 from invsaga.allocation.v1 import allocation_pb2 as pb
 from invsaga.allocation.v1 import allocation_pb2_grpc as pb_grpc
 from invsaga.common.v1 import common_pb2
-from invsaga.notify.v1 import notify_pb2, notify_pb2_grpc
 from invsaga.runtime import metrics
-from invsaga.runtime.channels import channel_to
 from invsaga.runtime.config import Settings
-from invsaga.runtime.convert import next_page_token, page_window, to_timestamp, utcnow
+from invsaga.runtime.convert import from_timestamp, next_page_token, page_window, to_timestamp, utcnow
 from invsaga.runtime.db import open_service_database
 from invsaga.runtime.errors import FailedPrecondition, InvalidArgument
 from invsaga.runtime.server import App, registration
@@ -26,9 +22,6 @@ from services.allocation.store import AllocationStore
 from services.allocation.strategies import AllocationError, Plan, allocate
 
 log = logging.getLogger("invsaga.allocation")
-
-NOTIFY_TIMEOUT = 5.0
-SWEEP_BATCH = 200
 
 
 def _allocation_failure(err: AllocationError, strategy: str) -> FailedPrecondition:
@@ -155,55 +148,39 @@ class AllocationServicer(pb_grpc.AllocationServiceServicer):
             log.info("allocation %s cancelled by operator: %s", request.allocation_id, request.reason or "no reason given")
         return pb.CancelAllocationResponse(allocation=allocation)
 
-
-class ExpirySweeper:
-    """Marks active allocations past ``expires_at`` as expired and notifies each expiry.
-
-    The state change commits first; the notification follows and is retried on later sweeps
-    until the notify service accepts it (``expiry_notified``), so a notify outage delays the
-    notice but never loses it or the expiry. Delivery is at least once: a crash between the
-    send and the flag, or two replicas sweeping at the same moment, can repeat a notice.
-    """
-
-    def __init__(self, store: AllocationStore, settings: Settings, notify: notify_pb2_grpc.NotifyServiceStub) -> None:
-        self.store = store
-        self.interval = settings.saga.expiry.cleanup_interval
-        self.notify = notify
-
-    async def run(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval)
-            try:
-                await self.sweep()
-            except Exception:  # a database hiccup must not end the loop
-                log.exception("allocation expiry sweep failed")
-
-    async def sweep(self, now: datetime | None = None) -> int:
-        """One pass; returns how many allocations it expired."""
-        expired = await self.store.expire(now or utcnow())
-        if expired:
-            metrics.EXPIRED_ALLOCATIONS.inc(expired)
-            log.info("expired %d allocation(s)", expired)
-        for row in await self.store.unnotified_expiries(SWEEP_BATCH):
-            request = notify_pb2.SendNotificationRequest(
-                kind=common_pb2.NOTIFICATION_KIND_ALLOCATION_EXPIRED,
-                saga_id=row.saga_id,
-                order_id=row.order_id,
-                message=f"allocation {row.allocation_id} expired before the reservation was completed",
-                attributes={
-                    "allocation_id": row.allocation_id,
-                    "strategy": row.strategy,
-                    "expires_at": row.expires_at.isoformat(),
-                },
+    async def SettleAllocation(self, request: pb.SettleAllocationRequest, context) -> pb.SettleAllocationResponse:
+        """The coordinator ending a reservation's allocation (docs/lifecycle.md): the one place
+        an allocation expires, so the expiry is counted here, once."""
+        if not request.allocation_id:
+            raise InvalidArgument("allocation_id is required", violations=[("allocation_id", "required")])
+        if request.status not in SETTLED:
+            raise InvalidArgument("status must be FULFILLED, CANCELLED or EXPIRED", violations=[("status", "FULFILLED, CANCELLED or EXPIRED")])
+        if len(request.reason) > logic.MAX_TEXT:
+            raise InvalidArgument("reason too long", violations=[("reason", f"at most {logic.MAX_TEXT} characters")])
+        allocation, changed = await self.store.settle(request.allocation_id, logic.STATUS_TO_DB[request.status])
+        if changed:
+            if request.status == common_pb2.ALLOCATION_STATUS_EXPIRED:
+                metrics.EXPIRED_ALLOCATIONS.inc()
+            log.info(
+                "allocation %s %s: %s", request.allocation_id, logic.STATUS_TO_DB[request.status],
+                request.reason or "settled", extra={"saga_id": allocation.saga_id},
             )
-            try:
-                await self.notify.SendNotification(request, timeout=NOTIFY_TIMEOUT)
-            except grpc.RpcError as err:
-                # Stop this round: the rest would most likely fail the same way; retried next sweep.
-                log.warning("expiry notification for allocation %s failed: %s", row.allocation_id, err)
-                break
-            await self.store.expiry_notified(row.allocation_id)
-        return expired
+        return pb.SettleAllocationResponse(allocation=allocation)
+
+    async def ExtendAllocation(self, request: pb.ExtendAllocationRequest, context) -> pb.ExtendAllocationResponse:
+        if not request.allocation_id:
+            raise InvalidArgument("allocation_id is required", violations=[("allocation_id", "required")])
+        if not request.HasField("until"):
+            raise InvalidArgument("until is required", violations=[("until", "required")])
+        until = from_timestamp(request.until)
+        if until <= utcnow():
+            raise InvalidArgument("until must be in the future", violations=[("until", "must be in the future")])
+        return pb.ExtendAllocationResponse(allocation=await self.store.extend(request.allocation_id, until))
+
+
+SETTLED = (
+    common_pb2.ALLOCATION_STATUS_FULFILLED, common_pb2.ALLOCATION_STATUS_CANCELLED, common_pb2.ALLOCATION_STATUS_EXPIRED
+)
 
 
 async def load_solver() -> None:
@@ -218,13 +195,11 @@ async def load_solver() -> None:
 async def build(settings: Settings) -> App:
     db = await open_service_database(settings, models.metadata, models.__file__)
     store = AllocationStore(db)
-    notify_channel = channel_to(settings, "notify")
-    sweeper = ExpirySweeper(store, settings, notify_pb2_grpc.NotifyServiceStub(notify_channel))
     return App(
         services=[
             registration(AllocationServicer(store), pb_grpc, "AllocationService"),
             registration(AllocationStepServicer(store, settings), pb_grpc, "AllocationStepService"),
         ],
-        background=[sweeper.run, load_solver],
-        on_stop=[notify_channel.close, db.close],
+        background=[load_solver],
+        on_stop=[db.close],
     )

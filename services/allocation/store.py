@@ -51,12 +51,14 @@ _CANCEL = (
     "UPDATE allocations SET status = 'cancelled', updated_at = %s"
     " WHERE allocation_id = %s AND status = 'active'"
 )
-_EXPIRE = "UPDATE allocations SET status = 'expired', updated_at = %s WHERE status = 'active' AND expires_at < %s"
-_UNNOTIFIED = (
-    "SELECT allocation_id, saga_id, order_id, strategy, expires_at FROM allocations"
-    " WHERE status = 'expired' AND NOT expiry_notified ORDER BY expires_at, allocation_id LIMIT %s"
+_SETTLE = (
+    "UPDATE allocations SET status = %s, updated_at = %s"
+    " WHERE allocation_id = %s AND status = 'active'"
 )
-_NOTIFIED = "UPDATE allocations SET expiry_notified = true WHERE allocation_id = %s"
+_EXTEND = (
+    "UPDATE allocations SET expires_at = %s, updated_at = %s"
+    " WHERE allocation_id = %s AND status = 'active'"
+)
 
 
 def _to_proto(row: Any) -> common_pb2.Allocation:
@@ -152,14 +154,35 @@ class AllocationStore:
             )
         return _to_proto(row), changed
 
-    async def expire(self, now: datetime) -> int:
-        """Mark active allocations past their expiry as expired; returns how many."""
-        async with self.db.connection() as conn:
-            return (await conn.execute(_EXPIRE, (now, now))).rowcount
+    async def settle(self, allocation_id: str, status: str) -> tuple[common_pb2.Allocation, bool]:
+        """End an active allocation as ``status``; returns it and whether this call changed it.
 
-    async def unnotified_expiries(self, limit: int) -> list[Any]:
-        """Expired allocations whose notice has not gone out yet, oldest first."""
-        return await self.db.fetch(_UNNOTIFIED, (limit,))
+        Settling it again to the status it has is no change; one already ended otherwise is
+        refused (``ALLOCATION_SETTLED``).
+        """
+        async with self.db.transaction() as conn:
+            changed = (await conn.execute(_SETTLE, (status, utcnow(), allocation_id))).rowcount > 0
+            row = await (await conn.execute(_BY_ID, (allocation_id,))).fetchone()
+        if row is None:
+            raise _not_found(allocation_id)
+        if row.status != status:
+            raise FailedPrecondition(
+                f"allocation {allocation_id} has already ended as {row.status.upper()}",
+                reason="ALLOCATION_SETTLED",
+                metadata={"allocation_id": allocation_id, "status": row.status.upper()},
+            )
+        return _to_proto(row), changed
 
-    async def expiry_notified(self, allocation_id: str) -> None:
-        await self.db.execute(_NOTIFIED, (allocation_id,))
+    async def extend(self, allocation_id: str, until: datetime) -> common_pb2.Allocation:
+        async with self.db.transaction() as conn:
+            changed = (await conn.execute(_EXTEND, (until, utcnow(), allocation_id))).rowcount > 0
+            row = await (await conn.execute(_BY_ID, (allocation_id,))).fetchone()
+        if row is None:
+            raise _not_found(allocation_id)
+        if not changed:
+            raise FailedPrecondition(
+                f"allocation {allocation_id} is {row.status.upper()}, not ACTIVE",
+                reason="ALLOCATION_SETTLED",
+                metadata={"allocation_id": allocation_id, "status": row.status.upper()},
+            )
+        return _to_proto(row)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from invsaga.common.v1 import common_pb2
@@ -107,6 +107,12 @@ def validate_lock_inventory(inp: pb.LockInventoryInput) -> None:
         check_quantity(v, f"lock_inventory.lines[{i}].quantity", line.quantity)
     check_id(v, "lock_inventory.allocation_id", inp.allocation_id, required=False)
     check_id(v, "lock_inventory.order_id", inp.order_id, limit=MAX_TEXT, required=False)
+    if len(inp.capacities) > MAX_LINES:
+        v.add("lock_inventory.capacities", f"at most {MAX_LINES} warehouses")
+    for warehouse_id, capacity in list(inp.capacities.items())[:MAX_LINES]:
+        check_id(v, f"lock_inventory.capacities[{warehouse_id[:64]!r}]", warehouse_id)
+        if capacity < 0:
+            v.add(f"lock_inventory.capacities[{warehouse_id[:64]!r}]", "must be ≥ 0")
     v.raise_if_any("invalid lock request")
 
 
@@ -182,6 +188,8 @@ class LockPlan:
     lines: list[common_pb2.AllocationLine]
     wanted: list[tuple[str, str, int]]
     lock_ids: list[str]
+    # Per warehouse of the lock, in order: (warehouse_id, units locked there, its capacity).
+    loads: list[tuple[str, int, int]] = field(default_factory=list)
 
     def locks(self, saga_id: str) -> list[common_pb2.InventoryLock]:
         expires, created = to_timestamp(self.expires_at), to_timestamp(self.now)
@@ -218,7 +226,22 @@ def plan_lock(
         # them one by one would.
         wanted=units_per_stock_row(lines),
         lock_ids=list(lock_ids),
+        loads=warehouse_loads(lines, inp.capacities),
     )
+
+
+# A warehouse the request gives no capacity for is not limited here.
+UNLIMITED = 2**62
+
+
+def warehouse_loads(
+    lines: Sequence[common_pb2.AllocationLine], capacities: Mapping[str, int]
+) -> list[tuple[str, int, int]]:
+    """(warehouse_id, units, capacity) per warehouse of the lock, by warehouse id."""
+    units: dict[str, int] = defaultdict(int)
+    for line in lines:
+        units[line.warehouse_id] += line.quantity
+    return [(w, units[w], capacities[w] if w in capacities else UNLIMITED) for w in sorted(units)]
 
 
 def adjustment_refusal(on_hand: int, locked: int, delta: int) -> str | None:
@@ -267,25 +290,3 @@ def short_line(
             return line, left
         left -= line.quantity
     return lines[0], available
-
-
-def expiry_notice(
-    saga_id: str, locks: Sequence[LockedUnits]
-) -> tuple[str, str, dict[str, str]]:
-    """(order_id, message, attributes) of the notification for one saga's expired locks."""
-    lines = sorted(locks, key=lambda lock: (lock.warehouse_id, lock.sku, lock.lock_id))
-    units = sum(lock.quantity for lock in lines)
-    order_id = next((lock.order_id for lock in lines if lock.order_id), "")
-    attributes = {
-        "warehouse_id": ",".join(dict.fromkeys(lock.warehouse_id for lock in lines)),
-        "sku": ",".join(dict.fromkeys(lock.sku for lock in lines)),
-        "quantity": str(units),
-        "lines": ",".join(
-            f"{lock.warehouse_id}/{lock.sku}={lock.quantity}" for lock in lines
-        ),
-        "lock_ids": ",".join(lock.lock_id for lock in lines),
-    }
-    message = (
-        f"stock lock of saga {saga_id} expired: {units} unit(s) back in available stock"
-    )
-    return order_id, message, attributes

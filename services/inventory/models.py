@@ -72,4 +72,17 @@ adjustments = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
 
+# Units locked per warehouse over all its SKUs (= Σ stock.locked), kept by the same statements
+# that lock, release and consume stock. LockInventory takes its units here with a guard against
+# the warehouse's capacity, so concurrent locks can never pass it (SPEC §9). ``capacity`` is the
+# last one a lock was given (QueryWarehouses' figure), for operators.
+warehouse_load = Table(
+    "warehouse_load",
+    metadata,
+    Column("warehouse_id", String(64), primary_key=True),
+    Column("locked", BigInteger, nullable=False, server_default="0"),
+    Column("capacity", BigInteger, nullable=False),
+    CheckConstraint("locked >= 0", name="ck_warehouse_load_locked_nonnegative"),
+)
+
 barrier = barrier_table(metadata)

@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections import defaultdict
 
-import grpc
 
 from invsaga.common.v1 import common_pb2
 from invsaga.inventory.v1 import inventory_pb2 as pb
 from invsaga.inventory.v1 import inventory_pb2_grpc as pb_grpc
-from invsaga.notify.v1 import notify_pb2, notify_pb2_grpc
 from invsaga.runtime import metrics
-from invsaga.runtime.channels import channel_to
 from invsaga.runtime.config import Settings
-from invsaga.runtime.convert import next_page_token, page_window, utcnow
+from invsaga.runtime.convert import from_timestamp, next_page_token, page_window, utcnow
 from invsaga.runtime.db import open_service_database
 from invsaga.runtime.errors import InvalidArgument, Violations
 from invsaga.runtime.server import App, registration
@@ -28,8 +23,6 @@ STEP_INPUTS = {
     common_pb2.SAGA_STEP_CHECK_AVAILABILITY: "check_availability",
     common_pb2.SAGA_STEP_LOCK_INVENTORY: "lock_inventory",
 }
-SWEEP_BATCH = 500
-NOTIFY_TIMEOUT = 5.0
 
 
 def _check_step(step: int) -> None:
@@ -130,91 +123,25 @@ class InventoryServicer(pb_grpc.InventoryServiceServicer):
         # cancellation must not fail.
         return pb.ReleaseLocksResponse(locks=locks)
 
-
-class LockSweeper:
-    """Releases expired locks whose picking has not started, then tells notify about each saga.
-
-    The release commits before any notification is sent; a lock stays ``notify_pending``
-    until notify accepted its notification, so an outage of notify delays the notice but never
-    the stock.
-    """
-
-    def __init__(self, store: InventoryStore, settings: Settings) -> None:
-        self.store = store
-        self.settings = settings
-        self.interval = settings.saga.expiry.cleanup_interval
-        self._channel: grpc.aio.Channel | None = None
-
-    async def run(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval)
-            try:
-                await self.sweep()
-            except Exception:  # the next round tries again
-                log.exception("lock sweep failed")
-
-    async def sweep(self) -> int:
-        expired = 0
-        while True:
-            batch = await self.store.expire(utcnow(), SWEEP_BATCH)
-            expired += batch
-            if batch < SWEEP_BATCH:
-                break
-        if expired:
-            metrics.EXPIRED_LOCKS.inc(expired)
-            log.info("released %d expired lock(s)", expired)
-        await self.notify_pending()
-        return expired
-
-    async def notify_pending(self) -> None:
-        by_saga: dict[str, list[logic.LockedUnits]] = defaultdict(list)
-        for lock in await self.store.pending_notices(SWEEP_BATCH):
-            by_saga[lock.saga_id].append(lock)
-        for saga_id, locks in by_saga.items():
-            order_id, message, attributes = logic.expiry_notice(saga_id, locks)
-            request = notify_pb2.SendNotificationRequest(
-                kind=common_pb2.NOTIFICATION_KIND_LOCK_EXPIRED,
-                saga_id=saga_id,
-                order_id=order_id,
-                message=message,
-                attributes=attributes,
-            )
-            try:
-                await self._notify().SendNotification(request, timeout=NOTIFY_TIMEOUT)
-            except grpc.RpcError as err:
-                log.warning(
-                    "expiry notification for saga %s not sent (%s); retrying at the next sweep",
-                    saga_id,
-                    err.code() if hasattr(err, "code") else err,
-                    extra={"saga_id": saga_id},
-                )
-                # A fresh channel next time: the old one may sit in reconnect backoff for
-                # longer than the sweep interval after notify comes back.
-                await self.close()
-                return
-            await self.store.notified([lock.lock_id for lock in locks])
-
-    def _notify(self) -> notify_pb2_grpc.NotifyServiceStub:
-        if self._channel is None:
-            self._channel = channel_to(self.settings, "notify")
-        return notify_pb2_grpc.NotifyServiceStub(self._channel)
-
-    async def close(self) -> None:
-        channel, self._channel = self._channel, None
-        if channel is not None:
-            await channel.close()
+    async def ExtendLocks(self, request: pb.ExtendLocksRequest, context) -> pb.ExtendLocksResponse:
+        """The coordinator extending a reservation (docs/lifecycle.md): it alone expires locks."""
+        logic.validate_lock_selector(request.saga_id, "")
+        if not request.HasField("until"):
+            raise InvalidArgument("until is required", violations=[("until", "required")])
+        until = from_timestamp(request.until)
+        if until <= utcnow():
+            raise InvalidArgument("until must be in the future", violations=[("until", "must be in the future")])
+        return pb.ExtendLocksResponse(extended=await self.store.extend(request.saga_id, until))
 
 
 async def build(settings: Settings) -> App:
     db = await open_service_database(settings, models.metadata, models.__file__)
     store = InventoryStore(db)
-    sweeper = LockSweeper(store, settings)
     metrics.track_inventory_utilisation(store.utilisation)
     return App(
         services=[
             registration(InventoryServicer(store), pb_grpc, "InventoryService"),
             registration(InventoryStepServicer(store, settings), pb_grpc, "InventoryStepService"),
         ],
-        background=[sweeper.run],
-        on_stop=[sweeper.close, db.close],
+        on_stop=[db.close],
     )

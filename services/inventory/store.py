@@ -48,19 +48,37 @@ _AVAILABLE_ROWS = (
     "SELECT warehouse_id, sku, on_hand - locked FROM stock"
     " WHERE (warehouse_id, sku) IN (SELECT * FROM unnest(%s::text[], %s::text[]))"
 )
-# LockInventory's barrier row is written only where every stock row was taken; otherwise the
-# barrier refuses the whole statement, the rows taken included.
-_ALL_TAKEN = "(SELECT count(*) FROM took) = %(wanted_rows)s"
+# LockInventory's barrier row is written only where every stock row was taken and every
+# warehouse had the capacity; otherwise the barrier refuses the whole statement, the rows
+# taken included.
+_ALL_TAKEN = "(SELECT count(*) FROM took) = %(wanted_rows)s AND (SELECT count(*) FROM room) = %(load_rows)s"
+# The units per warehouse: taken against its capacity by the lock (ON CONFLICT DO UPDATE sees
+# the latest committed row, so two concurrent locks cannot both fit in the same room), given
+# back by a release or a consumption.
+_TAKE_LOAD = (
+    "room AS (INSERT INTO warehouse_load AS l (warehouse_id, locked, capacity)"
+    " SELECT w, u, c FROM unnest(%(load_warehouses)s::text[], %(load_units)s::bigint[], %(load_caps)s::bigint[])"
+    " AS x(w, u, c) WHERE u <= c AND (SELECT count(*) FROM took) = %(wanted_rows)s ORDER BY w"
+    " ON CONFLICT (warehouse_id) DO UPDATE SET locked = l.locked + EXCLUDED.locked, capacity = EXCLUDED.capacity"
+    " WHERE l.locked + EXCLUDED.locked <= EXCLUDED.capacity RETURNING l.warehouse_id)"
+)
+# Rows are locked in warehouse order here as in the lock, and after all the stock rows in
+# both, so a release and a lock never wait for each other in a circle. Each counts the rows of
+# its stock CTE first (a one-time filter PostgreSQL evaluates before the load rows are read):
+# a count has to run that CTE to its end, where an EXISTS would stop after its first stock row
+# and take the load rows with the others' stock rows still to come.
+_GIVE_BACK_LOAD = (
+    "load_back AS (UPDATE warehouse_load AS l SET locked = l.locked - x.u"
+    " FROM (SELECT held.warehouse_id AS w, given.u FROM warehouse_load AS held"
+    " JOIN unnest(%(load_warehouses)s::text[], %(load_units)s::bigint[]) AS given(w, u) ON held.warehouse_id = given.w"
+    " ORDER BY held.warehouse_id FOR UPDATE OF held) AS x"
+    " WHERE l.warehouse_id = x.w AND (SELECT count(*) FROM stock_back) > 0)"
+)
+_LOADS = "SELECT warehouse_id, locked, capacity FROM warehouse_load WHERE warehouse_id = ANY(%s::text[])"
 
 _SELECTOR = "saga_id = %(saga_id)s AND (%(warehouse_id)s = '' OR warehouse_id = %(warehouse_id)s)"
 _UNITS = "SELECT lock_id, saga_id, order_id, warehouse_id, sku, quantity FROM locks WHERE"
 _HELD = f"{_UNITS} status = 'held' AND {_SELECTOR} ORDER BY lock_id FOR UPDATE"
-# The sweeper skips locks a request is finishing right now.
-_EXPIRING = (
-    f"{_UNITS} status = 'held' AND NOT picking AND expires_at < %(now)s"
-    " ORDER BY lock_id LIMIT %(limit)s FOR UPDATE SKIP LOCKED"
-)
-_NOTIFY_PENDING = f"{_UNITS} notify_pending ORDER BY saga_id, lock_id LIMIT %s"
 _FINISH = (
     "finished AS (UPDATE locks SET status = %(status)s, updated_at = %(now)s,"
     " notify_pending = notify_pending OR %(notify)s WHERE lock_id = ANY(%(lock_ids)s::text[]))"
@@ -130,7 +148,7 @@ def _lock_writes(rows: int) -> str:
     """LockInventory as CTEs of its barrier row's statement: ``took`` takes the stock, one
     conditional UPDATE (see _ALL_TAKEN), and ``new_locks`` inserts the lock rows."""
     return (
-        f"took AS ({_stock_change(rows, TAKE)}),"
+        f"took AS ({_stock_change(rows, TAKE)}), {_TAKE_LOAD},"
         " new_locks AS (INSERT INTO locks (lock_id, saga_id, order_id, allocation_id,"
         " warehouse_id, sku, quantity, status, expires_at, picking, notify_pending, created_at,"
         " updated_at)"
@@ -154,6 +172,10 @@ def _lock_params(ctx: common_pb2.StepContext, inp: pb.LockInventoryInput, plan: 
         "warehouse_ids": [line.warehouse_id for line in plan.lines],
         "skus": [line.sku for line in plan.lines],
         "quantities": [line.quantity for line in plan.lines],
+        "load_rows": len(plan.loads),
+        "load_warehouses": [w for w, _, _ in plan.loads],
+        "load_units": [u for _, u, _ in plan.loads],
+        "load_caps": [c for _, _, c in plan.loads],
     }
 
 
@@ -168,9 +190,14 @@ async def _finish(fetch: Fetch, held_sql: str, params: dict, status: str, now: d
         return held, "", {}
     units = logic.units_per_stock_row(held)
     change = CONSUME if status == CONSUMED else GIVE_BACK
-    writes = f"{_FINISH}, stock_back AS ({_stock_change(len(units), change)})"
+    writes = f"{_FINISH}, stock_back AS ({_stock_change(len(units), change)}), {_GIVE_BACK_LOAD}"
+    per_warehouse: dict[str, int] = {}
+    for lock in held:
+        per_warehouse[lock.warehouse_id] = per_warehouse.get(lock.warehouse_id, 0) + lock.quantity
     return held, writes, {
         **_stock_params(units),
+        "load_warehouses": list(per_warehouse),
+        "load_units": list(per_warehouse.values()),
         "status": status,
         "now": now,
         "notify": status == EXPIRED,
@@ -202,6 +229,22 @@ def _lock_proto(row) -> common_pb2.InventoryLock:
         picking=row.picking,
         created_at=to_timestamp(row.created_at),
     )
+
+
+class CapacityExceeded(Aborted):
+    """The lock would pass a warehouse's capacity (units it may hold locked at once): ABORTED,
+    retried like a lock conflict (another saga's release may make room)."""
+
+    def __init__(self, warehouse_id: str, capacity: int, locked: int, requested: int) -> None:
+        super().__init__(
+            f"warehouse {warehouse_id} has room for {max(0, capacity - locked)} more locked unit(s) "
+            f"(capacity {capacity}, {locked} locked); this lock needs {requested}",
+            reason="CAPACITY_EXCEEDED",
+            metadata={
+                "warehouse_id": warehouse_id, "capacity": str(capacity), "locked": str(locked),
+                "requested": str(requested),
+            },
+        )
 
 
 class LockConflict(Aborted):
@@ -303,8 +346,14 @@ class InventoryStore:
         for attempt in range(LOCK_ATTEMPTS):
             try:
                 return await self.barrier.run(ctx, EXECUTE, effect)
-            except Refused:  # some stock row was short
+            except Refused:  # some stock row was short, or some warehouse full
                 plan = plans[0]
+                loads = {r.warehouse_id: r for r in await self.db.fetch(_LOADS, ([w for w, _, _ in plan.loads],))}
+                for warehouse_id, units, capacity in plan.loads:
+                    found = loads.get(warehouse_id)
+                    locked = found.locked if found is not None else 0
+                    if locked + units > capacity:
+                        raise CapacityExceeded(warehouse_id, capacity, locked, units) from None
                 keys = ([w for w, _, _ in plan.wanted], [s for _, s, _ in plan.wanted])
                 rows = await self.db.fetch(_AVAILABLE_ROWS, keys)
                 available = {(w, s): units for w, s, units in rows}
@@ -376,17 +425,6 @@ class InventoryStore:
             released = await self._finish_in(conn, _HELD, params, RELEASED, utcnow())
             return len(released), await self._locks(conn, params)
 
-    async def expire(self, now: datetime, limit: int) -> int:
-        """Expire up to ``limit`` held locks past their time whose picking has not started."""
-        async with self.db.transaction() as conn:
-            return len(await self._finish_in(conn, _EXPIRING, {"now": now, "limit": limit}, EXPIRED, now))
-
-    async def pending_notices(self, limit: int) -> list[logic.LockedUnits]:
-        return [logic.LockedUnits(*row) for row in await self.db.fetch(_NOTIFY_PENDING, (limit,))]
-
-    async def notified(self, lock_ids: list[str]) -> None:
-        await self.db.execute("UPDATE locks SET notify_pending = false WHERE lock_id = ANY(%s::text[])", (lock_ids,))
-
     # -- stock and lock admin ---------------------------------------------------------------
 
     @staticmethod
@@ -457,3 +495,12 @@ class InventoryStore:
         """Units on hand and locked per warehouse (the utilisation gauges)."""
         sql = "SELECT warehouse_id, sum(on_hand) AS on_hand, sum(locked) AS locked FROM stock GROUP BY warehouse_id"
         return await self.db.fetch(sql)
+
+    async def extend(self, saga_id: str, until: datetime) -> int:
+        """ExtendLocks: the saga's held locks whose picking has not started expire at ``until``
+        (the coordinator alone expires a reservation now); returns how many."""
+        sql = (
+            "UPDATE locks SET expires_at = %s, updated_at = %s"
+            " WHERE saga_id = %s AND status = 'held' AND NOT picking RETURNING lock_id"
+        )
+        return len(await self.db.fetch(sql, (until, utcnow(), saga_id)))

@@ -50,4 +50,18 @@ picklist_lines = Table(
     CheckConstraint("sequence > 0", name="ck_picklist_lines_sequence_positive"),
 )
 
+# Every picklist status change, written in the same transaction as the change: the coordinator
+# reads those it has not acknowledged (ListPicklistChanges) to follow its reservations, then
+# acknowledges them (AckPicklistChanges deletes them).
+picklist_changes = Table(
+    "picklist_changes",
+    metadata,
+    Column("change_id", BigInteger, primary_key=True, autoincrement=True),
+    Column("picklist_id", String(64), nullable=False),
+    Column("saga_id", String(64), nullable=False),
+    Column("warehouse_id", String(64), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("changed_at", DateTime(timezone=True), nullable=False),
+)
+
 barrier = barrier_table(metadata)

@@ -62,6 +62,18 @@ def _inventory_failure(err: grpc.RpcError, action: str, picklist: common_pb2.Pic
     return error
 
 
+# ListPicklistChanges: how many changes one answer holds, by default and at most.
+DEFAULT_CHANGES, MAX_CHANGES = 500, 1000
+MAX_REASON = 256
+
+
+def _require_saga_id(saga_id: str) -> None:
+    if not saga_id:
+        raise InvalidArgument("saga_id is required", violations=[("saga_id", "required")])
+    if len(saga_id) > 64:
+        raise InvalidArgument("saga_id is too long", violations=[("saga_id", "at most 64 characters")])
+
+
 class LogisticsServicer(pb_grpc.LogisticsServiceServicer):
     def __init__(self, store: LogisticsStore, inventory: inventory_pb2_grpc.InventoryServiceStub) -> None:
         self.store = store
@@ -84,6 +96,7 @@ class LogisticsServicer(pb_grpc.LogisticsServiceServicer):
             limit=limit,
         )
         return pb.ListPicklistsResponse(picklists=found, next_page_token=next_page_token(offset, limit, len(found)))
+
     async def _apply_to_locks(self, action: str, picklist: common_pb2.Picklist) -> None:
         locks = {"saga_id": picklist.saga_id, "warehouse_id": picklist.warehouse_id}
         if action == logic.HOLD:
@@ -118,6 +131,39 @@ class LogisticsServicer(pb_grpc.LogisticsServiceServicer):
         if previous != target:
             log.info("picklist %s: %s -> %s", picklist.picklist_id, previous, target, extra={"saga_id": picklist.saga_id})
         return pb.UpdatePicklistStatusResponse(picklist=picklist)
+
+    async def CancelPicklists(self, request: pb.CancelPicklistsRequest, context) -> pb.CancelPicklistsResponse:
+        """A reservation released (SPEC §9): its PENDING picklists cancelled, their locks with them."""
+        _require_saga_id(request.saga_id)
+        if len(request.reason) > MAX_REASON:
+            raise InvalidArgument("reason is too long", violations=[("reason", f"at most {MAX_REASON} characters")])
+
+        async def release(picklist: common_pb2.Picklist) -> None:
+            # Inventory first, as for UpdatePicklistStatus: ReleaseLocks is idempotent, so a
+            # retry after a failed commit repeats it harmlessly.
+            await self._apply_to_locks(logic.RELEASE, picklist)
+
+        cancelled, untouched = await self.store.cancel_for_saga(request.saga_id, request.all_or_nothing, release)
+        if cancelled:
+            log.info(
+                "saga %s: %d picklist(s) cancelled (%s)", request.saga_id, len(cancelled), request.reason or "released",
+                extra={"saga_id": request.saga_id},
+            )
+        return pb.CancelPicklistsResponse(cancelled=cancelled, untouched=untouched)
+
+    async def ListPicklistChanges(
+        self, request: pb.ListPicklistChangesRequest, context
+    ) -> pb.ListPicklistChangesResponse:
+        if not 0 <= request.limit <= MAX_CHANGES:
+            raise InvalidArgument("limit out of range", violations=[("limit", f"0 (the default, {DEFAULT_CHANGES}) to {MAX_CHANGES}")])
+        return pb.ListPicklistChangesResponse(changes=await self.store.changes(request.limit or DEFAULT_CHANGES))
+
+    async def AckPicklistChanges(self, request: pb.AckPicklistChangesRequest, context) -> pb.AckPicklistChangesResponse:
+        if len(request.change_ids) > MAX_CHANGES:
+            raise InvalidArgument("too many change ids", violations=[("change_ids", f"at most {MAX_CHANGES}")])
+        if not request.change_ids:
+            return pb.AckPicklistChangesResponse()
+        return pb.AckPicklistChangesResponse(acknowledged=await self.store.acknowledge(list(request.change_ids)))
 
 
 async def build(settings: Settings) -> App:

@@ -35,9 +35,13 @@ _INSERT_CTES = (
 # belongs to the saga's LockInventory step, whose own compensation (run next, in reverse step
 # order) unlocks it; calling inventory from inside this transaction would also tie the barrier
 # row to a remote effect that cannot roll back with it.
+# Like every status change, each cancellation is recorded for the coordinator's feed in the
+# same statement (the coordinator acknowledges those of sagas that never completed).
 _CANCEL_PENDING_CTE = (
     "cancel AS (UPDATE picklists SET status = 'cancelled', updated_at = %(now)s"
-    " WHERE saga_id = %(saga_id)s AND status = 'pending')"
+    " WHERE saga_id = %(saga_id)s AND status = 'pending' RETURNING picklist_id, saga_id, warehouse_id),"
+    " cancel_changes AS (INSERT INTO picklist_changes (picklist_id, saga_id, warehouse_id, status, changed_at)"
+    " SELECT picklist_id, saga_id, warehouse_id, 'cancelled', %(now)s FROM cancel)"
 )
 
 # A page of picklists is one query: each row carries its lines as JSON.
@@ -51,6 +55,18 @@ _BY_ID = _PICKLISTS + " WHERE picklist_id = %s"
 # The pickers' queue: urgent first, then by priority, oldest first.
 _PAGE = " ORDER BY is_urgent DESC, priority DESC, created_at, picklist_id OFFSET %s LIMIT %s"
 _SET_STATUS = "UPDATE picklists SET status = %s, updated_at = %s WHERE picklist_id = %s"
+# Each status change is recorded for the coordinator in the same transaction (the feed).
+_RECORD_CHANGE = (
+    "INSERT INTO picklist_changes (picklist_id, saga_id, warehouse_id, status, changed_at) VALUES (%s, %s, %s, %s, %s)"
+)
+_CHANGES = (
+    "SELECT change_id, picklist_id, saga_id, warehouse_id, status, changed_at FROM picklist_changes"
+    " ORDER BY change_id LIMIT %s"
+)
+_ACK = "DELETE FROM picklist_changes WHERE change_id = ANY(%s)"
+_SAGA_PICKLISTS_LOCKED = _PICKLISTS + " WHERE saga_id = %s ORDER BY picklist_id FOR UPDATE"
+# How many picklist ids a PICKING_STARTED refusal names.
+NAMED_PICKLISTS = 20
 
 
 def _to_proto(row: Any) -> common_pb2.Picklist:
@@ -180,6 +196,63 @@ class LogisticsStore:
             await before_commit(picklist)
             now = utcnow()
             await conn.execute(_SET_STATUS, (target, now, picklist_id))
+            await conn.execute(_RECORD_CHANGE, (picklist_id, picklist.saga_id, picklist.warehouse_id, target, now))
         picklist.status = logic.STATUS_FROM_DB[target]
         picklist.updated_at.CopyFrom(to_timestamp(now))
         return picklist, current
+
+    async def cancel_for_saga(
+        self,
+        saga_id: str,
+        all_or_nothing: bool,
+        before_cancel: Callable[[common_pb2.Picklist], Awaitable[None]],
+    ) -> tuple[list[common_pb2.Picklist], list[common_pb2.Picklist]]:
+        """Cancel the saga's PENDING picklists in one transaction: (cancelled, the others).
+
+        Every picklist of the saga stays row-locked from the check to the commit, so a picker
+        cannot start one half-way. ``before_cancel(picklist)`` runs for each one cancelled
+        (its locks are released there). With ``all_or_nothing``, a picklist PROCESSING or
+        COMPLETED refuses the whole call (``PICKING_STARTED``), changing nothing.
+        """
+        async with self.db.transaction() as conn:
+            rows = await (await conn.execute(_SAGA_PICKLISTS_LOCKED, (saga_id,))).fetchall()
+            picklists = [(_to_proto(row), row.status) for row in rows]
+            started = [p.picklist_id for p, status in picklists if status in (logic.PROCESSING, logic.COMPLETED)]
+            if all_or_nothing and started:
+                raise FailedPrecondition(
+                    f"picking has started on {len(started)} picklist(s) of saga {saga_id}",
+                    reason="PICKING_STARTED",
+                    metadata={"saga_id": saga_id, "picklists": ",".join(started[:NAMED_PICKLISTS])},
+                )
+            cancelled, untouched = [], []
+            now = utcnow()
+            for picklist, status in picklists:
+                if status != logic.PENDING:
+                    untouched.append(picklist)
+                    continue
+                await before_cancel(picklist)
+                await conn.execute(_SET_STATUS, (logic.CANCELLED, now, picklist.picklist_id))
+                await conn.execute(
+                    _RECORD_CHANGE, (picklist.picklist_id, saga_id, picklist.warehouse_id, logic.CANCELLED, now)
+                )
+                picklist.status = common_pb2.PICKLIST_STATUS_CANCELLED
+                picklist.updated_at.CopyFrom(to_timestamp(now))
+                cancelled.append(picklist)
+        return cancelled, untouched
+
+    async def changes(self, limit: int) -> list[pb.PicklistChange]:
+        """The oldest unacknowledged picklist changes."""
+        rows = await self.db.fetch(_CHANGES, (limit,))
+        return [
+            pb.PicklistChange(
+                change_id=row.change_id, picklist_id=row.picklist_id, saga_id=row.saga_id,
+                warehouse_id=row.warehouse_id, status=logic.STATUS_FROM_DB[row.status],
+                changed_at=to_timestamp(row.changed_at),
+            )
+            for row in rows
+        ]
+
+    async def acknowledge(self, change_ids: list[int]) -> int:
+        async with self.db.connection() as conn:
+            cursor = await conn.execute(_ACK, (change_ids,))
+            return cursor.rowcount

@@ -33,6 +33,8 @@ KIND_TO_DB = {
     common_pb2.NOTIFICATION_KIND_RESERVATION_FAILED: "reservation_failed",
     common_pb2.NOTIFICATION_KIND_LOCK_EXPIRED: "lock_expired",
     common_pb2.NOTIFICATION_KIND_ALLOCATION_EXPIRED: "allocation_expired",
+    common_pb2.NOTIFICATION_KIND_RESERVATION_CANCELLED: "reservation_cancelled",
+    common_pb2.NOTIFICATION_KIND_RESERVATION_EXPIRED: "reservation_expired",
 }
 KIND_FROM_DB = {v: k for k, v in KIND_TO_DB.items()}
 

@@ -4,7 +4,6 @@ compensation included), business and input failures with details, expiry."""
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from datetime import timedelta
 
@@ -18,7 +17,7 @@ from invsaga.notify.v1 import notify_pb2, notify_pb2_grpc
 from invsaga.runtime.convert import to_timestamp, utcnow
 from invsaga.runtime.errors import RpcFailure
 from services.allocation.logic import parse_shortage_metadata
-from tests.support import start_mesh
+from tests.support import metric_total, start_mesh
 
 STEP = common_pb2.SAGA_STEP_ALLOCATE_INVENTORY
 
@@ -82,14 +81,8 @@ async def rpc_failure(call) -> RpcFailure:
 
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory):
-    """One allocation + notify mesh, shared by this module's tests (each uses its own saga
-    ids). The sweeper runs every half second for the expiry test; it leaves the 30-minute
-    allocations of the other tests alone."""
-    mesh = start_mesh(
-        tmp_path_factory.mktemp("allocation"),
-        services=("allocation", "notify"),
-        env={"INVSAGA_EXPIRY_CLEANUP_INTERVAL": "0.5s"},
-    )
+    """One allocation + notify mesh, shared by this module's tests (each uses its own saga ids)."""
+    mesh = start_mesh(tmp_path_factory.mktemp("allocation"), services=("allocation", "notify"))
     yield mesh
     mesh.stop()
 
@@ -208,48 +201,60 @@ async def test_strategy_failures_carry_details_and_persist_nothing(allocation):
     assert [(l.warehouse_id, l.sku, l.quantity) for l in lines] == [("WH-SH", "SKU-A", 5)]
 
 
-async def test_expired_allocations_are_marked_and_notified(mesh):
+async def test_allocations_expire_only_when_settled_and_each_expiry_counts_once(mesh):
+    """The coordinator settles a reservation's allocation (docs/lifecycle.md): past its expiry
+    an allocation stays ACTIVE here and nobody is told anything until then; SettleAllocation
+    ends it once (FULFILLED, CANCELLED or EXPIRED), and an expiry counts in the metric once."""
     async with (
         grpc.aio.insecure_channel(mesh.address("allocation")) as channel,
         grpc.aio.insecure_channel(mesh.address("notify")) as notify_channel,
     ):
         steps, admin = pb_grpc.AllocationStepServiceStub(channel), pb_grpc.AllocationServiceStub(channel)
         notify = notify_pb2_grpc.NotifyServiceStub(notify_channel)
-        soon, later = new_saga(), new_saga()
-        short_lived = await steps.Execute(
-            pb.ExecuteRequest(
-                context=context(soon),
-                allocate_inventory=allocate_input({"SKU-A": 1}, expires_at=utcnow() + timedelta(seconds=1)),
-            ),
-            timeout=10,
-        )
-        long_lived = await steps.Execute(
-            pb.ExecuteRequest(context=context(later), allocate_inventory=allocate_input({"SKU-A": 1})), timeout=10
-        )
-        expired_id = short_lived.allocate_inventory.allocation.allocation_id
-        active_id = long_lived.allocate_inventory.allocation.allocation_id
+        soon, later, picked = new_saga(), new_saga(), new_saga()
+        ids = {}
+        for saga, expires in ((soon, timedelta(seconds=1)), (later, None), (picked, None)):
+            data = allocate_input({"SKU-A": 1}, expires_at=utcnow() + expires if expires else None)
+            reply = await steps.Execute(pb.ExecuteRequest(context=context(saga), allocate_inventory=data), timeout=10)
+            ids[saga] = reply.allocate_inventory.allocation.allocation_id
+        await asyncio.sleep(1.5)  # past the first one's expiry
+        got = await admin.GetAllocation(pb.GetAllocationRequest(allocation_id=ids[soon]))
+        assert got.allocation.status == common_pb2.ALLOCATION_STATUS_ACTIVE
+        listed = await notify.ListNotifications(notify_pb2.ListNotificationsRequest(saga_id=soon))
+        assert list(listed.notifications) == []
 
-        deadline = time.monotonic() + 5
-        notes: list[notify_pb2.Notification] = []
-        while time.monotonic() < deadline:
-            listed = await notify.ListNotifications(
-                notify_pb2.ListNotificationsRequest(saga_id=soon, kind=common_pb2.NOTIFICATION_KIND_ALLOCATION_EXPIRED)
+        before = metric_total(mesh, "allocation", "invsaga_expired_allocations_total")
+        expired = common_pb2.ALLOCATION_STATUS_EXPIRED
+        for _ in range(2):  # settling again to the same status is no change
+            settled = await admin.SettleAllocation(pb.SettleAllocationRequest(allocation_id=ids[soon], status=expired))
+            assert settled.allocation.status == expired
+        assert metric_total(mesh, "allocation", "invsaga_expired_allocations_total") == before + 1
+        other = await rpc_failure(
+            admin.SettleAllocation(
+                pb.SettleAllocationRequest(allocation_id=ids[soon], status=common_pb2.ALLOCATION_STATUS_FULFILLED)
             )
-            notes = list(listed.notifications)
-            if notes:
-                break
-            await asyncio.sleep(0.2)
-        assert len(notes) == 1 and notes[0].attributes["allocation_id"] == expired_id
+        )
+        assert other.code == grpc.StatusCode.FAILED_PRECONDITION and other.reason == "ALLOCATION_SETTLED"
+        fulfilled = await admin.SettleAllocation(
+            pb.SettleAllocationRequest(allocation_id=ids[picked], status=common_pb2.ALLOCATION_STATUS_FULFILLED)
+        )
+        assert fulfilled.allocation.status == common_pb2.ALLOCATION_STATUS_FULFILLED
+        bad = await rpc_failure(
+            admin.SettleAllocation(pb.SettleAllocationRequest(allocation_id=ids[later], status=common_pb2.ALLOCATION_STATUS_ACTIVE))
+        )
+        assert bad.code == grpc.StatusCode.INVALID_ARGUMENT
 
-        got = await admin.GetAllocation(pb.GetAllocationRequest(allocation_id=expired_id))
-        assert got.allocation.status == common_pb2.ALLOCATION_STATUS_EXPIRED
-        expired = await admin.ListAllocations(pb.ListAllocationsRequest(status=common_pb2.ALLOCATION_STATUS_EXPIRED))
-        assert [a.allocation_id for a in expired.allocations] == [expired_id]
+        # Extending moves an active allocation's expiry; a settled one is refused.
+        until = to_timestamp(utcnow() + timedelta(hours=2))
+        extended = await admin.ExtendAllocation(pb.ExtendAllocationRequest(allocation_id=ids[later], until=until))
+        assert extended.allocation.expires_at == until
+        refused = await rpc_failure(admin.ExtendAllocation(pb.ExtendAllocationRequest(allocation_id=ids[soon], until=until)))
+        assert refused.code == grpc.StatusCode.FAILED_PRECONDITION and refused.reason == "ALLOCATION_SETTLED"
 
-        refused = await rpc_failure(admin.CancelAllocation(pb.CancelAllocationRequest(allocation_id=expired_id)))
+        refused = await rpc_failure(admin.CancelAllocation(pb.CancelAllocationRequest(allocation_id=ids[soon])))
         assert refused.code == grpc.StatusCode.FAILED_PRECONDITION and refused.reason == "ALLOCATION_EXPIRED"
         for _ in range(2):  # cancelling is idempotent
-            cancelled = await admin.CancelAllocation(pb.CancelAllocationRequest(allocation_id=active_id, reason="ops"))
+            cancelled = await admin.CancelAllocation(pb.CancelAllocationRequest(allocation_id=ids[later], reason="ops"))
             assert cancelled.allocation.status == common_pb2.ALLOCATION_STATUS_CANCELLED
         missing = await rpc_failure(admin.CancelAllocation(pb.CancelAllocationRequest(allocation_id="AL-none")))
         assert missing.code == grpc.StatusCode.NOT_FOUND

@@ -406,7 +406,7 @@ async def test_oversized_and_poisonous_start_sagas_are_refused_and_nothing_persi
     assert saga_count(mesh) == before + 1
     assert (await client.coordinator.ListSagas(pb.ListSagasRequest(), timeout=30)).sagas
     await client.coordinator.CancelSaga(pb.CancelSagaRequest(saga_id=reply.saga_id), timeout=30)
-    assert (await client.wait(reply.saga_id)).status == pb.SAGA_STATUS_COMPENSATED
+    assert (await client.get(reply.saga_id)).reservation.state == common_pb2.RESERVATION_STATE_RELEASED
 
 
 # -- the database gone --------------------------------------------------------------------------

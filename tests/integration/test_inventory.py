@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -18,8 +17,9 @@ from alembic.migration import MigrationContext
 from invsaga.common.v1 import common_pb2
 from invsaga.inventory.v1 import inventory_pb2 as pb
 from invsaga.inventory.v1 import inventory_pb2_grpc as pb_grpc
-from invsaga.notify.v1 import notify_pb2, notify_pb2_grpc
+from invsaga.notify.v1 import notify_pb2_grpc
 from invsaga.runtime.config import load_settings
+from invsaga.runtime.convert import to_timestamp
 from invsaga.runtime.db import create_engine, open_service_database
 from invsaga.runtime.errors import RpcFailure
 from services.inventory import models
@@ -354,84 +354,38 @@ async def test_availability_is_summed_across_warehouses_and_reports_loads(inv: C
     assert not out.sufficient
 
 
-async def test_expired_lock_is_available_again_within_3s_and_notified(
+async def test_locks_do_not_expire_here_and_extend_locks_pushes_out_only_unpicked_ones(
     inv_short_expiry: Client,
 ):
+    """The coordinator alone expires a reservation (docs/lifecycle.md): past its 1 s time to
+    live a lock stays HELD here until the coordinator releases it, and ExtendLocks moves the
+    expiry of the held locks whose picking has not started."""
     inv = inv_short_expiry
     warehouse, sku = _ids(), _ids("SKU")
     await inv.set_stock(warehouse, sku, 10)
     saga, picking_saga = f"saga-{uuid.uuid4().hex}", f"saga-{uuid.uuid4().hex}"
-    # A later deadline in the request does not outlive the service's 1 s lock time to live.
-    later = datetime.now(UTC) + timedelta(hours=1)
-    await inv.lock(picking_saga, (warehouse, sku, 3), expires_at=later)
+    await inv.lock(saga, (warehouse, sku, 4))
+    await inv.lock(picking_saga, (warehouse, sku, 3))
     await inv.admin.HoldLocks(pb.HoldLocksRequest(saga_id=picking_saga))
-
-    started = time.monotonic()
-    await inv.lock(saga, (warehouse, sku, 4), expires_at=later)
-    assert (await inv.stock(warehouse, sku)).available == 3
-    while (await inv.stock(warehouse, sku)).available != 7:
-        assert time.monotonic() - started < 3.0, (
-            "the expired lock was not released within 3 s"
-        )
-        await asyncio.sleep(0.05)
-
-    [expired] = await inv.locks(saga_id=saga)
-    assert expired.status == common_pb2.LOCK_STATUS_EXPIRED
-    # Picking started: that lock does not expire.
-    [picking] = await inv.locks(saga_id=picking_saga)
-    assert picking.status == common_pb2.LOCK_STATUS_HELD and picking.picking
+    await asyncio.sleep(2.0)  # both locks' 1 s time to live passed
+    assert {lock.status for lock in await inv.locks(saga_id=saga)} == {common_pb2.LOCK_STATUS_HELD}
     level = await inv.stock(warehouse, sku)
-    assert (level.on_hand, level.locked, level.available) == (10, 3, 7)
-    # Compensating the expired saga afterwards gives nothing back twice.
-    assert (await inv.unlock(saga)).released_units == 0
-    assert (await inv.stock(warehouse, sku)).available == 7
+    assert (level.on_hand, level.locked, level.available) == (10, 7, 3)
 
-    request = notify_pb2.ListNotificationsRequest(
-        saga_id=saga, kind=common_pb2.NOTIFICATION_KIND_LOCK_EXPIRED
+    until = datetime.now(UTC) + timedelta(hours=1)
+    stamp = to_timestamp(until)
+    assert (await inv.admin.ExtendLocks(pb.ExtendLocksRequest(saga_id=saga, until=stamp))).extended == 1
+    [extended] = await inv.locks(saga_id=saga)
+    assert extended.expires_at == stamp
+    # Picking started: nothing to extend (and nothing that expires).
+    assert (await inv.admin.ExtendLocks(pb.ExtendLocksRequest(saga_id=picking_saga, until=stamp))).extended == 0
+    past = await _failure(
+        inv.admin.ExtendLocks(pb.ExtendLocksRequest(saga_id=saga, until=to_timestamp(datetime.now(UTC) - timedelta(seconds=1))))
     )
-    deadline = time.monotonic() + 5
-    while not (found := (await inv.notify.ListNotifications(request)).notifications):
-        assert time.monotonic() < deadline, "no notification recorded the expiry"
-        await asyncio.sleep(0.1)
-    [notice] = found
-    assert notice.order_id == f"order-{saga}"
-    assert notice.attributes["warehouse_id"] == warehouse
-    assert notice.attributes["sku"] == sku
-    assert notice.attributes["quantity"] == "4"
-
-
-async def test_a_notify_outage_delays_the_expiry_notice_but_not_the_release(meshes):
-    mesh = meshes(SHORT_EXPIRY, ("inventory",))
-    inv, channels = await _client(mesh)
-    try:
-        warehouse, sku = _ids(), _ids("SKU")
-        await inv.set_stock(warehouse, sku, 5)
-        saga = f"saga-{uuid.uuid4().hex}"
-        started = time.monotonic()
-        await inv.lock(saga, (warehouse, sku, 5))
-        while (await inv.stock(warehouse, sku)).available != 5:
-            assert time.monotonic() - started < 3.0, (
-                "notify being down held up the release"
-            )
-            await asyncio.sleep(0.05)
-
-        mesh.start_one("notify")
-        await asyncio.to_thread(mesh.wait_ready, "notify")
-        request = notify_pb2.ListNotificationsRequest(
-            saga_id=saga, kind=common_pb2.NOTIFICATION_KIND_LOCK_EXPIRED
-        )
-        deadline = time.monotonic() + 15
-        while not (
-            found := (await inv.notify.ListNotifications(request)).notifications
-        ):
-            assert time.monotonic() < deadline, (
-                "the expiry was never notified once notify came up"
-            )
-            await asyncio.sleep(0.2)
-        assert len(found) == 1 and found[0].attributes["quantity"] == "5"
-    finally:
-        for channel in channels:
-            await channel.close()
+    assert past.code == grpc.StatusCode.INVALID_ARGUMENT
+    # Released by the coordinator's path (a picklist cancelled), the units come back once.
+    await inv.admin.ReleaseLocks(pb.ReleaseLocksRequest(saga_id=saga, reason="reservation expired"))
+    assert (await inv.stock(warehouse, sku)).available == 7
 
 
 async def test_invalid_admin_input_is_refused_with_details_and_changes_nothing(

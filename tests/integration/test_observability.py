@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import httpx
+from google.protobuf.timestamp_pb2 import Timestamp
 from prometheus_client.parser import text_string_to_metric_families
 
 from invsaga.coordinator.v1 import coordinator_pb2 as pb
@@ -133,8 +134,7 @@ async def test_metrics_of_every_process_after_completed_and_compensated_sagas(tm
         tmp_path,
         env={
             **FAST_RETRY,
-            "INVSAGA_EXPIRY_ALLOCATION": "3s",
-            "INVSAGA_EXPIRY_CLEANUP_INTERVAL": "500ms",
+            "INVSAGA_RESERVATION_SWEEP_INTERVAL": "200ms",
             # Only the first LockInventory is slowed: long enough to take its stock away meanwhile.
             "INVSAGA_FAULTS": "kind=latency,delay=1.5,method=Execute,step=LOCK_INVENTORY,times=1",
         },
@@ -152,16 +152,23 @@ async def test_metrics_of_every_process_after_completed_and_compensated_sagas(tm
         conflict_saga = await client.wait(conflict)
         assert conflict_saga.status == pb.SAGA_STATUS_COMPENSATED and conflict_saga.failure.reason == "LOCK_CONFLICT"
         # 2-3. Two completed sagas; 4. a shortage, compensated before anything needed undoing.
-        done_1 = await client.run({"SKU-M1": 2})
+        expires = Timestamp()
+        expires.FromNanoseconds(time.time_ns() + 3_000_000_000)
+        done_1 = await client.run({"SKU-M1": 2}, expired_at=expires)  # its reservation expires in 3 s
         done_2 = await client.run({"SKU-M2": 3})
         short = await client.run({"SKU-M1": 100})
         assert [done_1.status, done_2.status] == [pb.SAGA_STATUS_COMPLETED] * 2
         assert short.status == pb.SAGA_STATUS_COMPENSATED and short.failure.reason == "INSUFFICIENT_INVENTORY"
 
-        # The two completed sagas' allocations expire 3 s later; the sweeper runs every 0.5 s.
+        # The first completed saga's reservation expires 3 s later (the coordinator looks every
+        # 0.2 s): its allocation is settled EXPIRED and the customer told, once.
         deadline = time.monotonic() + 15
-        while _value(_scrape(mesh.ports["allocation"]), "invsaga_expired_allocations", "invsaga_expired_allocations_total") < 2:
-            assert time.monotonic() < deadline, "allocations did not expire"
+        notify_ok = dict(grpc_service="NotifyStepService", grpc_method="Execute", grpc_code="OK")
+        while (
+            _value(_scrape(mesh.ports["allocation"]), "invsaga_expired_allocations", "invsaga_expired_allocations_total") < 1
+            or _value(_scrape(mesh.ports["notify"]), "invsaga_grpc_server_handled", "invsaga_grpc_server_handled_total", **notify_ok) < 5
+        ):
+            assert time.monotonic() < deadline, "the reservation did not expire"
             await asyncio.sleep(0.3)
 
         scraped = {service: _scrape(mesh.ports[service]) for service in SERVICES}
@@ -180,8 +187,8 @@ async def test_metrics_of_every_process_after_completed_and_compensated_sagas(tm
         assert _value(inv, "invsaga_grpc_server_handled", "invsaga_grpc_server_handled_total", grpc_code="OK", **step_execute) == 4 + 2  # 4 checks, 2 locks
         assert _value(scraped["warehouse"], "invsaga_grpc_server_handled", "invsaga_grpc_server_handled_total", grpc_method="Execute", grpc_code="OK") == 4
         assert _value(scraped["logistics"], "invsaga_grpc_server_handled", "invsaga_grpc_server_handled_total", grpc_method="Execute", grpc_code="OK") == 2
-        # Two confirmations, two "reservation failed" notices.
-        assert _value(scraped["notify"], "invsaga_grpc_server_handled", "invsaga_grpc_server_handled_total", grpc_service="NotifyStepService", grpc_method="Execute", grpc_code="OK") == 4
+        # Two confirmations, two "reservation failed" notices, one "reservation expired".
+        assert _value(scraped["notify"], "invsaga_grpc_server_handled", "invsaga_grpc_server_handled_total", grpc_service="NotifyStepService", grpc_method="Execute", grpc_code="OK") == 5
 
         # Coordinator: sagas by outcome, steps, retries, compensations, in flight, oldest.
         assert _value(c, "invsaga_sagas_started", "invsaga_sagas_started_total") == 4
@@ -211,11 +218,11 @@ async def test_metrics_of_every_process_after_completed_and_compensated_sagas(tm
         # The seed's four: allocation duration, lock failures, utilisation, expired allocations.
         alloc = scraped["allocation"]
         assert _value(alloc, "invsaga_allocation_duration_seconds", "invsaga_allocation_duration_seconds_count", strategy="PRIORITY", outcome="allocated") == 3
-        assert _value(alloc, "invsaga_expired_allocations", "invsaga_expired_allocations_total") == 2
+        assert _value(alloc, "invsaga_expired_allocations", "invsaga_expired_allocations_total") == 1
         assert _value(inv, "invsaga_lock_failures", "invsaga_lock_failures_total", warehouse="WH-M1") == 3
         assert _value(inv, "invsaga_lock_failures", "invsaga_lock_failures_total") == 3
-        # WH-M1: 5 on hand, 2 locked; WH-M2: 5 on hand, 3 locked.
-        assert _value(inv, "invsaga_inventory_utilisation_ratio", warehouse="WH-M1") == 0.4
+        # WH-M1: 5 on hand, none locked (its reservation expired); WH-M2: 5 on hand, 3 locked.
+        assert _value(inv, "invsaga_inventory_utilisation_ratio", warehouse="WH-M1") == 0.0
         assert _value(inv, "invsaga_inventory_utilisation_ratio", warehouse="WH-M2") == 0.6
         assert _value(inv, "invsaga_inventory_locked_units", warehouse="WH-M2") == 3
         assert _value(inv, "invsaga_inventory_on_hand_units", warehouse="WH-M1") == 5

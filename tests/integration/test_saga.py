@@ -152,15 +152,20 @@ async def test_cancel_running_and_completed(meshes):
         cancelled = await c.wait(saga_id)
         assert cancelled.status == pb.SAGA_STATUS_COMPENSATED
         assert cancelled.failure.reason == "CANCELLED"
+        # The reason given is kept, in the saga and in its failure.
+        assert cancelled.cancel_reason == "customer changed their mind"
+        assert "customer changed their mind" in cancelled.failure.message
         assert step_statuses(cancelled)["AllocateInventory"] == "COMPENSATED"
         assert step_statuses(cancelled)["LockInventory"] == "SKIPPED"
 
         done = await c.run({"SKU-C": 4})
         assert done.status == pb.SAGA_STATUS_COMPLETED
         assert len(await c.held_locks(done.saga_id)) == 1
-        await c.coordinator.CancelSaga(pb.CancelSagaRequest(saga_id=done.saga_id))
-        released = await c.wait(done.saga_id)
-        assert released.status == pb.SAGA_STATUS_COMPENSATED and released.failure.reason == "CANCELLED"
+        # A COMPLETED saga's cancel releases its reservation (SPEC §9): the saga stays COMPLETED.
+        await c.coordinator.CancelSaga(pb.CancelSagaRequest(saga_id=done.saga_id, reason="not needed"))
+        released = await c.get(done.saga_id)
+        assert released.status == pb.SAGA_STATUS_COMPLETED and released.cancel_reason == "not needed"
+        assert released.reservation.state == common_pb2.RESERVATION_STATE_RELEASED
         assert await c.held_locks(done.saga_id) == []
         assert [a.status for a in await c.allocations(done.saga_id)] == [common_pb2.ALLOCATION_STATUS_CANCELLED]
         await c.check_books()
@@ -200,8 +205,10 @@ async def test_compensation_failure_parks_then_resume_compensates(meshes):
     mesh = meshes(
         "compensation-fails",
         {
+            # A Compensate failing with a non-transient error, as often as it is tried (3 attempts):
+            # an UNAVAILABLE one would be retried until the compensation's deadline instead.
             "INVSAGA_FAULTS": "kind=error,code=FAILED_PRECONDITION,method=Execute,step=GENERATE_PICKLIST;"
-            "kind=unavailable,method=Compensate,step=ALLOCATE_INVENTORY,times=3",
+            "kind=error,code=INTERNAL,method=Compensate,step=ALLOCATE_INVENTORY,times=3",
         },
     )
     c = await _client(mesh, [WH("WH-F")], [("WH-F", "SKU-F", 20)])
@@ -209,7 +216,7 @@ async def test_compensation_failure_parks_then_resume_compensates(meshes):
         saga = await c.run({"SKU-F": 2})
         assert saga.status == pb.SAGA_STATUS_FAILED, saga
         assert saga.compensation_failure.step == "AllocateInventory"
-        assert saga.compensation_failure.code == "UNAVAILABLE"
+        assert saga.compensation_failure.code == "INTERNAL"
         assert step_statuses(saga)["LockInventory"] == "COMPENSATED"
         assert step_statuses(saga)["AllocateInventory"] == "COMPENSATING"
 

@@ -342,9 +342,10 @@ def test_a_customer_location_in_metadata_still_works():
     request = order({"SKU-1": 1}, allocation_strategy=common_pb2.ALLOCATION_STRATEGY_NEAREST)
     request.metadata["customer_location"] = {"lat": 31.2, "lon": 121.5, "address": "Shanghai"}
     normalized = validation.normalize(request)
+    assert normalized is request  # normalized in place: a large StartSaga is not copied again
     assert (normalized.customer_location.lat, normalized.customer_location.lon) == (31.2, 121.5)
+    request = order({"SKU-1": 1}, allocation_strategy=common_pb2.ALLOCATION_STRATEGY_PRIORITY)
     request.metadata["customer_location"] = None  # null: no location (PRIORITY needs none)
-    request.allocation_strategy = common_pb2.ALLOCATION_STRATEGY_PRIORITY
     assert not validation.normalize(request).HasField("customer_location")
 
 

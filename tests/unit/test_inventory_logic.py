@@ -176,24 +176,6 @@ def test_units_per_stock_row_groups_and_orders():
     assert logic.units_per_stock_row(locks) == [("W1", "A", 1), ("W2", "A", 5)]
 
 
-def test_expiry_notice_names_warehouse_sku_and_quantity():
-    order_id, message, attributes = logic.expiry_notice(
-        "saga-1",
-        [
-            logic.LockedUnits("l2", "saga-1", "O-9", "W2", "B", 1),
-            logic.LockedUnits("l1", "saga-1", "O-9", "W1", "A", 3),
-        ],
-    )
-    assert order_id == "O-9"
-    assert "saga-1" in message and "4 unit" in message
-    assert attributes == {
-        "warehouse_id": "W1,W2",
-        "sku": "A,B",
-        "quantity": "4",
-        "lines": "W1/A=3,W2/B=1",
-        "lock_ids": "l1,l2",
-    }
-
 
 def test_lock_status_mapping_is_complete():
     statuses = set(common_pb2.LockStatus.values()) - {

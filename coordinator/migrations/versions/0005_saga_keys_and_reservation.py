@@ -4,6 +4,7 @@ order_id and customer_id are copied out of the saga's request when it is created
 ListSagas can filter by them through an index. reservation_state (common.v1.ReservationState,
 NULL until the saga COMPLETED) and reservation_expires_at (epoch ms) let ListSagas filter by the
 reservation's state and the coordinator find the reservations whose time has run out.
+cancel_reason is what CancelSaga was told, for the replica that drives the saga to read.
 
 Revision ID: 0005
 Revises: 0004
@@ -23,6 +24,7 @@ def upgrade() -> None:
     op.add_column("sagas", sa.Column("customer_id", sa.String(256), nullable=False, server_default=""))
     op.add_column("sagas", sa.Column("reservation_state", sa.Integer, nullable=True))
     op.add_column("sagas", sa.Column("reservation_expires_at", sa.BigInteger, nullable=True))
+    op.add_column("sagas", sa.Column("cancel_reason", sa.String(256), nullable=False, server_default=""))
     op.create_index("ix_sagas_order_id_created_at", "sagas", ["order_id", "created_at"])
     op.create_index("ix_sagas_customer_id_created_at", "sagas", ["customer_id", "created_at"])
     op.create_index("ix_sagas_reservation_expiry", "sagas", ["reservation_state", "reservation_expires_at"])
@@ -32,5 +34,5 @@ def downgrade() -> None:
     op.drop_index("ix_sagas_reservation_expiry", table_name="sagas")
     op.drop_index("ix_sagas_customer_id_created_at", table_name="sagas")
     op.drop_index("ix_sagas_order_id_created_at", table_name="sagas")
-    for column in ("reservation_expires_at", "reservation_state", "customer_id", "order_id"):
+    for column in ("cancel_reason", "reservation_expires_at", "reservation_state", "customer_id", "order_id"):
         op.drop_column("sagas", column)

@@ -21,6 +21,7 @@ class SagaStep(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SAGA_STEP_GENERATE_PICKLIST: _ClassVar[SagaStep]
     SAGA_STEP_NOTIFY: _ClassVar[SagaStep]
     SAGA_STEP_NOTIFY_FAILURE: _ClassVar[SagaStep]
+    SAGA_STEP_NOTIFY_RESERVATION: _ClassVar[SagaStep]
 
 class WarehouseStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -88,6 +89,7 @@ SAGA_STEP_LOCK_INVENTORY: SagaStep
 SAGA_STEP_GENERATE_PICKLIST: SagaStep
 SAGA_STEP_NOTIFY: SagaStep
 SAGA_STEP_NOTIFY_FAILURE: SagaStep
+SAGA_STEP_NOTIFY_RESERVATION: SagaStep
 WAREHOUSE_STATUS_UNSPECIFIED: WarehouseStatus
 WAREHOUSE_STATUS_ACTIVE: WarehouseStatus
 WAREHOUSE_STATUS_MAINTENANCE: WarehouseStatus

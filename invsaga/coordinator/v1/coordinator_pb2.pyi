@@ -223,16 +223,20 @@ class WarehouseReservation(_message.Message):
     def __init__(self, warehouse_id: _Optional[str] = ..., picklist_id: _Optional[str] = ..., state: _Optional[_Union[_common_pb2.ReservationState, str]] = ..., picklist_status: _Optional[_Union[_common_pb2.PicklistStatus, str]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Reservation(_message.Message):
-    __slots__ = ("state", "expires_at", "warehouses", "updated_at")
+    __slots__ = ("state", "expires_at", "warehouses", "updated_at", "releasing", "allocation_settled")
     STATE_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
     WAREHOUSES_FIELD_NUMBER: _ClassVar[int]
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    RELEASING_FIELD_NUMBER: _ClassVar[int]
+    ALLOCATION_SETTLED_FIELD_NUMBER: _ClassVar[int]
     state: _common_pb2.ReservationState
     expires_at: _timestamp_pb2.Timestamp
     warehouses: _containers.RepeatedCompositeFieldContainer[WarehouseReservation]
     updated_at: _timestamp_pb2.Timestamp
-    def __init__(self, state: _Optional[_Union[_common_pb2.ReservationState, str]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., warehouses: _Optional[_Iterable[_Union[WarehouseReservation, _Mapping]]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    releasing: _common_pb2.ReservationState
+    allocation_settled: bool
+    def __init__(self, state: _Optional[_Union[_common_pb2.ReservationState, str]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., warehouses: _Optional[_Iterable[_Union[WarehouseReservation, _Mapping]]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., releasing: _Optional[_Union[_common_pb2.ReservationState, str]] = ..., allocation_settled: _Optional[bool] = ...) -> None: ...
 
 class EventDetail(_message.Message):
     __slots__ = ("code", "message", "attempt", "reason")

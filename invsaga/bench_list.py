@@ -1,0 +1,104 @@
+"""``invsaga bench --list``: how fast ListSagas finds an order's sagas among many.
+
+It starts a mesh (on a fresh database of ``--database-url``, or an embedded server), runs
+``--list-sagas`` one-line sagas through it (each with its own order id; a hundred customers
+share them), then times ``--list-calls`` ListSagas calls of each kind over gRPC, one after
+another: by order_id, by customer_id, by a one-minute creation-time window, and by reservation
+state. A measurement, recorded in docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import tempfile
+import time
+from collections import Counter
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from invsaga.common.v1 import common_pb2
+from invsaga.coordinator.v1 import coordinator_pb2 as pb
+from invsaga.coordinator.v1 import coordinator_pb2_grpc as pb_grpc
+from invsaga.seed import apply_seed, parse_seed
+
+CUSTOMERS = 100
+
+
+def _order(k: int) -> pb.InventoryRequest:
+    from invsaga.bench import order
+
+    request = order(random.Random(k), 1, 60, 0)
+    request.order_id = f"ORD-{k:06d}"
+    request.customer_id = f"CUST-{k % CUSTOMERS:03d}"
+    return request
+
+
+def _percentiles(seconds: list[float]) -> str:
+    ms = sorted(s * 1000 for s in seconds)
+    q = statistics.quantiles(ms, n=100, method="inclusive")
+    return f"p50 {q[49]:.1f} ms, p95 {q[94]:.1f} ms, p99 {q[98]:.1f} ms, max {ms[-1]:.1f} ms"
+
+
+async def list_bench(args: argparse.Namespace) -> int:
+    from invsaga.bench_resources import _bench_seed, _run_sagas, _start_mesh, drop_database, fresh_database
+
+    env = {"INVSAGA_LOG_LEVEL": "WARNING", "INVSAGA_MAX_CONCURRENT_SAGAS": str(max(64, args.concurrency))}
+    url = fresh_database(args.database_url, "list") if args.database_url else None
+    try:
+        with tempfile.TemporaryDirectory(prefix="invsaga-list-") as workdir:
+            mesh = _start_mesh(workdir, "mesh", url, env)
+            try:
+                await apply_seed(parse_seed(_bench_seed()), mesh.address("warehouse"), mesh.address("inventory"))
+                address = mesh.address("coordinator")
+                codes: Counter = Counter()
+                began = time.time()
+                took = await _run_sagas(address, _order, args.list_sagas, args.concurrency, codes)
+                print(f"{args.list_sagas:,} sagas in {took:.1f} s: {dict(codes)}", flush=True)
+                return await _time_lists(address, args, began)
+            finally:
+                mesh.stop()
+    finally:
+        if url:
+            drop_database(url)
+
+
+async def _time_lists(address: str, args: argparse.Namespace, began: float) -> int:
+    rng = random.Random(5)
+    window = Timestamp(seconds=int(began) + 5)
+    window_end = Timestamp(seconds=int(began) + 65)
+    kinds = {
+        "order_id": lambda: pb.ListSagasRequest(order_id=f"ORD-{rng.randrange(args.list_sagas):06d}"),
+        "customer_id (first page of 50)": lambda: pb.ListSagasRequest(
+            customer_id=f"CUST-{rng.randrange(CUSTOMERS):03d}", page_size=50
+        ),
+        "a one-minute window (first page of 50)": lambda: pb.ListSagasRequest(
+            created_after=window, created_before=window_end, page_size=50
+        ),
+        "reservation RESERVED (first page of 50)": lambda: pb.ListSagasRequest(
+            reservation_state=common_pb2.RESERVATION_STATE_RESERVED, page_size=50
+        ),
+    }
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = pb_grpc.SagaCoordinatorServiceStub(channel)
+        for name, make in kinds.items():
+            for _ in range(20):  # warm-up
+                await stub.ListSagas(make(), timeout=30)
+            seconds, found = [], 0
+            for _ in range(args.list_calls):
+                request = make()
+                started = time.perf_counter()
+                reply = await stub.ListSagas(request, timeout=30)
+                seconds.append(time.perf_counter() - started)
+                found += len(reply.sagas)
+            print(f"ListSagas by {name}: {_percentiles(seconds)} ({found / args.list_calls:.1f} sagas per answer, "
+                  f"{args.list_calls} calls)", flush=True)
+    return 0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--list", action="store_true", help="time ListSagas' filters among --list-sagas sagas")
+    parser.add_argument("--list-sagas", type=int, default=10_000, help="with --list: sagas to create first")
+    parser.add_argument("--list-calls", type=int, default=500, help="with --list: calls timed per filter")
