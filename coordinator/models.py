@@ -52,6 +52,7 @@ sagas = Table(
     Index("ix_sagas_order_id_created_at", "order_id", "created_at"),
     Index("ix_sagas_customer_id_created_at", "customer_id", "created_at"),
     Index("ix_sagas_reservation_expiry", "reservation_state", "reservation_expires_at"),
+    Index("ix_sagas_reservation_state_created_at", "reservation_state", "created_at"),
 )
 
 saga_events = Table(
