@@ -92,7 +92,11 @@ def _client_command(name: str):
     def run(args: argparse.Namespace) -> int:
         from invsaga import client_cli
 
-        return asyncio.run(getattr(client_cli, name)(args))
+        try:
+            return asyncio.run(getattr(client_cli, name)(args))
+        except client_cli.UsageError as err:
+            print(f"invsaga {args.command}: {err}", file=sys.stderr)
+            return 2
 
     return run
 
@@ -104,6 +108,12 @@ def _module_command(parser: argparse.ArgumentParser, module_name: str, call) -> 
     module = importlib.import_module(module_name)
     module.add_arguments(parser)
     parser.set_defaults(func=lambda args: call(module, args))
+
+
+def _connection(parser: argparse.ArgumentParser) -> None:
+    from invsaga.client_cli import connection_arguments
+
+    connection_arguments(parser)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -131,28 +141,48 @@ def build_parser() -> argparse.ArgumentParser:
     seed.add_argument("--inventory", default=f"localhost:{DEFAULT_PORTS['inventory']}")
     seed.set_defaults(func=cmd_seed)
 
-    coordinator = f"localhost:{DEFAULT_PORTS['coordinator']}"
     start = sub.add_parser("start", help="start a saga from a YAML/JSON InventoryRequest")
     start.add_argument("file")
     start.add_argument("--watch", action="store_true", help="follow its progress until it ends")
-    start.add_argument("--coordinator", default=coordinator)
+    _connection(start)
     start.set_defaults(func=_client_command("start"))
 
     watch = sub.add_parser("watch", help="live step-by-step progress of a saga")
     watch.add_argument("saga_id")
-    watch.add_argument("--coordinator", default=coordinator)
+    _connection(watch)
     watch.set_defaults(func=_client_command("watch"))
 
     get = sub.add_parser("get", help="show a saga")
     get.add_argument("saga_id")
-    get.add_argument("--coordinator", default=coordinator)
+    _connection(get)
     get.set_defaults(func=_client_command("get"))
 
     lst = sub.add_parser("list", help="list sagas")
     lst.add_argument("--status", help="PENDING, RUNNING, COMPENSATING, COMPLETED, COMPENSATED or FAILED")
     lst.add_argument("--limit", type=int, default=50)
-    lst.add_argument("--coordinator", default=coordinator)
+    _connection(lst)
     lst.set_defaults(func=_client_command("list_sagas"))
+
+    cancel = sub.add_parser(
+        "cancel", help="cancel a running saga, or release a COMPLETED saga's reservation (docs/lifecycle.md)"
+    )
+    cancel.add_argument("saga_id")
+    cancel.add_argument("--reason", default="", help="why (kept in the saga and told to the customer)")
+    cancel.add_argument("--release-unpicked", action="store_true",
+                        help="when picking has started: release only the warehouses no picker has touched")
+    _connection(cancel)
+    cancel.set_defaults(func=_client_command("cancel"))
+
+    resume = sub.add_parser("resume", help="retry a FAILED saga's compensation")
+    resume.add_argument("saga_id")
+    _connection(resume)
+    resume.set_defaults(func=_client_command("resume"))
+
+    extend = sub.add_parser("extend", help="push a reservation's expiry out (before picking starts)")
+    extend.add_argument("saga_id")
+    extend.add_argument("--until", required=True, help="a time with its zone (2026-12-24T18:00:00Z) or a duration from now (2h)")
+    _connection(extend)
+    extend.set_defaults(func=_client_command("extend"))
 
     from invsaga import top as top_command
 

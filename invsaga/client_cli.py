@@ -1,4 +1,9 @@
-"""Client commands of ``invsaga``: start, watch, get, list, demo."""
+"""Client commands of ``invsaga``: start, watch, get, list, cancel, resume, extend, demo.
+
+Each reaches the coordinator at ``--coordinator`` (else ``$INVSAGA_COORDINATOR_ADDR``, else
+localhost:50050), with ``--token`` (else ``$INVSAGA_TOKEN``) as a bearer token and, for TLS,
+``--tls-ca`` / ``--tls-cert`` / ``--tls-key`` (else ``$INVSAGA_TLS_CA`` / ``_CERT`` / ``_KEY``).
+"""
 
 from __future__ import annotations
 
@@ -21,6 +26,46 @@ from invsaga.coordinator.v1 import coordinator_pb2_grpc as pb_grpc
 from invsaga.runtime.errors import RpcFailure
 
 console = Console()
+DEFAULT_COORDINATOR = "localhost:50050"
+
+
+class UsageError(Exception):
+    """Bad input on the command line: printed as one line, exit status 2 (no traceback)."""
+
+
+def connection_arguments(parser: argparse.ArgumentParser) -> None:
+    """--coordinator, --token and the TLS files, each defaulting to its environment variable."""
+    parser.add_argument("--coordinator", default=None,
+                        help=f"host:port (default: $INVSAGA_COORDINATOR_ADDR or {DEFAULT_COORDINATOR})")
+    parser.add_argument("--token", default=None, help="API token sent as a bearer token (default: $INVSAGA_TOKEN)")
+    parser.add_argument("--tls-ca", default=None, help="CA certificate, for TLS (default: $INVSAGA_TLS_CA)")
+    parser.add_argument("--tls-cert", default=None, help="client certificate, for mTLS (default: $INVSAGA_TLS_CERT)")
+    parser.add_argument("--tls-key", default=None, help="client key, for mTLS (default: $INVSAGA_TLS_KEY)")
+
+
+def coordinator_channel(args: argparse.Namespace) -> grpc.aio.Channel:
+    """The channel the command's flags (or the environment) describe."""
+    import os
+
+    from invsaga.runtime.channels import open_channel
+    from invsaga.runtime.security import bearer_interceptors
+
+    def pick(flag: str, env: str) -> str:
+        return getattr(args, flag, None) or os.environ.get(env, "")
+
+    target = pick("coordinator", "INVSAGA_COORDINATOR_ADDR") or DEFAULT_COORDINATOR
+    token = pick("token", "INVSAGA_TOKEN")
+    ca, cert, key = (pick(f"tls_{k}", f"INVSAGA_TLS_{k.upper()}") for k in ("ca", "cert", "key"))
+    credentials = None
+    if ca or cert:
+        try:
+            read = {name: Path(path).read_bytes() if path else None for name, path in (("ca", ca), ("cert", cert), ("key", key))}
+        except OSError as err:
+            raise UsageError(f"cannot read a TLS file: {err}") from None
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=read["ca"], private_key=read["key"], certificate_chain=read["cert"]
+        )
+    return open_channel(target, bearer_interceptors(token) if token else [], credentials)
 TERMINAL = (pb.SAGA_STATUS_COMPLETED, pb.SAGA_STATUS_COMPENSATED, pb.SAGA_STATUS_FAILED)
 _ENUM_PREFIX = {"allocation_strategy": "ALLOCATION_STRATEGY_", "request_type": "REQUEST_TYPE_"}
 STATUS_STYLE = {
@@ -104,6 +149,10 @@ def describe(saga: pb.Saga) -> None:
             console.print(f"  short {s.sku}: required {s.required}, available {s.available}")
     if saga.compensation_failure.reason:
         console.print(f"[red]compensation failed[/] at {saga.compensation_failure.step}: {saga.compensation_failure.message}")
+    if saga.HasField("reservation"):
+        console.print(_reservation_line(saga))
+    if saga.cancel_reason:
+        console.print(f"cancelled: {saga.cancel_reason}")
 
 
 def _strategy(value: int) -> str:
@@ -152,7 +201,7 @@ async def follow(stub, saga_id: str) -> pb.Saga:
 
 async def start(args: argparse.Namespace) -> int:
     request = load_request(args.file)
-    async with grpc.aio.insecure_channel(args.coordinator) as channel:
+    async with coordinator_channel(args) as channel:
         stub = pb_grpc.SagaCoordinatorServiceStub(channel)
         try:
             reply = await stub.StartSaga(pb.StartSagaRequest(request=request), timeout=10)
@@ -167,7 +216,7 @@ async def start(args: argparse.Namespace) -> int:
 
 
 async def watch(args: argparse.Namespace) -> int:
-    async with grpc.aio.insecure_channel(args.coordinator) as channel:
+    async with coordinator_channel(args) as channel:
         stub = pb_grpc.SagaCoordinatorServiceStub(channel)
         try:
             saga = await follow(stub, args.saga_id)
@@ -178,7 +227,7 @@ async def watch(args: argparse.Namespace) -> int:
 
 
 async def get(args: argparse.Namespace) -> int:
-    async with grpc.aio.insecure_channel(args.coordinator) as channel:
+    async with coordinator_channel(args) as channel:
         stub = pb_grpc.SagaCoordinatorServiceStub(channel)
         try:
             saga = (await stub.GetSaga(pb.GetSagaRequest(saga_id=args.saga_id), timeout=10)).saga
@@ -193,7 +242,7 @@ async def list_sagas(args: argparse.Namespace) -> int:
     if args.status:
         name = args.status.upper()
         status = pb.SagaStatus.Value(name if name.startswith("SAGA_STATUS_") else f"SAGA_STATUS_{name}")
-    async with grpc.aio.insecure_channel(args.coordinator) as channel:
+    async with coordinator_channel(args) as channel:
         stub = pb_grpc.SagaCoordinatorServiceStub(channel)
         try:
             reply = await stub.ListSagas(pb.ListSagasRequest(status=status, page_size=args.limit), timeout=10)
@@ -221,3 +270,77 @@ async def demo(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="invsaga-demo-") as workdir:
         return await run_demo(Path(workdir), database_url=args.database_url)
 
+
+
+def _timestamp(text: str) -> Any:
+    """An ISO 8601 time (a zone required) or a duration from now (``90s``, ``30m``, ``2h``)."""
+    from datetime import datetime, timezone
+
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    from invsaga.runtime.config import ConfigError, parse_duration
+
+    ts = Timestamp()
+    try:
+        seconds = parse_duration(text, name="--until")
+    except (ConfigError, ValueError):
+        seconds = None
+    if seconds is not None:
+        ts.FromNanoseconds(int((datetime.now(timezone.utc).timestamp() + seconds) * 1e9))
+        return ts
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise UsageError(f"--until: {text!r} is neither a time (2026-12-24T18:00:00+00:00) nor a duration (30m)") from None
+    if when.tzinfo is None:
+        raise UsageError(f"--until: {text!r} has no time zone (add +00:00 or Z)")
+    ts.FromDatetime(when.astimezone(timezone.utc))
+    return ts
+
+
+def _reservation_line(saga: pb.Saga) -> str:
+    from invsaga.common.v1 import common_pb2
+
+    r = saga.reservation
+    name = lambda state: common_pb2.ReservationState.Name(state).removeprefix("RESERVATION_STATE_")  # noqa: E731
+    parts = ", ".join(f"{w.warehouse_id} {name(w.state)}" for w in r.warehouses)
+    until = r.expires_at.ToDatetime().strftime("%Y-%m-%d %H:%M:%S UTC") if r.HasField("expires_at") else "-"
+    return f"reservation {name(r.state)} (expires {until}): {parts}"
+
+
+async def cancel(args: argparse.Namespace) -> int:
+    async with coordinator_channel(args) as channel:
+        stub = pb_grpc.SagaCoordinatorServiceStub(channel)
+        request = pb.CancelSagaRequest(saga_id=args.saga_id, reason=args.reason or "", release_unpicked=args.release_unpicked)
+        try:
+            saga = (await stub.CancelSaga(request, timeout=30)).saga
+        except grpc.aio.AioRpcError as error:
+            return _report(error)
+    if saga.HasField("reservation"):
+        console.print(_reservation_line(saga))
+    else:
+        console.print(f"saga {saga.saga_id}: {_short(pb.SagaStatus.Name(saga.status))} (cancel requested)")
+    return 0
+
+
+async def resume(args: argparse.Namespace) -> int:
+    async with coordinator_channel(args) as channel:
+        stub = pb_grpc.SagaCoordinatorServiceStub(channel)
+        try:
+            saga = (await stub.ResumeSaga(pb.ResumeSagaRequest(saga_id=args.saga_id), timeout=30)).saga
+        except grpc.aio.AioRpcError as error:
+            return _report(error)
+    console.print(f"saga {saga.saga_id}: {_short(pb.SagaStatus.Name(saga.status))} (compensation resumed)")
+    return 0
+
+
+async def extend(args: argparse.Namespace) -> int:
+    until = _timestamp(args.until)
+    async with coordinator_channel(args) as channel:
+        stub = pb_grpc.SagaCoordinatorServiceStub(channel)
+        try:
+            reply = await stub.ExtendReservation(pb.ExtendReservationRequest(saga_id=args.saga_id, until=until), timeout=30)
+        except grpc.aio.AioRpcError as error:
+            return _report(error)
+    console.print(_reservation_line(pb.Saga(saga_id=args.saga_id, reservation=reply.reservation)))
+    return 0
