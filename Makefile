@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PROTOS := $(shell find protos -name '*.proto')
 
-.PHONY: run test protos lint-protos bench clean
+.PHONY: run test protos lint lint-protos bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,9 @@ test: $(STAMP)
 
 protos: $(STAMP)
 	$(PY) -m invsaga.runtime.protogen
+
+lint: $(STAMP) lint-protos
+	$(VENV)/bin/ruff check .
 
 lint-protos: $(STAMP)
 	cd protos && ../$(VENV)/bin/buf lint
