@@ -32,8 +32,12 @@ def cmd_up(args: argparse.Namespace) -> int:
         for service in SERVICES:
             print(f"  {service:<12} grpc://{mesh.address(service)}  metrics http://127.0.0.1:{mesh.ports[service] + 1000}/metrics")
         if not args.no_demo_data:
-            summary = asyncio.run(seed_file(DEMO_DATA, mesh.address("warehouse"), mesh.address("inventory")))
-            print(f"demo data: {summary}")
+            if asyncio.run(_has_warehouses(mesh.address("warehouse"))):
+                # A restart keeps what the last run changed (stock picked, set, adjusted).
+                print("demo data: kept (the database already holds warehouses; seeded on the first start only)")
+            else:
+                summary = asyncio.run(seed_file(DEMO_DATA, mesh.address("warehouse"), mesh.address("inventory")))
+                print(f"demo data: {summary}")
         print(f"logs in {args.log_dir}; Ctrl-C stops all six processes", flush=True)
         stopped = {"flag": False}
 
@@ -52,6 +56,16 @@ def cmd_up(args: argparse.Namespace) -> int:
     finally:
         codes = mesh.stop()
         print("stopped: " + ", ".join(f"{s}={c}" for s, c in codes.items()))
+
+
+async def _has_warehouses(address: str) -> bool:
+    from invsaga.runtime.channels import open_channel
+    from invsaga.warehouse.v1 import warehouse_pb2, warehouse_pb2_grpc
+
+    async with open_channel(address) as channel:
+        stub = warehouse_pb2_grpc.WarehouseServiceStub(channel)
+        reply = await stub.ListWarehouses(warehouse_pb2.ListWarehousesRequest(page_size=1), timeout=30)
+    return bool(reply.warehouses)
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:

@@ -120,3 +120,79 @@ def test_up_without_a_url_serves_the_demo_data_on_an_embedded_postgres_and_ctrl_
         rest, _ = up.communicate(timeout=60)
     assert up.returncode == 0, rest
     assert not _postgres_of(data / "postgres"), "Ctrl-C leaves no postgres process behind"
+
+
+def test_up_again_keeps_what_the_first_run_changed(tmp_path):
+    """The demo data is seeded into an empty database only: stock consumed through a picklist
+    during the first run is still consumed after a restart on the same data directory."""
+    import signal
+
+    import grpc
+
+    from invsaga.inventory.v1 import inventory_pb2, inventory_pb2_grpc
+    from invsaga.launcher import free_port, port_free
+    from invsaga.logistics.v1 import logistics_pb2, logistics_pb2_grpc
+    from invsaga.common.v1 import common_pb2
+    from tests.saga_support import order
+    from invsaga.coordinator.v1 import coordinator_pb2, coordinator_pb2_grpc
+
+    base = free_port()
+    while not all(port_free(p + d) for p in range(base, base + 6) for d in (0, 1000)):
+        base = free_port()
+    data = tmp_path / "data"
+    env = {"PATH": "/usr/bin:/bin", "INVSAGA_LOG_LEVEL": "WARNING", "HOME": str(tmp_path)}
+
+    def up() -> tuple[subprocess.Popen, str]:
+        proc = subprocess.Popen(
+            [INVSAGA, "up", "--port-base", str(base), "--data-dir", str(data), "--log-dir", str(tmp_path / "logs")],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+        )
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if "Ctrl-C stops" in line:
+                break
+        out = "".join(lines)
+        assert "Ctrl-C stops" in out, f"invsaga up did not come up (status {proc.wait(timeout=30)}): {out}"
+        return proc, out
+
+    def stop(proc: subprocess.Popen) -> None:
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 0, rest
+
+    def level(channel, warehouse_id: str, sku: str):
+        stub = inventory_pb2_grpc.InventoryServiceStub(channel)
+        return stub.GetStock(inventory_pb2.GetStockRequest(warehouse_id=warehouse_id, sku=sku), timeout=10).stock
+
+    first, out = up()
+    try:
+        assert "demo data:" in out and "kept" not in out, out
+        with grpc.insecure_channel(f"127.0.0.1:{base}") as coord, grpc.insecure_channel(f"127.0.0.1:{base + 4}") as logi, \
+                grpc.insecure_channel(f"127.0.0.1:{base + 2}") as inv:
+            stock = inventory_pb2_grpc.InventoryServiceStub(inv).ListStock(inventory_pb2.ListStockRequest(), timeout=10).stock
+            row = max(stock, key=lambda s: s.available)
+            started = coordinator_pb2_grpc.SagaCoordinatorServiceStub(coord).StartSaga(
+                coordinator_pb2.StartSagaRequest(request=order({row.sku: 1})), timeout=10
+            )
+            watch = coordinator_pb2_grpc.SagaCoordinatorServiceStub(coord).WatchSaga(
+                coordinator_pb2.WatchSagaRequest(saga_id=started.saga_id), timeout=30
+            )
+            assert list(watch)[-1].event.type == coordinator_pb2.SAGA_EVENT_TYPE_SAGA_COMPLETED
+            picking = logistics_pb2_grpc.LogisticsServiceStub(logi)
+            [picklist] = picking.ListPicklists(logistics_pb2.ListPicklistsRequest(saga_id=started.saga_id), timeout=10).picklists
+            for status in (common_pb2.PICKLIST_STATUS_PROCESSING, common_pb2.PICKLIST_STATUS_COMPLETED):
+                picking.UpdatePicklistStatus(
+                    logistics_pb2.UpdatePicklistStatusRequest(picklist_id=picklist.picklist_id, status=status), timeout=10
+                )
+            consumed = level(inv, picklist.warehouse_id, row.sku)
+    finally:
+        stop(first)
+    second, out = up()
+    try:
+        assert "demo data: kept" in out, out
+        with grpc.insecure_channel(f"127.0.0.1:{base + 2}") as inv:
+            after = level(inv, picklist.warehouse_id, row.sku)
+        assert (after.on_hand, after.locked) == (consumed.on_hand, consumed.locked)
+    finally:
+        stop(second)
