@@ -124,6 +124,15 @@ def _module_command(parser: argparse.ArgumentParser, module_name: str, call) -> 
     parser.set_defaults(func=lambda args: call(module, args))
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("invsaga")
+    except PackageNotFoundError:  # run from a source tree that was not installed
+        return "unknown"
+
+
 def _connection(parser: argparse.ArgumentParser) -> None:
     from invsaga.client_cli import connection_arguments
 
@@ -132,6 +141,7 @@ def _connection(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="invsaga", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"invsaga {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     up = sub.add_parser("up", help="start the six processes (embedded PostgreSQL under ./data, demo data seeded)")

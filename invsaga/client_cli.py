@@ -248,19 +248,26 @@ async def list_sagas(args: argparse.Namespace) -> int:
             reply = await stub.ListSagas(pb.ListSagasRequest(status=status, page_size=args.limit), timeout=10)
         except grpc.aio.AioRpcError as error:
             return _report(error)
+    from invsaga.common.v1 import common_pb2
+
     table = Table()
-    for column in ("saga_id", "order", "status", "strategy", "reason", "created"):
+    table.add_column("saga_id", no_wrap=True, overflow="ignore")  # whole, to copy
+    for column in ("order", "status", "reservation", "strategy", "reason", "created (UTC)"):
         table.add_column(column)
     for saga in reply.sagas:
+        reservation = saga.reservation.state
         table.add_row(
             saga.saga_id,
             saga.request.order_id,
             _short(pb.SagaStatus.Name(saga.status)),
+            common_pb2.ReservationState.Name(reservation).removeprefix("RESERVATION_STATE_") if reservation else "",
             _strategy(saga.request.allocation_strategy),
             saga.failure.reason,
             saga.created_at.ToDatetime().strftime("%Y-%m-%d %H:%M:%S"),
         )
     console.print(table)
+    if reply.next_page_token:
+        console.print(f"(more than {len(reply.sagas)}: raise --limit to see more)")
     return 0
 
 

@@ -80,5 +80,8 @@ async def test_a_mesh_with_tokens_is_reached_with_the_flag_or_the_environment(to
     assert refused.returncode == 1 and "UNAUTHENTICATED" in refused.stdout
     by_flag = cli("get", saga.saga_id, "--coordinator", address, "--token", token)
     assert by_flag.returncode == 0 and saga.saga_id in by_flag.stdout, by_flag.stdout + by_flag.stderr
-    by_env = cli("list", env={"INVSAGA_COORDINATOR_ADDR": address, "INVSAGA_TOKEN": token})
-    assert by_env.returncode == 0 and saga.saga_id[:8] in by_env.stdout, by_env.stdout + by_env.stderr
+    # `list` shows whole saga ids even in 80 columns, so they can be copied.
+    by_env = cli("list", env={"INVSAGA_COORDINATOR_ADDR": address, "INVSAGA_TOKEN": token, "COLUMNS": "80"})
+    assert by_env.returncode == 0 and saga.saga_id in by_env.stdout, by_env.stdout + by_env.stderr
+    version = cli("--version")
+    assert version.returncode == 0 and version.stdout.startswith("invsaga ")
