@@ -26,7 +26,7 @@ from invsaga.coordinator.v1 import coordinator_pb2 as pb
 from invsaga.runtime import telemetry
 from invsaga.runtime.errors import RpcFailure
 from invsaga.runtime.logs import log_context
-from invsaga.runtime.retry import ALL, DeadlineReached, RetryPolicy, call_with_retry
+from invsaga.runtime.retry import ALL, DeadlineReached, RetryPolicy, call_with_retry, journaled
 
 if TYPE_CHECKING:
     from coordinator.engine import Engine
@@ -393,6 +393,7 @@ class Driver:
             self.engine.observe_retry(step, error, will_retry)
             if will_retry:
                 state.attempts += 1
+            if will_retry and journaled(attempt, policy):  # a long outage: a few events, not hundreds
                 self.emit(
                     pb.SAGA_EVENT_TYPE_STEP_RETRYING,
                     step.name,
@@ -521,7 +522,7 @@ class Driver:
 
         def observe(attempt: int, error: grpc.RpcError, will_retry: bool, delay: float) -> None:
             state.compensation_attempts += 1
-            if will_retry:
+            if will_retry and journaled(attempt, policy):
                 self.emit(
                     pb.SAGA_EVENT_TYPE_STEP_RETRYING, step.name, state.status, code=error.code().name,
                     message=clip(error.details() or ""), attempt=attempt,

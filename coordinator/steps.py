@@ -142,6 +142,10 @@ def execute_request(step: StepDef, saga: pb.Saga, settings: Settings) -> Any:
             ),
         )
     if step.key == "lock_inventory":
+        # The capacities QueryWarehouses found, of the warehouses the lock touches: the plan
+        # fitted them when it was made, but a concurrent saga may have locked there since, so
+        # inventory checks them again where the units are taken (SPEC §9).
+        planned = {line.warehouse_id for line in saga.allocation.lines}
         return m.ExecuteRequest(
             context=ctx,
             lock_inventory=m.LockInventoryInput(
@@ -149,12 +153,7 @@ def execute_request(step: StepDef, saga: pb.Saga, settings: Settings) -> Any:
                 lines=saga.allocation.lines,
                 expires_at=expiry(saga, settings.saga.expiry.lock),
                 order_id=request.order_id,
-                # Enforced where the stock is locked, not only when planned (SPEC §9).
-                capacities={
-                    w.warehouse_id: w.capacity
-                    for w in saga.warehouses
-                    if any(line.warehouse_id == w.warehouse_id for line in saga.allocation.lines)
-                },
+                capacities={w.warehouse_id: w.capacity for w in saga.warehouses if w.warehouse_id in planned},
             ),
         )
     if step.key == "generate_picklist":

@@ -190,11 +190,16 @@ ENV_VARS: dict[str, str] = {
     "INVSAGA_LOG_FORMAT": "json or text",
     "INVSAGA_DATA_DIR": "directory of the embedded PostgreSQL server (DATA_DIR/postgres) when no URL is given",
     "INVSAGA_SAGA_TIMEOUT": "whole-saga timeout",
-    "INVSAGA_RETRY_MAX_ATTEMPTS": "attempts per step",
+    "INVSAGA_RETRY_MAX_ATTEMPTS": (
+        "attempts per step at a retryable business fault; transient faults (UNAVAILABLE, an attempt's"
+        " deadline) are retried until the saga's deadline"
+    ),
     "INVSAGA_RETRY_INITIAL_INTERVAL": "first backoff interval",
-    "INVSAGA_RETRY_MAX_INTERVAL": "backoff cap",
-    "INVSAGA_COMPENSATION_TIMEOUT": "deadline of each compensation attempt",
-    "INVSAGA_COMPENSATION_RETRY_ATTEMPTS": "compensation attempts before FAILED",
+    "INVSAGA_RETRY_MAX_INTERVAL": "backoff cap (transient faults: at most 1 s, so a restarted participant is used soon)",
+    "INVSAGA_COMPENSATION_TIMEOUT": (
+        "deadline of each Compensate call, its attempts together: transient faults are retried until it passes"
+    ),
+    "INVSAGA_COMPENSATION_RETRY_ATTEMPTS": "Compensate attempts at a business fault before the saga is parked FAILED",
     "INVSAGA_EXPIRY_ALLOCATION": "allocation time to live",
     "INVSAGA_EXPIRY_LOCK": "lock time to live",
     "INVSAGA_EXPIRY_CLEANUP_INTERVAL": "sweeper interval",

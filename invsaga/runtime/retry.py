@@ -51,6 +51,18 @@ class RetryPolicy:
 Observer = Callable[[int, grpc.RpcError, bool, float], None]
 
 
+def journaled(attempt: int, policy: RetryPolicy) -> bool:
+    """Whether the retry after failed ``attempt`` goes into the saga's event journal.
+
+    Every retry within the policy's attempt count does (business faults never go past it);
+    past it, only transient faults are still retried, about two a second under the capped
+    backoff, and only attempts 4, 8, 16, … are journaled: a 10 s outage adds a handful of
+    events to a saga, one lasting the whole 3 min deadline about ten, not hundreds. The step's
+    attempt count and the retry metric still count every attempt.
+    """
+    return attempt <= policy.max_attempts or attempt & (attempt - 1) == 0
+
+
 class DeadlineReached(Exception):
     """The overall deadline passed before an attempt could start."""
 

@@ -1,5 +1,5 @@
 """Inventory rules with no gRPC or database in sight: input validation, availability
-summaries, lock expiry and the expiry notification's content."""
+summaries, lock expiry and the units a lock puts on each warehouse."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from itertools import islice
 
 from invsaga.common.v1 import common_pb2
 from invsaga.inventory.v1 import inventory_pb2 as pb
@@ -109,7 +110,7 @@ def validate_lock_inventory(inp: pb.LockInventoryInput) -> None:
     check_id(v, "lock_inventory.order_id", inp.order_id, limit=MAX_TEXT, required=False)
     if len(inp.capacities) > MAX_LINES:
         v.add("lock_inventory.capacities", f"at most {MAX_LINES} warehouses")
-    for warehouse_id, capacity in list(inp.capacities.items())[:MAX_LINES]:
+    for warehouse_id, capacity in islice(inp.capacities.items(), MAX_LINES):
         check_id(v, f"lock_inventory.capacities[{warehouse_id[:64]!r}]", warehouse_id)
         if capacity < 0:
             v.add(f"lock_inventory.capacities[{warehouse_id[:64]!r}]", "must be ≥ 0")
@@ -230,14 +231,18 @@ def plan_lock(
     )
 
 
-# A warehouse the request gives no capacity for is not limited here.
+# A warehouse the request names no capacity for (a coordinator from before capacities were
+# sent) is not limited where it is locked, only where it was planned. 2^62 leaves room to add
+# any lock's units to it in a BIGINT.
 UNLIMITED = 2**62
 
 
 def warehouse_loads(
     lines: Sequence[common_pb2.AllocationLine], capacities: Mapping[str, int]
 ) -> list[tuple[str, int, int]]:
-    """(warehouse_id, units, capacity) per warehouse of the lock, by warehouse id."""
+    """(warehouse_id, units, capacity) per warehouse of the lock, by warehouse id (the order the
+    store takes the warehouses' load rows in). Capacity means what it means to the allocation
+    service: the units a warehouse may hold locked at once, 0 meaning none."""
     units: dict[str, int] = defaultdict(int)
     for line in lines:
         units[line.warehouse_id] += line.quantity

@@ -2,18 +2,24 @@
 
 Every stock change is one conditional UPDATE whose WHERE clause states the rule it must keep
 (``on_hand - locked >= units`` and friends), so concurrent requests cannot oversell even
-without the CHECK constraints that back it up in the database. Every transaction takes rows
-in one order, a saga's locks in lock_id order and then stock rows in (warehouse, SKU) order,
-so concurrent sagas, releases and the sweeper may wait on one another but never deadlock.
+without the CHECK constraints that back it up in the database. Every statement takes rows in
+one order: a saga's locks in lock_id order, then the warehouses' load rows (their locked
+units, against which capacity is enforced) in warehouse order, then stock rows in (warehouse,
+SKU) order, so concurrent sagas and releases may wait on one another but never deadlock,
+statement against statement. (Locks the statement pipe sends together share a transaction and
+can; see _GATE and _again_after_deadlock.)
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
+
+import psycopg
 
 from invsaga.common.v1 import common_pb2
 from invsaga.inventory.v1 import inventory_pb2 as pb
@@ -24,6 +30,8 @@ from invsaga.runtime.db import Database
 from invsaga.runtime.errors import Aborted, FailedPrecondition, NotFound
 from services.inventory import logic
 from services.inventory.logic import CONSUMED, EXPIRED, HELD, RELEASED
+
+log = logging.getLogger("invsaga.inventory")
 
 # LockInventory statements an Execute tries when the stock it found short is there again by
 # the time it looks (released in between).
@@ -52,9 +60,24 @@ _AVAILABLE_ROWS = (
 # warehouse had the capacity; otherwise the barrier refuses the whole statement, the rows
 # taken included.
 _ALL_TAKEN = "(SELECT count(*) FROM took) = %(wanted_rows)s AND (SELECT count(*) FROM room) = %(load_rows)s"
-# The units per warehouse: taken against its capacity by the lock (ON CONFLICT DO UPDATE sees
-# the latest committed row, so two concurrent locks cannot both fit in the same room), given
-# back by a release or a consumption.
+# A lock, release or consumption first takes the load rows of the warehouses it touches (in
+# warehouse order), then their stock rows: everything that moves a warehouse's locked units
+# waits for its load row before any of its stock rows. That makes a group of locks the
+# statement pipe sends in one transaction safe too, as long as they are at one warehouse
+# (one statement after another, such a group holds the rows of the first while it waits for
+# those of the next; a release that holds stock rows of the warehouse holds its load row, which
+# the group already has). Counting ``gate`` in the stock UPDATE's WHERE (a one-time filter,
+# evaluated before the UPDATE reads a row) makes PostgreSQL run it to its end first.
+_GATE = (
+    "gate AS (SELECT warehouse_id FROM warehouse_load WHERE warehouse_id = ANY(%(load_warehouses)s::text[])"
+    " ORDER BY warehouse_id FOR UPDATE)"
+)
+_AFTER_GATE = " AND (SELECT count(*) FROM gate) >= 0"
+# The units per warehouse: taken against its capacity by the lock, once every stock row was
+# (ON CONFLICT DO UPDATE sees the latest committed row, so two concurrent locks cannot both fit
+# in the same room; a warehouse's first lock inserts its row), given back by a release or a
+# consumption, once every stock row was (a count runs the stock CTE to its end; an EXISTS would
+# stop at its first row).
 _TAKE_LOAD = (
     "room AS (INSERT INTO warehouse_load AS l (warehouse_id, locked, capacity)"
     " SELECT w, u, c FROM unnest(%(load_warehouses)s::text[], %(load_units)s::bigint[], %(load_caps)s::bigint[])"
@@ -62,17 +85,10 @@ _TAKE_LOAD = (
     " ON CONFLICT (warehouse_id) DO UPDATE SET locked = l.locked + EXCLUDED.locked, capacity = EXCLUDED.capacity"
     " WHERE l.locked + EXCLUDED.locked <= EXCLUDED.capacity RETURNING l.warehouse_id)"
 )
-# Rows are locked in warehouse order here as in the lock, and after all the stock rows in
-# both, so a release and a lock never wait for each other in a circle. Each counts the rows of
-# its stock CTE first (a one-time filter PostgreSQL evaluates before the load rows are read):
-# a count has to run that CTE to its end, where an EXISTS would stop after its first stock row
-# and take the load rows with the others' stock rows still to come.
 _GIVE_BACK_LOAD = (
-    "load_back AS (UPDATE warehouse_load AS l SET locked = l.locked - x.u"
-    " FROM (SELECT held.warehouse_id AS w, given.u FROM warehouse_load AS held"
-    " JOIN unnest(%(load_warehouses)s::text[], %(load_units)s::bigint[]) AS given(w, u) ON held.warehouse_id = given.w"
-    " ORDER BY held.warehouse_id FOR UPDATE OF held) AS x"
-    " WHERE l.warehouse_id = x.w AND (SELECT count(*) FROM stock_back) > 0)"
+    "load_back AS (UPDATE warehouse_load AS l SET locked = l.locked - given.u"
+    " FROM unnest(%(load_warehouses)s::text[], %(load_units)s::bigint[]) AS given(w, u)"
+    " WHERE l.warehouse_id = given.w AND (SELECT count(*) FROM stock_back) > 0)"
 )
 _LOADS = "SELECT warehouse_id, locked, capacity FROM warehouse_load WHERE warehouse_id = ANY(%s::text[])"
 
@@ -114,14 +130,15 @@ _ADJUST_STOCK = (
 def _stock_change(rows: int, change: str) -> str:
     """One UPDATE of ``rows`` distinct stock rows (parameters ``w<i>``, ``s<i>``, ``q<i>``).
 
-    A sub-select first locks the rows in (warehouse, SKU) order, so the order holds whatever
-    join order the planner picks for the UPDATE. TAKE is the SPEC's conditional UPDATE for
-    every row at once: a row without the units is left alone and missing from what the
-    statement returns. The rows are a VALUES list, one text per number of rows, rather than
-    arrays: the planner cannot see an array's length, so its generic plan for the prepared
-    statement (hash joins over scans of all the stock) is never chosen and PostgreSQL plans
-    the UPDATE afresh on every call, which costs it more than running it (measured: 0.15 ms
-    of its CPU per lock). With the rows in sight the generic plan is the index plan.
+    It runs after ``gate`` (see _GATE), which the statement must define. A sub-select first
+    locks the rows in (warehouse, SKU) order, so the order holds whatever join order the
+    planner picks for the UPDATE. TAKE is the SPEC's conditional UPDATE for every row at once:
+    a row without the units is left alone and missing from what the statement returns. The
+    rows are a VALUES list, one text per number of rows, rather than arrays: the planner
+    cannot see an array's length, so its generic plan for the prepared statement (hash joins
+    over scans of all the stock) is never chosen and PostgreSQL plans the UPDATE afresh on
+    every call, which costs it more than running it (measured: 0.15 ms of its CPU per lock).
+    With the rows in sight the generic plan is the index plan.
     """
     values = ", ".join(f"(%(w{i})s, %(s{i})s, %(q{i})s::bigint)" for i in range(rows))
     short = " AND stock.on_hand - stock.locked >= claimed.units" if change == TAKE else ""
@@ -132,7 +149,7 @@ def _stock_change(rows: int, change: str) -> str:
         " ON held.warehouse_id = wanted.warehouse_id AND held.sku = wanted.sku"
         " ORDER BY held.warehouse_id, held.sku FOR UPDATE OF held) AS claimed"
         " WHERE stock.warehouse_id = claimed.warehouse_id AND stock.sku = claimed.sku"
-        f"{short} RETURNING stock.warehouse_id"
+        f"{short}{_AFTER_GATE} RETURNING stock.warehouse_id"
     )
 
 
@@ -145,10 +162,12 @@ def _stock_params(units: Sequence[tuple[str, str, int]]) -> dict[str, Any]:
 
 @functools.cache
 def _lock_writes(rows: int) -> str:
-    """LockInventory as CTEs of its barrier row's statement: ``took`` takes the stock, one
-    conditional UPDATE (see _ALL_TAKEN), and ``new_locks`` inserts the lock rows."""
+    """LockInventory as CTEs of its barrier row's statement: ``gate`` waits for the
+    warehouses' load rows, ``took`` takes the stock, one conditional UPDATE, ``room`` the
+    units against each warehouse's capacity (see _ALL_TAKEN), and ``new_locks`` inserts the
+    lock rows."""
     return (
-        f"took AS ({_stock_change(rows, TAKE)}), {_TAKE_LOAD},"
+        f"{_GATE}, took AS ({_stock_change(rows, TAKE)}), {_TAKE_LOAD},"
         " new_locks AS (INSERT INTO locks (lock_id, saga_id, order_id, allocation_id,"
         " warehouse_id, sku, quantity, status, expires_at, picking, notify_pending, created_at,"
         " updated_at)"
@@ -180,6 +199,29 @@ def _lock_params(ctx: common_pb2.StepContext, inp: pb.LockInventoryInput, plan: 
 
 
 Fetch = Callable[[str, Any], Awaitable[list[Any]]]
+T = TypeVar("T")
+
+# Locks go through the statement pipe, which may send several in one transaction
+# (invsaga.runtime.pipe). Such a group takes each statement's rows in order, but one statement
+# after the other: with locks at two warehouses it may hold the second's load row while it
+# waits for the first's, which a release, or a lock over both warehouses, holds while it waits
+# for the second's (so also a warehouse's very first locks, before it has a load row to wait
+# for). PostgreSQL breaks the cycle by failing one side. The pipe sends a failed group's
+# statements again one by one; a lock, release, consumption or compensation that failed is
+# tried again from the start: its transaction rolled back whole, it reads what it finishes
+# afresh, and the barrier answers a lock or compensation that did commit meanwhile.
+DEADLOCK_ATTEMPTS = 5
+
+
+async def _again_after_deadlock(what: str, transaction: Callable[[], Awaitable[T]]) -> T:
+    for attempt in range(1, DEADLOCK_ATTEMPTS + 1):
+        try:
+            return await transaction()
+        except psycopg.errors.DeadlockDetected:
+            if attempt == DEADLOCK_ATTEMPTS:
+                raise  # UNAVAILABLE to the caller, who may try again later
+            log.warning("deadlock on stock or load rows in %s (attempt %d), trying again", what, attempt)
+    raise AssertionError("unreachable")
 
 
 async def _finish(fetch: Fetch, held_sql: str, params: dict, status: str, now: datetime):
@@ -190,7 +232,7 @@ async def _finish(fetch: Fetch, held_sql: str, params: dict, status: str, now: d
         return held, "", {}
     units = logic.units_per_stock_row(held)
     change = CONSUME if status == CONSUMED else GIVE_BACK
-    writes = f"{_FINISH}, stock_back AS ({_stock_change(len(units), change)}), {_GIVE_BACK_LOAD}"
+    writes = f"{_FINISH}, {_GATE}, stock_back AS ({_stock_change(len(units), change)}), {_GIVE_BACK_LOAD}"
     per_warehouse: dict[str, int] = {}
     for lock in held:
         per_warehouse[lock.warehouse_id] = per_warehouse.get(lock.warehouse_id, 0) + lock.quantity
@@ -326,11 +368,14 @@ class InventoryStore:
     async def lock(
         self, ctx: common_pb2.StepContext, inp: pb.LockInventoryInput, lock_ttl: float
     ) -> pb.ExecuteResponse:
-        """The stock UPDATE, the lock rows and the barrier row in one statement.
+        """The stock UPDATE, the warehouses' load, the lock rows and the barrier row in one
+        statement.
 
-        A short stock row refuses the statement (_ALL_TAKEN); the rows are then read again to
-        name the line that does not fit. If they all fit by then (stock was released in
-        between), the lock is tried again.
+        A short stock row or a warehouse without the room refuses the statement (_ALL_TAKEN),
+        which writes nothing. The loads and then the rows are read again to say why: a full
+        warehouse is CAPACITY_EXCEEDED, a short row a LOCK_CONFLICT naming the line that does
+        not fit (both ABORTED: the coordinator retries them, as a release may make room). If
+        everything fits by then (released in between), the lock is tried again.
         """
         plans: list[logic.LockPlan] = []
 
@@ -345,7 +390,7 @@ class InventoryStore:
 
         for attempt in range(LOCK_ATTEMPTS):
             try:
-                return await self.barrier.run(ctx, EXECUTE, effect)
+                return await _again_after_deadlock("a lock", lambda: self.barrier.run(ctx, EXECUTE, effect))
             except Refused:  # some stock row was short, or some warehouse full
                 plan = plans[0]
                 loads = {r.warehouse_id: r for r in await self.db.fetch(_LOADS, ([w for w, _, _ in plan.loads],))}
@@ -374,7 +419,7 @@ class InventoryStore:
             held, writes, params = await _finish(reader.fetch, _HELD, params, RELEASED, utcnow())
             return Effect(pb.CompensateResponse(released_units=sum(lock.quantity for lock in held)), writes, params)
 
-        return await self.barrier.run(ctx, COMPENSATE, effect)
+        return await _again_after_deadlock("a compensation", lambda: self.barrier.run(ctx, COMPENSATE, effect))
 
     # -- picking and release ----------------------------------------------------------------
 
@@ -398,17 +443,21 @@ class InventoryStore:
         Running it again finds the locks already there, so logistics may retry freely.
         """
         params = {"saga_id": saga_id, "warehouse_id": warehouse_id, "now": utcnow()}
-        async with self.db.transaction() as conn:
-            if outcome == CONSUMED:
-                await self._finish_in(conn, _HELD, params, CONSUMED, params["now"])
-            else:
-                await conn.execute(_HOLD, params)
-            locks = await self._locks(conn, params)
-            if not locks:
-                raise LocksNotFound(saga_id, warehouse_id)
-            if not any(lock.status == logic.LOCK_STATUS_FROM_DB[outcome] for lock in locks):
-                raise LocksNotHeld(saga_id, warehouse_id, locks, why)
-        return locks
+
+        async def advance() -> list[common_pb2.InventoryLock]:
+            async with self.db.transaction() as conn:
+                if outcome == CONSUMED:
+                    await self._finish_in(conn, _HELD, params, CONSUMED, params["now"])
+                else:
+                    await conn.execute(_HOLD, params)
+                locks = await self._locks(conn, params)
+                if not locks:
+                    raise LocksNotFound(saga_id, warehouse_id)
+                if not any(lock.status == logic.LOCK_STATUS_FROM_DB[outcome] for lock in locks):
+                    raise LocksNotHeld(saga_id, warehouse_id, locks, why)
+            return locks
+
+        return await _again_after_deadlock(f"a {outcome} transition", advance)
 
     async def hold(self, saga_id: str, warehouse_id: str) -> list[common_pb2.InventoryLock]:
         """Picking starts: the locks no longer expire."""
@@ -421,9 +470,13 @@ class InventoryStore:
     async def release(self, saga_id: str, warehouse_id: str) -> tuple[int, list[common_pb2.InventoryLock]]:
         """Give the held locks' units back: (locks released, every lock of the selection)."""
         params = {"saga_id": saga_id, "warehouse_id": warehouse_id}
-        async with self.db.transaction() as conn:
-            released = await self._finish_in(conn, _HELD, params, RELEASED, utcnow())
-            return len(released), await self._locks(conn, params)
+
+        async def release() -> tuple[int, list[common_pb2.InventoryLock]]:
+            async with self.db.transaction() as conn:
+                released = await self._finish_in(conn, _HELD, params, RELEASED, utcnow())
+                return len(released), await self._locks(conn, params)
+
+        return await _again_after_deadlock("a release", release)
 
     # -- stock and lock admin ---------------------------------------------------------------
 

@@ -236,3 +236,34 @@ def test_a_lock_plan_orders_lines_sums_rows_and_caps_the_expiry():
     assert _violations(lambda: logic.plan_lock(inp, NOW, 60, ["l1", "l2", "l3"])) == [
         ("lock_inventory.expires_at", "must be in the future")
     ]
+
+
+def test_a_lock_plan_sums_units_per_warehouse_against_the_capacity_given():
+    """Capacity is checked per warehouse over all its SKUs, in warehouse order (the order the
+    store takes the warehouses' load rows in); 0 is a capacity (no room), as in allocation,
+    while a warehouse the coordinator gave no capacity for is not limited at the lock."""
+    inp = pb.LockInventoryInput(
+        lines=[
+            common_pb2.AllocationLine(warehouse_id=w, sku=s, quantity=q)
+            for w, s, q in [("W3", "A", 1), ("W1", "B", 2), ("W1", "A", 4), ("W2", "A", 7)]
+        ],
+        capacities={"W1": 6, "W2": 0, "W9": 5},
+    )
+    plan = logic.plan_lock(inp, NOW, 60, ["l1", "l2", "l3", "l4"])
+    assert plan.loads == [("W1", 6, 6), ("W2", 7, 0), ("W3", 1, logic.UNLIMITED)]
+    # Room left for any lock's units in a BIGINT.
+    assert logic.UNLIMITED + logic.MAX_LINES * logic.MAX_QUANTITY < 2**63
+
+
+def test_lock_capacities_are_bounded_and_never_negative():
+    line = common_pb2.AllocationLine(warehouse_id="W1", sku="A", quantity=1)
+    bad = pb.LockInventoryInput(lines=[line], capacities={"W1": -1, "": 5})
+    assert sorted(_violations(lambda: logic.validate_lock_inventory(bad))) == [
+        ("lock_inventory.capacities['']", "required"),
+        ("lock_inventory.capacities['W1']", "must be ≥ 0"),
+    ]
+    many = pb.LockInventoryInput(lines=[line], capacities={f"W{i}": 1 for i in range(logic.MAX_LINES + 1)})
+    assert ("lock_inventory.capacities", f"at most {logic.MAX_LINES} warehouses") in _violations(
+        lambda: logic.validate_lock_inventory(many)
+    )
+    logic.validate_lock_inventory(pb.LockInventoryInput(lines=[line], capacities={"W1": 0}))

@@ -7,7 +7,7 @@ import time
 import grpc
 import pytest
 
-from invsaga.runtime.retry import ALL, TRANSPORT, DeadlineReached, RetryPolicy, call_with_retry
+from invsaga.runtime.retry import ALL, TRANSPORT, DeadlineReached, RetryPolicy, call_with_retry, journaled
 
 
 class Failing:
@@ -71,3 +71,40 @@ async def test_a_policy_may_keep_transient_faults_to_its_count():
     with pytest.raises(grpc.aio.AioRpcError):
         await call_with_retry(method, None, timeout=1, policy=policy, deadline=time.monotonic() + 10)
     assert method.calls == 3
+
+
+def test_a_long_outage_journals_a_few_retries_not_one_per_attempt():
+    """3 min of UNAVAILABLE at about two attempts a second: every attempt counted, ~10 journaled."""
+    logged = [attempt for attempt in range(1, 361) if journaled(attempt, FAST)]
+    assert logged == [1, 2, 3, 4, 8, 16, 32, 64, 128, 256]
+    # Within the policy's count (all a business fault ever gets), every retry is journaled.
+    wide = RetryPolicy(max_attempts=6)
+    assert all(journaled(attempt, wide) for attempt in range(1, 7))
+
+
+async def test_the_observer_hears_of_every_attempt_of_a_transient_run():
+    seen = []
+    method = Failing(grpc.StatusCode.UNAVAILABLE, then_ok_after=20)
+    await call_with_retry(
+        method, None, timeout=1, policy=FAST, deadline=time.monotonic() + 10,
+        observer=lambda attempt, error, will_retry, delay: seen.append((attempt, will_retry, delay)),
+    )
+    assert [a for a, _, _ in seen] == list(range(1, 21)) and all(w for _, w, _ in seen)
+    assert all(0 <= d <= FAST.max_interval for _, _, d in seen)
+
+
+async def test_transient_backoff_is_capped_so_a_participant_back_is_used_within_a_second(monkeypatch):
+    """Under the default policy (backoff up to 30 s) a transient run waits at most the cap."""
+    import invsaga.runtime.retry as retry
+
+    async def no_wait(delay):
+        return None
+
+    monkeypatch.setattr(retry.asyncio, "sleep", no_wait)
+    delays = []
+    method = Failing(grpc.StatusCode.UNAVAILABLE, then_ok_after=12)
+    await call_with_retry(
+        method, None, timeout=1, policy=RetryPolicy(), deadline=time.monotonic() + 60,
+        observer=lambda attempt, error, will_retry, delay: delays.append(delay),
+    )
+    assert len(delays) == 12 and max(delays) <= retry.TRANSIENT_BACKOFF_CAP
