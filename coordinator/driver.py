@@ -15,9 +15,9 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from coordinator import lifecycle
+from coordinator.lifecycle import now_ts
 from coordinator import steps as S
 from coordinator.definition import NOTIFY_FAILURE, STEPS, StepDef
 from coordinator.store import now_ms
@@ -71,11 +71,6 @@ def bounded(failure: pb.SagaFailure) -> pb.SagaFailure:
     else:
         failure.message = clip(failure.message)
     return failure
-
-
-def now_ts() -> Timestamp:
-    ns = time.time_ns()
-    return Timestamp(seconds=ns // 1_000_000_000, nanos=ns % 1_000_000_000)
 
 
 class LeaseLost(Exception):

@@ -90,9 +90,8 @@ CALL_TIMEOUT = 10.0
 
 
 def now_ts() -> Timestamp:
-    ts = Timestamp()
-    ts.GetCurrentTime()
-    return ts
+    ns = time.time_ns()
+    return Timestamp(seconds=ns // 1_000_000_000, nanos=ns % 1_000_000_000)
 
 
 def reservation_event(saga: pb.Saga, seq: int, type_: int, state: int, warehouse_id: str = "") -> pb.SagaEvent:
@@ -262,6 +261,7 @@ class Reservations:
             if row is None or (tenant is not None and row.tenant != tenant):
                 return None
             saga = pb.Saga.FromString(row.state)
+            unchanged = saga.SerializeToString(deterministic=True)
             before = pb.Reservation()
             before.CopyFrom(saga.reservation)
             was_ended = before.state in ENDED
@@ -269,9 +269,7 @@ class Reservations:
             r = saga.reservation
             if r.warehouses:
                 r.state = overall(r)
-            if saga.SerializeToString(deterministic=True) == pb.Saga.FromString(row.state).SerializeToString(
-                deterministic=True
-            ):
+            if saga.SerializeToString(deterministic=True) == unchanged:
                 if saga.HasField("reservation"):  # nothing changed: the sweep's next look still moves
                     await conn.execute(
                         update(S)

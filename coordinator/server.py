@@ -371,10 +371,10 @@ class CoordinatorServicer(pb_grpc.SagaCoordinatorServiceServicer):
     async def _reservation_over(self, saga_id: str, last_seq: int) -> bool:
         """Followed: the saga ended otherwise than COMPLETED, or its reservation ended, and no
         event came after ``last_seq``."""
-        row = await self.store.load(saga_id)
-        if row is None or row.status not in TERMINAL:
+        status, reservation = await self.store.status_and_reservation(saga_id)
+        if status not in TERMINAL:
             return False
-        if row.status == pb.SAGA_STATUS_COMPLETED and row.saga.reservation.state in lifecycle.OPEN:
+        if status == pb.SAGA_STATUS_COMPLETED and reservation in lifecycle.OPEN:
             return False
         return not await self.store.events_after(saga_id, last_seq, limit=1)
 

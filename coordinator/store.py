@@ -307,6 +307,14 @@ class SagaStore:
         # The empty event list tells watchers to read the database again.
         return await self.writer.run(write, tag=(saga_id, ()))
 
+    async def status_and_reservation(self, saga_id: str) -> tuple[int | None, int | None]:
+        """The saga's status and its reservation's state, from their columns ((None, None): no saga)."""
+        async with self.reads.connect() as conn:
+            row = (
+                await conn.execute(select(S.c.status, S.c.reservation_state).where(S.c.saga_id == saga_id))
+            ).first()
+        return (row.status, row.reservation_state) if row else (None, None)
+
     async def cancel_reason(self, saga_id: str) -> str:
         async with self.reads.connect() as conn:
             return (await conn.execute(select(S.c.cancel_reason).where(S.c.saga_id == saga_id))).scalar() or ""
