@@ -10,7 +10,6 @@ from invsaga.common.v1 import common_pb2
 from invsaga.runtime.retry import ALL, TRANSPORT
 
 
-
 @dataclass(frozen=True)
 class StepDef:
     name: str  # as StepState.name shows it
@@ -23,7 +22,9 @@ class StepDef:
 
 
 STEPS: tuple[StepDef, ...] = (
-    StepDef("QueryWarehouses", "query_warehouses", "warehouse", common_pb2.SAGA_STEP_QUERY_WAREHOUSES, False, TRANSPORT),
+    StepDef(
+        "QueryWarehouses", "query_warehouses", "warehouse", common_pb2.SAGA_STEP_QUERY_WAREHOUSES, False, TRANSPORT
+    ),
     StepDef(
         "CheckAvailability",
         "check_availability",
@@ -33,7 +34,12 @@ STEPS: tuple[StepDef, ...] = (
         TRANSPORT | {grpc.StatusCode.ABORTED, grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN},
     ),
     StepDef(
-        "AllocateInventory", "allocate_inventory", "allocation", common_pb2.SAGA_STEP_ALLOCATE_INVENTORY, True, TRANSPORT
+        "AllocateInventory",
+        "allocate_inventory",
+        "allocation",
+        common_pb2.SAGA_STEP_ALLOCATE_INVENTORY,
+        True,
+        TRANSPORT,
     ),
     StepDef(
         "LockInventory",

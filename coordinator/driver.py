@@ -33,7 +33,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("invsaga.coordinator")
 
-TERMINAL_EVENTS = (pb.SAGA_EVENT_TYPE_SAGA_COMPLETED, pb.SAGA_EVENT_TYPE_SAGA_COMPENSATED, pb.SAGA_EVENT_TYPE_SAGA_FAILED)
+TERMINAL_EVENTS = (
+    pb.SAGA_EVENT_TYPE_SAGA_COMPLETED,
+    pb.SAGA_EVENT_TYPE_SAGA_COMPENSATED,
+    pb.SAGA_EVENT_TYPE_SAGA_FAILED,
+)
 TERMINAL_STATUSES = (pb.SAGA_STATUS_COMPLETED, pb.SAGA_STATUS_COMPENSATED, pb.SAGA_STATUS_FAILED)
 # How long the events of a step that only read may wait to go out with the next step's save.
 SAVE_DELAY = 0.01
@@ -110,7 +114,9 @@ def failure_from_error(step: StepDef, error: RpcFailure, timed_out: bool) -> pb.
         reason = "STEP_FAILED"
     # A coded answer of the participant is kept as it is; the channel's own text (addresses,
     # transport internals) is not, only what it means.
-    message = error.message if error.error_info is not None else _TRANSPORT_TEXT.get(error.code, "participant call failed")
+    message = (
+        error.message if error.error_info is not None else _TRANSPORT_TEXT.get(error.code, "participant call failed")
+    )
     failure = pb.SagaFailure(step=step.name, code=error.code.name, reason=reason, message=message)
     failure.shortages.extend(shortages_of(error))
     return bounded(failure)
@@ -291,8 +297,9 @@ class Driver:
             if state.status != pb.STEP_STATUS_RUNNING:
                 self.start_step(i)
             self.unsent.discard(i)
-            with log_context(saga_id=saga.saga_id, step=step.name), telemetry.step_span(
-                f"saga.{step.name}", saga.saga_id, step.name
+            with (
+                log_context(saga_id=saga.saga_id, step=step.name),
+                telemetry.step_span(f"saga.{step.name}", saga.saga_id, step.name),
             ):
                 outcome = await self.call_step(step, state)
             if isinstance(outcome, pb.SagaFailure):
@@ -368,7 +375,11 @@ class Driver:
             state.error = f"{failure.code or failure.reason}: {failure.message}"
             state.finished_at.CopyFrom(now_ts())
             self.emit(
-                pb.SAGA_EVENT_TYPE_STEP_FAILED, STEPS[i].name, state.status, code=failure.code, message=failure.message,
+                pb.SAGA_EVENT_TYPE_STEP_FAILED,
+                STEPS[i].name,
+                state.status,
+                code=failure.code,
+                message=failure.message,
                 reason=failure.reason,
             )
         self.saga.failure.CopyFrom(failure)
@@ -380,7 +391,10 @@ class Driver:
         # A step whose failure fails the saga waits out a participant's restart; Notify does not
         # (the notice outbox delivers it once the notify service is back).
         policy = RetryPolicy(
-            retry.max_attempts, retry.initial_interval, retry.max_interval, step.retryable,
+            retry.max_attempts,
+            retry.initial_interval,
+            retry.max_interval,
+            step.retryable,
             transient_until_deadline=step.rolls_back,
         )
 
@@ -404,8 +418,12 @@ class Driver:
         started = time.monotonic()
         try:
             response = await call_with_retry(
-                execute, request, timeout=self.settings.step_timeout(step.key), policy=policy,
-                deadline=S.monotonic_deadline(self.deadline_ms), observer=observe,
+                execute,
+                request,
+                timeout=self.settings.step_timeout(step.key),
+                policy=policy,
+                deadline=S.monotonic_deadline(self.deadline_ms),
+                observer=observe,
             )
         except DeadlineReached:
             self.engine.observe_step(step, "failed", time.monotonic() - started)
@@ -441,8 +459,9 @@ class Driver:
             # the first result of an effect since undone, and complete the saga without it.
             await self.save(wait=True)
         comp = self.settings.saga.compensation
-        policy = RetryPolicy(comp.retry_attempts, self.settings.saga.retry.initial_interval,
-                             self.settings.saga.retry.max_interval, ALL)
+        policy = RetryPolicy(
+            comp.retry_attempts, self.settings.saga.retry.initial_interval, self.settings.saga.retry.max_interval, ALL
+        )
         for i in reversed(range(len(STEPS))):
             step, state = STEPS[i], saga.steps[i]
             if self.recovered and step.compensable and state.status == pb.STEP_STATUS_PENDING:
@@ -472,8 +491,11 @@ class Driver:
         saga.status = pb.SAGA_STATUS_COMPENSATED
         await self.notify_failure()
         self.emit(
-            pb.SAGA_EVENT_TYPE_SAGA_COMPENSATED, saga.failure.step, reason=saga.failure.reason,
-            code=saga.failure.code, message=saga.failure.message,
+            pb.SAGA_EVENT_TYPE_SAGA_COMPENSATED,
+            saga.failure.step,
+            reason=saga.failure.reason,
+            code=saga.failure.code,
+            message=saga.failure.message,
         )
         self.engine.metrics_outcome(saga)
         await self.save()
@@ -488,8 +510,12 @@ class Driver:
         saga.status = pb.SAGA_STATUS_FAILED
         await self.notify_failure()
         self.emit(
-            pb.SAGA_EVENT_TYPE_SAGA_FAILED, step.name, state.status, code=error.code.name,
-            message=message, reason="COMPENSATION_FAILED",
+            pb.SAGA_EVENT_TYPE_SAGA_FAILED,
+            step.name,
+            state.status,
+            code=error.code.name,
+            message=message,
+            reason="COMPENSATION_FAILED",
         )
         self.engine.metrics_outcome(saga)
         await self.save()
@@ -519,23 +545,34 @@ class Driver:
             state.compensation_attempts += 1
             if will_retry and journaled(attempt, policy):
                 self.emit(
-                    pb.SAGA_EVENT_TYPE_STEP_RETRYING, step.name, state.status, code=error.code().name,
-                    message=clip(error.details() or ""), attempt=attempt,
+                    pb.SAGA_EVENT_TYPE_STEP_RETRYING,
+                    step.name,
+                    state.status,
+                    code=error.code().name,
+                    message=clip(error.details() or ""),
+                    attempt=attempt,
                 )
 
         stub = self.engine.participants.stubs[step.service]
         try:
-            with log_context(saga_id=self.saga.saga_id, step=step.name), telemetry.step_span(
-                f"saga.{step.name}.compensate", self.saga.saga_id, step.name
+            with (
+                log_context(saga_id=self.saga.saga_id, step=step.name),
+                telemetry.step_span(f"saga.{step.name}.compensate", self.saga.saga_id, step.name),
             ):
                 # Transient faults are retried until the compensation's own deadline (a
                 # participant restarting); then the saga is parked FAILED for ResumeSaga.
                 response = await call_with_retry(
-                    stub.Compensate, S.compensate_request(step, self.saga), timeout=timeout, policy=policy,
-                    deadline=time.monotonic() + timeout, observer=observe,
+                    stub.Compensate,
+                    S.compensate_request(step, self.saga),
+                    timeout=timeout,
+                    policy=policy,
+                    deadline=time.monotonic() + timeout,
+                    observer=observe,
                 )
         except DeadlineReached:
-            return RpcFailure(grpc.StatusCode.DEADLINE_EXCEEDED, "compensation did not finish within its deadline"), None
+            return RpcFailure(
+                grpc.StatusCode.DEADLINE_EXCEEDED, "compensation did not finish within its deadline"
+            ), None
         except grpc.RpcError as error:
             return RpcFailure.from_error(error), None
         state.compensation_attempts += 1

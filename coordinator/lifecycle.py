@@ -96,8 +96,13 @@ def now_ts() -> Timestamp:
 
 def reservation_event(saga: pb.Saga, seq: int, type_: int, state: int, warehouse_id: str = "") -> pb.SagaEvent:
     return pb.SagaEvent(
-        seq=seq, type=type_, status=saga.status, time=now_ts(), saga_id=saga.saga_id,
-        reservation_state=state, warehouse_id=warehouse_id,
+        seq=seq,
+        type=type_,
+        status=saga.status,
+        time=now_ts(),
+        saga_id=saga.saga_id,
+        reservation_state=state,
+        warehouse_id=warehouse_id,
     )
 
 
@@ -125,8 +130,11 @@ def open_reservation(saga: pb.Saga) -> None:
         r.expires_at.CopyFrom(saga.allocation.expires_at)
     for picklist in saga.picklists:
         r.warehouses.add(
-            warehouse_id=picklist.warehouse_id, picklist_id=picklist.picklist_id, state=RESERVED,
-            picklist_status=PENDING_LIST, updated_at=now,
+            warehouse_id=picklist.warehouse_id,
+            picklist_id=picklist.picklist_id,
+            state=RESERVED,
+            picklist_status=PENDING_LIST,
+            updated_at=now,
         )
     r.state = overall(r)
     r.updated_at.CopyFrom(now)
@@ -219,7 +227,8 @@ def notice_for(saga: pb.Saga) -> notify_pb2.ExecuteRequest | None:
     reason = saga.cancel_reason if kind == common_pb2.NOTIFICATION_KIND_RESERVATION_CANCELLED else ""
     return notify_pb2.ExecuteRequest(
         context=common_pb2.StepContext(
-            saga_id=saga.saga_id, step=common_pb2.SAGA_STEP_NOTIFY_RESERVATION,
+            saga_id=saga.saga_id,
+            step=common_pb2.SAGA_STEP_NOTIFY_RESERVATION,
             idempotency_key=f"{saga.saga_id}:{common_pb2.SAGA_STEP_NOTIFY_RESERVATION}",
         ),
         notify=notify_pb2.NotifyInput(
@@ -230,7 +239,9 @@ def notice_for(saga: pb.Saga) -> notify_pb2.ExecuteRequest | None:
             attributes={
                 "saga_id": saga.saga_id,
                 "reservation": state_name(r.state),
-                "warehouses": clip_text(",".join(w.warehouse_id for w in r.warehouses if w.state in (RELEASED, EXPIRED))),
+                "warehouses": clip_text(
+                    ",".join(w.warehouse_id for w in r.warehouses if w.state in (RELEASED, EXPIRED))
+                ),
             },
         ),
     )
@@ -292,8 +303,11 @@ class Reservations:
                 update(S)
                 .where(S.c.saga_id == saga_id)
                 .values(
-                    state=saga.SerializeToString(), last_seq=seq, updated_at=now,
-                    reservation_state=r.state or None, reservation_expires_at=next_look_ms(r),
+                    state=saga.SerializeToString(),
+                    last_seq=seq,
+                    updated_at=now,
+                    reservation_state=r.state or None,
+                    reservation_expires_at=next_look_ms(r),
                 )
             )
             if events:
@@ -305,9 +319,14 @@ class Reservations:
                 await conn.execute(
                     insert(OUTBOX)
                     .values(
-                        saga_id=saga_id, step=common_pb2.SAGA_STEP_NOTIFY_RESERVATION,
-                        request=notice.SerializeToString(), state="pending", attempts=0, last_error="",
-                        next_attempt_at=now, created_at=now,
+                        saga_id=saga_id,
+                        step=common_pb2.SAGA_STEP_NOTIFY_RESERVATION,
+                        request=notice.SerializeToString(),
+                        state="pending",
+                        attempts=0,
+                        last_error="",
+                        next_attempt_at=now,
+                        created_at=now,
                     )
                     .on_conflict_do_nothing()
                 )
@@ -430,7 +449,9 @@ class ReservationKeeper:
         try:
             answer = await self.logistics.CancelPicklists(
                 logistics_pb2.CancelPicklistsRequest(
-                    saga_id=saga_id, all_or_nothing=all_or_nothing, reason=clip_text(reason or state_name(cause).lower())
+                    saga_id=saga_id,
+                    all_or_nothing=all_or_nothing,
+                    reason=clip_text(reason or state_name(cause).lower()),
                 ),
                 timeout=CALL_TIMEOUT,
             )
@@ -465,15 +486,17 @@ class ReservationKeeper:
             try:
                 await self.allocation.SettleAllocation(
                     allocation_pb2.SettleAllocationRequest(
-                        allocation_id=saga.allocation.allocation_id, status=status,
+                        allocation_id=saga.allocation.allocation_id,
+                        status=status,
                         reason=f"reservation {state_name(saga.reservation.state).lower()}",
                     ),
                     timeout=CALL_TIMEOUT,
                 )
             except grpc.aio.AioRpcError as err:
                 if RpcFailure.from_error(err).reason != "ALLOCATION_SETTLED":
-                    log.warning("allocation of saga %s not settled yet (%s); the sweep retries", saga.saga_id,
-                                err.code().name)
+                    log.warning(
+                        "allocation of saga %s not settled yet (%s); the sweep retries", saga.saga_id, err.code().name
+                    )
                     return
 
         def settled(s: pb.Saga) -> None:
@@ -489,7 +512,9 @@ class ReservationKeeper:
         if row is None:
             raise NotFound(f"saga {saga_id!r} not found", reason="SAGA_NOT_FOUND")
         _extendable(row.saga, row.status)
-        await self.inventory.ExtendLocks(inventory_pb2.ExtendLocksRequest(saga_id=saga_id, until=until), timeout=CALL_TIMEOUT)
+        await self.inventory.ExtendLocks(
+            inventory_pb2.ExtendLocksRequest(saga_id=saga_id, until=until), timeout=CALL_TIMEOUT
+        )
         if row.saga.allocation.allocation_id:
             await self.allocation.ExtendAllocation(
                 allocation_pb2.ExtendAllocationRequest(allocation_id=row.saga.allocation.allocation_id, until=until),
@@ -546,18 +571,21 @@ def _unmark(saga: pb.Saga) -> None:
 def _extendable(saga: pb.Saga, status: int) -> None:
     if status != pb.SAGA_STATUS_COMPLETED or not saga.HasField("reservation"):
         raise FailedPrecondition(
-            "only a COMPLETED saga's reservation can be extended", reason="NOT_RESERVED",
+            "only a COMPLETED saga's reservation can be extended",
+            reason="NOT_RESERVED",
             metadata={"saga_id": saga.saga_id, "status": pb.SagaStatus.Name(status)},
         )
     state = saga.reservation.state
     if state in ENDED:
         raise FailedPrecondition(
-            f"the reservation has ended ({state_name(state)})", reason="RESERVATION_ENDED",
+            f"the reservation has ended ({state_name(state)})",
+            reason="RESERVATION_ENDED",
             metadata={"saga_id": saga.saga_id, "reservation": state_name(state)},
         )
     if state != RESERVED:
         raise FailedPrecondition(
-            "picking has started: the reservation no longer expires", reason="PICKING_STARTED",
+            "picking has started: the reservation no longer expires",
+            reason="PICKING_STARTED",
             metadata={"saga_id": saga.saga_id, "reservation": state_name(state)},
         )
 

@@ -185,9 +185,7 @@ class NoticeOutbox:
         now = now_ms()
         async with self.db.connect() as conn:
             if done:
-                await conn.execute(
-                    _DELIVERED, {"saga_ids": [n.saga_id for n in done], "steps": [n.step for n in done]}
-                )
+                await conn.execute(_DELIVERED, {"saga_ids": [n.saga_id for n in done], "steps": [n.step for n in done]})
                 if self._failing:
                     await conn.execute(_RETRY_NOW, {"now": now})
             if failed:
@@ -206,14 +204,19 @@ class NoticeOutbox:
         for o in done:
             if o.attempts:
                 log.info(
-                    "%s notice of saga %s delivered after %d failed sends", _kind(o.step), o.saga_id, o.attempts,
+                    "%s notice of saga %s delivered after %d failed sends",
+                    _kind(o.step),
+                    o.saga_id,
+                    o.attempts,
                     extra={"saga_id": o.saga_id, "event": "notice_delivered"},
                 )
         for o in failed:
             if o.error in FINAL:
                 log.error(
                     "%s notice of saga %s refused by the notify service (%s); it will not be sent",
-                    _kind(o.notice.step), o.notice.saga_id, o.error.name,
+                    _kind(o.notice.step),
+                    o.notice.saga_id,
+                    o.error.name,
                     extra={"saga_id": o.notice.saga_id, "event": "notice_refused", "code": o.error.name},
                 )
         transient = [o for o in failed if o.error not in FINAL]
@@ -223,7 +226,8 @@ class NoticeOutbox:
             codes = Counter(o.error.name for o in transient)
             log.warning(
                 "%d notices not delivered yet (%s); they stay in the outbox and are sent again",
-                len(transient), ", ".join(f"{code} ×{n}" for code, n in sorted(codes.items())),
+                len(transient),
+                ", ".join(f"{code} ×{n}" for code, n in sorted(codes.items())),
                 extra={"event": "notice_retry"},
             )
 

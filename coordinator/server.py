@@ -126,7 +126,9 @@ def _ends_reservation(ev: pb.SagaEvent) -> bool:
     if ev.type in TERMINAL_EVENTS:
         return True
     return (
-        ev.type == pb.SAGA_EVENT_TYPE_RESERVATION_CHANGED and not ev.warehouse_id and ev.reservation_state in lifecycle.ENDED
+        ev.type == pb.SAGA_EVENT_TYPE_RESERVATION_CHANGED
+        and not ev.warehouse_id
+        and ev.reservation_state in lifecycle.ENDED
     )
 
 
@@ -173,10 +175,7 @@ def _event_types(types) -> frozenset[int] | None:
         return None
     bad = [t for t in types if t not in EVENT_TYPES]
     if bad:
-        raise InvalidArgument(
-            "unknown event type",
-            violations=[("event_types", f"unknown saga event type {bad[0]}")],
-        )
+        raise InvalidArgument("unknown event type", violations=[("event_types", f"unknown saga event type {bad[0]}")])
     return frozenset(types)
 
 
@@ -383,7 +382,9 @@ class CoordinatorServicer(pb_grpc.SagaCoordinatorServiceServicer):
         so a cancel that took effect is never answered with an error."""
         _require_id(request.saga_id)
         if len(request.reason) > validation.MAX_TEXT:
-            raise InvalidArgument("reason is too long", violations=[("reason", f"at most {validation.MAX_TEXT} characters")])
+            raise InvalidArgument(
+                "reason is too long", violations=[("reason", f"at most {validation.MAX_TEXT} characters")]
+            )
         scope = tenant_scope()
         row = await self.store.load(request.saga_id, scope)
         if row is None:
@@ -424,8 +425,11 @@ class CoordinatorServicer(pb_grpc.SagaCoordinatorServiceServicer):
             )
         else:
             released = await self.engine.keeper.release(
-                saga.saga_id, lifecycle.RELEASED, all_or_nothing=not request.release_unpicked,
-                reason=request.reason, tenant=scope,
+                saga.saga_id,
+                lifecycle.RELEASED,
+                all_or_nothing=not request.release_unpicked,
+                reason=request.reason,
+                tenant=scope,
             )
         answer = summary(saga.saga_id, saga.request_id, pb.SAGA_STATUS_COMPLETED)
         answer.reservation.CopyFrom(released.reservation)
@@ -433,9 +437,7 @@ class CoordinatorServicer(pb_grpc.SagaCoordinatorServiceServicer):
         answer.omitted_fields[:] = ["*"]
         return answer
 
-    async def ExtendReservation(
-        self, request: pb.ExtendReservationRequest, context
-    ) -> pb.ExtendReservationResponse:
+    async def ExtendReservation(self, request: pb.ExtendReservationRequest, context) -> pb.ExtendReservationResponse:
         _require_id(request.saga_id)
         if not request.HasField("until"):
             raise InvalidArgument("until is required", violations=[("until", "required")])

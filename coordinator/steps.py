@@ -68,7 +68,10 @@ class Participants:
             return
         self.transports = {
             name: StreamTransport(
-                stub.ExecuteStream, stub.Execute, stub.ExecuteBatch, PB[name].ExecuteStreamRequest,
+                stub.ExecuteStream,
+                stub.Execute,
+                stub.ExecuteBatch,
+                PB[name].ExecuteStreamRequest,
                 PB[name].ExecuteBatchRequest,
             )
             for name, stub in self.stubs.items()
@@ -94,9 +97,7 @@ class BusinessFailure(Exception):
 
 
 def _context(saga: pb.Saga, step: StepDef) -> common_pb2.StepContext:
-    return common_pb2.StepContext(
-        saga_id=saga.saga_id, step=step.step, idempotency_key=f"{saga.saga_id}:{step.step}"
-    )
+    return common_pb2.StepContext(saga_id=saga.saga_id, step=step.step, idempotency_key=f"{saga.saga_id}:{step.step}")
 
 
 def expiry(saga: pb.Saga, ttl_seconds: float) -> Timestamp:
@@ -229,22 +230,22 @@ def notify_input(saga: pb.Saga, confirmed: bool) -> notify_pb2.NotifyInput:
             message=notice_text(
                 "reservation confirmed for order ", request.order_id, f": {units} units from {', '.join(warehouses)}"
             ),
-            attributes={
-                "saga_id": saga.saga_id,
-                "warehouses": clip_text(",".join(warehouses)),
-                "units": str(units),
-            },
+            attributes={"saga_id": saga.saga_id, "warehouses": clip_text(",".join(warehouses)), "units": str(units)},
         )
     failure = saga.failure
     cancelled = failure.reason == "CANCELLED"  # asked for: not a failure to the customer
     return notify_pb2.NotifyInput(
-        kind=common_pb2.NOTIFICATION_KIND_RESERVATION_CANCELLED if cancelled else common_pb2.NOTIFICATION_KIND_RESERVATION_FAILED,
+        kind=common_pb2.NOTIFICATION_KIND_RESERVATION_CANCELLED
+        if cancelled
+        else common_pb2.NOTIFICATION_KIND_RESERVATION_FAILED,
         order_id=clip_text(request.order_id),
         customer_id=clip_text(request.customer_id),
         message=notice_text(
             "reservation cancelled for order " if cancelled else "reservation failed for order ",
             request.order_id,
-            (f": {saga.cancel_reason}" if saga.cancel_reason else "") if cancelled else f": {failure.reason or failure.code}",
+            (f": {saga.cancel_reason}" if saga.cancel_reason else "")
+            if cancelled
+            else f": {failure.reason or failure.code}",
             "" if cancelled else (f" {failure.message}" if failure.message else ""),
         ),
         attributes={

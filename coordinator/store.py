@@ -257,10 +257,7 @@ class SagaStore:
     async def events_after(self, saga_id: str, after_seq: int, limit: int = 1000) -> list[pb.SagaEvent]:
         async with self.reads.connect() as conn:
             rows = await conn.execute(
-                select(E.c.event)
-                .where(E.c.saga_id == saga_id, E.c.seq > after_seq)
-                .order_by(E.c.seq)
-                .limit(limit)
+                select(E.c.event).where(E.c.saga_id == saga_id, E.c.seq > after_seq).order_by(E.c.seq).limit(limit)
             )
             return [pb.SagaEvent.FromString(r.event) for r in rows]
 
@@ -310,9 +307,7 @@ class SagaStore:
     async def status_and_reservation(self, saga_id: str) -> tuple[int | None, int | None]:
         """The saga's status and its reservation's state, from their columns ((None, None): no saga)."""
         async with self.reads.connect() as conn:
-            row = (
-                await conn.execute(select(S.c.status, S.c.reservation_state).where(S.c.saga_id == saga_id))
-            ).first()
+            row = (await conn.execute(select(S.c.status, S.c.reservation_state).where(S.c.saga_id == saga_id))).first()
         return (row.status, row.reservation_state) if row else (None, None)
 
     async def cancel_reason(self, saga_id: str) -> str:
@@ -372,13 +367,9 @@ class SagaStore:
     async def release_all(self, owner: str) -> None:
         """On shutdown: let another replica pick up this one's sagas at once."""
         async with self.engine.begin() as conn:
-            await conn.execute(
-                update(S).where(S.c.owner == owner, S.c.status.in_(ACTIVE)).values(lease_until=0)
-            )
+            await conn.execute(update(S).where(S.c.owner == owner, S.c.status.in_(ACTIVE)).values(lease_until=0))
 
     async def counts(self) -> dict[int, int]:
         async with self.reads.connect() as conn:
             rows = await conn.execute(select(S.c.status, func.count()).group_by(S.c.status))
             return {status: n for status, n in rows}
-
-

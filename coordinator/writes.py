@@ -29,23 +29,56 @@ NOTIFY_CHANNEL = "invsaga_saga_events"
 # Wakes other replicas' watchers; evaluated once per statement, and only if a row was written.
 # The payloads come as one text, a line each (saga ids and the origin are hex): a scalar
 # parameter, like the rows' values, which psycopg dumps far faster than an array.
-_NOTIFY = (
-    "(SELECT count(pg_notify('" + NOTIFY_CHANNEL + "', p)) FROM unnest(string_to_array(%s::text, E'\\n')) AS p)"
-)
+_NOTIFY = "(SELECT count(pg_notify('" + NOTIFY_CHANNEL + "', p)) FROM unnest(string_to_array(%s::text, E'\\n')) AS p)"
 
 # reservation_state/_expires_at are NULL but in the save that completes a saga (which opens
 # its reservation, coordinator.lifecycle): NULL keeps what the row has.
 _SAVE_COLUMNS = (
-    "saga_id", "owner", "status", "state", "updated_at", "last_seq", "reservation_state", "reservation_expires_at"
+    "saga_id",
+    "owner",
+    "status",
+    "state",
+    "updated_at",
+    "last_seq",
+    "reservation_state",
+    "reservation_expires_at",
 )
 _SAVE_TYPES = ("text", "text", "integer", "bytea", "bigint", "bigint", "integer", "bigint")
 _CREATE_COLUMNS = (
-    "saga_id", "request_id", "request_hash", "status", "priority", "is_urgent", "state", "last_seq", "owner",
-    "lease_until", "deadline", "trace_context", "created_at", "tenant", "order_id", "customer_id",
+    "saga_id",
+    "request_id",
+    "request_hash",
+    "status",
+    "priority",
+    "is_urgent",
+    "state",
+    "last_seq",
+    "owner",
+    "lease_until",
+    "deadline",
+    "trace_context",
+    "created_at",
+    "tenant",
+    "order_id",
+    "customer_id",
 )
 _CREATE_TYPES = (
-    "text", "text", "text", "integer", "integer", "boolean", "bytea", "bigint", "text", "bigint", "bigint", "text",
-    "bigint", "text", "text", "text",
+    "text",
+    "text",
+    "text",
+    "integer",
+    "integer",
+    "boolean",
+    "bytea",
+    "bigint",
+    "text",
+    "bigint",
+    "bigint",
+    "text",
+    "bigint",
+    "text",
+    "text",
+    "text",
 )
 _EVENT_COLUMNS = ("saga_id", "seq", "event")
 _EVENT_TYPES = ("text", "bigint", "bytea")
@@ -169,9 +202,7 @@ class CreateWrite:
 
     async def __call__(self, conn: AsyncConnection):
         """None if created, else the row that holds the request_id."""
-        inserted = await conn.execute(
-            insert(S).values(**self.values).on_conflict_do_nothing().returning(S.c.saga_id)
-        )
+        inserted = await conn.execute(insert(S).values(**self.values).on_conflict_do_nothing().returning(S.c.saga_id))
         if inserted.first() is None:
             return await self.existing(conn)
         if self.events:
@@ -245,8 +276,16 @@ class SaveWrite:
     async def send(raw: Any, writes: list["SaveWrite"], notes: str) -> Any:
         """Execute the statement (queued only, in a pipeline); its rows go to ``results``."""
         rows = [
-            (w.saga_id, w.owner, w.values["status"], w.values["state"], w.values["updated_at"],
-             w.values.get("last_seq", 0), w.values.get("reservation_state"), w.values.get("reservation_expires_at"))
+            (
+                w.saga_id,
+                w.owner,
+                w.values["status"],
+                w.values["state"],
+                w.values["updated_at"],
+                w.values.get("last_seq", 0),
+                w.values.get("reservation_state"),
+                w.values.get("reservation_expires_at"),
+            )
             for w in writes
         ]
         n, params = _params(rows, len(_SAVE_COLUMNS))

@@ -36,11 +36,20 @@ STRATEGY_MIX = ("PRIORITY", "PRIORITY", "NEAREST", "LOAD_BALANCE", "COST_OPTIMIZ
 TERMINAL = (pb.SAGA_STATUS_COMPLETED, pb.SAGA_STATUS_COMPENSATED, pb.SAGA_STATUS_FAILED)
 # What the load's WatchSaga asks for: by default the outcome only, as an order service waiting
 # for its reservation would; ``--all-events`` follows every step, as a progress display does.
-OUTCOME_EVENTS = (pb.SAGA_EVENT_TYPE_SAGA_COMPLETED, pb.SAGA_EVENT_TYPE_SAGA_COMPENSATED, pb.SAGA_EVENT_TYPE_SAGA_FAILED)
+OUTCOME_EVENTS = (
+    pb.SAGA_EVENT_TYPE_SAGA_COMPLETED,
+    pb.SAGA_EVENT_TYPE_SAGA_COMPENSATED,
+    pb.SAGA_EVENT_TYPE_SAGA_FAILED,
+)
 CITIES = [
-    ("北京市朝阳区", 39.92, 116.44), ("上海市浦东新区", 31.22, 121.54), ("广东省广州市天河区", 23.13, 113.32),
-    ("广东省深圳市南山区", 22.53, 113.93), ("四川省成都市武侯区", 30.64, 104.04), ("湖北省武汉市江汉区", 30.60, 114.27),
-    ("陕西省西安市雁塔区", 34.22, 108.95), ("浙江省杭州市西湖区", 30.26, 120.13),
+    ("北京市朝阳区", 39.92, 116.44),
+    ("上海市浦东新区", 31.22, 121.54),
+    ("广东省广州市天河区", 23.13, 113.32),
+    ("广东省深圳市南山区", 22.53, 113.93),
+    ("四川省成都市武侯区", 30.64, 104.04),
+    ("湖北省武汉市江汉区", 30.60, 114.27),
+    ("陕西省西安市雁塔区", 34.22, 108.95),
+    ("浙江省杭州市西湖区", 30.26, 120.13),
 ]
 
 
@@ -51,15 +60,33 @@ def bench_seed(warehouses: int, skus: int) -> dict:
     for w in range(warehouses):
         address, lat, lon = CITIES[w % len(CITIES)]
         wid = f"WH-B{w:03d}"
-        whs.append({
-            "id": wid, "name": f"bench {w}", "address": address,
-            "lat": lat + rng.uniform(-0.2, 0.2), "lon": lon + rng.uniform(-0.2, 0.2),
-            "capacity": 10**12, "status": "active", "priority": rng.randint(1, 10),
-            "cost": {"per_unit": round(rng.uniform(0.5, 2), 2), "per_km_unit": 0.001, "per_shipment": rng.randint(5, 30)},
-        })
+        whs.append(
+            {
+                "id": wid,
+                "name": f"bench {w}",
+                "address": address,
+                "lat": lat + rng.uniform(-0.2, 0.2),
+                "lon": lon + rng.uniform(-0.2, 0.2),
+                "capacity": 10**12,
+                "status": "active",
+                "priority": rng.randint(1, 10),
+                "cost": {
+                    "per_unit": round(rng.uniform(0.5, 2), 2),
+                    "per_km_unit": 0.001,
+                    "per_shipment": rng.randint(5, 30),
+                },
+            }
+        )
         for s in range(skus):
-            stock.append({"warehouse": wid, "sku": f"SKU-B{s:03d}", "product_id": f"PROD-B{s:03d}",
-                          "on_hand": 10**9, "bin": f"{chr(65 + s % 26)}-{s:02d}"})
+            stock.append(
+                {
+                    "warehouse": wid,
+                    "sku": f"SKU-B{s:03d}",
+                    "product_id": f"PROD-B{s:03d}",
+                    "on_hand": 10**9,
+                    "bin": f"{chr(65 + s % 26)}-{s:02d}",
+                }
+            )
     return {"warehouses": whs, "stock": stock}
 
 
@@ -95,7 +122,10 @@ def order(rng: random.Random, lines: int, skus: int, hot: int) -> pb.InventoryRe
         request_id=uuid.uuid4().hex,
         order_id=f"BENCH-{uuid.uuid4().hex[:10]}",
         customer_id=f"C-{rng.randint(1, 10_000)}",
-        items=[common_pb2.Item(sku=f"SKU-B{s:03d}", product_id=f"PROD-B{s:03d}", quantity=rng.randint(1, 5)) for s in chosen],
+        items=[
+            common_pb2.Item(sku=f"SKU-B{s:03d}", product_id=f"PROD-B{s:03d}", quantity=rng.randint(1, 5))
+            for s in chosen
+        ],
         allocation_strategy=common_pb2.AllocationStrategy.Value(f"ALLOCATION_STRATEGY_{strategy}"),
         priority=rng.randint(1, 10),
         customer_location=common_pb2.Location(lat=lat, lon=lon),
@@ -255,17 +285,28 @@ async def bench(args: argparse.Namespace) -> int:
             log_dir=str(Path(workdir) / "logs"),
             env=env,
         )
-        print(f"starting the mesh on {'the given PostgreSQL' if args.database_url else 'an embedded PostgreSQL'} ...", flush=True)
+        print(
+            f"starting the mesh on {'the given PostgreSQL' if args.database_url else 'an embedded PostgreSQL'} ...",
+            flush=True,
+        )
         mesh.start(timeout=120)
         try:
-            print(await apply_seed(parse_seed(bench_seed(args.warehouses, args.skus)),
-                                   mesh.address("warehouse"), mesh.address("inventory")), flush=True)
+            print(
+                await apply_seed(
+                    parse_seed(bench_seed(args.warehouses, args.skus)),
+                    mesh.address("warehouse"),
+                    mesh.address("inventory"),
+                ),
+                flush=True,
+            )
             if args.watchers:
                 started = time.monotonic()
                 ended, seen, errors = await watchers(mesh.address("coordinator"), args)
-                print(f"watchers: {args.watchers} concurrent WatchSaga streams on {max(1, args.watchers // 10)} running "
-                      f"sagas; {ended} ended at the terminal event, {seen} events, errors: {dict(errors) or 'none'}, "
-                      f"{time.monotonic() - started:.1f} s")
+                print(
+                    f"watchers: {args.watchers} concurrent WatchSaga streams on {max(1, args.watchers // 10)} running "
+                    f"sagas; {ended} ended at the terminal event, {seen} events, errors: {dict(errors) or 'none'}, "
+                    f"{time.monotonic() - started:.1f} s"
+                )
                 return 0 if not errors and ended == args.watchers else 1
             calls = await baseline()
             print(f"baseline: {calls:,.0f} empty unary calls/s between two processes", flush=True)
@@ -276,9 +317,12 @@ async def bench(args: argparse.Namespace) -> int:
             before["postgres"] = postgres_cpu_seconds()
             before["load generator"] = time.process_time()
             what = f"{args.duration:g} s" if args.duration else f"{args.sagas} sagas"
-            print(f"running {what} at concurrency {args.concurrency}, {args.lines} line(s) per order, "
-                  f"{args.warehouses} warehouses{f', {args.hot_skus} hot SKUs' if args.hot_skus else ''}, "
-                  f"watching {'every event' if args.all_events else 'the outcome'} ...", flush=True)
+            print(
+                f"running {what} at concurrency {args.concurrency}, {args.lines} line(s) per order, "
+                f"{args.warehouses} warehouses{f', {args.hot_skus} hot SKUs' if args.hot_skus else ''}, "
+                f"watching {'every event' if args.all_events else 'the outcome'} ...",
+                flush=True,
+            )
             results = await run_load(mesh.address("coordinator"), args)
             used = {name: cpu_seconds(proc.pid) - before[name] for name, proc in mesh.procs.items()}
             used["postgres"] = postgres_cpu_seconds() - before["postgres"]
@@ -286,17 +330,26 @@ async def bench(args: argparse.Namespace) -> int:
         finally:
             mesh.stop()
     elapsed = results.finished - results.started
-    print(f"sagas: {sum(results.outcomes.values())} in {elapsed:.1f} s; outcomes: {dict(results.outcomes)}"
-          + (f"; errors: {dict(results.errors)}" if results.errors else ""))
-    print(f"latency StartSaga→terminal: p50 {results.percentile(0.5) * 1000:.1f} ms, "
-          f"p95 {results.percentile(0.95) * 1000:.1f} ms, p99 {results.percentile(0.99) * 1000:.1f} ms"
-          + (f", mean {statistics.mean(results.latencies) * 1000:.1f} ms" if results.latencies else ""))
-    print("cpu seconds: " + ", ".join(f"{name} {seconds:.1f}" for name, seconds in used.items())
-          + f" (over {elapsed:.1f} s wall on {os.cpu_count()} cores)")
+    print(
+        f"sagas: {sum(results.outcomes.values())} in {elapsed:.1f} s; outcomes: {dict(results.outcomes)}"
+        + (f"; errors: {dict(results.errors)}" if results.errors else "")
+    )
+    print(
+        f"latency StartSaga→terminal: p50 {results.percentile(0.5) * 1000:.1f} ms, "
+        f"p95 {results.percentile(0.95) * 1000:.1f} ms, p99 {results.percentile(0.99) * 1000:.1f} ms"
+        + (f", mean {statistics.mean(results.latencies) * 1000:.1f} ms" if results.latencies else "")
+    )
+    print(
+        "cpu seconds: "
+        + ", ".join(f"{name} {seconds:.1f}" for name, seconds in used.items())
+        + f" (over {elapsed:.1f} s wall on {os.cpu_count()} cores)"
+    )
     if results.completed:
         print(f"cpu per completed saga: {1000 * sum(used.values()) / results.completed:.1f} ms")
     ratio = results.throughput * RPCS_PER_SAGA / calls
-    print(f"efficiency: {results.throughput:.1f} sagas/s × {RPCS_PER_SAGA} RPCs ÷ {calls:,.0f} baseline calls/s = {ratio:.2f}")
+    print(
+        f"efficiency: {results.throughput:.1f} sagas/s × {RPCS_PER_SAGA} RPCs ÷ {calls:,.0f} baseline calls/s = {ratio:.2f}"
+    )
     print(f"throughput: {results.throughput:.1f} sagas/s")
     return 0 if not results.errors else 1
 
@@ -305,13 +358,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sagas", type=int, default=2000, help="sagas to run (ignored with --duration)")
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--duration", type=float, default=0, help="run for this many seconds instead")
-    parser.add_argument("--database-url", default=None, help="PostgreSQL URL (default: an embedded server in a temporary directory)")
+    parser.add_argument(
+        "--database-url", default=None, help="PostgreSQL URL (default: an embedded server in a temporary directory)"
+    )
     parser.add_argument("--warehouses", type=int, default=10)
     parser.add_argument("--skus", type=int, default=60)
     parser.add_argument("--lines", type=int, default=1, help="lines per order")
-    parser.add_argument("--watchers", type=int, default=0, help="instead of load: this many concurrent WatchSaga streams")
-    parser.add_argument("--all-events", action="store_true",
-                        help="each saga's WatchSaga streams every event (default: only the terminal one)")
+    parser.add_argument(
+        "--watchers", type=int, default=0, help="instead of load: this many concurrent WatchSaga streams"
+    )
+    parser.add_argument(
+        "--all-events",
+        action="store_true",
+        help="each saga's WatchSaga streams every event (default: only the terminal one)",
+    )
     parser.add_argument("--hot-skus", type=int, default=0, help="draw every line from this many SKUs (contention)")
     from invsaga.bench_list import add_arguments as list_arguments
     from invsaga.bench_resources import add_arguments as resource_arguments

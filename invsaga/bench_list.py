@@ -93,8 +93,11 @@ async def _time_lists(address: str, args: argparse.Namespace, began: float) -> i
                 reply = await stub.ListSagas(request, timeout=30)
                 seconds.append(time.perf_counter() - started)
                 found += len(reply.sagas)
-            print(f"ListSagas by {name}: {_percentiles(seconds)} ({found / args.list_calls:.1f} sagas per answer, "
-                  f"{args.list_calls} calls)", flush=True)
+            print(
+                f"ListSagas by {name}: {_percentiles(seconds)} ({found / args.list_calls:.1f} sagas per answer, "
+                f"{args.list_calls} calls)",
+                flush=True,
+            )
     return 0
 
 

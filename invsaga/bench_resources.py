@@ -38,7 +38,6 @@ from invsaga.runtime.db import conninfo
 from invsaga.seed import apply_seed, parse_seed
 
 
-
 # --- measuring ---------------------------------------------------------------------------------
 
 
@@ -59,8 +58,7 @@ _SS_PID = re.compile(r"pid=(\d+)")
 def connections_by_pid(port: int) -> dict[int, int]:
     """Established TCP connections to ``port`` (PostgreSQL's): client port → client process."""
     out = subprocess.run(
-        ["ss", "-Htnp", "state", "established", f"( dport = :{port} )"],
-        capture_output=True, text=True, check=False,
+        ["ss", "-Htnp", "state", "established", f"( dport = :{port} )"], capture_output=True, text=True, check=False
     ).stdout
     found = {}
     for line in out.splitlines():
@@ -128,8 +126,9 @@ def _bench_seed() -> dict:
 async def _run_sagas(address: str, make, count: int, concurrency: int, codes: Counter) -> float:
     """Start ``count`` sagas from ``make(k)`` at ``concurrency`` and follow each to its end; seconds taken."""
     remaining = iter(range(count))
-    channels = [grpc.aio.insecure_channel(address, options=[("grpc.max_send_message_length", 16 << 20)])
-                for _ in range(4)]
+    channels = [
+        grpc.aio.insecure_channel(address, options=[("grpc.max_send_message_length", 16 << 20)]) for _ in range(4)
+    ]
     stubs = [pb_grpc.SagaCoordinatorServiceStub(ch) for ch in channels]
     outcome = (pb.SAGA_EVENT_TYPE_SAGA_COMPLETED, pb.SAGA_EVENT_TYPE_SAGA_COMPENSATED, pb.SAGA_EVENT_TYPE_SAGA_FAILED)
 
@@ -139,8 +138,9 @@ async def _run_sagas(address: str, make, count: int, concurrency: int, codes: Co
             try:
                 reply = await stub.StartSaga(pb.StartSagaRequest(request=make(k)), timeout=120)
                 status = reply.saga.status
-                async for item in stub.WatchSaga(pb.WatchSagaRequest(saga_id=reply.saga_id, event_types=outcome),
-                                                 timeout=600):
+                async for item in stub.WatchSaga(
+                    pb.WatchSagaRequest(saga_id=reply.saga_id, event_types=outcome), timeout=600
+                ):
                     status = item.event.status
                 codes[pb.SagaStatus.Name(status).removeprefix("SAGA_STATUS_")] += 1
             except grpc.aio.AioRpcError as error:
@@ -166,8 +166,10 @@ def _one_line(rng: random.Random):
 
 async def connections(args: argparse.Namespace) -> int:
     if not args.database_url:
-        print("--connections counts TCP connections: give --database-url of a PostgreSQL server "
-              "(a fresh database is created on it for each mesh and dropped afterwards)")
+        print(
+            "--connections counts TCP connections: give --database-url of a PostgreSQL server "
+            "(a fresh database is created on it for each mesh and dropped afterwards)"
+        )
         return 2
     port = _port_of(args.database_url)
     urls = [fresh_database(args.database_url, f"conns{i}") for i in range(args.meshes)]
@@ -206,8 +208,9 @@ async def connections(args: argparse.Namespace) -> int:
                                 "SELECT client_port, state FROM pg_stat_activity "
                                 "WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"
                             ).fetchall()
-                            busy = Counter(owners[clients[p]] for p, state in rows
-                                           if state != "idle" and clients.get(p) in owners)
+                            busy = Counter(
+                                owners[clients[p]] for p, state in rows if state != "idle" and clients.get(p) in owners
+                            )
                             for owner in owners.values():
                                 peak[owner] = max(peak[owner], now[owner])
                                 busiest[owner] = max(busiest[owner], busy[owner])
@@ -217,13 +220,17 @@ async def connections(args: argparse.Namespace) -> int:
 
                 sampler = asyncio.create_task(sample())
                 codes: Counter = Counter()
-                print(f"running {args.sagas} one-line sagas through each mesh at concurrency {args.concurrency} ...",
-                      flush=True)
+                print(
+                    f"running {args.sagas} one-line sagas through each mesh at concurrency {args.concurrency} ...",
+                    flush=True,
+                )
                 rng = random.Random(3)
-                took = await asyncio.gather(*(
-                    _run_sagas(mesh.address("coordinator"), _one_line(rng), args.sagas, args.concurrency, codes)
-                    for mesh in meshes
-                ))
+                took = await asyncio.gather(
+                    *(
+                        _run_sagas(mesh.address("coordinator"), _one_line(rng), args.sagas, args.concurrency, codes)
+                        for mesh in meshes
+                    )
+                )
                 done.set()
                 await sampler
                 after = count()
@@ -256,8 +263,10 @@ async def connections(args: argparse.Namespace) -> int:
     print(row("right after the load", after))
     for at, counts in timeline[1:]:
         print(row(f"{at:.0f} s at rest", counts))
-    print(f"\nmost connections of all {len(meshes)} mesh(es) at once: {peak_total}; "
-          f"most client connections on the server at once (everyone's): {peak_server} of max_connections {max_connections}")
+    print(
+        f"\nmost connections of all {len(meshes)} mesh(es) at once: {peak_total}; "
+        f"most client connections on the server at once (everyone's): {peak_server} of max_connections {max_connections}"
+    )
     return 1 if failures else 0
 
 
@@ -295,8 +304,11 @@ def big_request(size: int, k: int) -> pb.StartSagaRequest:
         customer_id=f"C-big-{k}",
         items=[
             common_pb2.Item(
-                sku=f"NOSUCH-{tag[:8]}-{i:04d}-".ljust(250, "s"), product_id=f"P-{i}-".ljust(250, "p"),
-                unit="u" * 250, description=f"line {i} ".ljust(250, "d"), quantity=1,
+                sku=f"NOSUCH-{tag[:8]}-{i:04d}-".ljust(250, "s"),
+                product_id=f"P-{i}-".ljust(250, "p"),
+                unit="u" * 250,
+                description=f"line {i} ".ljust(250, "d"),
+                quantity=1,
             )
             for i in range(1000)
         ],
@@ -363,8 +375,9 @@ async def _memory_run(mesh: Mesh, args: argparse.Namespace) -> int:
     await _run_sagas(address, _failing_order(rng, 10), 20, 4, warm)
     await asyncio.sleep(args.settle_idle)
     idle = rss_bytes(pid)
-    print(f"warm-up: {dict(warm)}; coordinator RSS at rest after it (the idle level): {idle / 2**20:.0f} MiB",
-          flush=True)
+    print(
+        f"warm-up: {dict(warm)}; coordinator RSS at rest after it (the idle level): {idle / 2**20:.0f} MiB", flush=True
+    )
 
     peak = idle
     samples: list[tuple[float, int]] = []
@@ -383,8 +396,11 @@ async def _memory_run(mesh: Mesh, args: argparse.Namespace) -> int:
     codes: Counter = Counter()
     big_codes: Counter = Counter()
     stop_big = asyncio.Event()
-    print(f"running {args.sagas} sagas of {args.lines}-line orders that fail at concurrency {args.concurrency}, "
-          f"with rounds of {args.big} concurrent {args.big_bytes:,}-byte StartSagas beside them ...", flush=True)
+    print(
+        f"running {args.sagas} sagas of {args.lines}-line orders that fail at concurrency {args.concurrency}, "
+        f"with rounds of {args.big} concurrent {args.big_bytes:,}-byte StartSagas beside them ...",
+        flush=True,
+    )
     big = asyncio.create_task(_big_rounds(address, args, stop_big, big_codes))
     took = await _run_sagas(address, _failing_order(random.Random(5), args.lines), args.sagas, args.concurrency, codes)
     stop_big.set()
@@ -393,8 +409,11 @@ async def _memory_run(mesh: Mesh, args: argparse.Namespace) -> int:
     await sampler
     end = rss_bytes(pid)
     print(f"failing sagas: {dict(codes)} in {took:.1f} s; big StartSagas: {rounds} round(s), {dict(big_codes)}")
-    print(f"coordinator RSS: idle {idle / 2**20:.0f} MiB, peak {peak / 2**20:.0f} MiB, "
-          f"at the end of the load {end / 2**20:.0f} MiB", flush=True)
+    print(
+        f"coordinator RSS: idle {idle / 2**20:.0f} MiB, peak {peak / 2**20:.0f} MiB, "
+        f"at the end of the load {end / 2**20:.0f} MiB",
+        flush=True,
+    )
     settled = []
     waited = time.monotonic()
     while time.monotonic() - waited < args.settle:
@@ -403,27 +422,46 @@ async def _memory_run(mesh: Mesh, args: argparse.Namespace) -> int:
     final = settled[-1][1] if settled else end
     print("at rest after the load: " + ", ".join(f"{at:.0f} s {rss / 2**20:.0f} MiB" for at, rss in settled))
     over = final / idle - 1
-    print(f"coordinator RSS {args.settle:.0f} s after the load: {final / 2**20:.0f} MiB, "
-          f"{over * 100:+.0f} % of the idle level; peak {peak / 2**20:.0f} MiB "
-          f"(targets: peak < {args.peak_mib} MiB, after ≤ +20 %)")
+    print(
+        f"coordinator RSS {args.settle:.0f} s after the load: {final / 2**20:.0f} MiB, "
+        f"{over * 100:+.0f} % of the idle level; peak {peak / 2**20:.0f} MiB "
+        f"(targets: peak < {args.peak_mib} MiB, after ≤ +20 %)"
+    )
     ok = peak < args.peak_mib * 2**20 and over <= 0.20
     print("targets met" if ok else "TARGET MISSED")
     return 0 if ok else 1
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--connections", action="store_true",
-                        help="count each process's PostgreSQL connections during and after --sagas sagas")
+    parser.add_argument(
+        "--connections",
+        action="store_true",
+        help="count each process's PostgreSQL connections during and after --sagas sagas",
+    )
     parser.add_argument("--meshes", type=int, default=1, help="with --connections: this many meshes at once")
-    parser.add_argument("--idle", type=float, default=90.0,
-                        help="with --connections: seconds at rest after the load, counting every 5 s")
-    parser.add_argument("--memory", action="store_true",
-                        help="follow the coordinator's RSS through --sagas failing --lines-line sagas and big StartSagas")
+    parser.add_argument(
+        "--idle",
+        type=float,
+        default=90.0,
+        help="with --connections: seconds at rest after the load, counting every 5 s",
+    )
+    parser.add_argument(
+        "--memory",
+        action="store_true",
+        help="follow the coordinator's RSS through --sagas failing --lines-line sagas and big StartSagas",
+    )
     parser.add_argument("--big", type=int, default=40, help="with --memory: concurrent big StartSagas per round")
     parser.add_argument("--big-bytes", type=int, default=1 << 20, help="with --memory: size of each big StartSaga")
     parser.add_argument("--big-rounds", type=int, default=5, help="with --memory: rounds of big StartSagas (every 2 s)")
     parser.add_argument("--settle", type=float, default=60.0, help="with --memory: seconds at rest after the load")
-    parser.add_argument("--settle-idle", type=float, default=10.0, help="with --memory: seconds at rest before the idle level")
+    parser.add_argument(
+        "--settle-idle", type=float, default=10.0, help="with --memory: seconds at rest before the idle level"
+    )
     parser.add_argument("--peak-mib", type=int, default=300, help="with --memory: the peak RSS target")
-    parser.add_argument("--coordinator-env", action="append", default=[], metavar="NAME=VALUE",
-                        help="with --memory: extra environment of every process (repeatable)")
+    parser.add_argument(
+        "--coordinator-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="with --memory: extra environment of every process (repeatable)",
+    )

@@ -38,7 +38,9 @@ def _write(path: Path, data: bytes, private: bool = False) -> None:
 
 
 def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def service_dns_names(name: str, namespace: str) -> list[str]:
@@ -48,9 +50,13 @@ def service_dns_names(name: str, namespace: str) -> list[str]:
     return names
 
 
-def make_ca(common_name: str = "invsaga development CA", days: int = 365) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+def make_ca(
+    common_name: str = "invsaga development CA", days: int = 365
+) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     key = _key()
-    name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "invsaga"), x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    name = x509.Name(
+        [x509.NameAttribute(NameOID.ORGANIZATION_NAME, "invsaga"), x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
+    )
     now = dt.datetime.now(dt.timezone.utc)
     cert = (
         x509.CertificateBuilder()
@@ -63,9 +69,15 @@ def make_ca(common_name: str = "invsaga development CA", days: int = 365) -> tup
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
             x509.KeyUsage(
-                digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
-                key_encipherment=False, data_encipherment=False, key_agreement=False,
-                encipher_only=False, decipher_only=False,
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
             ),
             critical=True,
         )
@@ -89,7 +101,14 @@ def issue(
     sans += [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.IPAddress(ipaddress.ip_address("::1"))]
     cert = (
         x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "invsaga"), x509.NameAttribute(NameOID.COMMON_NAME, identity)]))
+        .subject_name(
+            x509.Name(
+                [
+                    x509.NameAttribute(NameOID.ORGANIZATION_NAME, "invsaga"),
+                    x509.NameAttribute(NameOID.COMMON_NAME, identity),
+                ]
+            )
+        )
         .issuer_name(ca_cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
@@ -97,7 +116,9 @@ def issue(
         .not_valid_after(now + dt.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .add_extension(
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
+        )
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
@@ -109,8 +130,14 @@ def write_pair(directory: Path, stem: str, key: ec.EllipticCurvePrivateKey, cert
     _write(directory / f"{stem}-key.pem", _pem_key(key), private=True)
 
 
-def make_certs(directory: Path, *, namespace: str = "invsaga", extra_dns: Sequence[str] = (), days: int = 365,
-               identities: Sequence[str] = (*SERVICES, CLIENT)) -> list[Path]:
+def make_certs(
+    directory: Path,
+    *,
+    namespace: str = "invsaga",
+    extra_dns: Sequence[str] = (),
+    days: int = 365,
+    identities: Sequence[str] = (*SERVICES, CLIENT),
+) -> list[Path]:
     """Write ``ca.pem``/``ca-key.pem`` and ``<identity>.pem``/``<identity>-key.pem`` under ``directory``."""
     directory.mkdir(parents=True, exist_ok=True)
     ca_key, ca_cert = make_ca(days=days)
@@ -131,8 +158,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     directory = Path(args.directory)
     written = make_certs(directory, namespace=args.namespace, extra_dns=args.dns, days=args.days)
-    print(f"wrote {len(written)} files to {directory}: CA ca.pem, and for each of {', '.join((*SERVICES, CLIENT))}"
-          " <name>.pem and <name>-key.pem")
-    print("run a process with INVSAGA_TLS_CA=ca.pem INVSAGA_TLS_CERT=<name>.pem INVSAGA_TLS_KEY=<name>-key.pem"
-          " (and INVSAGA_TLS_CLIENT_AUTH=require for mutual TLS)")
+    print(
+        f"wrote {len(written)} files to {directory}: CA ca.pem, and for each of {', '.join((*SERVICES, CLIENT))}"
+        " <name>.pem and <name>-key.pem"
+    )
+    print(
+        "run a process with INVSAGA_TLS_CA=ca.pem INVSAGA_TLS_CERT=<name>.pem INVSAGA_TLS_KEY=<name>-key.pem"
+        " (and INVSAGA_TLS_CLIENT_AUTH=require for mutual TLS)"
+    )
     return 0

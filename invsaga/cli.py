@@ -27,10 +27,16 @@ def cmd_up(args: argparse.Namespace) -> int:
         print(f"invsaga up: {err}", file=sys.stderr)
         return 1
     try:
-        where = f"embedded PostgreSQL in {Path(args.data_dir) / 'postgres'}" if mesh.embedded else "PostgreSQL at the given URL"
+        where = (
+            f"embedded PostgreSQL in {Path(args.data_dir) / 'postgres'}"
+            if mesh.embedded
+            else "PostgreSQL at the given URL"
+        )
         print(f"  {'database':<12} {where}")
         for service in SERVICES:
-            print(f"  {service:<12} grpc://{mesh.address(service)}  metrics http://127.0.0.1:{mesh.ports[service] + 1000}/metrics")
+            print(
+                f"  {service:<12} grpc://{mesh.address(service)}  metrics http://127.0.0.1:{mesh.ports[service] + 1000}/metrics"
+            )
         if not args.no_demo_data:
             if asyncio.run(_has_warehouses(mesh.address("warehouse"))):
                 # A restart keeps what the last run changed (stock picked, set, adjusted).
@@ -145,10 +151,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     up = sub.add_parser("up", help="start the six processes (embedded PostgreSQL under ./data, demo data seeded)")
-    up.add_argument("--database-url", help="postgresql+psycopg://... for all six (default: an embedded server in DATA_DIR/postgres)")
-    up.add_argument("--data-dir", default="./data", help="data directory (the embedded server lives in DATA_DIR/postgres)")
-    up.add_argument("--port-base", type=int, default=DEFAULT_PORTS["coordinator"],
-                    help="gRPC ports PORT_BASE..PORT_BASE+5 in SPEC order, metrics 1000 above (default 50050)")
+    up.add_argument(
+        "--database-url", help="postgresql+psycopg://... for all six (default: an embedded server in DATA_DIR/postgres)"
+    )
+    up.add_argument(
+        "--data-dir", default="./data", help="data directory (the embedded server lives in DATA_DIR/postgres)"
+    )
+    up.add_argument(
+        "--port-base",
+        type=int,
+        default=DEFAULT_PORTS["coordinator"],
+        help="gRPC ports PORT_BASE..PORT_BASE+5 in SPEC order, metrics 1000 above (default 50050)",
+    )
     up.add_argument("--log-dir", default="./data/logs")
     up.add_argument("--no-demo-data", action="store_true")
     up.set_defaults(func=cmd_up)
@@ -192,8 +206,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cancel.add_argument("saga_id")
     cancel.add_argument("--reason", default="", help="why (kept in the saga and told to the customer)")
-    cancel.add_argument("--release-unpicked", action="store_true",
-                        help="when picking has started: release only the warehouses no picker has touched")
+    cancel.add_argument(
+        "--release-unpicked",
+        action="store_true",
+        help="when picking has started: release only the warehouses no picker has touched",
+    )
     _connection(cancel)
     cancel.set_defaults(func=_client_command("cancel"))
 
@@ -204,7 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     extend = sub.add_parser("extend", help="push a reservation's expiry out (before picking starts)")
     extend.add_argument("saga_id")
-    extend.add_argument("--until", required=True, help="a time with its zone (2026-12-24T18:00:00Z) or a duration from now (2h)")
+    extend.add_argument(
+        "--until", required=True, help="a time with its zone (2026-12-24T18:00:00Z) or a duration from now (2h)"
+    )
     _connection(extend)
     extend.set_defaults(func=_client_command("extend"))
 

@@ -35,8 +35,9 @@ class UsageError(Exception):
 
 def connection_arguments(parser: argparse.ArgumentParser) -> None:
     """--coordinator, --token and the TLS files, each defaulting to its environment variable."""
-    parser.add_argument("--coordinator", default=None,
-                        help=f"host:port (default: $INVSAGA_COORDINATOR_ADDR or {DEFAULT_COORDINATOR})")
+    parser.add_argument(
+        "--coordinator", default=None, help=f"host:port (default: $INVSAGA_COORDINATOR_ADDR or {DEFAULT_COORDINATOR})"
+    )
     parser.add_argument("--token", default=None, help="API token sent as a bearer token (default: $INVSAGA_TOKEN)")
     parser.add_argument("--tls-ca", default=None, help="CA certificate, for TLS (default: $INVSAGA_TLS_CA)")
     parser.add_argument("--tls-cert", default=None, help="client certificate, for mTLS (default: $INVSAGA_TLS_CERT)")
@@ -59,13 +60,18 @@ def coordinator_channel(args: argparse.Namespace) -> grpc.aio.Channel:
     credentials = None
     if ca or cert:
         try:
-            read = {name: Path(path).read_bytes() if path else None for name, path in (("ca", ca), ("cert", cert), ("key", key))}
+            read = {
+                name: Path(path).read_bytes() if path else None
+                for name, path in (("ca", ca), ("cert", cert), ("key", key))
+            }
         except OSError as err:
             raise UsageError(f"cannot read a TLS file: {err}") from None
         credentials = grpc.ssl_channel_credentials(
             root_certificates=read["ca"], private_key=read["key"], certificate_chain=read["cert"]
         )
     return open_channel(target, bearer_interceptors(token) if token else [], credentials)
+
+
 TERMINAL = (pb.SAGA_STATUS_COMPLETED, pb.SAGA_STATUS_COMPENSATED, pb.SAGA_STATUS_FAILED)
 _ENUM_PREFIX = {"allocation_strategy": "ALLOCATION_STRATEGY_", "request_type": "REQUEST_TYPE_"}
 STATUS_STYLE = {
@@ -148,7 +154,9 @@ def describe(saga: pb.Saga) -> None:
         for s in f.shortages:
             console.print(f"  short {s.sku}: required {s.required}, available {s.available}")
     if saga.compensation_failure.reason:
-        console.print(f"[red]compensation failed[/] at {saga.compensation_failure.step}: {saga.compensation_failure.message}")
+        console.print(
+            f"[red]compensation failed[/] at {saga.compensation_failure.step}: {saga.compensation_failure.message}"
+        )
     if saga.HasField("reservation"):
         console.print(_reservation_line(saga))
     if saga.cancel_reason:
@@ -278,7 +286,6 @@ async def demo(args: argparse.Namespace) -> int:
         return await run_demo(Path(workdir), database_url=args.database_url)
 
 
-
 def _timestamp(text: str) -> Any:
     """An ISO 8601 time (a zone required) or a duration from now (``90s``, ``30m``, ``2h``)."""
     from datetime import datetime, timezone
@@ -298,7 +305,9 @@ def _timestamp(text: str) -> Any:
     try:
         when = datetime.fromisoformat(text)
     except ValueError:
-        raise UsageError(f"--until: {text!r} is neither a time (2026-12-24T18:00:00+00:00) nor a duration (30m)") from None
+        raise UsageError(
+            f"--until: {text!r} is neither a time (2026-12-24T18:00:00+00:00) nor a duration (30m)"
+        ) from None
     if when.tzinfo is None:
         raise UsageError(f"--until: {text!r} has no time zone (add +00:00 or Z)")
     ts.FromDatetime(when.astimezone(timezone.utc))
@@ -318,7 +327,9 @@ def _reservation_line(saga: pb.Saga) -> str:
 async def cancel(args: argparse.Namespace) -> int:
     async with coordinator_channel(args) as channel:
         stub = pb_grpc.SagaCoordinatorServiceStub(channel)
-        request = pb.CancelSagaRequest(saga_id=args.saga_id, reason=args.reason or "", release_unpicked=args.release_unpicked)
+        request = pb.CancelSagaRequest(
+            saga_id=args.saga_id, reason=args.reason or "", release_unpicked=args.release_unpicked
+        )
         try:
             saga = (await stub.CancelSaga(request, timeout=30)).saga
         except grpc.aio.AioRpcError as error:
@@ -346,7 +357,9 @@ async def extend(args: argparse.Namespace) -> int:
     async with coordinator_channel(args) as channel:
         stub = pb_grpc.SagaCoordinatorServiceStub(channel)
         try:
-            reply = await stub.ExtendReservation(pb.ExtendReservationRequest(saga_id=args.saga_id, until=until), timeout=30)
+            reply = await stub.ExtendReservation(
+                pb.ExtendReservationRequest(saga_id=args.saga_id, until=until), timeout=30
+            )
         except grpc.aio.AioRpcError as error:
             return _report(error)
     console.print(_reservation_line(pb.Saga(saga_id=args.saga_id, reservation=reply.reservation)))

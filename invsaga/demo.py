@@ -33,7 +33,11 @@ from invsaga.seed import Seed, apply_seed, load_seed, parse_seed
 
 DEMO_DATA = Path(__file__).resolve().parent / "demo_data.yaml"
 GUANGZHOU = common_pb2.Location(address="广东省广州市天河区")
-FAST_RETRY = {"INVSAGA_RETRY_INITIAL_INTERVAL": "50ms", "INVSAGA_RETRY_MAX_INTERVAL": "200ms", "INVSAGA_LOG_LEVEL": "WARNING"}
+FAST_RETRY = {
+    "INVSAGA_RETRY_INITIAL_INTERVAL": "50ms",
+    "INVSAGA_RETRY_MAX_INTERVAL": "200ms",
+    "INVSAGA_LOG_LEVEL": "WARNING",
+}
 MESH_ENV = {
     "plain": {"INVSAGA_FAULTS": "kind=latency,delay=0.3,method=Execute,step=ALLOCATE_INVENTORY"},
     "failures": {
@@ -50,8 +54,17 @@ MESH_ENV = {
 }
 SMALL_SEED = {
     "warehouses": [
-        {"id": "WH-DEMO-A", "name": "演示仓 A", "address": "上海市浦东新区", "lat": 31.22, "lon": 121.54,
-         "capacity": 1000, "status": "active", "priority": 5, "cost": {"per_unit": 1.0, "per_km_unit": 0.0, "per_shipment": 5.0}},
+        {
+            "id": "WH-DEMO-A",
+            "name": "演示仓 A",
+            "address": "上海市浦东新区",
+            "lat": 31.22,
+            "lon": 121.54,
+            "capacity": 1000,
+            "status": "active",
+            "priority": 5,
+            "cost": {"per_unit": 1.0, "per_km_unit": 0.0, "per_shipment": 5.0},
+        }
     ],
     "stock": [{"warehouse": "WH-DEMO-A", "sku": "SKU-D1", "product_id": "PROD-D1", "on_hand": 100, "bin": "A-01-01"}],
 }
@@ -81,7 +94,10 @@ def request(items: dict[str, int], strategy: str = "PRIORITY", **fields) -> pb.I
         order_id=f"DEMO-{uuid.uuid4().hex[:6].upper()}",
         customer_id="CUST-DEMO",
         request_type=pb.REQUEST_TYPE_RESERVATION,
-        items=[common_pb2.Item(product_id=sku.replace("SKU", "PROD"), sku=sku, quantity=q, unit="pcs") for sku, q in items.items()],
+        items=[
+            common_pb2.Item(product_id=sku.replace("SKU", "PROD"), sku=sku, quantity=q, unit="pcs")
+            for sku, q in items.items()
+        ],
         allocation_strategy=common_pb2.AllocationStrategy.Value(f"ALLOCATION_STRATEGY_{strategy}"),
         **fields,
     )
@@ -146,9 +162,7 @@ def _scarce(seed: Seed) -> tuple[str, int, int]:
 async def plain_scenarios(client: Client, seed: Seed) -> list[Row]:
     rows = []
     for strategy in STRATEGIES:
-        saga, secs = await client.run(
-            request({"SKU-001": 40, "SKU-003": 20}, strategy, customer_location=GUANGZHOU)
-        )
+        saga, secs = await client.run(request({"SKU-001": 40, "SKU-003": 20}, strategy, customer_location=GUANGZHOU))
         rows.append(Row(f"strategy {strategy} (customer in 广州)", "COMPLETED", saga, plan(saga), secs))
     saga, secs = await client.run(request({"SKU-002": 5}))
     rows.append(Row("single warehouse", "COMPLETED", saga, plan(saga), secs))
@@ -203,8 +217,15 @@ async def failure_scenarios(client: Client) -> list[Row]:
 
 async def timeout_scenarios(client: Client) -> list[Row]:
     saga, secs = await client.run(request({"SKU-D1": 2}))
-    rows = [Row("saga timeout, compensation fails ×3", "FAILED", saga,
-                f"{why(saga)}; parked: {saga.compensation_failure.message}", secs)]
+    rows = [
+        Row(
+            "saga timeout, compensation fails ×3",
+            "FAILED",
+            saga,
+            f"{why(saga)}; parked: {saga.compensation_failure.message}",
+            secs,
+        )
+    ]
     seq = await client.last_seq(saga.saga_id)
     started = time.monotonic()
     await client.stub.ResumeSaga(pb.ResumeSagaRequest(saga_id=saga.saga_id))
@@ -258,7 +279,9 @@ async def run_demo(workdir: Path, database_url: str | None = None) -> int:
         demo_seed = load_seed(DEMO_DATA)
         await apply_seed(demo_seed, meshes["plain"].address("warehouse"), meshes["plain"].address("inventory"))
         for name in ("failures", "timeout"):
-            await apply_seed(parse_seed(SMALL_SEED), meshes[name].address("warehouse"), meshes[name].address("inventory"))
+            await apply_seed(
+                parse_seed(SMALL_SEED), meshes[name].address("warehouse"), meshes[name].address("inventory")
+            )
         clients = {name: Client(mesh.address("coordinator")) for name, mesh in meshes.items()}
         groups = await asyncio.gather(
             plain_scenarios(clients["plain"], demo_seed),

@@ -106,9 +106,7 @@ def wait_serving(
 
 
 # Settings that choose how a process checks its callers (invsaga.runtime.security).
-SECURITY_SETTINGS = (
-    "INVSAGA_AUTH", "INVSAGA_AUTH_TOKENS", "INVSAGA_AUTH_TOKEN_HASHES", "INVSAGA_TLS_CLIENT_AUTH",
-)
+SECURITY_SETTINGS = ("INVSAGA_AUTH", "INVSAGA_AUTH_TOKENS", "INVSAGA_AUTH_TOKEN_HASHES", "INVSAGA_TLS_CLIENT_AUTH")
 
 
 def dev_defaults(env: dict[str, str]) -> dict[str, str]:

@@ -198,7 +198,9 @@ def parse_seed(data: Any) -> Seed:
     seen: dict[str, int] = {}
     for i, w in enumerate(warehouses):
         if w.warehouse_id and w.warehouse_id in seen:
-            problems.append(f"warehouses[{i}] ({w.warehouse_id}): duplicate id (first at warehouses[{seen[w.warehouse_id]}])")
+            problems.append(
+                f"warehouses[{i}] ({w.warehouse_id}): duplicate id (first at warehouses[{seen[w.warehouse_id]}])"
+            )
         seen.setdefault(w.warehouse_id, i)
     rows: dict[tuple[str, str], int] = {}
     for i, row in enumerate(stock):
@@ -294,9 +296,7 @@ async def apply_seed(seed: Seed, warehouse_addr: str, inventory_addr: str) -> st
             if skus
         ]
         set_stock = [
-            lambda row=row: _call(
-                f"stock {row.warehouse_id}/{row.sku} (at {inventory_addr})", inventory.SetStock, row
-            )
+            lambda row=row: _call(f"stock {row.warehouse_id}/{row.sku} (at {inventory_addr})", inventory.SetStock, row)
             for row in seed.stock
         ]
         await _bounded([*add_skus, *set_stock])

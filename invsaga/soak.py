@@ -62,14 +62,29 @@ def soak_seed() -> dict:
     warehouses, stock = [], []
     for w in range(WAREHOUSES):
         wid = f"WH-S{w:02d}"
-        warehouses.append({
-            "id": wid, "name": f"soak {w}", "address": "", "lat": 30 + w, "lon": 110 + w,
-            "capacity": 10**9, "status": "active", "priority": rng.randint(1, 10),
-            "cost": {"per_unit": 1.0, "per_km_unit": 0.001, "per_shipment": 10.0},
-        })
+        warehouses.append(
+            {
+                "id": wid,
+                "name": f"soak {w}",
+                "address": "",
+                "lat": 30 + w,
+                "lon": 110 + w,
+                "capacity": 10**9,
+                "status": "active",
+                "priority": rng.randint(1, 10),
+                "cost": {"per_unit": 1.0, "per_km_unit": 0.001, "per_shipment": 10.0},
+            }
+        )
         for s in range(SKUS):
-            stock.append({"warehouse": wid, "sku": f"SKU-S{s:02d}", "product_id": f"PROD-S{s:02d}",
-                          "on_hand": 1_000_000, "bin": f"{chr(65 + s % 26)}-{s:02d}"})
+            stock.append(
+                {
+                    "warehouse": wid,
+                    "sku": f"SKU-S{s:02d}",
+                    "product_id": f"PROD-S{s:02d}",
+                    "on_hand": 1_000_000,
+                    "bin": f"{chr(65 + s % 26)}-{s:02d}",
+                }
+            )
     return {"warehouses": warehouses, "stock": stock}
 
 
@@ -180,7 +195,9 @@ class Soak:
         while printed < len(self.by_minute):
             await asyncio.sleep(1)
             elapsed_minutes = int((time.monotonic() - self.started) // 60)
-            while printed < min(elapsed_minutes, len(self.by_minute)) or (time.monotonic() >= until and printed < len(self.by_minute)):
+            while printed < min(elapsed_minutes, len(self.by_minute)) or (
+                time.monotonic() >= until and printed < len(self.by_minute)
+            ):
                 print_minute(self.by_minute[printed].row())
                 printed += 1
 
@@ -235,7 +252,9 @@ async def check_books(address: str) -> list[str]:
         if min(s.on_hand, s.locked, s.available) < 0 or s.on_hand != s.available + s.locked:
             problems.append(f"{s.warehouse_id}/{s.sku}: on_hand {s.on_hand} locked {s.locked} available {s.available}")
         if s.locked != held[(s.warehouse_id, s.sku)]:
-            problems.append(f"{s.warehouse_id}/{s.sku}: locked {s.locked} but held locks sum to {held[(s.warehouse_id, s.sku)]}")
+            problems.append(
+                f"{s.warehouse_id}/{s.sku}: locked {s.locked} but held locks sum to {held[(s.warehouse_id, s.sku)]}"
+            )
     return problems
 
 
@@ -270,7 +289,10 @@ async def soak(args: argparse.Namespace) -> int:
         print(f"faults on every participant: {args.faults or '(none)'}", flush=True)
         mesh.start(timeout=120)
         try:
-            print(await apply_seed(parse_seed(soak_seed()), mesh.address("warehouse"), mesh.address("inventory")), flush=True)
+            print(
+                await apply_seed(parse_seed(soak_seed()), mesh.address("warehouse"), mesh.address("inventory")),
+                flush=True,
+            )
             rows = await Soak(mesh, args.minutes, args.concurrency).run()
             # Let the last retries and compensations settle before the books are read.
             await asyncio.sleep(5)

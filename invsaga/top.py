@@ -121,10 +121,16 @@ def scrape(client: httpx.Client, url: str) -> Snapshot:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--coordinator", default=f"localhost:{DEFAULT_PORTS['coordinator']}", help="gRPC address; /metrics is at its port + 1000")
+    parser.add_argument(
+        "--coordinator",
+        default=f"localhost:{DEFAULT_PORTS['coordinator']}",
+        help="gRPC address; /metrics is at its port + 1000",
+    )
     parser.add_argument("--metrics", default="", help="the coordinator's /metrics URL (overrides --coordinator)")
     parser.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes")
-    parser.add_argument("--once", action="store_true", help="print one summary (two scrapes an interval apart) and exit")
+    parser.add_argument(
+        "--once", action="store_true", help="print one summary (two scrapes an interval apart) and exit"
+    )
 
 
 def top(args: argparse.Namespace) -> int:

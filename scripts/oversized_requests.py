@@ -91,7 +91,9 @@ async def main(args: argparse.Namespace) -> None:
             print(f"coordinator idle RSS: {idle / 1024:.0f} MiB")
             for n in range(args.rounds):
                 reset_peak(pid)
-                codes, sampled, elapsed = await round_of(stub, args.calls, int(args.mb * 1000 * 1000), pid, args.in_metadata)
+                codes, sampled, elapsed = await round_of(
+                    stub, args.calls, int(args.mb * 1000 * 1000), pid, args.in_metadata
+                )
                 hwm = rss_kib(pid, "VmHWM")
                 await asyncio.sleep(2)
                 after = rss_kib(pid)

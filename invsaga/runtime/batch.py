@@ -222,8 +222,14 @@ class ExecuteBatcher:
     """
 
     def __init__(
-        self, execute: Any, execute_batch: Any, batch_request: Any, *, max_in_flight: int | None = 1,
-        max_batch: int = 64, max_batch_bytes: int = 1 << 20,
+        self,
+        execute: Any,
+        execute_batch: Any,
+        batch_request: Any,
+        *,
+        max_in_flight: int | None = 1,
+        max_batch: int = 64,
+        max_batch_bytes: int = 1 << 20,
     ) -> None:
         self.execute = execute
         self.execute_batch = execute_batch
@@ -306,13 +312,18 @@ class ExecuteBatcher:
         if len(batch) == 1 or self.max_in_flight is None:
             return await self._send_each(batch, timeout)
         try:
-            response = await self.execute_batch(self.batch_request(requests=[i.request for i in batch]), timeout=timeout)
+            response = await self.execute_batch(
+                self.batch_request(requests=[i.request for i in batch]), timeout=timeout
+            )
         except grpc.aio.AioRpcError as error:
             code = error.code()
             if code == grpc.StatusCode.UNIMPLEMENTED:
                 log.warning("participant has no ExecuteBatch; sending its calls one by one")
                 self.max_in_flight = None
-            if code in (grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.RESOURCE_EXHAUSTED):  # or the answer is too large
+            if code in (
+                grpc.StatusCode.UNIMPLEMENTED,
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+            ):  # or the answer is too large
                 return await self._send_each(batch, timeout)
             return _fail(batch, error)
         except Exception as error:  # cancelled channel and the like: every caller sees it
@@ -320,10 +331,15 @@ class ExecuteBatcher:
         self.batches += 1
         self.batched_calls += len(batch)
         if len(response.results) != len(batch):
-            return _fail(batch, item_error(common_pb2.CallStatus(
-                code=grpc.StatusCode.INTERNAL.value[0],
-                message=f"ExecuteBatch answered {len(response.results)} results for {len(batch)} requests",
-            )))
+            return _fail(
+                batch,
+                item_error(
+                    common_pb2.CallStatus(
+                        code=grpc.StatusCode.INTERNAL.value[0],
+                        message=f"ExecuteBatch answered {len(response.results)} results for {len(batch)} requests",
+                    )
+                ),
+            )
         for item, result in zip(batch, response.results):
             if result.HasField("response"):
                 _settle(item, result=result.response)

@@ -361,7 +361,9 @@ def load_settings(
     # Empty: the embedded server of the data directory (invsaga.runtime.embedded).
     database_url = database_url or env.get("INVSAGA_DATABASE_URL") or ""
     if database_url and not database_url.startswith("postgresql"):
-        raise ConfigError(f"INVSAGA_DATABASE_URL: expected postgresql+psycopg://..., got a {database_url.split(':', 1)[0]!r} URL")
+        raise ConfigError(
+            f"INVSAGA_DATABASE_URL: expected postgresql+psycopg://..., got a {database_url.split(':', 1)[0]!r} URL"
+        )
     log_format = env.get("INVSAGA_LOG_FORMAT", "json")
     if log_format not in ("json", "text"):
         raise ConfigError(f"INVSAGA_LOG_FORMAT: expected json or text, got {log_format!r}")
@@ -394,7 +396,8 @@ def load_settings(
         database_url=database_url,
         metrics_port=metrics_port,
         max_connection_age=parse_duration(
-            env.get("INVSAGA_MAX_CONNECTION_AGE", mesh.get("max_connection_age", "5m")), name="INVSAGA_MAX_CONNECTION_AGE"
+            env.get("INVSAGA_MAX_CONNECTION_AGE", mesh.get("max_connection_age", "5m")),
+            name="INVSAGA_MAX_CONNECTION_AGE",
         ),
         grace_period=parse_duration(
             env.get("INVSAGA_GRACE_PERIOD", mesh.get("grace_period", "10s")), name="INVSAGA_GRACE_PERIOD"
@@ -442,8 +445,11 @@ def _request_limits(block: Mapping[str, Any], env: Mapping[str, str]) -> dict[st
     base = Settings(service="coordinator", port=1)
     limits = {}
     for setting in (
-        "max_start_saga_bytes", "max_request_bytes", "max_step_request_bytes",
-        "max_inflight_request_bytes", "max_metadata_bytes",
+        "max_start_saga_bytes",
+        "max_request_bytes",
+        "max_step_request_bytes",
+        "max_inflight_request_bytes",
+        "max_metadata_bytes",
     ):
         env_name = f"INVSAGA_{setting.upper()}"
         value = env.get(env_name, block.get(setting.removeprefix("max_"), getattr(base, setting)))
@@ -469,10 +475,12 @@ def _resources(
             name="INVSAGA_DB_IDLE_TIMEOUT",
         ),
         journal_sagas=_positive_int(
-            env.get("INVSAGA_JOURNAL_SAGAS", coord.get("journal_sagas", base.journal_sagas)), name="INVSAGA_JOURNAL_SAGAS"
+            env.get("INVSAGA_JOURNAL_SAGAS", coord.get("journal_sagas", base.journal_sagas)),
+            name="INVSAGA_JOURNAL_SAGAS",
         ),
         journal_bytes=parse_bytes(
-            env.get("INVSAGA_JOURNAL_BYTES", coord.get("journal_bytes", base.journal_bytes)), name="INVSAGA_JOURNAL_BYTES"
+            env.get("INVSAGA_JOURNAL_BYTES", coord.get("journal_bytes", base.journal_bytes)),
+            name="INVSAGA_JOURNAL_BYTES",
         ),
         journal_linger=parse_duration(
             env.get("INVSAGA_JOURNAL_LINGER", coord.get("journal_linger", base.journal_linger)),
@@ -569,7 +577,9 @@ def _security(
     if bool(files["cert"]) != bool(files["key"]):
         raise ConfigError("INVSAGA_TLS_CERT and INVSAGA_TLS_KEY go together")
     if files["ca"] and not files["cert"]:
-        raise ConfigError("INVSAGA_TLS_CA needs INVSAGA_TLS_CERT and INVSAGA_TLS_KEY (the mesh is TLS both ways or not at all)")
+        raise ConfigError(
+            "INVSAGA_TLS_CA needs INVSAGA_TLS_CERT and INVSAGA_TLS_KEY (the mesh is TLS both ways or not at all)"
+        )
     client_auth, where = pick("INVSAGA_TLS_CLIENT_AUTH", tls.get("client_auth"))
     if client_auth not in ("", "none", "require"):
         raise ConfigError(f"INVSAGA_TLS_CLIENT_AUTH ({where}): expected require or none, got {client_auth!r}")
@@ -578,7 +588,10 @@ def _security(
     for setting, entries in (
         ("INVSAGA_AUTH_TOKENS", names("INVSAGA_AUTH_TOKENS", auth.get("tokens"))),
         # The older setting: bare digests, accepted as client tokens without a tenant.
-        ("INVSAGA_AUTH_TOKEN_HASHES", tuple(f"{h}:client" for h in names("INVSAGA_AUTH_TOKEN_HASHES", auth.get("token_hashes")))),
+        (
+            "INVSAGA_AUTH_TOKEN_HASHES",
+            tuple(f"{h}:client" for h in names("INVSAGA_AUTH_TOKEN_HASHES", auth.get("token_hashes"))),
+        ),
     ):
         for entry in entries:
             grant = _grant(entry, setting=setting, certificate=False)
@@ -620,9 +633,7 @@ def _security(
         raise ConfigError(f"INVSAGA_REQUIRE_AUTH ({where}): expected true or false, got {require!r}")
     require_auth = require.lower() in _TRUE
     if require_auth and mode not in ("token", "mtls"):
-        raise ConfigError(
-            f"INVSAGA_REQUIRE_AUTH is set: INVSAGA_AUTH must be token or mtls, not {mode or 'unset'!r}"
-        )
+        raise ConfigError(f"INVSAGA_REQUIRE_AUTH is set: INVSAGA_AUTH must be token or mtls, not {mode or 'unset'!r}")
     health_port = env.get("INVSAGA_HEALTH_PORT") or tls.get("health_port")
     return {
         "tls_cert": files["cert"],

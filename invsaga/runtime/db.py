@@ -167,7 +167,8 @@ class IdleClosingPool(AsyncAdaptedQueuePool):
             except Exception:  # sqlalchemy.util.queue.Empty
                 break
         keep = [
-            record for k, record in enumerate(waiting)
+            record
+            for k, record in enumerate(waiting)
             if k < self.min_idle or now - record.info.get("invsaga_idle_since", now) < self.max_idle
         ]
         for record in reversed(keep):  # back in their order, oldest at the bottom
@@ -258,17 +259,13 @@ def _pool_settings(settings: Any) -> dict[str, Any]:
 async def open_service_database(settings: Any, metadata: MetaData, models_file: str) -> Database:
     """Migrate the service's schema to head, then open its ``Database``."""
     await migrate(settings.database_url, settings.service, migrations_of(models_file), metadata)
-    return await Database(
-        settings.database_url, settings.service, **_pool_settings(settings)
-    ).open()
+    return await Database(settings.database_url, settings.service, **_pool_settings(settings)).open()
 
 
 async def open_service_engine(settings: Any, metadata: MetaData, models_file: str) -> AsyncEngine:
     """Migrate the service's schema to head, then return a SQLAlchemy engine on it (the coordinator)."""
     await migrate(settings.database_url, settings.service, migrations_of(models_file), metadata)
-    return create_engine(
-        settings.database_url, settings.service, **_pool_settings(settings)
-    )
+    return create_engine(settings.database_url, settings.service, **_pool_settings(settings))
 
 
 async def finish_even_if_cancelled(work: Coroutine[Any, Any, T]) -> T:

@@ -101,7 +101,9 @@ def _ensure_system_user(name: str) -> None:
     search = os.pathsep.join([os.environ.get("PATH", ""), "/usr/local/sbin", "/usr/sbin", "/sbin"])
     useradd = shutil.which("useradd", path=search)
     if useradd is None:
-        raise RuntimeError(f"the embedded PostgreSQL runs as the system user {name!r}, and no useradd was found to create it")
+        raise RuntimeError(
+            f"the embedded PostgreSQL runs as the system user {name!r}, and no useradd was found to create it"
+        )
     subprocess.run([useradd, "-s", "/bin/bash", name], check=True, capture_output=True, text=True)
 
 

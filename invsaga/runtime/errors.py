@@ -84,9 +84,11 @@ def _fitting(violations: Sequence[tuple[str, str]]) -> list[error_details_pb2.Ba
         item = error_details_pb2.BadRequest.FieldViolation(field=_clip(f, 256), description=_clip(d, 512))
         size += item.ByteSize() + 4
         if size > VIOLATIONS_BYTES:
-            out.append(error_details_pb2.BadRequest.FieldViolation(
-                field="", description=f"and {len(violations) - i:,} more violation(s) not listed"
-            ))
+            out.append(
+                error_details_pb2.BadRequest.FieldViolation(
+                    field="", description=f"and {len(violations) - i:,} more violation(s) not listed"
+                )
+            )
             break
         out.append(item)
     return out
@@ -221,9 +223,7 @@ def _late_value(error: BaseException) -> DomainError:
         description = _DATA_ERRORS.get(sqlstate or "", "a value is not valid for its column")
     diag = getattr(error, "diag", None)
     column = getattr(diag, "column_name", None) or ""
-    return InvalidArgument(
-        f"invalid value: {description}", reason="INVALID_VALUE", violations=[(column, description)]
-    )
+    return InvalidArgument(f"invalid value: {description}", reason="INVALID_VALUE", violations=[(column, description)])
 
 
 def as_domain_error(error: BaseException, where: str = "") -> DomainError:

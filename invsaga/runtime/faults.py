@@ -119,7 +119,5 @@ class FaultInjector(WrappingInterceptor):
             return response
 
         return grpc.unary_unary_rpc_method_handler(
-            faulty,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
+            faulty, request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer
         )

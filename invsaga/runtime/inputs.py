@@ -294,7 +294,9 @@ class ContentChecker:
                 if kind is None:
                     continue
                 kinds[fd.name] = (kind, fd.is_repeated)
-                if kind in ("timestamp", "struct") or (kind in ("message", "map") and self._reaches_special(fd.message_type)):
+                if kind in ("timestamp", "struct") or (
+                    kind in ("message", "map") and self._reaches_special(fd.message_type)
+                ):
                     special.append((fd.name, fd.is_repeated, kind, fd))
             plan = self._plans[descriptor.full_name] = _Plan(kinds, tuple(special))
         return plan

@@ -219,7 +219,9 @@ class _InventoryUtilisation(Collector):
 
     def describe(self) -> Iterable[Any]:
         return [
-            GaugeMetricFamily("invsaga_inventory_utilisation_ratio", "Locked / on-hand units per warehouse", labels=["warehouse"]),
+            GaugeMetricFamily(
+                "invsaga_inventory_utilisation_ratio", "Locked / on-hand units per warehouse", labels=["warehouse"]
+            ),
             GaugeMetricFamily("invsaga_inventory_on_hand_units", "Units on hand per warehouse", labels=["warehouse"]),
             GaugeMetricFamily("invsaga_inventory_locked_units", "Units locked per warehouse", labels=["warehouse"]),
         ]

@@ -61,7 +61,7 @@ class StatementPipe:
     async def _drain(self) -> None:
         await asyncio.sleep(0)  # the other requests of the same message reach here first
         while self._queue:
-            group, self._queue = self._queue[: self.max_group], self._queue[self.max_group:]
+            group, self._queue = self._queue[: self.max_group], self._queue[self.max_group :]
             # A caller that gave up before its statement was sent: nothing to send.
             self._sending = group = [item for item in group if not item[2].done()]
             if len(group) > 1 and await self._together(group):

@@ -97,7 +97,9 @@ async def call_with_retry(
             code = error.code()
             delay = policy.backoff(attempt)
             transient = (
-                policy.transient_until_deadline and deadline is not None and code in TRANSIENT
+                policy.transient_until_deadline
+                and deadline is not None
+                and code in TRANSIENT
                 and policy.should_retry(code)
             )
             if transient:

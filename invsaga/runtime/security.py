@@ -126,11 +126,7 @@ ACCESS: dict[str, Rule] = {
         f"/{_COORDINATOR}/{m}": PUBLIC_API
         for m in ("StartSaga", "GetSaga", "ListSagas", "WatchSaga", "CancelSaga", "ResumeSaga", "ExtendReservation")
     },
-    **{
-        f"/{_service(p, p.capitalize() + 'StepService')}/{m}": STEP
-        for p in PARTICIPANTS
-        for m in STEP_METHODS
-    },
+    **{f"/{_service(p, p.capitalize() + 'StepService')}/{m}": STEP for p in PARTICIPANTS for m in STEP_METHODS},
     f"/{_service('warehouse', 'WarehouseService')}/UpsertWarehouse": ADMIN,
     f"/{_service('warehouse', 'WarehouseService')}/AddAssortment": ADMIN,
     f"/{_service('warehouse', 'WarehouseService')}/GetWarehouse": READ,
@@ -252,8 +248,7 @@ def _unauthenticated(message: str) -> _Refused:
 
 
 _NOT_CONFIGURED = (
-    "this process serves only health and reflection: authentication is not configured "
-    "(INVSAGA_AUTH=token or mtls)"
+    "this process serves only health and reflection: authentication is not configured " "(INVSAGA_AUTH=token or mtls)"
 )
 _NEEDS_TOKEN = "a valid 'authorization: Bearer <token>' is required"
 _BAD_TOKEN = "the bearer token is not valid"
@@ -279,8 +274,12 @@ class Gate:
         self.mode = settings.auth_mode
         # (digest, caller): a token's identity is its name, else a prefix of its digest.
         self.tokens: tuple[tuple[str, Caller], ...] = tuple(
-            (digest, Caller(identity=_token_identity(digest, role, name), role=role,
-                            tenant=name if role == "client" else ""))
+            (
+                digest,
+                Caller(
+                    identity=_token_identity(digest, role, name), role=role, tenant=name if role == "client" else ""
+                ),
+            )
             for digest, role, name in settings.auth_tokens
         )
         roles = {name: (role, "") for name, (role, _) in DEFAULT_TLS_ROLES.items()}
@@ -441,7 +440,9 @@ def _health_marker(method: str, handler: grpc.RpcMethodHandler, mode: str) -> gr
     """Health answers for ``invsaga.auth``: SERVING when callers are checked (token, mtls),
     NOT_SERVING when authentication is off or not configured; the mode in a trailer."""
     status = (
-        health_pb2.HealthCheckResponse.SERVING if mode in ("token", "mtls") else health_pb2.HealthCheckResponse.NOT_SERVING
+        health_pb2.HealthCheckResponse.SERVING
+        if mode in ("token", "mtls")
+        else health_pb2.HealthCheckResponse.NOT_SERVING
     )
     answer = health_pb2.HealthCheckResponse(status=status)
     trailer = ((AUTH_MODE_HEADER, _mode_label(mode)),)
@@ -490,10 +491,14 @@ def announce(settings: Settings) -> None:
     mode = settings.auth_mode
     if mode in ("token", "mtls"):
         roles = sorted({role for _, role, _ in settings.auth_tokens})
-        log.info("authentication: %s; %d token(s) of role(s) %s", mode, len(settings.auth_tokens), ", ".join(roles) or "-")
+        log.info(
+            "authentication: %s; %d token(s) of role(s) %s", mode, len(settings.auth_tokens), ", ".join(roles) or "-"
+        )
         # Of the participants only logistics calls another (inventory, for a picklist's locks).
         if mode == "token" and not settings.service_token and settings.service == "logistics":
-            log.warning("INVSAGA_SERVICE_TOKEN is not set: this process's calls to the other participants will be refused")
+            log.warning(
+                "INVSAGA_SERVICE_TOKEN is not set: this process's calls to the other participants will be refused"
+            )
         return
     message = _OFF if mode == "off" else _UNCONFIGURED
     try:

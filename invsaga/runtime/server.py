@@ -373,7 +373,9 @@ async def _serve_app(settings: Settings, app: App) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
-    tasks = [asyncio.create_task(loop_fn(), name=getattr(loop_fn, "__name__", "background")) for loop_fn in app.background]
+    tasks = [
+        asyncio.create_task(loop_fn(), name=getattr(loop_fn, "__name__", "background")) for loop_fn in app.background
+    ]
     for name in ["", *names]:
         await health.set(name, health_pb2.HealthCheckResponse.SERVING)
     tune_gc()

@@ -115,7 +115,9 @@ def install_execute_stream(servicer: Any, service_name: str, execute: Callable, 
         return False
     output = service.methods_by_name[EXECUTE_STREAM].output_type
     servicer.ExecuteStream = stream_behavior(
-        execute, _message_class(output), _message_class(output.fields_by_name["results"].message_type),
+        execute,
+        _message_class(output),
+        _message_class(output.fields_by_name["results"].message_type),
         service_name.rsplit(".", 1)[-1],
         budget,
     )
@@ -163,7 +165,9 @@ def _broken(error: BaseException | None, retired: bool) -> BaseException:
         return error
     why = "closed" if retired or error is None else f"ended ({error.code().name}: {error.details()})"
     return grpc.aio.AioRpcError(
-        grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(),
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.aio.Metadata(),
+        grpc.aio.Metadata(),
         details=f"the participant's ExecuteStream {why} before answering",
     )
 
@@ -177,8 +181,15 @@ class StreamTransport:
     """
 
     def __init__(
-        self, open_stream: Any, execute: Any, execute_batch: Any, request_class: Any, batch_request_class: Any,
-        *, rotate_after: int = 2000, max_age: float = 5.0,
+        self,
+        open_stream: Any,
+        execute: Any,
+        execute_batch: Any,
+        request_class: Any,
+        batch_request_class: Any,
+        *,
+        rotate_after: int = 2000,
+        max_age: float = 5.0,
     ) -> None:
         self.open_stream = open_stream
         self.unary_execute = execute

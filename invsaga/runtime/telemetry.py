@@ -137,7 +137,9 @@ def setup(settings: Settings) -> None:
         provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
     if "file" in chosen:
         # Written as each span ends: a SIGKILLed process loses none of what it already did.
-        provider.add_span_processor(SimpleSpanProcessor(JsonLinesSpanExporter(os.environ[TRACE_FILE_ENV], settings.service)))
+        provider.add_span_processor(
+            SimpleSpanProcessor(JsonLinesSpanExporter(os.environ[TRACE_FILE_ENV], settings.service))
+        )
     trace.set_tracer_provider(provider)
     _provider = provider
     _tracer = provider.get_tracer("invsaga")

@@ -169,4 +169,6 @@ def parse_shortage_metadata(metadata: Mapping[str, str]) -> list[common_pb2.Shor
     raw = metadata.get("shortages")
     if not raw:
         return []
-    return [common_pb2.Shortage(sku=s["sku"], required=s["required"], available=s["available"]) for s in json.loads(raw)]
+    return [
+        common_pb2.Shortage(sku=s["sku"], required=s["required"], available=s["available"]) for s in json.loads(raw)
+    ]

@@ -46,12 +46,7 @@ allocations = Table(
 allocation_lines = Table(
     "allocation_lines",
     metadata,
-    Column(
-        "allocation_id",
-        String(64),
-        ForeignKey("allocations.allocation_id", ondelete="CASCADE"),
-        primary_key=True,
-    ),
+    Column("allocation_id", String(64), ForeignKey("allocations.allocation_id", ondelete="CASCADE"), primary_key=True),
     Column("warehouse_id", String(64), primary_key=True),
     Column("sku", String(256), primary_key=True),
     Column("quantity", BigInteger, nullable=False),

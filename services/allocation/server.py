@@ -26,9 +26,7 @@ log = logging.getLogger("invsaga.allocation")
 
 def _allocation_failure(err: AllocationError, strategy: str) -> FailedPrecondition:
     return FailedPrecondition(
-        str(err),
-        reason=err.reason,
-        metadata={"strategy": strategy, **logic.shortage_metadata(err.shortages)},
+        str(err), reason=err.reason, metadata={"strategy": strategy, **logic.shortage_metadata(err.shortages)}
     )
 
 
@@ -60,7 +58,9 @@ class AllocationStepServicer(pb_grpc.AllocationStepServiceServicer):
         if problem.strategy in ("NEAREST", "COST_OPTIMIZE") and customer is None:
             raise InvalidArgument(
                 f"{problem.strategy} needs the customer's location",
-                violations=[("allocate_inventory.customer_location", f"lat/lon or an address, required by {problem.strategy}")],
+                violations=[
+                    ("allocate_inventory.customer_location", f"lat/lon or an address, required by {problem.strategy}")
+                ],
             )
         args = (problem.strategy, problem.demands, problem.candidates, problem.stock, problem.preferred, customer)
         try:
@@ -75,7 +75,9 @@ class AllocationStepServicer(pb_grpc.AllocationStepServiceServicer):
 
     async def Execute(self, request: pb.ExecuteRequest, context) -> pb.ExecuteResponse:
         if request.WhichOneof("input") != "allocate_inventory":
-            raise InvalidArgument("Execute needs allocate_inventory", violations=[("input", "allocate_inventory required")])
+            raise InvalidArgument(
+                "Execute needs allocate_inventory", violations=[("input", "allocate_inventory required")]
+            )
         data = request.allocate_inventory
         logic.validate_input(data)
         problem = logic.build_problem(data)
@@ -145,7 +147,9 @@ class AllocationServicer(pb_grpc.AllocationServiceServicer):
             raise InvalidArgument("reason too long", violations=[("reason", f"at most {logic.MAX_TEXT} characters")])
         allocation, changed = await self.store.cancel(request.allocation_id)
         if changed:
-            log.info("allocation %s cancelled by operator: %s", request.allocation_id, request.reason or "no reason given")
+            log.info(
+                "allocation %s cancelled by operator: %s", request.allocation_id, request.reason or "no reason given"
+            )
         return pb.CancelAllocationResponse(allocation=allocation)
 
     async def SettleAllocation(self, request: pb.SettleAllocationRequest, context) -> pb.SettleAllocationResponse:
@@ -154,7 +158,10 @@ class AllocationServicer(pb_grpc.AllocationServiceServicer):
         if not request.allocation_id:
             raise InvalidArgument("allocation_id is required", violations=[("allocation_id", "required")])
         if request.status not in SETTLED:
-            raise InvalidArgument("status must be FULFILLED, CANCELLED or EXPIRED", violations=[("status", "FULFILLED, CANCELLED or EXPIRED")])
+            raise InvalidArgument(
+                "status must be FULFILLED, CANCELLED or EXPIRED",
+                violations=[("status", "FULFILLED, CANCELLED or EXPIRED")],
+            )
         if len(request.reason) > logic.MAX_TEXT:
             raise InvalidArgument("reason too long", violations=[("reason", f"at most {logic.MAX_TEXT} characters")])
         allocation, changed = await self.store.settle(request.allocation_id, logic.STATUS_TO_DB[request.status])
@@ -162,8 +169,11 @@ class AllocationServicer(pb_grpc.AllocationServiceServicer):
             if request.status == common_pb2.ALLOCATION_STATUS_EXPIRED:
                 metrics.EXPIRED_ALLOCATIONS.inc()
             log.info(
-                "allocation %s %s: %s", request.allocation_id, logic.STATUS_TO_DB[request.status],
-                request.reason or "settled", extra={"saga_id": allocation.saga_id},
+                "allocation %s %s: %s",
+                request.allocation_id,
+                logic.STATUS_TO_DB[request.status],
+                request.reason or "settled",
+                extra={"saga_id": allocation.saga_id},
             )
         return pb.SettleAllocationResponse(allocation=allocation)
 
@@ -179,7 +189,9 @@ class AllocationServicer(pb_grpc.AllocationServiceServicer):
 
 
 SETTLED = (
-    common_pb2.ALLOCATION_STATUS_FULFILLED, common_pb2.ALLOCATION_STATUS_CANCELLED, common_pb2.ALLOCATION_STATUS_EXPIRED
+    common_pb2.ALLOCATION_STATUS_FULFILLED,
+    common_pb2.ALLOCATION_STATUS_CANCELLED,
+    common_pb2.ALLOCATION_STATUS_EXPIRED,
 )
 
 

@@ -48,17 +48,10 @@ _ALLOCATIONS = (
 _BY_ID = _ALLOCATIONS + " WHERE allocation_id = %s"
 _PAGE = " ORDER BY created_at, allocation_id OFFSET %s LIMIT %s"
 _CANCEL = (
-    "UPDATE allocations SET status = 'cancelled', updated_at = %s"
-    " WHERE allocation_id = %s AND status = 'active'"
+    "UPDATE allocations SET status = 'cancelled', updated_at = %s" " WHERE allocation_id = %s AND status = 'active'"
 )
-_SETTLE = (
-    "UPDATE allocations SET status = %s, updated_at = %s"
-    " WHERE allocation_id = %s AND status = 'active'"
-)
-_EXTEND = (
-    "UPDATE allocations SET expires_at = %s, updated_at = %s"
-    " WHERE allocation_id = %s AND status = 'active'"
-)
+_SETTLE = "UPDATE allocations SET status = %s, updated_at = %s" " WHERE allocation_id = %s AND status = 'active'"
+_EXTEND = "UPDATE allocations SET expires_at = %s, updated_at = %s" " WHERE allocation_id = %s AND status = 'active'"
 
 
 def _to_proto(row: Any) -> common_pb2.Allocation:

@@ -129,9 +129,7 @@ def _unit_cost(c: Candidate, km: float | None) -> float:
 
 
 def plan_cost(
-    lines: Iterable[PlanLine],
-    candidates: Sequence[Candidate],
-    customer: tuple[float, float] | None = None,
+    lines: Iterable[PlanLine], candidates: Sequence[Candidate], customer: tuple[float, float] | None = None
 ) -> float:
     """Σ q·(per_unit + per_km_unit·km) + Σ_{w used} per_shipment; km = 0 without a customer."""
     by_id = {c.warehouse_id: c for c in candidates}
@@ -291,9 +289,7 @@ class _Fill:
 
 
 def _fill_or_raise(
-    items: Sequence[tuple[str, int]],
-    order: Sequence[Candidate],
-    stock: Mapping[tuple[str, str], int],
+    items: Sequence[tuple[str, int]], order: Sequence[Candidate], stock: Mapping[tuple[str, str], int]
 ) -> _Fill:
     fill = _Fill(order, stock)
     missing: dict[str, int] = {}
@@ -334,9 +330,7 @@ def _raise_failure(items, candidates, stock, missing) -> None:
 
 
 def _order(
-    candidates: Sequence[Candidate],
-    preferred: Sequence[str],
-    key: Callable[[Candidate], object],
+    candidates: Sequence[Candidate], preferred: Sequence[str], key: Callable[[Candidate], object]
 ) -> list[Candidate]:
     by_id = {c.warehouse_id: c for c in candidates}
     head: list[Candidate] = []
@@ -362,11 +356,7 @@ def _greedy_order(strategy, candidates, preferred, customer) -> list[Candidate]:
     if strategy == "LOAD_BALANCE":
         return _order(candidates, preferred, lambda c: c.utilisation)
     # NEAREST: warehouses without a position go last
-    return _order(
-        candidates,
-        preferred,
-        lambda c: (0, d) if (d := _distance(c, customer)) is not None else (1, 0.0),
-    )
+    return _order(candidates, preferred, lambda c: (0, d) if (d := _distance(c, customer)) is not None else (1, 0.0))
 
 
 # --------------------------------------------------------------------------------------------

@@ -32,9 +32,7 @@ LOCK_STATUS_TO_DB = {
 LOCK_STATUS_FROM_DB = {v: k for k, v in LOCK_STATUS_TO_DB.items()}
 
 
-def check_id(
-    v: Violations, name: str, value: str, *, limit: int = MAX_ID, required: bool = True
-) -> None:
+def check_id(v: Violations, name: str, value: str, *, limit: int = MAX_ID, required: bool = True) -> None:
     if not value:
         if required:
             v.add(name, "required")
@@ -140,19 +138,14 @@ def summarize_availability(
     available: dict[str, int] = defaultdict(int)
     for level in stock:
         available[level.sku] += level.available
-    per_item = [
-        pb.ItemAvailability(sku=sku, required=q, available=available[sku])
-        for sku, q in required.items()
-    ]
+    per_item = [pb.ItemAvailability(sku=sku, required=q, available=available[sku]) for sku, q in required.items()]
     shortages = [
         common_pb2.Shortage(sku=a.sku, required=a.required, available=a.available)
         for a in per_item
         if a.available < a.required
     ]
     loads = [
-        common_pb2.WarehouseLoad(
-            warehouse_id=wid, locked_units=locked_by_warehouse.get(wid, 0)
-        )
+        common_pb2.WarehouseLoad(warehouse_id=wid, locked_units=locked_by_warehouse.get(wid, 0))
         for wid in dict.fromkeys(warehouse_ids)
     ]
     return pb.CheckAvailabilityOutput(
@@ -164,17 +157,13 @@ def summarize_availability(
     )
 
 
-def lock_expires_at(
-    now: datetime, requested: datetime | None, ttl_seconds: float
-) -> datetime:
+def lock_expires_at(now: datetime, requested: datetime | None, ttl_seconds: float) -> datetime:
     """The earlier of the request's deadline and this service's lock time to live."""
     limit = now + timedelta(seconds=ttl_seconds)
     return limit if requested is None or requested > limit else requested
 
 
-def ordered_lines(
-    lines: Iterable[common_pb2.AllocationLine],
-) -> list[common_pb2.AllocationLine]:
+def ordered_lines(lines: Iterable[common_pb2.AllocationLine]) -> list[common_pb2.AllocationLine]:
     """Lines in (warehouse, SKU) order: every transaction takes stock row locks in the same
     order, so two concurrent lock requests can wait on each other but never deadlock."""
     return sorted(lines, key=lambda line: (line.warehouse_id, line.sku))
@@ -209,9 +198,7 @@ class LockPlan:
         ]
 
 
-def plan_lock(
-    inp: pb.LockInventoryInput, now: datetime, ttl_seconds: float, lock_ids: Sequence[str]
-) -> LockPlan:
+def plan_lock(inp: pb.LockInventoryInput, now: datetime, ttl_seconds: float, lock_ids: Sequence[str]) -> LockPlan:
     requested = from_timestamp(inp.expires_at) if inp.HasField("expires_at") else None
     if requested is not None and requested <= now:
         raise InvalidArgument(
@@ -269,9 +256,7 @@ class LockedUnits:
     quantity: int
 
 
-def units_per_stock_row(
-    locks: Iterable[LockedUnits | common_pb2.AllocationLine],
-) -> list[tuple[str, str, int]]:
+def units_per_stock_row(locks: Iterable[LockedUnits | common_pb2.AllocationLine]) -> list[tuple[str, str, int]]:
     """(warehouse, SKU, units) to take or give back, one per stock row, in the rows' lock order."""
     units: dict[tuple[str, str], int] = defaultdict(int)
     for lock in locks:
@@ -279,9 +264,7 @@ def units_per_stock_row(
     return [(w, s, q) for (w, s), q in sorted(units.items())]
 
 
-def short_line(
-    lines: Sequence[common_pb2.AllocationLine], available: int
-) -> tuple[common_pb2.AllocationLine, int]:
+def short_line(lines: Sequence[common_pb2.AllocationLine], available: int) -> tuple[common_pb2.AllocationLine, int]:
     """The line that does not fit when one stock row's ``lines`` are locked one after another
     from ``available`` units, with the units left for it: what the lock conflict reports.
 

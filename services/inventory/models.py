@@ -51,9 +51,7 @@ locks = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     CheckConstraint("quantity > 0", name="ck_locks_quantity_positive"),
-    CheckConstraint(
-        "status IN ('held', 'released', 'consumed', 'expired')", name="ck_locks_status"
-    ),
+    CheckConstraint("status IN ('held', 'released', 'consumed', 'expired')", name="ck_locks_status"),
     Index("ix_locks_saga_id", "saga_id"),
     Index("ix_locks_status_expires_at", "status", "expires_at"),
     Index("ix_locks_notify_pending", "notify_pending"),

@@ -236,15 +236,19 @@ async def _finish(fetch: Fetch, held_sql: str, params: dict, status: str, now: d
     per_warehouse: dict[str, int] = {}
     for lock in held:
         per_warehouse[lock.warehouse_id] = per_warehouse.get(lock.warehouse_id, 0) + lock.quantity
-    return held, writes, {
-        **_stock_params(units),
-        "load_warehouses": list(per_warehouse),
-        "load_units": list(per_warehouse.values()),
-        "status": status,
-        "now": now,
-        "notify": status == EXPIRED,
-        "lock_ids": [lock.lock_id for lock in held],
-    }
+    return (
+        held,
+        writes,
+        {
+            **_stock_params(units),
+            "load_warehouses": list(per_warehouse),
+            "load_units": list(per_warehouse.values()),
+            "status": status,
+            "now": now,
+            "notify": status == EXPIRED,
+            "lock_ids": [lock.lock_id for lock in held],
+        },
+    )
 
 
 def _stock_proto(row) -> common_pb2.StockLevel:
@@ -283,7 +287,9 @@ class CapacityExceeded(Aborted):
             f"(capacity {capacity}, {locked} locked); this lock needs {requested}",
             reason="CAPACITY_EXCEEDED",
             metadata={
-                "warehouse_id": warehouse_id, "capacity": str(capacity), "locked": str(locked),
+                "warehouse_id": warehouse_id,
+                "capacity": str(capacity),
+                "locked": str(locked),
                 "requested": str(requested),
             },
         )

@@ -123,4 +123,3 @@ def plan_picklists(lines: Iterable[pb.PickRequestLine]) -> list[PickPlan]:
             )
         )
     return plans
-

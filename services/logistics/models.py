@@ -31,9 +31,7 @@ picklists = Table(
     Column("status", String(16), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
-    CheckConstraint(
-        "status IN ('pending', 'processing', 'completed', 'cancelled')", name="ck_picklists_status"
-    ),
+    CheckConstraint("status IN ('pending', 'processing', 'completed', 'cancelled')", name="ck_picklists_status"),
     # The pickers' queue: urgent first, then by priority, oldest first.
     Index("ix_picklists_queue", "warehouse_id", "status", "is_urgent", "priority", "created_at"),
 )

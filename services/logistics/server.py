@@ -30,7 +30,9 @@ class LogisticsStepServicer(pb_grpc.LogisticsStepServiceServicer):
 
     async def Execute(self, request: pb.ExecuteRequest, context) -> pb.ExecuteResponse:
         if request.WhichOneof("input") != "generate_picklist":
-            raise InvalidArgument("Execute needs generate_picklist", violations=[("input", "generate_picklist required")])
+            raise InvalidArgument(
+                "Execute needs generate_picklist", violations=[("input", "generate_picklist required")]
+            )
         data = request.generate_picklist
         logic.validate_input(data)
         return await self.store.generate(request.context, data, logic.plan_picklists(data.lines))
@@ -129,7 +131,9 @@ class LogisticsServicer(pb_grpc.LogisticsServiceServicer):
 
         picklist, previous = await self.store.change_status(request.picklist_id, target, apply_to_locks)
         if previous != target:
-            log.info("picklist %s: %s -> %s", picklist.picklist_id, previous, target, extra={"saga_id": picklist.saga_id})
+            log.info(
+                "picklist %s: %s -> %s", picklist.picklist_id, previous, target, extra={"saga_id": picklist.saga_id}
+            )
         return pb.UpdatePicklistStatusResponse(picklist=picklist)
 
     async def CancelPicklists(self, request: pb.CancelPicklistsRequest, context) -> pb.CancelPicklistsResponse:
@@ -146,7 +150,10 @@ class LogisticsServicer(pb_grpc.LogisticsServiceServicer):
         cancelled, untouched = await self.store.cancel_for_saga(request.saga_id, request.all_or_nothing, release)
         if cancelled:
             log.info(
-                "saga %s: %d picklist(s) cancelled (%s)", request.saga_id, len(cancelled), request.reason or "released",
+                "saga %s: %d picklist(s) cancelled (%s)",
+                request.saga_id,
+                len(cancelled),
+                request.reason or "released",
                 extra={"saga_id": request.saga_id},
             )
         return pb.CancelPicklistsResponse(cancelled=cancelled, untouched=untouched)
@@ -155,7 +162,9 @@ class LogisticsServicer(pb_grpc.LogisticsServiceServicer):
         self, request: pb.ListPicklistChangesRequest, context
     ) -> pb.ListPicklistChangesResponse:
         if not 0 <= request.limit <= MAX_CHANGES:
-            raise InvalidArgument("limit out of range", violations=[("limit", f"0 (the default, {DEFAULT_CHANGES}) to {MAX_CHANGES}")])
+            raise InvalidArgument(
+                "limit out of range", violations=[("limit", f"0 (the default, {DEFAULT_CHANGES}) to {MAX_CHANGES}")]
+            )
         return pb.ListPicklistChangesResponse(changes=await self.store.changes(request.limit or DEFAULT_CHANGES))
 
     async def AckPicklistChanges(self, request: pb.AckPicklistChangesRequest, context) -> pb.AckPicklistChangesResponse:

@@ -113,7 +113,9 @@ def _generated(saga_id: str, data: pb.GeneratePicklistInput, plans: list[logic.P
     ]
     # The lines as columns (validation guarantees at least one line).
     line_columns = ("line_picklist_ids", "sequences", "skus", "quantities", "bins")
-    line_rows = [(i, line.sequence, line.sku, line.quantity, line.bin) for i, plan in zip(ids, plans) for line in plan.lines]
+    line_rows = [
+        (i, line.sequence, line.sku, line.quantity, line.bin) for i, plan in zip(ids, plans) for line in plan.lines
+    ]
     params = {
         "saga_id": saga_id,
         "order_id": data.order_id,
@@ -168,10 +170,7 @@ class LogisticsStore:
         return [_to_proto(row) for row in rows]
 
     async def change_status(
-        self,
-        picklist_id: str,
-        target: str,
-        before_commit: Callable[[common_pb2.Picklist], Awaitable[None]],
+        self, picklist_id: str, target: str, before_commit: Callable[[common_pb2.Picklist], Awaitable[None]]
     ) -> tuple[common_pb2.Picklist, str]:
         """Move a picklist to ``target``; returns it as it now is and the status it had.
 
@@ -202,10 +201,7 @@ class LogisticsStore:
         return picklist, current
 
     async def cancel_for_saga(
-        self,
-        saga_id: str,
-        all_or_nothing: bool,
-        before_cancel: Callable[[common_pb2.Picklist], Awaitable[None]],
+        self, saga_id: str, all_or_nothing: bool, before_cancel: Callable[[common_pb2.Picklist], Awaitable[None]]
     ) -> tuple[list[common_pb2.Picklist], list[common_pb2.Picklist]]:
         """Cancel the saga's PENDING picklists in one transaction: (cancelled, the others).
 
@@ -245,8 +241,11 @@ class LogisticsStore:
         rows = await self.db.fetch(_CHANGES, (limit,))
         return [
             pb.PicklistChange(
-                change_id=row.change_id, picklist_id=row.picklist_id, saga_id=row.saga_id,
-                warehouse_id=row.warehouse_id, status=logic.STATUS_FROM_DB[row.status],
+                change_id=row.change_id,
+                picklist_id=row.picklist_id,
+                saga_id=row.saga_id,
+                warehouse_id=row.warehouse_id,
+                status=logic.STATUS_FROM_DB[row.status],
                 changed_at=to_timestamp(row.changed_at),
             )
             for row in rows

@@ -37,7 +37,6 @@ from services.notify.store import Attempt, NotifyStore
 log = logging.getLogger("invsaga.notify.delivery")
 
 
-
 class WebhookDelivery:
     def __init__(
         self,

@@ -124,6 +124,7 @@ def log_line(notification: pb.Notification) -> str:
 
 # -- secrets: webhook URLs may carry credentials (``https://user:pass@host/path?key=...``) ----
 
+
 def redact_url(url: str) -> str:
     """``scheme://host[:port]/path`` of ``url``: what any answer or log line may show of a webhook.
 

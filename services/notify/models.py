@@ -38,10 +38,7 @@ deliveries = Table(
     "deliveries",
     metadata,
     Column(
-        "notification_id",
-        String(64),
-        ForeignKey("notifications.notification_id", ondelete="CASCADE"),
-        primary_key=True,
+        "notification_id", String(64), ForeignKey("notifications.notification_id", ondelete="CASCADE"), primary_key=True
     ),
     # The webhook URL. The log channel has no row (store.py); "log" rows of earlier versions are skipped.
     Column("channel", String(512), primary_key=True),

@@ -111,11 +111,7 @@ def _notification_proto(row, webhook_deliveries: Sequence[pb.Delivery]) -> pb.No
 
 
 def notification_ctes(
-    saga_id: str,
-    source: pb.NotifyInput | pb.SendNotificationRequest,
-    *,
-    webhooks: Sequence[str],
-    now: datetime,
+    saga_id: str, source: pb.NotifyInput | pb.SendNotificationRequest, *, webhooks: Sequence[str], now: datetime
 ) -> tuple[pb.Notification, str, dict]:
     """What ``source`` says, under a new id, with a pending delivery, due now, per webhook: the
     notification as it reads back once written (no column it shows is filled in by the
@@ -169,10 +165,7 @@ class NotifyStore:
         self.barrier = Barrier(db, pb.ExecuteResponse, pb.CompensateResponse)
 
     async def execute(
-        self,
-        ctx: common_pb2.StepContext,
-        source: pb.NotifyInput,
-        on_commit: Callable[[pb.ExecuteResponse], None],
+        self, ctx: common_pb2.StepContext, source: pb.NotifyInput, on_commit: Callable[[pb.ExecuteResponse], None]
     ) -> pb.ExecuteResponse:
         """The Notify step: the notification and its barrier row in one statement."""
 

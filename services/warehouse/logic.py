@@ -77,10 +77,7 @@ def order_candidates(
 ) -> list[common_pb2.Warehouse]:
     """Preferred warehouses first in the order given, then by priority descending, then id."""
     rank = {wid: i for i, wid in enumerate(dict.fromkeys(preferred))}
-    return sorted(
-        warehouses,
-        key=lambda w: (rank.get(w.warehouse_id, len(rank)), -w.priority, w.warehouse_id),
-    )
+    return sorted(warehouses, key=lambda w: (rank.get(w.warehouse_id, len(rank)), -w.priority, w.warehouse_id))
 
 
 @dataclass(frozen=True)

@@ -43,9 +43,7 @@ def instance(seed: int, n_warehouses: int = 200, n_lines: int = 50, density: flo
             )
         )
     skus = [f"SKU-{i:03d}" for i in range(n_lines)]
-    stock = {
-        (c.warehouse_id, s): rnd.randint(1, 60) for c in candidates for s in skus if rnd.random() < density
-    }
+    stock = {(c.warehouse_id, s): rnd.randint(1, 60) for c in candidates for s in skus if rnd.random() < density}
     demands = [Demand(s, rnd.randint(1, 30)) for s in skus]
     return demands, candidates, stock, CUSTOMER
 
@@ -76,5 +74,7 @@ def test_bench_allocate(benchmark, strategy):
     p99 = p99_ms(benchmark.stats.stats.data)
     optimal = sum(p.optimal for p in plans)
     benchmark.extra_info.update(p99_ms=round(p99, 3), optimal=f"{optimal}/{len(plans)}")
-    print(f"\n{strategy}: p99 {p99:.2f} ms, max {benchmark.stats.stats.max * 1000:.2f} ms, optimal {optimal}/{len(plans)}")
+    print(
+        f"\n{strategy}: p99 {p99:.2f} ms, max {benchmark.stats.stats.max * 1000:.2f} ms, optimal {optimal}/{len(plans)}"
+    )
     assert p99 <= TARGET_MS[strategy]

@@ -356,7 +356,9 @@ def _loaded_settings(docs: list[dict], name: str, tmp_path) -> Any:
     env = env_of(docs, container)
     _, volume = mount_for(deployment, container, env["INVSAGA_CONFIG"])
     local_config = tmp_path / f"{name}.yaml"
-    local_config.write_text(one(docs, "ConfigMap", volume["configMap"]["name"])["data"]["invsaga.yaml"], encoding="utf-8")
+    local_config.write_text(
+        one(docs, "ConfigMap", volume["configMap"]["name"])["data"]["invsaga.yaml"], encoding="utf-8"
+    )
     return load_settings(name, env={**env, "INVSAGA_CONFIG": str(local_config)})
 
 
@@ -373,7 +375,10 @@ def test_prod_gives_each_process_its_own_service_token(rendered, tmp_path):
     """The coordinator's token is a coordinator's, each caller participant's a service named
     after it; processes that call no one get none, and nobody another's."""
     docs = rendered["prod"]
-    callers = {"coordinator": ("coordinator", ""), **{p: ("service", p) for p in ("inventory", "allocation", "logistics")}}
+    callers = {
+        "coordinator": ("coordinator", ""),
+        **{p: ("service", p) for p in ("inventory", "allocation", "logistics")},
+    }
     tokens = set()
     for name in SERVICES:
         settings = _loaded_settings(docs, name, tmp_path)

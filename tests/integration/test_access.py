@@ -174,7 +174,7 @@ def _wait_serving(secured: SecuredMesh, service: str, timeout: float = 60.0) -> 
     credentials = secured.credentials(admin)
     address = secured.mesh.address(service)
     deadline = time.monotonic() + timeout
-    with (grpc.secure_channel(address, credentials) if credentials else grpc.insecure_channel(address)) as channel:
+    with grpc.secure_channel(address, credentials) if credentials else grpc.insecure_channel(address) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline:
             proc = secured.mesh.procs[service]
@@ -245,16 +245,14 @@ async def served_methods(secured: SecuredMesh, service: str) -> list[tuple[str, 
     credentials needed but the transport's), the descriptors give their methods."""
     async with secured.channel(secured.who("admin"), service) as channel:
         stub = reflection_pb2_grpc.ServerReflectionStub(channel)
-        call = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=TIMEOUT)
+        call = stub.ServerReflectionInfo(
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=TIMEOUT
+        )
         reply = await call.read()
         call.cancel()
     names = [s.name for s in reply.list_services_response.service]
     pool = descriptor_pool.Default()
-    return [
-        (f"/{name}/{method.name}", method)
-        for name in names
-        for method in pool.FindServiceByName(name).methods
-    ]
+    return [(f"/{name}/{method.name}", method) for name in names for method in pool.FindServiceByName(name).methods]
 
 
 async def call_code(channel: grpc.aio.Channel, path: str, method) -> grpc.StatusCode:
@@ -293,7 +291,12 @@ async def test_every_rpc_answers_every_caller_as_the_table_says(secured):
 
     channels = {(who.label, s): secured.channel(who, s) for who in secured.callers for s in SERVICES}
     try:
-        plan = [(who, service, path, method) for who in secured.callers for service in SERVICES for path, method in methods[service]]
+        plan = [
+            (who, service, path, method)
+            for who in secured.callers
+            for service in SERVICES
+            for path, method in methods[service]
+        ]
         codes = await asyncio.gather(*(call_code(channels[(w.label, s)], p, m) for w, s, p, m in plan))
     finally:
         for channel in channels.values():
@@ -310,7 +313,9 @@ async def test_every_rpc_answers_every_caller_as_the_table_says(secured):
 
 async def test_auth_health_entry_says_callers_are_checked(secured):
     async with secured.channel(secured.who("admin"), "inventory") as channel:
-        call = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=security.AUTH_HEALTH_NAME), timeout=TIMEOUT)
+        call = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service=security.AUTH_HEALTH_NAME), timeout=TIMEOUT
+        )
         assert (await call).status == health_pb2.HealthCheckResponse.SERVING
         assert (security.AUTH_MODE_HEADER, secured.mode) in tuple(await call.trailing_metadata())
 
@@ -343,7 +348,9 @@ def lock_everything(wid: str, sku: str, quantity: int) -> inventory_pb2.ExecuteR
     saga_id = uuid.uuid4().hex
     until = int(time.time()) + 3600
     return inventory_pb2.ExecuteRequest(
-        context=common_pb2.StepContext(saga_id=saga_id, step=common_pb2.SAGA_STEP_LOCK_INVENTORY, idempotency_key=f"{saga_id}:lock"),
+        context=common_pb2.StepContext(
+            saga_id=saga_id, step=common_pb2.SAGA_STEP_LOCK_INVENTORY, idempotency_key=f"{saga_id}:lock"
+        ),
         lock_inventory=inventory_pb2.LockInventoryInput(
             allocation_id=uuid.uuid4().hex,
             lines=[common_pb2.AllocationLine(warehouse_id=wid, sku=sku, quantity=quantity)],
@@ -362,25 +369,35 @@ async def test_refused_writes_change_no_stock(secured):
         for label, client in others.items():
             who = secured.who(label)
             attempts = {
-                "Execute lock_inventory": client.inventory_steps.Execute(lock_everything(wid, sku, units), timeout=TIMEOUT),
+                "Execute lock_inventory": client.inventory_steps.Execute(
+                    lock_everything(wid, sku, units), timeout=TIMEOUT
+                ),
                 "SetStock": client.inventory.SetStock(
-                    inventory_pb2.SetStockRequest(warehouse_id=wid, sku=sku, product_id="P", on_hand=0, bin="X"), timeout=TIMEOUT
+                    inventory_pb2.SetStockRequest(warehouse_id=wid, sku=sku, product_id="P", on_hand=0, bin="X"),
+                    timeout=TIMEOUT,
                 ),
                 "AdjustStock": client.inventory.AdjustStock(
-                    inventory_pb2.AdjustStockRequest(warehouse_id=wid, sku=sku, delta=-units, reason="x"), timeout=TIMEOUT
+                    inventory_pb2.AdjustStockRequest(warehouse_id=wid, sku=sku, delta=-units, reason="x"),
+                    timeout=TIMEOUT,
                 ),
-                "ReleaseLocks": client.inventory.ReleaseLocks(inventory_pb2.ReleaseLocksRequest(saga_id="any"), timeout=TIMEOUT),
+                "ReleaseLocks": client.inventory.ReleaseLocks(
+                    inventory_pb2.ReleaseLocksRequest(saga_id="any"), timeout=TIMEOUT
+                ),
                 "CancelAllocation": client.allocation.CancelAllocation(
                     allocation_pb2.CancelAllocationRequest(allocation_id="any"), timeout=TIMEOUT
                 ),
                 "UpdatePicklistStatus": client.logistics.UpdatePicklistStatus(
-                    logistics_pb2.UpdatePicklistStatusRequest(picklist_id="any", status=common_pb2.PICKLIST_STATUS_CANCELLED),
+                    logistics_pb2.UpdatePicklistStatusRequest(
+                        picklist_id="any", status=common_pb2.PICKLIST_STATUS_CANCELLED
+                    ),
                     timeout=TIMEOUT,
                 ),
             }
             refused = (
-                {grpc.StatusCode.UNAVAILABLE} if secured.mode == "mtls" and who.cert is None
-                else {grpc.StatusCode.UNAUTHENTICATED} if who.role == "anonymous"
+                {grpc.StatusCode.UNAVAILABLE}
+                if secured.mode == "mtls" and who.cert is None
+                else {grpc.StatusCode.UNAUTHENTICATED}
+                if who.role == "anonymous"
                 else {grpc.StatusCode.PERMISSION_DENIED}
             )
             for name, attempt in attempts.items():
@@ -391,9 +408,15 @@ async def test_refused_writes_change_no_stock(secured):
         # The coordinator's identity opens the steps and nothing else; an admin, everything but the steps.
         coordinator = Client(secured, secured.who("coordinator"))
         try:
-            assert await _code(coordinator.inventory.SetStock(
-                inventory_pb2.SetStockRequest(warehouse_id=wid, sku=sku, product_id="P", on_hand=0, bin="X"), timeout=TIMEOUT
-            )) == grpc.StatusCode.PERMISSION_DENIED
+            assert (
+                await _code(
+                    coordinator.inventory.SetStock(
+                        inventory_pb2.SetStockRequest(warehouse_id=wid, sku=sku, product_id="P", on_hand=0, bin="X"),
+                        timeout=TIMEOUT,
+                    )
+                )
+                == grpc.StatusCode.PERMISSION_DENIED
+            )
         finally:
             await coordinator.close()
         assert await _code(admin.inventory_steps.Execute(lock_everything(wid, sku, units), timeout=TIMEOUT)) == (
@@ -420,11 +443,14 @@ async def test_a_saga_runs_and_a_picklist_moves_its_stock(secured):
         saga = await tenant_a.run({sku: 3}, preferred_warehouses=[wid])
         assert saga.status == pb.SAGA_STATUS_COMPLETED, saga
         (picklist,) = (
-            await admin.logistics.ListPicklists(logistics_pb2.ListPicklistsRequest(saga_id=saga.saga_id), timeout=TIMEOUT)
+            await admin.logistics.ListPicklists(
+                logistics_pb2.ListPicklistsRequest(saga_id=saga.saga_id), timeout=TIMEOUT
+            )
         ).picklists
         for status in (common_pb2.PICKLIST_STATUS_PROCESSING, common_pb2.PICKLIST_STATUS_COMPLETED):
             await admin.logistics.UpdatePicklistStatus(
-                logistics_pb2.UpdatePicklistStatusRequest(picklist_id=picklist.picklist_id, status=status), timeout=TIMEOUT
+                logistics_pb2.UpdatePicklistStatusRequest(picklist_id=picklist.picklist_id, status=status),
+                timeout=TIMEOUT,
             )
         (level,) = [s for s in await admin.stock() if (s.warehouse_id, s.sku) == (wid, sku)]
         assert (level.on_hand, level.locked, level.available) == (7, 0, 7)

@@ -47,10 +47,7 @@ def allocate_input(
         order_id="ORD-1",
         items=[common_pb2.Item(sku=sku, quantity=q) for sku, q in items.items()],
         strategy=strategy,
-        warehouses=[
-            _warehouse("WH-BJ", 10, capacity, 39.92, 116.44),
-            _warehouse("WH-SH", 5, capacity, 31.23, 121.47),
-        ],
+        warehouses=[_warehouse("WH-BJ", 10, capacity, 39.92, 116.44), _warehouse("WH-SH", 5, capacity, 31.23, 121.47)],
         stock=[
             common_pb2.StockLevel(warehouse_id="WH-BJ", sku="SKU-A", on_hand=8, locked=2, available=6),
             common_pb2.StockLevel(warehouse_id="WH-SH", sku="SKU-A", on_hand=20, available=20),
@@ -240,7 +237,9 @@ async def test_allocations_expire_only_when_settled_and_each_expiry_counts_once(
         )
         assert fulfilled.allocation.status == common_pb2.ALLOCATION_STATUS_FULFILLED
         bad = await rpc_failure(
-            admin.SettleAllocation(pb.SettleAllocationRequest(allocation_id=ids[later], status=common_pb2.ALLOCATION_STATUS_ACTIVE))
+            admin.SettleAllocation(
+                pb.SettleAllocationRequest(allocation_id=ids[later], status=common_pb2.ALLOCATION_STATUS_ACTIVE)
+            )
         )
         assert bad.code == grpc.StatusCode.INVALID_ARGUMENT
 
@@ -248,7 +247,9 @@ async def test_allocations_expire_only_when_settled_and_each_expiry_counts_once(
         until = to_timestamp(utcnow() + timedelta(hours=2))
         extended = await admin.ExtendAllocation(pb.ExtendAllocationRequest(allocation_id=ids[later], until=until))
         assert extended.allocation.expires_at == until
-        refused = await rpc_failure(admin.ExtendAllocation(pb.ExtendAllocationRequest(allocation_id=ids[soon], until=until)))
+        refused = await rpc_failure(
+            admin.ExtendAllocation(pb.ExtendAllocationRequest(allocation_id=ids[soon], until=until))
+        )
         assert refused.code == grpc.StatusCode.FAILED_PRECONDITION and refused.reason == "ALLOCATION_SETTLED"
 
         refused = await rpc_failure(admin.CancelAllocation(pb.CancelAllocationRequest(allocation_id=ids[soon])))

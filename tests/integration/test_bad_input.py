@@ -147,7 +147,9 @@ CASES = [
         {"metadata.customer_location.lat", "metadata.customer_location.lon"},
     ),
     Case("message over StartSaga's 1 MiB limit", _oversize(1024 * 1024), set(), grpc.StatusCode.RESOURCE_EXHAUSTED),
-    Case("message over the 8 MiB limit", _oversize(MAX_MESSAGE_BYTES + 1024), set(), grpc.StatusCode.RESOURCE_EXHAUSTED),
+    Case(
+        "message over the 8 MiB limit", _oversize(MAX_MESSAGE_BYTES + 1024), set(), grpc.StatusCode.RESOURCE_EXHAUSTED
+    ),
 ]
 
 
@@ -223,7 +225,10 @@ async def test_every_invalid_request_through_the_python_stub(coordinator):
 def _grpcurl(address: str, payload: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [str(GRPCURL), "-plaintext", "-format-error", "-max-time", "60", "-d", "@", address, START_SAGA],
-        input=payload, capture_output=True, text=True, timeout=120,
+        input=payload,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 

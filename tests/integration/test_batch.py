@@ -81,12 +81,16 @@ async def test_each_request_of_a_batch_is_served_as_its_own_execute(notify_mesh)
         before = await step.Execute(execute_request(earlier))
         executes_before = handled(notify_mesh, "notify", "Execute")
 
-        reply = await step.ExecuteBatch(pb.ExecuteBatchRequest(requests=[
-            execute_request(first),
-            execute_request(bad, kind=common_pb2.NOTIFICATION_KIND_UNSPECIFIED),
-            execute_request(earlier),  # a repeat: the barrier answers with the first result
-            execute_request(second),
-        ]))
+        reply = await step.ExecuteBatch(
+            pb.ExecuteBatchRequest(
+                requests=[
+                    execute_request(first),
+                    execute_request(bad, kind=common_pb2.NOTIFICATION_KIND_UNSPECIFIED),
+                    execute_request(earlier),  # a repeat: the barrier answers with the first result
+                    execute_request(second),
+                ]
+            )
+        )
 
         outcomes = [r.WhichOneof("outcome") for r in reply.results]
         assert outcomes == ["response", "error", "response", "response"]
@@ -113,10 +117,14 @@ async def test_faults_strike_the_requests_of_a_batch_not_the_batch(mesh_factory)
     async with grpc.aio.insecure_channel(mesh.address("notify")) as channel:
         step = pb_grpc.NotifyStepServiceStub(channel)
         confirmed, failed = new_id(), new_id()
-        reply = await step.ExecuteBatch(pb.ExecuteBatchRequest(requests=[
-            execute_request(confirmed),
-            execute_request(failed, NOTIFY_FAILURE, kind=common_pb2.NOTIFICATION_KIND_RESERVATION_FAILED),
-        ]))
+        reply = await step.ExecuteBatch(
+            pb.ExecuteBatchRequest(
+                requests=[
+                    execute_request(confirmed),
+                    execute_request(failed, NOTIFY_FAILURE, kind=common_pb2.NOTIFICATION_KIND_RESERVATION_FAILED),
+                ]
+            )
+        )
 
         assert reply.results[0].WhichOneof("outcome") == "response"
         assert reply.results[1].error.code == grpc.StatusCode.UNAVAILABLE.value[0]
@@ -134,7 +142,11 @@ async def test_the_batcher_sends_calls_together_under_load_and_each_gets_its_own
         bad = ids[7]
 
         async def call(saga_id: str):
-            kind = common_pb2.NOTIFICATION_KIND_UNSPECIFIED if saga_id == bad else common_pb2.NOTIFICATION_KIND_RESERVATION_CONFIRMED
+            kind = (
+                common_pb2.NOTIFICATION_KIND_UNSPECIFIED
+                if saga_id == bad
+                else common_pb2.NOTIFICATION_KIND_RESERVATION_CONFIRMED
+            )
             request = execute_request(saga_id, kind=kind)
             try:
                 return await batcher(request, timeout=30)
@@ -209,7 +221,8 @@ async def test_an_answer_too_large_for_the_channel_is_fetched_again_call_by_call
 
 async def test_a_waiting_call_times_out_on_its_own_deadline(tmp_path):
     mesh = start_mesh(
-        tmp_path, services=["notify"],
+        tmp_path,
+        services=["notify"],
         env={"INVSAGA_FAULTS": "kind=latency,delay=1.5,method=Execute,step=NOTIFY,times=1"},
     )
     try:

@@ -48,7 +48,8 @@ async def run_through_restart(tmp_path, victim: str) -> None:
         await asyncio.gather(outage(), *(one(k) for k in range(SAGAS)))
         statuses = Counter(pb.SagaStatus.Name(s.status) for s in results)
         assert statuses == Counter({"SAGA_STATUS_COMPLETED": SAGAS}), (
-            statuses, [s.failure for s in results if s.status != pb.SAGA_STATUS_COMPLETED][:3]
+            statuses,
+            [s.failure for s in results if s.status != pb.SAGA_STATUS_COMPLETED][:3],
         )
         # Some calls met the dead participant and were retried, not failed.
         retried = [s for s in results if any(step.attempts > 1 for step in s.steps)]
@@ -59,9 +60,7 @@ async def run_through_restart(tmp_path, victim: str) -> None:
         for saga in [longest, *retried[:: max(1, len(retried) // 20)]]:
             events = await c.events(saga.saga_id)
             for step in saga.steps:
-                logged = sum(
-                    1 for e in events if e.type == pb.SAGA_EVENT_TYPE_STEP_RETRYING and e.step == step.name
-                )
+                logged = sum(1 for e in events if e.type == pb.SAGA_EVENT_TYPE_STEP_RETRYING and e.step == step.name)
                 assert logged <= 3 + max(0, step.attempts.bit_length() - 2), (step, logged)
         print(f"\n{victim}: {len(retried)} sagas retried, at most {max(st.attempts for st in longest.steps)} attempts")
 

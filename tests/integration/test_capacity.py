@@ -159,7 +159,10 @@ async def test_a_lock_over_capacity_is_aborted_capacity_exceeded_and_persists_no
     failure = await refusal(stub.Execute(lock_request(saga_id, {"SKU-R0": 10, "SKU-R1": ROOM - 9}, {"WH-ROOM": ROOM})))
     assert (failure.code, failure.reason) == (grpc.StatusCode.ABORTED, "CAPACITY_EXCEEDED")
     assert failure.metadata == {
-        "warehouse_id": "WH-ROOM", "capacity": str(ROOM), "locked": "0", "requested": str(ROOM + 1)
+        "warehouse_id": "WH-ROOM",
+        "capacity": str(ROOM),
+        "locked": "0",
+        "requested": str(ROOM + 1),
     }
     assert await client.stock() == before and await client.held_locks(saga_id) == []
     assert warehouse_loads(client) == loads_before
@@ -203,7 +206,7 @@ async def test_locks_and_releases_racing_over_rows_and_warehouses_all_succeed_an
             saga_id = uuid.uuid4().hex
             # All four rows or a suffix of them, at one warehouse or the other or both, so that
             # some locks start at a row or warehouse a release is still to reach.
-            skus = CHURN_SKUS[(k % 2) * (1 + k % 3):]
+            skus = CHURN_SKUS[(k % 2) * (1 + k % 3) :]
             warehouses = [["WH-CHURN"], ["WH-CHURN2"], ["WH-CHURN", "WH-CHURN2"]][k % 3]
             lines = [
                 common_pb2.AllocationLine(warehouse_id=w, sku=sku, quantity=1 + k % 3)

@@ -53,7 +53,10 @@ RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grp
 def _request(k: int, rng: random.Random) -> pb.InventoryRequest:
     skus = rng.sample(SKUS, rng.randint(1, 2))
     # One order in ten wants more than all warehouses hold: a business failure, compensated.
-    items = {sku: (len(WAREHOUSES) * ON_HAND + 1 if k % 10 == 0 and i == 0 else rng.randint(1, 5)) for i, sku in enumerate(skus)}
+    items = {
+        sku: (len(WAREHOUSES) * ON_HAND + 1 if k % 10 == 0 and i == 0 else rng.randint(1, 5))
+        for i, sku in enumerate(skus)
+    }
     strategy = rng.choice([common_pb2.ALLOCATION_STRATEGY_PRIORITY, common_pb2.ALLOCATION_STRATEGY_LOAD_BALANCE])
     return order(items, request_id=f"chaos-{k}", allocation_strategy=strategy)
 
@@ -148,7 +151,12 @@ async def _check_exactly_once(c: MeshClient, sagas: list[pb.Saga]) -> list:
     notifications = await paged(notify.ListNotifications, notify_pb2.ListNotificationsRequest, "notifications")
 
     by_saga: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
-    for kind, rows in (("allocations", allocations), ("locks", locks), ("picklists", picklists), ("notifications", notifications)):
+    for kind, rows in (
+        ("allocations", allocations),
+        ("locks", locks),
+        ("picklists", picklists),
+        ("notifications", notifications),
+    ):
         for row in rows:
             by_saga[row.saga_id][kind].append(row)
     known = {s.saga_id for s in sagas}
@@ -169,7 +177,9 @@ async def _check_exactly_once(c: MeshClient, sagas: list[pb.Saga]) -> list:
         if saga.status == pb.SAGA_STATUS_COMPLETED:
             assert allocs and allocs[0].status == common_pb2.ALLOCATION_STATUS_ACTIVE, saga.saga_id
             assert plan == Counter((l.warehouse_id, l.sku, l.quantity) for l in saga.allocation.lines), saga.saga_id
-            assert sorted(l.status for l in mine["locks"]) == [common_pb2.LOCK_STATUS_HELD] * sum(plan.values()), saga.saga_id
+            assert sorted(l.status for l in mine["locks"]) == [common_pb2.LOCK_STATUS_HELD] * sum(
+                plan.values()
+            ), saga.saga_id
             assert set(per_warehouse) == {w for w, _, _ in plan}, saga.saga_id
             assert kinds[common_pb2.NOTIFICATION_KIND_RESERVATION_FAILED] == 0, saga.saga_id
         elif saga.status == pb.SAGA_STATUS_COMPENSATED:

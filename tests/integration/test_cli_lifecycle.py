@@ -19,7 +19,10 @@ from tests.support import start_mesh
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     base = {k: v for k, v in os.environ.items() if not k.startswith("INVSAGA_")}
     return subprocess.run(
-        [sys.executable, "-m", "invsaga.cli", *args], capture_output=True, text=True, timeout=60,
+        [sys.executable, "-m", "invsaga.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
         env={**base, "COLUMNS": "200", **(env or {})},
     )
 
@@ -60,7 +63,10 @@ async def test_extend_then_cancel_a_reservation_and_what_is_refused(client):
     assert missing.returncode == 1 and "NOT_FOUND" in missing.stdout
 
     # Bad input: one line on stderr, exit status 2, no traceback.
-    for args in (("extend", saga.saga_id, "--until", "tomorrow"), ("extend", saga.saga_id, "--until", "2026-12-24T18:00:00")):
+    for args in (
+        ("extend", saga.saga_id, "--until", "tomorrow"),
+        ("extend", saga.saga_id, "--until", "2026-12-24T18:00:00"),
+    ):
         bad = cli(*args, env=address)
         assert bad.returncode == 2 and "--until" in bad.stderr and "Traceback" not in bad.stderr, bad.stderr
     unreadable = cli("get", saga.saga_id, "--tls-ca", "/no/such/ca.pem", env=address)

@@ -38,6 +38,7 @@ async def settles_at(url: str, expected: int, within: float = 20.0) -> int:
 async def test_the_coordinators_engine_closes_connections_unused_for_the_idle_time_and_keeps_one(database_url):
     engine = create_engine(database_url, "public", pool_size=6, max_idle=IDLE)
     try:
+
         async def use() -> None:
             async with engine.connect() as conn:
                 await conn.execute(text("SELECT pg_sleep(0.2)"))
@@ -57,6 +58,7 @@ async def test_the_coordinators_engine_closes_connections_unused_for_the_idle_ti
 async def test_a_participants_pool_closes_every_connection_unused_through_an_idle_period_and_keeps_one(database_url):
     db = await Database(database_url, "public", pool_size=5, max_idle=IDLE).open()
     try:
+
         async def use() -> None:
             async with db.connection() as conn:
                 await conn.execute("SELECT pg_sleep(0.2)")

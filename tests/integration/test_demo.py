@@ -15,11 +15,17 @@ INVSAGA = str(Path(sys.executable).parent / "invsaga")
 
 
 def test_demo_runs_every_scenario_and_exits_zero():
-    result = subprocess.run([INVSAGA, "demo"], capture_output=True, text=True, timeout=240, env={"COLUMNS": "220", "PATH": "/usr/bin:/bin"})
+    result = subprocess.run(
+        [INVSAGA, "demo"], capture_output=True, text=True, timeout=240, env={"COLUMNS": "220", "PATH": "/usr/bin:/bin"}
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     out = result.stdout
     assert "all 17 scenarios ended as expected" in out
-    plans = {line.split("│")[1].strip(): line.split("│")[4].strip() for line in out.splitlines() if "strategy " in line and "│" in line}
+    plans = {
+        line.split("│")[1].strip(): line.split("│")[4].strip()
+        for line in out.splitlines()
+        if "strategy " in line and "│" in line
+    }
     # The four strategies pick different warehouses for the same order (docs in invsaga/demo_data.yaml).
     chosen = {name: plan.split("×")[0] for name, plan in plans.items()}
     assert len(set(chosen.values())) == 4, plans
@@ -34,14 +40,18 @@ async def test_start_watch_cli_and_grpcurl_watch_show_the_whole_event_sequence(t
         order.write_text("order_id: ORD-CLI\nallocation_strategy: PRIORITY\nitems:\n  - {sku: SKU-G, quantity: 2}\n")
         started = subprocess.run(
             [INVSAGA, "start", str(order), "--watch", "--coordinator", mesh.address("coordinator")],
-            capture_output=True, text=True, timeout=60,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         assert started.returncode == 0, started.stdout + started.stderr
         saga_id = started.stdout.splitlines()[0].strip()
         assert "SAGA_COMPLETED" in started.stdout  # the last event line printed while watching
 
         watched = grpcurl(
-            "-d", json.dumps({"saga_id": saga_id}), mesh.address("coordinator"),
+            "-d",
+            json.dumps({"saga_id": saga_id}),
+            mesh.address("coordinator"),
             "invsaga.coordinator.v1.SagaCoordinatorService/WatchSaga",
         )
         assert watched.returncode == 0, watched.stderr
@@ -58,12 +68,23 @@ async def test_start_watch_cli_and_grpcurl_watch_show_the_whole_event_sequence(t
         assert events[-1]["type"] == "SAGA_EVENT_TYPE_SAGA_COMPLETED"
         assert events[-1]["status"] == "SAGA_STATUS_COMPLETED"
         steps = [e["step"] for e in events if e["type"] == "SAGA_EVENT_TYPE_STEP_SUCCEEDED"]
-        assert steps == ["QueryWarehouses", "CheckAvailability", "AllocateInventory", "LockInventory", "GeneratePicklist", "Notify"]
+        assert steps == [
+            "QueryWarehouses",
+            "CheckAvailability",
+            "AllocateInventory",
+            "LockInventory",
+            "GeneratePicklist",
+            "Notify",
+        ]
 
         # The outcome alone, as an operator types it: event types by name.
         outcome = grpcurl(
-            "-d", json.dumps({"saga_id": saga_id, "event_types": ["SAGA_EVENT_TYPE_SAGA_COMPLETED", "SAGA_EVENT_TYPE_SAGA_FAILED"]}),
-            mesh.address("coordinator"), "invsaga.coordinator.v1.SagaCoordinatorService/WatchSaga",
+            "-d",
+            json.dumps(
+                {"saga_id": saga_id, "event_types": ["SAGA_EVENT_TYPE_SAGA_COMPLETED", "SAGA_EVENT_TYPE_SAGA_FAILED"]}
+            ),
+            mesh.address("coordinator"),
+            "invsaga.coordinator.v1.SagaCoordinatorService/WatchSaga",
         )
         assert outcome.returncode == 0, outcome.stderr
         assert json.loads(outcome.stdout)["event"] == events[-1]
@@ -100,7 +121,10 @@ def test_up_without_a_url_serves_the_demo_data_on_an_embedded_postgres_and_ctrl_
     env = {"PATH": "/usr/bin:/bin", "INVSAGA_LOG_LEVEL": "WARNING", "HOME": str(tmp_path)}
     up = subprocess.Popen(
         [INVSAGA, "up", "--port-base", str(base), "--data-dir", str(data), "--log-dir", str(tmp_path / "logs")],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
     )
     try:
         lines = []
@@ -113,7 +137,9 @@ def test_up_without_a_url_serves_the_demo_data_on_an_embedded_postgres_and_ctrl_
         assert "demo data:" in out, out
         assert _postgres_of(data / "postgres"), "the embedded server runs in the data directory"
         with grpc.insecure_channel(f"127.0.0.1:{base + 2}") as channel:
-            stock = inventory_pb2_grpc.InventoryServiceStub(channel).ListStock(inventory_pb2.ListStockRequest(), timeout=10)
+            stock = inventory_pb2_grpc.InventoryServiceStub(channel).ListStock(
+                inventory_pb2.ListStockRequest(), timeout=10
+            )
         assert stock.stock, "the demo stock is there"
     finally:
         up.send_signal(signal.SIGINT)
@@ -145,7 +171,10 @@ def test_up_again_keeps_what_the_first_run_changed(tmp_path):
     def up() -> tuple[subprocess.Popen, str]:
         proc = subprocess.Popen(
             [INVSAGA, "up", "--port-base", str(base), "--data-dir", str(data), "--log-dir", str(tmp_path / "logs")],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
         )
         lines = []
         for line in proc.stdout:
@@ -168,9 +197,16 @@ def test_up_again_keeps_what_the_first_run_changed(tmp_path):
     first, out = up()
     try:
         assert "demo data:" in out and "kept" not in out, out
-        with grpc.insecure_channel(f"127.0.0.1:{base}") as coord, grpc.insecure_channel(f"127.0.0.1:{base + 4}") as logi, \
-                grpc.insecure_channel(f"127.0.0.1:{base + 2}") as inv:
-            stock = inventory_pb2_grpc.InventoryServiceStub(inv).ListStock(inventory_pb2.ListStockRequest(), timeout=10).stock
+        with (
+            grpc.insecure_channel(f"127.0.0.1:{base}") as coord,
+            grpc.insecure_channel(f"127.0.0.1:{base + 4}") as logi,
+            grpc.insecure_channel(f"127.0.0.1:{base + 2}") as inv,
+        ):
+            stock = (
+                inventory_pb2_grpc.InventoryServiceStub(inv)
+                .ListStock(inventory_pb2.ListStockRequest(), timeout=10)
+                .stock
+            )
             row = max(stock, key=lambda s: s.available)
             started = coordinator_pb2_grpc.SagaCoordinatorServiceStub(coord).StartSaga(
                 coordinator_pb2.StartSagaRequest(request=order({row.sku: 1})), timeout=10
@@ -180,10 +216,13 @@ def test_up_again_keeps_what_the_first_run_changed(tmp_path):
             )
             assert list(watch)[-1].event.type == coordinator_pb2.SAGA_EVENT_TYPE_SAGA_COMPLETED
             picking = logistics_pb2_grpc.LogisticsServiceStub(logi)
-            [picklist] = picking.ListPicklists(logistics_pb2.ListPicklistsRequest(saga_id=started.saga_id), timeout=10).picklists
+            [picklist] = picking.ListPicklists(
+                logistics_pb2.ListPicklistsRequest(saga_id=started.saga_id), timeout=10
+            ).picklists
             for status in (common_pb2.PICKLIST_STATUS_PROCESSING, common_pb2.PICKLIST_STATUS_COMPLETED):
                 picking.UpdatePicklistStatus(
-                    logistics_pb2.UpdatePicklistStatusRequest(picklist_id=picklist.picklist_id, status=status), timeout=10
+                    logistics_pb2.UpdatePicklistStatusRequest(picklist_id=picklist.picklist_id, status=status),
+                    timeout=10,
                 )
             consumed = level(inv, picklist.warehouse_id, row.sku)
     finally:

@@ -53,7 +53,7 @@ POOL = descriptor_pool.Default()
 LEAKS = re.compile(
     r"\b(SELECT|INSERT|UPDATE|DELETE|FROM|WHERE|OFFSET|VALUES|RETURNING|bigint|varchar)\b"
     r"|psycopg|sqlalchemy|postgres|127\.0\.0\.1|5432|<class|Traceback|Unexpected"
-    r"|\b[A-Z][A-Za-z]*(Error|Exception)\b",
+    r"|\b[A-Z][A-Za-z]*(Error|Exception)\b"
 )
 
 
@@ -148,7 +148,10 @@ def field_paths(descriptor, want: str, prefix: tuple = (), depth: int = 0) -> It
                 yield [*prefix, fd.name, ("map", "k")], shown
             continue
         if fd.type == fd.TYPE_STRING and want == "string":
-            yield ([*prefix, fd.name, 0] if fd.is_repeated else [*prefix, fd.name]), shown + ("[0]" if fd.is_repeated else "")
+            yield (
+                ([*prefix, fd.name, 0] if fd.is_repeated else [*prefix, fd.name]),
+                shown + ("[0]" if fd.is_repeated else ""),
+            )
         elif fd.type == fd.TYPE_MESSAGE:
             name = fd.message_type.full_name
             if name == "google.protobuf.Timestamp":
@@ -177,7 +180,11 @@ def with_value(request_class, path: list, value: Any) -> Any:
     elif last == 0:  # a repeated string
         _set_path(request, head, lambda holder, name: getattr(holder, name).append(value))
     else:
-        _set_path(request, path, lambda holder, name: setattr(holder, name, value) if not callable(value) else value(getattr(holder, name)))
+        _set_path(
+            request,
+            path,
+            lambda holder, name: setattr(holder, name, value) if not callable(value) else value(getattr(holder, name)),
+        )
     return request
 
 
@@ -239,7 +246,9 @@ async def test_a_page_token_past_the_bound_on_every_list_rpc(mesh, client):
     finally:
         for channel in chans.values():
             await channel.close()
-    assert listed == 7  # ListSagas, ListStock, ListLocks, ListWarehouses, ListAllocations, ListPicklists, ListNotifications
+    assert (
+        listed == 7
+    )  # ListSagas, ListStock, ListLocks, ListWarehouses, ListAllocations, ListPicklists, ListNotifications
 
 
 async def test_a_nul_in_any_string_of_any_request_is_refused_before_the_servicer(mesh, client):
@@ -310,7 +319,10 @@ async def test_timestamps_out_of_range_in_any_request(mesh, client):
                 for field, value in (("seconds", 2**62), ("nanos", -5), ("seconds", -(2**62))):
                     request = with_value(request_class, path, lambda ts, f=field, v=value: setattr(ts, f, v))
                     failure = await refused(call, request, context=(method.full_name, shown, field))
-                    assert (f"{shown}.{field}" in {f for f, _ in failure.violations}), (method.full_name, failure.violations)
+                    assert f"{shown}.{field}" in {f for f, _ in failure.violations}, (
+                        method.full_name,
+                        failure.violations,
+                    )
                     checked += 1
     finally:
         for channel in chans.values():
@@ -329,16 +341,20 @@ async def test_numbers_that_would_overflow_their_column(client):
         )
         assert [f for f, _ in failure.violations] == ["delta"]
     failure = await refused(
-        client.inventory.SetStock,
-        inventory_pb2.SetStockRequest(warehouse_id="WH-A", sku="SKU-1", on_hand=2**63 - 1),
+        client.inventory.SetStock, inventory_pb2.SetStockRequest(warehouse_id="WH-A", sku="SKU-1", on_hand=2**63 - 1)
     )
     assert [f for f, _ in failure.violations] == ["on_hand"]
     failure = await refused(
         client.warehouse.UpsertWarehouse,
-        warehouse_pb2.UpsertWarehouseRequest(warehouse=common_pb2.Warehouse(
-            warehouse_id="WH-BIG", name="big", capacity=2**63 - 1, status=common_pb2.WAREHOUSE_STATUS_ACTIVE,
-            cost=common_pb2.CostModel(per_unit=float("nan")),
-        )),
+        warehouse_pb2.UpsertWarehouseRequest(
+            warehouse=common_pb2.Warehouse(
+                warehouse_id="WH-BIG",
+                name="big",
+                capacity=2**63 - 1,
+                status=common_pb2.WAREHOUSE_STATUS_ACTIVE,
+                cost=common_pb2.CostModel(per_unit=float("nan")),
+            )
+        ),
     )
     assert {f for f, _ in failure.violations} == {"warehouse.capacity", "warehouse.cost.per_unit"}
     assert await client.stock() == before
@@ -444,8 +460,10 @@ async def test_the_database_unreachable_answers_unavailable(tmp_path_factory):
         try:
             # The participant: its pooled connection was ended under it.
             failure = await refused(
-                stock.GetStock, inventory_pb2.GetStockRequest(warehouse_id="WH-A", sku="SKU-1"),
-                grpc.StatusCode.UNAVAILABLE, context="inventory without its database",
+                stock.GetStock,
+                inventory_pb2.GetStockRequest(warehouse_id="WH-A", sku="SKU-1"),
+                grpc.StatusCode.UNAVAILABLE,
+                context="inventory without its database",
             )
             assert failure.message == "the database is unavailable; retry later"
             assert failure.reason == "DATABASE_UNAVAILABLE"

@@ -31,9 +31,7 @@ COORDINATOR_RPCS = ["StartSaga", "GetSaga", "ListSagas", "WatchSaga", "CancelSag
 
 
 def grpcurl(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [GRPCURL, "-plaintext", *args], input=stdin, capture_output=True, text=True, timeout=30
-    )
+    return subprocess.run([GRPCURL, "-plaintext", *args], input=stdin, capture_output=True, text=True, timeout=30)
 
 
 @pytest.fixture(scope="module")
@@ -128,7 +126,9 @@ def test_generated_stubs_match_the_protos(tmp_path):
 
 def test_protos_pass_buf_lint():
     buf = shutil.which("buf") or str(Path(sys.executable).parent / "buf")
-    result = subprocess.run([buf, "lint"], cwd=Path(__file__).resolve().parents[2] / "protos", capture_output=True, text=True)
+    result = subprocess.run(
+        [buf, "lint"], cwd=Path(__file__).resolve().parents[2] / "protos", capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -148,8 +148,14 @@ def test_a_port_in_use_is_a_one_line_error(tmp_path):
         assert str(err.value) == f"port {ports['inventory']} is already in use (wanted by inventory)"
         single = subprocess.run(
             [sys.executable, "-m", "services.inventory", "--port", str(ports["inventory"])],
-            capture_output=True, text=True, timeout=60,
-            env={**__import__("os").environ, "INVSAGA_DATA_DIR": str(tmp_path / "e"), "INVSAGA_DATABASE_URL": new_pg_database()},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={
+                **__import__("os").environ,
+                "INVSAGA_DATA_DIR": str(tmp_path / "e"),
+                "INVSAGA_DATABASE_URL": new_pg_database(),
+            },
         )
         assert single.returncode != 0
         assert single.stderr.strip().splitlines()[-1] == (

@@ -27,8 +27,9 @@ def published() -> list:
 async def store(published):
     """A SagaStore on a fresh database, its writer running."""
     url = new_pg_database()
-    engine = await open_service_engine(SimpleNamespace(database_url=url, service="coordinator"), models.metadata,
-                                         models.__file__)
+    engine = await open_service_engine(
+        SimpleNamespace(database_url=url, service="coordinator"), models.metadata, models.__file__
+    )
     store = SagaStore(engine, on_commit=published.extend)
     store.start()
     yield store
@@ -39,8 +40,14 @@ async def store(published):
 async def test_a_batch_of_creates_and_saves_commits_in_order_in_one_go(store, published, caplog):
     def start(saga_id: str):
         saga = new_saga(saga_id, pb.InventoryRequest(request_id="REQ-1", order_id="O-1"))
-        _, found = store.create(saga, [event(saga, 1, pb.SAGA_EVENT_TYPE_SAGA_STARTED)], req_hash="h",
-                                deadline=2**62, owner="me", lease_ms=60_000)
+        _, found = store.create(
+            saga,
+            [event(saga, 1, pb.SAGA_EVENT_TYPE_SAGA_STARTED)],
+            req_hash="h",
+            deadline=2**62,
+            owner="me",
+            lease_ms=60_000,
+        )
         saga.status = pb.SAGA_STATUS_RUNNING
         saved = store.save(saga, [event(saga, 2, pb.SAGA_EVENT_TYPE_STEP_STARTED, "QueryWarehouses")], owner="me")
         return found, saved
@@ -62,9 +69,15 @@ async def test_a_batch_of_creates_and_saves_commits_in_order_in_one_go(store, pu
     assert [saga_id for saga_id, _ in published] == ["S-1", "S-1"]
     # One transaction wrote the row as saved and both events (one round trip, one commit).
     async with store.engine.connect() as conn:
-        writers = (await conn.execute(text(
-            "SELECT xmin::text FROM sagas WHERE saga_id = 'S-1' UNION SELECT xmin::text FROM saga_events"
-        ))).scalars().all()
+        writers = (
+            (
+                await conn.execute(
+                    text("SELECT xmin::text FROM sagas WHERE saga_id = 'S-1' UNION SELECT xmin::text FROM saga_events")
+                )
+            )
+            .scalars()
+            .all()
+        )
     assert len(writers) == 1
 
 
@@ -72,15 +85,22 @@ async def test_a_sagas_writes_commit_in_the_order_they_were_queued(store):
     futures = []
     for k in range(40):  # all queued before the writer runs: they would fit one batch
         saga = new_saga(f"S-{k}", pb.InventoryRequest(request_id=f"REQ-{k}", order_id=f"O-{k}"))
-        _, found = store.create(saga, [event(saga, 1, pb.SAGA_EVENT_TYPE_SAGA_STARTED)], req_hash="h",
-                                deadline=2**62, owner="me", lease_ms=60_000)
+        _, found = store.create(
+            saga,
+            [event(saga, 1, pb.SAGA_EVENT_TYPE_SAGA_STARTED)],
+            req_hash="h",
+            deadline=2**62,
+            owner="me",
+            lease_ms=60_000,
+        )
         futures.append(found)
         # Two saves of one saga queued back to back (a driver waits for each; the writer
         # must not rely on it): one statement would keep either, and the later one must
         # be the one that stays.
         saga.status = pb.SAGA_STATUS_RUNNING
-        futures.append(store.save(saga, [event(saga, 2, pb.SAGA_EVENT_TYPE_STEP_STARTED, "QueryWarehouses")],
-                                  owner="me"))
+        futures.append(
+            store.save(saga, [event(saga, 2, pb.SAGA_EVENT_TYPE_STEP_STARTED, "QueryWarehouses")], owner="me")
+        )
         saga.status = pb.SAGA_STATUS_COMPLETED
         futures.append(store.save(saga, [event(saga, 3, pb.SAGA_EVENT_TYPE_SAGA_COMPLETED)], owner="me"))
     results = await asyncio.gather(*futures)

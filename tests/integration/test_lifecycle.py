@@ -25,7 +25,11 @@ from tests.saga_support import WH, MeshClient
 from tests.support import logs_tail, metric_total, start_mesh
 
 RS = common_pb2
-RESERVED, PICKING, FULFILLED = RS.RESERVATION_STATE_RESERVED, RS.RESERVATION_STATE_PICKING, RS.RESERVATION_STATE_FULFILLED
+RESERVED, PICKING, FULFILLED = (
+    RS.RESERVATION_STATE_RESERVED,
+    RS.RESERVATION_STATE_PICKING,
+    RS.RESERVATION_STATE_FULFILLED,
+)
 RELEASED, EXPIRED = RS.RESERVATION_STATE_RELEASED, RS.RESERVATION_STATE_EXPIRED
 PARTIAL = RS.RESERVATION_STATE_PARTIALLY_FULFILLED
 PROCESSING, COMPLETED_LIST = common_pb2.PICKLIST_STATUS_PROCESSING, common_pb2.PICKLIST_STATUS_COMPLETED
@@ -131,7 +135,8 @@ async def follow(c: Client, saga_id: str) -> list[pb.SagaEvent]:
 
 def reservation_events(events: list[pb.SagaEvent], warehouse_id: str = "") -> list[int]:
     return [
-        e.reservation_state for e in events
+        e.reservation_state
+        for e in events
         if e.type == pb.SAGA_EVENT_TYPE_RESERVATION_CHANGED and e.warehouse_id == warehouse_id
     ]
 
@@ -219,14 +224,14 @@ async def test_cancel_before_picking_releases_everything_and_the_customer_is_tol
     again = await client.coordinator.CancelSaga(pb.CancelSagaRequest(saga_id=saga.saga_id, reason="again"))
     assert again.saga.reservation.state == RELEASED
     deadline = time.monotonic() + 10
-    while (
-        await client.notices(saga.saga_id)
-    )[common_pb2.NOTIFICATION_KIND_RESERVATION_CANCELLED] == 0 and time.monotonic() < deadline:
+    while (await client.notices(saga.saga_id))[
+        common_pb2.NOTIFICATION_KIND_RESERVATION_CANCELLED
+    ] == 0 and time.monotonic() < deadline:
         await asyncio.sleep(0.1)
     kinds = await client.notices(saga.saga_id)
-    assert kinds == Counter({
-        common_pb2.NOTIFICATION_KIND_RESERVATION_CONFIRMED: 1, common_pb2.NOTIFICATION_KIND_RESERVATION_CANCELLED: 1,
-    })
+    assert kinds == Counter(
+        {common_pb2.NOTIFICATION_KIND_RESERVATION_CONFIRMED: 1, common_pb2.NOTIFICATION_KIND_RESERVATION_CANCELLED: 1}
+    )
     assert [a.status for a in await client.allocations(saga.saga_id)] == [common_pb2.ALLOCATION_STATUS_CANCELLED]
     events = await follow(client, saga.saga_id)
     assert reservation_events(events) == [RESERVED, RELEASED]
@@ -263,7 +268,9 @@ def _in(seconds: float) -> Timestamp:
 async def test_extend_pushes_the_expiry_and_is_refused_once_picking_started(client):
     saga = await client.reserve({"SKU-B": 1}, expired_at=_in(3))
     later = _in(600)
-    extended = await client.coordinator.ExtendReservation(pb.ExtendReservationRequest(saga_id=saga.saga_id, until=later))
+    extended = await client.coordinator.ExtendReservation(
+        pb.ExtendReservationRequest(saga_id=saga.saga_id, until=later)
+    )
     assert extended.reservation.expires_at == later and extended.reservation.state == RESERVED
     assert {lock.expires_at.seconds for lock in await client.held_locks(saga.saga_id)} == {later.seconds}
     await asyncio.sleep(3.5)  # past the first expiry: still held
@@ -280,7 +287,6 @@ async def test_extend_pushes_the_expiry_and_is_refused_once_picking_started(clie
         grpc.StatusCode.FAILED_PRECONDITION,
     )
     assert failure.reason == "PICKING_STARTED"
-
 
 
 @pytest.mark.timeout(180)
@@ -304,15 +310,18 @@ async def test_200_short_reservations_half_picked_exactly_the_unpicked_half_expi
     while True:
         reply = await client.notify.ListNotifications(notify_pb2.ListNotificationsRequest(page_size=1000))
         expired = Counter(
-            n.attributes.get("saga_id") for n in reply.notifications
+            n.attributes.get("saga_id")
+            for n in reply.notifications
             if n.kind == common_pb2.NOTIFICATION_KIND_RESERVATION_EXPIRED
         )
         if sum(expired.values()) >= 100 or time.monotonic() > deadline:
             break
         await asyncio.sleep(0.2)
     assert expired == Counter({s.saga_id: 1 for s in unpicked})
-    assert not any(n.kind in (common_pb2.NOTIFICATION_KIND_ALLOCATION_EXPIRED, common_pb2.NOTIFICATION_KIND_LOCK_EXPIRED)
-                   for n in reply.notifications)
+    assert not any(
+        n.kind in (common_pb2.NOTIFICATION_KIND_ALLOCATION_EXPIRED, common_pb2.NOTIFICATION_KIND_LOCK_EXPIRED)
+        for n in reply.notifications
+    )
     assert metric_total(client.mesh, "allocation", "invsaga_expired_allocations_total") == 100
     # The picked half finishes and never expires.
     for saga in picked:

@@ -79,8 +79,10 @@ async def test_bad_filters_are_refused_with_the_field(client):
     for request, field in (
         (pb.ListSagasRequest(order_id="x" * 257), "order_id"),
         (pb.ListSagasRequest(reservation_state=99), "reservation_state"),
-        (pb.ListSagasRequest(created_after=Timestamp(seconds=2_000_000_000), created_before=Timestamp(seconds=1)),
-         "created_after"),
+        (
+            pb.ListSagasRequest(created_after=Timestamp(seconds=2_000_000_000), created_before=Timestamp(seconds=1)),
+            "created_after",
+        ),
     ):
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await client.coordinator.ListSagas(request)

@@ -72,7 +72,10 @@ class Picking:
                 context=step_context(saga_id, common_pb2.SAGA_STEP_LOCK_INVENTORY),
                 lock_inventory=inventory_pb2.LockInventoryInput(
                     allocation_id=f"AL-{saga_id}",
-                    lines=[common_pb2.AllocationLine(warehouse_id=self.w(w), sku=s, quantity=q) for (w, s), q in lines.items()],
+                    lines=[
+                        common_pb2.AllocationLine(warehouse_id=self.w(w), sku=s, quantity=q)
+                        for (w, s), q in lines.items()
+                    ],
                     expires_at=to_timestamp(utcnow() + timedelta(minutes=30)),
                 ),
             ),
@@ -157,7 +160,9 @@ async def test_picklists_once_per_warehouse_in_bin_order(picking):
     # The pickers' queue: urgent first, then by priority.
     urgent_saga, _ = await picking.reserve({("WH-A", "SKU-1"): 1}, priority=1, urgent=True)
     high_saga, _ = await picking.reserve({("WH-A", "SKU-1"): 1}, priority=9)
-    queue = await picking.logistics.ListPicklists(pb.ListPicklistsRequest(warehouse_id=picking.w("WH-A"), status=PENDING))
+    queue = await picking.logistics.ListPicklists(
+        pb.ListPicklistsRequest(warehouse_id=picking.w("WH-A"), status=PENDING)
+    )
     assert [p.saga_id for p in queue.picklists] == [urgent_saga, high_saga, saga_id]
 
     # Compensation cancels the saga's pending picklists once; the locks stay for LockInventory's
@@ -202,7 +207,9 @@ async def test_compensate_before_execute_is_null_and_refuses_the_late_execute(pi
         assert reply.null_compensation
     late = pb.ExecuteRequest(
         context=ctx,
-        generate_picklist=pb.GeneratePicklistInput(lines=[pb.PickRequestLine(warehouse_id="WH-A", sku="S", quantity=1)]),
+        generate_picklist=pb.GeneratePicklistInput(
+            lines=[pb.PickRequestLine(warehouse_id="WH-A", sku="S", quantity=1)]
+        ),
     )
     failure = await rpc_failure(steps.Execute(late, timeout=10))
     assert failure.code == grpc.StatusCode.FAILED_PRECONDITION

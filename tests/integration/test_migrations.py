@@ -37,7 +37,9 @@ async def test_the_migrations_build_the_schema_of_the_models(service, database_u
     engine = create_engine(database_url, service, pool_size=1)
     try:
         async with engine.connect() as conn:
-            drift = await conn.run_sync(lambda sync: compare_metadata(MigrationContext.configure(sync), models.metadata))
+            drift = await conn.run_sync(
+                lambda sync: compare_metadata(MigrationContext.configure(sync), models.metadata)
+            )
     finally:
         await engine.dispose()
     assert drift == [], f"the migrations of {service} and its models.py disagree"

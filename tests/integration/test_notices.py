@@ -40,6 +40,7 @@ TOO_MANY = 2 * ON_HAND + 1  # more than all warehouses hold: the saga fails and 
 
 # -- the text, without a mesh --------------------------------------------------------------
 
+
 def test_the_notice_limit_is_the_notify_services():
     assert S.NOTICE_TEXT_LIMIT == notify_logic.MAX_TEXT
 
@@ -85,6 +86,7 @@ def test_every_field_of_either_notice_fits_the_notify_services_checks():
 
 
 # -- a mesh --------------------------------------------------------------------------------
+
 
 def libpq(url: str) -> str:
     return url.replace("postgresql+psycopg://", "postgresql://", 1)
@@ -263,6 +265,7 @@ class _fresh:
 
 # -- the outage ----------------------------------------------------------------------------
 
+
 async def run_outage(mesh, client: MeshClient, failing: int, succeeding: int, outage: float = 10.0) -> dict:
     """``failing`` + ``succeeding`` sagas spread over the run; notify SIGKILLed for ``outage`` s
     from 2 s in; then every saga's notices counted. Returns the figures."""
@@ -299,8 +302,10 @@ async def run_outage(mesh, client: MeshClient, failing: int, succeeding: int, ou
 
     wrong = []
     for ok, saga in results:
-        expected = (pb.SAGA_STATUS_COMPLETED, Counter({CONFIRMED: 1})) if ok else (
-            pb.SAGA_STATUS_COMPENSATED, Counter({FAILED: 1})
+        expected = (
+            (pb.SAGA_STATUS_COMPLETED, Counter({CONFIRMED: 1}))
+            if ok
+            else (pb.SAGA_STATUS_COMPENSATED, Counter({FAILED: 1}))
         )
         if (saga.status, found[saga.saga_id]) != expected:
             wrong.append((saga.saga_id, pb.SagaStatus.Name(saga.status), dict(found[saga.saga_id])))

@@ -85,10 +85,7 @@ def receiver():
 
 @pytest.fixture(scope="module")
 def mesh(receiver, tmp_path_factory):
-    env = {
-        "INVSAGA_WEBHOOKS": f"{receiver.url('/hook')},{receiver.url('/audit')}",
-        "INVSAGA_WEBHOOK_SECRET": SECRET,
-    }
+    env = {"INVSAGA_WEBHOOKS": f"{receiver.url('/hook')},{receiver.url('/audit')}", "INVSAGA_WEBHOOK_SECRET": SECRET}
     started = start_mesh(tmp_path_factory.mktemp("notify"), services=("notify",), env=env)
     yield started
     started.stop()
@@ -151,11 +148,7 @@ async def test_execute_sent_three_times_stores_one_notification(stubs):
     stored = await list_for(service, saga_id)
     assert [n.notification_id for n in stored] == [first.notify.notification.notification_id]
     log_delivery = stored[0].deliveries[0]
-    assert (log_delivery.channel, log_delivery.state, log_delivery.attempts) == (
-        "log",
-        pb.DELIVERY_STATE_DELIVERED,
-        1,
-    )
+    assert (log_delivery.channel, log_delivery.state, log_delivery.attempts) == ("log", pb.DELIVERY_STATE_DELIVERED, 1)
     assert [d.channel for d in stored[0].deliveries[1:]] == [
         d.channel for d in first.notify.notification.deliveries[1:]
     ]
@@ -412,7 +405,14 @@ def test_a_webhook_url_is_shown_as_scheme_host_and_path_only():
         logging.Formatter("%(message)s"), ("https://user1:pass1@h.example/p?key=key1",), ("signing1",)
     )
     line = formatter.format(
-        logging.LogRecord("x", logging.INFO, "", 0, "posting %s with %s; pass1 key1 user1", (
-            "https://user1:pass1@h.example/p?key=key1", "signing1"), None)
+        logging.LogRecord(
+            "x",
+            logging.INFO,
+            "",
+            0,
+            "posting %s with %s; pass1 key1 user1",
+            ("https://user1:pass1@h.example/p?key=key1", "signing1"),
+            None,
+        )
     )
     assert line == "posting https://h.example/p with ***; *** *** ***"

@@ -141,7 +141,9 @@ async def test_metrics_of_every_process_after_completed_and_compensated_sagas(tm
     )
     client = MeshClient(mesh)
     try:
-        await client.seed([WH("WH-M1", priority=9), WH("WH-M2", priority=1)], [("WH-M1", "SKU-M1", 10), ("WH-M2", "SKU-M2", 5)])
+        await client.seed(
+            [WH("WH-M1", priority=9), WH("WH-M2", priority=1)], [("WH-M1", "SKU-M1", 10), ("WH-M2", "SKU-M2", 5)]
+        )
 
         # 1. Lock conflict: stock vanishes while the lock is in flight -> 3 refused locks, compensated.
         conflict = await client.start({"SKU-M1": 8})
@@ -165,8 +167,17 @@ async def test_metrics_of_every_process_after_completed_and_compensated_sagas(tm
         deadline = time.monotonic() + 15
         notify_ok = dict(grpc_service="NotifyStepService", grpc_method="Execute", grpc_code="OK")
         while (
-            _value(_scrape(mesh.ports["allocation"]), "invsaga_expired_allocations", "invsaga_expired_allocations_total") < 1
-            or _value(_scrape(mesh.ports["notify"]), "invsaga_grpc_server_handled", "invsaga_grpc_server_handled_total", **notify_ok) < 5
+            _value(
+                _scrape(mesh.ports["allocation"]), "invsaga_expired_allocations", "invsaga_expired_allocations_total"
+            )
+            < 1
+            or _value(
+                _scrape(mesh.ports["notify"]),
+                "invsaga_grpc_server_handled",
+                "invsaga_grpc_server_handled_total",
+                **notify_ok,
+            )
+            < 5
         ):
             assert time.monotonic() < deadline, "the reservation did not expire"
             await asyncio.sleep(0.3)
@@ -176,26 +187,91 @@ async def test_metrics_of_every_process_after_completed_and_compensated_sagas(tm
         # Every process: gRPC requests by method and status code, counted and timed.
         for service in SERVICES:
             m = scraped[service]
-            assert _value(m, "invsaga_grpc_server_handled", "invsaga_grpc_server_handled_total", grpc_method="Check") >= 1
+            assert (
+                _value(m, "invsaga_grpc_server_handled", "invsaga_grpc_server_handled_total", grpc_method="Check") >= 1
+            )
             assert "invsaga_grpc_server_handling_seconds" in m, service
         c = scraped["coordinator"]
-        assert _value(c, "invsaga_grpc_server_handled", "invsaga_grpc_server_handled_total", grpc_service="SagaCoordinatorService", grpc_method="StartSaga", grpc_code="OK") == 4
-        assert _value(c, "invsaga_grpc_server_handling_seconds", "invsaga_grpc_server_handling_seconds_count", grpc_method="StartSaga", grpc_code="OK") == 4
+        assert (
+            _value(
+                c,
+                "invsaga_grpc_server_handled",
+                "invsaga_grpc_server_handled_total",
+                grpc_service="SagaCoordinatorService",
+                grpc_method="StartSaga",
+                grpc_code="OK",
+            )
+            == 4
+        )
+        assert (
+            _value(
+                c,
+                "invsaga_grpc_server_handling_seconds",
+                "invsaga_grpc_server_handling_seconds_count",
+                grpc_method="StartSaga",
+                grpc_code="OK",
+            )
+            == 4
+        )
         inv = scraped["inventory"]
         step_execute = dict(grpc_service="InventoryStepService", grpc_method="Execute")
-        assert _value(inv, "invsaga_grpc_server_handled", "invsaga_grpc_server_handled_total", grpc_code="ABORTED", **step_execute) == 3
-        assert _value(inv, "invsaga_grpc_server_handled", "invsaga_grpc_server_handled_total", grpc_code="OK", **step_execute) == 4 + 2  # 4 checks, 2 locks
-        assert _value(scraped["warehouse"], "invsaga_grpc_server_handled", "invsaga_grpc_server_handled_total", grpc_method="Execute", grpc_code="OK") == 4
-        assert _value(scraped["logistics"], "invsaga_grpc_server_handled", "invsaga_grpc_server_handled_total", grpc_method="Execute", grpc_code="OK") == 2
+        assert (
+            _value(
+                inv,
+                "invsaga_grpc_server_handled",
+                "invsaga_grpc_server_handled_total",
+                grpc_code="ABORTED",
+                **step_execute,
+            )
+            == 3
+        )
+        assert (
+            _value(
+                inv, "invsaga_grpc_server_handled", "invsaga_grpc_server_handled_total", grpc_code="OK", **step_execute
+            )
+            == 4 + 2
+        )  # 4 checks, 2 locks
+        assert (
+            _value(
+                scraped["warehouse"],
+                "invsaga_grpc_server_handled",
+                "invsaga_grpc_server_handled_total",
+                grpc_method="Execute",
+                grpc_code="OK",
+            )
+            == 4
+        )
+        assert (
+            _value(
+                scraped["logistics"],
+                "invsaga_grpc_server_handled",
+                "invsaga_grpc_server_handled_total",
+                grpc_method="Execute",
+                grpc_code="OK",
+            )
+            == 2
+        )
         # Two confirmations, two "reservation failed" notices, one "reservation expired".
-        assert _value(scraped["notify"], "invsaga_grpc_server_handled", "invsaga_grpc_server_handled_total", grpc_service="NotifyStepService", grpc_method="Execute", grpc_code="OK") == 5
+        assert (
+            _value(
+                scraped["notify"],
+                "invsaga_grpc_server_handled",
+                "invsaga_grpc_server_handled_total",
+                grpc_service="NotifyStepService",
+                grpc_method="Execute",
+                grpc_code="OK",
+            )
+            == 5
+        )
 
         # Coordinator: sagas by outcome, steps, retries, compensations, in flight, oldest.
         assert _value(c, "invsaga_sagas_started", "invsaga_sagas_started_total") == 4
         finished = "invsaga_sagas_finished_total"
         assert _value(c, "invsaga_sagas_finished", finished, outcome="completed") == 2
         assert _value(c, "invsaga_sagas_finished", finished, outcome="compensated", reason="LOCK_CONFLICT") == 1
-        assert _value(c, "invsaga_sagas_finished", finished, outcome="compensated", reason="INSUFFICIENT_INVENTORY") == 1
+        assert (
+            _value(c, "invsaga_sagas_finished", finished, outcome="compensated", reason="INSUFFICIENT_INVENTORY") == 1
+        )
         assert _value(c, "invsaga_sagas_finished", finished, outcome="failed") == 0
         assert _value(c, "invsaga_saga_duration_seconds", "invsaga_saga_duration_seconds_count") == 4
         steps = "invsaga_step_duration_seconds_count"
@@ -206,9 +282,17 @@ async def test_metrics_of_every_process_after_completed_and_compensated_sagas(tm
         assert _value(c, "invsaga_step_duration_seconds", steps, step="LockInventory", outcome="failed") == 1
         assert _value(c, "invsaga_step_duration_seconds", steps, step="Notify", outcome="succeeded") == 2
         # The slowed lock took ≥ 1.5 s: it is in the histogram's upper buckets.
-        lock_sum = _value(c, "invsaga_step_duration_seconds", "invsaga_step_duration_seconds_sum", step="LockInventory", outcome="failed")
+        lock_sum = _value(
+            c,
+            "invsaga_step_duration_seconds",
+            "invsaga_step_duration_seconds_sum",
+            step="LockInventory",
+            outcome="failed",
+        )
         assert lock_sum >= 1.5
-        assert _value(c, "invsaga_step_retries", "invsaga_step_retries_total", step="LockInventory", code="ABORTED") == 2
+        assert (
+            _value(c, "invsaga_step_retries", "invsaga_step_retries_total", step="LockInventory", code="ABORTED") == 2
+        )
         assert _value(c, "invsaga_step_retries", "invsaga_step_retries_total") == 2
         assert _value(c, "invsaga_compensations", "invsaga_compensations_total", step="AllocateInventory") == 1
         assert _value(c, "invsaga_compensations", "invsaga_compensations_total") == 1
@@ -217,7 +301,16 @@ async def test_metrics_of_every_process_after_completed_and_compensated_sagas(tm
 
         # The seed's four: allocation duration, lock failures, utilisation, expired allocations.
         alloc = scraped["allocation"]
-        assert _value(alloc, "invsaga_allocation_duration_seconds", "invsaga_allocation_duration_seconds_count", strategy="PRIORITY", outcome="allocated") == 3
+        assert (
+            _value(
+                alloc,
+                "invsaga_allocation_duration_seconds",
+                "invsaga_allocation_duration_seconds_count",
+                strategy="PRIORITY",
+                outcome="allocated",
+            )
+            == 3
+        )
         assert _value(alloc, "invsaga_expired_allocations", "invsaga_expired_allocations_total") == 1
         assert _value(inv, "invsaga_lock_failures", "invsaga_lock_failures_total", warehouse="WH-M1") == 3
         assert _value(inv, "invsaga_lock_failures", "invsaga_lock_failures_total") == 3
@@ -229,8 +322,21 @@ async def test_metrics_of_every_process_after_completed_and_compensated_sagas(tm
 
         # `invsaga top` reads the same numbers from the coordinator's /metrics.
         shown = subprocess.run(
-            [sys.executable, "-m", "invsaga.cli", "top", "--once", "--interval", "0.2", "--coordinator", mesh.address("coordinator")],
-            capture_output=True, text=True, timeout=30, env={**os.environ, "COLUMNS": "120"},
+            [
+                sys.executable,
+                "-m",
+                "invsaga.cli",
+                "top",
+                "--once",
+                "--interval",
+                "0.2",
+                "--coordinator",
+                mesh.address("coordinator"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env={**os.environ, "COLUMNS": "120"},
         )
         assert shown.returncode == 0, shown.stderr
         assert re.search(r"started\s*│\s*4\b", shown.stdout), shown.stdout
@@ -242,7 +348,9 @@ async def test_metrics_of_every_process_after_completed_and_compensated_sagas(tm
         for service, m in scraped.items():
             for samples in m.values():
                 for _, labels, _ in samples:
-                    assert not any(v in (conflict, done_1.saga_id, done_2.saga_id, short.saga_id) for v in labels.values())
+                    assert not any(
+                        v in (conflict, done_1.saga_id, done_2.saga_id, short.saga_id) for v in labels.values()
+                    )
     finally:
         await client.close()
         mesh.stop()

@@ -239,7 +239,8 @@ async def test_extend_locks_moves_the_expiry_of_the_unpicked_held_locks(client):
     later = to_timestamp(utcnow() + timedelta(hours=3))
     assert (await extend(inventory_pb2.ExtendLocksRequest(saga_id=saga_id, until=later))).extended == 1
     assert {lock.warehouse_id: lock.expires_at for lock in await c.held_locks(saga_id)} == {
-        "WH-P1": until, "WH-P2": later
+        "WH-P1": until,
+        "WH-P2": later,
     }
 
     past = to_timestamp(utcnow() - timedelta(seconds=1))
@@ -251,7 +252,8 @@ async def test_extend_locks_moves_the_expiry_of_the_unpicked_held_locks(client):
         assert (await failure(extend(request))).code == grpc.StatusCode.INVALID_ARGUMENT
     assert (await extend(inventory_pb2.ExtendLocksRequest(saga_id="saga-unknown", until=later))).extended == 0
     assert {lock.warehouse_id: lock.expires_at for lock in await c.held_locks(saga_id)} == {
-        "WH-P1": until, "WH-P2": later
+        "WH-P1": until,
+        "WH-P2": later,
     }
     await c.expect_stock()
 
@@ -280,7 +282,9 @@ async def test_settle_and_extend_allocation(client):
     assert (await c.allocations(c.sagas["settle_expired"].saga_id))[0].expires_at == until
 
     for _ in range(2):  # settling again to the same status: no change, success
-        done = await settle(allocation_pb2.SettleAllocationRequest(allocation_id=picked.allocation_id, status=FULFILLED))
+        done = await settle(
+            allocation_pb2.SettleAllocationRequest(allocation_id=picked.allocation_id, status=FULFILLED)
+        )
         assert done.allocation.status == FULFILLED
     before = expired_allocations(c.mesh)
     for _ in range(2):
@@ -290,13 +294,19 @@ async def test_settle_and_extend_allocation(client):
         assert done.allocation.status == EXPIRED
     assert expired_allocations(c.mesh) == before + 1  # counted once per allocation
 
-    other = await failure(settle(allocation_pb2.SettleAllocationRequest(allocation_id=picked.allocation_id, status=EXPIRED)))
+    other = await failure(
+        settle(allocation_pb2.SettleAllocationRequest(allocation_id=picked.allocation_id, status=EXPIRED))
+    )
     assert other.code == grpc.StatusCode.FAILED_PRECONDITION and other.reason == "ALLOCATION_SETTLED"
     assert expired_allocations(c.mesh) == before + 1
-    settled = await failure(extend(allocation_pb2.ExtendAllocationRequest(allocation_id=lapsed.allocation_id, until=until)))
+    settled = await failure(
+        extend(allocation_pb2.ExtendAllocationRequest(allocation_id=lapsed.allocation_id, until=until))
+    )
     assert settled.code == grpc.StatusCode.FAILED_PRECONDITION and settled.reason == "ALLOCATION_SETTLED"
     active = common_pb2.ALLOCATION_STATUS_ACTIVE
-    bad = await failure(settle(allocation_pb2.SettleAllocationRequest(allocation_id=picked.allocation_id, status=active)))
+    bad = await failure(
+        settle(allocation_pb2.SettleAllocationRequest(allocation_id=picked.allocation_id, status=active))
+    )
     assert bad.code == grpc.StatusCode.INVALID_ARGUMENT
     missing = await failure(settle(allocation_pb2.SettleAllocationRequest(allocation_id="AL-none", status=EXPIRED)))
     assert missing.code == grpc.StatusCode.NOT_FOUND

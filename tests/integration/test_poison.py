@@ -62,7 +62,9 @@ def test_fit_leaves_out_the_largest_parts_and_names_them():
 def test_a_failure_keeps_a_bounded_text_and_the_count_of_its_shortages():
     shortages = [common_pb2.Shortage(sku=sku, required=1, available=0) for sku in long_skus(999)]
     failure = pb.SagaFailure(
-        step="CheckAvailability", code="FAILED_PRECONDITION", reason="INSUFFICIENT_INVENTORY",
+        step="CheckAvailability",
+        code="FAILED_PRECONDITION",
+        reason="INSUFFICIENT_INVENTORY",
         message="insufficient inventory across warehouses: " + ", ".join(f"{s.sku} needs 1, has 0" for s in shortages),
         shortages=shortages,
     )

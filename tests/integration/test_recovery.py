@@ -144,7 +144,7 @@ async def test_a_cancel_asked_of_another_replica_stops_the_running_saga_within_t
     # The driving replica learns of it from the saves of the saga that land after it.
     env = {
         "INVSAGA_FAULTS": "kind=latency,delay=0.6,method=Execute,step=LOCK_INVENTORY;"
-                          "kind=latency,delay=0.6,method=Execute,step=GENERATE_PICKLIST",
+        "kind=latency,delay=0.6,method=Execute,step=GENERATE_PICKLIST"
     }
     async with _two_replicas(tmp_path, env) as (_, driver, other):
         await driver.seed(WAREHOUSES, STOCK)

@@ -83,7 +83,10 @@ async def test_failure_at_each_step_compensates_exactly_the_steps_before_it(mesh
     try:
         # The rules fire once each, in step order: saga k fails at step k + 2.
         expected = {
-            "AllocateInventory": ({"AllocateInventory": "FAILED", "LockInventory": "SKIPPED"}, pb.SAGA_STATUS_COMPENSATED),
+            "AllocateInventory": (
+                {"AllocateInventory": "FAILED", "LockInventory": "SKIPPED"},
+                pb.SAGA_STATUS_COMPENSATED,
+            ),
             "LockInventory": (
                 {"AllocateInventory": "COMPENSATED", "LockInventory": "FAILED", "GeneratePicklist": "SKIPPED"},
                 pb.SAGA_STATUS_COMPENSATED,
@@ -93,7 +96,12 @@ async def test_failure_at_each_step_compensates_exactly_the_steps_before_it(mesh
                 pb.SAGA_STATUS_COMPENSATED,
             ),
             "Notify": (
-                {"AllocateInventory": "SUCCEEDED", "LockInventory": "SUCCEEDED", "GeneratePicklist": "SUCCEEDED", "Notify": "FAILED"},
+                {
+                    "AllocateInventory": "SUCCEEDED",
+                    "LockInventory": "SUCCEEDED",
+                    "GeneratePicklist": "SUCCEEDED",
+                    "Notify": "FAILED",
+                },
                 pb.SAGA_STATUS_COMPLETED,
             ),
         }
@@ -106,7 +114,9 @@ async def test_failure_at_each_step_compensates_exactly_the_steps_before_it(mesh
             if outcome == pb.SAGA_STATUS_COMPENSATED:
                 assert saga.failure.step == step and saga.failure.code == "FAILED_PRECONDITION"
                 assert await c.held_locks(saga.saga_id) == []
-                assert all(a.status == common_pb2.ALLOCATION_STATUS_CANCELLED for a in await c.allocations(saga.saga_id))
+                assert all(
+                    a.status == common_pb2.ALLOCATION_STATUS_CANCELLED for a in await c.allocations(saga.saga_id)
+                )
             else:
                 assert sum(l.quantity for l in await c.held_locks(saga.saga_id)) == 5
         await c.check_books()
@@ -117,8 +127,7 @@ async def test_failure_at_each_step_compensates_exactly_the_steps_before_it(mesh
 async def test_lock_conflict_one_completes_one_compensates(meshes):
     # Allocation is slowed so both sagas are planned from the same stock before either locks.
     mesh = meshes(
-        "slow-allocation",
-        {"INVSAGA_FAULTS": "kind=latency,delay=0.4,method=Execute,step=ALLOCATE_INVENTORY"},
+        "slow-allocation", {"INVSAGA_FAULTS": "kind=latency,delay=0.4,method=Execute,step=ALLOCATE_INVENTORY"}
     )
     c = await _client(mesh, [WH("WH-A")], [("WH-A", "SKU-LAST", 6)])
     try:
@@ -139,8 +148,7 @@ async def test_lock_conflict_one_completes_one_compensates(meshes):
 
 async def test_cancel_running_and_completed(meshes):
     mesh = meshes(
-        "slow-allocation",
-        {"INVSAGA_FAULTS": "kind=latency,delay=0.4,method=Execute,step=ALLOCATE_INVENTORY"},
+        "slow-allocation", {"INVSAGA_FAULTS": "kind=latency,delay=0.4,method=Execute,step=ALLOCATE_INVENTORY"}
     )
     c = await _client(mesh, [WH("WH-C")], [("WH-C", "SKU-C", 50)])
     try:
@@ -208,7 +216,7 @@ async def test_compensation_failure_parks_then_resume_compensates(meshes):
             # A Compensate failing with a non-transient error, as often as it is tried (3 attempts):
             # an UNAVAILABLE one would be retried until the compensation's deadline instead.
             "INVSAGA_FAULTS": "kind=error,code=FAILED_PRECONDITION,method=Execute,step=GENERATE_PICKLIST;"
-            "kind=error,code=INTERNAL,method=Compensate,step=ALLOCATE_INVENTORY,times=3",
+            "kind=error,code=INTERNAL,method=Compensate,step=ALLOCATE_INVENTORY,times=3"
         },
     )
     c = await _client(mesh, [WH("WH-F")], [("WH-F", "SKU-F", 20)])
@@ -270,7 +278,9 @@ async def test_a_burst_of_repeated_starts_drives_one_saga_and_no_ghost_acts(mesh
     try:
         await c.seed([WH("WH-J")], [("WH-J", "SKU-J", 10)])
         request = order({"SKU-J": 1}, request_id="REQ-burst-1")
-        replies = await asyncio.gather(*(c.coordinator.StartSaga(pb.StartSagaRequest(request=request)) for _ in range(20)))
+        replies = await asyncio.gather(
+            *(c.coordinator.StartSaga(pb.StartSagaRequest(request=request)) for _ in range(20))
+        )
         assert len({r.saga_id for r in replies}) == 1
         saga_id = replies[0].saga_id
         await c.wait(saga_id)
@@ -311,15 +321,22 @@ async def test_watch_with_event_types_streams_only_those_and_still_ends_with_the
     c = MeshClient(mesh)
     try:
         await c.seed([WH("WH-F")], [("WH-F", "SKU-F", 10)])
-        outcome = [pb.SAGA_EVENT_TYPE_SAGA_COMPLETED, pb.SAGA_EVENT_TYPE_SAGA_COMPENSATED, pb.SAGA_EVENT_TYPE_SAGA_FAILED]
+        outcome = [
+            pb.SAGA_EVENT_TYPE_SAGA_COMPLETED,
+            pb.SAGA_EVENT_TYPE_SAGA_COMPENSATED,
+            pb.SAGA_EVENT_TYPE_SAGA_FAILED,
+        ]
         saga_id = await c.start({"SKU-F": 1})
         # Watching from the start, live: every event, the outcome only, and the step results
         # only (a filter without the terminal event: the stream ends with the saga all the same).
-        full, ends, steps = await asyncio.wait_for(asyncio.gather(
-            c.events(saga_id),
-            c.events(saga_id, event_types=outcome),
-            c.events(saga_id, event_types=[pb.SAGA_EVENT_TYPE_STEP_SUCCEEDED]),
-        ), 30)
+        full, ends, steps = await asyncio.wait_for(
+            asyncio.gather(
+                c.events(saga_id),
+                c.events(saga_id, event_types=outcome),
+                c.events(saga_id, event_types=[pb.SAGA_EVENT_TYPE_STEP_SUCCEEDED]),
+            ),
+            30,
+        )
         assert full[-1].type == pb.SAGA_EVENT_TYPE_SAGA_COMPLETED
         assert [e.SerializeToString() for e in ends] == [full[-1].SerializeToString()]
         assert [e.seq for e in steps] == [e.seq for e in full if e.type == pb.SAGA_EVENT_TYPE_STEP_SUCCEEDED]
@@ -337,4 +354,3 @@ async def test_watch_with_event_types_streams_only_those_and_still_ends_with_the
             assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     finally:
         await c.close()
-

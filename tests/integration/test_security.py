@@ -46,14 +46,19 @@ def creds(certs: Path, identity: str | None = CLIENT, ca: Path | None = None) ->
     return grpc.ssl_channel_credentials(root_certificates=(ca or certs / "ca.pem").read_bytes(), **kwargs)
 
 
-def wait_serving(address: str, credentials: grpc.ChannelCredentials, proc: subprocess.Popen, timeout: float = 60) -> None:
+def wait_serving(
+    address: str, credentials: grpc.ChannelCredentials, proc: subprocess.Popen, timeout: float = 60
+) -> None:
     deadline = time.monotonic() + timeout
     with grpc.secure_channel(address, credentials) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline:
             assert proc.poll() is None, f"{address} exited with {proc.returncode}"
             try:
-                if stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status == health_pb2.HealthCheckResponse.SERVING:
+                if (
+                    stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status
+                    == health_pb2.HealthCheckResponse.SERVING
+                ):
                     return
             except grpc.RpcError:
                 time.sleep(0.1)
@@ -96,7 +101,10 @@ def secure_mesh(certs, tmp_path_factory):
     mesh.check_ports()
     try:
         for service in [*SERVICES[1:], SERVICES[0]]:
-            extra = {"INVSAGA_TLS_CERT": str(certs / f"{service}.pem"), "INVSAGA_TLS_KEY": str(certs / f"{service}-key.pem")}
+            extra = {
+                "INVSAGA_TLS_CERT": str(certs / f"{service}.pem"),
+                "INVSAGA_TLS_KEY": str(certs / f"{service}-key.pem"),
+            }
             if service == "coordinator":
                 extra["INVSAGA_HEALTH_PORT"] = str(health_port)
             mesh.start_one(service, extra)
@@ -144,7 +152,9 @@ async def test_no_client_certificate_or_an_untrusted_one_is_refused(secure_mesh,
 async def test_steps_are_served_only_to_the_coordinator_identity(secure_mesh, certs):
     address = secure_mesh.address("inventory")
     execute = inventory_pb2.ExecuteRequest(
-        context=common_pb2.StepContext(saga_id="not-a-saga", step=common_pb2.SAGA_STEP_LOCK_INVENTORY, idempotency_key="k")
+        context=common_pb2.StepContext(
+            saga_id="not-a-saga", step=common_pb2.SAGA_STEP_LOCK_INVENTORY, idempotency_key="k"
+        )
     )
     for identity in (CLIENT, ADMIN, "inventory", "logistics"):
         async with grpc.aio.secure_channel(address, creds(certs, identity)) as channel:
@@ -173,14 +183,20 @@ async def test_a_bearer_token_on_top_of_a_certificate_is_checked(secure_mesh, ce
         request = pb.StartSagaRequest(request=order({"SKU-T": 1}))
         for metadata in (bearer("wrong-token"), [("authorization", TOKEN)], [("authorization", "Bearer ")]):
             assert await _code(stub.StartSaga(request, metadata=metadata, timeout=5)) == grpc.StatusCode.UNAUTHENTICATED
-            assert await _code(stub.ListSagas(pb.ListSagasRequest(), metadata=metadata, timeout=5)) == grpc.StatusCode.UNAUTHENTICATED
+            assert (
+                await _code(stub.ListSagas(pb.ListSagasRequest(), metadata=metadata, timeout=5))
+                == grpc.StatusCode.UNAUTHENTICATED
+            )
             with pytest.raises(grpc.aio.AioRpcError) as err:
                 async for _ in stub.WatchSaga(pb.WatchSagaRequest(saga_id="x"), metadata=metadata, timeout=5):
                     pass
             assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
         # Garbage bytes with a wrong token: refused for the token, not for the bytes.
         raw = channel.unary_unary("/invsaga.coordinator.v1.SagaCoordinatorService/StartSaga")
-        assert await _code(raw(b"\xff\xfe garbage", metadata=bearer("wrong-token"), timeout=5)) == grpc.StatusCode.UNAUTHENTICATED
+        assert (
+            await _code(raw(b"\xff\xfe garbage", metadata=bearer("wrong-token"), timeout=5))
+            == grpc.StatusCode.UNAUTHENTICATED
+        )
         # Without a token the certificate speaks: a client of the public API.
         listed = await stub.ListSagas(pb.ListSagasRequest(), timeout=5)
         assert not [s for s in listed.sagas if s.request.order_id == request.request.order_id]
@@ -194,7 +210,9 @@ async def test_a_bearer_token_on_top_of_a_certificate_is_checked(secure_mesh, ce
     async with grpc.aio.secure_channel(secure_mesh.address("coordinator"), creds(certs)) as channel:
         # Health needs nothing but the handshake, on the TLS port and on the plaintext probe port.
         health = health_pb2_grpc.HealthStub(channel)
-        assert (await health.Check(health_pb2.HealthCheckRequest(), timeout=5)).status == health_pb2.HealthCheckResponse.SERVING
+        assert (
+            await health.Check(health_pb2.HealthCheckRequest(), timeout=5)
+        ).status == health_pb2.HealthCheckResponse.SERVING
     async with grpc.aio.insecure_channel(f"127.0.0.1:{secure_mesh.health_port}") as probe:
         reply = await health_pb2_grpc.HealthStub(probe).Check(health_pb2.HealthCheckRequest(), timeout=5)
         assert reply.status == health_pb2.HealthCheckResponse.SERVING
@@ -210,18 +228,32 @@ def test_reflection_and_the_auth_health_entry_need_no_token(secure_mesh, certs):
     method = "invsaga.coordinator.v1.SagaCoordinatorService/ListSagas"
     denied = subprocess.run(
         [str(GRPCURL), *tls, "-H", "authorization: Bearer wrong", "-d", "{}", address, method],
-        capture_output=True, text=True, timeout=30,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert denied.returncode != 0 and "Unauthenticated" in denied.stderr, denied.stderr
     served = subprocess.run(
         [str(GRPCURL), *tls, "-H", f"authorization: Bearer {TOKEN}", "-d", "{}", address, method],
-        capture_output=True, text=True, timeout=30,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert served.returncode == 0, served.stderr
     json.loads(served.stdout or "{}")
     auth = subprocess.run(
-        [str(GRPCURL), *tls, "-v", "-d", json.dumps({"service": AUTH_HEALTH_NAME}), address, "grpc.health.v1.Health/Check"],
-        capture_output=True, text=True, timeout=30,
+        [
+            str(GRPCURL),
+            *tls,
+            "-v",
+            "-d",
+            json.dumps({"service": AUTH_HEALTH_NAME}),
+            address,
+            "grpc.health.v1.Health/Check",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert auth.returncode == 0, auth.stderr
     assert '"status": "SERVING"' in auth.stdout and f"{AUTH_MODE_HEADER}: mtls" in auth.stdout, auth.stdout
@@ -238,9 +270,14 @@ async def test_the_right_certificate_and_token_are_served_end_to_end(secure_mesh
         await warehouse_pb2_grpc.WarehouseServiceStub(wh).UpsertWarehouse(
             warehouse_pb2.UpsertWarehouseRequest(
                 warehouse=common_pb2.Warehouse(
-                    warehouse_id="WH-SEC", name="secure", location=common_pb2.Location(lat=31.2, lon=121.5),
-                    capacity=1000, status=common_pb2.WAREHOUSE_STATUS_ACTIVE, priority=5,
-                    cost=common_pb2.CostModel(per_unit=1), skus=["SKU-SEC"],
+                    warehouse_id="WH-SEC",
+                    name="secure",
+                    location=common_pb2.Location(lat=31.2, lon=121.5),
+                    capacity=1000,
+                    status=common_pb2.WAREHOUSE_STATUS_ACTIVE,
+                    priority=5,
+                    cost=common_pb2.CostModel(per_unit=1),
+                    skus=["SKU-SEC"],
                 )
             ),
             timeout=5,
@@ -253,7 +290,9 @@ async def test_the_right_certificate_and_token_are_served_end_to_end(secure_mesh
         started = await stub.StartSaga(pb.StartSagaRequest(request=order({"SKU-SEC": 3})), metadata=bearer(), timeout=5)
         async for _ in stub.WatchSaga(pb.WatchSagaRequest(saga_id=started.saga_id), metadata=bearer(), timeout=30):
             pass
-        saga = (await stub.GetSaga(pb.GetSagaRequest(saga_id=started.saga_id), metadata=bearer("an-old-token"), timeout=5)).saga
+        saga = (
+            await stub.GetSaga(pb.GetSagaRequest(saga_id=started.saga_id), metadata=bearer("an-old-token"), timeout=5)
+        ).saga
         assert saga.status in TERMINAL
         assert saga.status == pb.SAGA_STATUS_COMPLETED, saga
         assert [(line.warehouse_id, line.quantity) for line in saga.allocation.lines] == [("WH-SEC", 3)]
@@ -262,27 +301,46 @@ async def test_the_right_certificate_and_token_are_served_end_to_end(secure_mesh
 async def test_server_tls_without_client_authentication(certs, tmp_path):
     """TLS alone (a development mesh: authentication off): any client trusting the CA is
     served, with or without a certificate; plaintext is not."""
-    mesh = Mesh(ports=random_ports(), database_url=new_pg_database(), data_dir=str(tmp_path / "data"),
-                log_dir=str(tmp_path / "logs"),
-                env={"INVSAGA_LOG_LEVEL": "WARNING", "INVSAGA_TLS_CA": str(certs / "ca.pem"),
-                     "INVSAGA_TLS_CERT": str(certs / "warehouse.pem"), "INVSAGA_TLS_KEY": str(certs / "warehouse-key.pem")},
-                services=["warehouse"])
+    mesh = Mesh(
+        ports=random_ports(),
+        database_url=new_pg_database(),
+        data_dir=str(tmp_path / "data"),
+        log_dir=str(tmp_path / "logs"),
+        env={
+            "INVSAGA_LOG_LEVEL": "WARNING",
+            "INVSAGA_TLS_CA": str(certs / "ca.pem"),
+            "INVSAGA_TLS_CERT": str(certs / "warehouse.pem"),
+            "INVSAGA_TLS_KEY": str(certs / "warehouse-key.pem"),
+        },
+        services=["warehouse"],
+    )
     try:
         mesh.start_one("warehouse")
         wait_serving(mesh.address("warehouse"), creds(certs, identity=None), mesh.procs["warehouse"])
         async with grpc.aio.secure_channel(mesh.address("warehouse"), creds(certs, identity=None)) as channel:
-            await warehouse_pb2_grpc.WarehouseServiceStub(channel).ListWarehouses(warehouse_pb2.ListWarehousesRequest(), timeout=5)
+            await warehouse_pb2_grpc.WarehouseServiceStub(channel).ListWarehouses(
+                warehouse_pb2.ListWarehousesRequest(), timeout=5
+            )
         async with grpc.aio.insecure_channel(mesh.address("warehouse")) as channel:
-            assert await _code(
-                warehouse_pb2_grpc.WarehouseServiceStub(channel).ListWarehouses(warehouse_pb2.ListWarehousesRequest(), timeout=3)
-            ) == grpc.StatusCode.UNAVAILABLE
+            assert (
+                await _code(
+                    warehouse_pb2_grpc.WarehouseServiceStub(channel).ListWarehouses(
+                        warehouse_pb2.ListWarehousesRequest(), timeout=3
+                    )
+                )
+                == grpc.StatusCode.UNAVAILABLE
+            )
     finally:
         mesh.stop()
 
 
 def test_security_settings_fail_fast(certs):
-    ok = {"INVSAGA_TLS_CA": str(certs / "ca.pem"), "INVSAGA_TLS_CERT": str(certs / "coordinator.pem"),
-          "INVSAGA_TLS_KEY": str(certs / "coordinator-key.pem"), "INVSAGA_TLS_CLIENT_AUTH": "require"}
+    ok = {
+        "INVSAGA_TLS_CA": str(certs / "ca.pem"),
+        "INVSAGA_TLS_CERT": str(certs / "coordinator.pem"),
+        "INVSAGA_TLS_KEY": str(certs / "coordinator-key.pem"),
+        "INVSAGA_TLS_CLIENT_AUTH": "require",
+    }
     settings = load_settings("coordinator", env={**ok, "INVSAGA_AUTH_TOKEN_HASHES": hash_token(TOKEN).upper()})
     assert settings.tls_client_auth and settings.auth_mode == "mtls"
     assert settings.auth_tokens == ((hash_token(TOKEN), "client", ""),)
@@ -293,7 +351,11 @@ def test_security_settings_fail_fast(certs):
     }
     settings = load_settings("coordinator", env=tokens)
     assert settings.auth_mode == "token" and settings.service_token == "c" and "'c'" not in repr(settings)
-    assert (digest, "client", "eu-1") in settings.auth_tokens and (hash_token("l"), "service", "logistics") in settings.auth_tokens
+    assert (digest, "client", "eu-1") in settings.auth_tokens and (
+        hash_token("l"),
+        "service",
+        "logistics",
+    ) in settings.auth_tokens
     roles = load_settings("warehouse", env={**ok, "INVSAGA_TLS_ROLES": "ops:admin,shop:client:eu"}).tls_roles
     assert roles == (("ops", "admin", ""), ("shop", "client", "eu"))
     assert load_settings("coordinator", env={}).auth_mode == ""  # nothing configured: deny
@@ -356,8 +418,14 @@ def _auth_health(address: str) -> tuple[int, str]:
     ],
 )
 async def test_a_process_without_authentication_says_so(tmp_path, env, mode, warning):
-    mesh = Mesh(ports=random_ports(), database_url=new_pg_database(), data_dir=str(tmp_path / "data"),
-                log_dir=str(tmp_path / "logs"), env={"INVSAGA_LOG_LEVEL": "WARNING", **env}, services=["warehouse"])
+    mesh = Mesh(
+        ports=random_ports(),
+        database_url=new_pg_database(),
+        data_dir=str(tmp_path / "data"),
+        log_dir=str(tmp_path / "logs"),
+        env={"INVSAGA_LOG_LEVEL": "WARNING", **env},
+        services=["warehouse"],
+    )
     try:
         mesh.start_one("warehouse")
         address = mesh.address("warehouse")
@@ -365,7 +433,9 @@ async def test_a_process_without_authentication_says_so(tmp_path, env, mode, war
         assert _auth_health(address) == (health_pb2.HealthCheckResponse.NOT_SERVING, mode)
         async with grpc.aio.insecure_channel(address) as channel:
             stub = warehouse_pb2_grpc.WarehouseServiceStub(channel)
-            listed = await _code(stub.ListWarehouses(warehouse_pb2.ListWarehousesRequest(), metadata=bearer(), timeout=5))
+            listed = await _code(
+                stub.ListWarehouses(warehouse_pb2.ListWarehousesRequest(), metadata=bearer(), timeout=5)
+            )
             upsert = await _code(stub.UpsertWarehouse(warehouse_pb2.UpsertWarehouseRequest(), timeout=5))
         if mode == "off":
             assert (listed, upsert) == (grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT)
@@ -398,7 +468,10 @@ def test_the_warning_of_auth_off_comes_back_every_minute(caplog):
 
 def test_dev_meshes_turn_auth_off_unless_told_otherwise():
     assert dev_defaults({}) == {"INVSAGA_AUTH": "off", "INVSAGA_HOST": "127.0.0.1"}
-    assert dev_defaults({"INVSAGA_AUTH": "token", "INVSAGA_HOST": "0.0.0.0"}) == {"INVSAGA_AUTH": "token", "INVSAGA_HOST": "0.0.0.0"}
+    assert dev_defaults({"INVSAGA_AUTH": "token", "INVSAGA_HOST": "0.0.0.0"}) == {
+        "INVSAGA_AUTH": "token",
+        "INVSAGA_HOST": "0.0.0.0",
+    }
     # Tokens or client certificates configured: the mode follows from them (docs/security.md).
     assert "INVSAGA_AUTH" not in dev_defaults({"INVSAGA_AUTH_TOKENS": "x"})
     assert "INVSAGA_AUTH" not in dev_defaults({"INVSAGA_TLS_CLIENT_AUTH": "require"})

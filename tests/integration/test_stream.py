@@ -34,7 +34,8 @@ def transport(step: pb_grpc.NotifyStepServiceStub, **options) -> StreamTransport
 def slow_first_notify(tmp_path):
     """notify alone; its first NOTIFY Execute takes 1.5 s."""
     mesh = start_mesh(
-        tmp_path, services=["notify"],
+        tmp_path,
+        services=["notify"],
         env={"INVSAGA_FAULTS": "kind=latency,delay=1.5,method=Execute,step=NOTIFY,times=1"},
     )
     yield mesh
@@ -47,10 +48,15 @@ async def test_each_message_is_answered_by_its_id_as_soon_as_its_requests_are_se
         slow, fast, bad = new_id(), new_id(), new_id()
         call = step.ExecuteStream()
         await call.write(pb.ExecuteStreamRequest(id=7, requests=[execute_request(slow)]))
-        await call.write(pb.ExecuteStreamRequest(id=8, requests=[
-            execute_request(fast, step=NOTIFY_FAILURE),
-            execute_request(bad, kind=common_pb2.NOTIFICATION_KIND_UNSPECIFIED),
-        ]))
+        await call.write(
+            pb.ExecuteStreamRequest(
+                id=8,
+                requests=[
+                    execute_request(fast, step=NOTIFY_FAILURE),
+                    execute_request(bad, kind=common_pb2.NOTIFICATION_KIND_UNSPECIFIED),
+                ],
+            )
+        )
         await call.done_writing()
 
         answers = [answer async for answer in call]
@@ -106,8 +112,7 @@ async def test_calls_move_to_a_new_stream_every_rotate_after_messages(tmp_path):
 
 async def test_a_broken_stream_fails_its_calls_with_unavailable_and_the_next_call_opens_another(tmp_path):
     mesh = start_mesh(
-        tmp_path, services=["notify"],
-        env={"INVSAGA_FAULTS": "kind=latency,delay=5,method=Execute,step=NOTIFY,times=1"},
+        tmp_path, services=["notify"], env={"INVSAGA_FAULTS": "kind=latency,delay=5,method=Execute,step=NOTIFY,times=1"}
     )
     try:
         async with grpc.aio.insecure_channel(mesh.address("notify")) as channel:

@@ -89,8 +89,13 @@ async def coordinator():
         saga = new_saga(uuid.uuid4().hex, request)
         saga.status = status
         _, found = store.create(
-            saga, [event(saga, 1, pb.SAGA_EVENT_TYPE_SAGA_STARTED)], req_hash=request_hash(request),
-            deadline=now_ms() + 60_000, owner="elsewhere", lease_ms=60_000, tenant=tenant,
+            saga,
+            [event(saga, 1, pb.SAGA_EVENT_TYPE_SAGA_STARTED)],
+            req_hash=request_hash(request),
+            deadline=now_ms() + 60_000,
+            owner="elsewhere",
+            lease_ms=60_000,
+            tenant=tenant,
         )
         assert await found is None
         return saga
@@ -168,7 +173,6 @@ async def test_start_records_the_tenant_and_keeps_request_ids_private(coordinato
         assert (await svc.StartSaga(pb.StartSagaRequest(request=request), None)).saga_id == started.saga_id
         untenanted = await svc.StartSaga(pb.StartSagaRequest(request=order({"SKU-1": 1})), None)
     assert (await store.load(untenanted.saga_id)).tenant == ""
-
 
 
 # -- over a real mesh, with tokens ------------------------------------------------------
@@ -294,7 +298,9 @@ async def test_tenants_a_and_b_are_isolated_over_a_real_mesh(token_mesh):
         released = common_pb2.RESERVATION_STATE_RELEASED
         cancelled = (await a.coordinator.CancelSaga(pb.CancelSagaRequest(saga_id=sa))).saga
         assert (cancelled.saga_id, cancelled.status, cancelled.reservation.state) == (
-            sa, pb.SAGA_STATUS_COMPLETED, released
+            sa,
+            pb.SAGA_STATUS_COMPLETED,
+            released,
         )
         await b.coordinator.CancelSaga(pb.CancelSagaRequest(saga_id=sb))
         assert (await a.get(sa)).reservation.state == released

@@ -21,8 +21,7 @@ from tests.support import new_pg_database
 async def coordinator():
     """The coordinator's servicer over a real store on a fresh database; ``reads`` counts its status reads."""
     engine = await open_service_engine(
-        SimpleNamespace(database_url=new_pg_database(), service="coordinator"),
-        models.metadata, models.__file__,
+        SimpleNamespace(database_url=new_pg_database(), service="coordinator"), models.metadata, models.__file__
     )
     hub = EventHub()
     store = SagaStore(engine, on_commit=hub.publish)
@@ -40,8 +39,9 @@ async def coordinator():
 
     store.status_of, store.events_after = counted_status_of, counted_events_after
     driving = SimpleNamespace(known=set(), owner="me", lease_ms=60_000)
-    yield SimpleNamespace(servicer=CoordinatorServicer(driving, store, hub, None), store=store, known=driving.known,
-                          reads=reads)
+    yield SimpleNamespace(
+        servicer=CoordinatorServicer(driving, store, hub, None), store=store, known=driving.known, reads=reads
+    )
     await store.stop()
     await engine.dispose()
 
@@ -70,7 +70,8 @@ async def test_a_watcher_resuming_ahead_of_a_running_saga_waits_without_reading_
     assert (await c.store.save(saga, [event(saga, 6, pb.SAGA_EVENT_TYPE_SAGA_COMPLETED)], owner="me")).ok
     events = await asyncio.wait_for(watcher, 1.0)  # well before the watcher's 2 s poll
     assert [(e.seq, e.type) for e in events] == [
-        (5, pb.SAGA_EVENT_TYPE_STEP_STARTED), (6, pb.SAGA_EVENT_TYPE_SAGA_COMPLETED)
+        (5, pb.SAGA_EVENT_TYPE_STEP_STARTED),
+        (6, pb.SAGA_EVENT_TYPE_SAGA_COMPLETED),
     ]
     # Each commit woke the watcher; this replica's journal told it the saga was still going.
     assert c.reads == []
@@ -92,8 +93,14 @@ async def test_a_watcher_past_the_end_of_a_finished_saga_gets_nothing_and_the_st
 async def _started(store: SagaStore, saga_id: str) -> pb.Saga:
     """A saga created with its SAGA_STARTED event (seq 1), owned by "me"."""
     saga = new_saga(saga_id, pb.InventoryRequest(request_id=f"REQ-{saga_id}", order_id=f"O-{saga_id}"))
-    _, found = store.create(saga, [event(saga, 1, pb.SAGA_EVENT_TYPE_SAGA_STARTED)], req_hash="h",
-                            deadline=2**62, owner="me", lease_ms=60_000)
+    _, found = store.create(
+        saga,
+        [event(saga, 1, pb.SAGA_EVENT_TYPE_SAGA_STARTED)],
+        req_hash="h",
+        deadline=2**62,
+        owner="me",
+        lease_ms=60_000,
+    )
     assert await found is None
     return saga
 

@@ -29,12 +29,7 @@ from invsaga.runtime import inputs
 from invsaga.runtime.batch import install_execute_batch, layered_execute
 from invsaga.runtime.config import ConfigError, Settings, load_settings, parse_bytes
 from invsaga.runtime.convert import MAX_PAGE_OFFSET, page_window
-from invsaga.runtime.errors import (
-    DATABASE_UNAVAILABLE,
-    InvalidArgument,
-    RpcFailure,
-    as_domain_error,
-)
+from invsaga.runtime.errors import DATABASE_UNAVAILABLE, InvalidArgument, RpcFailure, as_domain_error
 from invsaga.runtime.server import DomainErrorInterceptor, RequestGuard, receive_limit
 from invsaga.runtime.stream import install_execute_stream
 from services.inventory import logic as inventory_logic
@@ -64,7 +59,7 @@ def _text(status: grpc.Status) -> str:
 @pytest.mark.parametrize(
     "error",
     [
-        psycopg.OperationalError(f'connection failed: {SECRET_SQL}'),
+        psycopg.OperationalError(f"connection failed: {SECRET_SQL}"),
         psycopg.errors.AdminShutdown("terminating connection due to administrator command"),
         psycopg_pool.PoolTimeout("couldn't get a connection after 60.00 sec"),
         psycopg_pool.PoolClosed("the pool 'db-inventory' is already closed"),
@@ -84,11 +79,17 @@ def test_the_database_unavailable_is_unavailable_in_plain_words(error, caplog):
 
 
 def test_other_outages_are_unavailable_too():
-    for error in (ConnectionRefusedError(111, "Connection refused 127.0.0.1:5432"), ConnectionError("the statement pipe stopped")):
+    for error in (
+        ConnectionRefusedError(111, "Connection refused 127.0.0.1:5432"),
+        ConnectionError("the statement pipe stopped"),
+    ):
         mapped = as_domain_error(error)
         assert mapped.code == grpc.StatusCode.UNAVAILABLE and not LEAKS.search(_text(mapped.to_status()))
     downstream = grpc.aio.AioRpcError(
-        grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(), details="failed to connect to all addresses; 127.0.0.1:5432"
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.aio.Metadata(),
+        grpc.aio.Metadata(),
+        details="failed to connect to all addresses; 127.0.0.1:5432",
     )
     mapped = as_domain_error(downstream)
     assert mapped.code == grpc.StatusCode.UNAVAILABLE and not LEAKS.search(_text(mapped.to_status()))
@@ -97,10 +98,22 @@ def test_other_outages_are_unavailable_too():
 @pytest.mark.parametrize(
     "error, description",
     [
-        (psycopg.errors.NumericValueOutOfRange(f"bigint out of range; {SECRET_SQL}"), "a number is out of range for its column"),
-        (psycopg.errors.StringDataRightTruncation("value too long for type character varying(64)"), "a text is longer than its column allows"),
-        (psycopg.DataError("PostgreSQL text fields cannot contain NUL (0x00) bytes"), "must not contain NUL (\\x00) characters"),
-        (sa.DataError(SECRET_SQL, {"d": 2**63}, psycopg.errors.NumericValueOutOfRange("bigint out of range")), "a number is out of range for its column"),
+        (
+            psycopg.errors.NumericValueOutOfRange(f"bigint out of range; {SECRET_SQL}"),
+            "a number is out of range for its column",
+        ),
+        (
+            psycopg.errors.StringDataRightTruncation("value too long for type character varying(64)"),
+            "a text is longer than its column allows",
+        ),
+        (
+            psycopg.DataError("PostgreSQL text fields cannot contain NUL (0x00) bytes"),
+            "must not contain NUL (\\x00) characters",
+        ),
+        (
+            sa.DataError(SECRET_SQL, {"d": 2**63}, psycopg.errors.NumericValueOutOfRange("bigint out of range")),
+            "a number is out of range for its column",
+        ),
     ],
     ids=["numeric", "truncation", "nul", "sqlalchemy"],
 )
@@ -134,7 +147,10 @@ def test_a_status_fits_the_trailers_however_many_violations():
     bad = error_details_pb2.BadRequest()
     status_pb2.Status.FromString(details).details[0].Unpack(bad)
     assert bad.field_violations[0].field == "items[0].sku"
-    assert bad.field_violations[-1].description.startswith("and ") and "more violation" in bad.field_violations[-1].description
+    assert (
+        bad.field_violations[-1].description.startswith("and ")
+        and "more violation" in bad.field_violations[-1].description
+    )
 
 
 # -- over a grpc.aio server with the bootstrap's interceptor ------------------------------------
@@ -236,7 +252,9 @@ async def test_each_request_of_a_batch_or_stream_is_mapped_on_its_own(step_serve
     def check(results) -> None:
         ok, boom, nul = results
         assert ok.HasField("response")
-        assert boom.error.code == grpc.StatusCode.INTERNAL.value[0] and boom.error.message.startswith("internal error, id ")
+        assert boom.error.code == grpc.StatusCode.INTERNAL.value[0] and boom.error.message.startswith(
+            "internal error, id "
+        )
         assert nul.error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
         for result in (boom, nul):
             assert not LEAKS.search(str(result.error))
@@ -286,9 +304,13 @@ def test_timestamps_at_and_past_the_bounds():
     checker = inputs.ContentChecker()
     request = pb.StartSagaRequest(request=order({"SKU-1": 1}))
     for seconds, nanos, ok in (
-        (inputs.MIN_SECONDS, 0, True), (inputs.MAX_SECONDS, 999_999_999, True),
-        (inputs.MIN_SECONDS - 1, 0, False), (inputs.MAX_SECONDS + 1, 0, False),
-        (0, -5, False), (0, 1_000_000_000, False), (2**62, 0, False),
+        (inputs.MIN_SECONDS, 0, True),
+        (inputs.MAX_SECONDS, 999_999_999, True),
+        (inputs.MIN_SECONDS - 1, 0, False),
+        (inputs.MAX_SECONDS + 1, 0, False),
+        (0, -5, False),
+        (0, 1_000_000_000, False),
+        (2**62, 0, False),
     ):
         request.request.expired_at.seconds, request.request.expired_at.nanos = seconds, nanos
         assert (checker.violations(request, False) == []) == ok, (seconds, nanos)
@@ -351,14 +373,19 @@ def test_a_customer_location_in_metadata_still_works():
 
 def test_numbers_bounded_by_their_columns():
     with pytest.raises(InvalidArgument):
-        inventory_logic.validate_adjust_stock(inventory_pb2.AdjustStockRequest(warehouse_id="W", sku="S", delta=2**63 - 1))
+        inventory_logic.validate_adjust_stock(
+            inventory_pb2.AdjustStockRequest(warehouse_id="W", sku="S", delta=2**63 - 1)
+        )
     with pytest.raises(InvalidArgument):
         inventory_logic.validate_set_stock(inventory_pb2.SetStockRequest(warehouse_id="W", sku="S", on_hand=2**63 - 1))
     inventory_logic.validate_adjust_stock(
         inventory_pb2.AdjustStockRequest(warehouse_id="W", sku="S", delta=-inventory_logic.MAX_STOCK)
     )
     warehouse = common_pb2.Warehouse(
-        warehouse_id="W", name="W", capacity=2**62, status=common_pb2.WAREHOUSE_STATUS_ACTIVE,
+        warehouse_id="W",
+        name="W",
+        capacity=2**62,
+        status=common_pb2.WAREHOUSE_STATUS_ACTIVE,
         cost=common_pb2.CostModel(per_km_unit=float("inf")),
     )
     with pytest.raises(InvalidArgument) as caught:
@@ -372,6 +399,8 @@ def test_size_settings():
     for bad in ("", "lots", "-1", "0", "1.5MiB", True):
         with pytest.raises(ConfigError):
             parse_bytes(bad, name="INVSAGA_MAX_REQUEST_BYTES")
-    settings = load_settings("coordinator", env={"INVSAGA_MAX_START_SAGA_BYTES": "2MiB", "INVSAGA_MAX_METADATA_DEPTH": "4"})
+    settings = load_settings(
+        "coordinator", env={"INVSAGA_MAX_START_SAGA_BYTES": "2MiB", "INVSAGA_MAX_METADATA_DEPTH": "4"}
+    )
     assert settings.max_start_saga_bytes == 2 * 1024 * 1024 and settings.max_metadata_depth == 4
     assert load_settings("coordinator", env={}).max_metadata_bytes == 64 * 1024

@@ -14,15 +14,9 @@ from services.inventory import logic
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 
 
-def _level(
-    warehouse_id: str, sku: str, on_hand: int, locked: int = 0
-) -> common_pb2.StockLevel:
+def _level(warehouse_id: str, sku: str, on_hand: int, locked: int = 0) -> common_pb2.StockLevel:
     return common_pb2.StockLevel(
-        warehouse_id=warehouse_id,
-        sku=sku,
-        on_hand=on_hand,
-        locked=locked,
-        available=on_hand - locked,
+        warehouse_id=warehouse_id, sku=sku, on_hand=on_hand, locked=locked, available=on_hand - locked
     )
 
 
@@ -38,56 +32,35 @@ def _violations(call) -> list[tuple[str, str]]:
 
 def test_availability_is_summed_across_warehouses():
     out = logic.summarize_availability(
-        _items(("A", 6)),
-        ["W1", "W2"],
-        [_level("W2", "A", 5, 1), _level("W1", "A", 3)],
-        {"W1": 0, "W2": 9},
+        _items(("A", 6)), ["W1", "W2"], [_level("W2", "A", 5, 1), _level("W1", "A", 3)], {"W1": 0, "W2": 9}
     )
     # No single warehouse has 6, but together they do: not a shortage.
     assert [(i.sku, i.required, i.available) for i in out.items] == [("A", 6, 7)]
     assert out.sufficient and not out.shortages
     assert [(s.warehouse_id, s.sku) for s in out.stock] == [("W1", "A"), ("W2", "A")]
-    assert [(w.warehouse_id, w.locked_units) for w in out.loads] == [
-        ("W1", 0),
-        ("W2", 9),
-    ]
+    assert [(w.warehouse_id, w.locked_units) for w in out.loads] == [("W1", 0), ("W2", 9)]
 
 
 def test_shortage_when_the_total_is_short_and_repeated_skus_add_up():
     out = logic.summarize_availability(
-        _items(("A", 2), ("B", 1), ("A", 3)),
-        ["W1", "W1", "W9"],
-        [_level("W1", "A", 4)],
-        {"W1": 0},
+        _items(("A", 2), ("B", 1), ("A", 3)), ["W1", "W1", "W9"], [_level("W1", "A", 4)], {"W1": 0}
     )
-    assert [(i.sku, i.required, i.available) for i in out.items] == [
-        ("A", 5, 4),
-        ("B", 1, 0),
-    ]
-    assert [(s.sku, s.required, s.available) for s in out.shortages] == [
-        ("A", 5, 4),
-        ("B", 1, 0),
-    ]
+    assert [(i.sku, i.required, i.available) for i in out.items] == [("A", 5, 4), ("B", 1, 0)]
+    assert [(s.sku, s.required, s.available) for s in out.shortages] == [("A", 5, 4), ("B", 1, 0)]
     assert not out.sufficient
-    assert [(w.warehouse_id, w.locked_units) for w in out.loads] == [
-        ("W1", 0),
-        ("W9", 0),
-    ]
+    assert [(w.warehouse_id, w.locked_units) for w in out.loads] == [("W1", 0), ("W9", 0)]
 
 
 def test_lock_expires_at_the_earlier_of_request_and_ttl():
     assert logic.lock_expires_at(NOW, None, 1800) == NOW + timedelta(minutes=30)
     soon = NOW + timedelta(minutes=5)
     assert logic.lock_expires_at(NOW, soon, 1800) == soon
-    assert logic.lock_expires_at(NOW, NOW + timedelta(hours=2), 1) == NOW + timedelta(
-        seconds=1
-    )
+    assert logic.lock_expires_at(NOW, NOW + timedelta(hours=2), 1) == NOW + timedelta(seconds=1)
 
 
 def test_lines_are_locked_in_one_global_order():
     lines = [
-        common_pb2.AllocationLine(warehouse_id=w, sku=s, quantity=1)
-        for w, s in [("W2", "A"), ("W1", "B"), ("W1", "A")]
+        common_pb2.AllocationLine(warehouse_id=w, sku=s, quantity=1) for w, s in [("W2", "A"), ("W1", "B"), ("W1", "A")]
     ]
     assert [(line.warehouse_id, line.sku) for line in logic.ordered_lines(lines)] == [
         ("W1", "A"),
@@ -98,12 +71,7 @@ def test_lines_are_locked_in_one_global_order():
 
 @pytest.mark.parametrize(
     ("on_hand", "locked", "delta", "refusal"),
-    [
-        (10, 4, -6, None),
-        (10, 4, -7, "STOCK_BELOW_LOCKED"),
-        (10, 0, -11, "NEGATIVE_STOCK"),
-        (0, 0, 5, None),
-    ],
+    [(10, 4, -6, None), (10, 4, -7, "STOCK_BELOW_LOCKED"), (10, 0, -11, "NEGATIVE_STOCK"), (0, 0, 5, None)],
 )
 def test_adjustment_refusal(on_hand, locked, delta, refusal):
     assert logic.adjustment_refusal(on_hand, locked, delta) == refusal
@@ -113,9 +81,7 @@ def test_lock_input_violations_name_each_field():
     bad = pb.LockInventoryInput(
         lines=[
             common_pb2.AllocationLine(warehouse_id="W1", sku="A", quantity=0),
-            common_pb2.AllocationLine(
-                warehouse_id="", sku="", quantity=logic.MAX_QUANTITY + 1
-            ),
+            common_pb2.AllocationLine(warehouse_id="", sku="", quantity=logic.MAX_QUANTITY + 1),
         ]
     )
     assert {f for f, _ in _violations(lambda: logic.validate_lock_inventory(bad))} == {
@@ -124,47 +90,34 @@ def test_lock_input_violations_name_each_field():
         "lock_inventory.lines[1].sku",
         "lock_inventory.lines[1].quantity",
     }
-    assert _violations(
-        lambda: logic.validate_lock_inventory(pb.LockInventoryInput())
-    ) == [("lock_inventory.lines", "at least one line")]
+    assert _violations(lambda: logic.validate_lock_inventory(pb.LockInventoryInput())) == [
+        ("lock_inventory.lines", "at least one line")
+    ]
 
 
 def test_availability_input_violations():
-    too_many = pb.CheckAvailabilityInput(
-        items=_items(*[("A", 1)] * (logic.MAX_LINES + 1))
-    )
+    too_many = pb.CheckAvailabilityInput(items=_items(*[("A", 1)] * (logic.MAX_LINES + 1)))
     assert _violations(lambda: logic.validate_check_availability(too_many)) == [
         ("check_availability.items", f"at most {logic.MAX_LINES} items")
     ]
     bad = pb.CheckAvailabilityInput(items=_items(("A", -1)), warehouse_ids=["x" * 65])
-    assert {
-        f for f, _ in _violations(lambda: logic.validate_check_availability(bad))
-    } == {
+    assert {f for f, _ in _violations(lambda: logic.validate_check_availability(bad))} == {
         "check_availability.items[0].quantity",
         "check_availability.warehouse_ids[0]",
     }
 
 
 def test_admin_input_violations():
-    assert {
-        f
-        for f, _ in _violations(
-            lambda: logic.validate_set_stock(pb.SetStockRequest(on_hand=-1))
-        )
-    } == {
+    assert {f for f, _ in _violations(lambda: logic.validate_set_stock(pb.SetStockRequest(on_hand=-1)))} == {
         "warehouse_id",
         "sku",
         "on_hand",
     }
     logic.validate_set_stock(pb.SetStockRequest(warehouse_id="W", sku="A", on_hand=0))
-    assert _violations(
-        lambda: logic.validate_adjust_stock(
-            pb.AdjustStockRequest(warehouse_id="W", sku="A")
-        )
-    ) == [("delta", "must not be zero")]
-    assert _violations(lambda: logic.validate_lock_selector("", "W")) == [
-        ("saga_id", "required")
+    assert _violations(lambda: logic.validate_adjust_stock(pb.AdjustStockRequest(warehouse_id="W", sku="A"))) == [
+        ("delta", "must not be zero")
     ]
+    assert _violations(lambda: logic.validate_lock_selector("", "W")) == [("saga_id", "required")]
 
 
 def test_units_per_stock_row_groups_and_orders():
@@ -176,15 +129,10 @@ def test_units_per_stock_row_groups_and_orders():
     assert logic.units_per_stock_row(locks) == [("W1", "A", 1), ("W2", "A", 5)]
 
 
-
 def test_lock_status_mapping_is_complete():
-    statuses = set(common_pb2.LockStatus.values()) - {
-        common_pb2.LOCK_STATUS_UNSPECIFIED
-    }
+    statuses = set(common_pb2.LockStatus.values()) - {common_pb2.LOCK_STATUS_UNSPECIFIED}
     assert set(logic.LOCK_STATUS_TO_DB) == statuses
-    assert {
-        logic.LOCK_STATUS_FROM_DB[v] for v in logic.LOCK_STATUS_TO_DB.values()
-    } == statuses
+    assert {logic.LOCK_STATUS_FROM_DB[v] for v in logic.LOCK_STATUS_TO_DB.values()} == statuses
 
 
 def test_units_per_stock_row_adds_up_repeated_lines():
@@ -217,11 +165,7 @@ def test_a_lock_plan_orders_lines_sums_rows_and_caps_the_expiry():
     )
     inp.expires_at.FromDatetime(NOW + timedelta(hours=2))
     plan = logic.plan_lock(inp, NOW, 60, ["l1", "l2", "l3"])
-    assert [(line.warehouse_id, line.sku) for line in plan.lines] == [
-        ("W1", "B"),
-        ("W2", "A"),
-        ("W2", "A"),
-    ]
+    assert [(line.warehouse_id, line.sku) for line in plan.lines] == [("W1", "B"), ("W2", "A"), ("W2", "A")]
     assert plan.wanted == [("W1", "B", 2), ("W2", "A", 5)]
     assert plan.expires_at == NOW + timedelta(seconds=60)
     locks = plan.locks("saga-1")

@@ -50,11 +50,14 @@ async def test_without_a_deadline_the_attempt_count_still_bounds_transient_fault
     assert method.calls == FAST.max_attempts
 
 
-@pytest.mark.parametrize("code,calls", [
-    (grpc.StatusCode.ABORTED, 3),  # retried by count (ALL includes it), not until the deadline
-    (grpc.StatusCode.FAILED_PRECONDITION, 1),  # a business failure: at once
-    (grpc.StatusCode.INVALID_ARGUMENT, 1),
-])
+@pytest.mark.parametrize(
+    "code,calls",
+    [
+        (grpc.StatusCode.ABORTED, 3),  # retried by count (ALL includes it), not until the deadline
+        (grpc.StatusCode.FAILED_PRECONDITION, 1),  # a business failure: at once
+        (grpc.StatusCode.INVALID_ARGUMENT, 1),
+    ],
+)
 async def test_business_faults_keep_their_count(code, calls):
     policy = RetryPolicy(max_attempts=3, initial_interval=0.01, max_interval=0.02, retryable=ALL)
     method = Failing(code)
@@ -65,8 +68,9 @@ async def test_business_faults_keep_their_count(code, calls):
 
 async def test_a_policy_may_keep_transient_faults_to_its_count():
     """Notify's policy: its failure does not fail the saga, so it does not wait out an outage."""
-    policy = RetryPolicy(max_attempts=3, initial_interval=0.01, max_interval=0.02, retryable=ALL,
-                         transient_until_deadline=False)
+    policy = RetryPolicy(
+        max_attempts=3, initial_interval=0.01, max_interval=0.02, retryable=ALL, transient_until_deadline=False
+    )
     method = Failing(grpc.StatusCode.UNAVAILABLE)
     with pytest.raises(grpc.aio.AioRpcError):
         await call_with_retry(method, None, timeout=1, policy=policy, deadline=time.monotonic() + 10)
@@ -86,7 +90,11 @@ async def test_the_observer_hears_of_every_attempt_of_a_transient_run():
     seen = []
     method = Failing(grpc.StatusCode.UNAVAILABLE, then_ok_after=20)
     await call_with_retry(
-        method, None, timeout=1, policy=FAST, deadline=time.monotonic() + 10,
+        method,
+        None,
+        timeout=1,
+        policy=FAST,
+        deadline=time.monotonic() + 10,
         observer=lambda attempt, error, will_retry, delay: seen.append((attempt, will_retry, delay)),
     )
     assert [a for a, _, _ in seen] == list(range(1, 21)) and all(w for _, w, _ in seen)
@@ -104,7 +112,11 @@ async def test_transient_backoff_is_capped_so_a_participant_back_is_used_within_
     delays = []
     method = Failing(grpc.StatusCode.UNAVAILABLE, then_ok_after=12)
     await call_with_retry(
-        method, None, timeout=1, policy=RetryPolicy(), deadline=time.monotonic() + 60,
+        method,
+        None,
+        timeout=1,
+        policy=RetryPolicy(),
+        deadline=time.monotonic() + 60,
         observer=lambda attempt, error, will_retry, delay: delays.append(delay),
     )
     assert len(delays) == 12 and max(delays) <= retry.TRANSIENT_BACKOFF_CAP

@@ -100,7 +100,9 @@ def test_demo_data_gives_four_different_plans_for_the_documented_order():
     guangzhou_tianhe = (23.13, 113.32)
 
     chosen = {
-        strategy: {line.warehouse_id for line in allocate(strategy, order, candidates, stock, customer=guangzhou_tianhe).lines}
+        strategy: {
+            line.warehouse_id for line in allocate(strategy, order, candidates, stock, customer=guangzhou_tianhe).lines
+        }
         for strategy in ("PRIORITY", "NEAREST", "LOAD_BALANCE", "COST_OPTIMIZE")
     }
 
@@ -113,11 +115,7 @@ def test_demo_data_gives_four_different_plans_for_the_documented_order():
 
 
 BAD_FILES = [
-    pytest.param(
-        "warehouses:\n  - {name: 无名仓, capacity: 10}\n",
-        "warehouses[0]: id: required",
-        id="missing-id",
-    ),
+    pytest.param("warehouses:\n  - {name: 无名仓, capacity: 10}\n", "warehouses[0]: id: required", id="missing-id"),
     pytest.param(
         "warehouses:\n" + GOOD_WAREHOUSE + "stock:\n  - {warehouse: WH-BJ-01, sku: SKU-001, on_hand: -5}\n",
         "stock[0] (WH-BJ-01/SKU-001): on_hand: must be ≥ 0, got -5",

@@ -21,14 +21,7 @@ from scipy.sparse import csr_array
 from scipy.sparse.csgraph import maximum_flow
 
 from services.allocation import cost
-from services.allocation.strategies import (
-    AllocationError,
-    Candidate,
-    Demand,
-    PlanLine,
-    allocate,
-    haversine_km,
-)
+from services.allocation.strategies import AllocationError, Candidate, Demand, PlanLine, allocate, haversine_km
 
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "test_bench_strategies.py"
 GREEDY = ("PRIORITY", "NEAREST", "LOAD_BALANCE")
@@ -219,7 +212,9 @@ def all_plans(demands, candidates, stock):
 
 def brute_force_min_cost(demands, candidates, stock, customer):
     """Cheapest plan over every allocation, or None when none exists."""
-    return min((expected_cost(lines, candidates, customer) for lines in all_plans(demands, candidates, stock)), default=None)
+    return min(
+        (expected_cost(lines, candidates, customer) for lines in all_plans(demands, candidates, stock)), default=None
+    )
 
 
 def tie_weight(lines, candidates, preferred) -> int:
@@ -235,7 +230,9 @@ def brute_force_tie_weight(demands, candidates, stock, preferred, customer):
     """The least tie weight among the cheapest plans."""
     plans = [(expected_cost(lines, candidates, customer), lines) for lines in all_plans(demands, candidates, stock)]
     best = min(cost for cost, _ in plans)
-    return min(tie_weight(lines, candidates, preferred) for cost, lines in plans if cost <= best + 1e-7 * max(1.0, best))
+    return min(
+        tie_weight(lines, candidates, preferred) for cost, lines in plans if cost <= best + 1e-7 * max(1.0, best)
+    )
 
 
 def cost_optimize(demands, candidates, stock, preferred, customer, **kw):
@@ -332,13 +329,17 @@ def test_cost_optimize_single_warehouse_matches_brute_force_and_milp(inst):
     except AllocationError as e:
         event(e.reason)
         assert all(remaining(c) == 0 or not any(stock[(c.warehouse_id, d.sku)] for d in demands) for c in candidates)
-        assert e.reason == ("INSUFFICIENT_INVENTORY" if totals_short(demands, candidates, stock) else "CAPACITY_EXCEEDED")
+        assert e.reason == (
+            "INSUFFICIENT_INVENTORY" if totals_short(demands, candidates, stock) else "CAPACITY_EXCEEDED"
+        )
         return
     event("solved")
     assert shortcut and plan.optimal
     check_plan(plan, demands, candidates, stock, customer)
     assert len({ln.warehouse_id for ln in plan.lines}) == 1
-    assert plan.total_cost == pytest.approx(brute_force_min_cost(demands, candidates, stock, customer), rel=1e-7, abs=1e-7)
+    assert plan.total_cost == pytest.approx(
+        brute_force_min_cost(demands, candidates, stock, customer), rel=1e-7, abs=1e-7
+    )
     assert tie_weight(plan.lines, candidates, preferred) == brute_force_tie_weight(
         demands, candidates, stock, preferred, customer
     )

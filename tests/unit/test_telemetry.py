@@ -108,7 +108,10 @@ async def test_interceptor_counts_by_code_and_tags_step_logs():
     assert _sample("invsaga_grpc_server_handled_total", grpc_code="OK", **labels) == ok_before + 1
     assert _sample("invsaga_grpc_server_handled_total", grpc_code="ABORTED", **labels) == aborted_before + 1
     assert _sample("invsaga_grpc_server_handling_seconds_count", grpc_code="ABORTED", **labels) >= 1
-    assert _sample("invsaga_grpc_server_handled_total", grpc_service="Health", grpc_method="Check", grpc_code="NOT_FOUND") >= 1
+    assert (
+        _sample("invsaga_grpc_server_handled_total", grpc_service="Health", grpc_method="Check", grpc_code="NOT_FOUND")
+        >= 1
+    )
     lines = [json.loads(line) for line in records.getvalue().splitlines()]
     assert len(lines) == 2
     assert all(l["saga_id"] == "saga-1" and l["step"] == "LockInventory" for l in lines)

@@ -27,9 +27,7 @@ def upgrade() -> None:
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.CheckConstraint("on_hand >= 0", name="ck_stock_on_hand_nonnegative"),
         sa.CheckConstraint("locked >= 0", name="ck_stock_locked_nonnegative"),
-        sa.CheckConstraint(
-            "on_hand - locked >= 0", name="ck_stock_available_nonnegative"
-        ),
+        sa.CheckConstraint("on_hand - locked >= 0", name="ck_stock_available_nonnegative"),
     )
     op.create_table(
         "locks",
@@ -43,16 +41,11 @@ def upgrade() -> None:
         sa.Column("status", sa.String(16), nullable=False),
         sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("picking", sa.Boolean, nullable=False, server_default=sa.false()),
-        sa.Column(
-            "notify_pending", sa.Boolean, nullable=False, server_default=sa.false()
-        ),
+        sa.Column("notify_pending", sa.Boolean, nullable=False, server_default=sa.false()),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.CheckConstraint("quantity > 0", name="ck_locks_quantity_positive"),
-        sa.CheckConstraint(
-            "status IN ('held', 'released', 'consumed', 'expired')",
-            name="ck_locks_status",
-        ),
+        sa.CheckConstraint("status IN ('held', 'released', 'consumed', 'expired')", name="ck_locks_status"),
     )
     op.create_index("ix_locks_saga_id", "locks", ["saga_id"])
     op.create_index("ix_locks_status_expires_at", "locks", ["status", "expires_at"])

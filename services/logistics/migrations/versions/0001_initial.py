@@ -27,9 +27,7 @@ def upgrade() -> None:
         sa.Column("status", sa.String(16), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
-        sa.CheckConstraint(
-            "status IN ('pending', 'processing', 'completed', 'cancelled')", name="ck_picklists_status"
-        ),
+        sa.CheckConstraint("status IN ('pending', 'processing', 'completed', 'cancelled')", name="ck_picklists_status"),
     )
     op.create_index("ix_picklists_saga_id", "picklists", ["saga_id"])
     op.create_index(
@@ -38,10 +36,7 @@ def upgrade() -> None:
     op.create_table(
         "picklist_lines",
         sa.Column(
-            "picklist_id",
-            sa.String(64),
-            sa.ForeignKey("picklists.picklist_id", ondelete="CASCADE"),
-            primary_key=True,
+            "picklist_id", sa.String(64), sa.ForeignKey("picklists.picklist_id", ondelete="CASCADE"), primary_key=True
         ),
         sa.Column("sequence", sa.Integer, primary_key=True),
         sa.Column("sku", sa.String(256), nullable=False),
