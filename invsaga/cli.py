@@ -1,12 +1,12 @@
-"""The ``invsaga`` command: run the mesh, seed it, start and follow sagas, measure it."""
+# PYTHON_ARGCOMPLETE_OK  (shell completion: `invsaga completion bash`, see the README)
+"""The ``invsaga`` command: run the mesh, seed it, start and follow sagas, operate the services, measure it."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
+import os
 import sys
-import time
 from pathlib import Path
 from typing import Sequence
 
@@ -16,62 +16,16 @@ DEMO_DATA = Path(__file__).resolve().parent / "demo_data.yaml"
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from invsaga.launcher import LaunchError, Mesh
-    from invsaga.seed import seed_file
+    from invsaga.launcher import up
 
-    ports = {service: args.port_base + i for i, service in enumerate(SERVICES)}
-    mesh = Mesh(ports=ports, database_url=args.database_url, data_dir=args.data_dir, log_dir=args.log_dir)
-    try:
-        mesh.start()
-    except LaunchError as err:
-        print(f"invsaga up: {err}", file=sys.stderr)
-        return 1
-    try:
-        where = (
-            f"embedded PostgreSQL in {Path(args.data_dir) / 'postgres'}"
-            if mesh.embedded
-            else "PostgreSQL at the given URL"
-        )
-        print(f"  {'database':<12} {where}")
-        for service in SERVICES:
-            print(
-                f"  {service:<12} grpc://{mesh.address(service)}  metrics http://127.0.0.1:{mesh.ports[service] + 1000}/metrics"
-            )
-        if not args.no_demo_data:
-            if asyncio.run(_has_warehouses(mesh.address("warehouse"))):
-                # A restart keeps what the last run changed (stock picked, set, adjusted).
-                print("demo data: kept (the database already holds warehouses; seeded on the first start only)")
-            else:
-                summary = asyncio.run(seed_file(DEMO_DATA, mesh.address("warehouse"), mesh.address("inventory")))
-                print(f"demo data: {summary}")
-        print(f"logs in {args.log_dir}; Ctrl-C stops all six processes", flush=True)
-        stopped = {"flag": False}
-
-        def _stop(*_: object) -> None:
-            stopped["flag"] = True
-
-        signal.signal(signal.SIGTERM, _stop)
-        signal.signal(signal.SIGINT, _stop)
-        while not stopped["flag"]:
-            for service, proc in list(mesh.procs.items()):
-                if proc.poll() is not None:
-                    print(f"invsaga up: {service} exited with status {proc.returncode}", file=sys.stderr)
-                    return 1
-            time.sleep(0.5)
-        return 0
-    finally:
-        codes = mesh.stop()
-        print("stopped: " + ", ".join(f"{s}={c}" for s, c in codes.items()))
-
-
-async def _has_warehouses(address: str) -> bool:
-    from invsaga.runtime.channels import open_channel
-    from invsaga.warehouse.v1 import warehouse_pb2, warehouse_pb2_grpc
-
-    async with open_channel(address) as channel:
-        stub = warehouse_pb2_grpc.WarehouseServiceStub(channel)
-        reply = await stub.ListWarehouses(warehouse_pb2.ListWarehousesRequest(page_size=1), timeout=30)
-    return bool(reply.warehouses)
+    return up(
+        data_dir=args.data_dir,
+        database_url=args.database_url,
+        base_port=args.base_port,
+        random=args.random_ports,
+        log_dir=args.log_dir,
+        demo_data=not args.no_demo_data,
+    )
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
@@ -112,13 +66,23 @@ def _client_command(name: str):
     def run(args: argparse.Namespace) -> int:
         from invsaga import client_cli
 
-        try:
-            return asyncio.run(getattr(client_cli, name)(args))
-        except client_cli.UsageError as err:
-            print(f"invsaga {args.command}: {err}", file=sys.stderr)
-            return 2
+        return client_cli.run_command(args, getattr(client_cli, name))
 
     return run
+
+
+class _Parser(argparse.ArgumentParser):
+    """Bad command-line input: one line on stderr and exit status 2, no usage dump."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def cmd_completion(args: argparse.Namespace) -> int:
+    import argcomplete
+
+    sys.stdout.write(argcomplete.shellcode(["invsaga"], shell=args.shell))
+    return 0
 
 
 def _module_command(parser: argparse.ArgumentParser, module_name: str, call) -> None:
@@ -141,12 +105,18 @@ def _version() -> str:
 
 def _connection(parser: argparse.ArgumentParser) -> None:
     from invsaga.client_cli import connection_arguments
+    from invsaga.output import add_output_argument
 
     connection_arguments(parser)
+    add_output_argument(parser)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="invsaga", description=__doc__)
+SAGA_ID_HELP = "the saga's id, or a unique prefix of it"
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The whole ``invsaga`` parser; ``argv`` (default: this process's) says which heavy command to fill in."""
+    parser = _Parser(prog="invsaga", description=__doc__)
     parser.add_argument("--version", action="version", version=f"invsaga {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -157,54 +127,93 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--data-dir", default="./data", help="data directory (the embedded server lives in DATA_DIR/postgres)"
     )
-    up.add_argument(
+    ports = up.add_mutually_exclusive_group()
+    ports.add_argument(
+        "--base-port",
         "--port-base",
         type=int,
-        default=DEFAULT_PORTS["coordinator"],
-        help="gRPC ports PORT_BASE..PORT_BASE+5 in SPEC order, metrics 1000 above (default 50050)",
+        default=None,
+        metavar="N",
+        help=f"gRPC ports N..N+5 in SPEC order, metrics 1000 above (default {DEFAULT_PORTS['coordinator']})",
     )
-    up.add_argument("--log-dir", default="./data/logs")
-    up.add_argument("--no-demo-data", action="store_true")
+    ports.add_argument(
+        "--random-ports", action="store_true", help="free ports picked at start (the addresses are printed)"
+    )
+    up.add_argument("--log-dir", default=None, help="one log file per process (default DATA_DIR/logs)")
+    up.add_argument("--no-demo-data", action="store_true", help="do not seed the demo data into an empty database")
     up.set_defaults(func=cmd_up)
 
     mig = sub.add_parser("migrate", help="bring every service's schema up to date and exit")
     mig.add_argument("--database-url", default=None, help="default: $INVSAGA_DATABASE_URL or the embedded server")
-    mig.add_argument("--data-dir", default=None)
-    mig.add_argument("--service", action="append", choices=SERVICES)
+    mig.add_argument(
+        "--data-dir", default=None, help="where the embedded server lives when no URL is given (default: ./data)"
+    )
+    mig.add_argument("--service", action="append", choices=SERVICES, help="only this service's schema (repeat)")
     mig.set_defaults(func=cmd_migrate)
 
     seed = sub.add_parser("seed", help="upsert warehouses and stock from a YAML file")
-    seed.add_argument("file")
-    seed.add_argument("--warehouse", default=f"localhost:{DEFAULT_PORTS['warehouse']}")
-    seed.add_argument("--inventory", default=f"localhost:{DEFAULT_PORTS['inventory']}")
+    seed.add_argument("file", help="the warehouses and stock levels (SPEC §8 format; invsaga/demo_data.yaml)")
+    for service in ("warehouse", "inventory"):
+        seed.add_argument(
+            f"--{service}",
+            default=os.environ.get(f"INVSAGA_{service.upper()}_ADDR") or f"localhost:{DEFAULT_PORTS[service]}",
+            metavar="HOST:PORT",
+            help=f"the {service} service (default: $INVSAGA_{service.upper()}_ADDR or localhost:{DEFAULT_PORTS[service]})",
+        )
     seed.set_defaults(func=cmd_seed)
 
-    start = sub.add_parser("start", help="start a saga from a YAML/JSON InventoryRequest")
-    start.add_argument("file")
-    start.add_argument("--watch", action="store_true", help="follow its progress until it ends")
+    from invsaga.client_cli import RESERVATION_STATES, SAGA_STATUSES
+
+    start = sub.add_parser("start", help="start a saga from a YAML/JSON InventoryRequest (prints its id)")
+    start.add_argument("file", help="the InventoryRequest: YAML, or JSON for a .json file (examples/order.yaml)")
+    start.add_argument(
+        "--watch", action="store_true", help="follow its progress until it ends (exit status 1 unless COMPLETED)"
+    )
     _connection(start)
     start.set_defaults(func=_client_command("start"))
 
-    watch = sub.add_parser("watch", help="live step-by-step progress of a saga")
-    watch.add_argument("saga_id")
+    watch = sub.add_parser("watch", help="live step-by-step progress of a saga (-o json: a JSON line per event)")
+    watch.add_argument("saga_id", metavar="SAGA_ID", help=SAGA_ID_HELP)
+    watch.add_argument(
+        "--reservation",
+        action="store_true",
+        help="after a COMPLETED saga, keep following its reservation until it is fulfilled, released or expired",
+    )
     _connection(watch)
     watch.set_defaults(func=_client_command("watch"))
 
     get = sub.add_parser("get", help="show a saga")
-    get.add_argument("saga_id")
+    get.add_argument("saga_id", metavar="SAGA_ID", help=SAGA_ID_HELP)
     _connection(get)
     get.set_defaults(func=_client_command("get"))
 
-    lst = sub.add_parser("list", help="list sagas")
-    lst.add_argument("--status", help="PENDING, RUNNING, COMPENSATING, COMPLETED, COMPENSATED or FAILED")
-    lst.add_argument("--limit", type=int, default=50)
+    lst = sub.add_parser("list", help="list sagas, newest first")
+    lst.add_argument(
+        "--status", type=str.upper, choices=SAGA_STATUSES, metavar="|".join(SAGA_STATUSES), help="only this status"
+    )
+    lst.add_argument("--order", metavar="ORDER_ID", help="only this order's sagas")
+    lst.add_argument("--customer", metavar="CUSTOMER_ID", help="only this customer's sagas")
+    lst.add_argument(
+        "--reservation",
+        type=str.upper,
+        choices=RESERVATION_STATES,
+        metavar="|".join(RESERVATION_STATES),
+        help="only sagas whose reservation is in this state",
+    )
+    lst.add_argument(
+        "--since", metavar="TIME", help="created at or after: a time with its zone, or a duration ago (2h)"
+    )
+    lst.add_argument("--before", metavar="TIME", help="created before: a time with its zone, or a duration ago (2h)")
+    from invsaga.client_cli import paging_arguments
+
+    paging_arguments(lst, "sagas")
     _connection(lst)
     lst.set_defaults(func=_client_command("list_sagas"))
 
     cancel = sub.add_parser(
         "cancel", help="cancel a running saga, or release a COMPLETED saga's reservation (docs/lifecycle.md)"
     )
-    cancel.add_argument("saga_id")
+    cancel.add_argument("saga_id", metavar="SAGA_ID", help=SAGA_ID_HELP)
     cancel.add_argument("--reason", default="", help="why (kept in the saga and told to the customer)")
     cancel.add_argument(
         "--release-unpicked",
@@ -215,43 +224,87 @@ def build_parser() -> argparse.ArgumentParser:
     cancel.set_defaults(func=_client_command("cancel"))
 
     resume = sub.add_parser("resume", help="retry a FAILED saga's compensation")
-    resume.add_argument("saga_id")
+    resume.add_argument("saga_id", metavar="SAGA_ID", help=SAGA_ID_HELP)
     _connection(resume)
     resume.set_defaults(func=_client_command("resume"))
 
     extend = sub.add_parser("extend", help="push a reservation's expiry out (before picking starts)")
-    extend.add_argument("saga_id")
+    extend.add_argument("saga_id", metavar="SAGA_ID", help=SAGA_ID_HELP)
     extend.add_argument(
         "--until", required=True, help="a time with its zone (2026-12-24T18:00:00Z) or a duration from now (2h)"
     )
     _connection(extend)
     extend.set_defaults(func=_client_command("extend"))
 
-    from invsaga import top as top_command
+    from invsaga.cli_admin import add_commands
+
+    add_commands(sub)
+
+    completion = sub.add_parser(
+        "completion", help='print the shell completion script: eval "$(invsaga completion bash)" in ~/.bashrc'
+    )
+    completion.add_argument(
+        "shell", nargs="?", default="bash", choices=("bash", "zsh", "fish", "tcsh"), help="the shell (default bash)"
+    )
+    completion.set_defaults(func=cmd_completion)
+
+    # These import much (the mesh launcher, the database layer): their arguments are added only
+    # when the command line names them, so every other command (and completion) starts fast.
+    chosen = _chosen_command(argv)
 
     top = sub.add_parser("top", help="live summary of a coordinator: throughput, outcomes, sagas in flight")
-    top_command.add_arguments(top)
-    top.set_defaults(func=top_command.top)
+    if chosen == "top":
+        from invsaga import top as top_command
+
+        top_command.add_arguments(top)
+        top.set_defaults(func=top_command.top)
 
     bench = sub.add_parser("bench", help="measure sagas/s and latency of a fresh mesh against a raw gRPC baseline")
-    _bench_args(bench)
-    bench.set_defaults(func=cmd_bench)
+    if chosen == "bench":
+        _bench_args(bench)
+        bench.set_defaults(func=cmd_bench)
 
     demo = sub.add_parser("demo", help="start a mesh, run the scenarios, print their outcomes")
-    demo.add_argument("--database-url", default=None)
+    demo.add_argument("--database-url", default=None, help="PostgreSQL for the demo mesh (default: an embedded server)")
     demo.set_defaults(func=_client_command("demo"))
 
     certs = sub.add_parser("certs", help="make a development CA and a TLS certificate per process")
-    _module_command(certs, "invsaga.certs", lambda module, args: module.run(args))
+    if chosen == "certs":
+        _module_command(certs, "invsaga.certs", lambda module, args: module.run(args))
 
     soak = sub.add_parser("soak", help="steady load with faults; errors, latency drift and memory over time")
-    _module_command(soak, "invsaga.soak", lambda module, args: asyncio.run(module.soak(args)))
+    if chosen == "soak":
+        _module_command(soak, "invsaga.soak", lambda module, args: asyncio.run(module.soak(args)))
     return parser
 
 
+def _chosen_command(argv: Sequence[str] | None) -> str | None:
+    """The command a command line names (its first word that is no option), also while completing."""
+    import shlex
+
+    if os.environ.get("_ARGCOMPLETE") and os.environ.get("COMP_LINE"):
+        try:
+            words = shlex.split(os.environ["COMP_LINE"])[1:]
+        except ValueError:
+            words = os.environ["COMP_LINE"].split()[1:]
+    else:
+        words = list(sys.argv[1:] if argv is None else argv)
+    return next((word for word in words if not word.startswith("-")), None)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
-    raise SystemExit(args.func(args))
+    parser = build_parser(argv)
+    try:
+        import argcomplete
+    except ImportError:  # an install without it: everything but completion works
+        pass
+    else:
+        argcomplete.autocomplete(parser)
+    args = parser.parse_args(argv)
+    try:
+        raise SystemExit(args.func(args))
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
 
 
 if __name__ == "__main__":

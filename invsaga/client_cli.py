@@ -1,8 +1,17 @@
-"""Client commands of ``invsaga``: start, watch, get, list, cancel, resume, extend, demo.
+"""Client commands of ``invsaga``: start, watch, get, list, cancel, resume, extend, demo, and
+the connection, error and exit-status rules every client command (also ``invsaga.cli_admin``) follows.
 
-Each reaches the coordinator at ``--coordinator`` (else ``$INVSAGA_COORDINATOR_ADDR``, else
-localhost:50050), with ``--token`` (else ``$INVSAGA_TOKEN``) as a bearer token and, for TLS,
-``--tls-ca`` / ``--tls-cert`` / ``--tls-key`` (else ``$INVSAGA_TLS_CA`` / ``_CERT`` / ``_KEY``).
+Each reaches its service at a flag (``--coordinator``, ``--inventory``, ...), else the variable
+the processes read (``$INVSAGA_COORDINATOR_ADDR``, ``$INVSAGA_INVENTORY_ADDR``, ...), else
+localhost at the service's port (50050-50055). Credentials: ``--token`` (else ``--token-file``,
+``$INVSAGA_TOKEN``, ``$INVSAGA_TOKEN_FILE``) as a bearer token and, for TLS, ``--tls-ca`` /
+``--tls-cert`` / ``--tls-key`` (else ``$INVSAGA_TLS_CA`` / ``_CERT`` / ``_KEY``).
+
+The saga commands use the Python client, ``invsaga.client.AsyncClient`` (its retries of an
+unreachable or busy coordinator, its resuming watch); the operator commands (``invsaga.cli_admin``)
+call the participants' stubs. A saga id may be given as a unique prefix (resolved with ListSagas). A failed call prints one
+line on stderr (the gRPC code, message, field violations and reason) and exits 1, or 2 when the
+input was at fault (INVALID_ARGUMENT, a bad flag, an unreadable file); never a traceback.
 """
 
 from __future__ import annotations
@@ -10,66 +19,227 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import sys
 import tempfile
+import uuid
+from datetime import datetime
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any, Callable, Coroutine
 
 import grpc
 import yaml
 from google.protobuf import json_format
-from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from invsaga.common.v1 import common_pb2
 from invsaga.coordinator.v1 import coordinator_pb2 as pb
-from invsaga.coordinator.v1 import coordinator_pb2_grpc as pb_grpc
+from invsaga import output
+from invsaga.runtime.config import DEFAULT_PORTS
 from invsaga.runtime.errors import RpcFailure
 
-console = Console()
-DEFAULT_COORDINATOR = "localhost:50050"
+console = output.console()
 
 
 class UsageError(Exception):
     """Bad input on the command line: printed as one line, exit status 2 (no traceback)."""
 
 
-def connection_arguments(parser: argparse.ArgumentParser) -> None:
-    """--coordinator, --token and the TLS files, each defaulting to its environment variable."""
+def address_argument(parser: argparse.ArgumentParser, service: str) -> None:
+    """``--<service>``: where that service listens (default: $INVSAGA_<SERVICE>_ADDR, else its port on localhost)."""
     parser.add_argument(
-        "--coordinator", default=None, help=f"host:port (default: $INVSAGA_COORDINATOR_ADDR or {DEFAULT_COORDINATOR})"
+        f"--{service}",
+        default=None,
+        metavar="HOST:PORT",
+        help=f"the {service} service (default: ${address_variable(service)} or localhost:{DEFAULT_PORTS[service]})",
     )
-    parser.add_argument("--token", default=None, help="API token sent as a bearer token (default: $INVSAGA_TOKEN)")
-    parser.add_argument("--tls-ca", default=None, help="CA certificate, for TLS (default: $INVSAGA_TLS_CA)")
-    parser.add_argument("--tls-cert", default=None, help="client certificate, for mTLS (default: $INVSAGA_TLS_CERT)")
-    parser.add_argument("--tls-key", default=None, help="client key, for mTLS (default: $INVSAGA_TLS_KEY)")
 
 
-def coordinator_channel(args: argparse.Namespace) -> grpc.aio.Channel:
-    """The channel the command's flags (or the environment) describe."""
-    import os
+def address_variable(service: str) -> str:
+    return f"INVSAGA_{service.upper()}_ADDR"
 
+
+def credential_arguments(parser: argparse.ArgumentParser) -> None:
+    """--token / --token-file and the TLS files, each defaulting to its environment variable."""
+    parser.add_argument(
+        "--token",
+        default=None,
+        help="API token sent as a bearer token (default: $INVSAGA_TOKEN); see also --token-file",
+    )
+    parser.add_argument(
+        "--token-file",
+        default=None,
+        metavar="PATH",
+        help="read the API token from this file, so it stays out of the process list (default: $INVSAGA_TOKEN_FILE)",
+    )
+    parser.add_argument(
+        "--tls-ca", default=None, metavar="PEM", help="CA certificate, for TLS (default: $INVSAGA_TLS_CA)"
+    )
+    parser.add_argument(
+        "--tls-cert", default=None, metavar="PEM", help="client certificate, for mTLS (default: $INVSAGA_TLS_CERT)"
+    )
+    parser.add_argument(
+        "--tls-key", default=None, metavar="PEM", help="client certificate's key, for mTLS (default: $INVSAGA_TLS_KEY)"
+    )
+
+
+def connection_arguments(parser: argparse.ArgumentParser, service: str = "coordinator") -> None:
+    """The service's address flag, the token and the TLS files."""
+    address_argument(parser, service)
+    credential_arguments(parser)
+
+
+def _read_token(path: str, where: str) -> str:
+    try:
+        token = Path(path).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as err:
+        raise UsageError(
+            f"{where}: cannot read the token file {path!r}: {getattr(err, 'strerror', None) or err}"
+        ) from None
+    if not token:
+        raise UsageError(f"{where}: the token file {path!r} is empty")
+    return token
+
+
+def token_of(args: argparse.Namespace) -> str:
+    """--token, else --token-file, else $INVSAGA_TOKEN, else $INVSAGA_TOKEN_FILE; empty: no token."""
+    if getattr(args, "token", None):
+        return str(args.token)
+    if getattr(args, "token_file", None):
+        return _read_token(args.token_file, "--token-file")
+    if os.environ.get("INVSAGA_TOKEN"):
+        return os.environ["INVSAGA_TOKEN"]
+    if os.environ.get("INVSAGA_TOKEN_FILE"):
+        return _read_token(os.environ["INVSAGA_TOKEN_FILE"], "INVSAGA_TOKEN_FILE")
+    return ""
+
+
+def target_of(args: argparse.Namespace, service: str) -> str:
+    return (
+        getattr(args, service, None)
+        or os.environ.get(address_variable(service))
+        or f"localhost:{DEFAULT_PORTS[service]}"
+    )
+
+
+def credentials_of(args: argparse.Namespace) -> grpc.ChannelCredentials | None:
+    """TLS credentials from the flags or $INVSAGA_TLS_*; None for plaintext."""
+
+    def pick(flag: str, env: str) -> str:
+        return str(getattr(args, flag, None) or os.environ.get(env, ""))
+
+    ca, cert, key = (pick(f"tls_{k}", f"INVSAGA_TLS_{k.upper()}") for k in ("ca", "cert", "key"))
+    if not (ca or cert or key):
+        return None
+    if bool(cert) != bool(key):
+        raise UsageError("--tls-cert and --tls-key go together (a client certificate needs its key)")
+    try:
+        read = {
+            name: Path(path).read_bytes() if path else None for name, path in (("ca", ca), ("cert", cert), ("key", key))
+        }
+    except OSError as err:
+        raise UsageError(f"cannot read a TLS file: {err.filename}: {err.strerror}") from None
+    return grpc.ssl_channel_credentials(
+        root_certificates=read["ca"], private_key=read["key"], certificate_chain=read["cert"]
+    )
+
+
+def channel_of(args: argparse.Namespace, service: str) -> grpc.aio.Channel:
+    """The channel to ``service`` the command's flags (or the environment) describe."""
     from invsaga.runtime.channels import open_channel
     from invsaga.runtime.security import bearer_interceptors
 
-    def pick(flag: str, env: str) -> str:
-        return getattr(args, flag, None) or os.environ.get(env, "")
+    token = token_of(args)
+    return open_channel(target_of(args, service), bearer_interceptors(token) if token else [], credentials_of(args))
 
-    target = pick("coordinator", "INVSAGA_COORDINATOR_ADDR") or DEFAULT_COORDINATOR
-    token = pick("token", "INVSAGA_TOKEN")
-    ca, cert, key = (pick(f"tls_{k}", f"INVSAGA_TLS_{k.upper()}") for k in ("ca", "cert", "key"))
-    credentials = None
-    if ca or cert:
-        try:
-            read = {
-                name: Path(path).read_bytes() if path else None
-                for name, path in (("ca", ca), ("cert", cert), ("key", key))
-            }
-        except OSError as err:
-            raise UsageError(f"cannot read a TLS file: {err}") from None
-        credentials = grpc.ssl_channel_credentials(
-            root_certificates=read["ca"], private_key=read["key"], certificate_chain=read["cert"]
-        )
-    return open_channel(target, bearer_interceptors(token) if token else [], credentials)
+
+def command_name(args: argparse.Namespace) -> str:
+    sub = getattr(args, "subcommand", None)
+    return f"{args.command} {sub}" if sub else str(args.command)
+
+
+def failure_line(failure: RpcFailure) -> str:
+    """``CODE: message (field: problem; ...) [REASON]`` on one line."""
+    line = f"{failure.code.name}: {' '.join(failure.message.split())}"
+    told = [f"{field}: {' '.join(text.split())}" for field, text in failure.violations]
+    told = [v for v in told if v not in line]  # the message may already name them
+    if told:
+        line += " (" + "; ".join(told) + ")"
+    if failure.reason and failure.reason != failure.code.name:
+        line += f" [{failure.reason}]"
+    return line
+
+
+def report_failure(args: argparse.Namespace, error: grpc.RpcError | RpcFailure) -> int:
+    """One line on stderr; exit status 2 for INVALID_ARGUMENT (the input was at fault), else 1."""
+    failure = error if isinstance(error, RpcFailure) else RpcFailure.from_error(error)
+    print(f"invsaga {command_name(args)}: {failure_line(failure)}", file=sys.stderr, flush=True)
+    return 2 if failure.code == grpc.StatusCode.INVALID_ARGUMENT else 1
+
+
+def run_command(args: argparse.Namespace, command: Callable[[argparse.Namespace], Coroutine[Any, Any, int]]) -> int:
+    """Run an async command: bad input exits 2, a failed call 1, each with one line on stderr."""
+    try:
+        return asyncio.run(command(args))
+    except UsageError as err:
+        print(f"invsaga {command_name(args)}: {err}", file=sys.stderr, flush=True)
+        return 2
+    except (grpc.RpcError, RpcFailure) as err:  # RpcFailure: invsaga.client's InvsagaError
+        return report_failure(args, err)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # the reader went away (`| head`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+
+
+CALL_TIMEOUT = 15.0  # seconds a saga command's call may take, its retries (UNAVAILABLE, busy) included
+
+
+def saga_client(args: argparse.Namespace) -> Any:
+    """An ``invsaga.client.AsyncClient`` for the coordinator the flags (or the environment) name.
+
+    The token and TLS files are read here first, so that an unreadable one is a usage error."""
+    from invsaga.client import AsyncClient, TLSConfig
+
+    token = token_of(args)
+    credentials_of(args)
+    tls = TLSConfig(ca=args.tls_ca or "", cert=args.tls_cert or "", key=args.tls_key or "")
+    return AsyncClient(target_of(args, "coordinator"), tls=tls, token=token or None, timeout=CALL_TIMEOUT)
+
+
+FULL_SAGA_ID = 32  # characters of a saga id (a UUID in hex)
+PREFIX_SCAN_LIMIT = 100_000  # most sagas looked through to resolve a prefix
+
+
+async def resolve_saga_id(client: Any, text: str) -> str:
+    """A whole saga id from ``text``, a whole id or a unique prefix of one (ListSagas, newest first)."""
+    text = text.strip()
+    if not text:
+        raise UsageError("a saga id, or a unique prefix of one, is required")
+    if len(text) >= FULL_SAGA_ID:
+        return text
+    found: list[str] = []
+    seen, token = 0, ""
+    while True:
+        page = await client.list_page(page_size=1000, page_token=token)
+        for saga in page.sagas:
+            if saga.saga_id.startswith(text) and saga.saga_id not in found:
+                found.append(saga.saga_id)
+        if len(found) > 1:
+            raise UsageError(
+                f"saga id prefix {text!r} is ambiguous: {', '.join(found[:3])}{', ...' if len(found) > 3 else ''}"
+                " (give more characters)"
+            )
+        seen += len(page.sagas)
+        token = page.next_page_token
+        if not token or seen >= PREFIX_SCAN_LIMIT:
+            break
+    if not found:
+        among = f" among the newest {seen}" if token else ""
+        raise UsageError(f"no saga id starts with {text!r}{among}")
+    return found[0]
 
 
 TERMINAL = (pb.SAGA_STATUS_COMPLETED, pb.SAGA_STATUS_COMPENSATED, pb.SAGA_STATUS_FAILED)
@@ -93,17 +263,39 @@ def request_from_dict(data: dict[str, Any]) -> pb.InventoryRequest:
         value = data.get(key)
         if isinstance(value, str) and not value.upper().startswith(prefix):
             data[key] = prefix + value.upper()
-    if "expired_at" in data and not isinstance(data["expired_at"], str):
-        data["expired_at"] = str(data["expired_at"])
+    expired_at = data.get("expired_at")
+    if isinstance(expired_at, datetime):  # what YAML makes of an unquoted time
+        if expired_at.tzinfo is None:
+            raise ValueError(f"expired_at: {expired_at.isoformat()} has no time zone (add Z or +00:00)")
+        data["expired_at"] = expired_at.isoformat()
+    elif expired_at is not None and not isinstance(expired_at, str):
+        data["expired_at"] = str(expired_at)
     return json_format.ParseDict(data, pb.InventoryRequest())
 
 
-def load_request(path: str) -> pb.InventoryRequest:
-    text = Path(path).read_text(encoding="utf-8")
-    data = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
+def load_mapping(path: str, what: str) -> dict[str, Any]:
+    """A YAML or JSON file holding one mapping; any problem is a UsageError naming the file."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise UsageError(f"cannot read {path}: {getattr(err, 'strerror', None) or err}") from None
+    try:
+        data = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as err:
+        raise UsageError(
+            f"{path}: not valid {'JSON' if path.endswith('.json') else 'YAML'}: {' '.join(str(err).split())}"
+        ) from None
     if not isinstance(data, dict):
-        raise SystemExit(f"{path}: expected a mapping with the InventoryRequest fields")
-    return request_from_dict(data)
+        raise UsageError(f"{path}: expected a mapping with the {what} fields")
+    return data
+
+
+def load_request(path: str) -> pb.InventoryRequest:
+    data = load_mapping(path, "InventoryRequest")
+    try:
+        return request_from_dict(data)
+    except (json_format.ParseError, TypeError, ValueError) as err:
+        raise UsageError(f"{path}: {' '.join(str(err).split())}") from None
 
 
 def _short(enum_name: str) -> str:
@@ -111,16 +303,6 @@ def _short(enum_name: str) -> str:
         if enum_name.startswith(prefix):
             return enum_name[len(prefix) :]
     return enum_name
-
-
-def _report(error: grpc.RpcError) -> int:
-    failure = RpcFailure.from_error(error)
-    console.print(f"[red]{failure.code.name}[/red]: {failure.message}")
-    for field, description in failure.violations:
-        console.print(f"  {field}: {description}")
-    if failure.reason:
-        console.print(f"  reason: {failure.reason} {failure.metadata or ''}")
-    return 1
 
 
 def saga_table(saga: pb.Saga) -> Table:
@@ -161,121 +343,170 @@ def describe(saga: pb.Saga) -> None:
         console.print(_reservation_line(saga))
     if saga.cancel_reason:
         console.print(f"cancelled: {saga.cancel_reason}")
+    console.print(f"created {output.local_time(saga.created_at)}, updated {output.local_time(saga.updated_at)}")
 
 
 def _strategy(value: int) -> str:
-    from invsaga.common.v1 import common_pb2
-
     return common_pb2.AllocationStrategy.Name(value).removeprefix("ALLOCATION_STRATEGY_")
 
 
-async def _events(stub, saga_id: str, after: int = 0) -> AsyncIterator[pb.SagaEvent]:
-    """Follow a saga's events, reconnecting with the last seq if the stream breaks."""
-    last = after
-    while True:
-        try:
-            async for reply in stub.WatchSaga(pb.WatchSagaRequest(saga_id=saga_id, after_seq=last)):
-                last = reply.event.seq
-                yield reply.event
-            return
-        except grpc.aio.AioRpcError as error:
-            if error.code() != grpc.StatusCode.UNAVAILABLE:
-                raise
-            await asyncio.sleep(0.5)
-
-
-async def follow(stub, saga_id: str) -> pb.Saga:
-    """Live per-step progress until the saga ends; returns the final saga."""
-    saga = (await stub.GetSaga(pb.GetSagaRequest(saga_id=saga_id))).saga
-    if console.is_terminal:
-        with Live(saga_table(saga), console=console, refresh_per_second=10) as live:
-            async for _ in _events(stub, saga_id):
-                saga = (await stub.GetSaga(pb.GetSagaRequest(saga_id=saga_id))).saga
-                live.update(saga_table(saga))
+async def follow(client: Any, saga_id: str, fmt: str = "table", follow_reservation: bool = False) -> pb.Saga:
+    """Per-step progress until the saga ends (live on a terminal, a line per event when piped,
+    a JSON line or YAML document per event for -o json/yaml); returns the final saga.
+    The client's watch resumes after the last event if the stream breaks."""
+    events = client.watch(saga_id, follow_reservation=follow_reservation)
+    if fmt != "table":
+        async for ev in events:
+            output.emit_stream_item(ev, fmt)
+    elif console.is_terminal:
+        with Live(saga_table(await client.get(saga_id)), console=console, refresh_per_second=10) as live:
+            async for _ in events:
+                live.update(saga_table(await client.get(saga_id)))
     else:
-        async for ev in _events(stub, saga_id):
-            detail = ""
-            if ev.detail.code or ev.detail.message:
-                detail = f" {ev.detail.code} {ev.detail.reason} {ev.detail.message}".rstrip()
-            step_status = _short(pb.StepStatus.Name(ev.step_status)) if ev.step_status else ""
-            print(
-                f"{ev.seq:>3} {_short(pb.SagaEventType.Name(ev.type)):<22} {ev.step:<18} "
-                f"{step_status:<12} {_short(pb.SagaStatus.Name(ev.status))}{detail}",
-                flush=True,
-            )
-        saga = (await stub.GetSaga(pb.GetSagaRequest(saga_id=saga_id))).saga
-    return saga
+        async for ev in events:
+            print(event_line(ev), flush=True)
+    return await client.get(saga_id)
+
+
+def event_line(ev: pb.SagaEvent) -> str:
+    detail = ""
+    if ev.detail.code or ev.detail.message:
+        detail = f" {ev.detail.code} {ev.detail.reason} {' '.join(ev.detail.message.split())}".rstrip()
+    step_status = _short(pb.StepStatus.Name(ev.step_status)) if ev.step_status else ""
+    reservation = output.enum_name(common_pb2.ReservationState, ev.reservation_state, "RESERVATION_STATE_")
+    return (
+        f"{ev.seq:>3} {output.local_time(ev.time):<24} {_short(pb.SagaEventType.Name(ev.type)):<22} "
+        f"{ev.step or ev.warehouse_id:<18} {step_status or reservation:<12} {_short(pb.SagaStatus.Name(ev.status))}"
+        f"{detail}"
+    )
 
 
 async def start(args: argparse.Namespace) -> int:
     request = load_request(args.file)
-    async with coordinator_channel(args) as channel:
-        stub = pb_grpc.SagaCoordinatorServiceStub(channel)
-        try:
-            reply = await stub.StartSaga(pb.StartSagaRequest(request=request), timeout=10)
-        except grpc.aio.AioRpcError as error:
-            return _report(error)
-        print(reply.saga_id, flush=True)
+    if not request.request_id:  # the idempotency key: one per start of this file
+        request.request_id = uuid.uuid4().hex
+    async with saga_client(args) as client:
+        saga = await client.reserve(request)
+        if args.output == "table":
+            print(saga.saga_id, flush=True)
+        else:
+            output.emit(pb.StartSagaResponse(saga_id=saga.saga_id, saga=saga), args.output)
         if not args.watch:
             return 0
-        saga = await follow(stub, reply.saga_id)
+        saga = await follow(client, saga.saga_id, args.output)
+    if args.output == "table":
         describe(saga)
-        return 0 if saga.status == pb.SAGA_STATUS_COMPLETED else 1
+    return 0 if saga.status == pb.SAGA_STATUS_COMPLETED else 1
 
 
 async def watch(args: argparse.Namespace) -> int:
-    async with coordinator_channel(args) as channel:
-        stub = pb_grpc.SagaCoordinatorServiceStub(channel)
-        try:
-            saga = await follow(stub, args.saga_id)
-        except grpc.aio.AioRpcError as error:
-            return _report(error)
+    async with saga_client(args) as client:
+        saga_id = await resolve_saga_id(client, args.saga_id)
+        saga = await follow(client, saga_id, args.output, follow_reservation=args.reservation)
+    if args.output == "table":
         describe(saga)
-        return 0
+    return 0
 
 
 async def get(args: argparse.Namespace) -> int:
-    async with coordinator_channel(args) as channel:
-        stub = pb_grpc.SagaCoordinatorServiceStub(channel)
-        try:
-            saga = (await stub.GetSaga(pb.GetSagaRequest(saga_id=args.saga_id), timeout=10)).saga
-        except grpc.aio.AioRpcError as error:
-            return _report(error)
+    async with saga_client(args) as client:
+        saga = await client.get(await resolve_saga_id(client, args.saga_id))
+    if args.output != "table":
+        output.emit(pb.GetSagaResponse(saga=saga), args.output)
+    else:
         describe(saga)
-        return 0
+    return 0
+
+
+def _saga_status(text: str) -> Any:
+    return pb.SagaStatus.Value(f"SAGA_STATUS_{text}")
+
+
+def _reservation_state(text: str) -> Any:
+    return common_pb2.ReservationState.Value(f"RESERVATION_STATE_{text}")
+
+
+SAGA_STATUSES = [n.removeprefix("SAGA_STATUS_") for n in pb.SagaStatus.keys() if not n.endswith("UNSPECIFIED")]
+RESERVATION_STATES = [
+    n.removeprefix("RESERVATION_STATE_") for n in common_pb2.ReservationState.keys() if not n.endswith("UNSPECIFIED")
+]
+
+
+async def collect_pages(call: Callable[..., Any], request: Any, field: str, args: argparse.Namespace) -> Any:
+    """One page (``--limit``, ``--page-token``), or with ``--all`` every page merged into one answer."""
+    request.page_size = args.limit
+    request.page_token = args.page_token or ""
+    reply = await call(request, timeout=30)
+    if not args.all:
+        return reply
+    merged = type(reply)()
+    while True:
+        getattr(merged, field).extend(getattr(reply, field))
+        if not reply.next_page_token:
+            return merged
+        request.page_token = reply.next_page_token
+        reply = await call(request, timeout=30)
+
+
+def paging_arguments(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--limit", type=_positive, default=50, metavar="N", help=f"{what} per page (default 50; the server caps it)"
+    )
+    parser.add_argument(
+        "--page-token", default=None, metavar="TOKEN", help="the page after the one that printed this token"
+    )
+    parser.add_argument("--all", action="store_true", help="every page, not only the first")
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text!r}")
+    return value
+
+
+def more_pages(reply: Any) -> None:
+    if reply.next_page_token:
+        output.note(f"(more: --page-token {reply.next_page_token}, or --all)")
 
 
 async def list_sagas(args: argparse.Namespace) -> int:
-    status = 0
-    if args.status:
-        name = args.status.upper()
-        status = pb.SagaStatus.Value(name if name.startswith("SAGA_STATUS_") else f"SAGA_STATUS_{name}")
-    async with coordinator_channel(args) as channel:
-        stub = pb_grpc.SagaCoordinatorServiceStub(channel)
-        try:
-            reply = await stub.ListSagas(pb.ListSagasRequest(status=status, page_size=args.limit), timeout=10)
-        except grpc.aio.AioRpcError as error:
-            return _report(error)
-    from invsaga.common.v1 import common_pb2
-
-    table = Table()
-    table.add_column("saga_id", no_wrap=True, overflow="ignore")  # whole, to copy
-    for column in ("order", "status", "reservation", "strategy", "reason", "created (UTC)"):
-        table.add_column(column)
-    for saga in reply.sagas:
-        reservation = saga.reservation.state
-        table.add_row(
-            saga.saga_id,
+    filters: dict[str, Any] = {
+        "status": args.status,
+        "order_id": args.order or "",
+        "customer_id": args.customer or "",
+        "reservation_state": args.reservation,
+        "created_after": _timestamp(args.since, flag="--since", past=True) if args.since else None,
+        "created_before": _timestamp(args.before, flag="--before", past=True) if args.before else None,
+    }
+    async with saga_client(args) as client:
+        page = await client.list_page(page_size=args.limit, page_token=args.page_token or "", **filters)
+        reply = pb.ListSagasResponse(sagas=page.sagas, next_page_token=page.next_page_token)
+        while args.all and page.next_page_token:
+            page = await client.list_page(page_size=args.limit, page_token=page.next_page_token, **filters)
+            reply.sagas.extend(page.sagas)
+        if args.all:
+            reply.next_page_token = ""
+    if args.output != "table":
+        output.emit(reply, args.output)
+        return 0
+    rows = [
+        (
+            output.saga_id_cell(saga.saga_id),
             saga.request.order_id,
             _short(pb.SagaStatus.Name(saga.status)),
-            common_pb2.ReservationState.Name(reservation).removeprefix("RESERVATION_STATE_") if reservation else "",
+            output.enum_name(common_pb2.ReservationState, saga.reservation.state, "RESERVATION_STATE_"),
             _strategy(saga.request.allocation_strategy),
             saga.failure.reason,
-            saga.created_at.ToDatetime().strftime("%Y-%m-%d %H:%M:%S"),
+            output.local_time(saga.created_at),
         )
-    console.print(table)
-    if reply.next_page_token:
-        console.print(f"(more than {len(reply.sagas)}: raise --limit to see more)")
+        for saga in reply.sagas
+    ]
+    output.print_table(("saga_id", "order", "status", "reservation", "strategy", "reason", "created"), rows)
+    more_pages(reply)
     return 0
 
 
@@ -286,8 +517,9 @@ async def demo(args: argparse.Namespace) -> int:
         return await run_demo(Path(workdir), database_url=args.database_url)
 
 
-def _timestamp(text: str) -> Any:
-    """An ISO 8601 time (a zone required) or a duration from now (``90s``, ``30m``, ``2h``)."""
+def _timestamp(text: str, *, flag: str = "--until", past: bool = False) -> Any:
+    """An ISO 8601 time (a zone required) or a duration (``90s``, ``30m``, ``2h``) from now,
+    or before now when ``past``."""
     from datetime import datetime, timezone
 
     from google.protobuf.timestamp_pb2 import Timestamp
@@ -296,45 +528,40 @@ def _timestamp(text: str) -> Any:
 
     ts = Timestamp()
     try:
-        seconds = parse_duration(text, name="--until")
+        seconds = parse_duration(text, name=flag)
     except (ConfigError, ValueError):
         seconds = None
     if seconds is not None:
-        ts.FromNanoseconds(int((datetime.now(timezone.utc).timestamp() + seconds) * 1e9))
+        now = datetime.now(timezone.utc).timestamp()
+        ts.FromNanoseconds(int((now - seconds if past else now + seconds) * 1e9))
         return ts
     try:
         when = datetime.fromisoformat(text)
     except ValueError:
         raise UsageError(
-            f"--until: {text!r} is neither a time (2026-12-24T18:00:00+00:00) nor a duration (30m)"
+            f"{flag}: {text!r} is neither a time (2026-12-24T18:00:00+00:00) nor a duration (30m)"
         ) from None
     if when.tzinfo is None:
-        raise UsageError(f"--until: {text!r} has no time zone (add +00:00 or Z)")
+        raise UsageError(f"{flag}: {text!r} has no time zone (add +00:00 or Z)")
     ts.FromDatetime(when.astimezone(timezone.utc))
     return ts
 
 
 def _reservation_line(saga: pb.Saga) -> str:
-    from invsaga.common.v1 import common_pb2
-
     r = saga.reservation
     name = lambda state: common_pb2.ReservationState.Name(state).removeprefix("RESERVATION_STATE_")  # noqa: E731
     parts = ", ".join(f"{w.warehouse_id} {name(w.state)}" for w in r.warehouses)
-    until = r.expires_at.ToDatetime().strftime("%Y-%m-%d %H:%M:%S UTC") if r.HasField("expires_at") else "-"
+    until = output.local_time(r.expires_at, present=r.HasField("expires_at")) or "-"
     return f"reservation {name(r.state)} (expires {until}): {parts}"
 
 
 async def cancel(args: argparse.Namespace) -> int:
-    async with coordinator_channel(args) as channel:
-        stub = pb_grpc.SagaCoordinatorServiceStub(channel)
-        request = pb.CancelSagaRequest(
-            saga_id=args.saga_id, reason=args.reason or "", release_unpicked=args.release_unpicked
-        )
-        try:
-            saga = (await stub.CancelSaga(request, timeout=30)).saga
-        except grpc.aio.AioRpcError as error:
-            return _report(error)
-    if saga.HasField("reservation"):
+    async with saga_client(args) as client:
+        saga_id = await resolve_saga_id(client, args.saga_id)
+        saga = await client.cancel(saga_id, reason=args.reason or "", release_unpicked=args.release_unpicked)
+    if args.output != "table":
+        output.emit(pb.CancelSagaResponse(saga=saga), args.output)
+    elif saga.HasField("reservation"):
         console.print(_reservation_line(saga))
     else:
         console.print(f"saga {saga.saga_id}: {_short(pb.SagaStatus.Name(saga.status))} (cancel requested)")
@@ -342,25 +569,22 @@ async def cancel(args: argparse.Namespace) -> int:
 
 
 async def resume(args: argparse.Namespace) -> int:
-    async with coordinator_channel(args) as channel:
-        stub = pb_grpc.SagaCoordinatorServiceStub(channel)
-        try:
-            saga = (await stub.ResumeSaga(pb.ResumeSagaRequest(saga_id=args.saga_id), timeout=30)).saga
-        except grpc.aio.AioRpcError as error:
-            return _report(error)
-    console.print(f"saga {saga.saga_id}: {_short(pb.SagaStatus.Name(saga.status))} (compensation resumed)")
+    async with saga_client(args) as client:
+        saga = await client.resume(await resolve_saga_id(client, args.saga_id))
+    if args.output != "table":
+        output.emit(pb.ResumeSagaResponse(saga=saga), args.output)
+    else:
+        console.print(f"saga {saga.saga_id}: {_short(pb.SagaStatus.Name(saga.status))} (compensation resumed)")
     return 0
 
 
 async def extend(args: argparse.Namespace) -> int:
     until = _timestamp(args.until)
-    async with coordinator_channel(args) as channel:
-        stub = pb_grpc.SagaCoordinatorServiceStub(channel)
-        try:
-            reply = await stub.ExtendReservation(
-                pb.ExtendReservationRequest(saga_id=args.saga_id, until=until), timeout=30
-            )
-        except grpc.aio.AioRpcError as error:
-            return _report(error)
-    console.print(_reservation_line(pb.Saga(saga_id=args.saga_id, reservation=reply.reservation)))
+    async with saga_client(args) as client:
+        saga_id = await resolve_saga_id(client, args.saga_id)
+        reservation = await client.extend(saga_id, until)
+    if args.output != "table":
+        output.emit(pb.ExtendReservationResponse(reservation=reservation), args.output)
+    else:
+        console.print(_reservation_line(pb.Saga(saga_id=saga_id, reservation=reservation)))
     return 0

@@ -54,13 +54,15 @@ async def test_extend_then_cancel_a_reservation_and_what_is_refused(client):
     got = await client.get(saga.saga_id)
     assert got.cancel_reason == "wrong colour" and await client.held_locks(saga.saga_id) == []
 
-    # Refusals: the server's code and reason, exit status 1.
+    # Refusals: the server's code and reason on one line of stderr, exit status 1.
     again = cli("extend", saga.saga_id, "--until", "2h", env=address)
-    assert again.returncode == 1 and "FAILED_PRECONDITION" in again.stdout and "RESERVATION_ENDED" in again.stdout
+    assert again.returncode == 1 and "FAILED_PRECONDITION" in again.stderr and "RESERVATION_ENDED" in again.stderr
     resumed = cli("resume", saga.saga_id, env=address)
-    assert resumed.returncode == 1 and "SAGA_NOT_FAILED" in resumed.stdout
-    missing = cli("cancel", "no-such-saga", env=address)
-    assert missing.returncode == 1 and "NOT_FOUND" in missing.stdout
+    assert resumed.returncode == 1 and "SAGA_NOT_FAILED" in resumed.stderr
+    missing = cli("cancel", "0" * 32, env=address)
+    assert missing.returncode == 1 and "NOT_FOUND" in missing.stderr and len(missing.stderr.splitlines()) == 1
+    unknown = cli("cancel", "no-such-saga", env=address)  # not a whole id: no saga has it as a prefix
+    assert unknown.returncode == 2 and "no saga id starts with" in unknown.stderr
 
     # Bad input: one line on stderr, exit status 2, no traceback.
     for args in (
@@ -83,7 +85,7 @@ async def test_a_mesh_with_tokens_is_reached_with_the_flag_or_the_environment(to
     address = token_mesh.address("coordinator")
     token = TOKENS["admin"][0]
     refused = cli("get", saga.saga_id, "--coordinator", address)
-    assert refused.returncode == 1 and "UNAUTHENTICATED" in refused.stdout
+    assert refused.returncode == 1 and "UNAUTHENTICATED" in refused.stderr
     by_flag = cli("get", saga.saga_id, "--coordinator", address, "--token", token)
     assert by_flag.returncode == 0 and saga.saga_id in by_flag.stdout, by_flag.stdout + by_flag.stderr
     # `list` shows whole saga ids even in 80 columns, so they can be copied.

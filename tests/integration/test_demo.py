@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -106,21 +107,24 @@ def _postgres_of(data_dir: Path) -> list[int]:
     return pids
 
 
+def _address(out: str, service: str) -> str:
+    """The address ``invsaga up --random-ports`` printed for ``service``."""
+    match = re.search(rf"^  {service} +grpc://(\S+)", out, re.MULTILINE)
+    assert match, out
+    return match.group(1)
+
+
 def test_up_without_a_url_serves_the_demo_data_on_an_embedded_postgres_and_ctrl_c_stops_it(tmp_path):
     import signal
 
     import grpc
 
     from invsaga.inventory.v1 import inventory_pb2, inventory_pb2_grpc
-    from invsaga.launcher import free_port, port_free
 
-    base = free_port()
-    while not all(port_free(p + d) for p in range(base, base + 6) for d in (0, 1000)):
-        base = free_port()
     data = tmp_path / "data"
     env = {"PATH": "/usr/bin:/bin", "INVSAGA_LOG_LEVEL": "WARNING", "HOME": str(tmp_path)}
     up = subprocess.Popen(
-        [INVSAGA, "up", "--port-base", str(base), "--data-dir", str(data), "--log-dir", str(tmp_path / "logs")],
+        [INVSAGA, "up", "--random-ports", "--data-dir", str(data), "--log-dir", str(tmp_path / "logs")],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -136,7 +140,7 @@ def test_up_without_a_url_serves_the_demo_data_on_an_embedded_postgres_and_ctrl_
         assert f"embedded PostgreSQL in {data / 'postgres'}" in out, out
         assert "demo data:" in out, out
         assert _postgres_of(data / "postgres"), "the embedded server runs in the data directory"
-        with grpc.insecure_channel(f"127.0.0.1:{base + 2}") as channel:
+        with grpc.insecure_channel(_address(out, "inventory")) as channel:
             stock = inventory_pb2_grpc.InventoryServiceStub(channel).ListStock(
                 inventory_pb2.ListStockRequest(), timeout=10
             )
@@ -156,21 +160,17 @@ def test_up_again_keeps_what_the_first_run_changed(tmp_path):
     import grpc
 
     from invsaga.inventory.v1 import inventory_pb2, inventory_pb2_grpc
-    from invsaga.launcher import free_port, port_free
     from invsaga.logistics.v1 import logistics_pb2, logistics_pb2_grpc
     from invsaga.common.v1 import common_pb2
     from tests.saga_support import order
     from invsaga.coordinator.v1 import coordinator_pb2, coordinator_pb2_grpc
 
-    base = free_port()
-    while not all(port_free(p + d) for p in range(base, base + 6) for d in (0, 1000)):
-        base = free_port()
     data = tmp_path / "data"
     env = {"PATH": "/usr/bin:/bin", "INVSAGA_LOG_LEVEL": "WARNING", "HOME": str(tmp_path)}
 
     def up() -> tuple[subprocess.Popen, str]:
         proc = subprocess.Popen(
-            [INVSAGA, "up", "--port-base", str(base), "--data-dir", str(data), "--log-dir", str(tmp_path / "logs")],
+            [INVSAGA, "up", "--random-ports", "--data-dir", str(data), "--log-dir", str(tmp_path / "logs")],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -198,9 +198,9 @@ def test_up_again_keeps_what_the_first_run_changed(tmp_path):
     try:
         assert "demo data:" in out and "kept" not in out, out
         with (
-            grpc.insecure_channel(f"127.0.0.1:{base}") as coord,
-            grpc.insecure_channel(f"127.0.0.1:{base + 4}") as logi,
-            grpc.insecure_channel(f"127.0.0.1:{base + 2}") as inv,
+            grpc.insecure_channel(_address(out, "coordinator")) as coord,
+            grpc.insecure_channel(_address(out, "logistics")) as logi,
+            grpc.insecure_channel(_address(out, "inventory")) as inv,
         ):
             stock = (
                 inventory_pb2_grpc.InventoryServiceStub(inv)
@@ -230,7 +230,7 @@ def test_up_again_keeps_what_the_first_run_changed(tmp_path):
     second, out = up()
     try:
         assert "demo data: kept" in out, out
-        with grpc.insecure_channel(f"127.0.0.1:{base + 2}") as inv:
+        with grpc.insecure_channel(_address(out, "inventory")) as inv:
             after = level(inv, picklist.warehouse_id, row.sku)
         assert (after.on_hand, after.locked) == (consumed.on_hand, consumed.locked)
     finally:

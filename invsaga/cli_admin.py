@@ -1,0 +1,511 @@
+"""Operator commands of ``invsaga``: the participants' admin and read RPCs.
+
+    invsaga stock get|list|set|adjust        inventory   (InventoryService)
+    invsaga locks                            inventory   (ListLocks)
+    invsaga picklist list|get|start|complete|cancel     logistics (LogisticsService)
+    invsaga warehouses list|get|upsert|add-skus         warehouse (WarehouseService)
+    invsaga allocations list|get|cancel      allocation  (AllocationService)
+    invsaga notifications                    notify      (ListNotifications)
+
+Each reaches its service at ``--inventory``/``--logistics``/... (else ``$INVSAGA_<SERVICE>_ADDR``,
+else localhost at the service's port) with the credentials of ``invsaga.client_cli``. These RPCs
+are for the ``admin`` role (reads also for ``service``): see docs/security.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any, Callable, Coroutine
+
+from google.protobuf import json_format
+
+from invsaga import output
+from invsaga.allocation.v1 import allocation_pb2, allocation_pb2_grpc
+from invsaga.client_cli import (
+    UsageError,
+    channel_of,
+    collect_pages,
+    connection_arguments,
+    load_mapping,
+    more_pages,
+    paging_arguments,
+    run_command,
+)
+from invsaga.common.v1 import common_pb2
+from invsaga.inventory.v1 import inventory_pb2, inventory_pb2_grpc
+from invsaga.logistics.v1 import logistics_pb2, logistics_pb2_grpc
+from invsaga.notify.v1 import notify_pb2, notify_pb2_grpc
+from invsaga.warehouse.v1 import warehouse_pb2, warehouse_pb2_grpc
+
+Command = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
+
+
+def _names(enum: Any, prefix: str) -> list[str]:
+    return [name.removeprefix(prefix) for name in enum.keys() if not name.endswith("_UNSPECIFIED")]
+
+
+LOCK_STATUSES = _names(common_pb2.LockStatus, "LOCK_STATUS_")
+PICKLIST_STATUSES = _names(common_pb2.PicklistStatus, "PICKLIST_STATUS_")
+WAREHOUSE_STATUSES = _names(common_pb2.WarehouseStatus, "WAREHOUSE_STATUS_")
+ALLOCATION_STATUSES = _names(common_pb2.AllocationStatus, "ALLOCATION_STATUS_")
+NOTIFICATION_KINDS = _names(common_pb2.NotificationKind, "NOTIFICATION_KIND_")
+
+
+def _value(enum: Any, prefix: str, name: str) -> Any:
+    """The enum value of a short name checked by argparse (``HELD`` -> LOCK_STATUS_HELD)."""
+    return enum.Value(prefix + name)
+
+
+def _enum_flag(parser: argparse.ArgumentParser, flag: str, names: list[str], help_text: str) -> None:
+    parser.add_argument(flag, type=str.upper, choices=names, default=None, metavar="|".join(names), help=help_text)
+
+
+def _leaf(group: Any, name: str, command: Command, service: str, help_text: str) -> argparse.ArgumentParser:
+    parser = group.add_parser(name, help=help_text, description=help_text)
+    connection_arguments(parser, service)
+    output.add_output_argument(parser)
+    parser.set_defaults(func=lambda args: run_command(args, command), service=service)
+    return parser
+
+
+def _stub(args: argparse.Namespace, channel: Any) -> Any:
+    stubs = {
+        "inventory": inventory_pb2_grpc.InventoryServiceStub,
+        "logistics": logistics_pb2_grpc.LogisticsServiceStub,
+        "warehouse": warehouse_pb2_grpc.WarehouseServiceStub,
+        "allocation": allocation_pb2_grpc.AllocationServiceStub,
+        "notify": notify_pb2_grpc.NotifyServiceStub,
+    }
+    return stubs[args.service](channel)
+
+
+async def _call(args: argparse.Namespace, rpc: str, request: Any) -> Any:
+    async with channel_of(args, args.service) as channel:
+        return await getattr(_stub(args, channel), rpc)(request, timeout=30)
+
+
+async def _pages(args: argparse.Namespace, rpc: str, request: Any, field: str) -> Any:
+    async with channel_of(args, args.service) as channel:
+        return await collect_pages(getattr(_stub(args, channel), rpc), request, field, args)
+
+
+def _show(args: argparse.Namespace, reply: Any, columns: tuple[str, ...], rows: list[Any], paged: bool = False) -> int:
+    if args.output != "table":
+        output.emit(reply, args.output)
+        return 0
+    output.print_table(columns, rows)
+    if paged:
+        more_pages(reply)
+    return 0
+
+
+# -- stock and locks ---------------------------------------------------------------------------
+STOCK_COLUMNS = ("warehouse", "sku", "product_id", "on_hand", "locked", "available", "bin")
+
+
+def _stock_row(s: common_pb2.StockLevel) -> tuple[Any, ...]:
+    return (s.warehouse_id, s.sku, s.product_id, s.on_hand, s.locked, s.available, s.bin)
+
+
+async def stock_get(args: argparse.Namespace) -> int:
+    reply = await _call(args, "GetStock", inventory_pb2.GetStockRequest(warehouse_id=args.warehouse_id, sku=args.sku))
+    return _show(args, reply, STOCK_COLUMNS, [_stock_row(reply.stock)])
+
+
+async def stock_list(args: argparse.Namespace) -> int:
+    request = inventory_pb2.ListStockRequest(warehouse_id=args.warehouse_id or "", sku=args.sku or "")
+    reply = await _pages(args, "ListStock", request, "stock")
+    return _show(args, reply, STOCK_COLUMNS, [_stock_row(s) for s in reply.stock], paged=True)
+
+
+async def stock_set(args: argparse.Namespace) -> int:
+    async with channel_of(args, "inventory") as channel:
+        stub = inventory_pb2_grpc.InventoryServiceStub(channel)
+        product_id, bin_ = args.product_id, args.bin
+        if product_id is None or bin_ is None:  # keep what the row has (SetStock replaces them)
+            import grpc
+
+            try:
+                current = (
+                    await stub.GetStock(
+                        inventory_pb2.GetStockRequest(warehouse_id=args.warehouse_id, sku=args.sku), timeout=30
+                    )
+                ).stock
+            except grpc.aio.AioRpcError as err:
+                if err.code() != grpc.StatusCode.NOT_FOUND:
+                    raise
+                current = common_pb2.StockLevel()
+            product_id = current.product_id if product_id is None else product_id
+            bin_ = current.bin if bin_ is None else bin_
+        request = inventory_pb2.SetStockRequest(
+            warehouse_id=args.warehouse_id, sku=args.sku, product_id=product_id, on_hand=args.on_hand, bin=bin_
+        )
+        reply = await stub.SetStock(request, timeout=30)
+    return _show(args, reply, STOCK_COLUMNS, [_stock_row(reply.stock)])
+
+
+async def stock_adjust(args: argparse.Namespace) -> int:
+    request = inventory_pb2.AdjustStockRequest(
+        warehouse_id=args.warehouse_id, sku=args.sku, delta=args.delta, reason=args.reason or ""
+    )
+    reply = await _call(args, "AdjustStock", request)
+    return _show(args, reply, STOCK_COLUMNS, [_stock_row(reply.stock)])
+
+
+async def locks(args: argparse.Namespace) -> int:
+    request = inventory_pb2.ListLocksRequest(
+        saga_id=args.saga or "",
+        warehouse_id=args.warehouse_id or "",
+        status=_value(common_pb2.LockStatus, "LOCK_STATUS_", args.status) if args.status else None,
+    )
+    reply = await _pages(args, "ListLocks", request, "locks")
+    rows = [
+        (
+            lock.lock_id,
+            output.saga_id_cell(lock.saga_id),
+            lock.warehouse_id,
+            lock.sku,
+            lock.quantity,
+            output.enum_name(common_pb2.LockStatus, lock.status, "LOCK_STATUS_"),
+            "yes" if lock.picking else "",
+            output.local_time(lock.expires_at),
+            output.local_time(lock.created_at),
+        )
+        for lock in reply.locks
+    ]
+    columns = ("lock_id", "saga_id", "warehouse", "sku", "quantity", "status", "picking", "expires", "created")
+    return _show(args, reply, columns, rows, paged=True)
+
+
+# -- picklists ---------------------------------------------------------------------------------
+PICKLIST_COLUMNS = ("picklist_id", "warehouse", "order", "saga_id", "status", "urgent", "lines", "units", "created")
+
+
+def _picklist_row(p: common_pb2.Picklist) -> tuple[Any, ...]:
+    return (
+        p.picklist_id,
+        p.warehouse_id,
+        p.order_id,
+        output.saga_id_cell(p.saga_id),
+        output.enum_name(common_pb2.PicklistStatus, p.status, "PICKLIST_STATUS_"),
+        "yes" if p.is_urgent else "",
+        len(p.lines),
+        sum(line.quantity for line in p.lines),
+        output.local_time(p.created_at),
+    )
+
+
+async def picklist_list(args: argparse.Namespace) -> int:
+    request = logistics_pb2.ListPicklistsRequest(
+        saga_id=args.saga or "",
+        warehouse_id=args.warehouse_id or "",
+        status=_value(common_pb2.PicklistStatus, "PICKLIST_STATUS_", args.status) if args.status else None,
+    )
+    reply = await _pages(args, "ListPicklists", request, "picklists")
+    return _show(args, reply, PICKLIST_COLUMNS, [_picklist_row(p) for p in reply.picklists], paged=True)
+
+
+def _show_picklist(args: argparse.Namespace, reply: Any) -> int:
+    if args.output != "table":
+        output.emit(reply, args.output)
+        return 0
+    p = reply.picklist
+    output.print_table(PICKLIST_COLUMNS, [_picklist_row(p)])
+    lines = sorted(p.lines, key=lambda line: line.sequence)
+    output.print_table(("#", "sku", "quantity", "bin"), [(x.sequence, x.sku, x.quantity, x.bin) for x in lines])
+    return 0
+
+
+async def picklist_get(args: argparse.Namespace) -> int:
+    reply = await _call(args, "GetPicklist", logistics_pb2.GetPicklistRequest(picklist_id=args.picklist_id))
+    return _show_picklist(args, reply)
+
+
+def _picklist_status(status: Any) -> Command:
+    async def command(args: argparse.Namespace) -> int:
+        request = logistics_pb2.UpdatePicklistStatusRequest(picklist_id=args.picklist_id, status=status)
+        return _show_picklist(args, await _call(args, "UpdatePicklistStatus", request))
+
+    return command
+
+
+# -- warehouses --------------------------------------------------------------------------------
+WAREHOUSE_COLUMNS = (
+    "warehouse_id",
+    "name",
+    "status",
+    "priority",
+    "capacity",
+    "location",
+    "cost unit/km/shipment",
+    "skus",
+    "updated",
+)
+
+
+def _warehouse_row(w: common_pb2.Warehouse) -> tuple[Any, ...]:
+    where = w.location.address
+    if w.location.HasField("lat"):
+        where = f"{where} ({w.location.lat:g}, {w.location.lon:g})".strip()
+    return (
+        w.warehouse_id,
+        w.name,
+        output.enum_name(common_pb2.WarehouseStatus, w.status, "WAREHOUSE_STATUS_"),
+        w.priority,
+        w.capacity,
+        where,
+        f"{w.cost.per_unit:g}/{w.cost.per_km_unit:g}/{w.cost.per_shipment:g}",
+        len(w.skus),
+        output.local_time(w.updated_at),
+    )
+
+
+async def warehouses_list(args: argparse.Namespace) -> int:
+    request = warehouse_pb2.ListWarehousesRequest(
+        status=_value(common_pb2.WarehouseStatus, "WAREHOUSE_STATUS_", args.status) if args.status else None
+    )
+    reply = await _pages(args, "ListWarehouses", request, "warehouses")
+    return _show(args, reply, WAREHOUSE_COLUMNS, [_warehouse_row(w) for w in reply.warehouses], paged=True)
+
+
+def _show_warehouse(args: argparse.Namespace, reply: Any) -> int:
+    if args.output != "table":
+        output.emit(reply, args.output)
+        return 0
+    output.print_table(WAREHOUSE_COLUMNS, [_warehouse_row(reply.warehouse)])
+    if reply.warehouse.skus:
+        output.console().print("skus: " + ", ".join(reply.warehouse.skus))
+    return 0
+
+
+async def warehouses_get(args: argparse.Namespace) -> int:
+    reply = await _call(args, "GetWarehouse", warehouse_pb2.GetWarehouseRequest(warehouse_id=args.warehouse_id))
+    return _show_warehouse(args, reply)
+
+
+def _warehouse_from_file(path: str) -> common_pb2.Warehouse:
+    data = load_mapping(path, "Warehouse")
+    if isinstance(data.get("status"), str) and not data["status"].upper().startswith("WAREHOUSE_STATUS_"):
+        data = {**data, "status": "WAREHOUSE_STATUS_" + data["status"].upper()}
+    try:
+        return json_format.ParseDict(data, common_pb2.Warehouse())
+    except json_format.ParseError as err:
+        raise UsageError(f"{path}: {' '.join(str(err).split())}") from None
+
+
+async def warehouses_upsert(args: argparse.Namespace) -> int:
+    """The warehouse as it is (if it exists), then the file's fields, then the flags: UpsertWarehouse
+    replaces a whole warehouse, so what is not given stays as it was."""
+    import grpc
+
+    given = _warehouse_from_file(args.file) if args.file else None
+    async with channel_of(args, "warehouse") as channel:
+        stub = warehouse_pb2_grpc.WarehouseServiceStub(channel)
+        try:
+            reply = await stub.GetWarehouse(
+                warehouse_pb2.GetWarehouseRequest(warehouse_id=args.warehouse_id), timeout=30
+            )
+            w = reply.warehouse
+        except grpc.aio.AioRpcError as err:
+            if err.code() != grpc.StatusCode.NOT_FOUND:
+                raise
+            w = common_pb2.Warehouse(warehouse_id=args.warehouse_id, status=common_pb2.WAREHOUSE_STATUS_ACTIVE)
+        if given is not None:
+            w.MergeFrom(given)
+            if given.skus:
+                w.ClearField("skus")
+                w.skus.extend(given.skus)
+        w.warehouse_id = args.warehouse_id
+        for flag, field in (("name", "name"), ("capacity", "capacity"), ("priority", "priority")):
+            if getattr(args, flag) is not None:
+                setattr(w, field, getattr(args, flag))
+        if args.status:
+            w.status = _value(common_pb2.WarehouseStatus, "WAREHOUSE_STATUS_", args.status)
+        if args.address is not None:
+            w.location.address = args.address
+        if args.lat is not None:
+            w.location.lat = args.lat
+        if args.lon is not None:
+            w.location.lon = args.lon
+        for name in ("per_unit", "per_km_unit", "per_shipment"):
+            if getattr(args, name) is not None:
+                setattr(w.cost, name, getattr(args, name))
+        if args.sku:
+            w.ClearField("skus")
+            w.skus.extend(args.sku)
+        w.ClearField("updated_at")
+        reply = await stub.UpsertWarehouse(warehouse_pb2.UpsertWarehouseRequest(warehouse=w), timeout=30)
+    return _show_warehouse(args, reply)
+
+
+async def warehouses_add_skus(args: argparse.Namespace) -> int:
+    request = warehouse_pb2.AddAssortmentRequest(warehouse_id=args.warehouse_id, skus=args.skus)
+    return _show_warehouse(args, await _call(args, "AddAssortment", request))
+
+
+# -- allocations and notifications ------------------------------------------------------------
+ALLOCATION_COLUMNS = ("allocation_id", "saga_id", "strategy", "status", "cost", "optimal", "lines", "expires")
+
+
+def _allocation_row(a: common_pb2.Allocation) -> tuple[Any, ...]:
+    return (
+        a.allocation_id,
+        output.saga_id_cell(a.saga_id),
+        output.enum_name(common_pb2.AllocationStrategy, a.strategy, "ALLOCATION_STRATEGY_"),
+        output.enum_name(common_pb2.AllocationStatus, a.status, "ALLOCATION_STATUS_"),
+        f"{a.total_cost:.2f}",
+        "yes" if a.optimal else "no",
+        ", ".join(f"{x.warehouse_id}:{x.sku}×{x.quantity}" for x in a.lines),
+        output.local_time(a.expires_at),
+    )
+
+
+async def allocations_list(args: argparse.Namespace) -> int:
+    request = allocation_pb2.ListAllocationsRequest(
+        saga_id=args.saga or "",
+        status=_value(common_pb2.AllocationStatus, "ALLOCATION_STATUS_", args.status) if args.status else None,
+    )
+    reply = await _pages(args, "ListAllocations", request, "allocations")
+    return _show(args, reply, ALLOCATION_COLUMNS, [_allocation_row(a) for a in reply.allocations], paged=True)
+
+
+async def allocations_get(args: argparse.Namespace) -> int:
+    reply = await _call(args, "GetAllocation", allocation_pb2.GetAllocationRequest(allocation_id=args.allocation_id))
+    return _show(args, reply, ALLOCATION_COLUMNS, [_allocation_row(reply.allocation)])
+
+
+async def allocations_cancel(args: argparse.Namespace) -> int:
+    request = allocation_pb2.CancelAllocationRequest(allocation_id=args.allocation_id, reason=args.reason or "")
+    reply = await _call(args, "CancelAllocation", request)
+    return _show(args, reply, ALLOCATION_COLUMNS, [_allocation_row(reply.allocation)])
+
+
+async def notifications(args: argparse.Namespace) -> int:
+    request = notify_pb2.ListNotificationsRequest(
+        saga_id=args.saga or "",
+        kind=_value(common_pb2.NotificationKind, "NOTIFICATION_KIND_", args.kind) if args.kind else None,
+    )
+    reply = await _pages(args, "ListNotifications", request, "notifications")
+    delivery = notify_pb2.DeliveryState
+    rows = [
+        (
+            n.notification_id,
+            output.saga_id_cell(n.saga_id),
+            output.enum_name(common_pb2.NotificationKind, n.kind, "NOTIFICATION_KIND_"),
+            n.order_id,
+            n.customer_id,
+            n.message,
+            ", ".join(f"{d.channel} {output.enum_name(delivery, d.state, 'DELIVERY_STATE_')}" for d in n.deliveries),
+            output.local_time(n.created_at),
+        )
+        for n in reply.notifications
+    ]
+    columns = ("notification_id", "saga_id", "kind", "order", "customer", "message", "deliveries", "created")
+    return _show(args, reply, columns, rows, paged=True)
+
+
+# -- the parsers -------------------------------------------------------------------------------
+def _group(sub: Any, name: str, help_text: str) -> Any:
+    parser = sub.add_parser(name, help=help_text, description=help_text)
+    return parser.add_subparsers(dest="subcommand", required=True, metavar="COMMAND")
+
+
+def add_commands(sub: Any) -> None:
+    """Add the operator commands to the ``invsaga`` subparsers ``sub``."""
+    wid: dict[str, Any] = {"metavar": "WAREHOUSE_ID", "help": "the warehouse's id"}
+
+    stock = _group(sub, "stock", "stock levels (inventory service; admin role)")
+    p = _leaf(stock, "get", stock_get, "inventory", "one stock level: on hand, locked, available")
+    p.add_argument("warehouse_id", **wid)
+    p.add_argument("sku", metavar="SKU", help="the SKU")
+    p = _leaf(stock, "list", stock_list, "inventory", "stock levels, by warehouse and SKU")
+    p.add_argument("--warehouse-id", default=None, metavar="WAREHOUSE_ID", help="only this warehouse's stock")
+    p.add_argument("--sku", default=None, help="only this SKU")
+    paging_arguments(p, "rows")
+    p = _leaf(stock, "set", stock_set, "inventory", "set a stock level's on-hand count (not an adjustment)")
+    p.add_argument("warehouse_id", **wid)
+    p.add_argument("sku", metavar="SKU", help="the SKU")
+    p.add_argument("on_hand", type=int, metavar="ON_HAND", help="units on hand (at least the units locked)")
+    p.add_argument("--product-id", default=None, help="the SKU's product (default: unchanged)")
+    p.add_argument("--bin", default=None, help="the bin it is picked from (default: unchanged)")
+    p = _leaf(stock, "adjust", stock_adjust, "inventory", "add to or take from a stock level's on-hand count")
+    p.add_argument("warehouse_id", **wid)
+    p.add_argument("sku", metavar="SKU", help="the SKU")
+    p.add_argument("delta", type=int, metavar="DELTA", help="units to add (negative: to take away, e.g. -3)")
+    p.add_argument("--reason", default=None, help="why (kept with the adjustment)")
+
+    p = _leaf(sub, "locks", locks, "inventory", "stock locks of sagas (inventory service; admin role)")
+    p.add_argument("--saga", default=None, metavar="SAGA_ID", help="only this saga's locks (the whole id)")
+    p.add_argument("--warehouse-id", default=None, metavar="WAREHOUSE_ID", help="only this warehouse's locks")
+    _enum_flag(p, "--status", LOCK_STATUSES, "only locks in this status")
+    paging_arguments(p, "locks")
+
+    picklist = _group(sub, "picklist", "picklists (logistics service; admin role)")
+    p = _leaf(picklist, "list", picklist_list, "logistics", "picklists, newest first")
+    p.add_argument("--saga", default=None, metavar="SAGA_ID", help="only this saga's picklists (the whole id)")
+    p.add_argument("--warehouse-id", default=None, metavar="WAREHOUSE_ID", help="only this warehouse's picklists")
+    _enum_flag(p, "--status", PICKLIST_STATUSES, "only picklists in this status")
+    paging_arguments(p, "picklists")
+    p = _leaf(picklist, "get", picklist_get, "logistics", "one picklist and its lines")
+    p.add_argument("picklist_id", metavar="PICKLIST_ID", help="the picklist's id")
+    for name, status, text in (
+        ("start", common_pb2.PICKLIST_STATUS_PROCESSING, "picking started: PROCESSING (its locks no longer expire)"),
+        ("complete", common_pb2.PICKLIST_STATUS_COMPLETED, "picking done: COMPLETED (consumes the locked stock)"),
+        ("cancel", common_pb2.PICKLIST_STATUS_CANCELLED, "CANCELLED: its locked stock is available again"),
+    ):
+        p = _leaf(picklist, name, _picklist_status(status), "logistics", text)
+        p.add_argument("picklist_id", metavar="PICKLIST_ID", help="the picklist's id")
+
+    warehouses = _group(sub, "warehouses", "warehouses (warehouse service; admin role)")
+    p = _leaf(warehouses, "list", warehouses_list, "warehouse", "warehouses")
+    _enum_flag(p, "--status", WAREHOUSE_STATUSES, "only warehouses in this status")
+    paging_arguments(p, "warehouses")
+    p = _leaf(warehouses, "get", warehouses_get, "warehouse", "one warehouse and its assortment")
+    p.add_argument("warehouse_id", **wid)
+    p = _leaf(
+        warehouses,
+        "upsert",
+        warehouses_upsert,
+        "warehouse",
+        "create or change a warehouse: fields not given keep their values (a new one starts ACTIVE)",
+    )
+    p.add_argument("warehouse_id", **wid)
+    p.add_argument(
+        "--file",
+        "-f",
+        default=None,
+        metavar="PATH",
+        help="a Warehouse in YAML or JSON (proto field names), applied before the flags",
+    )
+    p.add_argument("--name", default=None, help="display name (required for a new warehouse)")
+    _enum_flag(p, "--status", WAREHOUSE_STATUSES, "ACTIVE warehouses take orders; the others do not")
+    p.add_argument("--priority", type=int, default=None, help="higher first under the PRIORITY strategy")
+    p.add_argument("--capacity", type=int, default=None, help="outbound handling units")
+    p.add_argument("--address", default=None, help="postal address")
+    p.add_argument("--lat", type=float, default=None, help="latitude (with --lon)")
+    p.add_argument("--lon", type=float, default=None, help="longitude (with --lat)")
+    p.add_argument("--per-unit", type=float, default=None, help="cost per unit shipped")
+    p.add_argument("--per-km-unit", type=float, default=None, help="cost per unit and kilometre")
+    p.add_argument("--per-shipment", type=float, default=None, help="cost per shipment")
+    p.add_argument(
+        "--sku", action="append", default=None, help="a SKU of the assortment (repeat; replaces the assortment)"
+    )
+    p = _leaf(warehouses, "add-skus", warehouses_add_skus, "warehouse", "add SKUs to a warehouse's assortment")
+    p.add_argument("warehouse_id", **wid)
+    p.add_argument("skus", nargs="+", metavar="SKU", help="SKUs the warehouse now carries too")
+
+    allocations = _group(sub, "allocations", "allocations (allocation service; admin role)")
+    p = _leaf(allocations, "list", allocations_list, "allocation", "allocations")
+    p.add_argument("--saga", default=None, metavar="SAGA_ID", help="only this saga's allocations (the whole id)")
+    _enum_flag(p, "--status", ALLOCATION_STATUSES, "only allocations in this status")
+    paging_arguments(p, "allocations")
+    p = _leaf(allocations, "get", allocations_get, "allocation", "one allocation")
+    p.add_argument("allocation_id", metavar="ALLOCATION_ID", help="the allocation's id")
+    p = _leaf(allocations, "cancel", allocations_cancel, "allocation", "cancel an ACTIVE allocation")
+    p.add_argument("allocation_id", metavar="ALLOCATION_ID", help="the allocation's id")
+    p.add_argument("--reason", default=None, help="why")
+
+    p = _leaf(sub, "notifications", notifications, "notify", "notifications sent (notify service; admin role)")
+    p.add_argument("--saga", default=None, metavar="SAGA_ID", help="only this saga's notifications (the whole id)")
+    _enum_flag(p, "--kind", NOTIFICATION_KINDS, "only notifications of this kind")
+    paging_arguments(p, "notifications")
