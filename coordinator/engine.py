@@ -16,13 +16,14 @@ import uuid
 
 import grpc
 
-from coordinator import steps as S
-from coordinator.definition import StepDef
+from coordinator.definition import SagaDefinition, StepDef
 from coordinator.driver import Driver, LeaseLost
 from coordinator.gate import SagaGate
 from coordinator.hub import EventHub
-from coordinator.lifecycle import ReservationKeeper
+from coordinator.inventory_saga import INVENTORY_SAGA
+from coordinator.keeper import ReservationKeeper
 from coordinator.outbox import NoticeOutbox
+from coordinator.participants import Participants
 from coordinator.store import SagaRow, SagaStore
 from invsaga.coordinator.v1 import coordinator_pb2 as pb
 from invsaga.runtime import telemetry
@@ -35,11 +36,12 @@ log = logging.getLogger("invsaga.coordinator")
 class Engine:
     """Admission (priority queue, bounded concurrency), leases and recovery for one replica."""
 
-    def __init__(self, settings: Settings, store: SagaStore, hub: EventHub, participants: S.Participants) -> None:
+    def __init__(self, settings: Settings, store: SagaStore, hub: EventHub, participants: Participants) -> None:
         self.settings = settings
         self.store = store
         self.hub = hub
         self.participants = participants
+        self.definition: SagaDefinition = INVENTORY_SAGA  # the saga this engine runs
         self.owner = uuid.uuid4().hex
         self.lease_ms = int(settings.lease * 1000)
         self.queue: asyncio.PriorityQueue[tuple[tuple[int, int, int], str]] = asyncio.PriorityQueue()

@@ -39,7 +39,7 @@ from invsaga.runtime.db import finish_even_if_cancelled
 from invsaga.runtime.errors import RpcFailure
 
 if TYPE_CHECKING:
-    from coordinator.steps import Participants
+    from coordinator.participants import Participants
     from invsaga.runtime.config import Settings
 
 log = logging.getLogger("invsaga.coordinator.outbox")

@@ -19,7 +19,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from coordinator import steps as S
+from coordinator import inventory_saga as S
 from invsaga.common.v1 import common_pb2
 from invsaga.coordinator.v1 import coordinator_pb2 as pb
 from invsaga.notify.v1 import notify_pb2
