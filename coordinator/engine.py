@@ -29,6 +29,7 @@ from invsaga.coordinator.v1 import coordinator_pb2 as pb
 from invsaga.runtime import telemetry
 from invsaga.runtime.config import Settings
 from invsaga.runtime.logs import log_context
+from invsaga.runtime.metrics import SagaMetrics
 
 log = logging.getLogger("invsaga.coordinator")
 
@@ -52,7 +53,7 @@ class Engine:
         self.abandoned: set[str] = set()  # started before their insert, which found a duplicate
         self.order = itertools.count()
         self.tasks: list[asyncio.Task] = []
-        self.metrics = None  # set by telemetry when enabled
+        self.metrics: SagaMetrics | None = None  # set by telemetry when enabled
         # The notices sagas owe, sent until acknowledged (``coordinator.outbox``).
         self.outbox = NoticeOutbox(store.engine, participants, settings)
         # COMPLETED sagas' reservations: picklist changes in, expiries and settlements out.

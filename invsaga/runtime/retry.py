@@ -48,7 +48,7 @@ class RetryPolicy:
     def should_retry(self, code: grpc.StatusCode) -> bool:
         return code in self.retryable and code not in NEVER
 
-    def backoff(self, attempt: int, rng: random.Random = random._inst) -> float:  # type: ignore[attr-defined]
+    def backoff(self, attempt: int, rng: random.Random = random._inst) -> float:
         """Full jitter: uniform in [0, min(max_interval, initial · 2^(attempt-1))]."""
         return rng.uniform(0.0, min(self.max_interval, self.initial_interval * (2 ** (attempt - 1))))
 

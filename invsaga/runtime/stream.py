@@ -163,7 +163,12 @@ def _broken(error: BaseException | None, retired: bool) -> BaseException:
         if error.code() == grpc.StatusCode.UNIMPLEMENTED:
             return _Unimplemented()
         return error
-    why = "closed" if retired or error is None else f"ended ({error.code().name}: {error.details()})"
+    if retired or error is None:
+        why = "closed"
+    elif isinstance(error, grpc.aio.AioRpcError):
+        why = f"ended ({error.code().name}: {error.details()})"
+    else:
+        why = f"ended ({type(error).__name__})"
     return grpc.aio.AioRpcError(
         grpc.StatusCode.UNAVAILABLE,
         grpc.aio.Metadata(),
@@ -237,8 +242,9 @@ class StreamTransport:
                     await stream.call.write(message)
             return await future
         except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError) as error:
-            if future.done() and not future.cancelled() and future.exception() is not None:
-                raise future.exception() from None  # the reader's verdict on the stream
+            verdict = future.exception() if future.done() and not future.cancelled() else None
+            if verdict is not None:
+                raise verdict from None  # the reader's verdict on the stream
             if isinstance(error, grpc.aio.AioRpcError) and error.code() == grpc.StatusCode.UNIMPLEMENTED:
                 self._no_streams()
                 raise _Unimplemented() from None
