@@ -347,9 +347,12 @@ def load_settings(
     if service not in SERVICES:
         raise ConfigError(f"unknown service {service!r}; expected one of {', '.join(SERVICES)}")
     env = os.environ if env is None else env
-    path = Path(config_path or env.get("INVSAGA_CONFIG") or DEFAULT_CONFIG_PATH)
-    data = _load_yaml(path)
-    src = str(path)
+    given = config_path or env.get("INVSAGA_CONFIG")
+    path = Path(given or DEFAULT_CONFIG_PATH)
+    # An installed package (not a checkout) has no config/ beside it: the built-in defaults,
+    # which the stock file repeats, apply. A file that was asked for must exist.
+    data = _load_yaml(path) if given or path.exists() else {}
+    src = str(path) if given or path.exists() else "built-in defaults"
     saga = _saga_config(_section(data, "saga", "inventory_management"), env, src)
     mesh = _section(data, "invsaga")
     coord = _section(mesh, "coordinator")
