@@ -74,7 +74,7 @@ class Driver:
         while True:
             await self.persist(save)
             if self.cancel and machine.wants_cancel_reason:
-                machine.cancel(self.cancel_reason or await self.engine.store.cancel_reason(self.saga.saga_id))
+                machine.cancel(self.cancel_reason or await self.engine.journal.cancel_reason(self.saga.saga_id))
             command = machine.next(now_ms())
             self.report()
             await self.persist(command.save)
@@ -182,7 +182,9 @@ class Driver:
             (step.step, participants.execute_request(self.saga, step, payload).SerializeToString())
             for step, payload in self.machine.take_owed()
         ]
-        saved = self.engine.store.save(self.saga, self.machine.take_events(), owner=self.engine.owner, notices=notices)
+        saved = self.engine.journal.save(
+            self.saga, self.machine.take_events(), owner=self.engine.owner, notices=notices
+        )
         if notices:
             saved.add_done_callback(lambda _: self.engine.outbox.wake())
         self.inflight.append(saved)

@@ -20,6 +20,7 @@ from coordinator.definition import SagaDefinition, StepDef
 from coordinator.driver import Driver, LeaseLost
 from coordinator.gate import SagaGate
 from coordinator.hub import EventHub
+from coordinator.journal import Journal
 from coordinator.inventory_saga import INVENTORY_SAGA
 from coordinator.keeper import ReservationKeeper
 from coordinator.outbox import NoticeOutbox
@@ -42,6 +43,7 @@ class Engine:
         self.store = store
         self.hub = hub
         self.participants = participants
+        self.journal = Journal(store, hub, self.is_known)
         self.definition: SagaDefinition = INVENTORY_SAGA  # the saga this engine runs
         self.owner = uuid.uuid4().hex
         self.lease_ms = int(settings.lease * 1000)
@@ -61,6 +63,10 @@ class Engine:
         # New sagas by the memory they hold, from StartSaga to their end (``coordinator.gate``).
         self.gate = SagaGate(settings.max_saga_bytes)
         self.keeper.outbox_wake = self.outbox.wake
+
+    def is_known(self, saga_id: str) -> bool:
+        """Queued or being driven here."""
+        return saga_id in self.known
 
     # -- hooks for metrics (no-ops unless telemetry sets self.metrics) -------------------
     def observe_step(self, step: StepDef, outcome: str, seconds: float) -> None:

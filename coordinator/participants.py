@@ -54,8 +54,7 @@ class Participants:
     ``stubs[name].Compensate`` and a unary ``Execute`` pass it as grpc.aio runs client
     interceptors. ``execute[name]`` is the participant's ``Execute``:
 
-    - ``unary`` transport (and whenever tracing is on, so that each step shows in its saga's
-      trace): the stub's ``Execute``, one RPC per call;
+    - ``unary`` transport: the stub's ``Execute``, one RPC per call;
     - ``stream`` transport (the default): the same interceptor objects over ``ExecuteStream``
       (``invsaga.runtime.stream``), where calls made together go as one message
       (``ExecuteBatcher``).
@@ -67,7 +66,7 @@ class Participants:
         self.stubs = {name: STUBS[name](channel) for name, channel in self.channels.items()}
         self.transports: dict[str, StreamTransport] = {}
         self.execute: dict[str, Any]
-        if settings.step_transport == "unary" or telemetry.tracing_enabled():
+        if settings.step_transport == "unary":
             self.execute = {name: stub.Execute for name, stub in self.stubs.items()}
             return
         self.transports = {
@@ -104,4 +103,9 @@ class Participants:
 
 
 def _context(saga: pb.Saga, step: StepDef) -> common_pb2.StepContext:
-    return common_pb2.StepContext(saga_id=saga.saga_id, step=step.step, idempotency_key=f"{saga.saga_id}:{step.step}")
+    return common_pb2.StepContext(
+        saga_id=saga.saga_id,
+        step=step.step,
+        idempotency_key=f"{saga.saga_id}:{step.step}",
+        traceparent=telemetry.current_traceparent(),
+    )

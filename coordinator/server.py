@@ -5,16 +5,15 @@ from __future__ import annotations
 import uuid
 
 from coordinator import lifecycle, models, validation
-from coordinator.commands import TERMINAL_EVENTS, event, new_saga
+from coordinator.commands import event, new_saga
 from coordinator.engine import Engine
 from coordinator.hub import EventHub, listen_postgres
+from coordinator.journal import Journal
 from coordinator.participants import Participants
-from coordinator.store import TERMINAL, SagaStore, now_ms, request_hash
+from coordinator.store import SagaStore, now_ms, request_hash
 from coordinator.views import (
     PAGE_BYTES,
     START_REPLY_BYTES,
-    WATCH_POLL_SECONDS,
-    ends_reservation,
     event_types_of,
     list_filters,
     not_found,
@@ -40,13 +39,12 @@ from invsaga.runtime.server import App, registration
 class CoordinatorServicer(pb_grpc.SagaCoordinatorServiceServicer):
     def __init__(self, engine: Engine, store: SagaStore, hub: EventHub, settings: Settings) -> None:
         self.engine = engine
-        self.store = store
-        self.hub = hub
+        self.journal = Journal(store, hub, lambda saga_id: saga_id in engine.known)
         self.settings = settings
 
     async def _saga(self, saga_id: str) -> pb.Saga:
         require_id(saga_id)
-        row = await self.store.load(saga_id, tenant_scope())
+        row = await self.journal.load(saga_id, tenant_scope())
         if row is None:
             raise not_found(saga_id)
         row.saga.status = row.status
@@ -73,7 +71,7 @@ class CoordinatorServicer(pb_grpc.SagaCoordinatorServiceServicer):
         saga = new_saga(saga_id, inventory_request, self.engine.definition)
         saga.trace_id, trace_context = telemetry.saga_trace_context()
         started = event(saga, 1, pb.SAGA_EVENT_TYPE_SAGA_STARTED)
-        row, found = self.store.create(
+        row, found = self.journal.create(
             saga,
             [started],
             req_hash=request_hash(inventory_request),
@@ -130,7 +128,7 @@ class CoordinatorServicer(pb_grpc.SagaCoordinatorServiceServicer):
             raise InvalidArgument("unknown status", violations=[("status", f"unknown saga status {request.status}")])
         filters = list_filters(request)
         offset, limit = page_window(request.page_size, request.page_token)
-        rows, more = await self.store.list(
+        rows, more = await self.journal.list(
             request.status, offset, limit, tenant=tenant_scope(), max_bytes=PAGE_BYTES, filters=filters
         )
         sagas: list[pb.Saga] = []
@@ -152,88 +150,10 @@ class CoordinatorServicer(pb_grpc.SagaCoordinatorServiceServicer):
         if request.after_seq < 0:
             raise InvalidArgument("after_seq must be ≥ 0", violations=[("after_seq", "must be ≥ 0")])
         wanted = event_types_of(request.event_types)
-        scope = tenant_scope()
-        if scope is not None:  # the journal does not know whose a saga is
-            if await self.store.status_of(request.saga_id, scope) is None:
-                raise not_found(request.saga_id)
-        elif self.hub.journal(request.saga_id) is None and await self.store.status_of(request.saga_id) is None:
+        if not await self.journal.exists(request.saga_id, tenant_scope()):
             raise not_found(request.saga_id)
-        last = request.after_seq
-        follow = request.follow_reservation
-        # Without follow_reservation the stream is the saga's: the reservation's later changes
-        # (after the terminal event) are not sent, and the terminal event ends it as before.
-        ended = False  # a terminal event was seen
-        events: list[pb.SagaEvent] | None = None  # None: read them from the journal or the database
-        # Subscribed before the first read and until the end, so that nothing committed while
-        # the stream reads or writes is missed. A filtered watcher is woken only by events it
-        # sends or that may end the stream; the others wait in its mailbox.
-        subscription = self.hub.subscribe(request.saga_id, None if wanted is None else wanted | set(TERMINAL_EVENTS))
-        try:
-            while True:
-                if events is None:
-                    journal = self.hub.journal(request.saga_id)
-                    if journal is not None:
-                        events = [ev for ev in journal if ev.seq > last]
-                    else:
-                        events = await self.store.events_after(request.saga_id, last)
-                last_own = None  # the last event this watcher follows
-                for ev in events:
-                    later = ev.type in lifecycle.LIFECYCLE_EVENTS and ended
-                    if not later or follow:
-                        if wanted is None or ev.type in wanted:
-                            yield pb.WatchSagaResponse(event=ev)
-                        last_own = ev
-                    ended = ended or ev.type in TERMINAL_EVENTS
-                    last = ev.seq
-                # A terminal event ends the stream unless the saga went on after it (a FAILED
-                # saga resumed): a replay shows all of it. Followed, a COMPLETED saga's stream
-                # ends with its reservation.
-                if follow:
-                    if (last_own is None or ends_reservation(last_own)) and await self._reservation_over(
-                        request.saga_id, last
-                    ):
-                        return
-                else:
-                    at_end = last_own is None or last_own.type in TERMINAL_EVENTS
-                    if at_end and await self._at_rest(request.saga_id, last):
-                        return
-                await subscription.wait(WATCH_POLL_SECONDS)
-                live, stale = subscription.take()
-                live = [ev for ev in live if ev.seq > last]  # some may have been read already
-                # Events handed over from this replica's own commits need no read.
-                events = live if live and not stale and live[0].seq == last + 1 else None
-        finally:
-            self.hub.unsubscribe(request.saga_id, subscription)
-
-    async def _at_rest(self, saga_id: str, last_seq: int) -> bool:
-        """Terminal, and no event after ``last_seq`` (a cancel or resume may be under way).
-
-        This replica's journal answers without a read while it shows the saga still going
-        (its next commit wakes the watcher), and once it shows it ended, unless the saga is
-        queued here again (a cancel after COMPLETED, a resume): then the database decides.
-        """
-        journal = self.hub.journal(saga_id)
-        if journal is not None:
-            latest = journal[-1]
-            if latest.seq > last_seq or latest.type not in TERMINAL_EVENTS:
-                return False
-            if saga_id not in self.engine.known:
-                return True
-        if await self.store.status_of(saga_id) not in TERMINAL:
-            return False
-        # The reservation's own changes after the saga's end do not count (``follow_reservation``).
-        after = await self.store.events_after(saga_id, last_seq, limit=64)
-        return all(ev.type in lifecycle.LIFECYCLE_EVENTS for ev in after)
-
-    async def _reservation_over(self, saga_id: str, last_seq: int) -> bool:
-        """Followed: the saga ended otherwise than COMPLETED, or its reservation ended, and no
-        event came after ``last_seq``."""
-        status, reservation = await self.store.status_and_reservation(saga_id)
-        if status not in TERMINAL:
-            return False
-        if status == pb.SAGA_STATUS_COMPLETED and reservation in lifecycle.OPEN:
-            return False
-        return not await self.store.events_after(saga_id, last_seq, limit=1)
+        async for ev in self.journal.watch(request.saga_id, request.after_seq, wanted, request.follow_reservation):
+            yield pb.WatchSagaResponse(event=ev)
 
     async def CancelSaga(self, request: pb.CancelSagaRequest, context) -> pb.CancelSagaResponse:
         """Answers with a summary built from the cancel's own write: nothing is read after it,
@@ -244,12 +164,12 @@ class CoordinatorServicer(pb_grpc.SagaCoordinatorServiceServicer):
                 "reason is too long", violations=[("reason", f"at most {validation.MAX_TEXT} characters")]
             )
         scope = tenant_scope()
-        row = await self.store.load(request.saga_id, scope)
+        row = await self.journal.load(request.saga_id, scope)
         if row is None:
             raise not_found(request.saga_id)
         if row.status == pb.SAGA_STATUS_COMPLETED and row.saga.HasField("reservation"):
             return pb.CancelSagaResponse(saga=await self._release(row.saga, request, scope))
-        claimed = await self.store.request_cancel(
+        claimed = await self.journal.request_cancel(
             request.saga_id, self.engine.owner, self.engine.lease_ms, scope, reason=request.reason
         )
         if claimed is None:
@@ -309,7 +229,7 @@ class CoordinatorServicer(pb_grpc.SagaCoordinatorServiceServicer):
                 f"until is more than {self.settings.reservation_max_extension:g} s from now",
                 violations=[("until", f"at most {self.settings.reservation_max_extension:g} s from now")],
             )
-        row = await self.store.load(request.saga_id, tenant_scope())
+        row = await self.journal.load(request.saga_id, tenant_scope())
         if row is None:
             raise not_found(request.saga_id)
         current = row.saga.reservation.expires_at
@@ -323,7 +243,7 @@ class CoordinatorServicer(pb_grpc.SagaCoordinatorServiceServicer):
 
     async def ResumeSaga(self, request: pb.ResumeSagaRequest, context) -> pb.ResumeSagaResponse:
         require_id(request.saga_id)
-        claimed = await self.store.claim_failed(
+        claimed = await self.journal.claim_failed(
             request.saga_id, self.engine.owner, self.engine.lease_ms, tenant_scope()
         )
         if claimed is None:

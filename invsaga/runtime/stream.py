@@ -34,7 +34,7 @@ from typing import Any, Callable, Sequence
 import grpc
 from google.protobuf import descriptor_pool
 
-from invsaga.runtime import metrics
+from invsaga.runtime import metrics, telemetry
 from invsaga.runtime.batch import EXECUTE, DeadlineTimer, _message_class, item_error, serve_requests, status_of
 from invsaga.runtime.inputs import server_busy
 
@@ -114,6 +114,8 @@ def install_execute_stream(servicer: Any, service_name: str, execute: Callable, 
     if EXECUTE_STREAM not in service.methods_by_name or EXECUTE not in service.methods_by_name:
         return False
     output = service.methods_by_name[EXECUTE_STREAM].output_type
+    if telemetry.tracing_enabled():
+        execute = _traced(execute, f"/{service_name}/{EXECUTE}")
     servicer.ExecuteStream = stream_behavior(
         execute,
         _message_class(output),
@@ -122,6 +124,17 @@ def install_execute_stream(servicer: Any, service_name: str, execute: Callable, 
         budget,
     )
     return True
+
+
+def _traced(execute: Callable, method: str) -> Callable:
+    """``execute`` in a server span of its own per request, a child of the caller's span that
+    the request carries (as a unary ``Execute`` gets one from its metadata)."""
+
+    async def run(request: Any, context: Any) -> Any:
+        with telemetry.request_span(method, request.context.traceparent):
+            return await execute(request, context)
+
+    return run
 
 
 # -- client -------------------------------------------------------------------------------------
@@ -264,7 +277,8 @@ class StreamTransport:
             self._retire(stream)
             stream = None
         if stream is None:
-            stream = self._stream = _Stream(self.open_stream())
+            with telemetry.detached():  # the stream is no saga's; each request carries its trace
+                stream = self._stream = _Stream(self.open_stream())
             self._hold(self._read(stream))
             self.streams_opened += 1
         stream.sent += 1

@@ -61,6 +61,7 @@ class _Engine:
     owner = "test-replica"
     lease_ms = 60_000
     metrics = None
+    definition = INVENTORY_SAGA
 
     def __init__(self) -> None:
         self.known: set[str] = set()
