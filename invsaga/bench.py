@@ -196,6 +196,7 @@ async def baseline(seconds: float = 3.0, concurrency: int = 64) -> float:
     """Empty unary calls/s from this process to a second one."""
     port = free_port()
     server = subprocess.Popen([sys.executable, "-c", BASELINE_SERVER, str(port)], stdout=subprocess.PIPE)
+    assert server.stdout is not None  # stdout=PIPE
     try:
         server.stdout.readline()
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:

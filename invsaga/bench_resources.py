@@ -72,9 +72,10 @@ def connections_by_pid(port: int) -> dict[int, int]:
 def server_connections(url: str) -> tuple[int, int]:
     """(client connections the server holds now, its max_connections)."""
     with psycopg.connect(conninfo(url), autocommit=True) as conn:
-        used = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'").fetchone()[0]
-        most = conn.execute("SHOW max_connections").fetchone()[0]
-    return used - 1, int(most)  # not this one
+        used = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'").fetchone()
+        most = conn.execute("SHOW max_connections").fetchone()
+    assert used is not None and most is not None  # an aggregate and a SHOW: one row each
+    return used[0] - 1, int(most[0])  # not this one
 
 
 def fresh_database(url: str, label: str) -> str:

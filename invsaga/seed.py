@@ -10,6 +10,7 @@ removing SKUs the warehouse already carries.
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -279,7 +280,8 @@ async def apply_seed(seed: Seed, warehouse_addr: str, inventory_addr: str) -> st
         inventory = inventory_pb2_grpc.InventoryServiceStub(inv_channel)
         # The upsert carries no SKUs, so a warehouse keeps what it already carries.
         await _bounded(
-            lambda w=w: _call(
+            functools.partial(
+                _call,
                 f"warehouse {w.warehouse_id} (at {warehouse_addr})",
                 warehouses.UpsertWarehouse,
                 warehouse_pb2.UpsertWarehouseRequest(warehouse=w),
@@ -287,7 +289,8 @@ async def apply_seed(seed: Seed, warehouse_addr: str, inventory_addr: str) -> st
             for w in seed.warehouses
         )
         add_skus = [
-            lambda wid=wid, skus=skus: _call(
+            functools.partial(
+                _call,
                 f"assortment of {wid} (at {warehouse_addr})",
                 warehouses.AddAssortment,
                 warehouse_pb2.AddAssortmentRequest(warehouse_id=wid, skus=skus),
@@ -296,10 +299,13 @@ async def apply_seed(seed: Seed, warehouse_addr: str, inventory_addr: str) -> st
             if skus
         ]
         set_stock = [
-            lambda row=row: _call(f"stock {row.warehouse_id}/{row.sku} (at {inventory_addr})", inventory.SetStock, row)
+            functools.partial(
+                _call, f"stock {row.warehouse_id}/{row.sku} (at {inventory_addr})", inventory.SetStock, row
+            )
             for row in seed.stock
         ]
-        await _bounded([*add_skus, *set_stock])
+        calls: list[Callable[[], Awaitable[object]]] = [*add_skus, *set_stock]
+        await _bounded(calls)
     return seed.summary()
 
 

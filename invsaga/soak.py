@@ -8,8 +8,8 @@ memory (VmRSS from ``/proc/<pid>/status``) of each process; at the end, the drif
 latency and of the memory between the first and the last minute, and whether the stock
 books still balance.
 
-Lock and allocation expiry are short (2 min, swept every 15 s) so that completed sagas give
-their stock back and the load stays the same shape for the whole run.
+Lock and allocation expiry are short (2 min; the coordinator's sweep releases them) so that
+completed sagas give their stock back and the load stays the same shape for the whole run.
 """
 
 from __future__ import annotations
@@ -50,7 +50,6 @@ SOAK_ENV = {
     "INVSAGA_RETRY_MAX_INTERVAL": "200ms",
     "INVSAGA_EXPIRY_LOCK": "2m",
     "INVSAGA_EXPIRY_ALLOCATION": "2m",
-    "INVSAGA_EXPIRY_CLEANUP_INTERVAL": "15s",
 }
 TERMINAL = (pb.SAGA_STATUS_COMPLETED, pb.SAGA_STATUS_COMPENSATED, pb.SAGA_STATUS_FAILED)
 WAREHOUSES = 8

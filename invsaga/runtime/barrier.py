@@ -164,6 +164,7 @@ class Barrier:
                 claimed = await (await conn.execute(_CLAIM, (ctx.saga_id, ctx.step, COMPENSATE, COMPENSATE))).fetchone()
                 if claimed is None:
                     stored = await (await conn.execute(_STORED, (ctx.saga_id, ctx.step, COMPENSATE))).fetchone()
+                    assert stored is not None  # the claim conflicted with this row
                     return response_type.FromString(stored.result or b""), False
                 never_ran = await (await conn.execute(_CLAIM, (ctx.saga_id, ctx.step, EXECUTE, COMPENSATE))).fetchone()
                 if never_ran is not None:

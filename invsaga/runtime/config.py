@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import yaml
 
@@ -95,7 +95,6 @@ class CompensationConfig:
 class ExpiryConfig:
     allocation: float = 1800.0
     lock: float = 1800.0
-    cleanup_interval: float = 300.0
 
 
 @dataclass(frozen=True)
@@ -138,7 +137,6 @@ class Settings:
     webhooks: tuple[str, ...] = ()
     webhook_secret: str = ""
     fault_injection: str = ""
-    config_path: str = ""
     # Security (invsaga.runtime.security, docs/security.md). ``auth_mode`` "" (nothing
     # configured) refuses every RPC but health and reflection; "off" lets every caller in.
     tls_cert: str = ""
@@ -183,11 +181,7 @@ class Settings:
         return self.saga.step_timeouts.get(step, 10.0)
 
 
-# Environment variable -> (setting, parser). The single list of what processes read.
-def _endpoint_parser(service: str) -> Callable[[str], tuple[str, str]]:
-    return lambda value: (service, value)
-
-
+# Environment variable -> what it sets. The single list of what processes read.
 ENV_VARS: dict[str, str] = {
     "INVSAGA_CONFIG": "path of the YAML configuration file",
     "INVSAGA_HOST": "address the gRPC server binds",
@@ -212,7 +206,6 @@ ENV_VARS: dict[str, str] = {
     "INVSAGA_COMPENSATION_RETRY_ATTEMPTS": "Compensate attempts at a business fault before the saga is parked FAILED",
     "INVSAGA_EXPIRY_ALLOCATION": "allocation time to live",
     "INVSAGA_EXPIRY_LOCK": "lock time to live",
-    "INVSAGA_EXPIRY_CLEANUP_INTERVAL": "sweeper interval",
     "INVSAGA_MAX_CONCURRENT_SAGAS": "sagas the coordinator drives at once",
     "INVSAGA_LEASE": "coordinator lease on a saga",
     "INVSAGA_RECOVERY_INTERVAL": "how often the coordinator claims orphaned sagas",
@@ -328,9 +321,6 @@ def _saga_config(block: Mapping[str, Any], env: Mapping[str, str], src: str) -> 
         expiry=ExpiryConfig(
             allocation=duration("INVSAGA_EXPIRY_ALLOCATION", expiry.get("allocation"), 1800.0, "expiry.allocation"),
             lock=duration("INVSAGA_EXPIRY_LOCK", expiry.get("lock"), 1800.0, "expiry.lock"),
-            cleanup_interval=duration(
-                "INVSAGA_EXPIRY_CLEANUP_INTERVAL", expiry.get("cleanup_interval"), 300.0, "expiry.cleanup_interval"
-            ),
         ),
     )
 
@@ -432,7 +422,6 @@ def load_settings(
         webhooks=webhooks,
         webhook_secret=env.get("INVSAGA_WEBHOOK_SECRET", str(notify.get("webhook_secret") or "")),
         fault_injection=faults,
-        config_path=src,
         **_request_limits(_section(mesh, "limits"), env),
         **_resources(service, _section(mesh, "database"), coord, env),
         **security,
@@ -454,10 +443,10 @@ def parse_bytes(value: Any, *, name: str) -> int:
     return number
 
 
-def _request_limits(block: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, int]:
+def _request_limits(block: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
     """The request bounds: ``INVSAGA_MAX_*`` or the YAML ``invsaga.limits`` block, else the defaults."""
     base = Settings(service="coordinator", port=1)
-    limits = {}
+    limits: dict[str, int] = {}
     for setting in (
         "max_start_saga_bytes",
         "max_request_bytes",
@@ -680,5 +669,4 @@ __all__ = [
     "Settings",
     "load_settings",
     "parse_duration",
-    "replace",
 ]

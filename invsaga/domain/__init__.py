@@ -1,0 +1,1 @@
+"""Domain code the coordinator and the participants share: plain functions, no gRPC, no database."""
