@@ -141,7 +141,7 @@ def not_found(saga_id: str) -> NotFound:
 
 
 def resolve_address(address: str):
-    from services.allocation.geo import UnknownAddress, resolve
+    from invsaga.domain.geo import UnknownAddress, resolve
 
     try:
         return resolve(address)
