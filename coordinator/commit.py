@@ -89,7 +89,10 @@ class GroupCommitter:
         queued after it: one statement updating a row twice keeps either value, and the later
         save must be the one that stays.
         """
-        batch, held, saving, blocked = [], [], set(), set()
+        batch: list[Any] = []
+        held: list[Any] = []
+        saving: set[Any] = set()
+        blocked: set[Any] = set()
         for item in self._queue:
             fn = item[0]
             saga_id = getattr(fn, "saga_id", None)
@@ -140,6 +143,7 @@ class GroupCommitter:
         try:
             conn = await self._bulk_connection()
             raw = (await conn.get_raw_connection()).driver_connection
+            assert raw is not None  # a live psycopg connection
             async with raw.pipeline():
                 cursors = [await kind.send(raw, _fns(group), self._notes(group)) for kind, group in groups]
                 rows = [await cursor.fetchall() for cursor in cursors]

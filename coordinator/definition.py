@@ -1,58 +1,66 @@
-"""The saga's definition: its six steps in order, where each runs, and how each is retried."""
+"""Saga definitions as data: what a saga's steps are, where each runs, and how each behaves.
+
+The engine (``coordinator.machine``, ``coordinator.driver``) knows no step by name: it runs
+whatever definition a saga names. A step is one ``StepDef`` entry — its participant, the
+request it sends (``build``), what the saga keeps of the answer (``apply``), its timeout
+and retry class, whether its failure rolls the saga back and whether it is compensated.
+Adding a step is one entry here and its participant's Execute/Compensate.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable
 
 import grpc
 
-from invsaga.common.v1 import common_pb2
-from invsaga.runtime.retry import ALL, TRANSPORT
+if TYPE_CHECKING:
+    from invsaga.coordinator.v1 import coordinator_pb2 as pb
+    from invsaga.runtime.config import Settings
+
+# Build a step's payload (the ExecuteRequest oneof field's message) from the saga so far.
+Build = Callable[["pb.Saga", "Settings"], Any]
+# Keep what later steps need of the answer's payload; raise ``BusinessFailure`` to roll back.
+Apply = Callable[["pb.Saga", Any], None]
+# The events a completed saga publishes right before SAGA_COMPLETED (its after-life opening).
+OnCompleted = Callable[["pb.Saga", int], list]
+
+
+class BusinessFailure(Exception):
+    """A step answered, and the answer means the saga cannot go on (not retried)."""
+
+    def __init__(self, failure: "pb.SagaFailure") -> None:
+        super().__init__(failure.message)
+        self.failure = failure
+
+
+def _keep_nothing(saga: "pb.Saga", payload: Any) -> None:
+    return None
 
 
 @dataclass(frozen=True)
 class StepDef:
     name: str  # as StepState.name shows it
-    key: str  # its configuration key (steps.<key>.timeout)
+    key: str  # its configuration key (steps.<key>.timeout) and the ExecuteRequest oneof field
     service: str  # the process hosting it
     step: int  # common.v1.SagaStep value, the barrier key
     compensable: bool
     retryable: frozenset[grpc.StatusCode]
+    build: Build
+    apply: Apply = _keep_nothing
     rolls_back: bool = True  # False: its failure does not roll the saga back
+    # True: when it fails, its request is owed to the notice outbox, which delivers it later.
+    owed_on_failure: bool = False
 
 
-STEPS: tuple[StepDef, ...] = (
-    StepDef(
-        "QueryWarehouses", "query_warehouses", "warehouse", common_pb2.SAGA_STEP_QUERY_WAREHOUSES, False, TRANSPORT
-    ),
-    StepDef(
-        "CheckAvailability",
-        "check_availability",
-        "inventory",
-        common_pb2.SAGA_STEP_CHECK_AVAILABILITY,
-        False,
-        TRANSPORT | {grpc.StatusCode.ABORTED, grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN},
-    ),
-    StepDef(
-        "AllocateInventory",
-        "allocate_inventory",
-        "allocation",
-        common_pb2.SAGA_STEP_ALLOCATE_INVENTORY,
-        True,
-        TRANSPORT,
-    ),
-    StepDef(
-        "LockInventory",
-        "lock_inventory",
-        "inventory",
-        common_pb2.SAGA_STEP_LOCK_INVENTORY,
-        True,
-        TRANSPORT | {grpc.StatusCode.ABORTED},
-    ),
-    StepDef("GeneratePicklist", "generate_picklist", "logistics", common_pb2.SAGA_STEP_GENERATE_PICKLIST, True, ALL),
-    StepDef("Notify", "notify", "notify", common_pb2.SAGA_STEP_NOTIFY, False, ALL, rolls_back=False),
-)
-STEP_INDEX = {s.name: i for i, s in enumerate(STEPS)}
-NOTIFY_FAILURE = StepDef(
-    "NotifyFailure", "notify", "notify", common_pb2.SAGA_STEP_NOTIFY_FAILURE, False, ALL, rolls_back=False
-)
+@dataclass(frozen=True)
+class SagaDefinition:
+    name: str
+    steps: tuple[StepDef, ...]
+    # The notice owed when the saga ends rolled back or FAILED (sent through the outbox).
+    failure_notice: StepDef | None = None
+    on_completed: OnCompleted | None = None
+    index: dict[str, int] = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "index", {s.name: i for i, s in enumerate(self.steps)})

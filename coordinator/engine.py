@@ -16,18 +16,21 @@ import uuid
 
 import grpc
 
-from coordinator import steps as S
-from coordinator.definition import StepDef
+from coordinator.definition import SagaDefinition, StepDef
 from coordinator.driver import Driver, LeaseLost
 from coordinator.gate import SagaGate
 from coordinator.hub import EventHub
-from coordinator.lifecycle import ReservationKeeper
+from coordinator.journal import Journal
+from coordinator.inventory_saga import INVENTORY_SAGA
+from coordinator.keeper import ReservationKeeper
 from coordinator.outbox import NoticeOutbox
+from coordinator.participants import Participants
 from coordinator.store import SagaRow, SagaStore
 from invsaga.coordinator.v1 import coordinator_pb2 as pb
 from invsaga.runtime import telemetry
 from invsaga.runtime.config import Settings
 from invsaga.runtime.logs import log_context
+from invsaga.runtime.metrics import SagaMetrics
 
 log = logging.getLogger("invsaga.coordinator")
 
@@ -35,11 +38,13 @@ log = logging.getLogger("invsaga.coordinator")
 class Engine:
     """Admission (priority queue, bounded concurrency), leases and recovery for one replica."""
 
-    def __init__(self, settings: Settings, store: SagaStore, hub: EventHub, participants: S.Participants) -> None:
+    def __init__(self, settings: Settings, store: SagaStore, hub: EventHub, participants: Participants) -> None:
         self.settings = settings
         self.store = store
         self.hub = hub
         self.participants = participants
+        self.journal = Journal(store, hub, self.is_known)
+        self.definition: SagaDefinition = INVENTORY_SAGA  # the saga this engine runs
         self.owner = uuid.uuid4().hex
         self.lease_ms = int(settings.lease * 1000)
         self.queue: asyncio.PriorityQueue[tuple[tuple[int, int, int], str]] = asyncio.PriorityQueue()
@@ -50,7 +55,7 @@ class Engine:
         self.abandoned: set[str] = set()  # started before their insert, which found a duplicate
         self.order = itertools.count()
         self.tasks: list[asyncio.Task] = []
-        self.metrics = None  # set by telemetry when enabled
+        self.metrics: SagaMetrics | None = None  # set by telemetry when enabled
         # The notices sagas owe, sent until acknowledged (``coordinator.outbox``).
         self.outbox = NoticeOutbox(store.engine, participants, settings)
         # COMPLETED sagas' reservations: picklist changes in, expiries and settlements out.
@@ -58,6 +63,10 @@ class Engine:
         # New sagas by the memory they hold, from StartSaga to their end (``coordinator.gate``).
         self.gate = SagaGate(settings.max_saga_bytes)
         self.keeper.outbox_wake = self.outbox.wake
+
+    def is_known(self, saga_id: str) -> bool:
+        """Queued or being driven here."""
+        return saga_id in self.known
 
     # -- hooks for metrics (no-ops unless telemetry sets self.metrics) -------------------
     def observe_step(self, step: StepDef, outcome: str, seconds: float) -> None:

@@ -39,7 +39,7 @@ from invsaga.runtime.db import finish_even_if_cancelled
 from invsaga.runtime.errors import RpcFailure
 
 if TYPE_CHECKING:
-    from coordinator.steps import Participants
+    from coordinator.participants import Participants
     from invsaga.runtime.config import Settings
 
 log = logging.getLogger("invsaga.coordinator.outbox")
@@ -181,7 +181,7 @@ class NoticeOutbox:
 
     async def record(self, outcomes: list[Outcome]) -> None:
         done = [o.notice for o in outcomes if o.error is None]
-        failed = [o for o in outcomes if o.error is not None]
+        failed = [(o.notice, o.error) for o in outcomes if o.error is not None]
         now = now_ms()
         async with self.db.connect() as conn:
             if done:
@@ -189,15 +189,15 @@ class NoticeOutbox:
                 if self._failing:
                     await conn.execute(_RETRY_NOW, {"now": now})
             if failed:
-                final = [o.error in FINAL for o in failed]
+                final = [error in FINAL for _, error in failed]
                 await conn.execute(
                     _FAILED,
                     {
-                        "saga_ids": [o.notice.saga_id for o in failed],
-                        "steps": [o.notice.step for o in failed],
-                        "errors": [o.error.name for o in failed],
+                        "saga_ids": [n.saga_id for n, _ in failed],
+                        "steps": [n.step for n, _ in failed],
+                        "errors": [error.name for _, error in failed],
                         "states": ["failed" if f else "pending" for f in final],
-                        "dues": [now + int(backoff(o.notice.attempts + 1) * 1000) for o in failed],
+                        "dues": [now + int(backoff(n.attempts + 1) * 1000) for n, _ in failed],
                     },
                 )
         self.delivered += len(done)
@@ -210,20 +210,20 @@ class NoticeOutbox:
                     o.attempts,
                     extra={"saga_id": o.saga_id, "event": "notice_delivered"},
                 )
-        for o in failed:
-            if o.error in FINAL:
+        for notice, error in failed:
+            if error in FINAL:
                 log.error(
                     "%s notice of saga %s refused by the notify service (%s); it will not be sent",
-                    _kind(o.notice.step),
-                    o.notice.saga_id,
-                    o.error.name,
-                    extra={"saga_id": o.notice.saga_id, "event": "notice_refused", "code": o.error.name},
+                    _kind(notice.step),
+                    notice.saga_id,
+                    error.name,
+                    extra={"saga_id": notice.saga_id, "event": "notice_refused", "code": error.name},
                 )
-        transient = [o for o in failed if o.error not in FINAL]
+        transient = [error for _, error in failed if error not in FINAL]
         self._failing = bool(transient) or (self._failing and not done)
         if transient and time.monotonic() - self._warned >= WARN_EVERY:
             self._warned = time.monotonic()
-            codes = Counter(o.error.name for o in transient)
+            codes = Counter(error.name for error in transient)
             log.warning(
                 "%d notices not delivered yet (%s); they stay in the outbox and are sent again",
                 len(transient),
@@ -241,7 +241,7 @@ class NoticeOutbox:
     async def counts(self) -> dict[str, int]:
         """Rows by state: how many notices are owed ('pending') and given up ('failed')."""
         async with self.db.connect() as conn:
-            return {state: n for state, n in await conn.execute(_COUNTS)}
+            return {row[0]: row[1] for row in await conn.execute(_COUNTS)}
 
 
 def _kind(step: int) -> str:

@@ -3,201 +3,57 @@
 from __future__ import annotations
 
 import uuid
-from typing import Callable
 
 from coordinator import lifecycle, models, validation
-from coordinator.driver import TERMINAL_EVENTS, event, new_saga
+from coordinator.commands import event, new_saga
 from coordinator.engine import Engine
 from coordinator.hub import EventHub, listen_postgres
-from coordinator.steps import Participants
-from coordinator.store import TERMINAL, Claimed, SagaFilters, SagaStore, now_ms, request_hash
+from coordinator.journal import Journal
+from coordinator.participants import Participants
+from coordinator.store import SagaStore, now_ms, request_hash
+from coordinator.views import (
+    PAGE_BYTES,
+    START_REPLY_BYTES,
+    event_types_of,
+    list_filters,
+    not_found,
+    require_id,
+    resolve_address,
+    claimed_summary,
+    fit,
+    summary,
+    tenant_scope,
+)
 from coordinator.writes import NOTIFY_CHANNEL
-from invsaga.common.v1 import common_pb2
 from invsaga.coordinator.v1 import coordinator_pb2 as pb
 from invsaga.coordinator.v1 import coordinator_pb2_grpc as pb_grpc
 from invsaga.runtime.config import Settings
 from invsaga.runtime.convert import next_page_token, page_window
 from invsaga.runtime.db import open_service_engine
-from invsaga.runtime.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Violations
+from invsaga.runtime.errors import AlreadyExists, FailedPrecondition, InvalidArgument
 from invsaga.runtime import security, telemetry
 from invsaga.runtime.metrics import SagaMetrics
 from invsaga.runtime.server import App, registration
-
-WATCH_POLL_SECONDS = 2.0
-
-# Replies are sized for the 4 MiB a gRPC client accepts by default (the server could send 8).
-REPLY_BYTES = 4 * 1024 * 1024
-SAGA_BYTES = REPLY_BYTES - 64 * 1024  # one saga in any reply, with room for the rest of it
-# StartSaga answers with the whole new saga up to this size, with its summary above it.
-START_REPLY_BYTES = 64 * 1024
-# A ListSagas page ends before it would pass this; its first saga always comes.
-PAGE_BYTES = 1024 * 1024
-
-
-def _clear(path: str) -> Callable[[pb.Saga], None]:
-    *parents, name = path.split(".")
-
-    def clear(saga: pb.Saga) -> None:
-        message = saga
-        for parent in parents:
-            message = getattr(message, parent)
-        message.ClearField(name)
-
-    return clear
-
-
-def _clear_step_errors(saga: pb.Saga) -> None:
-    for step in saga.steps:
-        step.ClearField("error")
-
-
-# What ``fit`` leaves out of a saga too large for a reply, in this order: first the working
-# data of the steps (the allocation holds their outcome), then the client's own metadata,
-# then the rest of the step results, and the request's lines last.
-OMISSIONS: tuple[tuple[str, Callable[[pb.Saga], None]], ...] = (
-    ("availability", _clear("availability")),
-    ("warehouses", _clear("warehouses")),
-    ("request.metadata", _clear("request.metadata")),
-    ("locks", _clear("locks")),
-    ("picklists", _clear("picklists")),
-    ("failure.shortages", _clear("failure.shortages")),
-    ("compensation_failure", _clear("compensation_failure")),
-    ("steps.error", _clear_step_errors),
-    ("allocation.lines", _clear("allocation.lines")),
-    ("request.items", _clear("request.items")),
-    ("request.preferred_warehouses", _clear("request.preferred_warehouses")),
-)
-
-
-def summary(saga_id: str, request_id: str, status: int) -> pb.Saga:
-    """A saga as CancelSaga and ResumeSaga answer it: which one, and its status."""
-    return pb.Saga(saga_id=saga_id, request_id=request_id, status=status, omitted_fields=["*"])
-
-
-def fit(saga: pb.Saga, budget: int = SAGA_BYTES) -> pb.Saga:
-    """``saga`` (changed in place) within ``budget`` bytes, its largest parts left out if need be.
-
-    Whatever is left out is named in ``omitted_fields``, so that a client never mistakes a
-    part missing from the answer for one missing from the saga. A stored saga is never
-    changed: this shapes one reply.
-    """
-    size = saga.ByteSize()
-    if size <= budget:
-        return saga
-    for path, clear in OMISSIONS:
-        clear(saga)
-        smaller = saga.ByteSize()
-        if smaller < size:
-            saga.omitted_fields.append(path)
-            size = smaller
-        if size <= budget:
-            return saga
-    whole = summary(saga.saga_id, saga.request_id, saga.status)  # ids and text fields are bounded
-    whole.created_at.CopyFrom(saga.created_at)
-    whole.updated_at.CopyFrom(saga.updated_at)
-    return whole
-
-
-def _list_filters(request: pb.ListSagasRequest) -> SagaFilters:
-    """ListSagas' filters, checked: each bounded, the time range in order."""
-    v = Violations()
-    for name in ("order_id", "customer_id"):
-        if len(getattr(request, name)) > validation.MAX_TEXT:
-            v.add(name, f"at most {validation.MAX_TEXT} characters")
-    if request.reservation_state not in common_pb2.ReservationState.values():
-        v.add("reservation_state", f"unknown reservation state {request.reservation_state}")
-    after = lifecycle.ms(request.created_after) if request.HasField("created_after") else None
-    before = lifecycle.ms(request.created_before) if request.HasField("created_before") else None
-    if after is not None and before is not None and after > before:
-        v.add("created_after", "must not be later than created_before")
-    v.raise_if_any("invalid filter")
-    return SagaFilters(
-        order_id=request.order_id,
-        customer_id=request.customer_id,
-        created_after=after,
-        created_before=before,
-        reservation_state=request.reservation_state,
-    )
-
-
-def _ends_reservation(ev: pb.SagaEvent) -> bool:
-    """An event after which a followed stream may end: the saga's terminal event, or its
-    reservation's end."""
-    if ev.type in TERMINAL_EVENTS:
-        return True
-    return (
-        ev.type == pb.SAGA_EVENT_TYPE_RESERVATION_CHANGED
-        and not ev.warehouse_id
-        and ev.reservation_state in lifecycle.ENDED
-    )
-
-
-def tenant_scope() -> str | None:
-    """The tenant whose sagas the caller may see and change; None: every saga.
-
-    A caller with a tenant (an API token bound to one) is scoped to it unless it is an
-    admin; an admin, or a caller without a tenant (an unscoped API token, an open mesh),
-    sees every saga.
-    """
-    who = security.caller()
-    if who.is_admin or not who.tenant:
-        return None
-    return who.tenant
-
-
-def _not_found(saga_id: str) -> NotFound:
-    # The same answer for a saga of another tenant as for one that does not exist.
-    return NotFound(f"saga {saga_id!r} not found", reason="SAGA_NOT_FOUND")
-
-
-def _resolve_address(address: str):
-    from services.allocation.geo import UnknownAddress, resolve
-
-    try:
-        return resolve(address)
-    except UnknownAddress as err:
-        raise ValueError(str(err)) from None
-
-
-def _require_id(saga_id: str) -> None:
-    if not saga_id:
-        raise InvalidArgument("saga_id is required", violations=[("saga_id", "required")])
-    if len(saga_id) > 64:
-        raise InvalidArgument("saga_id is too long", violations=[("saga_id", "at most 64 characters")])
-
-
-EVENT_TYPES = frozenset(pb.SagaEventType.values()) - {pb.SAGA_EVENT_TYPE_UNSPECIFIED}
-
-
-def _event_types(types) -> frozenset[int] | None:
-    """WatchSaga's ``event_types`` as a set (None: every event); unknown values are refused."""
-    if not types:
-        return None
-    bad = [t for t in types if t not in EVENT_TYPES]
-    if bad:
-        raise InvalidArgument("unknown event type", violations=[("event_types", f"unknown saga event type {bad[0]}")])
-    return frozenset(types)
 
 
 class CoordinatorServicer(pb_grpc.SagaCoordinatorServiceServicer):
     def __init__(self, engine: Engine, store: SagaStore, hub: EventHub, settings: Settings) -> None:
         self.engine = engine
-        self.store = store
-        self.hub = hub
+        self.journal = Journal(store, hub, lambda saga_id: saga_id in engine.known)
         self.settings = settings
 
     async def _saga(self, saga_id: str) -> pb.Saga:
-        _require_id(saga_id)
-        row = await self.store.load(saga_id, tenant_scope())
+        require_id(saga_id)
+        row = await self.journal.load(saga_id, tenant_scope())
         if row is None:
-            raise _not_found(saga_id)
+            raise not_found(saga_id)
         row.saga.status = row.status
         return row.saga
 
     async def StartSaga(self, request: pb.StartSagaRequest, context) -> pb.StartSagaResponse:
         if not request.HasField("request"):
             raise InvalidArgument("request is required", violations=[("request", "required")])
-        inventory_request = validation.normalize(request.request, resolve_address=_resolve_address)
+        inventory_request = validation.normalize(request.request, resolve_address=resolve_address)
         if not inventory_request.request_id:
             inventory_request.request_id = uuid.uuid4().hex
         who = security.caller()
@@ -212,10 +68,10 @@ class CoordinatorServicer(pb_grpc.SagaCoordinatorServiceServicer):
             raise
 
     async def _start(self, saga_id: str, inventory_request: pb.InventoryRequest, who) -> pb.StartSagaResponse:
-        saga = new_saga(saga_id, inventory_request)
+        saga = new_saga(saga_id, inventory_request, self.engine.definition)
         saga.trace_id, trace_context = telemetry.saga_trace_context()
         started = event(saga, 1, pb.SAGA_EVENT_TYPE_SAGA_STARTED)
-        row, found = self.store.create(
+        row, found = self.journal.create(
             saga,
             [started],
             req_hash=request_hash(inventory_request),
@@ -270,9 +126,9 @@ class CoordinatorServicer(pb_grpc.SagaCoordinatorServiceServicer):
         """A page bounded by count and by bytes: it ends early rather than grow past PAGE_BYTES."""
         if request.status not in pb.SagaStatus.values():
             raise InvalidArgument("unknown status", violations=[("status", f"unknown saga status {request.status}")])
-        filters = _list_filters(request)
+        filters = list_filters(request)
         offset, limit = page_window(request.page_size, request.page_token)
-        rows, more = await self.store.list(
+        rows, more = await self.journal.list(
             request.status, offset, limit, tenant=tenant_scope(), max_bytes=PAGE_BYTES, filters=filters
         )
         sagas: list[pb.Saga] = []
@@ -290,112 +146,34 @@ class CoordinatorServicer(pb_grpc.SagaCoordinatorServiceServicer):
         return pb.ListSagasResponse(sagas=sagas, next_page_token=token)
 
     async def WatchSaga(self, request: pb.WatchSagaRequest, context):
-        _require_id(request.saga_id)
+        require_id(request.saga_id)
         if request.after_seq < 0:
             raise InvalidArgument("after_seq must be ≥ 0", violations=[("after_seq", "must be ≥ 0")])
-        wanted = _event_types(request.event_types)
-        scope = tenant_scope()
-        if scope is not None:  # the journal does not know whose a saga is
-            if await self.store.status_of(request.saga_id, scope) is None:
-                raise _not_found(request.saga_id)
-        elif self.hub.journal(request.saga_id) is None and await self.store.status_of(request.saga_id) is None:
-            raise _not_found(request.saga_id)
-        last = request.after_seq
-        follow = request.follow_reservation
-        # Without follow_reservation the stream is the saga's: the reservation's later changes
-        # (after the terminal event) are not sent, and the terminal event ends it as before.
-        ended = False  # a terminal event was seen
-        events: list[pb.SagaEvent] | None = None  # None: read them from the journal or the database
-        # Subscribed before the first read and until the end, so that nothing committed while
-        # the stream reads or writes is missed. A filtered watcher is woken only by events it
-        # sends or that may end the stream; the others wait in its mailbox.
-        subscription = self.hub.subscribe(request.saga_id, None if wanted is None else wanted | set(TERMINAL_EVENTS))
-        try:
-            while True:
-                if events is None:
-                    journal = self.hub.journal(request.saga_id)
-                    if journal is not None:
-                        events = [ev for ev in journal if ev.seq > last]
-                    else:
-                        events = await self.store.events_after(request.saga_id, last)
-                last_own = None  # the last event this watcher follows
-                for ev in events:
-                    later = ev.type in lifecycle.LIFECYCLE_EVENTS and ended
-                    if not later or follow:
-                        if wanted is None or ev.type in wanted:
-                            yield pb.WatchSagaResponse(event=ev)
-                        last_own = ev
-                    ended = ended or ev.type in TERMINAL_EVENTS
-                    last = ev.seq
-                # A terminal event ends the stream unless the saga went on after it (a FAILED
-                # saga resumed): a replay shows all of it. Followed, a COMPLETED saga's stream
-                # ends with its reservation.
-                if follow:
-                    if (last_own is None or _ends_reservation(last_own)) and await self._reservation_over(
-                        request.saga_id, last
-                    ):
-                        return
-                else:
-                    at_end = last_own is None or last_own.type in TERMINAL_EVENTS
-                    if at_end and await self._at_rest(request.saga_id, last):
-                        return
-                await subscription.wait(WATCH_POLL_SECONDS)
-                live, stale = subscription.take()
-                live = [ev for ev in live if ev.seq > last]  # some may have been read already
-                # Events handed over from this replica's own commits need no read.
-                events = live if live and not stale and live[0].seq == last + 1 else None
-        finally:
-            self.hub.unsubscribe(request.saga_id, subscription)
-
-    async def _at_rest(self, saga_id: str, last_seq: int) -> bool:
-        """Terminal, and no event after ``last_seq`` (a cancel or resume may be under way).
-
-        This replica's journal answers without a read while it shows the saga still going
-        (its next commit wakes the watcher), and once it shows it ended, unless the saga is
-        queued here again (a cancel after COMPLETED, a resume): then the database decides.
-        """
-        journal = self.hub.journal(saga_id)
-        if journal is not None:
-            latest = journal[-1]
-            if latest.seq > last_seq or latest.type not in TERMINAL_EVENTS:
-                return False
-            if saga_id not in self.engine.known:
-                return True
-        if await self.store.status_of(saga_id) not in TERMINAL:
-            return False
-        # The reservation's own changes after the saga's end do not count (``follow_reservation``).
-        after = await self.store.events_after(saga_id, last_seq, limit=64)
-        return all(ev.type in lifecycle.LIFECYCLE_EVENTS for ev in after)
-
-    async def _reservation_over(self, saga_id: str, last_seq: int) -> bool:
-        """Followed: the saga ended otherwise than COMPLETED, or its reservation ended, and no
-        event came after ``last_seq``."""
-        status, reservation = await self.store.status_and_reservation(saga_id)
-        if status not in TERMINAL:
-            return False
-        if status == pb.SAGA_STATUS_COMPLETED and reservation in lifecycle.OPEN:
-            return False
-        return not await self.store.events_after(saga_id, last_seq, limit=1)
+        wanted = event_types_of(request.event_types)
+        if not await self.journal.exists(request.saga_id, tenant_scope()):
+            raise not_found(request.saga_id)
+        async for ev in self.journal.watch(request.saga_id, request.after_seq, wanted, request.follow_reservation):
+            yield pb.WatchSagaResponse(event=ev)
 
     async def CancelSaga(self, request: pb.CancelSagaRequest, context) -> pb.CancelSagaResponse:
         """Answers with a summary built from the cancel's own write: nothing is read after it,
         so a cancel that took effect is never answered with an error."""
-        _require_id(request.saga_id)
+        require_id(request.saga_id)
         if len(request.reason) > validation.MAX_TEXT:
             raise InvalidArgument(
                 "reason is too long", violations=[("reason", f"at most {validation.MAX_TEXT} characters")]
             )
         scope = tenant_scope()
-        row = await self.store.load(request.saga_id, scope)
+        row = await self.journal.load(request.saga_id, scope)
         if row is None:
-            raise _not_found(request.saga_id)
+            raise not_found(request.saga_id)
         if row.status == pb.SAGA_STATUS_COMPLETED and row.saga.HasField("reservation"):
             return pb.CancelSagaResponse(saga=await self._release(row.saga, request, scope))
-        claimed = await self.store.request_cancel(
+        claimed = await self.journal.request_cancel(
             request.saga_id, self.engine.owner, self.engine.lease_ms, scope, reason=request.reason
         )
         if claimed is None:
-            raise _not_found(request.saga_id)
+            raise not_found(request.saga_id)
         if claimed.previous == pb.SAGA_STATUS_FAILED:
             raise FailedPrecondition(
                 "saga is FAILED: its compensation is parked; use ResumeSaga to retry it",
@@ -406,7 +184,7 @@ class CoordinatorServicer(pb_grpc.SagaCoordinatorServiceServicer):
             self.engine.cancel_local(request.saga_id, request.reason)
         if claimed.previous == pb.SAGA_STATUS_COMPLETED:
             self.engine.enqueue(request.saga_id, claimed.priority, claimed.is_urgent)
-        return pb.CancelSagaResponse(saga=_summary(request.saga_id, claimed))
+        return pb.CancelSagaResponse(saga=claimed_summary(request.saga_id, claimed))
 
     async def _release(self, saga: pb.Saga, request: pb.CancelSagaRequest, scope: str | None) -> pb.Saga:
         """CancelSaga of a COMPLETED saga: release what no picker touched (SPEC §9).
@@ -438,7 +216,7 @@ class CoordinatorServicer(pb_grpc.SagaCoordinatorServiceServicer):
         return answer
 
     async def ExtendReservation(self, request: pb.ExtendReservationRequest, context) -> pb.ExtendReservationResponse:
-        _require_id(request.saga_id)
+        require_id(request.saga_id)
         if not request.HasField("until"):
             raise InvalidArgument("until is required", violations=[("until", "required")])
         until_ms = lifecycle.ms(request.until)
@@ -451,9 +229,9 @@ class CoordinatorServicer(pb_grpc.SagaCoordinatorServiceServicer):
                 f"until is more than {self.settings.reservation_max_extension:g} s from now",
                 violations=[("until", f"at most {self.settings.reservation_max_extension:g} s from now")],
             )
-        row = await self.store.load(request.saga_id, tenant_scope())
+        row = await self.journal.load(request.saga_id, tenant_scope())
         if row is None:
-            raise _not_found(request.saga_id)
+            raise not_found(request.saga_id)
         current = row.saga.reservation.expires_at
         if row.saga.HasField("reservation") and until_ms <= lifecycle.ms(current):
             raise InvalidArgument(
@@ -464,12 +242,12 @@ class CoordinatorServicer(pb_grpc.SagaCoordinatorServiceServicer):
         return pb.ExtendReservationResponse(reservation=reservation)
 
     async def ResumeSaga(self, request: pb.ResumeSagaRequest, context) -> pb.ResumeSagaResponse:
-        _require_id(request.saga_id)
-        claimed = await self.store.claim_failed(
+        require_id(request.saga_id)
+        claimed = await self.journal.claim_failed(
             request.saga_id, self.engine.owner, self.engine.lease_ms, tenant_scope()
         )
         if claimed is None:
-            raise _not_found(request.saga_id)
+            raise not_found(request.saga_id)
         if claimed.previous != pb.SAGA_STATUS_FAILED:
             raise FailedPrecondition(
                 f"only a FAILED saga can be resumed; this one is {pb.SagaStatus.Name(claimed.previous)}",
@@ -477,11 +255,7 @@ class CoordinatorServicer(pb_grpc.SagaCoordinatorServiceServicer):
                 metadata={"saga_id": request.saga_id, "status": pb.SagaStatus.Name(claimed.previous)},
             )
         self.engine.enqueue(request.saga_id, claimed.priority, claimed.is_urgent)
-        return pb.ResumeSagaResponse(saga=_summary(request.saga_id, claimed))
-
-
-def _summary(saga_id: str, claimed: Claimed) -> pb.Saga:
-    return summary(saga_id, claimed.request_id, claimed.status)
+        return pb.ResumeSagaResponse(saga=claimed_summary(request.saga_id, claimed))
 
 
 async def build(settings: Settings) -> App:

@@ -8,6 +8,7 @@ group committer (``coordinator.commit``), which shares one commit among many sag
 from __future__ import annotations
 
 import asyncio
+import builtins
 import hashlib
 import time
 from dataclasses import dataclass
@@ -237,11 +238,11 @@ class SagaStore:
             window = window.where(S.c.status == status)
         if filters is not None:
             window = filters.apply(window)
-        window = _scoped(window, tenant).order_by(*order).offset(offset).limit(limit).subquery()
-        by_age = (window.c.created_at.desc(), window.c.saga_id)
+        page = _scoped(window, tenant).order_by(*order).offset(offset).limit(limit).subquery()
+        by_age = (page.c.created_at.desc(), page.c.saga_id)
         sized = select(
-            window.c.saga_id,
-            func.sum(window.c.size).over(order_by=by_age).label("running"),
+            page.c.saga_id,
+            func.sum(page.c.size).over(order_by=by_age).label("running"),
             func.row_number().over(order_by=by_age).label("n"),
             func.count().over().label("in_window"),
         ).subquery()
@@ -254,7 +255,7 @@ class SagaStore:
         in_window = rows[0].in_window if rows else 0
         return [_row(r) for r in rows], len(rows) < in_window or in_window == limit
 
-    async def events_after(self, saga_id: str, after_seq: int, limit: int = 1000) -> list[pb.SagaEvent]:
+    async def events_after(self, saga_id: str, after_seq: int, limit: int = 1000) -> builtins.list[pb.SagaEvent]:
         async with self.reads.connect() as conn:
             rows = await conn.execute(
                 select(E.c.event).where(E.c.saga_id == saga_id, E.c.seq > after_seq).order_by(E.c.seq).limit(limit)
@@ -334,7 +335,7 @@ class SagaStore:
 
         return await self.writer.run(write, tag=(saga_id, ()))
 
-    async def claim_orphans(self, owner: str, lease_ms: int, limit: int = 500) -> list[tuple[str, int, bool]]:
+    async def claim_orphans(self, owner: str, lease_ms: int, limit: int = 500) -> builtins.list[tuple[str, int, bool]]:
         """Claim active sagas whose owner's lease expired: (saga_id, priority, is_urgent)."""
         now = now_ms()
         async with self.engine.begin() as conn:
@@ -372,4 +373,4 @@ class SagaStore:
     async def counts(self) -> dict[int, int]:
         async with self.reads.connect() as conn:
             rows = await conn.execute(select(S.c.status, func.count()).group_by(S.c.status))
-            return {status: n for status, n in rows}
+            return {row[0]: row[1] for row in rows}

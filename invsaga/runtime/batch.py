@@ -291,7 +291,8 @@ class ExecuteBatcher:
     async def _drain(self) -> None:
         try:
             while self.waiting:
-                batch, size = [], 0
+                batch: list[_Waiting] = []
+                size = 0
                 while self.waiting and len(batch) < self.max_batch:
                     item = self.waiting[0]
                     if batch and size + item.size > self.max_batch_bytes:
@@ -307,8 +308,8 @@ class ExecuteBatcher:
 
     async def _send(self, batch: list[_Waiting]) -> None:
         loop = asyncio.get_running_loop()
-        deadlines = [item.deadline for item in batch]
-        timeout = None if None in deadlines else max(0.0, max(deadlines) - loop.time())
+        deadlines = [item.deadline for item in batch if item.deadline is not None]
+        timeout = None if len(deadlines) < len(batch) else max(0.0, max(deadlines) - loop.time())
         if len(batch) == 1 or self.max_in_flight is None:
             return await self._send_each(batch, timeout)
         try:

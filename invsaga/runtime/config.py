@@ -54,6 +54,13 @@ def parse_duration(value: Any, *, name: str = "duration") -> float:
     return seconds
 
 
+def _choice(value: Any, choices: tuple[str, ...], *, name: str) -> str:
+    text = str(value).strip().lower()
+    if text not in choices:
+        raise ConfigError(f"{name}: expected one of {', '.join(choices)}, got {value!r}")
+    return text
+
+
 def _positive_int(value: Any, *, name: str) -> int:
     try:
         number = int(str(value))
@@ -163,6 +170,9 @@ class Settings:
     reservation_max_extension: float = 24 * 3600.0
     # coordinator.gate: the bytes admitted sagas may hold (each counted at 4x its request).
     max_saga_bytes: int = 32 * 1024 * 1024
+    # coordinator.participants: how Execute calls travel ("stream": messages on ExecuteStream;
+    # "unary": one Execute RPC each). Both pass the same client interceptors.
+    step_transport: str = "stream"
 
     def endpoint(self, service: str) -> str:
         return self.endpoints.get(service, f"localhost:{DEFAULT_PORTS[service]}")
@@ -225,6 +235,7 @@ ENV_VARS: dict[str, str] = {
     "INVSAGA_JOURNAL_SAGAS": "coordinator: most sagas whose events it keeps in memory for WatchSaga (default 20000)",
     "INVSAGA_JOURNAL_BYTES": "coordinator: most memory those events take, estimated (default 64MiB)",
     "INVSAGA_JOURNAL_LINGER": "coordinator: a finished saga's events stay in memory this long (default 30s)",
+    "INVSAGA_STEP_TRANSPORT": "coordinator: how step calls travel, stream (ExecuteStream messages, default) or unary (one Execute RPC each)",
     "INVSAGA_MAX_SAGA_BYTES": "coordinator: memory budget of admitted sagas, each counted at 4x its request (default 32MiB; StartSaga waits, then RESOURCE_EXHAUSTED)",
     "INVSAGA_RESERVATION_SWEEP_INTERVAL": "coordinator: how often reservations past their expiry are released (default 1s)",
     "INVSAGA_RESERVATION_MAX_EXTENSION": "coordinator: ExtendReservation may push an expiry at most this far from now (default 24h)",
@@ -326,9 +337,12 @@ def load_settings(
     if service not in SERVICES:
         raise ConfigError(f"unknown service {service!r}; expected one of {', '.join(SERVICES)}")
     env = os.environ if env is None else env
-    path = Path(config_path or env.get("INVSAGA_CONFIG") or DEFAULT_CONFIG_PATH)
-    data = _load_yaml(path)
-    src = str(path)
+    given = config_path or env.get("INVSAGA_CONFIG")
+    path = Path(given or DEFAULT_CONFIG_PATH)
+    # An installed package (not a checkout) has no config/ beside it: the built-in defaults,
+    # which the stock file repeats, apply. A file that was asked for must exist.
+    data = _load_yaml(path) if given or path.exists() else {}
+    src = str(path) if given or path.exists() else "built-in defaults"
     saga = _saga_config(_section(data, "saga", "inventory_management"), env, src)
     mesh = _section(data, "invsaga")
     coord = _section(mesh, "coordinator")
@@ -478,6 +492,11 @@ def _resources(
         max_saga_bytes=parse_bytes(
             env.get("INVSAGA_MAX_SAGA_BYTES", coord.get("max_saga_bytes", base.max_saga_bytes)),
             name="INVSAGA_MAX_SAGA_BYTES",
+        ),
+        step_transport=_choice(
+            env.get("INVSAGA_STEP_TRANSPORT", coord.get("step_transport", base.step_transport)),
+            ("stream", "unary"),
+            name="INVSAGA_STEP_TRANSPORT",
         ),
         reservation_sweep_interval=parse_duration(
             env.get(

@@ -1,18 +1,24 @@
-"""The one retry policy type, and the loop that applies it to a call.
+"""The one retry policy type, and the client interceptor that applies it to a call.
 
 Exponential backoff with full jitter; which status codes are retried is part of the policy
 (SPEC §2 gives each step its own), and INVALID_ARGUMENT and FAILED_PRECONDITION never are.
-The caller passes the policy, an overall deadline and an observer with each call, so one
-channel serves every step.
+A caller states the policy, the call's overall deadline and an observer (``planned``) and
+calls the typed stub; ``RetryInterceptor``, on the channel, retries under that plan and
+propagates the deadline: each attempt's own is cut to what is left of the whole. So one
+channel serves every step, each with its own policy. The same interceptor objects run over
+a transport that is not a channel (``Intercepted``: the participants' ExecuteStream).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
+import inspect
 import random
 import time
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Iterator, Sequence
 
 import grpc
 
@@ -42,7 +48,7 @@ class RetryPolicy:
     def should_retry(self, code: grpc.StatusCode) -> bool:
         return code in self.retryable and code not in NEVER
 
-    def backoff(self, attempt: int, rng: random.Random = random._inst) -> float:  # type: ignore[attr-defined]
+    def backoff(self, attempt: int, rng: random.Random = random._inst) -> float:
         """Full jitter: uniform in [0, min(max_interval, initial · 2^(attempt-1))]."""
         return rng.uniform(0.0, min(self.max_interval, self.initial_interval * (2 ** (attempt - 1))))
 
@@ -67,6 +73,112 @@ class DeadlineReached(Exception):
     """The overall deadline passed before an attempt could start."""
 
 
+@dataclass(frozen=True)
+class CallPlan:
+    """What a call carries down the interceptor chain: its retry policy, its overall deadline
+    (``time.monotonic()`` based; None: each attempt's timeout only) and who hears of retries."""
+
+    policy: RetryPolicy
+    deadline: float | None = None
+    observer: Observer | None = None
+
+
+_PLAN: contextvars.ContextVar[CallPlan | None] = contextvars.ContextVar("invsaga_call_plan", default=None)
+
+
+@contextlib.contextmanager
+def planned(policy: RetryPolicy, deadline: float | None = None, observer: Observer | None = None) -> Iterator[None]:
+    """The calls made inside are retried under ``policy`` within ``deadline``, by ``RetryInterceptor``."""
+    token = _PLAN.set(CallPlan(policy, deadline, observer))
+    try:
+        yield
+    finally:
+        _PLAN.reset(token)
+
+
+class RetryInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
+    """Retries a planned call (``planned``) under its policy and propagates its deadline.
+
+    Each attempt's timeout is the call's, cut to what is left of the plan's deadline (so the
+    participant gets the saga's deadline, not a longer one); past the deadline no attempt
+    starts (``DeadlineReached``). A call made without a plan passes through untouched.
+    """
+
+    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        plan = _PLAN.get()
+        if plan is None:
+            return await continuation(details, request)
+        policy, deadline = plan.policy, plan.deadline
+        timeout = details.timeout
+        attempt = 1
+        while True:
+            attempt_timeout = timeout
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise DeadlineReached(f"deadline passed before attempt {attempt}")
+                attempt_timeout = min(timeout, left) if timeout else left
+            token = _PLAN.set(None)  # a call beneath (a transport's fallback) is not retried again
+            try:
+                call = await continuation(details._replace(timeout=attempt_timeout), request)
+                return await call if inspect.isawaitable(call) else call
+            except grpc.aio.AioRpcError as error:
+                code = error.code()
+                delay = policy.backoff(attempt)
+                transient = (
+                    policy.transient_until_deadline
+                    and deadline is not None
+                    and code in TRANSIENT
+                    and policy.should_retry(code)
+                )
+                if transient:
+                    delay = min(delay, TRANSIENT_BACKOFF_CAP)
+                will_retry = (transient or attempt < policy.max_attempts) and policy.should_retry(code)
+                if will_retry and deadline is not None and time.monotonic() + delay >= deadline:
+                    will_retry = False
+                if plan.observer is not None:
+                    plan.observer(attempt, error, will_retry, delay)
+                if not will_retry:
+                    raise
+            finally:
+                _PLAN.reset(token)
+            await asyncio.sleep(delay)
+            attempt += 1
+
+
+class Intercepted:
+    """``await intercepted(request, timeout=...)``: ``method`` (any coroutine function called
+    like a stub's method) beneath client interceptors, as a channel would run them."""
+
+    def __init__(self, interceptors: Sequence[grpc.aio.UnaryUnaryClientInterceptor], method: Any, name: str = ""):
+        self.method = method
+        self.name = name
+
+        async def send(details: Any, request: Any) -> Any:
+            return self.method(request, timeout=details.timeout)  # awaited by the interceptor
+
+        chain = send
+        for interceptor in reversed(interceptors):
+            chain = _bind(interceptor, chain)
+        self.chain = chain
+
+    async def __call__(self, request: Any, timeout: float | None = None) -> Any:
+        details = grpc.aio.ClientCallDetails(self.name, timeout, None, None, None)
+        result = await self.chain(details, request)
+        return await result if inspect.isawaitable(result) else result
+
+
+def _bind(interceptor: grpc.aio.UnaryUnaryClientInterceptor, continuation: Any) -> Any:
+    async def run(details: Any, request: Any) -> Any:
+        return await interceptor.intercept_unary_unary(continuation, details, request)
+
+    return run
+
+
+# The chain every participant call passes (``coordinator.participants``).
+STEP_INTERCEPTORS: tuple[grpc.aio.UnaryUnaryClientInterceptor, ...] = (RetryInterceptor(),)
+
+
 async def call_with_retry(
     method: Callable[..., Awaitable[Any]],
     request: Any,
@@ -76,40 +188,10 @@ async def call_with_retry(
     deadline: float | None = None,
     observer: Observer | None = None,
 ) -> Any:
-    """``await method(request)``, retried under ``policy``.
+    """``await method(request)`` through ``RetryInterceptor``, retried under ``policy``.
 
     ``deadline`` (``time.monotonic()`` based) bounds all attempts together; each attempt's own
-    timeout is ``timeout``, cut to what is left of the deadline. A plain loop around the stub
-    rather than a client interceptor: grpc.aio runs every intercepted call as a task of its
-    own, which on the saga's hot path costs more than the call's own Python side.
+    timeout is ``timeout``, cut to what is left of the deadline.
     """
-    attempt = 1
-    while True:
-        attempt_timeout = timeout
-        if deadline is not None:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise DeadlineReached(f"deadline passed before attempt {attempt}")
-            attempt_timeout = min(timeout, left) if timeout else left
-        try:
-            return await method(request, timeout=attempt_timeout)
-        except grpc.aio.AioRpcError as error:
-            code = error.code()
-            delay = policy.backoff(attempt)
-            transient = (
-                policy.transient_until_deadline
-                and deadline is not None
-                and code in TRANSIENT
-                and policy.should_retry(code)
-            )
-            if transient:
-                delay = min(delay, TRANSIENT_BACKOFF_CAP)
-            will_retry = (transient or attempt < policy.max_attempts) and policy.should_retry(code)
-            if will_retry and deadline is not None and time.monotonic() + delay >= deadline:
-                will_retry = False
-            if observer is not None:
-                observer(attempt, error, will_retry, delay)
-            if not will_retry:
-                raise
-            await asyncio.sleep(delay)
-            attempt += 1
+    with planned(policy, deadline, observer):
+        return await Intercepted(STEP_INTERCEPTORS, method)(request, timeout=timeout)

@@ -34,7 +34,7 @@ from typing import Any, Callable, Sequence
 import grpc
 from google.protobuf import descriptor_pool
 
-from invsaga.runtime import metrics
+from invsaga.runtime import metrics, telemetry
 from invsaga.runtime.batch import EXECUTE, DeadlineTimer, _message_class, item_error, serve_requests, status_of
 from invsaga.runtime.inputs import server_busy
 
@@ -114,6 +114,8 @@ def install_execute_stream(servicer: Any, service_name: str, execute: Callable, 
     if EXECUTE_STREAM not in service.methods_by_name or EXECUTE not in service.methods_by_name:
         return False
     output = service.methods_by_name[EXECUTE_STREAM].output_type
+    if telemetry.tracing_enabled():
+        execute = _traced(execute, f"/{service_name}/{EXECUTE}")
     servicer.ExecuteStream = stream_behavior(
         execute,
         _message_class(output),
@@ -122,6 +124,17 @@ def install_execute_stream(servicer: Any, service_name: str, execute: Callable, 
         budget,
     )
     return True
+
+
+def _traced(execute: Callable, method: str) -> Callable:
+    """``execute`` in a server span of its own per request, a child of the caller's span that
+    the request carries (as a unary ``Execute`` gets one from its metadata)."""
+
+    async def run(request: Any, context: Any) -> Any:
+        with telemetry.request_span(method, request.context.traceparent):
+            return await execute(request, context)
+
+    return run
 
 
 # -- client -------------------------------------------------------------------------------------
@@ -163,7 +176,12 @@ def _broken(error: BaseException | None, retired: bool) -> BaseException:
         if error.code() == grpc.StatusCode.UNIMPLEMENTED:
             return _Unimplemented()
         return error
-    why = "closed" if retired or error is None else f"ended ({error.code().name}: {error.details()})"
+    if retired or error is None:
+        why = "closed"
+    elif isinstance(error, grpc.aio.AioRpcError):
+        why = f"ended ({error.code().name}: {error.details()})"
+    else:
+        why = f"ended ({type(error).__name__})"
     return grpc.aio.AioRpcError(
         grpc.StatusCode.UNAVAILABLE,
         grpc.aio.Metadata(),
@@ -237,8 +255,9 @@ class StreamTransport:
                     await stream.call.write(message)
             return await future
         except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError) as error:
-            if future.done() and not future.cancelled() and future.exception() is not None:
-                raise future.exception() from None  # the reader's verdict on the stream
+            verdict = future.exception() if future.done() and not future.cancelled() else None
+            if verdict is not None:
+                raise verdict from None  # the reader's verdict on the stream
             if isinstance(error, grpc.aio.AioRpcError) and error.code() == grpc.StatusCode.UNIMPLEMENTED:
                 self._no_streams()
                 raise _Unimplemented() from None
@@ -258,7 +277,8 @@ class StreamTransport:
             self._retire(stream)
             stream = None
         if stream is None:
-            stream = self._stream = _Stream(self.open_stream())
+            with telemetry.detached():  # the stream is no saga's; each request carries its trace
+                stream = self._stream = _Stream(self.open_stream())
             self._hold(self._read(stream))
             self.streams_opened += 1
         stream.sent += 1

@@ -327,6 +327,44 @@ def saga_trace(traceparent: str) -> Iterator[None]:
         otel_context.detach(token)
 
 
+def current_traceparent() -> str:
+    """The current span's W3C traceparent ("" when tracing is off or no span is current)."""
+    if _provider is None:
+        return ""
+    from opentelemetry.propagate import inject
+
+    carrier: dict[str, str] = {}
+    inject(carrier)
+    return carrier.get("traceparent", "")
+
+
+def request_span(method: str, traceparent: str):
+    """The server span of one request that carries its caller's trace context (a no-op when
+    tracing is off or the request carries none)."""
+    if _tracer is None or not traceparent:
+        return contextlib.nullcontext()
+    from opentelemetry.propagate import extract
+    from opentelemetry.trace import SpanKind
+
+    return _tracer.start_as_current_span(method, context=extract({"traceparent": traceparent}), kind=SpanKind.SERVER)
+
+
+@contextlib.contextmanager
+def detached() -> Iterator[None]:
+    """No trace context while inside: a long-lived call opened here (a step stream) belongs to
+    no saga's trace; each request on it carries its own (``request_span``)."""
+    if _provider is None:
+        yield
+        return
+    from opentelemetry import context as otel_context
+
+    token = otel_context.attach(otel_context.Context())
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
+
+
 def step_span(name: str, saga_id: str, step: str):
     """A span around one step's call (its retries included); a no-op when tracing is off."""
     if _tracer is None:

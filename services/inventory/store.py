@@ -448,7 +448,7 @@ class InventoryStore:
 
         Running it again finds the locks already there, so logistics may retry freely.
         """
-        params = {"saga_id": saga_id, "warehouse_id": warehouse_id, "now": utcnow()}
+        params: dict[str, Any] = {"saga_id": saga_id, "warehouse_id": warehouse_id, "now": utcnow()}
 
         async def advance() -> list[common_pb2.InventoryLock]:
             async with self.db.transaction() as conn:

@@ -3,6 +3,7 @@ changes, as plain SQL text on the service's ``Database``."""
 
 from __future__ import annotations
 
+import builtins
 import uuid
 from typing import Any, Awaitable, Callable
 
@@ -202,7 +203,7 @@ class LogisticsStore:
 
     async def cancel_for_saga(
         self, saga_id: str, all_or_nothing: bool, before_cancel: Callable[[common_pb2.Picklist], Awaitable[None]]
-    ) -> tuple[list[common_pb2.Picklist], list[common_pb2.Picklist]]:
+    ) -> tuple[builtins.list[common_pb2.Picklist], builtins.list[common_pb2.Picklist]]:
         """Cancel the saga's PENDING picklists in one transaction: (cancelled, the others).
 
         Every picklist of the saga stays row-locked from the check to the commit, so a picker
@@ -236,7 +237,7 @@ class LogisticsStore:
                 cancelled.append(picklist)
         return cancelled, untouched
 
-    async def changes(self, limit: int) -> list[pb.PicklistChange]:
+    async def changes(self, limit: int) -> builtins.list[pb.PicklistChange]:
         """The oldest unacknowledged picklist changes."""
         rows = await self.db.fetch(_CHANGES, (limit,))
         return [
@@ -251,7 +252,7 @@ class LogisticsStore:
             for row in rows
         ]
 
-    async def acknowledge(self, change_ids: list[int]) -> int:
+    async def acknowledge(self, change_ids: builtins.list[int]) -> int:
         async with self.db.connection() as conn:
             cursor = await conn.execute(_ACK, (change_ids,))
             return cursor.rowcount

@@ -10,7 +10,8 @@ import pytest
 from sqlalchemy import text
 
 from coordinator import models
-from coordinator.driver import event, new_saga
+from coordinator.inventory_saga import INVENTORY_SAGA
+from coordinator.commands import event, new_saga
 from coordinator.store import SagaStore
 from invsaga.coordinator.v1 import coordinator_pb2 as pb
 from invsaga.runtime.db import open_service_engine
@@ -39,7 +40,7 @@ async def store(published):
 
 async def test_a_batch_of_creates_and_saves_commits_in_order_in_one_go(store, published, caplog):
     def start(saga_id: str):
-        saga = new_saga(saga_id, pb.InventoryRequest(request_id="REQ-1", order_id="O-1"))
+        saga = new_saga(saga_id, pb.InventoryRequest(request_id="REQ-1", order_id="O-1"), INVENTORY_SAGA)
         _, found = store.create(
             saga,
             [event(saga, 1, pb.SAGA_EVENT_TYPE_SAGA_STARTED)],
@@ -84,7 +85,7 @@ async def test_a_batch_of_creates_and_saves_commits_in_order_in_one_go(store, pu
 async def test_a_sagas_writes_commit_in_the_order_they_were_queued(store):
     futures = []
     for k in range(40):  # all queued before the writer runs: they would fit one batch
-        saga = new_saga(f"S-{k}", pb.InventoryRequest(request_id=f"REQ-{k}", order_id=f"O-{k}"))
+        saga = new_saga(f"S-{k}", pb.InventoryRequest(request_id=f"REQ-{k}", order_id=f"O-{k}"), INVENTORY_SAGA)
         _, found = store.create(
             saga,
             [event(saga, 1, pb.SAGA_EVENT_TYPE_SAGA_STARTED)],

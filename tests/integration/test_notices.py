@@ -19,7 +19,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from coordinator import steps as S
+from coordinator import inventory_saga as S
+from coordinator import notices as N
 from invsaga.common.v1 import common_pb2
 from invsaga.coordinator.v1 import coordinator_pb2 as pb
 from invsaga.notify.v1 import notify_pb2
@@ -42,33 +43,33 @@ TOO_MANY = 2 * ON_HAND + 1  # more than all warehouses hold: the saga fails and 
 
 
 def test_the_notice_limit_is_the_notify_services():
-    assert S.NOTICE_TEXT_LIMIT == notify_logic.MAX_TEXT
+    assert N.NOTICE_TEXT_LIMIT == notify_logic.MAX_TEXT
 
 
 @pytest.mark.parametrize("length", [8, 199, 200, 230, 256])
 def test_a_long_order_id_is_shortened_in_the_text_with_an_ellipsis(length):
     order_id = "O" * (length - 1) + "Z"
-    text = S.notice_text("reservation confirmed for order ", order_id, ": 3 units from WH-1, WH-2")
+    text = N.notice_text("reservation confirmed for order ", order_id, ": 3 units from WH-1, WH-2")
 
-    assert len(text) <= S.NOTICE_TEXT_LIMIT
+    assert len(text) <= N.NOTICE_TEXT_LIMIT
     assert text.startswith("reservation confirmed for order O") and text.endswith(": 3 units from WH-1, WH-2")
     if len(text) < 32 + length + 25:
-        assert S.ELLIPSIS + ":" in text and "Z" not in text  # the order id's end gave way
+        assert N.ELLIPSIS + ":" in text and "Z" not in text  # the order id's end gave way
     else:
         assert order_id in text
 
 
 def test_the_failure_detail_gives_way_before_the_order_id_and_nothing_is_ever_too_long():
     detail = " insufficient inventory: " + ", ".join(f"SKU-{i} needs 9, has 0" for i in range(50))
-    short = S.notice_text("reservation failed for order ", "ORD-1", ": INSUFFICIENT_INVENTORY", detail)
-    long = S.notice_text("reservation failed for order ", "O" * 256, ": INSUFFICIENT_INVENTORY", detail)
-    huge_tail = S.notice_text("reservation confirmed for order ", "O" * 256, ": " + "W" * 400)
-    nul = S.notice_text("order ", "A\x00B", "", "")
+    short = N.notice_text("reservation failed for order ", "ORD-1", ": INSUFFICIENT_INVENTORY", detail)
+    long = N.notice_text("reservation failed for order ", "O" * 256, ": INSUFFICIENT_INVENTORY", detail)
+    huge_tail = N.notice_text("reservation confirmed for order ", "O" * 256, ": " + "W" * 400)
+    nul = N.notice_text("order ", "A\x00B", "", "")
 
     assert short.startswith("reservation failed for order ORD-1: INSUFFICIENT_INVENTORY insufficient")
-    assert len(short) == S.NOTICE_TEXT_LIMIT and short.endswith(S.ELLIPSIS)
-    assert long.endswith(S.ELLIPSIS + ": INSUFFICIENT_INVENTORY") and len(long) <= S.NOTICE_TEXT_LIMIT
-    assert len(huge_tail) <= S.NOTICE_TEXT_LIMIT and huge_tail.startswith("reservation confirmed for order OOOO")
+    assert len(short) == N.NOTICE_TEXT_LIMIT and short.endswith(N.ELLIPSIS)
+    assert long.endswith(N.ELLIPSIS + ": INSUFFICIENT_INVENTORY") and len(long) <= N.NOTICE_TEXT_LIMIT
+    assert len(huge_tail) <= N.NOTICE_TEXT_LIMIT and huge_tail.startswith("reservation confirmed for order OOOO")
     assert "\x00" not in nul
 
 

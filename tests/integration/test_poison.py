@@ -14,8 +14,8 @@ import psycopg
 import pytest
 from google.protobuf import struct_pb2
 
-from coordinator.driver import FAILURE_TEXT_BYTES, MAX_SHORTAGES, bounded
-from coordinator.server import PAGE_BYTES, SAGA_BYTES, fit
+from coordinator.failures import FAILURE_TEXT_BYTES, MAX_SHORTAGES, bounded
+from coordinator.views import PAGE_BYTES, SAGA_BYTES, fit
 from invsaga.common.v1 import common_pb2
 from invsaga.coordinator.v1 import coordinator_pb2 as pb
 from invsaga.runtime.config import load_settings

@@ -20,7 +20,8 @@ import grpc
 import pytest
 
 from coordinator import models
-from coordinator.driver import event, new_saga
+from coordinator.inventory_saga import INVENTORY_SAGA
+from coordinator.commands import event, new_saga
 from coordinator.gate import SagaGate
 from coordinator.hub import EventHub
 from coordinator.server import CoordinatorServicer
@@ -60,6 +61,7 @@ class _Engine:
     owner = "test-replica"
     lease_ms = 60_000
     metrics = None
+    definition = INVENTORY_SAGA
 
     def __init__(self) -> None:
         self.known: set[str] = set()
@@ -86,7 +88,7 @@ async def coordinator():
 
     async def saga(tenant: str, status: int = pb.SAGA_STATUS_COMPLETED) -> pb.Saga:
         request = order({"SKU-1": 1})
-        saga = new_saga(uuid.uuid4().hex, request)
+        saga = new_saga(uuid.uuid4().hex, request, INVENTORY_SAGA)
         saga.status = status
         _, found = store.create(
             saga,

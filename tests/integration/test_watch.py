@@ -8,7 +8,8 @@ from types import SimpleNamespace
 import pytest
 
 from coordinator import models
-from coordinator.driver import event, new_saga
+from coordinator.inventory_saga import INVENTORY_SAGA
+from coordinator.commands import event, new_saga
 from coordinator.hub import EventHub
 from coordinator.server import CoordinatorServicer
 from coordinator.store import SagaStore
@@ -92,7 +93,7 @@ async def test_a_watcher_past_the_end_of_a_finished_saga_gets_nothing_and_the_st
 
 async def _started(store: SagaStore, saga_id: str) -> pb.Saga:
     """A saga created with its SAGA_STARTED event (seq 1), owned by "me"."""
-    saga = new_saga(saga_id, pb.InventoryRequest(request_id=f"REQ-{saga_id}", order_id=f"O-{saga_id}"))
+    saga = new_saga(saga_id, pb.InventoryRequest(request_id=f"REQ-{saga_id}", order_id=f"O-{saga_id}"), INVENTORY_SAGA)
     _, found = store.create(
         saga,
         [event(saga, 1, pb.SAGA_EVENT_TYPE_SAGA_STARTED)],

@@ -130,14 +130,16 @@ RESERVATION_STATE_EXPIRED: ReservationState
 RESERVATION_STATE_PARTIALLY_FULFILLED: ReservationState
 
 class StepContext(_message.Message):
-    __slots__ = ("saga_id", "step", "idempotency_key")
+    __slots__ = ("saga_id", "step", "idempotency_key", "traceparent")
     SAGA_ID_FIELD_NUMBER: _ClassVar[int]
     STEP_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    TRACEPARENT_FIELD_NUMBER: _ClassVar[int]
     saga_id: str
     step: SagaStep
     idempotency_key: str
-    def __init__(self, saga_id: _Optional[str] = ..., step: _Optional[_Union[SagaStep, str]] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
+    traceparent: str
+    def __init__(self, saga_id: _Optional[str] = ..., step: _Optional[_Union[SagaStep, str]] = ..., idempotency_key: _Optional[str] = ..., traceparent: _Optional[str] = ...) -> None: ...
 
 class CallStatus(_message.Message):
     __slots__ = ("code", "message", "details")
