@@ -24,6 +24,8 @@ protos: $(STAMP)
 
 lint: $(STAMP) lint-protos
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 lint-protos: $(STAMP)
 	cd protos && ../$(VENV)/bin/buf lint
