@@ -383,15 +383,17 @@ def event_line(ev: pb.SagaEvent) -> str:
 
 async def start(args: argparse.Namespace) -> int:
     request = load_request(args.file)
-    if not request.request_id:  # the idempotency key: one per start of this file
+    made_up = not request.request_id
+    if made_up:  # the idempotency key: one per start of this file
         request.request_id = uuid.uuid4().hex
-        print(
-            f"warning: {args.file} has no request_id; this start uses {request.request_id}, so starting the"
-            " file again reserves the stock again (give it a request_id to make a repeat answer with this saga)",
-            file=sys.stderr,
-        )
     async with saga_client(args) as client:
         saga = await client.reserve(request)
+        if made_up:
+            print(
+                f"warning: {args.file} has no request_id; this start used {request.request_id}, so starting the"
+                " file again reserves the stock again (give it a request_id to make a repeat answer with this saga)",
+                file=sys.stderr,
+            )
         if args.output == "table":
             print(saga.saga_id, flush=True)
         else:
