@@ -16,11 +16,10 @@ import uuid
 
 import grpc
 
-from coordinator.definition import SagaDefinition, StepDef
+from coordinator.definition import StepDef
 from coordinator.driver import Driver, LeaseLost
 from coordinator.gate import SagaGate
 from coordinator.hub import EventHub
-from coordinator.inventory_saga import INVENTORY_SAGA
 from coordinator.keeper import ReservationKeeper
 from coordinator.outbox import NoticeOutbox
 from coordinator.participants import Participants
@@ -42,7 +41,6 @@ class Engine:
         self.store = store
         self.hub = hub
         self.participants = participants
-        self.definition: SagaDefinition = INVENTORY_SAGA  # the saga this engine runs
         self.owner = uuid.uuid4().hex
         self.lease_ms = int(settings.lease * 1000)
         self.queue: asyncio.PriorityQueue[tuple[tuple[int, int, int], str]] = asyncio.PriorityQueue()

@@ -9,6 +9,7 @@ from coordinator.commands import TERMINAL_EVENTS, event, new_saga
 from coordinator.engine import Engine
 from coordinator.hub import EventHub, listen_postgres
 from coordinator.participants import Participants
+from coordinator.registry import DEFINITIONS
 from coordinator.store import TERMINAL, SagaStore, now_ms, request_hash
 from coordinator.views import (
     PAGE_BYTES,
@@ -70,7 +71,7 @@ class CoordinatorServicer(pb_grpc.SagaCoordinatorServiceServicer):
             raise
 
     async def _start(self, saga_id: str, inventory_request: pb.InventoryRequest, who) -> pb.StartSagaResponse:
-        saga = new_saga(saga_id, inventory_request, self.engine.definition)
+        saga = new_saga(saga_id, inventory_request, DEFINITIONS[pb.SAGA_KIND_RESERVATION])
         saga.trace_id, trace_context = telemetry.saga_trace_context()
         started = event(saga, 1, pb.SAGA_EVENT_TYPE_SAGA_STARTED)
         row, found = self.store.create(

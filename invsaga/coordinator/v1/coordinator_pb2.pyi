@@ -19,6 +19,12 @@ class RequestType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     REQUEST_TYPE_ALLOCATION: _ClassVar[RequestType]
     REQUEST_TYPE_TRANSFER: _ClassVar[RequestType]
 
+class SagaKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SAGA_KIND_UNSPECIFIED: _ClassVar[SagaKind]
+    SAGA_KIND_RESERVATION: _ClassVar[SagaKind]
+    SAGA_KIND_TRANSFER: _ClassVar[SagaKind]
+
 class SagaStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     SAGA_STATUS_UNSPECIFIED: _ClassVar[SagaStatus]
@@ -64,6 +70,9 @@ REQUEST_TYPE_UNSPECIFIED: RequestType
 REQUEST_TYPE_RESERVATION: RequestType
 REQUEST_TYPE_ALLOCATION: RequestType
 REQUEST_TYPE_TRANSFER: RequestType
+SAGA_KIND_UNSPECIFIED: SagaKind
+SAGA_KIND_RESERVATION: SagaKind
+SAGA_KIND_TRANSFER: SagaKind
 SAGA_STATUS_UNSPECIFIED: SagaStatus
 SAGA_STATUS_PENDING: SagaStatus
 SAGA_STATUS_RUNNING: SagaStatus
@@ -169,7 +178,7 @@ class Availability(_message.Message):
     def __init__(self, stock: _Optional[_Iterable[_Union[_common_pb2.StockLevel, _Mapping]]] = ..., loads: _Optional[_Iterable[_Union[_common_pb2.WarehouseLoad, _Mapping]]] = ..., shortages: _Optional[_Iterable[_Union[_common_pb2.Shortage, _Mapping]]] = ...) -> None: ...
 
 class Saga(_message.Message):
-    __slots__ = ("saga_id", "request_id", "status", "request", "steps", "allocation", "picklists", "failure", "created_at", "updated_at", "warehouses", "availability", "locks", "trace_id", "compensation_failure", "omitted_fields", "reservation", "cancel_reason")
+    __slots__ = ("saga_id", "request_id", "status", "request", "steps", "allocation", "picklists", "failure", "created_at", "updated_at", "warehouses", "availability", "locks", "trace_id", "compensation_failure", "omitted_fields", "reservation", "cancel_reason", "kind")
     SAGA_ID_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
@@ -188,6 +197,7 @@ class Saga(_message.Message):
     OMITTED_FIELDS_FIELD_NUMBER: _ClassVar[int]
     RESERVATION_FIELD_NUMBER: _ClassVar[int]
     CANCEL_REASON_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
     saga_id: str
     request_id: str
     status: SagaStatus
@@ -206,7 +216,8 @@ class Saga(_message.Message):
     omitted_fields: _containers.RepeatedScalarFieldContainer[str]
     reservation: Reservation
     cancel_reason: str
-    def __init__(self, saga_id: _Optional[str] = ..., request_id: _Optional[str] = ..., status: _Optional[_Union[SagaStatus, str]] = ..., request: _Optional[_Union[InventoryRequest, _Mapping]] = ..., steps: _Optional[_Iterable[_Union[StepState, _Mapping]]] = ..., allocation: _Optional[_Union[_common_pb2.Allocation, _Mapping]] = ..., picklists: _Optional[_Iterable[_Union[_common_pb2.Picklist, _Mapping]]] = ..., failure: _Optional[_Union[SagaFailure, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., warehouses: _Optional[_Iterable[_Union[_common_pb2.Warehouse, _Mapping]]] = ..., availability: _Optional[_Union[Availability, _Mapping]] = ..., locks: _Optional[_Iterable[_Union[_common_pb2.InventoryLock, _Mapping]]] = ..., trace_id: _Optional[str] = ..., compensation_failure: _Optional[_Union[SagaFailure, _Mapping]] = ..., omitted_fields: _Optional[_Iterable[str]] = ..., reservation: _Optional[_Union[Reservation, _Mapping]] = ..., cancel_reason: _Optional[str] = ...) -> None: ...
+    kind: SagaKind
+    def __init__(self, saga_id: _Optional[str] = ..., request_id: _Optional[str] = ..., status: _Optional[_Union[SagaStatus, str]] = ..., request: _Optional[_Union[InventoryRequest, _Mapping]] = ..., steps: _Optional[_Iterable[_Union[StepState, _Mapping]]] = ..., allocation: _Optional[_Union[_common_pb2.Allocation, _Mapping]] = ..., picklists: _Optional[_Iterable[_Union[_common_pb2.Picklist, _Mapping]]] = ..., failure: _Optional[_Union[SagaFailure, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., warehouses: _Optional[_Iterable[_Union[_common_pb2.Warehouse, _Mapping]]] = ..., availability: _Optional[_Union[Availability, _Mapping]] = ..., locks: _Optional[_Iterable[_Union[_common_pb2.InventoryLock, _Mapping]]] = ..., trace_id: _Optional[str] = ..., compensation_failure: _Optional[_Union[SagaFailure, _Mapping]] = ..., omitted_fields: _Optional[_Iterable[str]] = ..., reservation: _Optional[_Union[Reservation, _Mapping]] = ..., cancel_reason: _Optional[str] = ..., kind: _Optional[_Union[SagaKind, str]] = ...) -> None: ...
 
 class WarehouseReservation(_message.Message):
     __slots__ = ("warehouse_id", "picklist_id", "state", "picklist_status", "updated_at")
@@ -301,7 +312,7 @@ class GetSagaResponse(_message.Message):
     def __init__(self, saga: _Optional[_Union[Saga, _Mapping]] = ...) -> None: ...
 
 class ListSagasRequest(_message.Message):
-    __slots__ = ("status", "page_size", "page_token", "order_id", "customer_id", "created_after", "created_before", "reservation_state")
+    __slots__ = ("status", "page_size", "page_token", "order_id", "customer_id", "created_after", "created_before", "reservation_state", "kind")
     STATUS_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
@@ -310,6 +321,7 @@ class ListSagasRequest(_message.Message):
     CREATED_AFTER_FIELD_NUMBER: _ClassVar[int]
     CREATED_BEFORE_FIELD_NUMBER: _ClassVar[int]
     RESERVATION_STATE_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
     status: SagaStatus
     page_size: int
     page_token: str
@@ -318,7 +330,8 @@ class ListSagasRequest(_message.Message):
     created_after: _timestamp_pb2.Timestamp
     created_before: _timestamp_pb2.Timestamp
     reservation_state: _common_pb2.ReservationState
-    def __init__(self, status: _Optional[_Union[SagaStatus, str]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., order_id: _Optional[str] = ..., customer_id: _Optional[str] = ..., created_after: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_before: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reservation_state: _Optional[_Union[_common_pb2.ReservationState, str]] = ...) -> None: ...
+    kind: SagaKind
+    def __init__(self, status: _Optional[_Union[SagaStatus, str]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., order_id: _Optional[str] = ..., customer_id: _Optional[str] = ..., created_after: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_before: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reservation_state: _Optional[_Union[_common_pb2.ReservationState, str]] = ..., kind: _Optional[_Union[SagaKind, str]] = ...) -> None: ...
 
 class ListSagasResponse(_message.Message):
     __slots__ = ("sagas", "next_page_token")
