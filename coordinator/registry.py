@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from coordinator.definition import SagaDefinition
 from coordinator.inventory_saga import INVENTORY_SAGA
+from coordinator.transfer_saga import TRANSFER_SAGA
 from invsaga.coordinator.v1 import coordinator_pb2 as pb
 
-DEFINITIONS: dict[int, SagaDefinition] = {d.kind: d for d in (INVENTORY_SAGA,)}
+DEFINITIONS: dict[int, SagaDefinition] = {d.kind: d for d in (INVENTORY_SAGA, TRANSFER_SAGA)}
 
 
 def definition_of(saga: pb.Saga) -> SagaDefinition:

@@ -108,12 +108,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return asyncio_run(bench(args))
 
 
-def _client_command(name: str):
+def _client_command(name: str, module: str = "client_cli"):
     def run(args: argparse.Namespace) -> int:
+        import importlib
+
         from invsaga import client_cli
 
         try:
-            return asyncio.run(getattr(client_cli, name)(args))
+            return asyncio.run(getattr(importlib.import_module(f"invsaga.{module}"), name)(args))
         except client_cli.UsageError as err:
             print(f"invsaga {args.command}: {err}", file=sys.stderr)
             return 2
@@ -184,6 +186,18 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--watch", action="store_true", help="follow its progress until it ends")
     _connection(start)
     start.set_defaults(func=_client_command("start"))
+
+    transfer = sub.add_parser("transfer", help="move stock between warehouses from a YAML/JSON TransferRequest")
+    transfer.add_argument("file")
+    transfer.add_argument("--watch", action="store_true", help="follow its saga until it ends")
+    _connection(transfer)
+    transfer.set_defaults(func=_client_command("transfer", "transfer_cli"))
+
+    receive = sub.add_parser("receive", help="book what arrived of a shipped transfer at its destination")
+    receive.add_argument("transfer_id")
+    receive.add_argument("lines", nargs="*", metavar="SKU=QUANTITY", help="what arrived (a SKU not named: 0)")
+    _connection(receive)
+    receive.set_defaults(func=_client_command("receive", "transfer_cli"))
 
     watch = sub.add_parser("watch", help="live step-by-step progress of a saga")
     watch.add_argument("saga_id")
