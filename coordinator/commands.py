@@ -72,7 +72,13 @@ MAY_HAVE_RUN = (pb.STEP_STATUS_RUNNING, pb.STEP_STATUS_SUCCEEDED, pb.STEP_STATUS
 
 
 def new_saga(saga_id: str, request: pb.InventoryRequest, definition: SagaDefinition) -> pb.Saga:
-    saga = pb.Saga(saga_id=saga_id, request_id=request.request_id, status=pb.SAGA_STATUS_PENDING, request=request)
+    saga = pb.Saga(
+        saga_id=saga_id,
+        request_id=request.request_id,
+        status=pb.SAGA_STATUS_PENDING,
+        request=request,
+        kind=definition.kind,
+    )
     saga.created_at.CopyFrom(now_ts())
     saga.updated_at.CopyFrom(saga.created_at)
     for step in definition.steps:

@@ -60,6 +60,7 @@ class SagaDefinition:
     # The notice owed when the saga ends rolled back or FAILED (sent through the outbox).
     failure_notice: StepDef | None = None
     on_completed: OnCompleted | None = None
+    kind: int = 0  # coordinator.v1.SagaKind: how sagas of this definition are told apart
     index: dict[str, int] = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:

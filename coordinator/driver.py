@@ -19,6 +19,7 @@ import grpc
 from coordinator.lifecycle import now_ts
 from coordinator.commands import TERMINAL_STATUSES, Call, Compensate, Finished, Save
 from coordinator.machine import SagaMachine
+from coordinator.registry import definition_of
 from coordinator.store import now_ms
 from invsaga.coordinator.v1 import coordinator_pb2 as pb
 from invsaga.runtime import telemetry
@@ -48,7 +49,7 @@ class Driver:
         previous_status = row.saga.status
         row.saga.status = row.status  # the column is the truth (Cancel/Resume update it directly)
         self.machine = SagaMachine(
-            engine.definition,
+            definition_of(row.saga),
             row.saga,
             row.last_seq,
             row.deadline,

@@ -16,12 +16,11 @@ import uuid
 
 import grpc
 
-from coordinator.definition import SagaDefinition, StepDef
+from coordinator.definition import StepDef
 from coordinator.driver import Driver, LeaseLost
 from coordinator.gate import SagaGate
 from coordinator.hub import EventHub
 from coordinator.journal import Journal
-from coordinator.inventory_saga import INVENTORY_SAGA
 from coordinator.keeper import ReservationKeeper
 from coordinator.outbox import NoticeOutbox
 from coordinator.participants import Participants
@@ -44,7 +43,6 @@ class Engine:
         self.hub = hub
         self.participants = participants
         self.journal = Journal(store, hub, self.is_known)
-        self.definition: SagaDefinition = INVENTORY_SAGA  # the saga this engine runs
         self.owner = uuid.uuid4().hex
         self.lease_ms = int(settings.lease * 1000)
         self.queue: asyncio.PriorityQueue[tuple[tuple[int, int, int], str]] = asyncio.PriorityQueue()

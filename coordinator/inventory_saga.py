@@ -275,4 +275,6 @@ NOTIFY_FAILURE = StepDef(
     build_failure_notice,
     rolls_back=False,
 )
-INVENTORY_SAGA = SagaDefinition("inventory", STEPS, failure_notice=NOTIFY_FAILURE, on_completed=opened)
+INVENTORY_SAGA = SagaDefinition(
+    "inventory", STEPS, failure_notice=NOTIFY_FAILURE, on_completed=opened, kind=pb.SAGA_KIND_RESERVATION
+)

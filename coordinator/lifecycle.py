@@ -39,7 +39,15 @@ EXPIRED = common_pb2.RESERVATION_STATE_EXPIRED
 PARTIALLY_FULFILLED = common_pb2.RESERVATION_STATE_PARTIALLY_FULFILLED
 OPEN = frozenset({RESERVED, PICKING})
 ENDED = frozenset({FULFILLED, RELEASED, EXPIRED, PARTIALLY_FULFILLED})
-LIFECYCLE_EVENTS = frozenset({pb.SAGA_EVENT_TYPE_RESERVATION_CHANGED, pb.SAGA_EVENT_TYPE_RESERVATION_EXTENDED})
+# After the saga: the reservation's changes, and a transfer's (sent after the terminal event only
+# to a watcher that follows the reservation).
+LIFECYCLE_EVENTS = frozenset(
+    {
+        pb.SAGA_EVENT_TYPE_RESERVATION_CHANGED,
+        pb.SAGA_EVENT_TYPE_RESERVATION_EXTENDED,
+        pb.SAGA_EVENT_TYPE_TRANSFER_CHANGED,
+    }
+)
 
 PENDING_LIST = common_pb2.PICKLIST_STATUS_PENDING
 PROCESSING_LIST = common_pb2.PICKLIST_STATUS_PROCESSING
@@ -183,6 +191,9 @@ def notice_for(saga: pb.Saga) -> notify_pb2.ExecuteRequest | None:
     else:
         return None
     reason = saga.cancel_reason if kind == common_pb2.NOTIFICATION_KIND_RESERVATION_CANCELLED else ""
+    if saga.kind == pb.SAGA_KIND_TRANSFER:  # no customer: the ops channel hears of it
+        kind, head, tail = common_pb2.NOTIFICATION_KIND_TRANSFER_FAILED, "transfer cancelled: ", " (released at source)"
+        request = pb.InventoryRequest(order_id=saga.request_id)
     return notify_pb2.ExecuteRequest(
         context=common_pb2.StepContext(
             saga_id=saga.saga_id,

@@ -35,6 +35,8 @@ sagas = Table(
     Column("reservation_expires_at", BigInteger, nullable=True),
     # What CancelSaga was told, for the replica driving the saga when it stops it.
     Column("cancel_reason", String(256), nullable=False, server_default=""),
+    # Which definition the saga runs (coordinator.v1.SagaKind): ListSagas' kind filter.
+    Column("kind", Integer, nullable=False, server_default="1"),
     Index("ix_sagas_status_lease", "status", "lease_until"),
     Index("ix_sagas_created_at", "created_at"),
     Index("ix_sagas_tenant_created_at", "tenant", "created_at"),
@@ -42,6 +44,7 @@ sagas = Table(
     Index("ix_sagas_customer_id_created_at", "customer_id", "created_at"),
     Index("ix_sagas_reservation_expiry", "reservation_state", "reservation_expires_at"),
     Index("ix_sagas_reservation_state_created_at", "reservation_state", "created_at"),
+    Index("ix_sagas_kind_created_at", "kind", "created_at"),
 )
 
 saga_events = Table(

@@ -11,6 +11,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from coordinator import models
+from coordinator import transfers
 from coordinator.lifecycle import ENDED, OPEN, changes, next_look_ms, notice_for, overall, reservation_event
 from invsaga.common.v1 import common_pb2
 from invsaga.coordinator.v1 import coordinator_pb2 as pb
@@ -53,10 +54,12 @@ class Reservations:
             before = pb.Reservation()
             before.CopyFrom(saga.reservation)
             was_ended = before.state in ENDED
+            transfer_before = saga.transfer_state
             change(saga)
             r = saga.reservation
             if r.warehouses:
                 r.state = overall(r)
+            transfers.follow(saga)
             if saga.SerializeToString(deterministic=True) == unchanged:
                 if saga.HasField("reservation"):  # nothing changed: the sweep's next look still moves
                     await conn.execute(
@@ -73,6 +76,9 @@ class Reservations:
             if before.expires_at != r.expires_at and r.state in OPEN:
                 seq += 1
                 events.append(reservation_event(saga, seq, pb.SAGA_EVENT_TYPE_RESERVATION_EXTENDED, r.state))
+            if saga.transfer_state != transfer_before:
+                seq += 1
+                events.append(transfers.transfer_event(saga, seq))
             if events:
                 r.updated_at.CopyFrom(events[-1].time)
             now = int(time.time() * 1000)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import uuid
 
-from coordinator import lifecycle, models, validation
+from coordinator import lifecycle, models, transfers, validation
 from coordinator.commands import event, new_saga
 from coordinator.engine import Engine
 from coordinator.hub import EventHub, listen_postgres
 from coordinator.journal import Journal
 from coordinator.participants import Participants
+from coordinator.registry import DEFINITIONS
+from coordinator.transfer_api import TransferRpcs
 from coordinator.store import SagaStore, now_ms, request_hash
 from coordinator.views import (
     PAGE_BYTES,
@@ -36,7 +38,7 @@ from invsaga.runtime.metrics import SagaMetrics
 from invsaga.runtime.server import App, registration
 
 
-class CoordinatorServicer(pb_grpc.SagaCoordinatorServiceServicer):
+class CoordinatorServicer(TransferRpcs, pb_grpc.SagaCoordinatorServiceServicer):
     def __init__(self, engine: Engine, store: SagaStore, hub: EventHub, settings: Settings) -> None:
         self.engine = engine
         self.journal = Journal(store, hub, lambda saga_id: saga_id in engine.known)
@@ -62,19 +64,22 @@ class CoordinatorServicer(pb_grpc.SagaCoordinatorServiceServicer):
         gate = self.engine.gate
         try:
             await gate.acquire(saga_id, inventory_request.ByteSize(), context.time_remaining() if context else None)
-            return await self._start(saga_id, inventory_request, who)
+            saga = new_saga(saga_id, inventory_request, DEFINITIONS[pb.SAGA_KIND_RESERVATION])
+            return await self._start(saga, request_hash(inventory_request), who)
         except BaseException:
             gate.release(saga_id)
             raise
 
-    async def _start(self, saga_id: str, inventory_request: pb.InventoryRequest, who) -> pb.StartSagaResponse:
-        saga = new_saga(saga_id, inventory_request, self.engine.definition)
+    async def _start(self, saga: pb.Saga, req_hash: str, who) -> pb.StartSagaResponse:
+        """Persist and queue a new saga (any kind); an existing one with its request_id answers
+        instead when its request is the same (``req_hash``), else ALREADY_EXISTS."""
+        inventory_request = saga.request
         saga.trace_id, trace_context = telemetry.saga_trace_context()
         started = event(saga, 1, pb.SAGA_EVENT_TYPE_SAGA_STARTED)
         row, found = self.journal.create(
             saga,
             [started],
-            req_hash=request_hash(inventory_request),
+            req_hash=req_hash,
             deadline=now_ms() + int(self.settings.saga.timeout * 1000),
             owner=self.engine.owner,
             lease_ms=self.engine.lease_ms,
@@ -107,7 +112,7 @@ class CoordinatorServicer(pb_grpc.SagaCoordinatorServiceServicer):
                 raise AlreadyExists(
                     f"request_id {inventory_request.request_id!r} is already in use", reason="REQUEST_ID_REUSED"
                 )
-            if existing.request_hash != request_hash(inventory_request):
+            if existing.request_hash != req_hash:
                 raise AlreadyExists(
                     f"request_id {inventory_request.request_id!r} was used for a different request",
                     reason="REQUEST_ID_REUSED",
@@ -195,6 +200,12 @@ class CoordinatorServicer(pb_grpc.SagaCoordinatorServiceServicer):
         state = saga.reservation.state
         if state == lifecycle.RELEASED:
             released = saga
+        elif saga.kind == pb.SAGA_KIND_TRANSFER and state in lifecycle.ENDED:
+            raise FailedPrecondition(
+                "the transfer has shipped: its goods are on the road to the destination",
+                reason="TRANSFER_SHIPPED",
+                metadata={"saga_id": saga.saga_id, "transfer_state": transfers.state_name(saga.transfer_state)},
+            )
         elif state in lifecycle.ENDED:
             raise FailedPrecondition(
                 f"the reservation has already ended ({lifecycle.state_name(state)})",
@@ -232,6 +243,12 @@ class CoordinatorServicer(pb_grpc.SagaCoordinatorServiceServicer):
         row = await self.journal.load(request.saga_id, tenant_scope())
         if row is None:
             raise not_found(request.saga_id)
+        if row.saga.kind == pb.SAGA_KIND_TRANSFER:
+            raise FailedPrecondition(
+                "a transfer does not expire: there is nothing to extend",
+                reason="NOT_RESERVED",
+                metadata={"saga_id": request.saga_id},
+            )
         current = row.saga.reservation.expires_at
         if row.saga.HasField("reservation") and until_ms <= lifecycle.ms(current):
             raise InvalidArgument(

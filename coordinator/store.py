@@ -58,6 +58,7 @@ class SagaRow:
 
 def _row(r) -> SagaRow:
     saga = pb.Saga.FromString(r.state)
+    saga.kind = saga.kind or pb.SAGA_KIND_RESERVATION  # stored before sagas had kinds
     return SagaRow(
         saga=saga,
         status=r.status,
@@ -102,6 +103,7 @@ class SagaFilters:
     created_after: int | None = None
     created_before: int | None = None
     reservation_state: int = 0
+    kind: int = 0
 
     def apply(self, query):
         if self.order_id:
@@ -114,6 +116,8 @@ class SagaFilters:
             query = query.where(S.c.created_at < self.created_before)
         if self.reservation_state:
             query = query.where(S.c.reservation_state == self.reservation_state)
+        if self.kind:
+            query = query.where(S.c.kind == self.kind)
         return query
 
 
@@ -175,6 +179,7 @@ class SagaStore:
                 tenant=tenant,
                 order_id=saga.request.order_id,
                 customer_id=saga.request.customer_id,
+                kind=saga.kind or pb.SAGA_KIND_RESERVATION,
             ),
             events,
         )

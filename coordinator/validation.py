@@ -81,6 +81,9 @@ def normalize(request: pb.InventoryRequest, *, resolve_address=None) -> pb.Inven
         v.add("request_type", f"unknown request type {r.request_type}")
     elif r.request_type == pb.REQUEST_TYPE_UNSPECIFIED:
         r.request_type = pb.REQUEST_TYPE_RESERVATION
+    elif r.request_type == pb.REQUEST_TYPE_TRANSFER:
+        # A transfer has two ends and no customer: its own RPC and its own saga (SPEC §10).
+        v.add("request_type", "a transfer between warehouses is started with StartTransfer, not StartSaga")
     if not r.items:
         v.add("items", "at least one item is required")
     if len(r.items) > MAX_ITEMS:

@@ -96,6 +96,8 @@ def list_filters(request: pb.ListSagasRequest) -> SagaFilters:
             v.add(name, f"at most {validation.MAX_TEXT} characters")
     if request.reservation_state not in common_pb2.ReservationState.values():
         v.add("reservation_state", f"unknown reservation state {request.reservation_state}")
+    if request.kind not in pb.SagaKind.values():
+        v.add("kind", f"unknown saga kind {request.kind}")
     after = lifecycle.ms(request.created_after) if request.HasField("created_after") else None
     before = lifecycle.ms(request.created_before) if request.HasField("created_before") else None
     if after is not None and before is not None and after > before:
@@ -107,6 +109,7 @@ def list_filters(request: pb.ListSagasRequest) -> SagaFilters:
         created_after=after,
         created_before=before,
         reservation_state=request.reservation_state,
+        kind=request.kind,
     )
 
 

@@ -61,6 +61,7 @@ _CREATE_COLUMNS = (
     "tenant",
     "order_id",
     "customer_id",
+    "kind",
 )
 _CREATE_TYPES = (
     "text",
@@ -79,6 +80,7 @@ _CREATE_TYPES = (
     "text",
     "text",
     "text",
+    "integer",
 )
 _EVENT_COLUMNS = ("saga_id", "seq", "event")
 _EVENT_TYPES = ("text", "bigint", "bytea")
@@ -170,10 +172,10 @@ def _bulk_create_sql(creates: int, events: int) -> str:
     i AS (
         INSERT INTO sagas (saga_id, request_id, request_hash, status, priority, is_urgent, state, last_seq,
                            cancel_requested, owner, lease_until, deadline, trace_context, created_at, updated_at,
-                           tenant, order_id, customer_id)
+                           tenant, order_id, customer_id, kind)
         SELECT v.saga_id, v.request_id, v.request_hash, v.status, v.priority, v.is_urgent, v.state, v.last_seq,
                false, v.owner, v.lease_until, v.deadline, v.trace_context, v.created_at, v.created_at, v.tenant,
-               v.order_id, v.customer_id
+               v.order_id, v.customer_id, v.kind
           FROM v
          WHERE v.saga_id IS NOT NULL
         ON CONFLICT DO NOTHING

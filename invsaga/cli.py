@@ -62,11 +62,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return asyncio_run(bench(args))
 
 
-def _client_command(name: str):
+def _client_command(name: str, module: str = "client_cli"):
     def run(args: argparse.Namespace) -> int:
+        import importlib
+
         from invsaga import client_cli
 
-        return client_cli.run_command(args, getattr(client_cli, name))
+        return client_cli.run_command(args, getattr(importlib.import_module(f"invsaga.{module}"), name))
 
     return run
 
@@ -171,6 +173,18 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     )
     _connection(start)
     start.set_defaults(func=_client_command("start"))
+
+    transfer = sub.add_parser("transfer", help="move stock between warehouses from a YAML/JSON TransferRequest")
+    transfer.add_argument("file", help="a YAML or JSON TransferRequest (from_warehouse, to_warehouse, items, ...)")
+    transfer.add_argument("--watch", action="store_true", help="follow its saga until it ends")
+    _connection(transfer)
+    transfer.set_defaults(func=_client_command("transfer", "transfer_cli"))
+
+    receive = sub.add_parser("receive", help="book what arrived of a shipped transfer at its destination")
+    receive.add_argument("transfer_id", help="the transfer's saga id")
+    receive.add_argument("lines", nargs="*", metavar="SKU=QUANTITY", help="what arrived (a SKU not named: 0)")
+    _connection(receive)
+    receive.set_defaults(func=_client_command("receive", "transfer_cli"))
 
     watch = sub.add_parser("watch", help="live step-by-step progress of a saga (-o json: a JSON line per event)")
     watch.add_argument("saga_id", metavar="SAGA_ID", help=SAGA_ID_HELP)

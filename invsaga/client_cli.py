@@ -339,7 +339,11 @@ def describe(saga: pb.Saga) -> None:
         console.print(
             f"[red]compensation failed[/] at {saga.compensation_failure.step}: {saga.compensation_failure.message}"
         )
-    if saga.HasField("reservation"):
+    if saga.kind == pb.SAGA_KIND_TRANSFER:
+        from invsaga.transfer_cli import transfer_line
+
+        console.print(transfer_line(saga))
+    elif saga.HasField("reservation"):
         console.print(_reservation_line(saga))
     if saga.cancel_reason:
         console.print(f"cancelled: {saga.cancel_reason}")

@@ -283,11 +283,17 @@ async def run_demo(workdir: Path, database_url: str | None = None) -> int:
                 parse_seed(SMALL_SEED), meshes[name].address("warehouse"), meshes[name].address("inventory")
             )
         clients = {name: Client(mesh.address("coordinator")) for name, mesh in meshes.items()}
-        groups = await asyncio.gather(
-            plain_scenarios(clients["plain"], demo_seed),
-            failure_scenarios(clients["failures"]),
-            timeout_scenarios(clients["timeout"]),
+        groups: list[list[Row]] = list(
+            await asyncio.gather(
+                plain_scenarios(clients["plain"], demo_seed),
+                failure_scenarios(clients["failures"]),
+                timeout_scenarios(clients["timeout"]),
+            )
         )
+        # After the orders, so that they do not see the stock the transfers move.
+        from invsaga.demo_transfers import transfer_scenarios
+
+        groups.append(await transfer_scenarios(clients["plain"], meshes["plain"].address("logistics")))
     finally:
         for client in clients.values():
             await client.channel.close()

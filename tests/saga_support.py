@@ -117,17 +117,64 @@ class MeshClient:
         )
         return list(reply.allocations)
 
-    async def check_books(self) -> None:
-        """on_hand = available + locked everywhere, nothing negative, locked = Σ held locks."""
+    async def check_books(self, totals: dict[str, int] | None = None) -> None:
+        """on_hand = available + locked everywhere, nothing negative, locked = Σ held locks,
+        incoming = Σ transfer lines on their way there.
+
+        With ``totals`` (per SKU: initial stock + adjustments), also that no unit was made or
+        lost: Σ on_hand over warehouses + in transit + recorded discrepancies (missing) + units
+        consumed by orders' picklists = the total.
+        """
         stock = await self.stock()
         locks = await self.held_locks()
         held: dict[tuple[str, str], int] = {}
         for lock in locks:
             held[(lock.warehouse_id, lock.sku)] = held.get((lock.warehouse_id, lock.sku), 0) + lock.quantity
+        lines = await self.transfer_lines()
+        on_the_way: dict[tuple[str, str], int] = {}
+        moving = (common_pb2.TRANSFER_LINE_STATUS_EXPECTED, common_pb2.TRANSFER_LINE_STATUS_IN_TRANSIT)
+        for line in lines:
+            if line.status in moving:
+                key = (line.to_warehouse, line.sku)
+                on_the_way[key] = on_the_way.get(key, 0) + line.quantity
         for s in stock:
-            assert s.on_hand >= 0 and s.locked >= 0 and s.available >= 0, s
+            assert s.on_hand >= 0 and s.locked >= 0 and s.available >= 0 and s.incoming >= 0, s
             assert s.on_hand == s.available + s.locked, s
             assert s.locked == held.get((s.warehouse_id, s.sku), 0), (s, held.get((s.warehouse_id, s.sku)))
+            assert s.incoming == on_the_way.get((s.warehouse_id, s.sku), 0), (s, on_the_way)
+        if totals is None:
+            return
+        counted = {sku: 0 for sku in totals}
+        for s in stock:
+            counted[s.sku] = counted.get(s.sku, 0) + s.on_hand
+        transfers = {line.transfer_id for line in lines}
+        for line in lines:
+            if line.status == common_pb2.TRANSFER_LINE_STATUS_IN_TRANSIT:
+                counted[line.sku] += line.quantity
+            counted[line.sku] += line.missing
+        token = ""
+        while True:
+            reply = await self.inventory.ListLocks(
+                inventory_pb2.ListLocksRequest(status=common_pb2.LOCK_STATUS_CONSUMED, page_size=1000, page_token=token)
+            )
+            for lock in reply.locks:
+                if lock.saga_id not in transfers:  # an order's: the units left with the order
+                    counted[lock.sku] += lock.quantity
+            token = reply.next_page_token
+            if not token:
+                break
+        assert counted == totals, (counted, totals)
+
+    async def transfer_lines(self) -> list[common_pb2.TransferLine]:
+        out, token = [], ""
+        while True:
+            reply = await self.inventory.ListTransfers(
+                inventory_pb2.ListTransfersRequest(page_size=1000, page_token=token)
+            )
+            out.extend(reply.lines)
+            token = reply.next_page_token
+            if not token:
+                return out
 
 
 def order(items: dict[str, int], **fields) -> pb.InventoryRequest:

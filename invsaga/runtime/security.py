@@ -124,7 +124,17 @@ _COORDINATOR = _service("coordinator", "SagaCoordinatorService")
 ACCESS: dict[str, Rule] = {
     **{
         f"/{_COORDINATOR}/{m}": PUBLIC_API
-        for m in ("StartSaga", "GetSaga", "ListSagas", "WatchSaga", "CancelSaga", "ResumeSaga", "ExtendReservation")
+        for m in (
+            "StartSaga",
+            "GetSaga",
+            "ListSagas",
+            "WatchSaga",
+            "CancelSaga",
+            "ResumeSaga",
+            "ExtendReservation",
+            "StartTransfer",
+            "ReceiveTransfer",
+        )
     },
     **{f"/{_service(p, p.capitalize() + 'StepService')}/{m}": STEP for p in PARTICIPANTS for m in STEP_METHODS},
     f"/{_service('warehouse', 'WarehouseService')}/UpsertWarehouse": ADMIN,
@@ -141,6 +151,9 @@ ACCESS: dict[str, Rule] = {
     f"/{_service('inventory', 'InventoryService')}/CommitLocks": _admin_and("logistics"),
     f"/{_service('inventory', 'InventoryService')}/ReleaseLocks": _admin_and("logistics"),
     f"/{_service('inventory', 'InventoryService')}/ExtendLocks": COORDINATOR_OR_ADMIN,
+    # The coordinator's ReceiveTransfer books the receipt here (or an admin by hand).
+    f"/{_service('inventory', 'InventoryService')}/ReceiveTransfer": COORDINATOR_OR_ADMIN,
+    f"/{_service('inventory', 'InventoryService')}/ListTransfers": READ,
     f"/{_service('allocation', 'AllocationService')}/GetAllocation": READ,
     f"/{_service('allocation', 'AllocationService')}/ListAllocations": READ,
     f"/{_service('allocation', 'AllocationService')}/CancelAllocation": ADMIN,

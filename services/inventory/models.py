@@ -28,7 +28,11 @@ stock = Table(
     Column("locked", BigInteger, nullable=False, server_default="0"),
     Column("bin", String(64), nullable=False, server_default=""),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    # Units on their way here (transfer lines EXPECTED or IN_TRANSIT to this warehouse): never
+    # part of on_hand or available until received.
+    Column("incoming", BigInteger, nullable=False, server_default="0"),
     CheckConstraint("on_hand >= 0", name="ck_stock_on_hand_nonnegative"),
+    CheckConstraint("incoming >= 0", name="ck_stock_incoming_nonnegative"),
     CheckConstraint("locked >= 0", name="ck_stock_locked_nonnegative"),
     CheckConstraint("on_hand - locked >= 0", name="ck_stock_available_nonnegative"),
 )
@@ -81,6 +85,31 @@ warehouse_load = Table(
     Column("locked", BigInteger, nullable=False, server_default="0"),
     Column("capacity", BigInteger, nullable=False),
     CheckConstraint("locked >= 0", name="ck_warehouse_load_locked_nonnegative"),
+)
+
+# One row per SKU of a transfer between warehouses (SPEC §10): expected at the destination,
+# in transit once its outbound picklist completed, then received (short: quantity - received
+# units never arrived, the recorded discrepancy), or cancelled before it left.
+transfer_lines = Table(
+    "transfer_lines",
+    metadata,
+    Column("transfer_id", String(64), primary_key=True),
+    Column("sku", String(256), primary_key=True),
+    Column("from_warehouse", String(64), nullable=False),
+    Column("to_warehouse", String(64), nullable=False),
+    Column("quantity", BigInteger, nullable=False),
+    Column("received", BigInteger, nullable=False, server_default="0"),
+    Column("status", String(16), nullable=False),
+    Column("expected_arrival", DateTime(timezone=True), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    CheckConstraint("quantity > 0", name="ck_transfer_lines_quantity_positive"),
+    CheckConstraint("received >= 0 AND received <= quantity", name="ck_transfer_lines_received"),
+    CheckConstraint(
+        "status IN ('expected', 'in_transit', 'received', 'received_short', 'cancelled')",
+        name="ck_transfer_lines_status",
+    ),
+    Index("ix_transfer_lines_to_warehouse_status", "to_warehouse", "status"),
 )
 
 barrier = barrier_table(metadata)

@@ -14,7 +14,7 @@ from invsaga.runtime.convert import from_timestamp, next_page_token, page_window
 from invsaga.runtime.db import open_service_database
 from invsaga.runtime.errors import InvalidArgument, Violations
 from invsaga.runtime.server import App, registration
-from services.inventory import logic, models
+from services.inventory import logic, models, transfer_rules
 from services.inventory.store import InventoryStore
 
 log = logging.getLogger("invsaga.inventory")
@@ -22,13 +22,14 @@ log = logging.getLogger("invsaga.inventory")
 STEP_INPUTS = {
     common_pb2.SAGA_STEP_CHECK_AVAILABILITY: "check_availability",
     common_pb2.SAGA_STEP_LOCK_INVENTORY: "lock_inventory",
+    common_pb2.SAGA_STEP_EXPECT_TRANSFER: "expect_transfer",
 }
 
 
 def _check_step(step: int) -> None:
     if step not in STEP_INPUTS and step != common_pb2.SAGA_STEP_UNSPECIFIED:
         raise InvalidArgument(
-            "inventory hosts CHECK_AVAILABILITY and LOCK_INVENTORY only",
+            "inventory hosts CHECK_AVAILABILITY, LOCK_INVENTORY and EXPECT_TRANSFER only",
             violations=[("context.step", "not an inventory step")],
         )
 
@@ -42,8 +43,8 @@ class InventoryStepServicer(pb_grpc.InventoryStepServiceServicer):
         kind = request.WhichOneof("input")
         if kind is None:
             raise InvalidArgument(
-                "Execute needs check_availability or lock_inventory",
-                violations=[("input", "check_availability or lock_inventory required")],
+                "Execute needs check_availability, lock_inventory or expect_transfer",
+                violations=[("input", "check_availability, lock_inventory or expect_transfer required")],
             )
         expected = STEP_INPUTS.get(request.context.step)
         if expected is not None and expected != kind:
@@ -55,6 +56,9 @@ class InventoryStepServicer(pb_grpc.InventoryStepServiceServicer):
         if kind == "check_availability":
             logic.validate_check_availability(request.check_availability)
             return await self.store.check_availability(request.context, request.check_availability)
+        if kind == "expect_transfer":
+            transfer_rules.validate_expect(request.expect_transfer)
+            return await self.store.expect_transfer(request.context, request.expect_transfer)
         logic.validate_lock_inventory(request.lock_inventory)
         return await self.store.lock(request.context, request.lock_inventory, self.lock_ttl)
 
@@ -132,6 +136,19 @@ class InventoryServicer(pb_grpc.InventoryServiceServicer):
         if until <= utcnow():
             raise InvalidArgument("until must be in the future", violations=[("until", "must be in the future")])
         return pb.ExtendLocksResponse(extended=await self.store.extend(request.saga_id, until))
+
+    async def ReceiveTransfer(self, request: pb.ReceiveTransferRequest, context) -> pb.ReceiveTransferResponse:
+        transfer_rules.validate_receipt(request)
+        return pb.ReceiveTransferResponse(lines=await self.store.receive_transfer(request))
+
+    async def ListTransfers(self, request: pb.ListTransfersRequest, context) -> pb.ListTransfersResponse:
+        v = Violations()
+        logic.check_id(v, "transfer_id", request.transfer_id, required=False)
+        logic.check_id(v, "warehouse_id", request.warehouse_id, required=False)
+        v.raise_if_any("invalid transfer filter")
+        offset, limit = page_window(request.page_size, request.page_token)
+        found = await self.store.list_transfers(request.transfer_id, request.warehouse_id, offset, limit)
+        return pb.ListTransfersResponse(lines=found, next_page_token=next_page_token(offset, limit, len(found)))
 
 
 async def build(settings: Settings) -> App:

@@ -25,11 +25,12 @@ from invsaga.common.v1 import common_pb2
 from invsaga.inventory.v1 import inventory_pb2 as pb
 from invsaga.runtime import metrics
 from invsaga.runtime.barrier import COMPENSATE, EXECUTE, Barrier, Effect, Reader, Refused
-from invsaga.runtime.convert import to_timestamp, utcnow
+from invsaga.runtime.convert import from_timestamp, to_timestamp, utcnow
 from invsaga.runtime.db import Database
 from invsaga.runtime.errors import Aborted, FailedPrecondition, NotFound
-from services.inventory import logic
+from services.inventory import logic, transfer_rules
 from services.inventory.logic import CONSUMED, EXPIRED, HELD, RELEASED
+from services.inventory.transfer_rules import CANCELLED, EXPECTED, IN_TRANSIT
 
 log = logging.getLogger("invsaga.inventory")
 
@@ -123,6 +124,52 @@ _ADJUST_STOCK = (
     "WITH written AS (UPDATE stock SET on_hand = on_hand + %(delta)s, updated_at = %(now)s"
     " WHERE warehouse_id = %(warehouse_id)s AND sku = %(sku)s"
     f" AND on_hand + %(delta)s >= locked AND on_hand + %(delta)s >= 0 RETURNING *), {_JOURNAL}"
+)
+
+# Transfers (SPEC §10). The expectation: the destination's stock rows (made if missing) count
+# the units as incoming, and one line per SKU records them, EXPECTED (IN_TRANSIT if the source's
+# picklist completed first).
+_EXPECT = (
+    "incoming_rows AS (INSERT INTO stock AS s (warehouse_id, sku, product_id, on_hand, locked, bin, incoming,"
+    " updated_at) SELECT %(to_warehouse)s, x.sku, x.product_id, 0, 0, '', x.q, %(now)s"
+    " FROM unnest(%(skus)s::text[], %(product_ids)s::text[], %(quantities)s::bigint[]) AS x(sku, product_id, q)"
+    " ORDER BY x.sku ON CONFLICT (warehouse_id, sku) DO UPDATE SET incoming = s.incoming + EXCLUDED.incoming,"
+    " updated_at = EXCLUDED.updated_at),"
+    " new_lines AS (INSERT INTO transfer_lines (transfer_id, sku, from_warehouse, to_warehouse, quantity, received,"
+    " status, expected_arrival, created_at, updated_at) SELECT %(transfer_id)s, x.sku, %(from_warehouse)s,"
+    " %(to_warehouse)s, x.q, 0, %(status)s, %(expected_arrival)s, %(now)s, %(now)s"
+    " FROM unnest(%(skus)s::text[], %(quantities)s::bigint[]) AS x(sku, q))"
+)
+_DESTINATION_ROWS = (
+    "SELECT * FROM stock WHERE warehouse_id = %(to_warehouse)s AND sku = ANY(%(skus)s::text[]) ORDER BY sku"
+)
+_SHIPPED_ALREADY = "SELECT count(*) AS n FROM locks WHERE saga_id = %(saga_id)s AND status = 'consumed'"
+# A transfer's EXPECTED lines dropped (its saga rolled back, or its picklist was cancelled
+# before it left): the destination no longer counts them as incoming.
+_DROP_EXPECTED = (
+    f"dropped AS (UPDATE transfer_lines SET status = '{CANCELLED}', updated_at = %(now)s"
+    f" WHERE transfer_id = %(saga_id)s AND status = '{EXPECTED}' RETURNING to_warehouse, sku, quantity),"
+    " not_incoming AS (UPDATE stock SET incoming = stock.incoming - dropped.quantity, updated_at = %(now)s"
+    " FROM dropped WHERE stock.warehouse_id = dropped.to_warehouse AND stock.sku = dropped.sku)"
+)
+_EXPECTED_LINES = (
+    f"SELECT sku FROM transfer_lines WHERE transfer_id = %(saga_id)s AND status = '{EXPECTED}' ORDER BY sku FOR UPDATE"
+)
+# The outbound picklist completed, consuming the source's locks: the lines are on the road,
+# in the same transaction as the stock that left.
+_SHIPPED = (
+    f"UPDATE transfer_lines SET status = '{IN_TRANSIT}', updated_at = %(now)s"
+    f" WHERE transfer_id = %(saga_id)s AND status = '{EXPECTED}'"
+    " AND (%(warehouse_id)s = '' OR from_warehouse = %(warehouse_id)s)"
+)
+_TRANSFER_LINES = "SELECT * FROM transfer_lines WHERE transfer_id = %s ORDER BY sku"
+_RECEIVE = (
+    "WITH booked AS (UPDATE transfer_lines AS t SET received = x.r, updated_at = %(now)s,"
+    " status = CASE WHEN x.r = t.quantity THEN 'received' ELSE 'received_short' END"
+    " FROM unnest(%(skus)s::text[], %(received)s::bigint[]) AS x(sku, r)"
+    " WHERE t.transfer_id = %(transfer_id)s AND t.sku = x.sku RETURNING t.to_warehouse, t.sku, t.quantity, x.r)"
+    " UPDATE stock SET on_hand = stock.on_hand + booked.r, incoming = stock.incoming - booked.quantity,"
+    " updated_at = %(now)s FROM booked WHERE stock.warehouse_id = booked.to_warehouse AND stock.sku = booked.sku"
 )
 
 
@@ -260,6 +307,23 @@ def _stock_proto(row) -> common_pb2.StockLevel:
         locked=row.locked,
         available=row.on_hand - row.locked,
         bin=row.bin,
+        incoming=getattr(row, "incoming", 0),
+    )
+
+
+def _transfer_line_proto(row) -> common_pb2.TransferLine:
+    short = row.status == transfer_rules.RECEIVED_SHORT
+    return common_pb2.TransferLine(
+        transfer_id=row.transfer_id,
+        sku=row.sku,
+        from_warehouse=row.from_warehouse,
+        to_warehouse=row.to_warehouse,
+        quantity=row.quantity,
+        received=row.received,
+        status=transfer_rules.LINE_STATUS_FROM_DB[row.status],
+        expected_arrival=to_timestamp(row.expected_arrival),
+        updated_at=to_timestamp(row.updated_at),
+        missing=row.quantity - row.received if short else 0,
     )
 
 
@@ -415,10 +479,47 @@ class InventoryStore:
                     raise LockConflict(plan.lines, warehouse_id, sku, available.get((warehouse_id, sku), 0)) from None
         raise AssertionError("unreachable")
 
-    async def compensate(self, ctx: common_pb2.StepContext) -> pb.CompensateResponse:
-        """Release the saga's held locks; an availability check has nothing to undo."""
+    async def expect_transfer(self, ctx: common_pb2.StepContext, inp: pb.ExpectTransferInput) -> pb.ExecuteResponse:
+        """The transfer's units become incoming at the destination, with one line per SKU."""
+        skus = [item.sku for item in inp.items]
+        params: dict[str, Any] = {
+            "saga_id": ctx.saga_id,
+            "transfer_id": ctx.saga_id,
+            "from_warehouse": inp.from_warehouse,
+            "to_warehouse": inp.to_warehouse,
+            "skus": skus,
+            "product_ids": [item.product_id for item in inp.items],
+            "quantities": [item.quantity for item in inp.items],
+            "expected_arrival": from_timestamp(inp.expected_arrival) if inp.HasField("expected_arrival") else None,
+        }
 
         async def effect(reader: Reader) -> Effect:
+            params["now"] = utcnow()
+            shipped = (await reader.fetch(_SHIPPED_ALREADY, params))[0].n > 0
+            params["status"] = IN_TRANSIT if shipped else EXPECTED
+            rows = {row.sku: _stock_proto(row) for row in await reader.fetch(_DESTINATION_ROWS, params)}
+            destination = []
+            for item in inp.items:
+                level = rows.get(item.sku) or common_pb2.StockLevel(
+                    warehouse_id=inp.to_warehouse, sku=item.sku, product_id=item.product_id
+                )
+                level.incoming += item.quantity
+                destination.append(level)
+            response = pb.ExecuteResponse(expect_transfer=pb.ExpectTransferOutput(destination=destination))
+            return Effect(response, _EXPECT, params)
+
+        return await _again_after_deadlock("an expectation", lambda: self.barrier.run(ctx, EXECUTE, effect))
+
+    async def compensate(self, ctx: common_pb2.StepContext) -> pb.CompensateResponse:
+        """Release the saga's held locks, or drop its transfer's expectation; an availability
+        check has nothing to undo."""
+
+        async def effect(reader: Reader) -> Effect:
+            if ctx.step == common_pb2.SAGA_STEP_EXPECT_TRANSFER:
+                params = {"saga_id": ctx.saga_id, "now": utcnow()}
+                if not await reader.fetch(_EXPECTED_LINES, params):
+                    return Effect(pb.CompensateResponse())
+                return Effect(pb.CompensateResponse(), _DROP_EXPECTED, params)
             if ctx.step != common_pb2.SAGA_STEP_LOCK_INVENTORY:
                 return Effect(pb.CompensateResponse())
             params = {"saga_id": ctx.saga_id, "warehouse_id": ""}
@@ -454,6 +555,7 @@ class InventoryStore:
             async with self.db.transaction() as conn:
                 if outcome == CONSUMED:
                     await self._finish_in(conn, _HELD, params, CONSUMED, params["now"])
+                    await conn.execute(_SHIPPED, params)  # a transfer's units are on the road
                 else:
                     await conn.execute(_HOLD, params)
                 locks = await self._locks(conn, params)
@@ -479,7 +581,10 @@ class InventoryStore:
 
         async def release() -> tuple[int, list[common_pb2.InventoryLock]]:
             async with self.db.transaction() as conn:
-                released = await self._finish_in(conn, _HELD, params, RELEASED, utcnow())
+                now = utcnow()
+                released = await self._finish_in(conn, _HELD, params, RELEASED, now)
+                if released:  # a transfer released at its source is no longer expected anywhere
+                    await conn.execute(f"WITH {_DROP_EXPECTED} SELECT 1", {"saga_id": saga_id, "now": now})
                 return len(released), await self._locks(conn, params)
 
         return await _again_after_deadlock("a release", release)
@@ -563,3 +668,43 @@ class InventoryStore:
             " WHERE saga_id = %s AND status = 'held' AND NOT picking RETURNING lock_id"
         )
         return len(await self.db.fetch(sql, (until, utcnow(), saga_id)))
+
+    # -- transfers --------------------------------------------------------------------------
+
+    async def receive_transfer(self, request: pb.ReceiveTransferRequest) -> list[common_pb2.TransferLine]:
+        """Book what arrived: on_hand up by it, incoming down by what was shipped, a short
+        line's difference kept as its missing units. Refused whole, writing nothing, when any
+        line is wrong; a repeat of the same receipt answers with what was booked."""
+        async with self.db.transaction() as conn:
+            rows: list[Any] = await (
+                await conn.execute(_TRANSFER_LINES + " FOR UPDATE", (request.transfer_id,))
+            ).fetchall()
+            if not rows:
+                raise NotFound(
+                    f"no transfer {request.transfer_id!r} at inventory",
+                    reason="TRANSFER_NOT_FOUND",
+                    metadata={"transfer_id": request.transfer_id},
+                )
+            stored = [transfer_rules.StoredLine(r.sku, r.quantity, r.received, r.status) for r in rows]
+            received = transfer_rules.plan_receipt(request.transfer_id, stored, request.lines)
+            if received is not None:
+                params = {
+                    "transfer_id": request.transfer_id,
+                    "skus": list(received),
+                    "received": list(received.values()),
+                    "now": utcnow(),
+                }
+                await conn.execute(_RECEIVE, params)
+                rows = await (await conn.execute(_TRANSFER_LINES, (request.transfer_id,))).fetchall()
+        return [_transfer_line_proto(row) for row in rows]
+
+    async def list_transfers(
+        self, transfer_id: str, warehouse_id: str, offset: int, limit: int
+    ) -> list[common_pb2.TransferLine]:
+        sql = (
+            "SELECT * FROM transfer_lines WHERE (%(transfer_id)s = '' OR transfer_id = %(transfer_id)s)"
+            " AND (%(warehouse_id)s = '' OR from_warehouse = %(warehouse_id)s OR to_warehouse = %(warehouse_id)s)"
+            " ORDER BY created_at, transfer_id, sku OFFSET %(offset)s LIMIT %(limit)s"
+        )
+        params = {"transfer_id": transfer_id, "warehouse_id": warehouse_id, "offset": offset, "limit": limit}
+        return [_transfer_line_proto(row) for row in await self.db.fetch(sql, params)]

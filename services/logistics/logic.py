@@ -26,6 +26,8 @@ STATUS_TO_DB = {
     common_pb2.PICKLIST_STATUS_CANCELLED: CANCELLED,
 }
 STATUS_FROM_DB = {v: k for k, v in STATUS_TO_DB.items()}
+KIND_TO_DB = {common_pb2.PICKLIST_KIND_ORDER: "order", common_pb2.PICKLIST_KIND_TRANSFER_OUT: "transfer_out"}
+KIND_FROM_DB = {v: k for k, v in KIND_TO_DB.items()}
 
 # SPEC §4: PENDING -> PROCESSING -> COMPLETED, or CANCELLED from either of the first two.
 TRANSITIONS: dict[str, frozenset[str]] = {
@@ -77,6 +79,8 @@ def bin_order(bin_code: str) -> tuple:
 def validate_input(data: pb.GeneratePicklistInput) -> None:
     """INVALID_ARGUMENT with every field violation of a GeneratePicklist input."""
     v = Violations()
+    if data.kind and data.kind not in KIND_TO_DB:
+        v.add("generate_picklist.kind", f"unknown picklist kind {data.kind}")
     if not data.lines:
         v.add("generate_picklist.lines", "at least one line")
     elif len(data.lines) > MAX_LINES:

@@ -31,7 +31,10 @@ picklists = Table(
     Column("status", String(16), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    # An order's picklist, or a transfer's outbound one (its stock leaves for another warehouse).
+    Column("kind", String(16), nullable=False, server_default="order"),
     CheckConstraint("status IN ('pending', 'processing', 'completed', 'cancelled')", name="ck_picklists_status"),
+    CheckConstraint("kind IN ('order', 'transfer_out')", name="ck_picklists_kind"),
     # The pickers' queue: urgent first, then by priority, oldest first.
     Index("ix_picklists_queue", "warehouse_id", "status", "is_urgent", "priority", "created_at"),
 )

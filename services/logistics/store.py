@@ -22,9 +22,9 @@ from services.logistics import logic
 _INSERT_CTES = (
     "picklist AS ("
     " INSERT INTO picklists (picklist_id, saga_id, order_id, warehouse_id, priority, is_urgent, status,"
-    " created_at, updated_at)"
+    " created_at, updated_at, kind)"
     " SELECT p.picklist_id, %(saga_id)s, %(order_id)s, p.warehouse_id, %(priority)s, %(is_urgent)s,"
-    " 'pending', %(now)s, %(now)s"
+    " 'pending', %(now)s, %(now)s, %(kind)s"
     " FROM unnest(%(picklist_ids)s::text[], %(warehouse_ids)s::text[]) AS p(picklist_id, warehouse_id)),"
     " lines AS (INSERT INTO picklist_lines (picklist_id, sequence, sku, quantity, bin)"
     " SELECT * FROM unnest(%(line_picklist_ids)s::text[], %(sequences)s::int[], %(skus)s::text[],"
@@ -47,7 +47,7 @@ _CANCEL_PENDING_CTE = (
 
 # A page of picklists is one query: each row carries its lines as JSON.
 _PICKLISTS = (
-    "SELECT picklist_id, saga_id, order_id, warehouse_id, priority, is_urgent, status, created_at, updated_at,"
+    "SELECT picklist_id, saga_id, order_id, warehouse_id, priority, is_urgent, status, created_at, updated_at, kind,"
     " (SELECT coalesce(json_agg(json_build_object('sequence', l.sequence, 'sku', l.sku, 'quantity', l.quantity,"
     " 'bin', l.bin) ORDER BY l.sequence), '[]') FROM picklist_lines l WHERE l.picklist_id = p.picklist_id) AS lines"
     " FROM picklists p"
@@ -82,6 +82,7 @@ def _to_proto(row: Any) -> common_pb2.Picklist:
         lines=[common_pb2.PicklistLine(**line) for line in row.lines],
         created_at=to_timestamp(row.created_at),
         updated_at=to_timestamp(row.updated_at),
+        kind=logic.KIND_FROM_DB[row.kind],
     )
 
 
@@ -109,6 +110,7 @@ def _generated(saga_id: str, data: pb.GeneratePicklistInput, plans: list[logic.P
             ],
             created_at=stamp,
             updated_at=stamp,
+            kind=data.kind or common_pb2.PICKLIST_KIND_ORDER,
         )
         for picklist_id, plan in zip(ids, plans)
     ]
@@ -122,6 +124,7 @@ def _generated(saga_id: str, data: pb.GeneratePicklistInput, plans: list[logic.P
         "order_id": data.order_id,
         "priority": data.priority,
         "is_urgent": data.is_urgent,
+        "kind": logic.KIND_TO_DB[data.kind or common_pb2.PICKLIST_KIND_ORDER],
         "now": now,
         "picklist_ids": ids,
         "warehouse_ids": [plan.warehouse_id for plan in plans],

@@ -35,6 +35,8 @@ KIND_TO_DB = {
     common_pb2.NOTIFICATION_KIND_ALLOCATION_EXPIRED: "allocation_expired",
     common_pb2.NOTIFICATION_KIND_RESERVATION_CANCELLED: "reservation_cancelled",
     common_pb2.NOTIFICATION_KIND_RESERVATION_EXPIRED: "reservation_expired",
+    common_pb2.NOTIFICATION_KIND_TRANSFER_CONFIRMED: "transfer_confirmed",
+    common_pb2.NOTIFICATION_KIND_TRANSFER_FAILED: "transfer_failed",
 }
 KIND_FROM_DB = {v: k for k, v in KIND_TO_DB.items()}
 

@@ -22,6 +22,23 @@ STATUS_TO_DB = {
 STATUS_FROM_DB = {v: k for k, v in STATUS_TO_DB.items()}
 
 
+def validate_transfer(t: pb.ValidateTransferInput) -> None:
+    v = Violations()
+    for name in ("from_warehouse", "to_warehouse"):
+        value = getattr(t, name)
+        if not value:
+            v.add(f"validate_transfer.{name}", "required")
+        elif len(value) > 64:
+            v.add(f"validate_transfer.{name}", "at most 64 characters")
+    if t.from_warehouse and t.from_warehouse == t.to_warehouse:
+        v.add("validate_transfer.to_warehouse", "must differ from from_warehouse")
+    if not t.skus or len(t.skus) > 1000:
+        v.add("validate_transfer.skus", "1 to 1000 SKUs")
+    if any(not sku or len(sku) > MAX_TEXT for sku in t.skus):
+        v.add("validate_transfer.skus", f"each 1 to {MAX_TEXT} characters")
+    v.raise_if_any("invalid transfer")
+
+
 def validate_warehouse(w: common_pb2.Warehouse) -> None:
     v = Violations()
     if not w.warehouse_id:

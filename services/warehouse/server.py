@@ -44,8 +44,14 @@ class WarehouseStepServicer(pb_grpc.WarehouseStepServiceServicer):
         self.store = store
 
     async def Execute(self, request: pb.ExecuteRequest, context) -> pb.ExecuteResponse:
+        if request.WhichOneof("input") == "validate_transfer":
+            logic.validate_transfer(request.validate_transfer)
+            return await self.store.validate_transfer(request.context, request.validate_transfer)
         if request.WhichOneof("input") != "query_warehouses":
-            raise InvalidArgument("Execute needs query_warehouses", violations=[("input", "query_warehouses required")])
+            raise InvalidArgument(
+                "Execute needs query_warehouses or validate_transfer",
+                violations=[("input", "query_warehouses or validate_transfer required")],
+            )
         if not request.query_warehouses.skus:
             raise InvalidArgument("no SKUs to look for", violations=[("query_warehouses.skus", "at least one SKU")])
         return await self.store.query_warehouses(request.context, request.query_warehouses)

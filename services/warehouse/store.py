@@ -9,7 +9,7 @@ from invsaga.common.v1 import common_pb2
 from invsaga.runtime.barrier import COMPENSATE, EXECUTE, Barrier, Effect, Reader, Refused
 from invsaga.runtime.convert import to_timestamp, utcnow
 from invsaga.runtime.db import Database
-from invsaga.runtime.errors import NotFound
+from invsaga.runtime.errors import FailedPrecondition, NotFound
 from invsaga.warehouse.v1 import warehouse_pb2 as pb
 from services.warehouse import logic
 
@@ -36,6 +36,15 @@ _ADD_ASSORTMENT = (
     "INSERT INTO assortment (warehouse_id, sku) SELECT warehouse_id, unnest(%(skus)s::text[])"
     " FROM warehouses WHERE warehouse_id = %(warehouse_id)s ON CONFLICT DO NOTHING"
 )
+
+# ValidateTransfer's writes: the SKUs join the destination's assortment, and the catalog's
+# version moves on only when one did.
+_JOIN_ASSORTMENT = (
+    "joined AS (INSERT INTO assortment (warehouse_id, sku) SELECT %(to_warehouse)s, unnest(%(skus)s::text[])"
+    " ON CONFLICT DO NOTHING RETURNING sku),"
+    " bumped AS (UPDATE catalog_version SET version = version + 1 WHERE id = 1 AND EXISTS (SELECT 1 FROM joined))"
+)
+_BOTH = f"{_SELECT} WHERE w.warehouse_id = ANY(%(ids)s::text[])"
 
 _VERSION = "SELECT version FROM catalog_version WHERE id = 1"
 _BUMP = "UPDATE catalog_version SET version = version + 1 WHERE id = 1"
@@ -151,6 +160,32 @@ class WarehouseStore:
                 return await self.barrier.run(ctx, EXECUTE, effect)
             except Refused:  # the catalog moved on: answer from the new one
                 await self._reload()
+
+    async def validate_transfer(self, ctx: common_pb2.StepContext, t: pb.ValidateTransferInput) -> pb.ExecuteResponse:
+        """Both ends exist and are active; the destination then carries the SKUs. A refusal
+        writes nothing (not even the barrier row): the saga rolls back on it."""
+
+        async def effect(reader: Reader) -> Effect[pb.ExecuteResponse]:
+            rows = {r.warehouse_id: r for r in await reader.fetch(_BOTH, {"ids": [t.from_warehouse, t.to_warehouse]})}
+            for end, warehouse_id in (("from_warehouse", t.from_warehouse), ("to_warehouse", t.to_warehouse)):
+                row = rows.get(warehouse_id)
+                if row is None:
+                    raise _not_found(warehouse_id)
+                if row.status != "active":
+                    raise FailedPrecondition(
+                        f"warehouse {warehouse_id!r} is {row.status}, not active",
+                        reason="WAREHOUSE_NOT_ACTIVE",
+                        metadata={"warehouse_id": warehouse_id, "status": row.status, "end": end},
+                    )
+            source, destination = _to_proto(rows[t.from_warehouse]), _to_proto(rows[t.to_warehouse])
+            destination.skus[:] = sorted(set(destination.skus) | set(t.skus))
+            out = pb.ValidateTransferOutput(source=source, destination=destination)
+            params = {"to_warehouse": t.to_warehouse, "skus": list(dict.fromkeys(t.skus))}
+            return Effect(pb.ExecuteResponse(validate_transfer=out), _JOIN_ASSORTMENT, params)
+
+        response = await self.barrier.run(ctx, EXECUTE, effect)
+        await self._reload()  # the destination's new SKUs show in QueryWarehouses at once
+        return response
 
     async def _reload(self) -> None:
         """Load the catalog if the version has moved (or nothing is loaded yet)."""

@@ -120,6 +120,7 @@ CASES = [
     Case("priority -1", _set(priority=-1), {"priority"}),
     Case("unknown strategy enum value", _set(allocation_strategy=99), {"allocation_strategy"}),
     Case("unknown request type enum value", _set(request_type=42), {"request_type"}),
+    Case("a transfer through StartSaga", _set(request_type=pb.REQUEST_TYPE_TRANSFER), {"request_type"}),
     Case("1,001 items", _items(1001), {"items"}),
     Case("order_id over 256 chars", _set(order_id=LONG), {"order_id"}),
     Case("customer_id over 256 chars", _set(customer_id=LONG), {"customer_id"}),

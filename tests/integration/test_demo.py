@@ -21,7 +21,7 @@ def test_demo_runs_every_scenario_and_exits_zero():
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     out = result.stdout
-    assert "all 17 scenarios ended as expected" in out
+    assert "all 21 scenarios ended as expected" in out
     plans = {
         line.split("│")[1].strip(): line.split("│")[4].strip()
         for line in out.splitlines()

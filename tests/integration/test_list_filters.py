@@ -66,6 +66,10 @@ async def test_each_filter_alone_and_together_with_paging(client):
     completed = await listed(client, order_id=order, status=pb.SAGA_STATUS_COMPLETED)
     assert completed == newest_first(first + later)
     assert await listed(client, order_id=order, status=pb.SAGA_STATUS_FAILED) == []
+    assert await listed(client, order_id=order, kind=pb.SAGA_KIND_RESERVATION) == newest_first(first + later)
+    assert await listed(client, order_id=order, kind=pb.SAGA_KIND_TRANSFER) == []
+    got = await client.coordinator.GetSaga(pb.GetSagaRequest(saga_id=other.saga_id))
+    assert got.saga.kind == pb.SAGA_KIND_RESERVATION
 
     # The reservation's state: a COMPLETED saga's stays RESERVED until it is released.
     reserved, released = common_pb2.RESERVATION_STATE_RESERVED, common_pb2.RESERVATION_STATE_RELEASED
@@ -79,6 +83,7 @@ async def test_bad_filters_are_refused_with_the_field(client):
     for request, field in (
         (pb.ListSagasRequest(order_id="x" * 257), "order_id"),
         (pb.ListSagasRequest(reservation_state=99), "reservation_state"),
+        (pb.ListSagasRequest(kind=99), "kind"),
         (
             pb.ListSagasRequest(created_after=Timestamp(seconds=2_000_000_000), created_before=Timestamp(seconds=1)),
             "created_after",

@@ -22,6 +22,8 @@ class SagaStep(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SAGA_STEP_NOTIFY: _ClassVar[SagaStep]
     SAGA_STEP_NOTIFY_FAILURE: _ClassVar[SagaStep]
     SAGA_STEP_NOTIFY_RESERVATION: _ClassVar[SagaStep]
+    SAGA_STEP_VALIDATE_TRANSFER: _ClassVar[SagaStep]
+    SAGA_STEP_EXPECT_TRANSFER: _ClassVar[SagaStep]
 
 class WarehouseStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -54,6 +56,21 @@ class PicklistStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PICKLIST_STATUS_COMPLETED: _ClassVar[PicklistStatus]
     PICKLIST_STATUS_CANCELLED: _ClassVar[PicklistStatus]
 
+class PicklistKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PICKLIST_KIND_UNSPECIFIED: _ClassVar[PicklistKind]
+    PICKLIST_KIND_ORDER: _ClassVar[PicklistKind]
+    PICKLIST_KIND_TRANSFER_OUT: _ClassVar[PicklistKind]
+
+class TransferLineStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TRANSFER_LINE_STATUS_UNSPECIFIED: _ClassVar[TransferLineStatus]
+    TRANSFER_LINE_STATUS_EXPECTED: _ClassVar[TransferLineStatus]
+    TRANSFER_LINE_STATUS_IN_TRANSIT: _ClassVar[TransferLineStatus]
+    TRANSFER_LINE_STATUS_RECEIVED: _ClassVar[TransferLineStatus]
+    TRANSFER_LINE_STATUS_RECEIVED_SHORT: _ClassVar[TransferLineStatus]
+    TRANSFER_LINE_STATUS_CANCELLED: _ClassVar[TransferLineStatus]
+
 class LockStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     LOCK_STATUS_UNSPECIFIED: _ClassVar[LockStatus]
@@ -71,6 +88,8 @@ class NotificationKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     NOTIFICATION_KIND_ALLOCATION_EXPIRED: _ClassVar[NotificationKind]
     NOTIFICATION_KIND_RESERVATION_CANCELLED: _ClassVar[NotificationKind]
     NOTIFICATION_KIND_RESERVATION_EXPIRED: _ClassVar[NotificationKind]
+    NOTIFICATION_KIND_TRANSFER_CONFIRMED: _ClassVar[NotificationKind]
+    NOTIFICATION_KIND_TRANSFER_FAILED: _ClassVar[NotificationKind]
 
 class ReservationState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -90,6 +109,8 @@ SAGA_STEP_GENERATE_PICKLIST: SagaStep
 SAGA_STEP_NOTIFY: SagaStep
 SAGA_STEP_NOTIFY_FAILURE: SagaStep
 SAGA_STEP_NOTIFY_RESERVATION: SagaStep
+SAGA_STEP_VALIDATE_TRANSFER: SagaStep
+SAGA_STEP_EXPECT_TRANSFER: SagaStep
 WAREHOUSE_STATUS_UNSPECIFIED: WarehouseStatus
 WAREHOUSE_STATUS_ACTIVE: WarehouseStatus
 WAREHOUSE_STATUS_MAINTENANCE: WarehouseStatus
@@ -109,6 +130,15 @@ PICKLIST_STATUS_PENDING: PicklistStatus
 PICKLIST_STATUS_PROCESSING: PicklistStatus
 PICKLIST_STATUS_COMPLETED: PicklistStatus
 PICKLIST_STATUS_CANCELLED: PicklistStatus
+PICKLIST_KIND_UNSPECIFIED: PicklistKind
+PICKLIST_KIND_ORDER: PicklistKind
+PICKLIST_KIND_TRANSFER_OUT: PicklistKind
+TRANSFER_LINE_STATUS_UNSPECIFIED: TransferLineStatus
+TRANSFER_LINE_STATUS_EXPECTED: TransferLineStatus
+TRANSFER_LINE_STATUS_IN_TRANSIT: TransferLineStatus
+TRANSFER_LINE_STATUS_RECEIVED: TransferLineStatus
+TRANSFER_LINE_STATUS_RECEIVED_SHORT: TransferLineStatus
+TRANSFER_LINE_STATUS_CANCELLED: TransferLineStatus
 LOCK_STATUS_UNSPECIFIED: LockStatus
 LOCK_STATUS_HELD: LockStatus
 LOCK_STATUS_RELEASED: LockStatus
@@ -121,6 +151,8 @@ NOTIFICATION_KIND_LOCK_EXPIRED: NotificationKind
 NOTIFICATION_KIND_ALLOCATION_EXPIRED: NotificationKind
 NOTIFICATION_KIND_RESERVATION_CANCELLED: NotificationKind
 NOTIFICATION_KIND_RESERVATION_EXPIRED: NotificationKind
+NOTIFICATION_KIND_TRANSFER_CONFIRMED: NotificationKind
+NOTIFICATION_KIND_TRANSFER_FAILED: NotificationKind
 RESERVATION_STATE_UNSPECIFIED: ReservationState
 RESERVATION_STATE_RESERVED: ReservationState
 RESERVATION_STATE_PICKING: ReservationState
@@ -208,7 +240,7 @@ class Item(_message.Message):
     def __init__(self, product_id: _Optional[str] = ..., sku: _Optional[str] = ..., quantity: _Optional[int] = ..., unit: _Optional[str] = ..., description: _Optional[str] = ...) -> None: ...
 
 class StockLevel(_message.Message):
-    __slots__ = ("warehouse_id", "sku", "product_id", "on_hand", "locked", "available", "bin")
+    __slots__ = ("warehouse_id", "sku", "product_id", "on_hand", "locked", "available", "bin", "incoming")
     WAREHOUSE_ID_FIELD_NUMBER: _ClassVar[int]
     SKU_FIELD_NUMBER: _ClassVar[int]
     PRODUCT_ID_FIELD_NUMBER: _ClassVar[int]
@@ -216,6 +248,7 @@ class StockLevel(_message.Message):
     LOCKED_FIELD_NUMBER: _ClassVar[int]
     AVAILABLE_FIELD_NUMBER: _ClassVar[int]
     BIN_FIELD_NUMBER: _ClassVar[int]
+    INCOMING_FIELD_NUMBER: _ClassVar[int]
     warehouse_id: str
     sku: str
     product_id: str
@@ -223,7 +256,8 @@ class StockLevel(_message.Message):
     locked: int
     available: int
     bin: str
-    def __init__(self, warehouse_id: _Optional[str] = ..., sku: _Optional[str] = ..., product_id: _Optional[str] = ..., on_hand: _Optional[int] = ..., locked: _Optional[int] = ..., available: _Optional[int] = ..., bin: _Optional[str] = ...) -> None: ...
+    incoming: int
+    def __init__(self, warehouse_id: _Optional[str] = ..., sku: _Optional[str] = ..., product_id: _Optional[str] = ..., on_hand: _Optional[int] = ..., locked: _Optional[int] = ..., available: _Optional[int] = ..., bin: _Optional[str] = ..., incoming: _Optional[int] = ...) -> None: ...
 
 class WarehouseLoad(_message.Message):
     __slots__ = ("warehouse_id", "locked_units")
@@ -286,7 +320,7 @@ class PicklistLine(_message.Message):
     def __init__(self, sku: _Optional[str] = ..., quantity: _Optional[int] = ..., bin: _Optional[str] = ..., sequence: _Optional[int] = ...) -> None: ...
 
 class Picklist(_message.Message):
-    __slots__ = ("picklist_id", "warehouse_id", "priority", "status", "lines", "saga_id", "order_id", "is_urgent", "created_at", "updated_at")
+    __slots__ = ("picklist_id", "warehouse_id", "priority", "status", "lines", "saga_id", "order_id", "is_urgent", "created_at", "updated_at", "kind")
     PICKLIST_ID_FIELD_NUMBER: _ClassVar[int]
     WAREHOUSE_ID_FIELD_NUMBER: _ClassVar[int]
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
@@ -297,6 +331,7 @@ class Picklist(_message.Message):
     IS_URGENT_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
     picklist_id: str
     warehouse_id: str
     priority: int
@@ -307,7 +342,40 @@ class Picklist(_message.Message):
     is_urgent: bool
     created_at: _timestamp_pb2.Timestamp
     updated_at: _timestamp_pb2.Timestamp
-    def __init__(self, picklist_id: _Optional[str] = ..., warehouse_id: _Optional[str] = ..., priority: _Optional[int] = ..., status: _Optional[_Union[PicklistStatus, str]] = ..., lines: _Optional[_Iterable[_Union[PicklistLine, _Mapping]]] = ..., saga_id: _Optional[str] = ..., order_id: _Optional[str] = ..., is_urgent: _Optional[bool] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    kind: PicklistKind
+    def __init__(self, picklist_id: _Optional[str] = ..., warehouse_id: _Optional[str] = ..., priority: _Optional[int] = ..., status: _Optional[_Union[PicklistStatus, str]] = ..., lines: _Optional[_Iterable[_Union[PicklistLine, _Mapping]]] = ..., saga_id: _Optional[str] = ..., order_id: _Optional[str] = ..., is_urgent: _Optional[bool] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., kind: _Optional[_Union[PicklistKind, str]] = ...) -> None: ...
+
+class TransferLine(_message.Message):
+    __slots__ = ("transfer_id", "sku", "from_warehouse", "to_warehouse", "quantity", "received", "status", "expected_arrival", "updated_at", "missing")
+    TRANSFER_ID_FIELD_NUMBER: _ClassVar[int]
+    SKU_FIELD_NUMBER: _ClassVar[int]
+    FROM_WAREHOUSE_FIELD_NUMBER: _ClassVar[int]
+    TO_WAREHOUSE_FIELD_NUMBER: _ClassVar[int]
+    QUANTITY_FIELD_NUMBER: _ClassVar[int]
+    RECEIVED_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_ARRIVAL_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    MISSING_FIELD_NUMBER: _ClassVar[int]
+    transfer_id: str
+    sku: str
+    from_warehouse: str
+    to_warehouse: str
+    quantity: int
+    received: int
+    status: TransferLineStatus
+    expected_arrival: _timestamp_pb2.Timestamp
+    updated_at: _timestamp_pb2.Timestamp
+    missing: int
+    def __init__(self, transfer_id: _Optional[str] = ..., sku: _Optional[str] = ..., from_warehouse: _Optional[str] = ..., to_warehouse: _Optional[str] = ..., quantity: _Optional[int] = ..., received: _Optional[int] = ..., status: _Optional[_Union[TransferLineStatus, str]] = ..., expected_arrival: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., missing: _Optional[int] = ...) -> None: ...
+
+class ReceivedLine(_message.Message):
+    __slots__ = ("sku", "quantity")
+    SKU_FIELD_NUMBER: _ClassVar[int]
+    QUANTITY_FIELD_NUMBER: _ClassVar[int]
+    sku: str
+    quantity: int
+    def __init__(self, sku: _Optional[str] = ..., quantity: _Optional[int] = ...) -> None: ...
 
 class InventoryLock(_message.Message):
     __slots__ = ("lock_id", "saga_id", "warehouse_id", "sku", "quantity", "status", "expires_at", "picking", "created_at")

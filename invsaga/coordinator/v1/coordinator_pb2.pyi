@@ -19,6 +19,12 @@ class RequestType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     REQUEST_TYPE_ALLOCATION: _ClassVar[RequestType]
     REQUEST_TYPE_TRANSFER: _ClassVar[RequestType]
 
+class SagaKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SAGA_KIND_UNSPECIFIED: _ClassVar[SagaKind]
+    SAGA_KIND_RESERVATION: _ClassVar[SagaKind]
+    SAGA_KIND_TRANSFER: _ClassVar[SagaKind]
+
 class SagaStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     SAGA_STATUS_UNSPECIFIED: _ClassVar[SagaStatus]
@@ -40,6 +46,16 @@ class StepStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     STEP_STATUS_COMPENSATED: _ClassVar[StepStatus]
     STEP_STATUS_SKIPPED: _ClassVar[StepStatus]
 
+class TransferState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TRANSFER_STATE_UNSPECIFIED: _ClassVar[TransferState]
+    TRANSFER_STATE_RESERVED: _ClassVar[TransferState]
+    TRANSFER_STATE_PICKING: _ClassVar[TransferState]
+    TRANSFER_STATE_IN_TRANSIT: _ClassVar[TransferState]
+    TRANSFER_STATE_RECEIVED: _ClassVar[TransferState]
+    TRANSFER_STATE_RECEIVED_SHORT: _ClassVar[TransferState]
+    TRANSFER_STATE_CANCELLED: _ClassVar[TransferState]
+
 class SagaEventType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     SAGA_EVENT_TYPE_UNSPECIFIED: _ClassVar[SagaEventType]
@@ -60,10 +76,14 @@ class SagaEventType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SAGA_EVENT_TYPE_SAGA_RECOVERED: _ClassVar[SagaEventType]
     SAGA_EVENT_TYPE_RESERVATION_CHANGED: _ClassVar[SagaEventType]
     SAGA_EVENT_TYPE_RESERVATION_EXTENDED: _ClassVar[SagaEventType]
+    SAGA_EVENT_TYPE_TRANSFER_CHANGED: _ClassVar[SagaEventType]
 REQUEST_TYPE_UNSPECIFIED: RequestType
 REQUEST_TYPE_RESERVATION: RequestType
 REQUEST_TYPE_ALLOCATION: RequestType
 REQUEST_TYPE_TRANSFER: RequestType
+SAGA_KIND_UNSPECIFIED: SagaKind
+SAGA_KIND_RESERVATION: SagaKind
+SAGA_KIND_TRANSFER: SagaKind
 SAGA_STATUS_UNSPECIFIED: SagaStatus
 SAGA_STATUS_PENDING: SagaStatus
 SAGA_STATUS_RUNNING: SagaStatus
@@ -79,6 +99,13 @@ STEP_STATUS_FAILED: StepStatus
 STEP_STATUS_COMPENSATING: StepStatus
 STEP_STATUS_COMPENSATED: StepStatus
 STEP_STATUS_SKIPPED: StepStatus
+TRANSFER_STATE_UNSPECIFIED: TransferState
+TRANSFER_STATE_RESERVED: TransferState
+TRANSFER_STATE_PICKING: TransferState
+TRANSFER_STATE_IN_TRANSIT: TransferState
+TRANSFER_STATE_RECEIVED: TransferState
+TRANSFER_STATE_RECEIVED_SHORT: TransferState
+TRANSFER_STATE_CANCELLED: TransferState
 SAGA_EVENT_TYPE_UNSPECIFIED: SagaEventType
 SAGA_EVENT_TYPE_SAGA_STARTED: SagaEventType
 SAGA_EVENT_TYPE_STEP_STARTED: SagaEventType
@@ -97,6 +124,7 @@ SAGA_EVENT_TYPE_SAGA_RESUMED: SagaEventType
 SAGA_EVENT_TYPE_SAGA_RECOVERED: SagaEventType
 SAGA_EVENT_TYPE_RESERVATION_CHANGED: SagaEventType
 SAGA_EVENT_TYPE_RESERVATION_EXTENDED: SagaEventType
+SAGA_EVENT_TYPE_TRANSFER_CHANGED: SagaEventType
 
 class InventoryRequest(_message.Message):
     __slots__ = ("request_id", "order_id", "customer_id", "request_type", "items", "preferred_warehouses", "allocation_strategy", "priority", "is_urgent", "expired_at", "metadata", "customer_location")
@@ -169,7 +197,7 @@ class Availability(_message.Message):
     def __init__(self, stock: _Optional[_Iterable[_Union[_common_pb2.StockLevel, _Mapping]]] = ..., loads: _Optional[_Iterable[_Union[_common_pb2.WarehouseLoad, _Mapping]]] = ..., shortages: _Optional[_Iterable[_Union[_common_pb2.Shortage, _Mapping]]] = ...) -> None: ...
 
 class Saga(_message.Message):
-    __slots__ = ("saga_id", "request_id", "status", "request", "steps", "allocation", "picklists", "failure", "created_at", "updated_at", "warehouses", "availability", "locks", "trace_id", "compensation_failure", "omitted_fields", "reservation", "cancel_reason")
+    __slots__ = ("saga_id", "request_id", "status", "request", "steps", "allocation", "picklists", "failure", "created_at", "updated_at", "warehouses", "availability", "locks", "trace_id", "compensation_failure", "omitted_fields", "reservation", "cancel_reason", "kind", "transfer", "transfer_state", "transfer_lines")
     SAGA_ID_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
@@ -188,6 +216,10 @@ class Saga(_message.Message):
     OMITTED_FIELDS_FIELD_NUMBER: _ClassVar[int]
     RESERVATION_FIELD_NUMBER: _ClassVar[int]
     CANCEL_REASON_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    TRANSFER_FIELD_NUMBER: _ClassVar[int]
+    TRANSFER_STATE_FIELD_NUMBER: _ClassVar[int]
+    TRANSFER_LINES_FIELD_NUMBER: _ClassVar[int]
     saga_id: str
     request_id: str
     status: SagaStatus
@@ -206,7 +238,57 @@ class Saga(_message.Message):
     omitted_fields: _containers.RepeatedScalarFieldContainer[str]
     reservation: Reservation
     cancel_reason: str
-    def __init__(self, saga_id: _Optional[str] = ..., request_id: _Optional[str] = ..., status: _Optional[_Union[SagaStatus, str]] = ..., request: _Optional[_Union[InventoryRequest, _Mapping]] = ..., steps: _Optional[_Iterable[_Union[StepState, _Mapping]]] = ..., allocation: _Optional[_Union[_common_pb2.Allocation, _Mapping]] = ..., picklists: _Optional[_Iterable[_Union[_common_pb2.Picklist, _Mapping]]] = ..., failure: _Optional[_Union[SagaFailure, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., warehouses: _Optional[_Iterable[_Union[_common_pb2.Warehouse, _Mapping]]] = ..., availability: _Optional[_Union[Availability, _Mapping]] = ..., locks: _Optional[_Iterable[_Union[_common_pb2.InventoryLock, _Mapping]]] = ..., trace_id: _Optional[str] = ..., compensation_failure: _Optional[_Union[SagaFailure, _Mapping]] = ..., omitted_fields: _Optional[_Iterable[str]] = ..., reservation: _Optional[_Union[Reservation, _Mapping]] = ..., cancel_reason: _Optional[str] = ...) -> None: ...
+    kind: SagaKind
+    transfer: TransferRequest
+    transfer_state: TransferState
+    transfer_lines: _containers.RepeatedCompositeFieldContainer[_common_pb2.TransferLine]
+    def __init__(self, saga_id: _Optional[str] = ..., request_id: _Optional[str] = ..., status: _Optional[_Union[SagaStatus, str]] = ..., request: _Optional[_Union[InventoryRequest, _Mapping]] = ..., steps: _Optional[_Iterable[_Union[StepState, _Mapping]]] = ..., allocation: _Optional[_Union[_common_pb2.Allocation, _Mapping]] = ..., picklists: _Optional[_Iterable[_Union[_common_pb2.Picklist, _Mapping]]] = ..., failure: _Optional[_Union[SagaFailure, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., warehouses: _Optional[_Iterable[_Union[_common_pb2.Warehouse, _Mapping]]] = ..., availability: _Optional[_Union[Availability, _Mapping]] = ..., locks: _Optional[_Iterable[_Union[_common_pb2.InventoryLock, _Mapping]]] = ..., trace_id: _Optional[str] = ..., compensation_failure: _Optional[_Union[SagaFailure, _Mapping]] = ..., omitted_fields: _Optional[_Iterable[str]] = ..., reservation: _Optional[_Union[Reservation, _Mapping]] = ..., cancel_reason: _Optional[str] = ..., kind: _Optional[_Union[SagaKind, str]] = ..., transfer: _Optional[_Union[TransferRequest, _Mapping]] = ..., transfer_state: _Optional[_Union[TransferState, str]] = ..., transfer_lines: _Optional[_Iterable[_Union[_common_pb2.TransferLine, _Mapping]]] = ...) -> None: ...
+
+class ReceiveTransferRequest(_message.Message):
+    __slots__ = ("transfer_id", "lines")
+    TRANSFER_ID_FIELD_NUMBER: _ClassVar[int]
+    LINES_FIELD_NUMBER: _ClassVar[int]
+    transfer_id: str
+    lines: _containers.RepeatedCompositeFieldContainer[_common_pb2.ReceivedLine]
+    def __init__(self, transfer_id: _Optional[str] = ..., lines: _Optional[_Iterable[_Union[_common_pb2.ReceivedLine, _Mapping]]] = ...) -> None: ...
+
+class ReceiveTransferResponse(_message.Message):
+    __slots__ = ("saga",)
+    SAGA_FIELD_NUMBER: _ClassVar[int]
+    saga: Saga
+    def __init__(self, saga: _Optional[_Union[Saga, _Mapping]] = ...) -> None: ...
+
+class TransferRequest(_message.Message):
+    __slots__ = ("request_id", "from_warehouse", "to_warehouse", "items", "reason", "expected_arrival", "priority")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    FROM_WAREHOUSE_FIELD_NUMBER: _ClassVar[int]
+    TO_WAREHOUSE_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_ARRIVAL_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    from_warehouse: str
+    to_warehouse: str
+    items: _containers.RepeatedCompositeFieldContainer[_common_pb2.Item]
+    reason: str
+    expected_arrival: _timestamp_pb2.Timestamp
+    priority: int
+    def __init__(self, request_id: _Optional[str] = ..., from_warehouse: _Optional[str] = ..., to_warehouse: _Optional[str] = ..., items: _Optional[_Iterable[_Union[_common_pb2.Item, _Mapping]]] = ..., reason: _Optional[str] = ..., expected_arrival: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., priority: _Optional[int] = ...) -> None: ...
+
+class StartTransferRequest(_message.Message):
+    __slots__ = ("transfer",)
+    TRANSFER_FIELD_NUMBER: _ClassVar[int]
+    transfer: TransferRequest
+    def __init__(self, transfer: _Optional[_Union[TransferRequest, _Mapping]] = ...) -> None: ...
+
+class StartTransferResponse(_message.Message):
+    __slots__ = ("saga_id", "saga")
+    SAGA_ID_FIELD_NUMBER: _ClassVar[int]
+    SAGA_FIELD_NUMBER: _ClassVar[int]
+    saga_id: str
+    saga: Saga
+    def __init__(self, saga_id: _Optional[str] = ..., saga: _Optional[_Union[Saga, _Mapping]] = ...) -> None: ...
 
 class WarehouseReservation(_message.Message):
     __slots__ = ("warehouse_id", "picklist_id", "state", "picklist_status", "updated_at")
@@ -301,7 +383,7 @@ class GetSagaResponse(_message.Message):
     def __init__(self, saga: _Optional[_Union[Saga, _Mapping]] = ...) -> None: ...
 
 class ListSagasRequest(_message.Message):
-    __slots__ = ("status", "page_size", "page_token", "order_id", "customer_id", "created_after", "created_before", "reservation_state")
+    __slots__ = ("status", "page_size", "page_token", "order_id", "customer_id", "created_after", "created_before", "reservation_state", "kind")
     STATUS_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
@@ -310,6 +392,7 @@ class ListSagasRequest(_message.Message):
     CREATED_AFTER_FIELD_NUMBER: _ClassVar[int]
     CREATED_BEFORE_FIELD_NUMBER: _ClassVar[int]
     RESERVATION_STATE_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
     status: SagaStatus
     page_size: int
     page_token: str
@@ -318,7 +401,8 @@ class ListSagasRequest(_message.Message):
     created_after: _timestamp_pb2.Timestamp
     created_before: _timestamp_pb2.Timestamp
     reservation_state: _common_pb2.ReservationState
-    def __init__(self, status: _Optional[_Union[SagaStatus, str]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., order_id: _Optional[str] = ..., customer_id: _Optional[str] = ..., created_after: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_before: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reservation_state: _Optional[_Union[_common_pb2.ReservationState, str]] = ...) -> None: ...
+    kind: SagaKind
+    def __init__(self, status: _Optional[_Union[SagaStatus, str]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., order_id: _Optional[str] = ..., customer_id: _Optional[str] = ..., created_after: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_before: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reservation_state: _Optional[_Union[_common_pb2.ReservationState, str]] = ..., kind: _Optional[_Union[SagaKind, str]] = ...) -> None: ...
 
 class ListSagasResponse(_message.Message):
     __slots__ = ("sagas", "next_page_token")

@@ -74,6 +74,16 @@ class SagaCoordinatorServiceStub:
                 request_serializer=invsaga_dot_coordinator_dot_v1_dot_coordinator__pb2.ExtendReservationRequest.SerializeToString,
                 response_deserializer=invsaga_dot_coordinator_dot_v1_dot_coordinator__pb2.ExtendReservationResponse.FromString,
                 _registered_method=True)
+        self.StartTransfer = channel.unary_unary(
+                '/invsaga.coordinator.v1.SagaCoordinatorService/StartTransfer',
+                request_serializer=invsaga_dot_coordinator_dot_v1_dot_coordinator__pb2.StartTransferRequest.SerializeToString,
+                response_deserializer=invsaga_dot_coordinator_dot_v1_dot_coordinator__pb2.StartTransferResponse.FromString,
+                _registered_method=True)
+        self.ReceiveTransfer = channel.unary_unary(
+                '/invsaga.coordinator.v1.SagaCoordinatorService/ReceiveTransfer',
+                request_serializer=invsaga_dot_coordinator_dot_v1_dot_coordinator__pb2.ReceiveTransferRequest.SerializeToString,
+                response_deserializer=invsaga_dot_coordinator_dot_v1_dot_coordinator__pb2.ReceiveTransferResponse.FromString,
+                _registered_method=True)
 
 
 class SagaCoordinatorServiceServicer:
@@ -139,6 +149,24 @@ class SagaCoordinatorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StartTransfer(self, request, context):
+        """Moves stock from one warehouse to another as a saga of its own (SPEC §10): validate both
+        warehouses, reserve at the source, an outbound picklist there, the inbound expectation at
+        the destination, notify. Answers at once, like StartSaga; GetSaga, ListSagas (kind
+        TRANSFER), WatchSaga and CancelSaga work on it. request_id is its idempotency key.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReceiveTransfer(self, request, context):
+        """Books what arrived of a shipped (IN_TRANSIT) transfer at its destination; a short receipt
+        keeps the difference as a discrepancy (RECEIVED_SHORT). Once per transfer.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SagaCoordinatorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -176,6 +204,16 @@ def add_SagaCoordinatorServiceServicer_to_server(servicer, server):
                     servicer.ExtendReservation,
                     request_deserializer=invsaga_dot_coordinator_dot_v1_dot_coordinator__pb2.ExtendReservationRequest.FromString,
                     response_serializer=invsaga_dot_coordinator_dot_v1_dot_coordinator__pb2.ExtendReservationResponse.SerializeToString,
+            ),
+            'StartTransfer': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartTransfer,
+                    request_deserializer=invsaga_dot_coordinator_dot_v1_dot_coordinator__pb2.StartTransferRequest.FromString,
+                    response_serializer=invsaga_dot_coordinator_dot_v1_dot_coordinator__pb2.StartTransferResponse.SerializeToString,
+            ),
+            'ReceiveTransfer': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReceiveTransfer,
+                    request_deserializer=invsaga_dot_coordinator_dot_v1_dot_coordinator__pb2.ReceiveTransferRequest.FromString,
+                    response_serializer=invsaga_dot_coordinator_dot_v1_dot_coordinator__pb2.ReceiveTransferResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -372,6 +410,60 @@ class SagaCoordinatorService:
             '/invsaga.coordinator.v1.SagaCoordinatorService/ExtendReservation',
             invsaga_dot_coordinator_dot_v1_dot_coordinator__pb2.ExtendReservationRequest.SerializeToString,
             invsaga_dot_coordinator_dot_v1_dot_coordinator__pb2.ExtendReservationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartTransfer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/invsaga.coordinator.v1.SagaCoordinatorService/StartTransfer',
+            invsaga_dot_coordinator_dot_v1_dot_coordinator__pb2.StartTransferRequest.SerializeToString,
+            invsaga_dot_coordinator_dot_v1_dot_coordinator__pb2.StartTransferResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReceiveTransfer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/invsaga.coordinator.v1.SagaCoordinatorService/ReceiveTransfer',
+            invsaga_dot_coordinator_dot_v1_dot_coordinator__pb2.ReceiveTransferRequest.SerializeToString,
+            invsaga_dot_coordinator_dot_v1_dot_coordinator__pb2.ReceiveTransferResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -69,23 +69,45 @@ class LockInventoryOutput(_message.Message):
     locks: _containers.RepeatedCompositeFieldContainer[_common_pb2.InventoryLock]
     def __init__(self, locks: _Optional[_Iterable[_Union[_common_pb2.InventoryLock, _Mapping]]] = ...) -> None: ...
 
+class ExpectTransferInput(_message.Message):
+    __slots__ = ("from_warehouse", "to_warehouse", "items", "expected_arrival")
+    FROM_WAREHOUSE_FIELD_NUMBER: _ClassVar[int]
+    TO_WAREHOUSE_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_ARRIVAL_FIELD_NUMBER: _ClassVar[int]
+    from_warehouse: str
+    to_warehouse: str
+    items: _containers.RepeatedCompositeFieldContainer[_common_pb2.Item]
+    expected_arrival: _timestamp_pb2.Timestamp
+    def __init__(self, from_warehouse: _Optional[str] = ..., to_warehouse: _Optional[str] = ..., items: _Optional[_Iterable[_Union[_common_pb2.Item, _Mapping]]] = ..., expected_arrival: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ExpectTransferOutput(_message.Message):
+    __slots__ = ("destination",)
+    DESTINATION_FIELD_NUMBER: _ClassVar[int]
+    destination: _containers.RepeatedCompositeFieldContainer[_common_pb2.StockLevel]
+    def __init__(self, destination: _Optional[_Iterable[_Union[_common_pb2.StockLevel, _Mapping]]] = ...) -> None: ...
+
 class ExecuteRequest(_message.Message):
-    __slots__ = ("context", "check_availability", "lock_inventory")
+    __slots__ = ("context", "check_availability", "lock_inventory", "expect_transfer")
     CONTEXT_FIELD_NUMBER: _ClassVar[int]
     CHECK_AVAILABILITY_FIELD_NUMBER: _ClassVar[int]
     LOCK_INVENTORY_FIELD_NUMBER: _ClassVar[int]
+    EXPECT_TRANSFER_FIELD_NUMBER: _ClassVar[int]
     context: _common_pb2.StepContext
     check_availability: CheckAvailabilityInput
     lock_inventory: LockInventoryInput
-    def __init__(self, context: _Optional[_Union[_common_pb2.StepContext, _Mapping]] = ..., check_availability: _Optional[_Union[CheckAvailabilityInput, _Mapping]] = ..., lock_inventory: _Optional[_Union[LockInventoryInput, _Mapping]] = ...) -> None: ...
+    expect_transfer: ExpectTransferInput
+    def __init__(self, context: _Optional[_Union[_common_pb2.StepContext, _Mapping]] = ..., check_availability: _Optional[_Union[CheckAvailabilityInput, _Mapping]] = ..., lock_inventory: _Optional[_Union[LockInventoryInput, _Mapping]] = ..., expect_transfer: _Optional[_Union[ExpectTransferInput, _Mapping]] = ...) -> None: ...
 
 class ExecuteResponse(_message.Message):
-    __slots__ = ("check_availability", "lock_inventory")
+    __slots__ = ("check_availability", "lock_inventory", "expect_transfer")
     CHECK_AVAILABILITY_FIELD_NUMBER: _ClassVar[int]
     LOCK_INVENTORY_FIELD_NUMBER: _ClassVar[int]
+    EXPECT_TRANSFER_FIELD_NUMBER: _ClassVar[int]
     check_availability: CheckAvailabilityOutput
     lock_inventory: LockInventoryOutput
-    def __init__(self, check_availability: _Optional[_Union[CheckAvailabilityOutput, _Mapping]] = ..., lock_inventory: _Optional[_Union[LockInventoryOutput, _Mapping]] = ...) -> None: ...
+    expect_transfer: ExpectTransferOutput
+    def __init__(self, check_availability: _Optional[_Union[CheckAvailabilityOutput, _Mapping]] = ..., lock_inventory: _Optional[_Union[LockInventoryOutput, _Mapping]] = ..., expect_transfer: _Optional[_Union[ExpectTransferOutput, _Mapping]] = ...) -> None: ...
 
 class ExecuteBatchRequest(_message.Message):
     __slots__ = ("requests",)
@@ -288,3 +310,37 @@ class ExtendLocksResponse(_message.Message):
     EXTENDED_FIELD_NUMBER: _ClassVar[int]
     extended: int
     def __init__(self, extended: _Optional[int] = ...) -> None: ...
+
+class ReceiveTransferRequest(_message.Message):
+    __slots__ = ("transfer_id", "lines")
+    TRANSFER_ID_FIELD_NUMBER: _ClassVar[int]
+    LINES_FIELD_NUMBER: _ClassVar[int]
+    transfer_id: str
+    lines: _containers.RepeatedCompositeFieldContainer[_common_pb2.ReceivedLine]
+    def __init__(self, transfer_id: _Optional[str] = ..., lines: _Optional[_Iterable[_Union[_common_pb2.ReceivedLine, _Mapping]]] = ...) -> None: ...
+
+class ReceiveTransferResponse(_message.Message):
+    __slots__ = ("lines",)
+    LINES_FIELD_NUMBER: _ClassVar[int]
+    lines: _containers.RepeatedCompositeFieldContainer[_common_pb2.TransferLine]
+    def __init__(self, lines: _Optional[_Iterable[_Union[_common_pb2.TransferLine, _Mapping]]] = ...) -> None: ...
+
+class ListTransfersRequest(_message.Message):
+    __slots__ = ("transfer_id", "warehouse_id", "page_size", "page_token")
+    TRANSFER_ID_FIELD_NUMBER: _ClassVar[int]
+    WAREHOUSE_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    transfer_id: str
+    warehouse_id: str
+    page_size: int
+    page_token: str
+    def __init__(self, transfer_id: _Optional[str] = ..., warehouse_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListTransfersResponse(_message.Message):
+    __slots__ = ("lines", "next_page_token")
+    LINES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    lines: _containers.RepeatedCompositeFieldContainer[_common_pb2.TransferLine]
+    next_page_token: str
+    def __init__(self, lines: _Optional[_Iterable[_Union[_common_pb2.TransferLine, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...

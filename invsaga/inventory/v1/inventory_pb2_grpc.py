@@ -291,6 +291,16 @@ class InventoryServiceStub:
                 request_serializer=invsaga_dot_inventory_dot_v1_dot_inventory__pb2.ExtendLocksRequest.SerializeToString,
                 response_deserializer=invsaga_dot_inventory_dot_v1_dot_inventory__pb2.ExtendLocksResponse.FromString,
                 _registered_method=True)
+        self.ReceiveTransfer = channel.unary_unary(
+                '/invsaga.inventory.v1.InventoryService/ReceiveTransfer',
+                request_serializer=invsaga_dot_inventory_dot_v1_dot_inventory__pb2.ReceiveTransferRequest.SerializeToString,
+                response_deserializer=invsaga_dot_inventory_dot_v1_dot_inventory__pb2.ReceiveTransferResponse.FromString,
+                _registered_method=True)
+        self.ListTransfers = channel.unary_unary(
+                '/invsaga.inventory.v1.InventoryService/ListTransfers',
+                request_serializer=invsaga_dot_inventory_dot_v1_dot_inventory__pb2.ListTransfersRequest.SerializeToString,
+                response_deserializer=invsaga_dot_inventory_dot_v1_dot_inventory__pb2.ListTransfersResponse.FromString,
+                _registered_method=True)
 
 
 class InventoryServiceServicer:
@@ -355,6 +365,22 @@ class InventoryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReceiveTransfer(self, request, context):
+        """A transfer arrived at its destination: on_hand there rises by what arrived, incoming falls
+        by what was shipped, and a short line keeps the difference as its `missing` units.
+        A SKU not listed arrived with 0 units. Once per transfer; only IN_TRANSIT lines.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTransfers(self, request, context):
+        """Transfer lines by transfer or by warehouse (either end), oldest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_InventoryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -402,6 +428,16 @@ def add_InventoryServiceServicer_to_server(servicer, server):
                     servicer.ExtendLocks,
                     request_deserializer=invsaga_dot_inventory_dot_v1_dot_inventory__pb2.ExtendLocksRequest.FromString,
                     response_serializer=invsaga_dot_inventory_dot_v1_dot_inventory__pb2.ExtendLocksResponse.SerializeToString,
+            ),
+            'ReceiveTransfer': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReceiveTransfer,
+                    request_deserializer=invsaga_dot_inventory_dot_v1_dot_inventory__pb2.ReceiveTransferRequest.FromString,
+                    response_serializer=invsaga_dot_inventory_dot_v1_dot_inventory__pb2.ReceiveTransferResponse.SerializeToString,
+            ),
+            'ListTransfers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTransfers,
+                    request_deserializer=invsaga_dot_inventory_dot_v1_dot_inventory__pb2.ListTransfersRequest.FromString,
+                    response_serializer=invsaga_dot_inventory_dot_v1_dot_inventory__pb2.ListTransfersResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -648,6 +684,60 @@ class InventoryService:
             '/invsaga.inventory.v1.InventoryService/ExtendLocks',
             invsaga_dot_inventory_dot_v1_dot_inventory__pb2.ExtendLocksRequest.SerializeToString,
             invsaga_dot_inventory_dot_v1_dot_inventory__pb2.ExtendLocksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReceiveTransfer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/invsaga.inventory.v1.InventoryService/ReceiveTransfer',
+            invsaga_dot_inventory_dot_v1_dot_inventory__pb2.ReceiveTransferRequest.SerializeToString,
+            invsaga_dot_inventory_dot_v1_dot_inventory__pb2.ReceiveTransferResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTransfers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/invsaga.inventory.v1.InventoryService/ListTransfers',
+            invsaga_dot_inventory_dot_v1_dot_inventory__pb2.ListTransfersRequest.SerializeToString,
+            invsaga_dot_inventory_dot_v1_dot_inventory__pb2.ListTransfersResponse.FromString,
             options,
             channel_credentials,
             insecure,

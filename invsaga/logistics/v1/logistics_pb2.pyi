@@ -23,16 +23,18 @@ class PickRequestLine(_message.Message):
     def __init__(self, warehouse_id: _Optional[str] = ..., sku: _Optional[str] = ..., quantity: _Optional[int] = ..., bin: _Optional[str] = ...) -> None: ...
 
 class GeneratePicklistInput(_message.Message):
-    __slots__ = ("order_id", "lines", "priority", "is_urgent")
+    __slots__ = ("order_id", "lines", "priority", "is_urgent", "kind")
     ORDER_ID_FIELD_NUMBER: _ClassVar[int]
     LINES_FIELD_NUMBER: _ClassVar[int]
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
     IS_URGENT_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
     order_id: str
     lines: _containers.RepeatedCompositeFieldContainer[PickRequestLine]
     priority: int
     is_urgent: bool
-    def __init__(self, order_id: _Optional[str] = ..., lines: _Optional[_Iterable[_Union[PickRequestLine, _Mapping]]] = ..., priority: _Optional[int] = ..., is_urgent: _Optional[bool] = ...) -> None: ...
+    kind: _common_pb2.PicklistKind
+    def __init__(self, order_id: _Optional[str] = ..., lines: _Optional[_Iterable[_Union[PickRequestLine, _Mapping]]] = ..., priority: _Optional[int] = ..., is_urgent: _Optional[bool] = ..., kind: _Optional[_Union[_common_pb2.PicklistKind, str]] = ...) -> None: ...
 
 class GeneratePicklistOutput(_message.Message):
     __slots__ = ("picklists",)

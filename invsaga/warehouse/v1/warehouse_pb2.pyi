@@ -21,19 +21,41 @@ class QueryWarehousesOutput(_message.Message):
     warehouses: _containers.RepeatedCompositeFieldContainer[_common_pb2.Warehouse]
     def __init__(self, warehouses: _Optional[_Iterable[_Union[_common_pb2.Warehouse, _Mapping]]] = ...) -> None: ...
 
+class ValidateTransferInput(_message.Message):
+    __slots__ = ("from_warehouse", "to_warehouse", "skus")
+    FROM_WAREHOUSE_FIELD_NUMBER: _ClassVar[int]
+    TO_WAREHOUSE_FIELD_NUMBER: _ClassVar[int]
+    SKUS_FIELD_NUMBER: _ClassVar[int]
+    from_warehouse: str
+    to_warehouse: str
+    skus: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, from_warehouse: _Optional[str] = ..., to_warehouse: _Optional[str] = ..., skus: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ValidateTransferOutput(_message.Message):
+    __slots__ = ("source", "destination")
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    DESTINATION_FIELD_NUMBER: _ClassVar[int]
+    source: _common_pb2.Warehouse
+    destination: _common_pb2.Warehouse
+    def __init__(self, source: _Optional[_Union[_common_pb2.Warehouse, _Mapping]] = ..., destination: _Optional[_Union[_common_pb2.Warehouse, _Mapping]] = ...) -> None: ...
+
 class ExecuteRequest(_message.Message):
-    __slots__ = ("context", "query_warehouses")
+    __slots__ = ("context", "query_warehouses", "validate_transfer")
     CONTEXT_FIELD_NUMBER: _ClassVar[int]
     QUERY_WAREHOUSES_FIELD_NUMBER: _ClassVar[int]
+    VALIDATE_TRANSFER_FIELD_NUMBER: _ClassVar[int]
     context: _common_pb2.StepContext
     query_warehouses: QueryWarehousesInput
-    def __init__(self, context: _Optional[_Union[_common_pb2.StepContext, _Mapping]] = ..., query_warehouses: _Optional[_Union[QueryWarehousesInput, _Mapping]] = ...) -> None: ...
+    validate_transfer: ValidateTransferInput
+    def __init__(self, context: _Optional[_Union[_common_pb2.StepContext, _Mapping]] = ..., query_warehouses: _Optional[_Union[QueryWarehousesInput, _Mapping]] = ..., validate_transfer: _Optional[_Union[ValidateTransferInput, _Mapping]] = ...) -> None: ...
 
 class ExecuteResponse(_message.Message):
-    __slots__ = ("query_warehouses",)
+    __slots__ = ("query_warehouses", "validate_transfer")
     QUERY_WAREHOUSES_FIELD_NUMBER: _ClassVar[int]
+    VALIDATE_TRANSFER_FIELD_NUMBER: _ClassVar[int]
     query_warehouses: QueryWarehousesOutput
-    def __init__(self, query_warehouses: _Optional[_Union[QueryWarehousesOutput, _Mapping]] = ...) -> None: ...
+    validate_transfer: ValidateTransferOutput
+    def __init__(self, query_warehouses: _Optional[_Union[QueryWarehousesOutput, _Mapping]] = ..., validate_transfer: _Optional[_Union[ValidateTransferOutput, _Mapping]] = ...) -> None: ...
 
 class ExecuteBatchRequest(_message.Message):
     __slots__ = ("requests",)
