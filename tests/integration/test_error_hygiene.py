@@ -246,9 +246,10 @@ async def test_a_page_token_past_the_bound_on_every_list_rpc(mesh, client):
     finally:
         for channel in chans.values():
             await channel.close()
-    assert (
-        listed == 7
-    )  # ListSagas, ListStock, ListLocks, ListWarehouses, ListAllocations, ListPicklists, ListNotifications
+    assert listed == 8, (
+        "ListSagas, ListStock, ListLocks, ListTransfers, ListWarehouses, ListAllocations, ListPicklists,"
+        " ListNotifications"
+    )
 
 
 async def test_a_nul_in_any_string_of_any_request_is_refused_before_the_servicer(mesh, client):
