@@ -14,6 +14,9 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import grpc
 
+from invsaga.common.v1 import common_pb2
+from invsaga.runtime.retry import ALL
+
 if TYPE_CHECKING:
     from invsaga.coordinator.v1 import coordinator_pb2 as pb
     from invsaga.runtime.config import Settings
@@ -51,6 +54,27 @@ class StepDef:
     rolls_back: bool = True  # False: its failure does not roll the saga back
     # True: when it fails, its request is owed to the notice outbox, which delivers it later.
     owed_on_failure: bool = False
+
+
+def notice_steps(confirmation: Build, failure: Build) -> tuple[StepDef, StepDef]:
+    """A saga's Notify step and its failure notice, with the texts ``confirmation`` and
+    ``failure`` build. Notify's failure does not roll the saga back: the notice is owed to the
+    outbox; the failure notice always goes through the outbox."""
+    notify = StepDef(
+        "Notify",
+        "notify",
+        "notify",
+        common_pb2.SAGA_STEP_NOTIFY,
+        False,
+        ALL,
+        confirmation,
+        rolls_back=False,
+        owed_on_failure=True,
+    )
+    notify_failure = StepDef(
+        "NotifyFailure", "notify", "notify", common_pb2.SAGA_STEP_NOTIFY_FAILURE, False, ALL, failure, rolls_back=False
+    )
+    return notify, notify_failure
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from coordinator import lifecycle
-from coordinator.definition import BusinessFailure, SagaDefinition, StepDef
+from coordinator.definition import notice_steps, BusinessFailure, SagaDefinition, StepDef
 from coordinator.failures import MAX_SHORTAGES
 from coordinator.notices import clip_text, notice_text
 from invsaga.allocation.v1 import allocation_pb2
@@ -201,6 +201,7 @@ def opened(saga: pb.Saga, seq: int) -> list[pb.SagaEvent]:
 
 
 CHECK_RETRYABLE = TRANSPORT | {grpc.StatusCode.ABORTED, grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN}
+NOTIFY, NOTIFY_FAILURE = notice_steps(build_confirmation, build_failure_notice)
 STEPS: tuple[StepDef, ...] = (
     StepDef(
         "QueryWarehouses",
@@ -252,28 +253,7 @@ STEPS: tuple[StepDef, ...] = (
         build_picklist,
         apply_picklist,
     ),
-    # Its failure does not roll the saga back: the confirmation is owed to the notice outbox.
-    StepDef(
-        "Notify",
-        "notify",
-        "notify",
-        common_pb2.SAGA_STEP_NOTIFY,
-        False,
-        ALL,
-        build_confirmation,
-        rolls_back=False,
-        owed_on_failure=True,
-    ),
-)
-NOTIFY_FAILURE = StepDef(
-    "NotifyFailure",
-    "notify",
-    "notify",
-    common_pb2.SAGA_STEP_NOTIFY_FAILURE,
-    False,
-    ALL,
-    build_failure_notice,
-    rolls_back=False,
+    NOTIFY,
 )
 INVENTORY_SAGA = SagaDefinition(
     "inventory", STEPS, failure_notice=NOTIFY_FAILURE, on_completed=opened, kind=pb.SAGA_KIND_RESERVATION

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from coordinator import transfers
-from coordinator.definition import SagaDefinition, StepDef
+from coordinator.definition import notice_steps, SagaDefinition, StepDef
 from coordinator.inventory_saga import expiry
 from coordinator.notices import clip_text, notice_text
 from invsaga.common.v1 import common_pb2
@@ -124,6 +124,7 @@ def notify_input(saga: pb.Saga, confirmed: bool) -> notify_pb2.NotifyInput:
     )
 
 
+NOTIFY, NOTIFY_FAILURE = notice_steps(build_confirmation, build_failure_notice)
 STEPS: tuple[StepDef, ...] = (
     StepDef(
         "ValidateTransfer",
@@ -165,27 +166,7 @@ STEPS: tuple[StepDef, ...] = (
         TRANSPORT,
         build_expect,
     ),
-    StepDef(
-        "Notify",
-        "notify",
-        "notify",
-        common_pb2.SAGA_STEP_NOTIFY,
-        False,
-        ALL,
-        build_confirmation,
-        rolls_back=False,
-        owed_on_failure=True,
-    ),
-)
-NOTIFY_FAILURE = StepDef(
-    "NotifyFailure",
-    "notify",
-    "notify",
-    common_pb2.SAGA_STEP_NOTIFY_FAILURE,
-    False,
-    ALL,
-    build_failure_notice,
-    rolls_back=False,
+    NOTIFY,
 )
 TRANSFER_SAGA = SagaDefinition(
     "transfer", STEPS, failure_notice=NOTIFY_FAILURE, on_completed=transfers.opened, kind=pb.SAGA_KIND_TRANSFER

@@ -11,7 +11,7 @@ import hashlib
 import time
 
 from coordinator import lifecycle
-from coordinator.validation import DEFAULT_PRIORITY, MAX_ITEMS, MAX_QUANTITY, MAX_TEXT
+from coordinator.validation import DEFAULT_PRIORITY, MAX_ITEMS, MAX_TEXT, check_items
 from invsaga.common.v1 import common_pb2
 from invsaga.coordinator.v1 import coordinator_pb2 as pb
 from invsaga.runtime.errors import Violations
@@ -50,21 +50,7 @@ def normalize(t: pb.TransferRequest) -> pb.TransferRequest:
         v.add("transfer.items", "at least one item is required")
     if len(t.items) > MAX_ITEMS:
         v.add("transfer.items", f"at most {MAX_ITEMS} items")
-    seen: set[str] = set()
-    for i, item in enumerate(t.items[: MAX_ITEMS + 1]):
-        where = f"transfer.items[{i}]"
-        if not item.sku:
-            v.add(f"{where}.sku", "required")
-        elif item.sku in seen:
-            v.add(f"{where}.sku", f"duplicate SKU {item.sku!r}: one line per SKU")
-        seen.add(item.sku)
-        if item.quantity <= 0:
-            v.add(f"{where}.quantity", "must be > 0")
-        elif item.quantity > MAX_QUANTITY:
-            v.add(f"{where}.quantity", f"must be ≤ {MAX_QUANTITY:,}")
-        for name in ("product_id", "sku", "unit", "description"):
-            if len(getattr(item, name)) > MAX_TEXT:
-                v.add(f"{where}.{name}", f"at most {MAX_TEXT} characters")
+    check_items(t.items, "transfer.items", v)
     if len(t.reason) > MAX_TEXT:
         v.add("transfer.reason", f"at most {MAX_TEXT} characters")
     if t.HasField("expected_arrival"):

@@ -58,6 +58,26 @@ def _location_from_metadata(metadata: struct_pb2.Struct, v: Violations | None = 
     return loc
 
 
+def check_items(items, field: str, v: Violations) -> None:
+    """Each line of ``items`` (an order's or a transfer's): a SKU once, a quantity in bounds,
+    bounded text; violations named ``field[i].name``."""
+    seen: set[str] = set()
+    for i, item in enumerate(items[: MAX_ITEMS + 1]):
+        where = f"{field}[{i}]"
+        if not item.sku:
+            v.add(f"{where}.sku", "required")
+        elif item.sku in seen:
+            v.add(f"{where}.sku", f"duplicate SKU {item.sku!r}: one line per SKU")
+        seen.add(item.sku)
+        if item.quantity <= 0:
+            v.add(f"{where}.quantity", "must be > 0")
+        elif item.quantity > MAX_QUANTITY:
+            v.add(f"{where}.quantity", f"must be ≤ {MAX_QUANTITY:,}")
+        for name in ("product_id", "sku", "unit", "description"):
+            if len(getattr(item, name)) > MAX_TEXT:
+                v.add(f"{where}.{name}", f"at most {MAX_TEXT} characters")
+
+
 def customer_location(request: pb.InventoryRequest, v: Violations | None = None) -> common_pb2.Location | None:
     if request.HasField("customer_location"):
         return request.customer_location
@@ -88,20 +108,7 @@ def normalize(request: pb.InventoryRequest, *, resolve_address=None) -> pb.Inven
         v.add("items", "at least one item is required")
     if len(r.items) > MAX_ITEMS:
         v.add("items", f"at most {MAX_ITEMS} items")
-    seen: set[str] = set()
-    for i, item in enumerate(r.items[: MAX_ITEMS + 1]):
-        if not item.sku:
-            v.add(f"items[{i}].sku", "required")
-        elif item.sku in seen:
-            v.add(f"items[{i}].sku", f"duplicate SKU {item.sku!r}: one line per SKU")
-        seen.add(item.sku)
-        if item.quantity <= 0:
-            v.add(f"items[{i}].quantity", "must be > 0")
-        elif item.quantity > MAX_QUANTITY:
-            v.add(f"items[{i}].quantity", f"must be ≤ {MAX_QUANTITY:,}")
-        for name in ("product_id", "sku", "unit", "description"):
-            if len(getattr(item, name)) > MAX_TEXT:
-                v.add(f"items[{i}].{name}", f"at most {MAX_TEXT} characters")
+    check_items(r.items, "items", v)
     if len(r.preferred_warehouses) > MAX_ITEMS:
         v.add("preferred_warehouses", f"at most {MAX_ITEMS} warehouses")
     for i, wid in enumerate(r.preferred_warehouses):
