@@ -17,7 +17,7 @@ run: $(STAMP)
 	$(VENV)/bin/invsaga up
 
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest -n 3 --dist loadfile
 
 protos: $(STAMP)
 	$(PY) -m invsaga.runtime.protogen
