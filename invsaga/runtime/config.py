@@ -9,16 +9,26 @@ A bad value fails fast with a message naming the setting and where it came from.
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 import yaml
 
-SERVICES: tuple[str, ...] = ("coordinator", "warehouse", "inventory", "allocation", "logistics", "notify")
-DEFAULT_PORTS: dict[str, int] = {name: 50050 + i for i, name in enumerate(SERVICES)}
-METRICS_PORT_OFFSET = 1000
+from invsaga.runtime.auth_settings import security_settings
+from invsaga.runtime.settings_base import (
+    DEFAULT_PORTS,
+    METRICS_PORT_OFFSET,
+    PARTICIPANTS,
+    SERVICES,
+    ConfigError,
+    parse_choice,
+    parse_bytes,
+    parse_duration,
+    parse_port,
+    parse_positive_int,
+)
+
 STEP_NAMES: tuple[str, ...] = (
     "query_warehouses",
     "check_availability",
@@ -28,54 +38,6 @@ STEP_NAMES: tuple[str, ...] = (
     "notify",
 )
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parents[2] / "config" / "invsaga.yaml"
-
-
-class ConfigError(ValueError):
-    """A setting is missing or malformed; the message names it and its source."""
-
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
-
-
-def parse_duration(value: Any, *, name: str = "duration") -> float:
-    """Seconds from ``1.5``, ``"500ms"``, ``"1s"``, ``"3m"`` or ``"1h"``."""
-    if isinstance(value, bool):
-        raise ConfigError(f"{name}: expected a duration like 30s or 5m, got {value!r}")
-    if isinstance(value, (int, float)):
-        seconds = float(value)
-    else:
-        match = _DURATION.match(str(value))
-        if not match:
-            raise ConfigError(f"{name}: expected a duration like 30s or 5m, got {value!r}")
-        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-    if seconds <= 0:
-        raise ConfigError(f"{name}: must be positive, got {value!r}")
-    return seconds
-
-
-def _choice(value: Any, choices: tuple[str, ...], *, name: str) -> str:
-    text = str(value).strip().lower()
-    if text not in choices:
-        raise ConfigError(f"{name}: expected one of {', '.join(choices)}, got {value!r}")
-    return text
-
-
-def _positive_int(value: Any, *, name: str) -> int:
-    try:
-        number = int(str(value))
-    except ValueError:
-        raise ConfigError(f"{name}: expected a whole number, got {value!r}") from None
-    if number <= 0:
-        raise ConfigError(f"{name}: must be positive, got {value!r}")
-    return number
-
-
-def _port(value: Any, *, name: str) -> int:
-    number = _positive_int(value, name=name)
-    if number > 65535:
-        raise ConfigError(f"{name}: not a TCP port: {value!r}")
-    return number
 
 
 @dataclass(frozen=True)
@@ -289,7 +251,7 @@ def _saga_config(block: Mapping[str, Any], env: Mapping[str, str], src: str) -> 
 
     def count(env_name: str, yaml_value: Any, default: int, label: str) -> int:
         value, where = pick(env_name, yaml_value, default)
-        return _positive_int(value, name=f"{label} ({where})")
+        return parse_positive_int(value, name=f"{label} ({where})")
 
     step_timeouts = {}
     for step in STEP_NAMES:
@@ -358,9 +320,9 @@ def load_settings(
             endpoints[name] = env[f"INVSAGA_{name.upper()}_ADDR"]
 
     if port is None:
-        port = _port(env.get("INVSAGA_PORT", DEFAULT_PORTS[service]), name="INVSAGA_PORT")
-    port = _port(port, name="--port")
-    metrics_port = _port(env.get("INVSAGA_METRICS_PORT", port + METRICS_PORT_OFFSET), name="INVSAGA_METRICS_PORT")
+        port = parse_port(env.get("INVSAGA_PORT", DEFAULT_PORTS[service]), name="INVSAGA_PORT")
+    port = parse_port(port, name="--port")
+    metrics_port = parse_port(env.get("INVSAGA_METRICS_PORT", port + METRICS_PORT_OFFSET), name="INVSAGA_METRICS_PORT")
     data_dir = env.get("INVSAGA_DATA_DIR") or str(mesh.get("data_dir", "./data"))
     # Empty: the embedded server of the data directory (invsaga.runtime.embedded).
     database_url = database_url or env.get("INVSAGA_DATABASE_URL") or ""
@@ -391,7 +353,7 @@ def load_settings(
 
         parse_faults(faults)  # fail fast on a malformed spec
 
-    security = _security(service, _section(mesh, "tls"), _section(mesh, "auth"), env, src)
+    security = security_settings(service, _section(mesh, "tls"), _section(mesh, "auth"), env, src)
 
     return Settings(
         service=service,
@@ -411,7 +373,7 @@ def load_settings(
         data_dir=data_dir,
         endpoints=endpoints,
         saga=saga,
-        max_concurrent_sagas=_positive_int(
+        max_concurrent_sagas=parse_positive_int(
             env.get("INVSAGA_MAX_CONCURRENT_SAGAS", coord.get("max_concurrent_sagas", 256)),
             name="INVSAGA_MAX_CONCURRENT_SAGAS",
         ),
@@ -426,21 +388,6 @@ def load_settings(
         **_resources(service, _section(mesh, "database"), coord, env),
         **security,
     )
-
-
-_BYTES = re.compile(r"^\s*(\d+)\s*(B|KiB|MiB|GiB|KB|MB|GB)?\s*$", re.IGNORECASE)
-_BYTE_UNITS = {"b": 1, "kib": 1024, "mib": 1024**2, "gib": 1024**3, "kb": 1000, "mb": 1000**2, "gb": 1000**3}
-
-
-def parse_bytes(value: Any, *, name: str) -> int:
-    """Bytes from ``1048576``, ``"64KiB"``, ``"1MiB"`` or ``"2GB"``; positive."""
-    match = _BYTES.match(str(value)) if not isinstance(value, bool) else None
-    if not match:
-        raise ConfigError(f"{name}: expected a size like 65536, 64KiB or 1MiB, got {value!r}")
-    number = int(match.group(1)) * _BYTE_UNITS[(match.group(2) or "b").lower()]
-    if number <= 0:
-        raise ConfigError(f"{name}: must be positive, got {value!r}")
-    return number
 
 
 def _request_limits(block: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
@@ -458,7 +405,7 @@ def _request_limits(block: Mapping[str, Any], env: Mapping[str, str]) -> dict[st
         value = env.get(env_name, block.get(setting.removeprefix("max_"), getattr(base, setting)))
         limits[setting] = parse_bytes(value, name=env_name)
     depth = env.get("INVSAGA_MAX_METADATA_DEPTH", block.get("metadata_depth", base.max_metadata_depth))
-    limits["max_metadata_depth"] = _positive_int(depth, name="INVSAGA_MAX_METADATA_DEPTH")
+    limits["max_metadata_depth"] = parse_positive_int(depth, name="INVSAGA_MAX_METADATA_DEPTH")
     return limits
 
 
@@ -470,14 +417,14 @@ def _resources(
     base = Settings(service=service, port=1)
     pool_default = 10 if service == "coordinator" else base.db_pool_size
     return dict(
-        db_pool_size=_positive_int(
+        db_pool_size=parse_positive_int(
             env.get("INVSAGA_DB_POOL_SIZE", database.get("pool_size", pool_default)), name="INVSAGA_DB_POOL_SIZE"
         ),
         db_idle_timeout=parse_duration(
             env.get("INVSAGA_DB_IDLE_TIMEOUT", database.get("idle_timeout", base.db_idle_timeout)),
             name="INVSAGA_DB_IDLE_TIMEOUT",
         ),
-        journal_sagas=_positive_int(
+        journal_sagas=parse_positive_int(
             env.get("INVSAGA_JOURNAL_SAGAS", coord.get("journal_sagas", base.journal_sagas)),
             name="INVSAGA_JOURNAL_SAGAS",
         ),
@@ -493,7 +440,7 @@ def _resources(
             env.get("INVSAGA_MAX_SAGA_BYTES", coord.get("max_saga_bytes", base.max_saga_bytes)),
             name="INVSAGA_MAX_SAGA_BYTES",
         ),
-        step_transport=_choice(
+        step_transport=parse_choice(
             env.get("INVSAGA_STEP_TRANSPORT", coord.get("step_transport", base.step_transport)),
             ("stream", "unary"),
             name="INVSAGA_STEP_TRANSPORT",
@@ -515,149 +462,10 @@ def _resources(
     )
 
 
-_SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
-# What a token or certificate may be: docs/security.md has the access table of each role.
-AUTH_ROLES: tuple[str, ...] = ("admin", "client", "coordinator", "service")
-AUTH_MODES: tuple[str, ...] = ("off", "token", "mtls")
-PARTICIPANTS: tuple[str, ...] = tuple(name for name in SERVICES if name != "coordinator")
-# A tenant fits the coordinator's sagas.tenant column (String(64)) and reads well in logs.
-_TENANT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-_TRUE = ("1", "true", "yes", "on")
-_FALSE = ("", "0", "false", "no", "off")
-
-
-def _grant(entry: str, *, setting: str, certificate: bool) -> tuple[str, str, str]:
-    """``key:role[:name]`` checked: a token's key is its SHA-256 hex digest, a certificate's its name.
-
-    The name is a client's tenant or, for a token of the ``service`` role, the participant
-    that presents it (its identity in the access table). Messages never echo a token hash whole.
-    """
-    key, _, rest = entry.partition(":")
-    role, _, name = rest.partition(":")
-    key, role, name = key.strip(), role.strip(), name.strip()
-    shown = repr(key) if certificate else f"{key[:8]!r}..."
-    if certificate:
-        if not key or len(key) > 256:
-            raise ConfigError(f"{setting}: expected name:role[:tenant], got {entry[:80]!r}")
-    else:
-        key = key.lower()
-        if not _SHA256_HEX.match(key):
-            raise ConfigError(f"{setting}: {shown} is not a SHA-256 hex digest (expected sha256hex:role[:name])")
-    if role not in AUTH_ROLES:
-        raise ConfigError(f"{setting}: {shown}: role must be one of {', '.join(AUTH_ROLES)}, got {role!r}")
-    if name and role == "client" and not _TENANT.match(name):
-        raise ConfigError(f"{setting}: {shown}: a tenant is 1-64 letters, digits, '.', '_' or '-', got {name[:80]!r}")
-    if name and role == "service" and not certificate and name not in PARTICIPANTS:
-        raise ConfigError(f"{setting}: {shown}: a service token names its process, one of {', '.join(PARTICIPANTS)}")
-    if name and role in ("admin", "coordinator") or (name and certificate and role == "service"):
-        raise ConfigError(f"{setting}: {shown}: only a client (its tenant) or a service token (its process) has a name")
-    return key, role, name
-
-
-def _security(
-    service: str, tls: Mapping[str, Any], auth: Mapping[str, Any], env: Mapping[str, str], src: str
-) -> dict[str, Any]:
-    """TLS files, the authentication mode, its tokens and certificate roles, checked at start.
-
-    ``INVSAGA_AUTH`` unset: ``mtls`` if client certificates are required, else ``token`` if
-    tokens are configured, else nothing is configured and the process refuses every RPC but
-    health and reflection. ``INVSAGA_REQUIRE_AUTH`` makes ``off`` and that last case an error.
-    """
-
-    def pick(env_name: str, yaml_value: Any) -> tuple[str, str]:
-        if env_name in env:
-            return env[env_name].strip(), env_name
-        return ("" if yaml_value is None else str(yaml_value).strip()), src
-
-    def names(env_name: str, yaml_value: Any) -> tuple[str, ...]:
-        if env_name in env:
-            return tuple(n.strip() for n in env[env_name].split(",") if n.strip())
-        if isinstance(yaml_value, str):
-            return tuple(n.strip() for n in yaml_value.split(",") if n.strip())
-        return tuple(str(n).strip() for n in (yaml_value or ()))
-
-    files = {}
-    for key in ("cert", "key", "ca"):
-        path, where = pick(f"INVSAGA_TLS_{key.upper()}", tls.get(key))
-        if path and not Path(path).is_file():
-            raise ConfigError(f"INVSAGA_TLS_{key.upper()} ({where}): no such file {path!r}")
-        files[key] = path
-    if bool(files["cert"]) != bool(files["key"]):
-        raise ConfigError("INVSAGA_TLS_CERT and INVSAGA_TLS_KEY go together")
-    if files["ca"] and not files["cert"]:
-        raise ConfigError(
-            "INVSAGA_TLS_CA needs INVSAGA_TLS_CERT and INVSAGA_TLS_KEY (the mesh is TLS both ways or not at all)"
-        )
-    client_auth, where = pick("INVSAGA_TLS_CLIENT_AUTH", tls.get("client_auth"))
-    if client_auth not in ("", "none", "require"):
-        raise ConfigError(f"INVSAGA_TLS_CLIENT_AUTH ({where}): expected require or none, got {client_auth!r}")
-
-    tokens: dict[str, tuple[str, str, str]] = {}
-    for setting, entries in (
-        ("INVSAGA_AUTH_TOKENS", names("INVSAGA_AUTH_TOKENS", auth.get("tokens"))),
-        # The older setting: bare digests, accepted as client tokens without a tenant.
-        (
-            "INVSAGA_AUTH_TOKEN_HASHES",
-            tuple(f"{h}:client" for h in names("INVSAGA_AUTH_TOKEN_HASHES", auth.get("token_hashes"))),
-        ),
-    ):
-        for entry in entries:
-            grant = _grant(entry, setting=setting, certificate=False)
-            if tokens.get(grant[0], grant) != grant:
-                raise ConfigError(f"{setting}: token {grant[0][:8]!r}... is listed twice with different roles")
-            tokens[grant[0]] = grant
-    roles: dict[str, tuple[str, str, str]] = {}
-    for entry in names("INVSAGA_TLS_ROLES", tls.get("roles")):
-        grant = _grant(entry, setting="INVSAGA_TLS_ROLES", certificate=True)
-        roles[grant[0]] = grant
-
-    mode, where = pick("INVSAGA_AUTH", auth.get("mode"))
-    mode = mode.lower()
-    if mode == "none":  # what earlier versions called it
-        mode = "off"
-    if not mode:
-        mode = "mtls" if client_auth == "require" else "token" if tokens else ""
-    if mode and mode not in AUTH_MODES:
-        raise ConfigError(f"INVSAGA_AUTH ({where}): expected token, mtls or off, got {mode!r}")
-    if mode == "mtls":
-        if client_auth == "none":
-            raise ConfigError("INVSAGA_AUTH=mtls needs client certificates: INVSAGA_TLS_CLIENT_AUTH=require (or unset)")
-        if not files["ca"]:
-            raise ConfigError("INVSAGA_AUTH=mtls needs INVSAGA_TLS_CERT, INVSAGA_TLS_KEY and INVSAGA_TLS_CA")
-        client_auth = "require"
-    if client_auth == "require" and not files["ca"]:
-        raise ConfigError("INVSAGA_TLS_CLIENT_AUTH=require needs INVSAGA_TLS_CA to verify client certificates")
-    if mode == "token" and not tokens:
-        raise ConfigError("INVSAGA_AUTH=token needs INVSAGA_AUTH_TOKENS (sha256hex:role[:name], ...)")
-    # Not from the YAML file: a secret belongs in the environment (a Kubernetes Secret).
-    service_token = env.get("INVSAGA_SERVICE_TOKEN", "").strip()
-    if mode == "token" and service == "coordinator" and not service_token:
-        raise ConfigError(
-            "INVSAGA_AUTH=token: the coordinator needs INVSAGA_SERVICE_TOKEN, the token of role coordinator"
-            " it presents on its step calls"
-        )
-    require, where = pick("INVSAGA_REQUIRE_AUTH", auth.get("require"))
-    if require.lower() not in _TRUE + _FALSE:
-        raise ConfigError(f"INVSAGA_REQUIRE_AUTH ({where}): expected true or false, got {require!r}")
-    require_auth = require.lower() in _TRUE
-    if require_auth and mode not in ("token", "mtls"):
-        raise ConfigError(f"INVSAGA_REQUIRE_AUTH is set: INVSAGA_AUTH must be token or mtls, not {mode or 'unset'!r}")
-    health_port = env.get("INVSAGA_HEALTH_PORT") or tls.get("health_port")
-    return {
-        "tls_cert": files["cert"],
-        "tls_key": files["key"],
-        "tls_ca": files["ca"],
-        "tls_client_auth": client_auth == "require",
-        "auth_mode": mode,
-        "auth_tokens": tuple(tokens.values()),
-        "tls_roles": tuple(roles.values()),
-        "service_token": service_token,
-        "require_auth": require_auth,
-        "health_port": _port(health_port, name="INVSAGA_HEALTH_PORT") if health_port else 0,
-    }
-
-
 __all__ = [
+    "METRICS_PORT_OFFSET",
+    "PARTICIPANTS",
+    "parse_bytes",
     "ConfigError",
     "CompensationConfig",
     "DEFAULT_PORTS",
