@@ -29,8 +29,10 @@ def _reachable(url: str) -> bool:
 class _TestPostgres:
     """The server the suite creates its databases on, chosen once per session.
 
-    ``INVSAGA_TEST_PG_URL`` if set; else the machine's server on 127.0.0.1:5432 (under CI a
-    missing one is a failure); else, off CI, an embedded server of the session's own.
+    ``INVSAGA_TEST_PG_URL`` if set (``embedded``: the embedded server, as on a machine without
+    one); else the machine's server on 127.0.0.1:5432 (under CI a missing one is a failure);
+    else, off CI, an embedded server of the session's own. Under ``make test`` each worker
+    process is a session, so each has its own embedded server.
     """
 
     def __init__(self) -> None:
@@ -42,12 +44,12 @@ class _TestPostgres:
     def url(self) -> str:
         if self.admin_url is not None:
             return self.admin_url
-        given = os.environ.get("INVSAGA_TEST_PG_URL")
-        if given:
+        given = os.environ.get("INVSAGA_TEST_PG_URL", "")
+        if given and given != "embedded":
             self.admin_url = given
-        elif _reachable(MACHINE_PG_URL):
+        elif not given and _reachable(MACHINE_PG_URL):
             self.admin_url = MACHINE_PG_URL
-        elif IN_CI:
+        elif IN_CI and not given:
             pytest.fail(f"PostgreSQL is not reachable at {MACHINE_PG_URL} (CI requires it)")
         else:
             import tempfile
