@@ -1,21 +1,14 @@
-"""All of the inventory's SQL: stock, locks, the adjustment journal and the two steps' effects.
-
-Every stock change is one conditional UPDATE whose WHERE clause states the rule it must keep
-(``on_hand - locked >= units`` and friends), so concurrent requests cannot oversell even
-without the CHECK constraints that back it up in the database. Every statement takes rows in
-one order: a saga's locks in lock_id order, then the warehouses' load rows (their locked
-units, against which capacity is enforced) in warehouse order, then stock rows in (warehouse,
-SKU) order, so concurrent sagas and releases may wait on one another but never deadlock,
-statement against statement. (Locks the statement pipe sends together share a transaction and
-can; see _GATE and _again_after_deadlock.)
+"""The inventory's store: stock, locks, the adjustment journal, transfers and the steps' effects,
+as domain operations (``lock``, ``release``, ``receive_transfer``, ...) that raise the domain
+errors of services/inventory/errors.py. The SQL they run, and why it cannot oversell or
+deadlock, is in services/inventory/statements.py.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -27,223 +20,21 @@ from invsaga.runtime import metrics
 from invsaga.runtime.barrier import COMPENSATE, EXECUTE, Barrier, Effect, Reader, Refused
 from invsaga.runtime.convert import from_timestamp, to_timestamp, utcnow
 from invsaga.runtime.db import Database
-from invsaga.runtime.errors import Aborted, FailedPrecondition, NotFound
+from invsaga.runtime.errors import NotFound
 from services.inventory import logic, transfer_rules
+from services.inventory import statements as sql
+from services.inventory.errors import (
+    CapacityExceeded,
+    LockConflict,
+    StockNotFound,
+    StockRefused,
+    LocksNotFound,
+    LocksNotHeld,
+)
 from services.inventory.logic import CONSUMED, EXPIRED, HELD, RELEASED
-from services.inventory.transfer_rules import CANCELLED, EXPECTED, IN_TRANSIT
+from services.inventory.transfer_rules import EXPECTED, IN_TRANSIT
 
 log = logging.getLogger("invsaga.inventory")
-
-# LockInventory statements an Execute tries when the stock it found short is there again by
-# the time it looks (released in between).
-LOCK_ATTEMPTS = 3
-
-# What a stock UPDATE does with the units of each row it claims.
-TAKE = "locked = stock.locked + claimed.units"
-GIVE_BACK = "locked = stock.locked - claimed.units"
-CONSUME = "locked = stock.locked - claimed.units, on_hand = stock.on_hand - claimed.units"
-
-# CheckAvailability in one read: the stock rows of the requested SKUs in the candidate
-# warehouses, then one row per warehouse (sku NULL) with the units locked over all its SKUs,
-# the allocation step's load figure.
-_AVAILABILITY = (
-    "SELECT warehouse_id, sku, product_id, on_hand, locked, bin FROM stock"
-    " WHERE warehouse_id = ANY(%(warehouse_ids)s::text[]) AND sku = ANY(%(skus)s::text[])"
-    " UNION ALL"
-    " SELECT warehouse_id, NULL, NULL, NULL, CAST(sum(locked) AS bigint), NULL FROM stock"
-    " WHERE warehouse_id = ANY(%(warehouse_ids)s::text[]) GROUP BY warehouse_id"
-)
-_AVAILABLE_ROWS = (
-    "SELECT warehouse_id, sku, on_hand - locked FROM stock"
-    " WHERE (warehouse_id, sku) IN (SELECT * FROM unnest(%s::text[], %s::text[]))"
-)
-# LockInventory's barrier row is written only where every stock row was taken and every
-# warehouse had the capacity; otherwise the barrier refuses the whole statement, the rows
-# taken included.
-_ALL_TAKEN = "(SELECT count(*) FROM took) = %(wanted_rows)s AND (SELECT count(*) FROM room) = %(load_rows)s"
-# A lock, release or consumption first takes the load rows of the warehouses it touches (in
-# warehouse order), then their stock rows: everything that moves a warehouse's locked units
-# waits for its load row before any of its stock rows. That makes a group of locks the
-# statement pipe sends in one transaction safe too, as long as they are at one warehouse
-# (one statement after another, such a group holds the rows of the first while it waits for
-# those of the next; a release that holds stock rows of the warehouse holds its load row, which
-# the group already has). Counting ``gate`` in the stock UPDATE's WHERE (a one-time filter,
-# evaluated before the UPDATE reads a row) makes PostgreSQL run it to its end first.
-_GATE = (
-    "gate AS (SELECT warehouse_id FROM warehouse_load WHERE warehouse_id = ANY(%(load_warehouses)s::text[])"
-    " ORDER BY warehouse_id FOR UPDATE)"
-)
-_AFTER_GATE = " AND (SELECT count(*) FROM gate) >= 0"
-# The units per warehouse: taken against its capacity by the lock, once every stock row was
-# (ON CONFLICT DO UPDATE sees the latest committed row, so two concurrent locks cannot both fit
-# in the same room; a warehouse's first lock inserts its row), given back by a release or a
-# consumption, once every stock row was (a count runs the stock CTE to its end; an EXISTS would
-# stop at its first row).
-_TAKE_LOAD = (
-    "room AS (INSERT INTO warehouse_load AS l (warehouse_id, locked, capacity)"
-    " SELECT w, u, c FROM unnest(%(load_warehouses)s::text[], %(load_units)s::bigint[], %(load_caps)s::bigint[])"
-    " AS x(w, u, c) WHERE u <= c AND (SELECT count(*) FROM took) = %(wanted_rows)s ORDER BY w"
-    " ON CONFLICT (warehouse_id) DO UPDATE SET locked = l.locked + EXCLUDED.locked, capacity = EXCLUDED.capacity"
-    " WHERE l.locked + EXCLUDED.locked <= EXCLUDED.capacity RETURNING l.warehouse_id)"
-)
-_GIVE_BACK_LOAD = (
-    "load_back AS (UPDATE warehouse_load AS l SET locked = l.locked - given.u"
-    " FROM unnest(%(load_warehouses)s::text[], %(load_units)s::bigint[]) AS given(w, u)"
-    " WHERE l.warehouse_id = given.w AND (SELECT count(*) FROM stock_back) > 0)"
-)
-_LOADS = "SELECT warehouse_id, locked, capacity FROM warehouse_load WHERE warehouse_id = ANY(%s::text[])"
-
-_SELECTOR = "saga_id = %(saga_id)s AND (%(warehouse_id)s = '' OR warehouse_id = %(warehouse_id)s)"
-_UNITS = "SELECT lock_id, saga_id, order_id, warehouse_id, sku, quantity FROM locks WHERE"
-_HELD = f"{_UNITS} status = 'held' AND {_SELECTOR} ORDER BY lock_id FOR UPDATE"
-_FINISH = (
-    "finished AS (UPDATE locks SET status = %(status)s, updated_at = %(now)s,"
-    " notify_pending = notify_pending OR %(notify)s WHERE lock_id = ANY(%(lock_ids)s::text[]))"
-)
-_LOCKS = "SELECT * FROM locks WHERE {} ORDER BY created_at, lock_id"
-_SAGA_LOCKS = _LOCKS.format(_SELECTOR)
-_HOLD = f"UPDATE locks SET picking = true, updated_at = %(now)s WHERE {_SELECTOR} AND status = 'held' AND NOT picking"
-
-_STOCK = "SELECT * FROM stock WHERE warehouse_id = %(warehouse_id)s AND sku = %(sku)s"
-# Every operator change of on_hand goes to the journal in the statement that makes it.
-_JOURNAL = (
-    "journal AS (INSERT INTO adjustments (warehouse_id, sku, delta, on_hand_after, reason, created_at)"
-    " SELECT warehouse_id, sku, %(delta)s, on_hand, %(reason)s, %(now)s FROM written) SELECT * FROM written"
-)
-_SET_STOCK = (
-    "WITH written AS (INSERT INTO stock (warehouse_id, sku, product_id, on_hand, locked, bin, updated_at)"
-    " VALUES (%(warehouse_id)s, %(sku)s, %(product_id)s, %(on_hand)s, 0, %(bin)s, %(now)s)"
-    " ON CONFLICT (warehouse_id, sku) DO UPDATE SET on_hand = excluded.on_hand, updated_at = excluded.updated_at,"
-    # An empty product_id or bin keeps the stored one: setting a count does not erase the bin.
-    " product_id = COALESCE(NULLIF(excluded.product_id, ''), stock.product_id),"
-    " bin = COALESCE(NULLIF(excluded.bin, ''), stock.bin)"
-    # No row back: it appeared, with locks, since it was read.
-    f" WHERE stock.locked <= excluded.on_hand RETURNING *), {_JOURNAL}"
-)
-_ADJUST_STOCK = (
-    "WITH written AS (UPDATE stock SET on_hand = on_hand + %(delta)s, updated_at = %(now)s"
-    " WHERE warehouse_id = %(warehouse_id)s AND sku = %(sku)s"
-    f" AND on_hand + %(delta)s >= locked AND on_hand + %(delta)s >= 0 RETURNING *), {_JOURNAL}"
-)
-
-# Transfers (SPEC §10). The expectation: the destination's stock rows (made if missing) count
-# the units as incoming, and one line per SKU records them, EXPECTED (IN_TRANSIT if the source's
-# picklist completed first).
-_EXPECT = (
-    "incoming_rows AS (INSERT INTO stock AS s (warehouse_id, sku, product_id, on_hand, locked, bin, incoming,"
-    " updated_at) SELECT %(to_warehouse)s, x.sku, x.product_id, 0, 0, '', x.q, %(now)s"
-    " FROM unnest(%(skus)s::text[], %(product_ids)s::text[], %(quantities)s::bigint[]) AS x(sku, product_id, q)"
-    " ORDER BY x.sku ON CONFLICT (warehouse_id, sku) DO UPDATE SET incoming = s.incoming + EXCLUDED.incoming,"
-    " updated_at = EXCLUDED.updated_at),"
-    " new_lines AS (INSERT INTO transfer_lines (transfer_id, sku, from_warehouse, to_warehouse, quantity, received,"
-    " status, expected_arrival, created_at, updated_at) SELECT %(transfer_id)s, x.sku, %(from_warehouse)s,"
-    " %(to_warehouse)s, x.q, 0, %(status)s, %(expected_arrival)s, %(now)s, %(now)s"
-    " FROM unnest(%(skus)s::text[], %(quantities)s::bigint[]) AS x(sku, q))"
-)
-_DESTINATION_ROWS = (
-    "SELECT * FROM stock WHERE warehouse_id = %(to_warehouse)s AND sku = ANY(%(skus)s::text[]) ORDER BY sku"
-)
-_SHIPPED_ALREADY = "SELECT count(*) AS n FROM locks WHERE saga_id = %(saga_id)s AND status = 'consumed'"
-# A transfer's EXPECTED lines dropped (its saga rolled back, or its picklist was cancelled
-# before it left): the destination no longer counts them as incoming.
-_DROP_EXPECTED = (
-    f"dropped AS (UPDATE transfer_lines SET status = '{CANCELLED}', updated_at = %(now)s"
-    f" WHERE transfer_id = %(saga_id)s AND status = '{EXPECTED}' RETURNING to_warehouse, sku, quantity),"
-    " not_incoming AS (UPDATE stock SET incoming = stock.incoming - dropped.quantity, updated_at = %(now)s"
-    " FROM dropped WHERE stock.warehouse_id = dropped.to_warehouse AND stock.sku = dropped.sku)"
-)
-_EXPECTED_LINES = (
-    f"SELECT sku FROM transfer_lines WHERE transfer_id = %(saga_id)s AND status = '{EXPECTED}' ORDER BY sku FOR UPDATE"
-)
-# The outbound picklist completed, consuming the source's locks: the lines are on the road,
-# in the same transaction as the stock that left.
-_SHIPPED = (
-    f"UPDATE transfer_lines SET status = '{IN_TRANSIT}', updated_at = %(now)s"
-    f" WHERE transfer_id = %(saga_id)s AND status = '{EXPECTED}'"
-    " AND (%(warehouse_id)s = '' OR from_warehouse = %(warehouse_id)s)"
-)
-_TRANSFER_LINES = "SELECT * FROM transfer_lines WHERE transfer_id = %s ORDER BY sku"
-_RECEIVE = (
-    "WITH booked AS (UPDATE transfer_lines AS t SET received = x.r, updated_at = %(now)s,"
-    " status = CASE WHEN x.r = t.quantity THEN 'received' ELSE 'received_short' END"
-    " FROM unnest(%(skus)s::text[], %(received)s::bigint[]) AS x(sku, r)"
-    " WHERE t.transfer_id = %(transfer_id)s AND t.sku = x.sku RETURNING t.to_warehouse, t.sku, t.quantity, x.r)"
-    " UPDATE stock SET on_hand = stock.on_hand + booked.r, incoming = stock.incoming - booked.quantity,"
-    " updated_at = %(now)s FROM booked WHERE stock.warehouse_id = booked.to_warehouse AND stock.sku = booked.sku"
-)
-
-
-@functools.cache
-def _stock_change(rows: int, change: str) -> str:
-    """One UPDATE of ``rows`` distinct stock rows (parameters ``w<i>``, ``s<i>``, ``q<i>``).
-
-    It runs after ``gate`` (see _GATE), which the statement must define. A sub-select first
-    locks the rows in (warehouse, SKU) order, so the order holds whatever join order the
-    planner picks for the UPDATE. TAKE is the SPEC's conditional UPDATE for every row at once:
-    a row without the units is left alone and missing from what the statement returns. The
-    rows are a VALUES list, one text per number of rows, rather than arrays: the planner
-    cannot see an array's length, so its generic plan for the prepared statement (hash joins
-    over scans of all the stock) is never chosen and PostgreSQL plans the UPDATE afresh on
-    every call, which costs it more than running it (measured: 0.15 ms of its CPU per lock).
-    With the rows in sight the generic plan is the index plan.
-    """
-    values = ", ".join(f"(%(w{i})s, %(s{i})s, %(q{i})s::bigint)" for i in range(rows))
-    short = " AND stock.on_hand - stock.locked >= claimed.units" if change == TAKE else ""
-    return (
-        f"UPDATE stock SET {change}, updated_at = %(now)s"
-        " FROM (SELECT held.warehouse_id, held.sku, wanted.units"
-        f" FROM stock AS held JOIN (VALUES {values}) AS wanted(warehouse_id, sku, units)"
-        " ON held.warehouse_id = wanted.warehouse_id AND held.sku = wanted.sku"
-        " ORDER BY held.warehouse_id, held.sku FOR UPDATE OF held) AS claimed"
-        " WHERE stock.warehouse_id = claimed.warehouse_id AND stock.sku = claimed.sku"
-        f"{short}{_AFTER_GATE} RETURNING stock.warehouse_id"
-    )
-
-
-def _stock_params(units: Sequence[tuple[str, str, int]]) -> dict[str, Any]:
-    params: dict[str, Any] = {}
-    for i, (warehouse_id, sku, quantity) in enumerate(units):
-        params[f"w{i}"], params[f"s{i}"], params[f"q{i}"] = warehouse_id, sku, quantity
-    return params
-
-
-@functools.cache
-def _lock_writes(rows: int) -> str:
-    """LockInventory as CTEs of its barrier row's statement: ``gate`` waits for the
-    warehouses' load rows, ``took`` takes the stock, one conditional UPDATE, ``room`` the
-    units against each warehouse's capacity (see _ALL_TAKEN), and ``new_locks`` inserts the
-    lock rows."""
-    return (
-        f"{_GATE}, took AS ({_stock_change(rows, TAKE)}), {_TAKE_LOAD},"
-        " new_locks AS (INSERT INTO locks (lock_id, saga_id, order_id, allocation_id,"
-        " warehouse_id, sku, quantity, status, expires_at, picking, notify_pending, created_at,"
-        " updated_at)"
-        " SELECT line.lock_id, %(saga_id)s, %(order_id)s, %(allocation_id)s, line.warehouse_id,"
-        " line.sku, line.quantity, 'held', %(expires_at)s, false, false, %(now)s, %(now)s"
-        " FROM unnest(%(lock_ids)s::text[], %(warehouse_ids)s::text[], %(skus)s::text[],"
-        " %(quantities)s::bigint[]) AS line(lock_id, warehouse_id, sku, quantity))"
-    )
-
-
-def _lock_params(ctx: common_pb2.StepContext, inp: pb.LockInventoryInput, plan: logic.LockPlan) -> dict[str, Any]:
-    return {
-        **_stock_params(plan.wanted),
-        "now": plan.now,
-        "wanted_rows": len(plan.wanted),
-        "saga_id": ctx.saga_id,
-        "order_id": inp.order_id,
-        "allocation_id": inp.allocation_id,
-        "expires_at": plan.expires_at,
-        "lock_ids": plan.lock_ids,
-        "warehouse_ids": [line.warehouse_id for line in plan.lines],
-        "skus": [line.sku for line in plan.lines],
-        "quantities": [line.quantity for line in plan.lines],
-        "load_rows": len(plan.loads),
-        "load_warehouses": [w for w, _, _ in plan.loads],
-        "load_units": [u for _, u, _ in plan.loads],
-        "load_caps": [c for _, _, c in plan.loads],
-    }
-
 
 Fetch = Callable[[str, Any], Awaitable[list[Any]]]
 T = TypeVar("T")
@@ -278,8 +69,8 @@ async def _finish(fetch: Fetch, held_sql: str, params: dict, status: str, now: d
     if not held:
         return held, "", {}
     units = logic.units_per_stock_row(held)
-    change = CONSUME if status == CONSUMED else GIVE_BACK
-    writes = f"{_FINISH}, {_GATE}, stock_back AS ({_stock_change(len(units), change)}), {_GIVE_BACK_LOAD}"
+    change = sql.CONSUME if status == CONSUMED else sql.GIVE_BACK
+    writes = f"{sql.FINISH}, {sql.GATE}, stock_back AS ({sql.stock_change(len(units), change)}), {sql.GIVE_BACK_LOAD}"
     per_warehouse: dict[str, int] = {}
     for lock in held:
         per_warehouse[lock.warehouse_id] = per_warehouse.get(lock.warehouse_id, 0) + lock.quantity
@@ -287,7 +78,7 @@ async def _finish(fetch: Fetch, held_sql: str, params: dict, status: str, now: d
         held,
         writes,
         {
-            **_stock_params(units),
+            **sql.stock_params(units),
             "load_warehouses": list(per_warehouse),
             "load_units": list(per_warehouse.values()),
             "status": status,
@@ -341,72 +132,6 @@ def _lock_proto(row) -> common_pb2.InventoryLock:
     )
 
 
-class CapacityExceeded(Aborted):
-    """The lock would pass a warehouse's capacity (units it may hold locked at once): ABORTED,
-    retried like a lock conflict (another saga's release may make room)."""
-
-    def __init__(self, warehouse_id: str, capacity: int, locked: int, requested: int) -> None:
-        super().__init__(
-            f"warehouse {warehouse_id} has room for {max(0, capacity - locked)} more locked unit(s) "
-            f"(capacity {capacity}, {locked} locked); this lock needs {requested}",
-            reason="CAPACITY_EXCEEDED",
-            metadata={
-                "warehouse_id": warehouse_id,
-                "capacity": str(capacity),
-                "locked": str(locked),
-                "requested": str(requested),
-            },
-        )
-
-
-class LockConflict(Aborted):
-    """Another saga took the units first: names the line of the short stock row that did not fit."""
-
-    def __init__(self, lines: Sequence[common_pb2.AllocationLine], warehouse_id: str, sku: str, available: int) -> None:
-        line, left = logic.short_line([x for x in lines if (x.warehouse_id, x.sku) == (warehouse_id, sku)], available)
-        super().__init__(
-            f"cannot lock {line.quantity} of {sku} in {warehouse_id}: {left} available",
-            reason="LOCK_CONFLICT",
-            metadata={"warehouse_id": warehouse_id, "sku": sku, "required": str(line.quantity), "available": str(left)},
-        )
-
-
-class StockNotFound(NotFound):
-    def __init__(self, warehouse_id: str, sku: str) -> None:
-        super().__init__(
-            f"no stock of {sku!r} in warehouse {warehouse_id!r}",
-            reason="STOCK_NOT_FOUND",
-            metadata={"warehouse_id": warehouse_id, "sku": sku},
-        )
-
-
-class StockRefused(FailedPrecondition):
-    """An on_hand below the locked units (STOCK_BELOW_LOCKED) or below zero (NEGATIVE_STOCK)."""
-
-    def __init__(self, row, message: str, reason: str = "STOCK_BELOW_LOCKED", **metadata: str) -> None:
-        stored = {"warehouse_id": row.warehouse_id, "sku": row.sku, "on_hand": str(row.on_hand)}
-        super().__init__(message, reason=reason, metadata={**stored, "locked": str(row.locked), **metadata})
-
-
-class LocksNotFound(NotFound):
-    def __init__(self, saga_id: str, warehouse_id: str) -> None:
-        super().__init__(
-            f"saga {saga_id!r} holds no locks" + (f" in {warehouse_id!r}" if warehouse_id else ""),
-            reason="LOCKS_NOT_FOUND",
-            metadata={"saga_id": saga_id, "warehouse_id": warehouse_id},
-        )
-
-
-class LocksNotHeld(FailedPrecondition):
-    def __init__(self, saga_id: str, warehouse_id: str, locks: Sequence[common_pb2.InventoryLock], why: str) -> None:
-        statuses = sorted({common_pb2.LockStatus.Name(lock.status) for lock in locks})
-        super().__init__(
-            f"the locks of saga {saga_id!r} are no longer held ({', '.join(statuses)}): {why}",
-            reason="LOCKS_NOT_HELD",
-            metadata={"saga_id": saga_id, "warehouse_id": warehouse_id, "statuses": ",".join(statuses)},
-        )
-
-
 class InventoryStore:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -425,7 +150,7 @@ class InventoryStore:
             locked: dict[str, int] = {}
             if warehouse_ids:
                 params = {"warehouse_ids": warehouse_ids, "skus": list(logic.required_by_sku(inp.items))}
-                for row in await reader.fetch(_AVAILABILITY, params):
+                for row in await reader.fetch(sql.AVAILABILITY, params):
                     if row.sku is None:
                         locked[row.warehouse_id] = row.locked
                     else:
@@ -441,7 +166,7 @@ class InventoryStore:
         """The stock UPDATE, the warehouses' load, the lock rows and the barrier row in one
         statement.
 
-        A short stock row or a warehouse without the room refuses the statement (_ALL_TAKEN),
+        A short stock row or a warehouse without the room refuses the statement (sql.ALL_TAKEN),
         which writes nothing. The loads and then the rows are read again to say why: a full
         warehouse is CAPACITY_EXCEEDED, a short row a LOCK_CONFLICT naming the line that does
         not fit (both ABORTED: the coordinator retries them, as a release may make room). If
@@ -456,24 +181,24 @@ class InventoryStore:
                 plans.append(logic.plan_lock(inp, utcnow(), lock_ttl, [uuid.uuid4().hex for _ in inp.lines]))
             plan = plans[0]
             response = pb.ExecuteResponse(lock_inventory=pb.LockInventoryOutput(locks=plan.locks(ctx.saga_id)))
-            return Effect(response, _lock_writes(len(plan.wanted)), _lock_params(ctx, inp, plan), _ALL_TAKEN)
+            return Effect(response, sql.lock_writes(len(plan.wanted)), sql.lock_params(ctx, inp, plan), sql.ALL_TAKEN)
 
-        for attempt in range(LOCK_ATTEMPTS):
+        for attempt in range(sql.LOCK_ATTEMPTS):
             try:
                 return await _again_after_deadlock("a lock", lambda: self.barrier.run(ctx, EXECUTE, effect))
             except Refused:  # some stock row was short, or some warehouse full
                 plan = plans[0]
-                loads = {r.warehouse_id: r for r in await self.db.fetch(_LOADS, ([w for w, _, _ in plan.loads],))}
+                loads = {r.warehouse_id: r for r in await self.db.fetch(sql.LOADS, ([w for w, _, _ in plan.loads],))}
                 for warehouse_id, units, capacity in plan.loads:
                     found = loads.get(warehouse_id)
                     locked = found.locked if found is not None else 0
                     if locked + units > capacity:
                         raise CapacityExceeded(warehouse_id, capacity, locked, units) from None
                 keys = ([w for w, _, _ in plan.wanted], [s for _, s, _ in plan.wanted])
-                rows = await self.db.fetch(_AVAILABLE_ROWS, keys)
+                rows = await self.db.fetch(sql.AVAILABLE_ROWS, keys)
                 available = {(w, s): units for w, s, units in rows}
                 short = [(w, s) for w, s, units in plan.wanted if available.get((w, s), 0) < units]
-                if short or attempt == LOCK_ATTEMPTS - 1:
+                if short or attempt == sql.LOCK_ATTEMPTS - 1:
                     warehouse_id, sku = short[0] if short else plan.wanted[0][:2]
                     metrics.LOCK_FAILURES.labels(warehouse_id).inc()
                     raise LockConflict(plan.lines, warehouse_id, sku, available.get((warehouse_id, sku), 0)) from None
@@ -495,9 +220,9 @@ class InventoryStore:
 
         async def effect(reader: Reader) -> Effect:
             params["now"] = utcnow()
-            shipped = (await reader.fetch(_SHIPPED_ALREADY, params))[0].n > 0
+            shipped = (await reader.fetch(sql.SHIPPED_ALREADY, params))[0].n > 0
             params["status"] = IN_TRANSIT if shipped else EXPECTED
-            rows = {row.sku: _stock_proto(row) for row in await reader.fetch(_DESTINATION_ROWS, params)}
+            rows = {row.sku: _stock_proto(row) for row in await reader.fetch(sql.DESTINATION_ROWS, params)}
             destination = []
             for item in inp.items:
                 level = rows.get(item.sku) or common_pb2.StockLevel(
@@ -506,7 +231,7 @@ class InventoryStore:
                 level.incoming += item.quantity
                 destination.append(level)
             response = pb.ExecuteResponse(expect_transfer=pb.ExpectTransferOutput(destination=destination))
-            return Effect(response, _EXPECT, params)
+            return Effect(response, sql.EXPECT, params)
 
         return await _again_after_deadlock("an expectation", lambda: self.barrier.run(ctx, EXECUTE, effect))
 
@@ -517,13 +242,13 @@ class InventoryStore:
         async def effect(reader: Reader) -> Effect:
             if ctx.step == common_pb2.SAGA_STEP_EXPECT_TRANSFER:
                 params = {"saga_id": ctx.saga_id, "now": utcnow()}
-                if not await reader.fetch(_EXPECTED_LINES, params):
+                if not await reader.fetch(sql.EXPECTED_LINES, params):
                     return Effect(pb.CompensateResponse())
-                return Effect(pb.CompensateResponse(), _DROP_EXPECTED, params)
+                return Effect(pb.CompensateResponse(), sql.DROP_EXPECTED, params)
             if ctx.step != common_pb2.SAGA_STEP_LOCK_INVENTORY:
                 return Effect(pb.CompensateResponse())
             params = {"saga_id": ctx.saga_id, "warehouse_id": ""}
-            held, writes, params = await _finish(reader.fetch, _HELD, params, RELEASED, utcnow())
+            held, writes, params = await _finish(reader.fetch, sql.HELD, params, RELEASED, utcnow())
             return Effect(pb.CompensateResponse(released_units=sum(lock.quantity for lock in held)), writes, params)
 
         return await _again_after_deadlock("a compensation", lambda: self.barrier.run(ctx, COMPENSATE, effect))
@@ -542,7 +267,7 @@ class InventoryStore:
 
     @staticmethod
     async def _locks(conn, params: dict) -> list[common_pb2.InventoryLock]:
-        return [_lock_proto(row) for row in await (await conn.execute(_SAGA_LOCKS, params)).fetchall()]
+        return [_lock_proto(row) for row in await (await conn.execute(sql.SAGA_LOCKS, params)).fetchall()]
 
     async def _advance(self, saga_id: str, warehouse_id: str, outcome: str, why: str) -> list[common_pb2.InventoryLock]:
         """A picking transition of a saga's locks, refused when no lock ends in ``outcome``.
@@ -554,10 +279,10 @@ class InventoryStore:
         async def advance() -> list[common_pb2.InventoryLock]:
             async with self.db.transaction() as conn:
                 if outcome == CONSUMED:
-                    await self._finish_in(conn, _HELD, params, CONSUMED, params["now"])
-                    await conn.execute(_SHIPPED, params)  # a transfer's units are on the road
+                    await self._finish_in(conn, sql.HELD, params, CONSUMED, params["now"])
+                    await conn.execute(sql.SHIPPED, params)  # a transfer's units are on the road
                 else:
-                    await conn.execute(_HOLD, params)
+                    await conn.execute(sql.HOLD, params)
                 locks = await self._locks(conn, params)
                 if not locks:
                     raise LocksNotFound(saga_id, warehouse_id)
@@ -582,9 +307,9 @@ class InventoryStore:
         async def release() -> tuple[int, list[common_pb2.InventoryLock]]:
             async with self.db.transaction() as conn:
                 now = utcnow()
-                released = await self._finish_in(conn, _HELD, params, RELEASED, now)
+                released = await self._finish_in(conn, sql.HELD, params, RELEASED, now)
                 if released:  # a transfer released at its source is no longer expected anywhere
-                    await conn.execute(f"WITH {_DROP_EXPECTED} SELECT 1", {"saga_id": saga_id, "now": now})
+                    await conn.execute(f"WITH {sql.DROP_EXPECTED} SELECT 1", {"saga_id": saga_id, "now": now})
                 return len(released), await self._locks(conn, params)
 
         return await _again_after_deadlock("a release", release)
@@ -595,7 +320,7 @@ class InventoryStore:
     async def _stock_row(conn, warehouse_id: str, sku: str, for_update: bool = False):
         """The stock row; a missing one is STOCK_NOT_FOUND, unless it is read to be written."""
         key = {"warehouse_id": warehouse_id, "sku": sku}
-        row = await (await conn.execute(_STOCK + (" FOR UPDATE" if for_update else ""), key)).fetchone()
+        row = await (await conn.execute(sql.STOCK + (" FOR UPDATE" if for_update else ""), key)).fetchone()
         if row is None and not for_update:
             raise StockNotFound(warehouse_id, sku)
         return row
@@ -615,7 +340,7 @@ class InventoryStore:
             delta = request.on_hand - (current.on_hand if current is not None else 0)
             params = {**key, "product_id": request.product_id, "on_hand": request.on_hand, "bin": request.bin}
             params.update(now=utcnow(), reason="set", delta=delta)
-            row = await (await conn.execute(_SET_STOCK, params)).fetchone()
+            row = await (await conn.execute(sql.SET_STOCK, params)).fetchone()
             if row is None:
                 raise self._below_locked(await self._stock_row(conn, **key), request.on_hand)
         return _stock_proto(row)
@@ -624,7 +349,7 @@ class InventoryStore:
         key, delta = {"warehouse_id": request.warehouse_id, "sku": request.sku}, request.delta
         async with self.db.transaction() as conn:
             params = {**key, "delta": delta, "reason": request.reason, "now": utcnow()}
-            row = await (await conn.execute(_ADJUST_STOCK, params)).fetchone()
+            row = await (await conn.execute(sql.ADJUST_STOCK, params)).fetchone()
             if row is None:
                 current = await self._stock_row(conn, **key)
                 reason = logic.adjustment_refusal(current.on_hand, current.locked, delta) or "STOCK_BELOW_LOCKED"
@@ -643,17 +368,17 @@ class InventoryStore:
 
     async def list_stock(self, warehouse_id: str, sku: str, offset: int, limit: int) -> list[common_pb2.StockLevel]:
         where = self._filters(warehouse_id=warehouse_id, sku=sku)
-        sql = f"SELECT * FROM stock WHERE {where} ORDER BY warehouse_id, sku OFFSET %(offset)s LIMIT %(limit)s"
+        query = f"SELECT * FROM stock WHERE {where} ORDER BY warehouse_id, sku OFFSET %(offset)s LIMIT %(limit)s"
         params = {"warehouse_id": warehouse_id, "sku": sku, "offset": offset, "limit": limit}
-        return [_stock_proto(row) for row in await self.db.fetch(sql, params)]
+        return [_stock_proto(row) for row in await self.db.fetch(query, params)]
 
     async def list_locks(
         self, saga_id: str, warehouse_id: str, status: str, offset: int, limit: int
     ) -> list[common_pb2.InventoryLock]:
         where = self._filters(saga_id=saga_id, warehouse_id=warehouse_id, status=status)
         params = {"saga_id": saga_id, "warehouse_id": warehouse_id, "status": status, "offset": offset, "limit": limit}
-        sql = _LOCKS.format(where) + " OFFSET %(offset)s LIMIT %(limit)s"
-        return [_lock_proto(row) for row in await self.db.fetch(sql, params)]
+        query = sql.LOCKS.format(where) + " OFFSET %(offset)s LIMIT %(limit)s"
+        return [_lock_proto(row) for row in await self.db.fetch(query, params)]
 
     async def utilisation(self) -> list[tuple[str, int, int]]:
         """Units on hand and locked per warehouse (the utilisation gauges)."""
@@ -677,7 +402,7 @@ class InventoryStore:
         line is wrong; a repeat of the same receipt answers with what was booked."""
         async with self.db.transaction() as conn:
             rows: list[Any] = await (
-                await conn.execute(_TRANSFER_LINES + " FOR UPDATE", (request.transfer_id,))
+                await conn.execute(sql.TRANSFER_LINES + " FOR UPDATE", (request.transfer_id,))
             ).fetchall()
             if not rows:
                 raise NotFound(
@@ -694,17 +419,17 @@ class InventoryStore:
                     "received": list(received.values()),
                     "now": utcnow(),
                 }
-                await conn.execute(_RECEIVE, params)
-                rows = await (await conn.execute(_TRANSFER_LINES, (request.transfer_id,))).fetchall()
+                await conn.execute(sql.RECEIVE, params)
+                rows = await (await conn.execute(sql.TRANSFER_LINES, (request.transfer_id,))).fetchall()
         return [_transfer_line_proto(row) for row in rows]
 
     async def list_transfers(
         self, transfer_id: str, warehouse_id: str, offset: int, limit: int
     ) -> list[common_pb2.TransferLine]:
-        sql = (
+        query = (
             "SELECT * FROM transfer_lines WHERE (%(transfer_id)s = '' OR transfer_id = %(transfer_id)s)"
             " AND (%(warehouse_id)s = '' OR from_warehouse = %(warehouse_id)s OR to_warehouse = %(warehouse_id)s)"
             " ORDER BY created_at, transfer_id, sku OFFSET %(offset)s LIMIT %(limit)s"
         )
         params = {"transfer_id": transfer_id, "warehouse_id": warehouse_id, "offset": offset, "limit": limit}
-        return [_transfer_line_proto(row) for row in await self.db.fetch(sql, params)]
+        return [_transfer_line_proto(row) for row in await self.db.fetch(query, params)]
