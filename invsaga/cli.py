@@ -250,7 +250,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     _connection(extend)
     extend.set_defaults(func=_client_command("extend"))
 
-    from invsaga.cli_admin import add_commands
+    from invsaga.cli_admin_args import add_commands
 
     add_commands(sub)
 

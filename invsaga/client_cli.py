@@ -30,20 +30,21 @@ from typing import Any, Callable, Coroutine
 import grpc
 import yaml
 from google.protobuf import json_format
-from rich.live import Live
-from rich.table import Table
 
 from invsaga.common.v1 import common_pb2
 from invsaga.coordinator.v1 import coordinator_pb2 as pb
 from invsaga import output
+from invsaga.saga_view import console, describe, follow, reservation_line, short_name, strategy_name
+from invsaga.client._connect import (
+    UsageError,
+    address_variable,
+    bearer_token,
+    request_from_dict,
+    target,
+    tls_credentials,
+)
 from invsaga.runtime.config import DEFAULT_PORTS
 from invsaga.runtime.errors import RpcFailure
-
-console = output.console()
-
-
-class UsageError(Exception):
-    """Bad input on the command line: printed as one line, exit status 2 (no traceback)."""
 
 
 def address_argument(parser: argparse.ArgumentParser, service: str) -> None:
@@ -54,10 +55,6 @@ def address_argument(parser: argparse.ArgumentParser, service: str) -> None:
         metavar="HOST:PORT",
         help=f"the {service} service (default: ${address_variable(service)} or localhost:{DEFAULT_PORTS[service]})",
     )
-
-
-def address_variable(service: str) -> str:
-    return f"INVSAGA_{service.upper()}_ADDR"
 
 
 def credential_arguments(parser: argparse.ArgumentParser) -> None:
@@ -90,59 +87,18 @@ def connection_arguments(parser: argparse.ArgumentParser, service: str = "coordi
     credential_arguments(parser)
 
 
-def _read_token(path: str, where: str) -> str:
-    try:
-        token = Path(path).read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError) as err:
-        raise UsageError(
-            f"{where}: cannot read the token file {path!r}: {getattr(err, 'strerror', None) or err}"
-        ) from None
-    if not token:
-        raise UsageError(f"{where}: the token file {path!r} is empty")
-    return token
-
-
 def token_of(args: argparse.Namespace) -> str:
     """--token, else --token-file, else $INVSAGA_TOKEN, else $INVSAGA_TOKEN_FILE; empty: no token."""
-    if getattr(args, "token", None):
-        return str(args.token)
-    if getattr(args, "token_file", None):
-        return _read_token(args.token_file, "--token-file")
-    if os.environ.get("INVSAGA_TOKEN"):
-        return os.environ["INVSAGA_TOKEN"]
-    if os.environ.get("INVSAGA_TOKEN_FILE"):
-        return _read_token(os.environ["INVSAGA_TOKEN_FILE"], "INVSAGA_TOKEN_FILE")
-    return ""
+    return bearer_token(getattr(args, "token", None), getattr(args, "token_file", None))
 
 
 def target_of(args: argparse.Namespace, service: str) -> str:
-    return (
-        getattr(args, service, None)
-        or os.environ.get(address_variable(service))
-        or f"localhost:{DEFAULT_PORTS[service]}"
-    )
+    return target(getattr(args, service, None), service)
 
 
 def credentials_of(args: argparse.Namespace) -> grpc.ChannelCredentials | None:
     """TLS credentials from the flags or $INVSAGA_TLS_*; None for plaintext."""
-
-    def pick(flag: str, env: str) -> str:
-        return str(getattr(args, flag, None) or os.environ.get(env, ""))
-
-    ca, cert, key = (pick(f"tls_{k}", f"INVSAGA_TLS_{k.upper()}") for k in ("ca", "cert", "key"))
-    if not (ca or cert or key):
-        return None
-    if bool(cert) != bool(key):
-        raise UsageError("--tls-cert and --tls-key go together (a client certificate needs its key)")
-    try:
-        read = {
-            name: Path(path).read_bytes() if path else None for name, path in (("ca", ca), ("cert", cert), ("key", key))
-        }
-    except OSError as err:
-        raise UsageError(f"cannot read a TLS file: {err.filename}: {err.strerror}") from None
-    return grpc.ssl_channel_credentials(
-        root_certificates=read["ca"], private_key=read["key"], certificate_chain=read["cert"]
-    )
+    return tls_credentials(*(getattr(args, f"tls_{k}", None) for k in ("ca", "cert", "key")))
 
 
 def channel_of(args: argparse.Namespace, service: str) -> grpc.aio.Channel:
@@ -243,34 +199,6 @@ async def resolve_saga_id(client: Any, text: str) -> str:
 
 
 TERMINAL = (pb.SAGA_STATUS_COMPLETED, pb.SAGA_STATUS_COMPENSATED, pb.SAGA_STATUS_FAILED)
-_ENUM_PREFIX = {"allocation_strategy": "ALLOCATION_STRATEGY_", "request_type": "REQUEST_TYPE_"}
-STATUS_STYLE = {
-    "SUCCEEDED": "green",
-    "COMPLETED": "green",
-    "COMPENSATED": "yellow",
-    "FAILED": "red",
-    "RUNNING": "cyan",
-    "COMPENSATING": "magenta",
-    "SKIPPED": "dim",
-    "PENDING": "dim",
-}
-
-
-def request_from_dict(data: dict[str, Any]) -> pb.InventoryRequest:
-    """An InventoryRequest from YAML/JSON; enum values may be short (``priority`` → ALLOCATION_STRATEGY_PRIORITY)."""
-    data = dict(data.get("request", data))
-    for key, prefix in _ENUM_PREFIX.items():
-        value = data.get(key)
-        if isinstance(value, str) and not value.upper().startswith(prefix):
-            data[key] = prefix + value.upper()
-    expired_at = data.get("expired_at")
-    if isinstance(expired_at, datetime):  # what YAML makes of an unquoted time
-        if expired_at.tzinfo is None:
-            raise ValueError(f"expired_at: {expired_at.isoformat()} has no time zone (add Z or +00:00)")
-        data["expired_at"] = expired_at.isoformat()
-    elif expired_at is not None and not isinstance(expired_at, str):
-        data["expired_at"] = str(expired_at)
-    return json_format.ParseDict(data, pb.InventoryRequest())
 
 
 def load_mapping(path: str, what: str) -> dict[str, Any]:
@@ -296,93 +224,6 @@ def load_request(path: str) -> pb.InventoryRequest:
         return request_from_dict(data)
     except (json_format.ParseError, TypeError, ValueError) as err:
         raise UsageError(f"{path}: {' '.join(str(err).split())}") from None
-
-
-def _short(enum_name: str) -> str:
-    for prefix in ("SAGA_STATUS_", "STEP_STATUS_", "SAGA_EVENT_TYPE_"):
-        if enum_name.startswith(prefix):
-            return enum_name[len(prefix) :]
-    return enum_name
-
-
-def saga_table(saga: pb.Saga) -> Table:
-    status = _short(pb.SagaStatus.Name(saga.status))
-    table = Table(title=f"saga {saga.saga_id}  [{STATUS_STYLE.get(status, '')}]{status}[/]", title_justify="left")
-    for column in ("step", "status", "attempts", "seconds", "error"):
-        table.add_column(column)
-    for step in saga.steps:
-        st = _short(pb.StepStatus.Name(step.status))
-        seconds = ""
-        if step.HasField("started_at") and step.HasField("finished_at"):
-            seconds = f"{(step.finished_at.ToNanoseconds() - step.started_at.ToNanoseconds()) / 1e9:.3f}"
-        table.add_row(step.name, f"[{STATUS_STYLE.get(st, '')}]{st}[/]", str(step.attempts), seconds, step.error)
-    return table
-
-
-def describe(saga: pb.Saga) -> None:
-    console.print(saga_table(saga))
-    if saga.allocation.lines:
-        strategy = saga.allocation.strategy
-        console.print(
-            f"allocation {saga.allocation.allocation_id} ({_strategy(strategy)}, cost {saga.allocation.total_cost:.2f}"
-            f"{'' if saga.allocation.optimal or strategy != 4 else ', not proven optimal'}): "
-            + ", ".join(f"{l.warehouse_id}:{l.sku}×{l.quantity}" for l in saga.allocation.lines)
-        )
-    for picklist in saga.picklists:
-        console.print(f"picklist {picklist.picklist_id} @ {picklist.warehouse_id}: {len(picklist.lines)} lines")
-    if saga.failure.reason:
-        f = saga.failure
-        console.print(f"[yellow]failure[/] at {f.step or '-'}: {f.reason} {f.code} {f.message}")
-        for s in f.shortages:
-            console.print(f"  short {s.sku}: required {s.required}, available {s.available}")
-    if saga.compensation_failure.reason:
-        console.print(
-            f"[red]compensation failed[/] at {saga.compensation_failure.step}: {saga.compensation_failure.message}"
-        )
-    if saga.kind == pb.SAGA_KIND_TRANSFER:
-        from invsaga.transfer_cli import transfer_line
-
-        console.print(transfer_line(saga))
-    elif saga.HasField("reservation"):
-        console.print(_reservation_line(saga))
-    if saga.cancel_reason:
-        console.print(f"cancelled: {saga.cancel_reason}")
-    console.print(f"created {output.local_time(saga.created_at)}, updated {output.local_time(saga.updated_at)}")
-
-
-def _strategy(value: int) -> str:
-    return common_pb2.AllocationStrategy.Name(value).removeprefix("ALLOCATION_STRATEGY_")
-
-
-async def follow(client: Any, saga_id: str, fmt: str = "table", follow_reservation: bool = False) -> pb.Saga:
-    """Per-step progress until the saga ends (live on a terminal, a line per event when piped,
-    a JSON line or YAML document per event for -o json/yaml); returns the final saga.
-    The client's watch resumes after the last event if the stream breaks."""
-    events = client.watch(saga_id, follow_reservation=follow_reservation)
-    if fmt != "table":
-        async for ev in events:
-            output.emit_stream_item(ev, fmt)
-    elif console.is_terminal:
-        with Live(saga_table(await client.get(saga_id)), console=console, refresh_per_second=10) as live:
-            async for _ in events:
-                live.update(saga_table(await client.get(saga_id)))
-    else:
-        async for ev in events:
-            print(event_line(ev), flush=True)
-    return await client.get(saga_id)
-
-
-def event_line(ev: pb.SagaEvent) -> str:
-    detail = ""
-    if ev.detail.code or ev.detail.message:
-        detail = f" {ev.detail.code} {ev.detail.reason} {' '.join(ev.detail.message.split())}".rstrip()
-    step_status = _short(pb.StepStatus.Name(ev.step_status)) if ev.step_status else ""
-    reservation = output.enum_name(common_pb2.ReservationState, ev.reservation_state, "RESERVATION_STATE_")
-    return (
-        f"{ev.seq:>3} {output.local_time(ev.time):<24} {_short(pb.SagaEventType.Name(ev.type)):<22} "
-        f"{ev.step or ev.warehouse_id:<18} {step_status or reservation:<12} {_short(pb.SagaStatus.Name(ev.status))}"
-        f"{detail}"
-    )
 
 
 async def start(args: argparse.Namespace) -> int:
@@ -508,9 +349,9 @@ async def list_sagas(args: argparse.Namespace) -> int:
         (
             output.saga_id_cell(saga.saga_id),
             saga.request.order_id,
-            _short(pb.SagaStatus.Name(saga.status)),
+            short_name(pb.SagaStatus.Name(saga.status)),
             output.enum_name(common_pb2.ReservationState, saga.reservation.state, "RESERVATION_STATE_"),
-            _strategy(saga.request.allocation_strategy),
+            strategy_name(saga.request.allocation_strategy),
             saga.failure.reason,
             output.local_time(saga.created_at),
         )
@@ -531,7 +372,7 @@ async def demo(args: argparse.Namespace) -> int:
 def _timestamp(text: str, *, flag: str = "--until", past: bool = False) -> Any:
     """An ISO 8601 time (a zone required) or a duration (``90s``, ``30m``, ``2h``) from now,
     or before now when ``past``."""
-    from datetime import datetime, timezone
+    from datetime import timezone
 
     from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -558,14 +399,6 @@ def _timestamp(text: str, *, flag: str = "--until", past: bool = False) -> Any:
     return ts
 
 
-def _reservation_line(saga: pb.Saga) -> str:
-    r = saga.reservation
-    name = lambda state: common_pb2.ReservationState.Name(state).removeprefix("RESERVATION_STATE_")  # noqa: E731
-    parts = ", ".join(f"{w.warehouse_id} {name(w.state)}" for w in r.warehouses)
-    until = output.local_time(r.expires_at, present=r.HasField("expires_at")) or "-"
-    return f"reservation {name(r.state)} (expires {until}): {parts}"
-
-
 async def cancel(args: argparse.Namespace) -> int:
     async with saga_client(args) as client:
         saga_id = await resolve_saga_id(client, args.saga_id)
@@ -573,9 +406,9 @@ async def cancel(args: argparse.Namespace) -> int:
     if args.output != "table":
         output.emit(pb.CancelSagaResponse(saga=saga), args.output)
     elif saga.HasField("reservation"):
-        console.print(_reservation_line(saga))
+        console.print(reservation_line(saga))
     else:
-        console.print(f"saga {saga.saga_id}: {_short(pb.SagaStatus.Name(saga.status))} (cancel requested)")
+        console.print(f"saga {saga.saga_id}: {short_name(pb.SagaStatus.Name(saga.status))} (cancel requested)")
     return 0
 
 
@@ -585,7 +418,7 @@ async def resume(args: argparse.Namespace) -> int:
     if args.output != "table":
         output.emit(pb.ResumeSagaResponse(saga=saga), args.output)
     else:
-        console.print(f"saga {saga.saga_id}: {_short(pb.SagaStatus.Name(saga.status))} (compensation resumed)")
+        console.print(f"saga {saga.saga_id}: {short_name(pb.SagaStatus.Name(saga.status))} (compensation resumed)")
     return 0
 
 
@@ -597,5 +430,5 @@ async def extend(args: argparse.Namespace) -> int:
     if args.output != "table":
         output.emit(pb.ExtendReservationResponse(reservation=reservation), args.output)
     else:
-        console.print(_reservation_line(pb.Saga(saga_id=saga_id, reservation=reservation)))
+        console.print(reservation_line(pb.Saga(saga_id=saga_id, reservation=reservation)))
     return 0

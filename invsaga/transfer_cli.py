@@ -14,7 +14,8 @@ from typing import Any
 import yaml
 from google.protobuf import json_format
 
-from invsaga.client_cli import UsageError, channel_of, console, describe, follow, saga_client
+from invsaga.client_cli import UsageError, channel_of, saga_client
+from invsaga.saga_view import console, describe, follow
 from invsaga.common.v1 import common_pb2
 from invsaga.coordinator.v1 import coordinator_pb2 as pb
 from invsaga.coordinator.v1 import coordinator_pb2_grpc as pb_grpc

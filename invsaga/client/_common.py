@@ -7,7 +7,6 @@ import random
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from argparse import Namespace
 from typing import Any, Callable, Iterable, Mapping, NamedTuple, TypeAlias, cast
 
 import grpc
@@ -16,6 +15,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from invsaga.common.v1 import common_pb2
 from invsaga.coordinator.v1 import coordinator_pb2 as pb
+from invsaga.client._connect import UsageError, bearer_token, request_from_dict, target, tls_credentials
 from invsaga.runtime.errors import InvalidArgument, RpcFailure
 
 DEFAULT_TIMEOUT = 30.0  # seconds: the deadline of a call, its retries included
@@ -127,19 +127,10 @@ class Endpoint:
 def endpoint(address: str | None, tls: TLSConfig | None, token: str | None, token_file: str | None) -> Endpoint:
     """The coordinator's address, the bearer token and the TLS credentials, each from the
     argument, else the environment, by the same rules as the ``invsaga`` command."""
-    from invsaga import client_cli as cli  # here: client_cli may import this package
-
-    args = Namespace(
-        coordinator=address or None,
-        token=token or None,
-        token_file=token_file or None,
-        tls_ca=tls.ca if tls else None,
-        tls_cert=tls.cert if tls else None,
-        tls_key=tls.key if tls else None,
-    )
     try:
-        return Endpoint(cli.target_of(args, "coordinator"), cli.token_of(args), cli.credentials_of(args))
-    except cli.UsageError as err:
+        credentials = tls_credentials(tls.ca if tls else None, tls.cert if tls else None, tls.key if tls else None)
+        return Endpoint(target(address, "coordinator"), bearer_token(token, token_file), credentials)
+    except UsageError as err:
         raise InvsagaError.invalid("connection", str(err), f"cannot connect: {err}") from None
 
 
@@ -160,10 +151,8 @@ def start_request(request: Any) -> pb.StartSagaRequest:
     elif isinstance(request, pb.InventoryRequest):
         out = pb.StartSagaRequest(request=request)
     elif isinstance(request, Mapping):
-        from invsaga import client_cli as cli  # here: client_cli may import this package
-
         try:
-            out = pb.StartSagaRequest(request=cli.request_from_dict(_times_as_text(request)))
+            out = pb.StartSagaRequest(request=request_from_dict(_times_as_text(request)))
         except (json_format.ParseError, TypeError, ValueError, AttributeError) as err:
             raise InvsagaError.invalid("request", " ".join(str(err).split())) from None
     else:
