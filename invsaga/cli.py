@@ -16,7 +16,7 @@ DEMO_DATA = Path(__file__).resolve().parent / "demo_data.yaml"
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from invsaga.launcher import up
+    from invsaga.up import up
 
     return up(
         data_dir=args.data_dir,

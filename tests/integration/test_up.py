@@ -23,7 +23,8 @@ import grpc
 import pytest
 
 from invsaga.inventory.v1 import inventory_pb2, inventory_pb2_grpc
-from invsaga.launcher import RESTART_CAP, STABLE_AFTER, restart_delay, wait_serving
+from invsaga.launcher import wait_serving
+from invsaga.up import RESTART_CAP, STABLE_AFTER, restart_delay
 
 INVSAGA = str(Path(sys.executable).parent / "invsaga")
 READY = "Ctrl-C stops all six processes"
