@@ -37,11 +37,23 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_seed(args: argparse.Namespace) -> int:
+    from invsaga.client_cli import UsageError, credentials_of, target_of, token_of
+    from invsaga.runtime.channels import open_channel
+    from invsaga.runtime.security import bearer_interceptors
     from invsaga.seed import SeedError, seed_file
 
     try:
-        summary = asyncio.run(seed_file(Path(args.file), args.warehouse, args.inventory))
-    except SeedError as err:
+        token, credentials = token_of(args), credentials_of(args)
+        interceptors = bearer_interceptors(token) if token else []
+        summary = asyncio.run(
+            seed_file(
+                Path(args.file),
+                target_of(args, "warehouse"),
+                target_of(args, "inventory"),
+                lambda address: open_channel(address, interceptors, credentials),
+            )
+        )
+    except (SeedError, UsageError) as err:
         print(f"invsaga seed: {err}", file=sys.stderr)
         return 2
     print(summary)
@@ -155,13 +167,11 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 
     seed = sub.add_parser("seed", help="upsert warehouses and stock from a YAML file")
     seed.add_argument("file", help="the warehouses and stock levels (SPEC §8 format; invsaga/demo_data.yaml)")
-    for service in ("warehouse", "inventory"):
-        seed.add_argument(
-            f"--{service}",
-            default=os.environ.get(f"INVSAGA_{service.upper()}_ADDR") or f"localhost:{DEFAULT_PORTS[service]}",
-            metavar="HOST:PORT",
-            help=f"the {service} service (default: $INVSAGA_{service.upper()}_ADDR or localhost:{DEFAULT_PORTS[service]})",
-        )
+    from invsaga.client_cli import address_argument, credential_arguments
+
+    address_argument(seed, "warehouse")
+    address_argument(seed, "inventory")
+    credential_arguments(seed)  # an operator's token (admin role) and the TLS files of a secured mesh
     seed.set_defaults(func=cmd_seed)
 
     from invsaga.client_cli import RESERVATION_STATES, SAGA_STATUSES

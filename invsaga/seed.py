@@ -273,9 +273,15 @@ async def _call(what: str, rpc: Callable[..., Awaitable[T]], request: Any) -> T:
         raise SeedError(f"{what}: {err.code().name}: {err.details()}") from None
 
 
-async def apply_seed(seed: Seed, warehouse_addr: str, inventory_addr: str) -> str:
-    """Upsert the warehouses, extend their assortments and set the stock levels."""
-    async with open_channel(warehouse_addr) as wh_channel, open_channel(inventory_addr) as inv_channel:
+Connect = Callable[[str], grpc.aio.Channel]
+
+
+async def apply_seed(seed: Seed, warehouse_addr: str, inventory_addr: str, connect: Connect = open_channel) -> str:
+    """Upsert the warehouses, extend their assortments and set the stock levels.
+
+    ``connect`` opens the channel to an address (plaintext without a token by default; the
+    ``invsaga seed`` command passes its TLS files and token)."""
+    async with connect(warehouse_addr) as wh_channel, connect(inventory_addr) as inv_channel:
         warehouses = warehouse_pb2_grpc.WarehouseServiceStub(wh_channel)
         inventory = inventory_pb2_grpc.InventoryServiceStub(inv_channel)
         # The upsert carries no SKUs, so a warehouse keeps what it already carries.
@@ -309,6 +315,6 @@ async def apply_seed(seed: Seed, warehouse_addr: str, inventory_addr: str) -> st
     return seed.summary()
 
 
-async def seed_file(path: str | Path, warehouse_addr: str, inventory_addr: str) -> str:
+async def seed_file(path: str | Path, warehouse_addr: str, inventory_addr: str, connect: Connect = open_channel) -> str:
     """Load ``path`` into the warehouse and inventory services; returns a one-line summary."""
-    return await apply_seed(load_seed(path), warehouse_addr, inventory_addr)
+    return await apply_seed(load_seed(path), warehouse_addr, inventory_addr, connect)

@@ -430,3 +430,43 @@ def test_a_secured_mesh_is_reached_with_flags_or_the_environment(secured_mesh, t
     assert sum(int(x["quantity"]) for x in locks) == 3
     ok(cli("cancel", saga_id[:8], "--reason", "test over", *by_flags))
     books_by_cli(env)
+
+
+def test_seed_reaches_a_secured_mesh_with_an_operators_token(secured_mesh, tmp_path):
+    mesh, certs = secured_mesh
+    seed = tmp_path / "seed.yaml"
+    seed.write_text(
+        yaml.safe_dump(
+            {
+                "warehouses": [{"id": "WH-SEED", "name": "Seeded", "lat": 31.2, "lon": 121.5, "capacity": 500}],
+                "stock": [{"warehouse": "WH-SEED", "sku": "SKU-SEED", "product_id": "P-SEED", "on_hand": 25}],
+            }
+        )
+    )
+    where = ["--warehouse", mesh.address("warehouse"), "--inventory", mesh.address("inventory")]
+    tls = ["--tls-ca", str(certs / "ca.pem"), "--tls-cert", str(certs / f"{CLIENT}.pem")]
+    tls += ["--tls-key", str(certs / f"{CLIENT}-key.pem")]
+    token_file = tmp_path / "admin-token"
+    token_file.write_text(ADMIN_TOKEN)
+
+    # Plaintext to a TLS mesh does not connect; a client certificate alone is no operator.
+    assert cli("seed", str(seed), *where).returncode != 0
+    refused(cli("seed", str(seed), *where, *tls), 2, "PERMISSION_DENIED")
+    refused(cli("seed", str(seed), *where, *tls, "--token-file", str(tmp_path / "none")), 2, "token")
+
+    summary = ok(cli("seed", str(seed), *where, *tls, "--token-file", str(token_file)))
+    assert "1 warehouse" in summary, summary
+    inventory = ["--inventory", mesh.address("inventory"), *tls, "--token", ADMIN_TOKEN]
+    level = as_json(cli("stock", "get", "WH-SEED", "SKU-SEED", *inventory, "-o", "json"))["stock"]
+    assert (level["onHand"], level["locked"] if "locked" in level else "0") == ("25", "0")
+    # The environment works as for every other command.
+    env = {
+        "INVSAGA_WAREHOUSE_ADDR": mesh.address("warehouse"),
+        "INVSAGA_INVENTORY_ADDR": mesh.address("inventory"),
+        "INVSAGA_TLS_CA": str(certs / "ca.pem"),
+        "INVSAGA_TLS_CERT": str(certs / f"{CLIENT}.pem"),
+        "INVSAGA_TLS_KEY": str(certs / f"{CLIENT}-key.pem"),
+        "INVSAGA_TOKEN_FILE": str(token_file),
+    }
+    ok(cli("seed", str(seed), env=env))
+    books_by_cli({**env, **addresses(mesh)}, "--token", ADMIN_TOKEN)
