@@ -24,6 +24,7 @@ from invsaga.coordinator.v1 import coordinator_pb2 as pb
 _STORE = frozenset(
     {
         "create",
+        "request_id_taken",
         "save",
         "request_cancel",
         "claim_failed",

@@ -214,6 +214,11 @@ class SagaStore:
         write = SaveWrite(saga.saga_id, owner, values, events, notices)
         return self.writer.submit(write, tag=(saga.saga_id, tuple(events)) if events else None)
 
+    async def request_id_taken(self, request_id: str) -> bool:
+        """Whether a saga (of any tenant) holds ``request_id``."""
+        async with self.reads.connect() as conn:
+            return (await conn.execute(select(S.c.saga_id).where(S.c.request_id == request_id))).first() is not None
+
     async def load(self, saga_id: str, tenant: str | None = None) -> SagaRow | None:
         """The saga, or None if there is none (or it belongs to a tenant other than ``tenant``)."""
         async with self.reads.connect() as conn:

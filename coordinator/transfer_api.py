@@ -15,6 +15,7 @@ import grpc
 from coordinator import transfers
 from coordinator.commands import new_saga
 from coordinator.registry import DEFINITIONS
+from coordinator.transfer_checks import check_transfer
 from coordinator.views import not_found, summary, tenant_scope
 from invsaga.coordinator.v1 import coordinator_pb2 as pb
 from invsaga.inventory.v1 import inventory_pb2, inventory_pb2_grpc
@@ -47,6 +48,13 @@ class TransferRpcs:
         transfer = transfers.normalize(request.transfer)
         if not transfer.request_id:
             transfer.request_id = uuid.uuid4().hex
+        try:
+            await check_transfer(self.engine.participants.channels, transfer)
+        except DomainError:
+            # A repeat of a transfer that started: its own lock may be what the source lacks
+            # now, so it is answered as a repeat (or ALREADY_EXISTS) below, not refused here.
+            if not await self.journal.request_id_taken(transfer.request_id):
+                raise
         who = security.caller()
         saga_id = uuid.uuid4().hex
         gate = self.engine.gate

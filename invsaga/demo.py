@@ -78,10 +78,13 @@ class Row:
     saga: pb.Saga | None
     detail: str = ""
     seconds: float = 0.0
+    refusal: str = ""  # the status code of a request refused before any saga started
 
     @property
     def outcome(self) -> str:
-        return pb.SagaStatus.Name(self.saga.status).removeprefix("SAGA_STATUS_") if self.saga else "-"
+        if self.saga is None:
+            return self.refusal or "-"
+        return pb.SagaStatus.Name(self.saga.status).removeprefix("SAGA_STATUS_")
 
     @property
     def ok(self) -> bool:

@@ -10,6 +10,7 @@ import grpc
 
 from invsaga.common.v1 import common_pb2
 from invsaga.coordinator.v1 import coordinator_pb2 as pb
+from invsaga.runtime.errors import RpcFailure
 from invsaga.demo import Client, Row, why
 from invsaga.logistics.v1 import logistics_pb2, logistics_pb2_grpc
 
@@ -71,8 +72,18 @@ async def transfer_scenarios(client: Client, logistics_address: str) -> list[Row
     cancelled = await _until(client, saga.saga_id, pb.TRANSFER_STATE_CANCELLED)
     rows.append(Row("transfer cancelled before picking", "COMPLETED", saga, f"transfer {_state(cancelled)}", secs))
 
-    saga, secs = await _run(client, transfer(5, to_warehouse="WH-SH-02"))
-    rows.append(Row("transfer to a warehouse in maintenance", "COMPENSATED", saga, why(saga), secs))
-    saga, secs = await _run(client, transfer(1000))
-    rows.append(Row("transfer above the source's stock", "COMPENSATED", saga, why(saga), secs))
+    # Refused before anything is written: no saga, the field that is wrong.
+    for label, request in (
+        ("transfer to a warehouse in maintenance", transfer(5, to_warehouse="WH-SH-02")),
+        ("transfer above the source's stock", transfer(1000)),
+    ):
+        started = time.monotonic()
+        try:
+            saga, secs = await _run(client, request)
+            rows.append(Row(label, "FAILED_PRECONDITION", saga, why(saga), secs))
+        except grpc.aio.AioRpcError as error:
+            failure = RpcFailure.from_error(error)
+            fields = "; ".join(f"{field}: {text}" for field, text in failure.violations)
+            detail = f"refused {failure.reason} ({fields}), no saga written"
+            rows.append(Row(label, "FAILED_PRECONDITION", None, detail, time.monotonic() - started, failure.code.name))
     return rows

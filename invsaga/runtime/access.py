@@ -69,6 +69,9 @@ PUBLIC_API = Rule(frozenset({"client", "admin"}))
 # saga, SPEC §9), and an admin may call by hand.
 COORDINATOR_OR_ADMIN = Rule(frozenset({"admin", "coordinator"}))
 READ = Rule(frozenset({"admin", "service"}))
+# Reads the coordinator makes too: StartTransfer checks both ends and the source's stock
+# before it writes anything (coordinator/transfer_checks.py).
+CHECKED_BY_COORDINATOR = Rule(frozenset({"admin", "service", "coordinator"}))
 ADMIN = Rule(frozenset({"admin"}))
 
 
@@ -103,11 +106,11 @@ ACCESS: dict[str, Rule] = {
     **{f"/{_service(p, p.capitalize() + 'StepService')}/{m}": STEP for p in PARTICIPANTS for m in STEP_METHODS},
     f"/{_service('warehouse', 'WarehouseService')}/UpsertWarehouse": ADMIN,
     f"/{_service('warehouse', 'WarehouseService')}/AddAssortment": ADMIN,
-    f"/{_service('warehouse', 'WarehouseService')}/GetWarehouse": READ,
+    f"/{_service('warehouse', 'WarehouseService')}/GetWarehouse": CHECKED_BY_COORDINATOR,
     f"/{_service('warehouse', 'WarehouseService')}/ListWarehouses": READ,
     f"/{_service('inventory', 'InventoryService')}/SetStock": ADMIN,
     f"/{_service('inventory', 'InventoryService')}/AdjustStock": ADMIN,
-    f"/{_service('inventory', 'InventoryService')}/GetStock": READ,
+    f"/{_service('inventory', 'InventoryService')}/GetStock": CHECKED_BY_COORDINATOR,
     f"/{_service('inventory', 'InventoryService')}/ListStock": READ,
     f"/{_service('inventory', 'InventoryService')}/ListLocks": READ,
     # A picklist's status moves the stock of its locks (services/logistics/server.py).

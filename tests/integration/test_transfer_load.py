@@ -9,8 +9,11 @@ import asyncio
 import time
 import uuid
 
+import grpc
+
 from invsaga.common.v1 import common_pb2
 from invsaga.coordinator.v1 import coordinator_pb2 as pb
+from invsaga.runtime.errors import RpcFailure
 from invsaga.logistics.v1 import logistics_pb2
 from tests.integration.test_transfers import TransferClient
 from tests.saga_support import TERMINAL, WH
@@ -80,13 +83,24 @@ async def test_transfers_and_reservations_race_on_one_sku_without_oversell(tmp_p
     try:
         await c.seed([WH("WH-RA", priority=9), WH("WH-RB", priority=1)], [("WH-RA", "SKU-RACE", 300)])
 
-        async def one(k: int) -> str:
+        refused = 0
+
+        async def one(k: int) -> str | None:
+            nonlocal refused
             quantity = 1 + k % 3
             if k % 2:
-                return await c.transfer("WH-RA", "WH-RB", {"SKU-RACE": quantity})
+                try:
+                    return await c.transfer("WH-RA", "WH-RB", {"SKU-RACE": quantity})
+                except grpc.aio.AioRpcError as error:
+                    # Once the source is short, StartTransfer refuses before writing anything.
+                    failure = RpcFailure.from_error(error)
+                    assert (failure.code, failure.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "INSUFFICIENT_STOCK")
+                    refused += 1
+                    return None
             return await c.start({"SKU-RACE": quantity}, preferred_warehouses=["WH-RA"])
 
-        saga_ids = await _gather(400, one)
+        saga_ids = [s for s in await _gather(400, one) if s is not None]
+        assert len(saga_ids) + refused == 400
         sagas = await _all_terminal(c, saga_ids, timeout=240)
         completed = [s for s in sagas if s.status == pb.SAGA_STATUS_COMPLETED]
         assert {s.status for s in sagas} == {pb.SAGA_STATUS_COMPLETED, pb.SAGA_STATUS_COMPENSATED}
@@ -129,7 +143,10 @@ RECOVERY = {
     "INVSAGA_LEASE": "1s",
     "INVSAGA_RECOVERY_INTERVAL": "300ms",
     # A slow outbound picklist keeps transfers in flight when the coordinator dies.
-    "INVSAGA_FAULTS": "kind=latency,delay=1.5,method=Execute,step=GENERATE_PICKLIST",
+    # Ten expectations refused at the destination: those transfers roll back (their outbound
+    # picklist, then their lock), across the kill too.
+    "INVSAGA_FAULTS": "kind=latency,delay=1.5,method=Execute,step=GENERATE_PICKLIST;"
+    "kind=error,code=FAILED_PRECONDITION,method=Execute,step=EXPECT_TRANSFER,times=10",
 }
 
 
@@ -142,8 +159,7 @@ async def test_sigkill_in_the_middle_of_100_transfers(tmp_path):
         totals["SKU-OTHER"] = 1
 
         async def one(k: int) -> str:
-            # Every tenth asks for more than the source has: it must roll back.
-            quantity = 5000 if k % 10 == 0 else 1 + k % 5
+            quantity = 1 + k % 5
             return await c.transfer("WH-K1", "WH-K2", {f"SKU-K{k % 4}": quantity}, request_id=uuid.uuid4().hex)
 
         saga_ids = await _gather(100, one)

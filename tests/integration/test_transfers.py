@@ -211,15 +211,46 @@ async def test_bad_transfers_are_refused(client):
         assert field in [f for f, _ in failure.violations], (fields, failure.violations)
     assert len((await c.coordinator.ListSagas(pb.ListSagasRequest(page_size=1000))).sagas) == count
 
-    # Unknown or closed warehouses and stock above what the source has: the saga rolls back.
-    for source, destination, items, reason in (
-        ("WH-NOWHERE", "WH-DST", {"SKU-T": 1}, "WAREHOUSE_NOT_FOUND"),
-        ("WH-SRC", "WH-SHUT", {"SKU-T": 1}, "WAREHOUSE_NOT_ACTIVE"),
-        ("WH-SRC", "WH-DST", {"SKU-T": 5000}, "LOCK_CONFLICT"),
+    # Unknown or closed warehouses and stock above what the source has: refused before anything
+    # is written, with the field that is wrong.
+    before = await c.level("WH-SRC", "SKU-T")
+    for source, destination, items, code, reason, field in (
+        ("WH-NOWHERE", "WH-DST", {"SKU-T": 1}, "INVALID_ARGUMENT", "WAREHOUSE_NOT_FOUND", "transfer.from_warehouse"),
+        ("WH-SRC", "WH-NOWHERE", {"SKU-T": 1}, "INVALID_ARGUMENT", "WAREHOUSE_NOT_FOUND", "transfer.to_warehouse"),
+        ("WH-SRC", "WH-SHUT", {"SKU-T": 1}, "FAILED_PRECONDITION", "WAREHOUSE_NOT_ACTIVE", "transfer.to_warehouse"),
+        ("WH-SHUT", "WH-DST", {"SKU-T": 1}, "FAILED_PRECONDITION", "WAREHOUSE_NOT_ACTIVE", "transfer.from_warehouse"),
+        (
+            "WH-SRC",
+            "WH-DST",
+            {"SKU-T": 5000},
+            "FAILED_PRECONDITION",
+            "INSUFFICIENT_STOCK",
+            "transfer.items[0].quantity",
+        ),
+        (
+            "WH-SRC",
+            "WH-DST",
+            {"SKU-T": 1, "SKU-NONE": 2},
+            "FAILED_PRECONDITION",
+            "INSUFFICIENT_STOCK",
+            "transfer.items[1].quantity",
+        ),
     ):
-        saga = await c.run_transfer(source, destination, items)
-        assert saga.status == pb.SAGA_STATUS_COMPENSATED, saga
-        assert saga.failure.reason == reason, saga.failure
+        failure = await refused(c.transfer(source, destination, items))
+        assert (failure.code.name, failure.reason) == (code, reason), (source, destination, items, failure)
+        assert [f for f, _ in failure.violations] == [field], failure.violations
+    assert len((await c.coordinator.ListSagas(pb.ListSagasRequest(page_size=1000))).sagas) == count
+    assert await c.level("WH-SRC", "SKU-T") == before
+
+    # A repeat of a transfer that took all the source had is answered as a repeat, not refused.
+    request_id = uuid.uuid4().hex
+    everything = {"SKU-T": before.available}
+    saga_id = await c.transfer("WH-SRC", "WH-DST", everything, request_id=request_id)
+    assert (await c.wait(saga_id)).status == pb.SAGA_STATUS_COMPLETED
+    assert (await c.level("WH-SRC", "SKU-T")).available == 0
+    assert await c.transfer("WH-SRC", "WH-DST", everything, request_id=request_id) == saga_id
+    await c.coordinator.CancelSaga(pb.CancelSagaRequest(saga_id=saga_id))
+    await c.until_state(saga_id, pb.TRANSFER_STATE_CANCELLED)
     failure = await refused(c.receive(uuid.uuid4().hex, {"SKU-T": 1}))
     assert failure.code == grpc.StatusCode.NOT_FOUND
     failure = await refused(c.coordinator.StartTransfer(pb.StartTransferRequest()))

@@ -1,0 +1,91 @@
+"""What StartTransfer checks before it persists anything (SPEC §10, bad input): both warehouses
+exist and are active, and the source has each item's quantity available. A refusal is
+INVALID_ARGUMENT (an unknown warehouse) or FAILED_PRECONDITION (a warehouse not active, stock
+short), each with a violation per field, and no saga row is written.
+
+The saga's own steps check again: stock can move between this read and the lock, and then the
+saga rolls back as any other does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+
+import grpc
+
+from invsaga.common.v1 import common_pb2
+from invsaga.coordinator.v1 import coordinator_pb2 as pb
+from invsaga.inventory.v1 import inventory_pb2, inventory_pb2_grpc
+from invsaga.runtime.errors import FailedPrecondition, InvalidArgument, Unavailable
+from invsaga.warehouse.v1 import warehouse_pb2, warehouse_pb2_grpc
+
+CHECK_TIMEOUT = 5.0  # seconds for each read
+READS_IN_FLIGHT = 16  # stock reads at once for a transfer of many lines
+
+_UNAVAILABLE = "the warehouses of this transfer cannot be checked now; try again"
+
+
+async def _warehouse(stub: warehouse_pb2_grpc.WarehouseServiceStub, warehouse_id: str) -> common_pb2.Warehouse | None:
+    try:
+        answer = await stub.GetWarehouse(
+            warehouse_pb2.GetWarehouseRequest(warehouse_id=warehouse_id), timeout=CHECK_TIMEOUT
+        )
+    except grpc.aio.AioRpcError as error:
+        if error.code() == grpc.StatusCode.NOT_FOUND:
+            return None
+        raise Unavailable(_UNAVAILABLE) from None
+    return answer.warehouse
+
+
+async def _available(
+    stub: inventory_pb2_grpc.InventoryServiceStub, warehouse_id: str, skus: list[str]
+) -> dict[str, int]:
+    limit = asyncio.Semaphore(READS_IN_FLIGHT)
+
+    async def one(sku: str) -> int:
+        async with limit:
+            try:
+                answer = await stub.GetStock(
+                    inventory_pb2.GetStockRequest(warehouse_id=warehouse_id, sku=sku), timeout=CHECK_TIMEOUT
+                )
+            except grpc.aio.AioRpcError as error:
+                if error.code() == grpc.StatusCode.NOT_FOUND:
+                    return 0  # the source does not stock it
+                raise Unavailable(_UNAVAILABLE) from None
+            return answer.stock.available
+
+    return dict(zip(skus, await asyncio.gather(*(one(sku) for sku in skus))))
+
+
+async def check_transfer(channels: Mapping[str, grpc.aio.Channel], transfer: pb.TransferRequest) -> None:
+    """Refuse ``transfer`` (normalized) if an end is unknown or not active, or the source is short."""
+    warehouses = warehouse_pb2_grpc.WarehouseServiceStub(channels["warehouse"])
+    ends = {"from_warehouse": transfer.from_warehouse, "to_warehouse": transfer.to_warehouse}
+    found = dict(zip(ends, await asyncio.gather(*(_warehouse(warehouses, w) for w in ends.values()))))
+    unknown = [(f"transfer.{end}", f"no warehouse {ends[end]!r}") for end, w in found.items() if w is None]
+    if unknown:
+        raise InvalidArgument("unknown warehouse", reason="WAREHOUSE_NOT_FOUND", violations=unknown)
+    closed = [
+        (f"transfer.{end}", f"warehouse {ends[end]!r} is {common_pb2.WarehouseStatus.Name(w.status)}, not active")
+        for end, w in found.items()
+        if w is not None and w.status != common_pb2.WAREHOUSE_STATUS_ACTIVE
+    ]
+    if closed:
+        raise FailedPrecondition(
+            "a warehouse of this transfer is not active", reason="WAREHOUSE_NOT_ACTIVE", violations=closed
+        )
+    inventory = inventory_pb2_grpc.InventoryServiceStub(channels["inventory"])
+    available = await _available(inventory, transfer.from_warehouse, [item.sku for item in transfer.items])
+    short = [
+        (
+            f"transfer.items[{i}].quantity",
+            f"{item.quantity} of {item.sku} wanted, {available[item.sku]} available at {transfer.from_warehouse}",
+        )
+        for i, item in enumerate(transfer.items)
+        if item.quantity > available[item.sku]
+    ]
+    if short:
+        raise FailedPrecondition(
+            f"{transfer.from_warehouse} does not have the stock to send", reason="INSUFFICIENT_STOCK", violations=short
+        )
