@@ -19,6 +19,7 @@ from typing import Any
 from invsaga.common.v1 import common_pb2
 from invsaga.inventory.v1 import inventory_pb2 as pb
 from services.inventory import logic
+from services.inventory.logic import CONSUMED
 from services.inventory.transfer_rules import CANCELLED, EXPECTED, IN_TRANSIT
 
 # LockInventory statements an Execute tries when the stock it found short is there again by
@@ -115,22 +116,26 @@ ADJUST_STOCK = (
 
 # Transfers (SPEC §10). The expectation: the destination's stock rows (made if missing) count
 # the units as incoming, and one line per SKU records them, EXPECTED (IN_TRANSIT if the source's
-# picklist completed first).
+# picklist completed first). Whether the goods already left (the outbound picklist completed,
+# consuming the source's locks) is decided in this statement, with the saga's lock rows locked:
+# a CommitLocks under way either committed before (its consumed locks are seen, the lines start
+# IN_TRANSIT) or waits for this commit (and its SHIPPED, a later statement, moves them).
 EXPECT = (
-    "incoming_rows AS (INSERT INTO stock AS s (warehouse_id, sku, product_id, on_hand, locked, bin, incoming,"
+    "shipped AS (SELECT status FROM locks WHERE saga_id = %(saga_id)s ORDER BY lock_id FOR UPDATE),"
+    " incoming_rows AS (INSERT INTO stock AS s (warehouse_id, sku, product_id, on_hand, locked, bin, incoming,"
     " updated_at) SELECT %(to_warehouse)s, x.sku, x.product_id, 0, 0, '', x.q, %(now)s"
     " FROM unnest(%(skus)s::text[], %(product_ids)s::text[], %(quantities)s::bigint[]) AS x(sku, product_id, q)"
     " ORDER BY x.sku ON CONFLICT (warehouse_id, sku) DO UPDATE SET incoming = s.incoming + EXCLUDED.incoming,"
     " updated_at = EXCLUDED.updated_at),"
     " new_lines AS (INSERT INTO transfer_lines (transfer_id, sku, from_warehouse, to_warehouse, quantity, received,"
     " status, expected_arrival, created_at, updated_at) SELECT %(transfer_id)s, x.sku, %(from_warehouse)s,"
-    " %(to_warehouse)s, x.q, 0, %(status)s, %(expected_arrival)s, %(now)s, %(now)s"
+    f" %(to_warehouse)s, x.q, 0, CASE WHEN EXISTS (SELECT 1 FROM shipped WHERE status = '{CONSUMED}')"
+    f" THEN '{IN_TRANSIT}' ELSE '{EXPECTED}' END, %(expected_arrival)s, %(now)s, %(now)s"
     " FROM unnest(%(skus)s::text[], %(quantities)s::bigint[]) AS x(sku, q))"
 )
 DESTINATION_ROWS = (
     "SELECT * FROM stock WHERE warehouse_id = %(to_warehouse)s AND sku = ANY(%(skus)s::text[]) ORDER BY sku"
 )
-SHIPPED_ALREADY = "SELECT count(*) AS n FROM locks WHERE saga_id = %(saga_id)s AND status = 'consumed'"
 # A transfer's EXPECTED lines dropped (its saga rolled back, or its picklist was cancelled
 # before it left): the destination no longer counts them as incoming.
 DROP_EXPECTED = (

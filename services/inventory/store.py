@@ -32,7 +32,6 @@ from services.inventory.errors import (
     LocksNotHeld,
 )
 from services.inventory.logic import CONSUMED, EXPIRED, HELD, RELEASED
-from services.inventory.transfer_rules import EXPECTED, IN_TRANSIT
 
 log = logging.getLogger("invsaga.inventory")
 
@@ -220,8 +219,6 @@ class InventoryStore:
 
         async def effect(reader: Reader) -> Effect:
             params["now"] = utcnow()
-            shipped = (await reader.fetch(sql.SHIPPED_ALREADY, params))[0].n > 0
-            params["status"] = IN_TRANSIT if shipped else EXPECTED
             rows = {row.sku: _stock_proto(row) for row in await reader.fetch(sql.DESTINATION_ROWS, params)}
             destination = []
             for item in inp.items:

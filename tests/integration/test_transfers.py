@@ -292,6 +292,45 @@ async def test_a_failure_at_each_step_compensates_the_steps_before_it_in_reverse
         await c.close()
 
 
+async def test_a_picklist_completed_before_the_destination_expects_the_goods(meshes):
+    """The outbound picklist is picked and completed while ExpectAtDestination is still on its
+    way (held back 3 s): the goods left, so the lines are booked in transit, the transfer
+    reaches IN_TRANSIT, and the receipt books them at the destination."""
+    slow = {"INVSAGA_FAULTS": "kind=latency,delay=3,method=Execute,step=EXPECT_TRANSFER"}
+    c = TransferClient(meshes("slow-expect", slow))
+    try:
+        await c.seed([WH("WH-E1"), WH("WH-E2")], [("WH-E1", "SKU-E", 50)])
+        saga_id = await c.transfer("WH-E1", "WH-E2", {"SKU-E": 10})
+        for _ in range(200):
+            picklists = await c.logistics.ListPicklists(logistics_pb2.ListPicklistsRequest(saga_id=saga_id))
+            if picklists.picklists:
+                break
+            await asyncio.sleep(0.02)
+        assert picklists.picklists, "no outbound picklist"
+        await c.pick(saga_id, common_pb2.PICKLIST_STATUS_PROCESSING, common_pb2.PICKLIST_STATUS_COMPLETED)
+        saga = await c.get(saga_id)
+        assert saga.status not in TERMINAL_STATUSES, "the expectation was not held back: nothing raced"
+        assert (await c.wait(saga_id)).status == pb.SAGA_STATUS_COMPLETED
+        await c.until_state(saga_id, pb.TRANSFER_STATE_IN_TRANSIT)
+        lines = [line for line in await c.transfer_lines() if line.transfer_id == saga_id]
+        assert [(line.sku, line.quantity, line.status) for line in lines] == [
+            ("SKU-E", 10, common_pb2.TRANSFER_LINE_STATUS_IN_TRANSIT)
+        ]
+        source, destination = await c.level("WH-E1", "SKU-E"), await c.level("WH-E2", "SKU-E")
+        assert (source.on_hand, source.locked, destination.on_hand, destination.incoming) == (40, 0, 0, 10)
+        await c.check_books({"SKU-E": 50})
+        received = await c.receive(saga_id, {"SKU-E": 10})
+        assert received.transfer_state == pb.TRANSFER_STATE_RECEIVED
+        destination = await c.level("WH-E2", "SKU-E")
+        assert (destination.on_hand, destination.incoming) == (10, 0)
+        await c.check_books({"SKU-E": 50})
+    finally:
+        await c.close()
+
+
+TERMINAL_STATUSES = (pb.SAGA_STATUS_COMPLETED, pb.SAGA_STATUS_COMPENSATED, pb.SAGA_STATUS_FAILED)
+
+
 GRPCURL = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "grpcurl"
 SERVICE = "invsaga.coordinator.v1.SagaCoordinatorService"
 
