@@ -70,13 +70,7 @@ class Participants:
             self.execute = {name: stub.Execute for name, stub in self.stubs.items()}
             return
         self.transports = {
-            name: StreamTransport(
-                stub.ExecuteStream,
-                stub.Execute,
-                stub.ExecuteBatch,
-                PB[name].ExecuteStreamRequest,
-                PB[name].ExecuteBatchRequest,
-            )
+            name: StreamTransport(stub.ExecuteStream, stub.Execute, PB[name].ExecuteStreamRequest)
             for name, stub in self.stubs.items()
         }
         self.execute = {

@@ -15,7 +15,7 @@ from invsaga.runtime.settings_base import PARTICIPANTS
 
 # Methods anyone may call: Kubernetes probes, `grpcurl list` (reflection).
 PUBLIC_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
-STEP_METHODS = ("Execute", "Compensate", "ExecuteBatch", "ExecuteStream")
+STEP_METHODS = ("Execute", "Compensate", "ExecuteStream")
 
 
 @dataclass(frozen=True)

@@ -1,13 +1,14 @@
-"""``ExecuteBatch``: several sagas' step calls to one participant in one RPC.
+"""Several sagas' step calls to one participant as one message of its ``ExecuteStream``.
 
 A unary call through grpc.aio costs a few hundred microseconds of CPU on each side, far more
 than a step's own Python work, and under load most of the mesh's CPU went there. So:
 
-- the server (``install_execute_batch``) serves each request of a batch exactly as its own
-  ``Execute`` would be served: the same servicer method, under the same per-call layers
-  (metrics and log context, fault injection, the domain-error mapping), concurrently, each in
-  its own transaction with its own barrier row and its own status. Only gRPC's per-call work
-  is shared. Authentication applies to the batch RPC, as it would to each call.
+- the server (``serve_requests``, under ``stream.install_execute_stream``) serves each request
+  of a message exactly as its own ``Execute`` would be served: the same servicer method, under
+  the same per-call layers (metrics and log context, fault injection, the domain-error
+  mapping), concurrently, each in its own transaction with its own barrier row and its own
+  status. Only gRPC's per-call work is shared. Authentication applies to the stream, as it
+  would to each call.
 - the client (``ExecuteBatcher``) sends a call on its own while fewer than
   ``max_in_flight`` RPCs to the participant are under way, after one turn of the event loop
   so that the calls made in the same turn go with it. Calls made meanwhile wait, and the
@@ -32,7 +33,6 @@ from invsaga.runtime.errors import error_status
 log = logging.getLogger("invsaga.batch")
 
 EXECUTE = "Execute"
-EXECUTE_BATCH = "ExecuteBatch"
 _DETAILS_KEY = "grpc-status-details-bin"
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
 
@@ -127,7 +127,7 @@ async def serve_one(execute: Callable, result_class: Any, request: Any, outer: A
     except asyncio.CancelledError:
         raise
     except Exception as error:  # noqa: BLE001 - mapped as the server maps it (never its text)
-        return result_class(error=status_of(error_status(error, "an ExecuteBatch/ExecuteStream request")))
+        return result_class(error=status_of(error_status(error, "an ExecuteStream request")))
     code = context.code()
     if code is not None and code not in (grpc.StatusCode.OK, 0):
         return result_class(error=context.status())
@@ -141,15 +141,6 @@ async def serve_requests(execute: Callable, result_class: Any, requests: Sequenc
     return list(await asyncio.gather(*(serve_one(execute, result_class, item, outer) for item in requests)))
 
 
-def batch_behavior(execute: Callable, response_class: Any, result_class: Any) -> Callable:
-    """The ``ExecuteBatch`` method: ``execute`` (an ``Execute`` behavior, layers included) per request."""
-
-    async def execute_batch(request: Any, context: Any) -> Any:
-        return response_class(results=await serve_requests(execute, result_class, request.requests, context))
-
-    return execute_batch
-
-
 def layered_execute(servicer: Any, service_name: str, layers: Sequence[Any]) -> Callable | None:
     """``servicer.Execute`` under ``layers`` (the server's wrapping interceptors, outermost
     first), as an ``Execute`` call passes them; None if the service has no ``Execute``."""
@@ -161,22 +152,6 @@ def layered_execute(servicer: Any, service_name: str, layers: Sequence[Any]) -> 
     for layer in reversed(layers):
         handler = layer.wrap(method, handler)
     return handler.unary_unary
-
-
-def install_execute_batch(servicer: Any, service_name: str, execute: Callable) -> bool:
-    """Give ``servicer`` an ``ExecuteBatch`` if its service declares one; True if it did.
-
-    ``execute`` is its ``Execute`` under the server's per-call layers (``layered_execute``):
-    each request of a batch passes them as an ``Execute`` call of its own would.
-    """
-    service = descriptor_pool.Default().FindServiceByName(service_name)
-    if EXECUTE_BATCH not in service.methods_by_name:
-        return False
-    output = service.methods_by_name[EXECUTE_BATCH].output_type
-    servicer.ExecuteBatch = batch_behavior(
-        execute, _message_class(output), _message_class(output.fields_by_name["results"].message_type)
-    )
-    return True
 
 
 # -- client -------------------------------------------------------------------------------------
@@ -212,8 +187,9 @@ class ExecuteBatcher:
 
     Called exactly like the stub's ``Execute`` (and raising the same errors), so retries and
     deadlines work unchanged. A waiting call's timeout runs from when it was made. If the
-    participant does not know ``ExecuteBatch`` (UNIMPLEMENTED: an older version during a
-    rolling upgrade), the calls go out one by one from then on.
+    participant takes no batches (``execute_batch`` answers UNIMPLEMENTED: a participant
+    without ``ExecuteStream``, an older version during a rolling upgrade), the calls go out
+    one by one from then on.
 
     A batch holds at most ``max_batch`` calls and ``max_batch_bytes`` of requests (one call
     always fits), well under the channel's message limit. If its answer is still too large
@@ -319,7 +295,7 @@ class ExecuteBatcher:
         except grpc.aio.AioRpcError as error:
             code = error.code()
             if code == grpc.StatusCode.UNIMPLEMENTED:
-                log.warning("participant has no ExecuteBatch; sending its calls one by one")
+                log.warning("participant takes no batches (%s); sending its calls one by one", error.details())
                 self.max_in_flight = None
             if code in (
                 grpc.StatusCode.UNIMPLEMENTED,
@@ -337,7 +313,7 @@ class ExecuteBatcher:
                 item_error(
                     common_pb2.CallStatus(
                         code=grpc.StatusCode.INTERNAL.value[0],
-                        message=f"ExecuteBatch answered {len(response.results)} results for {len(batch)} requests",
+                        message=f"a batch answered {len(response.results)} results for {len(batch)} requests",
                     )
                 ),
             )

@@ -188,7 +188,7 @@ ENV_VARS: dict[str, str] = {
     "INVSAGA_HEALTH_PORT": "extra plaintext port serving only grpc.health.v1 (for probes under TLS; off when unset)",
     "INVSAGA_MAX_START_SAGA_BYTES": "largest serialized StartSaga request (default 1MiB; RESOURCE_EXHAUSTED past it)",
     "INVSAGA_MAX_REQUEST_BYTES": "largest serialized request of any other RPC but the saga steps (default 1MiB)",
-    "INVSAGA_MAX_STEP_REQUEST_BYTES": "largest serialized step request (Execute/Compensate/ExecuteBatch/ExecuteStream; default 8MiB)",
+    "INVSAGA_MAX_STEP_REQUEST_BYTES": "largest serialized step request (Execute/Compensate/ExecuteStream; default 8MiB)",
     "INVSAGA_MAX_INFLIGHT_REQUEST_BYTES": "server-wide budget of request bytes being served (default 32MiB; RESOURCE_EXHAUSTED past it)",
     "INVSAGA_MAX_METADATA_BYTES": "largest serialized Struct in a request, e.g. a saga's metadata (default 64KiB)",
     "INVSAGA_MAX_METADATA_DEPTH": "deepest nesting of a Struct in a request, e.g. a saga's metadata (default 8)",

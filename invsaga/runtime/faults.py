@@ -7,7 +7,7 @@ INVSAGA_FAULTS holds rules separated by ``;``, each a comma-separated list of ``
   ``drop_response`` (serve and commit, then answer UNAVAILABLE: the caller cannot tell
   whether the effect happened — the hardest case for exactly-once).
 - ``method``: the RPC name (``Execute``, ``Compensate``, ``SetStock``...); default any. Each
-  request of an ``ExecuteBatch`` is an ``Execute`` here; the batch itself is never struck.
+  request of an ``ExecuteStream`` message is an ``Execute`` here; the stream itself is never struck.
 - ``step``: the saga step in the request's context (``LOCK_INVENTORY``...); default any.
 - ``rate``: probability of firing, default 1. ``times``: fire at most this often.
 
@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 import grpc
 
 from invsaga.common.v1 import common_pb2
-from invsaga.runtime.batch import EXECUTE_BATCH
 from invsaga.runtime.interceptors import WrappingInterceptor
 from invsaga.runtime.config import ConfigError
 
@@ -87,14 +86,14 @@ def parse_faults(spec: str) -> list[FaultRule]:
 
 
 class FaultInjector(WrappingInterceptor):
-    """Applies the rules to every unary call; to each request of an ExecuteBatch, not to the batch."""
+    """Applies the rules to every unary call, and so to each request of an ExecuteStream message."""
 
     def __init__(self, rules: list[FaultRule]) -> None:
         super().__init__()
         self.rules = rules
 
     def wrap(self, method: str, handler):
-        if not handler.unary_unary or method.rsplit("/", 1)[-1] == EXECUTE_BATCH:
+        if not handler.unary_unary:
             return handler
         behavior = handler.unary_unary
         rules = self.rules

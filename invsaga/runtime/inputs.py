@@ -43,9 +43,9 @@ MAX_SECONDS = 253_402_300_799
 MAX_NANOS = 999_999_999
 MAX_VIOLATIONS = 20
 
-STEP_METHODS = ("Execute", "Compensate", "ExecuteBatch", "ExecuteStream")
+STEP_METHODS = ("Execute", "Compensate", "ExecuteStream")
 # Their requests carry whole step requests, each checked on its own as its Execute would be.
-ENVELOPE_METHODS = ("ExecuteBatch", "ExecuteStream")
+ENVELOPE_METHODS = ("ExecuteStream",)
 
 _TIMESTAMP = "google.protobuf.Timestamp"
 _STRUCT = "google.protobuf.Struct"

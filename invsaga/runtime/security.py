@@ -20,8 +20,8 @@ Deny by default, on every process (docs/security.md has the table and how to con
 ``ACCESS`` is the table, ``AccessInterceptor`` the one place it is enforced. A refused call is
 UNAUTHENTICATED (no or invalid credentials) or PERMISSION_DENIED (a known caller, not
 allowed), answered before the servicer reads the request. An admitted call runs with its
-``Caller`` in ``CURRENT_CALLER`` (``caller()``), including every request of an ExecuteBatch
-or ExecuteStream, which are served in the call's own context.
+``Caller`` in ``CURRENT_CALLER`` (``caller()``), including every request of an
+ExecuteStream message, which is served in the call's own context.
 """
 
 from __future__ import annotations

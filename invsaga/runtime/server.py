@@ -30,7 +30,7 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from invsaga.runtime import inputs, security, telemetry
-from invsaga.runtime.batch import install_execute_batch, layered_execute
+from invsaga.runtime.batch import layered_execute
 from invsaga.runtime.config import ConfigError, Settings, load_settings
 from invsaga.runtime.errors import DomainError, InvalidArgument, error_status
 from invsaga.runtime.faults import FaultInjector, parse_faults
@@ -148,7 +148,7 @@ def _wrap_unary(behavior, method: str, guard: RequestGuard, decoded_here: bool):
         if isinstance(request, _Refused):
             await context.abort_with_status(request.status)
         if not decoded_here:
-            # A request of an ExecuteBatch or ExecuteStream (its envelope was decoded, not checked).
+            # A request of an ExecuteStream message (its envelope was decoded, not checked).
             found = content.violations(request, b"\x00" in request.SerializeToString())
             if found:
                 await context.abort_with_status(_invalid(found).to_status())
@@ -235,7 +235,7 @@ class DomainErrorInterceptor(WrappingInterceptor):
     A ``DomainError`` becomes its rich ``google.rpc.Status``; anything else goes through
     ``errors.as_domain_error`` (UNAVAILABLE, INVALID_ARGUMENT or INTERNAL with an error id).
     The innermost interceptor, so what it wraps is the method's registered handler. The
-    requests of an ``ExecuteBatch`` or ``ExecuteStream`` each pass it as an ``Execute`` would.
+    requests of an ``ExecuteStream`` message each pass it as an ``Execute`` would.
     """
 
     def __init__(self, guard: RequestGuard | None = None) -> None:
@@ -338,12 +338,11 @@ async def _serve_app(settings: Settings, app: App) -> int:
     )
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
-    # Each request of an ExecuteBatch or ExecuteStream passes the per-call layers an Execute of its own would.
+    # Each request of an ExecuteStream message passes the per-call layers an Execute of its own would.
     layers = [i for i in interceptors if isinstance(i, WrappingInterceptor)]
     for reg in app.services:
         execute = layered_execute(reg.servicer, reg.full_name, layers)
         if execute is not None:
-            install_execute_batch(reg.servicer, reg.full_name, execute)
             install_execute_stream(reg.servicer, reg.full_name, execute, guard.budget)
         reg.add_to_server(reg.servicer, server)
     reflection.enable_server_reflection(

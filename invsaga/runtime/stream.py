@@ -6,12 +6,12 @@ that: between two processes here an empty round trip took 0.32 ms on a stream ag
 0.59 ms as a unary call, and 0.38 against 0.97 ms when each process had been idle for 2 ms
 before, as the processes of a saga are while the other steps run.
 
-- The server (``install_execute_stream``) serves each request of a message exactly as
-  ``ExecuteBatch`` serves one (``batch.serve_requests``): the ``Execute`` method under the same
-  per-call layers, in its own transaction, with its own barrier row and status. It answers
+- The server (``install_execute_stream``) serves each request of a message as its own
+  ``Execute`` (``batch.serve_requests``): the ``Execute`` method under the same per-call
+  layers, in its own transaction, with its own barrier row and status. It answers
   each message as soon as its requests are done, so a slow step never holds up another.
-- The client (``StreamTransport``) stands in for the stub's ``Execute`` and ``ExecuteBatch``
-  under ``ExecuteBatcher``. A call's deadline is kept by the client: when it passes, the call
+- The client (``StreamTransport``) stands in for the stub's ``Execute``, and sends the calls
+  ``ExecuteBatcher`` gathers as one message. A call's deadline is kept by the client: when it passes, the call
   raises DEADLINE_EXCEEDED and a late answer is dropped (the barrier answers a retry).
 - Replicas: a stream stays on the participant replica it was opened to. The client opens a
   new stream every ``rotate_after`` messages or ``max_age`` seconds (the old one is closed once
@@ -20,7 +20,7 @@ before, as the processes of a saga are while the other steps run.
 - Failures: a stream that breaks fails its unanswered calls with UNAVAILABLE (their effect is
   unknown, as after a lost connection), and the next call opens a new stream. A participant
   that does not know ``ExecuteStream`` (UNIMPLEMENTED: an older version during a rolling
-  upgrade) gets unary calls from then on.
+  upgrade) gets unary ``Execute`` calls from then on, one per call.
 """
 
 from __future__ import annotations
@@ -191,29 +191,20 @@ def _broken(error: BaseException | None, retired: bool) -> BaseException:
 
 
 class StreamTransport:
-    """A participant's ``Execute`` and ``ExecuteBatch``, carried on ``ExecuteStream``.
+    """A participant's ``Execute``, carried on ``ExecuteStream``.
 
     ``execute(request, timeout=)`` and ``execute_batch(RequestList, timeout=)`` are what
     ``ExecuteBatcher`` calls (built with ``batch_request=RequestList``); they raise what the
-    unary calls would.
+    unary calls would. Without ``ExecuteStream`` at the participant, ``execute_batch`` answers
+    UNIMPLEMENTED, so the batcher sends each call on its own (the stub's unary ``Execute``).
     """
 
     def __init__(
-        self,
-        open_stream: Any,
-        execute: Any,
-        execute_batch: Any,
-        request_class: Any,
-        batch_request_class: Any,
-        *,
-        rotate_after: int = 2000,
-        max_age: float = 5.0,
+        self, open_stream: Any, execute: Any, request_class: Any, *, rotate_after: int = 2000, max_age: float = 5.0
     ) -> None:
         self.open_stream = open_stream
         self.unary_execute = execute
-        self.unary_batch = execute_batch
         self.request_class = request_class
-        self.batch_request_class = batch_request_class
         self.rotate_after = rotate_after
         self.max_age = max_age
         self.unary = False  # the participant has no ExecuteStream
@@ -240,7 +231,12 @@ class StreamTransport:
                 return _Results(await self._call(batch.requests, timeout))
             except _Unimplemented:
                 pass
-        return await self.unary_batch(self.batch_request_class(requests=batch.requests), timeout=timeout)
+        raise grpc.aio.AioRpcError(
+            grpc.StatusCode.UNIMPLEMENTED,
+            grpc.aio.Metadata(),
+            grpc.aio.Metadata(),
+            details="the participant has no ExecuteStream: one Execute per call",
+        )
 
     async def _call(self, requests: Sequence[Any], timeout: float | None) -> Sequence[Any]:
         stream = self._current()

@@ -1,6 +1,7 @@
-"""ExecuteBatch: several sagas' step calls in one RPC, on real participant processes.
+"""Batches of step calls: several sagas' Execute calls in one ExecuteStream message, on real
+participant processes.
 
-The server serves each request of a batch as its own Execute (barrier, metrics, faults,
+The server serves each request of a message as its own Execute (barrier, metrics, faults,
 errors); the coordinator's batcher sends calls alone at low load and together under load.
 """
 
@@ -21,6 +22,7 @@ from invsaga.notify.v1 import notify_pb2_grpc as pb_grpc
 from invsaga.runtime.batch import ExecuteBatcher
 from invsaga.runtime.config import METRICS_PORT_OFFSET
 from invsaga.runtime.errors import RpcFailure
+from invsaga.runtime.stream import RequestList, StreamTransport
 from tests.saga_support import WH, MeshClient
 from tests.support import start_mesh
 
@@ -69,6 +71,20 @@ async def notifications(channel, saga_id: str) -> list[pb.Notification]:
     return list(reply.notifications)
 
 
+def on_stream(step: pb_grpc.NotifyStepServiceStub) -> StreamTransport:
+    return StreamTransport(step.ExecuteStream, step.Execute, pb.ExecuteStreamRequest)
+
+
+def stream_batcher(step: pb_grpc.NotifyStepServiceStub, **options) -> ExecuteBatcher:
+    """The coordinator's batcher over a participant's ExecuteStream (coordinator/participants.py)."""
+    stream = on_stream(step)
+    return ExecuteBatcher(stream.execute, stream.execute_batch, RequestList, max_in_flight=1, **options)
+
+
+def messages(mesh, service: str) -> float:
+    return metric(mesh, service, "invsaga_execute_stream_messages_total")
+
+
 @pytest.fixture
 def notify_mesh(mesh_factory):
     return mesh_factory(services=["notify"])
@@ -81,16 +97,19 @@ async def test_each_request_of_a_batch_is_served_as_its_own_execute(notify_mesh)
         before = await step.Execute(execute_request(earlier))
         executes_before = handled(notify_mesh, "notify", "Execute")
 
-        reply = await step.ExecuteBatch(
-            pb.ExecuteBatchRequest(
-                requests=[
+        stream = on_stream(step)
+        reply = await stream.execute_batch(
+            RequestList(
+                [
                     execute_request(first),
                     execute_request(bad, kind=common_pb2.NOTIFICATION_KIND_UNSPECIFIED),
                     execute_request(earlier),  # a repeat: the barrier answers with the first result
                     execute_request(second),
                 ]
-            )
+            ),
+            timeout=30,
         )
+        stream.close()
 
         outcomes = [r.WhichOneof("outcome") for r in reply.results]
         assert outcomes == ["response", "error", "response", "response"]
@@ -104,27 +123,30 @@ async def test_each_request_of_a_batch_is_served_as_its_own_execute(notify_mesh)
         # Stored as by four Execute calls: one notification each, none for the bad one.
         for saga_id, count in ((first, 1), (second, 1), (earlier, 1), (bad, 0)):
             assert len(await notifications(channel, saga_id)) == count
-        # Each request passed the per-call layers as an Execute; the batch counts once.
+        # Each request passed the per-call layers as an Execute; the message counts once.
         assert handled(notify_mesh, "notify", "Execute") == executes_before + 3
         assert handled(notify_mesh, "notify", "Execute", "INVALID_ARGUMENT") == 1
-        assert handled(notify_mesh, "notify", "ExecuteBatch") == 1
+        assert messages(notify_mesh, "notify") == 1
 
 
-async def test_faults_strike_the_requests_of_a_batch_not_the_batch(mesh_factory):
+async def test_faults_strike_the_requests_of_a_message_not_the_stream(mesh_factory):
     mesh = mesh_factory(
         services=["notify"], env={"INVSAGA_FAULTS": "kind=drop_response,method=Execute,step=NOTIFY_FAILURE"}
     )
     async with grpc.aio.insecure_channel(mesh.address("notify")) as channel:
         step = pb_grpc.NotifyStepServiceStub(channel)
         confirmed, failed = new_id(), new_id()
-        reply = await step.ExecuteBatch(
-            pb.ExecuteBatchRequest(
-                requests=[
+        stream = on_stream(step)
+        reply = await stream.execute_batch(
+            RequestList(
+                [
                     execute_request(confirmed),
                     execute_request(failed, NOTIFY_FAILURE, kind=common_pb2.NOTIFICATION_KIND_RESERVATION_FAILED),
                 ]
-            )
+            ),
+            timeout=30,
         )
+        stream.close()
 
         assert reply.results[0].WhichOneof("outcome") == "response"
         assert reply.results[1].error.code == grpc.StatusCode.UNAVAILABLE.value[0]
@@ -137,7 +159,7 @@ async def test_faults_strike_the_requests_of_a_batch_not_the_batch(mesh_factory)
 async def test_the_batcher_sends_calls_together_under_load_and_each_gets_its_own_answer(notify_mesh):
     async with grpc.aio.insecure_channel(notify_mesh.address("notify")) as channel:
         step = pb_grpc.NotifyStepServiceStub(channel)
-        batcher = ExecuteBatcher(step.Execute, step.ExecuteBatch, pb.ExecuteBatchRequest, max_in_flight=1)
+        batcher = stream_batcher(step)
         ids = [new_id() for _ in range(30)]
         bad = ids[7]
 
@@ -164,13 +186,14 @@ async def test_the_batcher_sends_calls_together_under_load_and_each_gets_its_own
                 assert [field for field, _ in failure.violations] == ["notify.kind"]
             else:
                 assert answer.notify.notification.saga_id == saga_id
-        assert handled(notify_mesh, "notify", "ExecuteBatch") == batcher.batches
+        # A batch is one message; a call sent alone is one too.
+        assert messages(notify_mesh, "notify") == batcher.batches + len(ids) - batcher.batched_calls
 
 
 async def test_calls_made_in_the_same_turn_of_the_loop_on_an_idle_batcher_go_as_one_batch(notify_mesh):
     async with grpc.aio.insecure_channel(notify_mesh.address("notify")) as channel:
         step = pb_grpc.NotifyStepServiceStub(channel)
-        batcher = ExecuteBatcher(step.Execute, step.ExecuteBatch, pb.ExecuteBatchRequest, max_in_flight=1)
+        batcher = stream_batcher(step)
         # As when one answer wakes several sagas: each makes its next call in the same turn.
         ids = [new_id() for _ in range(5)]
         answers = await asyncio.gather(*(batcher(execute_request(i), timeout=30) for i in ids))
@@ -192,9 +215,7 @@ async def test_calls_made_in_the_same_turn_of_the_loop_on_an_idle_batcher_go_as_
 async def test_a_batch_holds_no_more_request_bytes_than_its_budget(notify_mesh):
     async with grpc.aio.insecure_channel(notify_mesh.address("notify")) as channel:
         step = pb_grpc.NotifyStepServiceStub(channel)
-        batcher = ExecuteBatcher(
-            step.Execute, step.ExecuteBatch, pb.ExecuteBatchRequest, max_in_flight=1, max_batch_bytes=1
-        )
+        batcher = stream_batcher(step, max_batch_bytes=1)
         ids = [new_id() for _ in range(12)]
 
         answers = await asyncio.gather(*(batcher(execute_request(i), timeout=30) for i in ids))
@@ -208,13 +229,13 @@ async def test_an_answer_too_large_for_the_channel_is_fetched_again_call_by_call
     options = [("grpc.max_receive_message_length", 4096)]
     async with grpc.aio.insecure_channel(notify_mesh.address("notify"), options=options) as channel:
         step = pb_grpc.NotifyStepServiceStub(channel)
-        batcher = ExecuteBatcher(step.Execute, step.ExecuteBatch, pb.ExecuteBatchRequest, max_in_flight=1)
+        batcher = stream_batcher(step)
         ids = [new_id() for _ in range(20)]
 
         answers = await asyncio.gather(*(batcher(execute_request(i), timeout=30) for i in ids))
 
         assert [a.notify.notification.saga_id for a in answers] == ids
-        assert handled(notify_mesh, "notify", "ExecuteBatch", "OK") >= 1  # served, then refused by the channel
+        assert messages(notify_mesh, "notify") >= 1  # served, then refused by the channel
         for saga_id in ids:  # executed twice, stored once: the barrier answered the repeat
             assert len(await notifications(channel, saga_id)) == 1
 
@@ -228,7 +249,7 @@ async def test_a_waiting_call_times_out_on_its_own_deadline(tmp_path):
     try:
         async with grpc.aio.insecure_channel(mesh.address("notify")) as channel:
             step = pb_grpc.NotifyStepServiceStub(channel)
-            batcher = ExecuteBatcher(step.Execute, step.ExecuteBatch, pb.ExecuteBatchRequest, max_in_flight=1)
+            batcher = stream_batcher(step)
             slow = asyncio.ensure_future(batcher(execute_request(new_id()), timeout=30))
             await asyncio.sleep(0.2)  # the slow call holds the only slot
 
@@ -243,30 +264,11 @@ async def test_a_waiting_call_times_out_on_its_own_deadline(tmp_path):
 
 
 class _ExecuteOnly(pb_grpc.NotifyStepServiceServicer):
-    """A participant from before ExecuteBatch: its generated base answers UNIMPLEMENTED."""
+    """A participant from before ExecuteStream: its generated base answers UNIMPLEMENTED."""
 
     async def Execute(self, request, context):
         await asyncio.sleep(0.05)
         return pb.ExecuteResponse(notify=pb.NotifyOutput(notification=pb.Notification(saga_id=request.context.saga_id)))
-
-
-async def test_the_batcher_falls_back_to_single_calls_for_a_participant_without_execute_batch():
-    server = grpc.aio.server()
-    pb_grpc.add_NotifyStepServiceServicer_to_server(_ExecuteOnly(), server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            step = pb_grpc.NotifyStepServiceStub(channel)
-            batcher = ExecuteBatcher(step.Execute, step.ExecuteBatch, pb.ExecuteBatchRequest, max_in_flight=1)
-            ids = [new_id() for _ in range(8)]
-
-            answers = await asyncio.gather(*(batcher(execute_request(i), timeout=10) for i in ids))
-
-            assert [a.notify.notification.saga_id for a in answers] == ids
-            assert batcher.max_in_flight is None and batcher.batches == 0
-    finally:
-        await server.stop(0)
 
 
 async def test_concurrent_sagas_complete_through_batches_and_the_books_balance(mesh_factory):

@@ -25,9 +25,7 @@ from tests.support import start_mesh
 
 
 def transport(step: pb_grpc.NotifyStepServiceStub, **options) -> StreamTransport:
-    return StreamTransport(
-        step.ExecuteStream, step.Execute, step.ExecuteBatch, pb.ExecuteStreamRequest, pb.ExecuteBatchRequest, **options
-    )
+    return StreamTransport(step.ExecuteStream, step.Execute, pb.ExecuteStreamRequest, **options)
 
 
 @pytest.fixture
@@ -157,6 +155,6 @@ async def test_a_participant_without_execute_stream_gets_unary_calls():
 
             assert [a.notify.notification.saga_id for a in answers] == ids
             assert stream.unary  # UNIMPLEMENTED once, unary calls from then on
-            assert batcher.max_in_flight is None  # and no ExecuteBatch either: each call alone
+            assert batcher.max_in_flight is None  # and no batches either: each call alone
     finally:
         await server.stop(0)

@@ -52,19 +52,7 @@ class ExecuteResponse(_message.Message):
     allocate_inventory: AllocateInventoryOutput
     def __init__(self, allocate_inventory: _Optional[_Union[AllocateInventoryOutput, _Mapping]] = ...) -> None: ...
 
-class ExecuteBatchRequest(_message.Message):
-    __slots__ = ("requests",)
-    REQUESTS_FIELD_NUMBER: _ClassVar[int]
-    requests: _containers.RepeatedCompositeFieldContainer[ExecuteRequest]
-    def __init__(self, requests: _Optional[_Iterable[_Union[ExecuteRequest, _Mapping]]] = ...) -> None: ...
-
-class ExecuteBatchResponse(_message.Message):
-    __slots__ = ("results",)
-    RESULTS_FIELD_NUMBER: _ClassVar[int]
-    results: _containers.RepeatedCompositeFieldContainer[ExecuteBatchResult]
-    def __init__(self, results: _Optional[_Iterable[_Union[ExecuteBatchResult, _Mapping]]] = ...) -> None: ...
-
-class ExecuteBatchResult(_message.Message):
+class ExecuteResult(_message.Message):
     __slots__ = ("response", "error")
     RESPONSE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
@@ -85,8 +73,8 @@ class ExecuteStreamResponse(_message.Message):
     ID_FIELD_NUMBER: _ClassVar[int]
     RESULTS_FIELD_NUMBER: _ClassVar[int]
     id: int
-    results: _containers.RepeatedCompositeFieldContainer[ExecuteBatchResult]
-    def __init__(self, id: _Optional[int] = ..., results: _Optional[_Iterable[_Union[ExecuteBatchResult, _Mapping]]] = ...) -> None: ...
+    results: _containers.RepeatedCompositeFieldContainer[ExecuteResult]
+    def __init__(self, id: _Optional[int] = ..., results: _Optional[_Iterable[_Union[ExecuteResult, _Mapping]]] = ...) -> None: ...
 
 class CompensateRequest(_message.Message):
     __slots__ = ("context",)

@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from invsaga.common.v1 import common_pb2 as invsaga_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1einvsaga/notify/v1/notify.proto\x12\x11invsaga.notify.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1einvsaga/common/v1/common.proto\"\xa4\x01\n\x08\x44\x65livery\x12\x0f\n\x07\x63hannel\x18\x01 \x01(\t\x12/\n\x05state\x18\x02 \x01(\x0e\x32 .invsaga.notify.v1.DeliveryState\x12\x10\n\x08\x61ttempts\x18\x03 \x01(\x05\x12\x12\n\nlast_error\x18\x04 \x01(\t\x12\x30\n\x0c\x64\x65livered_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xfc\x02\n\x0cNotification\x12\x17\n\x0fnotification_id\x18\x01 \x01(\t\x12\x0f\n\x07saga_id\x18\x02 \x01(\t\x12\x31\n\x04kind\x18\x03 \x01(\x0e\x32#.invsaga.common.v1.NotificationKind\x12\x10\n\x08order_id\x18\x04 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x05 \x01(\t\x12\x0f\n\x07message\x18\x06 \x01(\t\x12\x43\n\nattributes\x18\x07 \x03(\x0b\x32/.invsaga.notify.v1.Notification.AttributesEntry\x12/\n\ndeliveries\x18\x08 \x03(\x0b\x32\x1b.invsaga.notify.v1.Delivery\x12.\n\ncreated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xef\x01\n\x0bNotifyInput\x12\x31\n\x04kind\x18\x01 \x01(\x0e\x32#.invsaga.common.v1.NotificationKind\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x42\n\nattributes\x18\x05 \x03(\x0b\x32..invsaga.notify.v1.NotifyInput.AttributesEntry\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"E\n\x0cNotifyOutput\x12\x35\n\x0cnotification\x18\x01 \x01(\x0b\x32\x1f.invsaga.notify.v1.Notification\"|\n\x0e\x45xecuteRequest\x12/\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x1e.invsaga.common.v1.StepContext\x12\x30\n\x06notify\x18\x02 \x01(\x0b\x32\x1e.invsaga.notify.v1.NotifyInputH\x00\x42\x07\n\x05input\"N\n\x0f\x45xecuteResponse\x12\x31\n\x06notify\x18\x01 \x01(\x0b\x32\x1f.invsaga.notify.v1.NotifyOutputH\x00\x42\x08\n\x06output\"J\n\x13\x45xecuteBatchRequest\x12\x33\n\x08requests\x18\x01 \x03(\x0b\x32!.invsaga.notify.v1.ExecuteRequest\"N\n\x14\x45xecuteBatchResponse\x12\x36\n\x07results\x18\x01 \x03(\x0b\x32%.invsaga.notify.v1.ExecuteBatchResult\"\x87\x01\n\x12\x45xecuteBatchResult\x12\x36\n\x08response\x18\x01 \x01(\x0b\x32\".invsaga.notify.v1.ExecuteResponseH\x00\x12.\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x1d.invsaga.common.v1.CallStatusH\x00\x42\t\n\x07outcome\"W\n\x14\x45xecuteStreamRequest\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x33\n\x08requests\x18\x02 \x03(\x0b\x32!.invsaga.notify.v1.ExecuteRequest\"[\n\x15\x45xecuteStreamResponse\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x36\n\x07results\x18\x02 \x03(\x0b\x32%.invsaga.notify.v1.ExecuteBatchResult\"D\n\x11\x43ompensateRequest\x12/\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x1e.invsaga.common.v1.StepContext\"/\n\x12\x43ompensateResponse\x12\x19\n\x11null_compensation\x18\x01 \x01(\x08\"\x98\x02\n\x17SendNotificationRequest\x12\x31\n\x04kind\x18\x01 \x01(\x0e\x32#.invsaga.common.v1.NotificationKind\x12\x0f\n\x07saga_id\x18\x02 \x01(\t\x12\x10\n\x08order_id\x18\x03 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x04 \x01(\t\x12\x0f\n\x07message\x18\x05 \x01(\t\x12N\n\nattributes\x18\x06 \x03(\x0b\x32:.invsaga.notify.v1.SendNotificationRequest.AttributesEntry\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"Q\n\x18SendNotificationResponse\x12\x35\n\x0cnotification\x18\x01 \x01(\x0b\x32\x1f.invsaga.notify.v1.Notification\"\x85\x01\n\x18ListNotificationsRequest\x12\x0f\n\x07saga_id\x18\x01 \x01(\t\x12\x31\n\x04kind\x18\x02 \x01(\x0e\x32#.invsaga.common.v1.NotificationKind\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"l\n\x19ListNotificationsResponse\x12\x36\n\rnotifications\x18\x01 \x03(\x0b\x32\x1f.invsaga.notify.v1.Notification\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*\x84\x01\n\rDeliveryState\x12\x1e\n\x1a\x44\x45LIVERY_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x44\x45LIVERY_STATE_PENDING\x10\x01\x12\x1c\n\x18\x44\x45LIVERY_STATE_DELIVERED\x10\x02\x12\x19\n\x15\x44\x45LIVERY_STATE_FAILED\x10\x03\x32\x89\x03\n\x11NotifyStepService\x12P\n\x07\x45xecute\x12!.invsaga.notify.v1.ExecuteRequest\x1a\".invsaga.notify.v1.ExecuteResponse\x12Y\n\nCompensate\x12$.invsaga.notify.v1.CompensateRequest\x1a%.invsaga.notify.v1.CompensateResponse\x12_\n\x0c\x45xecuteBatch\x12&.invsaga.notify.v1.ExecuteBatchRequest\x1a\'.invsaga.notify.v1.ExecuteBatchResponse\x12\x66\n\rExecuteStream\x12\'.invsaga.notify.v1.ExecuteStreamRequest\x1a(.invsaga.notify.v1.ExecuteStreamResponse(\x01\x30\x01\x32\xec\x01\n\rNotifyService\x12k\n\x10SendNotification\x12*.invsaga.notify.v1.SendNotificationRequest\x1a+.invsaga.notify.v1.SendNotificationResponse\x12n\n\x11ListNotifications\x12+.invsaga.notify.v1.ListNotificationsRequest\x1a,.invsaga.notify.v1.ListNotificationsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1einvsaga/notify/v1/notify.proto\x12\x11invsaga.notify.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1einvsaga/common/v1/common.proto\"\xa4\x01\n\x08\x44\x65livery\x12\x0f\n\x07\x63hannel\x18\x01 \x01(\t\x12/\n\x05state\x18\x02 \x01(\x0e\x32 .invsaga.notify.v1.DeliveryState\x12\x10\n\x08\x61ttempts\x18\x03 \x01(\x05\x12\x12\n\nlast_error\x18\x04 \x01(\t\x12\x30\n\x0c\x64\x65livered_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xfc\x02\n\x0cNotification\x12\x17\n\x0fnotification_id\x18\x01 \x01(\t\x12\x0f\n\x07saga_id\x18\x02 \x01(\t\x12\x31\n\x04kind\x18\x03 \x01(\x0e\x32#.invsaga.common.v1.NotificationKind\x12\x10\n\x08order_id\x18\x04 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x05 \x01(\t\x12\x0f\n\x07message\x18\x06 \x01(\t\x12\x43\n\nattributes\x18\x07 \x03(\x0b\x32/.invsaga.notify.v1.Notification.AttributesEntry\x12/\n\ndeliveries\x18\x08 \x03(\x0b\x32\x1b.invsaga.notify.v1.Delivery\x12.\n\ncreated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xef\x01\n\x0bNotifyInput\x12\x31\n\x04kind\x18\x01 \x01(\x0e\x32#.invsaga.common.v1.NotificationKind\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x42\n\nattributes\x18\x05 \x03(\x0b\x32..invsaga.notify.v1.NotifyInput.AttributesEntry\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"E\n\x0cNotifyOutput\x12\x35\n\x0cnotification\x18\x01 \x01(\x0b\x32\x1f.invsaga.notify.v1.Notification\"|\n\x0e\x45xecuteRequest\x12/\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x1e.invsaga.common.v1.StepContext\x12\x30\n\x06notify\x18\x02 \x01(\x0b\x32\x1e.invsaga.notify.v1.NotifyInputH\x00\x42\x07\n\x05input\"N\n\x0f\x45xecuteResponse\x12\x31\n\x06notify\x18\x01 \x01(\x0b\x32\x1f.invsaga.notify.v1.NotifyOutputH\x00\x42\x08\n\x06output\"\x82\x01\n\rExecuteResult\x12\x36\n\x08response\x18\x01 \x01(\x0b\x32\".invsaga.notify.v1.ExecuteResponseH\x00\x12.\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x1d.invsaga.common.v1.CallStatusH\x00\x42\t\n\x07outcome\"W\n\x14\x45xecuteStreamRequest\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x33\n\x08requests\x18\x02 \x03(\x0b\x32!.invsaga.notify.v1.ExecuteRequest\"V\n\x15\x45xecuteStreamResponse\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x31\n\x07results\x18\x02 \x03(\x0b\x32 .invsaga.notify.v1.ExecuteResult\"D\n\x11\x43ompensateRequest\x12/\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x1e.invsaga.common.v1.StepContext\"/\n\x12\x43ompensateResponse\x12\x19\n\x11null_compensation\x18\x01 \x01(\x08\"\x98\x02\n\x17SendNotificationRequest\x12\x31\n\x04kind\x18\x01 \x01(\x0e\x32#.invsaga.common.v1.NotificationKind\x12\x0f\n\x07saga_id\x18\x02 \x01(\t\x12\x10\n\x08order_id\x18\x03 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x04 \x01(\t\x12\x0f\n\x07message\x18\x05 \x01(\t\x12N\n\nattributes\x18\x06 \x03(\x0b\x32:.invsaga.notify.v1.SendNotificationRequest.AttributesEntry\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"Q\n\x18SendNotificationResponse\x12\x35\n\x0cnotification\x18\x01 \x01(\x0b\x32\x1f.invsaga.notify.v1.Notification\"\x85\x01\n\x18ListNotificationsRequest\x12\x0f\n\x07saga_id\x18\x01 \x01(\t\x12\x31\n\x04kind\x18\x02 \x01(\x0e\x32#.invsaga.common.v1.NotificationKind\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"l\n\x19ListNotificationsResponse\x12\x36\n\rnotifications\x18\x01 \x03(\x0b\x32\x1f.invsaga.notify.v1.Notification\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*\x84\x01\n\rDeliveryState\x12\x1e\n\x1a\x44\x45LIVERY_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x44\x45LIVERY_STATE_PENDING\x10\x01\x12\x1c\n\x18\x44\x45LIVERY_STATE_DELIVERED\x10\x02\x12\x19\n\x15\x44\x45LIVERY_STATE_FAILED\x10\x03\x32\xa8\x02\n\x11NotifyStepService\x12P\n\x07\x45xecute\x12!.invsaga.notify.v1.ExecuteRequest\x1a\".invsaga.notify.v1.ExecuteResponse\x12Y\n\nCompensate\x12$.invsaga.notify.v1.CompensateRequest\x1a%.invsaga.notify.v1.CompensateResponse\x12\x66\n\rExecuteStream\x12\'.invsaga.notify.v1.ExecuteStreamRequest\x1a(.invsaga.notify.v1.ExecuteStreamResponse(\x01\x30\x01\x32\xec\x01\n\rNotifyService\x12k\n\x10SendNotification\x12*.invsaga.notify.v1.SendNotificationRequest\x1a+.invsaga.notify.v1.SendNotificationResponse\x12n\n\x11ListNotifications\x12+.invsaga.notify.v1.ListNotificationsRequest\x1a,.invsaga.notify.v1.ListNotificationsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,8 +39,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_NOTIFYINPUT_ATTRIBUTESENTRY']._serialized_options = b'8\001'
   _globals['_SENDNOTIFICATIONREQUEST_ATTRIBUTESENTRY']._loaded_options = None
   _globals['_SENDNOTIFICATIONREQUEST_ATTRIBUTESENTRY']._serialized_options = b'8\001'
-  _globals['_DELIVERYSTATE']._serialized_start=2395
-  _globals['_DELIVERYSTATE']._serialized_end=2527
+  _globals['_DELIVERYSTATE']._serialized_start=2229
+  _globals['_DELIVERYSTATE']._serialized_end=2361
   _globals['_DELIVERY']._serialized_start=119
   _globals['_DELIVERY']._serialized_end=283
   _globals['_NOTIFICATION']._serialized_start=286
@@ -57,32 +57,28 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EXECUTEREQUEST']._serialized_end=1105
   _globals['_EXECUTERESPONSE']._serialized_start=1107
   _globals['_EXECUTERESPONSE']._serialized_end=1185
-  _globals['_EXECUTEBATCHREQUEST']._serialized_start=1187
-  _globals['_EXECUTEBATCHREQUEST']._serialized_end=1261
-  _globals['_EXECUTEBATCHRESPONSE']._serialized_start=1263
-  _globals['_EXECUTEBATCHRESPONSE']._serialized_end=1341
-  _globals['_EXECUTEBATCHRESULT']._serialized_start=1344
-  _globals['_EXECUTEBATCHRESULT']._serialized_end=1479
-  _globals['_EXECUTESTREAMREQUEST']._serialized_start=1481
-  _globals['_EXECUTESTREAMREQUEST']._serialized_end=1568
-  _globals['_EXECUTESTREAMRESPONSE']._serialized_start=1570
-  _globals['_EXECUTESTREAMRESPONSE']._serialized_end=1661
-  _globals['_COMPENSATEREQUEST']._serialized_start=1663
-  _globals['_COMPENSATEREQUEST']._serialized_end=1731
-  _globals['_COMPENSATERESPONSE']._serialized_start=1733
-  _globals['_COMPENSATERESPONSE']._serialized_end=1780
-  _globals['_SENDNOTIFICATIONREQUEST']._serialized_start=1783
-  _globals['_SENDNOTIFICATIONREQUEST']._serialized_end=2063
+  _globals['_EXECUTERESULT']._serialized_start=1188
+  _globals['_EXECUTERESULT']._serialized_end=1318
+  _globals['_EXECUTESTREAMREQUEST']._serialized_start=1320
+  _globals['_EXECUTESTREAMREQUEST']._serialized_end=1407
+  _globals['_EXECUTESTREAMRESPONSE']._serialized_start=1409
+  _globals['_EXECUTESTREAMRESPONSE']._serialized_end=1495
+  _globals['_COMPENSATEREQUEST']._serialized_start=1497
+  _globals['_COMPENSATEREQUEST']._serialized_end=1565
+  _globals['_COMPENSATERESPONSE']._serialized_start=1567
+  _globals['_COMPENSATERESPONSE']._serialized_end=1614
+  _globals['_SENDNOTIFICATIONREQUEST']._serialized_start=1617
+  _globals['_SENDNOTIFICATIONREQUEST']._serialized_end=1897
   _globals['_SENDNOTIFICATIONREQUEST_ATTRIBUTESENTRY']._serialized_start=617
   _globals['_SENDNOTIFICATIONREQUEST_ATTRIBUTESENTRY']._serialized_end=666
-  _globals['_SENDNOTIFICATIONRESPONSE']._serialized_start=2065
-  _globals['_SENDNOTIFICATIONRESPONSE']._serialized_end=2146
-  _globals['_LISTNOTIFICATIONSREQUEST']._serialized_start=2149
-  _globals['_LISTNOTIFICATIONSREQUEST']._serialized_end=2282
-  _globals['_LISTNOTIFICATIONSRESPONSE']._serialized_start=2284
-  _globals['_LISTNOTIFICATIONSRESPONSE']._serialized_end=2392
-  _globals['_NOTIFYSTEPSERVICE']._serialized_start=2530
-  _globals['_NOTIFYSTEPSERVICE']._serialized_end=2923
-  _globals['_NOTIFYSERVICE']._serialized_start=2926
-  _globals['_NOTIFYSERVICE']._serialized_end=3162
+  _globals['_SENDNOTIFICATIONRESPONSE']._serialized_start=1899
+  _globals['_SENDNOTIFICATIONRESPONSE']._serialized_end=1980
+  _globals['_LISTNOTIFICATIONSREQUEST']._serialized_start=1983
+  _globals['_LISTNOTIFICATIONSREQUEST']._serialized_end=2116
+  _globals['_LISTNOTIFICATIONSRESPONSE']._serialized_start=2118
+  _globals['_LISTNOTIFICATIONSRESPONSE']._serialized_end=2226
+  _globals['_NOTIFYSTEPSERVICE']._serialized_start=2364
+  _globals['_NOTIFYSTEPSERVICE']._serialized_end=2660
+  _globals['_NOTIFYSERVICE']._serialized_start=2663
+  _globals['_NOTIFYSERVICE']._serialized_end=2899
 # @@protoc_insertion_point(module_scope)

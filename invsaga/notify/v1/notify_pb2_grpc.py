@@ -45,11 +45,6 @@ class NotifyStepServiceStub:
                 request_serializer=invsaga_dot_notify_dot_v1_dot_notify__pb2.CompensateRequest.SerializeToString,
                 response_deserializer=invsaga_dot_notify_dot_v1_dot_notify__pb2.CompensateResponse.FromString,
                 _registered_method=True)
-        self.ExecuteBatch = channel.unary_unary(
-                '/invsaga.notify.v1.NotifyStepService/ExecuteBatch',
-                request_serializer=invsaga_dot_notify_dot_v1_dot_notify__pb2.ExecuteBatchRequest.SerializeToString,
-                response_deserializer=invsaga_dot_notify_dot_v1_dot_notify__pb2.ExecuteBatchResponse.FromString,
-                _registered_method=True)
         self.ExecuteStream = channel.stream_stream(
                 '/invsaga.notify.v1.NotifyStepService/ExecuteStream',
                 request_serializer=invsaga_dot_notify_dot_v1_dot_notify__pb2.ExecuteStreamRequest.SerializeToString,
@@ -73,19 +68,11 @@ class NotifyStepServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def ExecuteBatch(self, request, context):
-        """Several sagas' Execute calls in one RPC. Each request is served exactly as its own
-        Execute would be (its own transaction, barrier row and error); the results come back in
-        the order of the requests. The coordinator sends one when calls pile up under load.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
     def ExecuteStream(self, request_iterator, context):
         """Execute calls over one long-lived stream, for a caller that makes many. Each message
         carries requests under an id the caller picks; the answer with the same id holds their
-        results in order, each served as in ExecuteBatch. Answers come as they are ready, in any
+        results in order, each served exactly as its own Execute would be (its own transaction,
+        barrier row and error). Answers come as they are ready, in any
         order. The coordinator uses it for its Execute calls (a message costs less than a call).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -104,11 +91,6 @@ def add_NotifyStepServiceServicer_to_server(servicer, server):
                     servicer.Compensate,
                     request_deserializer=invsaga_dot_notify_dot_v1_dot_notify__pb2.CompensateRequest.FromString,
                     response_serializer=invsaga_dot_notify_dot_v1_dot_notify__pb2.CompensateResponse.SerializeToString,
-            ),
-            'ExecuteBatch': grpc.unary_unary_rpc_method_handler(
-                    servicer.ExecuteBatch,
-                    request_deserializer=invsaga_dot_notify_dot_v1_dot_notify__pb2.ExecuteBatchRequest.FromString,
-                    response_serializer=invsaga_dot_notify_dot_v1_dot_notify__pb2.ExecuteBatchResponse.SerializeToString,
             ),
             'ExecuteStream': grpc.stream_stream_rpc_method_handler(
                     servicer.ExecuteStream,
@@ -171,33 +153,6 @@ class NotifyStepService:
             '/invsaga.notify.v1.NotifyStepService/Compensate',
             invsaga_dot_notify_dot_v1_dot_notify__pb2.CompensateRequest.SerializeToString,
             invsaga_dot_notify_dot_v1_dot_notify__pb2.CompensateResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def ExecuteBatch(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/invsaga.notify.v1.NotifyStepService/ExecuteBatch',
-            invsaga_dot_notify_dot_v1_dot_notify__pb2.ExecuteBatchRequest.SerializeToString,
-            invsaga_dot_notify_dot_v1_dot_notify__pb2.ExecuteBatchResponse.FromString,
             options,
             channel_credentials,
             insecure,

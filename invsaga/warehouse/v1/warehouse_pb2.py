@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from invsaga.common.v1 import common_pb2 as invsaga_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$invsaga/warehouse/v1/warehouse.proto\x12\x14invsaga.warehouse.v1\x1a\x1einvsaga/common/v1/common.proto\"B\n\x14QueryWarehousesInput\x12\x0c\n\x04skus\x18\x01 \x03(\t\x12\x1c\n\x14preferred_warehouses\x18\x02 \x03(\t\"I\n\x15QueryWarehousesOutput\x12\x30\n\nwarehouses\x18\x01 \x03(\x0b\x32\x1c.invsaga.common.v1.Warehouse\"S\n\x15ValidateTransferInput\x12\x16\n\x0e\x66rom_warehouse\x18\x01 \x01(\t\x12\x14\n\x0cto_warehouse\x18\x02 \x01(\t\x12\x0c\n\x04skus\x18\x03 \x03(\t\"y\n\x16ValidateTransferOutput\x12,\n\x06source\x18\x01 \x01(\x0b\x32\x1c.invsaga.common.v1.Warehouse\x12\x31\n\x0b\x64\x65stination\x18\x02 \x01(\x0b\x32\x1c.invsaga.common.v1.Warehouse\"\xdc\x01\n\x0e\x45xecuteRequest\x12/\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x1e.invsaga.common.v1.StepContext\x12\x46\n\x10query_warehouses\x18\x02 \x01(\x0b\x32*.invsaga.warehouse.v1.QueryWarehousesInputH\x00\x12H\n\x11validate_transfer\x18\x03 \x01(\x0b\x32+.invsaga.warehouse.v1.ValidateTransferInputH\x00\x42\x07\n\x05input\"\xaf\x01\n\x0f\x45xecuteResponse\x12G\n\x10query_warehouses\x18\x01 \x01(\x0b\x32+.invsaga.warehouse.v1.QueryWarehousesOutputH\x00\x12I\n\x11validate_transfer\x18\x02 \x01(\x0b\x32,.invsaga.warehouse.v1.ValidateTransferOutputH\x00\x42\x08\n\x06output\"M\n\x13\x45xecuteBatchRequest\x12\x36\n\x08requests\x18\x01 \x03(\x0b\x32$.invsaga.warehouse.v1.ExecuteRequest\"Q\n\x14\x45xecuteBatchResponse\x12\x39\n\x07results\x18\x01 \x03(\x0b\x32(.invsaga.warehouse.v1.ExecuteBatchResult\"\x8a\x01\n\x12\x45xecuteBatchResult\x12\x39\n\x08response\x18\x01 \x01(\x0b\x32%.invsaga.warehouse.v1.ExecuteResponseH\x00\x12.\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x1d.invsaga.common.v1.CallStatusH\x00\x42\t\n\x07outcome\"Z\n\x14\x45xecuteStreamRequest\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x36\n\x08requests\x18\x02 \x03(\x0b\x32$.invsaga.warehouse.v1.ExecuteRequest\"^\n\x15\x45xecuteStreamResponse\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x39\n\x07results\x18\x02 \x03(\x0b\x32(.invsaga.warehouse.v1.ExecuteBatchResult\"D\n\x11\x43ompensateRequest\x12/\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x1e.invsaga.common.v1.StepContext\"/\n\x12\x43ompensateResponse\x12\x19\n\x11null_compensation\x18\x01 \x01(\x08\"I\n\x16UpsertWarehouseRequest\x12/\n\twarehouse\x18\x01 \x01(\x0b\x32\x1c.invsaga.common.v1.Warehouse\"J\n\x17UpsertWarehouseResponse\x12/\n\twarehouse\x18\x01 \x01(\x0b\x32\x1c.invsaga.common.v1.Warehouse\"+\n\x13GetWarehouseRequest\x12\x14\n\x0cwarehouse_id\x18\x01 \x01(\t\"G\n\x14GetWarehouseResponse\x12/\n\twarehouse\x18\x01 \x01(\x0b\x32\x1c.invsaga.common.v1.Warehouse\"r\n\x15ListWarehousesRequest\x12\x32\n\x06status\x18\x01 \x01(\x0e\x32\".invsaga.common.v1.WarehouseStatus\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"c\n\x16ListWarehousesResponse\x12\x30\n\nwarehouses\x18\x01 \x03(\x0b\x32\x1c.invsaga.common.v1.Warehouse\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\":\n\x14\x41\x64\x64\x41ssortmentRequest\x12\x14\n\x0cwarehouse_id\x18\x01 \x01(\t\x12\x0c\n\x04skus\x18\x02 \x03(\t\"H\n\x15\x41\x64\x64\x41ssortmentResponse\x12/\n\twarehouse\x18\x01 \x01(\x0b\x32\x1c.invsaga.common.v1.Warehouse2\xa4\x03\n\x14WarehouseStepService\x12V\n\x07\x45xecute\x12$.invsaga.warehouse.v1.ExecuteRequest\x1a%.invsaga.warehouse.v1.ExecuteResponse\x12_\n\nCompensate\x12\'.invsaga.warehouse.v1.CompensateRequest\x1a(.invsaga.warehouse.v1.CompensateResponse\x12\x65\n\x0c\x45xecuteBatch\x12).invsaga.warehouse.v1.ExecuteBatchRequest\x1a*.invsaga.warehouse.v1.ExecuteBatchResponse\x12l\n\rExecuteStream\x12*.invsaga.warehouse.v1.ExecuteStreamRequest\x1a+.invsaga.warehouse.v1.ExecuteStreamResponse(\x01\x30\x01\x32\xc0\x03\n\x10WarehouseService\x12n\n\x0fUpsertWarehouse\x12,.invsaga.warehouse.v1.UpsertWarehouseRequest\x1a-.invsaga.warehouse.v1.UpsertWarehouseResponse\x12\x65\n\x0cGetWarehouse\x12).invsaga.warehouse.v1.GetWarehouseRequest\x1a*.invsaga.warehouse.v1.GetWarehouseResponse\x12k\n\x0eListWarehouses\x12+.invsaga.warehouse.v1.ListWarehousesRequest\x1a,.invsaga.warehouse.v1.ListWarehousesResponse\x12h\n\rAddAssortment\x12*.invsaga.warehouse.v1.AddAssortmentRequest\x1a+.invsaga.warehouse.v1.AddAssortmentResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$invsaga/warehouse/v1/warehouse.proto\x12\x14invsaga.warehouse.v1\x1a\x1einvsaga/common/v1/common.proto\"B\n\x14QueryWarehousesInput\x12\x0c\n\x04skus\x18\x01 \x03(\t\x12\x1c\n\x14preferred_warehouses\x18\x02 \x03(\t\"I\n\x15QueryWarehousesOutput\x12\x30\n\nwarehouses\x18\x01 \x03(\x0b\x32\x1c.invsaga.common.v1.Warehouse\"S\n\x15ValidateTransferInput\x12\x16\n\x0e\x66rom_warehouse\x18\x01 \x01(\t\x12\x14\n\x0cto_warehouse\x18\x02 \x01(\t\x12\x0c\n\x04skus\x18\x03 \x03(\t\"y\n\x16ValidateTransferOutput\x12,\n\x06source\x18\x01 \x01(\x0b\x32\x1c.invsaga.common.v1.Warehouse\x12\x31\n\x0b\x64\x65stination\x18\x02 \x01(\x0b\x32\x1c.invsaga.common.v1.Warehouse\"\xdc\x01\n\x0e\x45xecuteRequest\x12/\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x1e.invsaga.common.v1.StepContext\x12\x46\n\x10query_warehouses\x18\x02 \x01(\x0b\x32*.invsaga.warehouse.v1.QueryWarehousesInputH\x00\x12H\n\x11validate_transfer\x18\x03 \x01(\x0b\x32+.invsaga.warehouse.v1.ValidateTransferInputH\x00\x42\x07\n\x05input\"\xaf\x01\n\x0f\x45xecuteResponse\x12G\n\x10query_warehouses\x18\x01 \x01(\x0b\x32+.invsaga.warehouse.v1.QueryWarehousesOutputH\x00\x12I\n\x11validate_transfer\x18\x02 \x01(\x0b\x32,.invsaga.warehouse.v1.ValidateTransferOutputH\x00\x42\x08\n\x06output\"\x85\x01\n\rExecuteResult\x12\x39\n\x08response\x18\x01 \x01(\x0b\x32%.invsaga.warehouse.v1.ExecuteResponseH\x00\x12.\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x1d.invsaga.common.v1.CallStatusH\x00\x42\t\n\x07outcome\"Z\n\x14\x45xecuteStreamRequest\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x36\n\x08requests\x18\x02 \x03(\x0b\x32$.invsaga.warehouse.v1.ExecuteRequest\"Y\n\x15\x45xecuteStreamResponse\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x34\n\x07results\x18\x02 \x03(\x0b\x32#.invsaga.warehouse.v1.ExecuteResult\"D\n\x11\x43ompensateRequest\x12/\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x1e.invsaga.common.v1.StepContext\"/\n\x12\x43ompensateResponse\x12\x19\n\x11null_compensation\x18\x01 \x01(\x08\"I\n\x16UpsertWarehouseRequest\x12/\n\twarehouse\x18\x01 \x01(\x0b\x32\x1c.invsaga.common.v1.Warehouse\"J\n\x17UpsertWarehouseResponse\x12/\n\twarehouse\x18\x01 \x01(\x0b\x32\x1c.invsaga.common.v1.Warehouse\"+\n\x13GetWarehouseRequest\x12\x14\n\x0cwarehouse_id\x18\x01 \x01(\t\"G\n\x14GetWarehouseResponse\x12/\n\twarehouse\x18\x01 \x01(\x0b\x32\x1c.invsaga.common.v1.Warehouse\"r\n\x15ListWarehousesRequest\x12\x32\n\x06status\x18\x01 \x01(\x0e\x32\".invsaga.common.v1.WarehouseStatus\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"c\n\x16ListWarehousesResponse\x12\x30\n\nwarehouses\x18\x01 \x03(\x0b\x32\x1c.invsaga.common.v1.Warehouse\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\":\n\x14\x41\x64\x64\x41ssortmentRequest\x12\x14\n\x0cwarehouse_id\x18\x01 \x01(\t\x12\x0c\n\x04skus\x18\x02 \x03(\t\"H\n\x15\x41\x64\x64\x41ssortmentResponse\x12/\n\twarehouse\x18\x01 \x01(\x0b\x32\x1c.invsaga.common.v1.Warehouse2\xbd\x02\n\x14WarehouseStepService\x12V\n\x07\x45xecute\x12$.invsaga.warehouse.v1.ExecuteRequest\x1a%.invsaga.warehouse.v1.ExecuteResponse\x12_\n\nCompensate\x12\'.invsaga.warehouse.v1.CompensateRequest\x1a(.invsaga.warehouse.v1.CompensateResponse\x12l\n\rExecuteStream\x12*.invsaga.warehouse.v1.ExecuteStreamRequest\x1a+.invsaga.warehouse.v1.ExecuteStreamResponse(\x01\x30\x01\x32\xc0\x03\n\x10WarehouseService\x12n\n\x0fUpsertWarehouse\x12,.invsaga.warehouse.v1.UpsertWarehouseRequest\x1a-.invsaga.warehouse.v1.UpsertWarehouseResponse\x12\x65\n\x0cGetWarehouse\x12).invsaga.warehouse.v1.GetWarehouseRequest\x1a*.invsaga.warehouse.v1.GetWarehouseResponse\x12k\n\x0eListWarehouses\x12+.invsaga.warehouse.v1.ListWarehousesRequest\x1a,.invsaga.warehouse.v1.ListWarehousesResponse\x12h\n\rAddAssortment\x12*.invsaga.warehouse.v1.AddAssortmentRequest\x1a+.invsaga.warehouse.v1.AddAssortmentResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -44,38 +44,34 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EXECUTEREQUEST']._serialized_end=666
   _globals['_EXECUTERESPONSE']._serialized_start=669
   _globals['_EXECUTERESPONSE']._serialized_end=844
-  _globals['_EXECUTEBATCHREQUEST']._serialized_start=846
-  _globals['_EXECUTEBATCHREQUEST']._serialized_end=923
-  _globals['_EXECUTEBATCHRESPONSE']._serialized_start=925
-  _globals['_EXECUTEBATCHRESPONSE']._serialized_end=1006
-  _globals['_EXECUTEBATCHRESULT']._serialized_start=1009
-  _globals['_EXECUTEBATCHRESULT']._serialized_end=1147
-  _globals['_EXECUTESTREAMREQUEST']._serialized_start=1149
-  _globals['_EXECUTESTREAMREQUEST']._serialized_end=1239
-  _globals['_EXECUTESTREAMRESPONSE']._serialized_start=1241
-  _globals['_EXECUTESTREAMRESPONSE']._serialized_end=1335
-  _globals['_COMPENSATEREQUEST']._serialized_start=1337
-  _globals['_COMPENSATEREQUEST']._serialized_end=1405
-  _globals['_COMPENSATERESPONSE']._serialized_start=1407
-  _globals['_COMPENSATERESPONSE']._serialized_end=1454
-  _globals['_UPSERTWAREHOUSEREQUEST']._serialized_start=1456
-  _globals['_UPSERTWAREHOUSEREQUEST']._serialized_end=1529
-  _globals['_UPSERTWAREHOUSERESPONSE']._serialized_start=1531
-  _globals['_UPSERTWAREHOUSERESPONSE']._serialized_end=1605
-  _globals['_GETWAREHOUSEREQUEST']._serialized_start=1607
-  _globals['_GETWAREHOUSEREQUEST']._serialized_end=1650
-  _globals['_GETWAREHOUSERESPONSE']._serialized_start=1652
-  _globals['_GETWAREHOUSERESPONSE']._serialized_end=1723
-  _globals['_LISTWAREHOUSESREQUEST']._serialized_start=1725
-  _globals['_LISTWAREHOUSESREQUEST']._serialized_end=1839
-  _globals['_LISTWAREHOUSESRESPONSE']._serialized_start=1841
-  _globals['_LISTWAREHOUSESRESPONSE']._serialized_end=1940
-  _globals['_ADDASSORTMENTREQUEST']._serialized_start=1942
-  _globals['_ADDASSORTMENTREQUEST']._serialized_end=2000
-  _globals['_ADDASSORTMENTRESPONSE']._serialized_start=2002
-  _globals['_ADDASSORTMENTRESPONSE']._serialized_end=2074
-  _globals['_WAREHOUSESTEPSERVICE']._serialized_start=2077
-  _globals['_WAREHOUSESTEPSERVICE']._serialized_end=2497
-  _globals['_WAREHOUSESERVICE']._serialized_start=2500
-  _globals['_WAREHOUSESERVICE']._serialized_end=2948
+  _globals['_EXECUTERESULT']._serialized_start=847
+  _globals['_EXECUTERESULT']._serialized_end=980
+  _globals['_EXECUTESTREAMREQUEST']._serialized_start=982
+  _globals['_EXECUTESTREAMREQUEST']._serialized_end=1072
+  _globals['_EXECUTESTREAMRESPONSE']._serialized_start=1074
+  _globals['_EXECUTESTREAMRESPONSE']._serialized_end=1163
+  _globals['_COMPENSATEREQUEST']._serialized_start=1165
+  _globals['_COMPENSATEREQUEST']._serialized_end=1233
+  _globals['_COMPENSATERESPONSE']._serialized_start=1235
+  _globals['_COMPENSATERESPONSE']._serialized_end=1282
+  _globals['_UPSERTWAREHOUSEREQUEST']._serialized_start=1284
+  _globals['_UPSERTWAREHOUSEREQUEST']._serialized_end=1357
+  _globals['_UPSERTWAREHOUSERESPONSE']._serialized_start=1359
+  _globals['_UPSERTWAREHOUSERESPONSE']._serialized_end=1433
+  _globals['_GETWAREHOUSEREQUEST']._serialized_start=1435
+  _globals['_GETWAREHOUSEREQUEST']._serialized_end=1478
+  _globals['_GETWAREHOUSERESPONSE']._serialized_start=1480
+  _globals['_GETWAREHOUSERESPONSE']._serialized_end=1551
+  _globals['_LISTWAREHOUSESREQUEST']._serialized_start=1553
+  _globals['_LISTWAREHOUSESREQUEST']._serialized_end=1667
+  _globals['_LISTWAREHOUSESRESPONSE']._serialized_start=1669
+  _globals['_LISTWAREHOUSESRESPONSE']._serialized_end=1768
+  _globals['_ADDASSORTMENTREQUEST']._serialized_start=1770
+  _globals['_ADDASSORTMENTREQUEST']._serialized_end=1828
+  _globals['_ADDASSORTMENTRESPONSE']._serialized_start=1830
+  _globals['_ADDASSORTMENTRESPONSE']._serialized_end=1902
+  _globals['_WAREHOUSESTEPSERVICE']._serialized_start=1905
+  _globals['_WAREHOUSESTEPSERVICE']._serialized_end=2222
+  _globals['_WAREHOUSESERVICE']._serialized_start=2225
+  _globals['_WAREHOUSESERVICE']._serialized_end=2673
 # @@protoc_insertion_point(module_scope)
