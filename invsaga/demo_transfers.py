@@ -10,9 +10,9 @@ import grpc
 
 from invsaga.common.v1 import common_pb2
 from invsaga.coordinator.v1 import coordinator_pb2 as pb
-from invsaga.runtime.errors import RpcFailure
 from invsaga.demo import Client, Row, why
 from invsaga.logistics.v1 import logistics_pb2, logistics_pb2_grpc
+from invsaga.runtime.errors import RpcFailure
 
 SOURCE, DESTINATION, SKU = "WH-BJ-01", "WH-CD-01", "SKU-019"
 

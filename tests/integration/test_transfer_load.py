@@ -13,8 +13,8 @@ import grpc
 
 from invsaga.common.v1 import common_pb2
 from invsaga.coordinator.v1 import coordinator_pb2 as pb
-from invsaga.runtime.errors import RpcFailure
 from invsaga.logistics.v1 import logistics_pb2
+from invsaga.runtime.errors import RpcFailure
 from tests.integration.test_transfers import TransferClient
 from tests.saga_support import TERMINAL, WH
 from tests.support import start_mesh
