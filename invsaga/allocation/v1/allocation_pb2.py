@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from invsaga.common.v1 import common_pb2 as invsaga_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&invsaga/allocation/v1/allocation.proto\x12\x15invsaga.allocation.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1einvsaga/common/v1/common.proto\"\xa2\x03\n\x16\x41llocateInventoryInput\x12&\n\x05items\x18\x01 \x03(\x0b\x32\x17.invsaga.common.v1.Item\x12\x37\n\x08strategy\x18\x02 \x01(\x0e\x32%.invsaga.common.v1.AllocationStrategy\x12\x1c\n\x14preferred_warehouses\x18\x03 \x03(\t\x12\x30\n\nwarehouses\x18\x04 \x03(\x0b\x32\x1c.invsaga.common.v1.Warehouse\x12,\n\x05stock\x18\x05 \x03(\x0b\x32\x1d.invsaga.common.v1.StockLevel\x12/\n\x05loads\x18\x06 \x03(\x0b\x32 .invsaga.common.v1.WarehouseLoad\x12\x36\n\x11\x63ustomer_location\x18\x07 \x01(\x0b\x32\x1b.invsaga.common.v1.Location\x12.\n\nexpires_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08order_id\x18\t \x01(\t\"L\n\x17\x41llocateInventoryOutput\x12\x31\n\nallocation\x18\x01 \x01(\x0b\x32\x1d.invsaga.common.v1.Allocation\"\x97\x01\n\x0e\x45xecuteRequest\x12/\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x1e.invsaga.common.v1.StepContext\x12K\n\x12\x61llocate_inventory\x18\x02 \x01(\x0b\x32-.invsaga.allocation.v1.AllocateInventoryInputH\x00\x42\x07\n\x05input\"i\n\x0f\x45xecuteResponse\x12L\n\x12\x61llocate_inventory\x18\x01 \x01(\x0b\x32..invsaga.allocation.v1.AllocateInventoryOutputH\x00\x42\x08\n\x06output\"\x86\x01\n\rExecuteResult\x12:\n\x08response\x18\x01 \x01(\x0b\x32&.invsaga.allocation.v1.ExecuteResponseH\x00\x12.\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x1d.invsaga.common.v1.CallStatusH\x00\x42\t\n\x07outcome\"[\n\x14\x45xecuteStreamRequest\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x37\n\x08requests\x18\x02 \x03(\x0b\x32%.invsaga.allocation.v1.ExecuteRequest\"Z\n\x15\x45xecuteStreamResponse\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x35\n\x07results\x18\x02 \x03(\x0b\x32$.invsaga.allocation.v1.ExecuteResult\"D\n\x11\x43ompensateRequest\x12/\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x1e.invsaga.common.v1.StepContext\"/\n\x12\x43ompensateResponse\x12\x19\n\x11null_compensation\x18\x01 \x01(\x08\"-\n\x14GetAllocationRequest\x12\x15\n\rallocation_id\x18\x01 \x01(\t\"J\n\x15GetAllocationResponse\x12\x31\n\nallocation\x18\x01 \x01(\x0b\x32\x1d.invsaga.common.v1.Allocation\"\x85\x01\n\x16ListAllocationsRequest\x12\x0f\n\x07saga_id\x18\x01 \x01(\t\x12\x33\n\x06status\x18\x02 \x01(\x0e\x32#.invsaga.common.v1.AllocationStatus\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"f\n\x17ListAllocationsResponse\x12\x32\n\x0b\x61llocations\x18\x01 \x03(\x0b\x32\x1d.invsaga.common.v1.Allocation\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"@\n\x17\x43\x61ncelAllocationRequest\x12\x15\n\rallocation_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"M\n\x18\x43\x61ncelAllocationResponse\x12\x31\n\nallocation\x18\x01 \x01(\x0b\x32\x1d.invsaga.common.v1.Allocation\"u\n\x17SettleAllocationRequest\x12\x15\n\rallocation_id\x18\x01 \x01(\t\x12\x33\n\x06status\x18\x02 \x01(\x0e\x32#.invsaga.common.v1.AllocationStatus\x12\x0e\n\x06reason\x18\x03 \x01(\t\"M\n\x18SettleAllocationResponse\x12\x31\n\nallocation\x18\x01 \x01(\x0b\x32\x1d.invsaga.common.v1.Allocation\"[\n\x17\x45xtendAllocationRequest\x12\x15\n\rallocation_id\x18\x01 \x01(\t\x12)\n\x05until\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"M\n\x18\x45xtendAllocationResponse\x12\x31\n\nallocation\x18\x01 \x01(\x0b\x32\x1d.invsaga.common.v1.Allocation2\xc4\x02\n\x15\x41llocationStepService\x12X\n\x07\x45xecute\x12%.invsaga.allocation.v1.ExecuteRequest\x1a&.invsaga.allocation.v1.ExecuteResponse\x12\x61\n\nCompensate\x12(.invsaga.allocation.v1.CompensateRequest\x1a).invsaga.allocation.v1.CompensateResponse\x12n\n\rExecuteStream\x12+.invsaga.allocation.v1.ExecuteStreamRequest\x1a,.invsaga.allocation.v1.ExecuteStreamResponse(\x01\x30\x01\x32\xd0\x04\n\x11\x41llocationService\x12j\n\rGetAllocation\x12+.invsaga.allocation.v1.GetAllocationRequest\x1a,.invsaga.allocation.v1.GetAllocationResponse\x12p\n\x0fListAllocations\x12-.invsaga.allocation.v1.ListAllocationsRequest\x1a..invsaga.allocation.v1.ListAllocationsResponse\x12s\n\x10\x43\x61ncelAllocation\x12..invsaga.allocation.v1.CancelAllocationRequest\x1a/.invsaga.allocation.v1.CancelAllocationResponse\x12s\n\x10SettleAllocation\x12..invsaga.allocation.v1.SettleAllocationRequest\x1a/.invsaga.allocation.v1.SettleAllocationResponse\x12s\n\x10\x45xtendAllocation\x12..invsaga.allocation.v1.ExtendAllocationRequest\x1a/.invsaga.allocation.v1.ExtendAllocationResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&invsaga/allocation/v1/allocation.proto\x12\x15invsaga.allocation.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1einvsaga/common/v1/common.proto\"\xbe\x03\n\x16\x41llocateInventoryInput\x12&\n\x05items\x18\x01 \x03(\x0b\x32\x17.invsaga.common.v1.Item\x12\x37\n\x08strategy\x18\x02 \x01(\x0e\x32%.invsaga.common.v1.AllocationStrategy\x12\x1c\n\x14preferred_warehouses\x18\x03 \x03(\t\x12\x30\n\nwarehouses\x18\x04 \x03(\x0b\x32\x1c.invsaga.common.v1.Warehouse\x12,\n\x05stock\x18\x05 \x03(\x0b\x32\x1d.invsaga.common.v1.StockLevel\x12/\n\x05loads\x18\x06 \x03(\x0b\x32 .invsaga.common.v1.WarehouseLoad\x12\x36\n\x11\x63ustomer_location\x18\x07 \x01(\x0b\x32\x1b.invsaga.common.v1.Location\x12.\n\nexpires_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08order_id\x18\t \x01(\t\x12\x1a\n\x12plan_allocation_id\x18\n \x01(\t\"L\n\x17\x41llocateInventoryOutput\x12\x31\n\nallocation\x18\x01 \x01(\x0b\x32\x1d.invsaga.common.v1.Allocation\"\x97\x01\n\x0e\x45xecuteRequest\x12/\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x1e.invsaga.common.v1.StepContext\x12K\n\x12\x61llocate_inventory\x18\x02 \x01(\x0b\x32-.invsaga.allocation.v1.AllocateInventoryInputH\x00\x42\x07\n\x05input\"i\n\x0f\x45xecuteResponse\x12L\n\x12\x61llocate_inventory\x18\x01 \x01(\x0b\x32..invsaga.allocation.v1.AllocateInventoryOutputH\x00\x42\x08\n\x06output\"\x86\x01\n\rExecuteResult\x12:\n\x08response\x18\x01 \x01(\x0b\x32&.invsaga.allocation.v1.ExecuteResponseH\x00\x12.\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x1d.invsaga.common.v1.CallStatusH\x00\x42\t\n\x07outcome\"[\n\x14\x45xecuteStreamRequest\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x37\n\x08requests\x18\x02 \x03(\x0b\x32%.invsaga.allocation.v1.ExecuteRequest\"Z\n\x15\x45xecuteStreamResponse\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x35\n\x07results\x18\x02 \x03(\x0b\x32$.invsaga.allocation.v1.ExecuteResult\"D\n\x11\x43ompensateRequest\x12/\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x1e.invsaga.common.v1.StepContext\"/\n\x12\x43ompensateResponse\x12\x19\n\x11null_compensation\x18\x01 \x01(\x08\"-\n\x14GetAllocationRequest\x12\x15\n\rallocation_id\x18\x01 \x01(\t\"J\n\x15GetAllocationResponse\x12\x31\n\nallocation\x18\x01 \x01(\x0b\x32\x1d.invsaga.common.v1.Allocation\"\x85\x01\n\x16ListAllocationsRequest\x12\x0f\n\x07saga_id\x18\x01 \x01(\t\x12\x33\n\x06status\x18\x02 \x01(\x0e\x32#.invsaga.common.v1.AllocationStatus\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"f\n\x17ListAllocationsResponse\x12\x32\n\x0b\x61llocations\x18\x01 \x03(\x0b\x32\x1d.invsaga.common.v1.Allocation\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"@\n\x17\x43\x61ncelAllocationRequest\x12\x15\n\rallocation_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"M\n\x18\x43\x61ncelAllocationResponse\x12\x31\n\nallocation\x18\x01 \x01(\x0b\x32\x1d.invsaga.common.v1.Allocation\"u\n\x17SettleAllocationRequest\x12\x15\n\rallocation_id\x18\x01 \x01(\t\x12\x33\n\x06status\x18\x02 \x01(\x0e\x32#.invsaga.common.v1.AllocationStatus\x12\x0e\n\x06reason\x18\x03 \x01(\t\"M\n\x18SettleAllocationResponse\x12\x31\n\nallocation\x18\x01 \x01(\x0b\x32\x1d.invsaga.common.v1.Allocation\"[\n\x17\x45xtendAllocationRequest\x12\x15\n\rallocation_id\x18\x01 \x01(\t\x12)\n\x05until\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"M\n\x18\x45xtendAllocationResponse\x12\x31\n\nallocation\x18\x01 \x01(\x0b\x32\x1d.invsaga.common.v1.Allocation2\xc4\x02\n\x15\x41llocationStepService\x12X\n\x07\x45xecute\x12%.invsaga.allocation.v1.ExecuteRequest\x1a&.invsaga.allocation.v1.ExecuteResponse\x12\x61\n\nCompensate\x12(.invsaga.allocation.v1.CompensateRequest\x1a).invsaga.allocation.v1.CompensateResponse\x12n\n\rExecuteStream\x12+.invsaga.allocation.v1.ExecuteStreamRequest\x1a,.invsaga.allocation.v1.ExecuteStreamResponse(\x01\x30\x01\x32\xd0\x04\n\x11\x41llocationService\x12j\n\rGetAllocation\x12+.invsaga.allocation.v1.GetAllocationRequest\x1a,.invsaga.allocation.v1.GetAllocationResponse\x12p\n\x0fListAllocations\x12-.invsaga.allocation.v1.ListAllocationsRequest\x1a..invsaga.allocation.v1.ListAllocationsResponse\x12s\n\x10\x43\x61ncelAllocation\x12..invsaga.allocation.v1.CancelAllocationRequest\x1a/.invsaga.allocation.v1.CancelAllocationResponse\x12s\n\x10SettleAllocation\x12..invsaga.allocation.v1.SettleAllocationRequest\x1a/.invsaga.allocation.v1.SettleAllocationResponse\x12s\n\x10\x45xtendAllocation\x12..invsaga.allocation.v1.ExtendAllocationRequest\x1a/.invsaga.allocation.v1.ExtendAllocationResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,45 +34,45 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'invsaga.allocation.v1.alloc
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ALLOCATEINVENTORYINPUT']._serialized_start=131
-  _globals['_ALLOCATEINVENTORYINPUT']._serialized_end=549
-  _globals['_ALLOCATEINVENTORYOUTPUT']._serialized_start=551
-  _globals['_ALLOCATEINVENTORYOUTPUT']._serialized_end=627
-  _globals['_EXECUTEREQUEST']._serialized_start=630
-  _globals['_EXECUTEREQUEST']._serialized_end=781
-  _globals['_EXECUTERESPONSE']._serialized_start=783
-  _globals['_EXECUTERESPONSE']._serialized_end=888
-  _globals['_EXECUTERESULT']._serialized_start=891
-  _globals['_EXECUTERESULT']._serialized_end=1025
-  _globals['_EXECUTESTREAMREQUEST']._serialized_start=1027
-  _globals['_EXECUTESTREAMREQUEST']._serialized_end=1118
-  _globals['_EXECUTESTREAMRESPONSE']._serialized_start=1120
-  _globals['_EXECUTESTREAMRESPONSE']._serialized_end=1210
-  _globals['_COMPENSATEREQUEST']._serialized_start=1212
-  _globals['_COMPENSATEREQUEST']._serialized_end=1280
-  _globals['_COMPENSATERESPONSE']._serialized_start=1282
-  _globals['_COMPENSATERESPONSE']._serialized_end=1329
-  _globals['_GETALLOCATIONREQUEST']._serialized_start=1331
-  _globals['_GETALLOCATIONREQUEST']._serialized_end=1376
-  _globals['_GETALLOCATIONRESPONSE']._serialized_start=1378
-  _globals['_GETALLOCATIONRESPONSE']._serialized_end=1452
-  _globals['_LISTALLOCATIONSREQUEST']._serialized_start=1455
-  _globals['_LISTALLOCATIONSREQUEST']._serialized_end=1588
-  _globals['_LISTALLOCATIONSRESPONSE']._serialized_start=1590
-  _globals['_LISTALLOCATIONSRESPONSE']._serialized_end=1692
-  _globals['_CANCELALLOCATIONREQUEST']._serialized_start=1694
-  _globals['_CANCELALLOCATIONREQUEST']._serialized_end=1758
-  _globals['_CANCELALLOCATIONRESPONSE']._serialized_start=1760
-  _globals['_CANCELALLOCATIONRESPONSE']._serialized_end=1837
-  _globals['_SETTLEALLOCATIONREQUEST']._serialized_start=1839
-  _globals['_SETTLEALLOCATIONREQUEST']._serialized_end=1956
-  _globals['_SETTLEALLOCATIONRESPONSE']._serialized_start=1958
-  _globals['_SETTLEALLOCATIONRESPONSE']._serialized_end=2035
-  _globals['_EXTENDALLOCATIONREQUEST']._serialized_start=2037
-  _globals['_EXTENDALLOCATIONREQUEST']._serialized_end=2128
-  _globals['_EXTENDALLOCATIONRESPONSE']._serialized_start=2130
-  _globals['_EXTENDALLOCATIONRESPONSE']._serialized_end=2207
-  _globals['_ALLOCATIONSTEPSERVICE']._serialized_start=2210
-  _globals['_ALLOCATIONSTEPSERVICE']._serialized_end=2534
-  _globals['_ALLOCATIONSERVICE']._serialized_start=2537
-  _globals['_ALLOCATIONSERVICE']._serialized_end=3129
+  _globals['_ALLOCATEINVENTORYINPUT']._serialized_end=577
+  _globals['_ALLOCATEINVENTORYOUTPUT']._serialized_start=579
+  _globals['_ALLOCATEINVENTORYOUTPUT']._serialized_end=655
+  _globals['_EXECUTEREQUEST']._serialized_start=658
+  _globals['_EXECUTEREQUEST']._serialized_end=809
+  _globals['_EXECUTERESPONSE']._serialized_start=811
+  _globals['_EXECUTERESPONSE']._serialized_end=916
+  _globals['_EXECUTERESULT']._serialized_start=919
+  _globals['_EXECUTERESULT']._serialized_end=1053
+  _globals['_EXECUTESTREAMREQUEST']._serialized_start=1055
+  _globals['_EXECUTESTREAMREQUEST']._serialized_end=1146
+  _globals['_EXECUTESTREAMRESPONSE']._serialized_start=1148
+  _globals['_EXECUTESTREAMRESPONSE']._serialized_end=1238
+  _globals['_COMPENSATEREQUEST']._serialized_start=1240
+  _globals['_COMPENSATEREQUEST']._serialized_end=1308
+  _globals['_COMPENSATERESPONSE']._serialized_start=1310
+  _globals['_COMPENSATERESPONSE']._serialized_end=1357
+  _globals['_GETALLOCATIONREQUEST']._serialized_start=1359
+  _globals['_GETALLOCATIONREQUEST']._serialized_end=1404
+  _globals['_GETALLOCATIONRESPONSE']._serialized_start=1406
+  _globals['_GETALLOCATIONRESPONSE']._serialized_end=1480
+  _globals['_LISTALLOCATIONSREQUEST']._serialized_start=1483
+  _globals['_LISTALLOCATIONSREQUEST']._serialized_end=1616
+  _globals['_LISTALLOCATIONSRESPONSE']._serialized_start=1618
+  _globals['_LISTALLOCATIONSRESPONSE']._serialized_end=1720
+  _globals['_CANCELALLOCATIONREQUEST']._serialized_start=1722
+  _globals['_CANCELALLOCATIONREQUEST']._serialized_end=1786
+  _globals['_CANCELALLOCATIONRESPONSE']._serialized_start=1788
+  _globals['_CANCELALLOCATIONRESPONSE']._serialized_end=1865
+  _globals['_SETTLEALLOCATIONREQUEST']._serialized_start=1867
+  _globals['_SETTLEALLOCATIONREQUEST']._serialized_end=1984
+  _globals['_SETTLEALLOCATIONRESPONSE']._serialized_start=1986
+  _globals['_SETTLEALLOCATIONRESPONSE']._serialized_end=2063
+  _globals['_EXTENDALLOCATIONREQUEST']._serialized_start=2065
+  _globals['_EXTENDALLOCATIONREQUEST']._serialized_end=2156
+  _globals['_EXTENDALLOCATIONRESPONSE']._serialized_start=2158
+  _globals['_EXTENDALLOCATIONRESPONSE']._serialized_end=2235
+  _globals['_ALLOCATIONSTEPSERVICE']._serialized_start=2238
+  _globals['_ALLOCATIONSTEPSERVICE']._serialized_end=2562
+  _globals['_ALLOCATIONSERVICE']._serialized_start=2565
+  _globals['_ALLOCATIONSERVICE']._serialized_end=3157
 # @@protoc_insertion_point(module_scope)

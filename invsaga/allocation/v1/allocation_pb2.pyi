@@ -11,7 +11,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class AllocateInventoryInput(_message.Message):
-    __slots__ = ("items", "strategy", "preferred_warehouses", "warehouses", "stock", "loads", "customer_location", "expires_at", "order_id")
+    __slots__ = ("items", "strategy", "preferred_warehouses", "warehouses", "stock", "loads", "customer_location", "expires_at", "order_id", "plan_allocation_id")
     ITEMS_FIELD_NUMBER: _ClassVar[int]
     STRATEGY_FIELD_NUMBER: _ClassVar[int]
     PREFERRED_WAREHOUSES_FIELD_NUMBER: _ClassVar[int]
@@ -21,6 +21,7 @@ class AllocateInventoryInput(_message.Message):
     CUSTOMER_LOCATION_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
     ORDER_ID_FIELD_NUMBER: _ClassVar[int]
+    PLAN_ALLOCATION_ID_FIELD_NUMBER: _ClassVar[int]
     items: _containers.RepeatedCompositeFieldContainer[_common_pb2.Item]
     strategy: _common_pb2.AllocationStrategy
     preferred_warehouses: _containers.RepeatedScalarFieldContainer[str]
@@ -30,7 +31,8 @@ class AllocateInventoryInput(_message.Message):
     customer_location: _common_pb2.Location
     expires_at: _timestamp_pb2.Timestamp
     order_id: str
-    def __init__(self, items: _Optional[_Iterable[_Union[_common_pb2.Item, _Mapping]]] = ..., strategy: _Optional[_Union[_common_pb2.AllocationStrategy, str]] = ..., preferred_warehouses: _Optional[_Iterable[str]] = ..., warehouses: _Optional[_Iterable[_Union[_common_pb2.Warehouse, _Mapping]]] = ..., stock: _Optional[_Iterable[_Union[_common_pb2.StockLevel, _Mapping]]] = ..., loads: _Optional[_Iterable[_Union[_common_pb2.WarehouseLoad, _Mapping]]] = ..., customer_location: _Optional[_Union[_common_pb2.Location, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., order_id: _Optional[str] = ...) -> None: ...
+    plan_allocation_id: str
+    def __init__(self, items: _Optional[_Iterable[_Union[_common_pb2.Item, _Mapping]]] = ..., strategy: _Optional[_Union[_common_pb2.AllocationStrategy, str]] = ..., preferred_warehouses: _Optional[_Iterable[str]] = ..., warehouses: _Optional[_Iterable[_Union[_common_pb2.Warehouse, _Mapping]]] = ..., stock: _Optional[_Iterable[_Union[_common_pb2.StockLevel, _Mapping]]] = ..., loads: _Optional[_Iterable[_Union[_common_pb2.WarehouseLoad, _Mapping]]] = ..., customer_location: _Optional[_Union[_common_pb2.Location, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., order_id: _Optional[str] = ..., plan_allocation_id: _Optional[str] = ...) -> None: ...
 
 class AllocateInventoryOutput(_message.Message):
     __slots__ = ("allocation",)

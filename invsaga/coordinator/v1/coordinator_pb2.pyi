@@ -127,7 +127,7 @@ SAGA_EVENT_TYPE_RESERVATION_EXTENDED: SagaEventType
 SAGA_EVENT_TYPE_TRANSFER_CHANGED: SagaEventType
 
 class InventoryRequest(_message.Message):
-    __slots__ = ("request_id", "order_id", "customer_id", "request_type", "items", "preferred_warehouses", "allocation_strategy", "priority", "is_urgent", "expired_at", "metadata", "customer_location")
+    __slots__ = ("request_id", "order_id", "customer_id", "request_type", "items", "preferred_warehouses", "allocation_strategy", "priority", "is_urgent", "expired_at", "metadata", "customer_location", "allocation_id")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     ORDER_ID_FIELD_NUMBER: _ClassVar[int]
     CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -140,6 +140,7 @@ class InventoryRequest(_message.Message):
     EXPIRED_AT_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
     CUSTOMER_LOCATION_FIELD_NUMBER: _ClassVar[int]
+    ALLOCATION_ID_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     order_id: str
     customer_id: str
@@ -152,7 +153,8 @@ class InventoryRequest(_message.Message):
     expired_at: _timestamp_pb2.Timestamp
     metadata: _struct_pb2.Struct
     customer_location: _common_pb2.Location
-    def __init__(self, request_id: _Optional[str] = ..., order_id: _Optional[str] = ..., customer_id: _Optional[str] = ..., request_type: _Optional[_Union[RequestType, str]] = ..., items: _Optional[_Iterable[_Union[_common_pb2.Item, _Mapping]]] = ..., preferred_warehouses: _Optional[_Iterable[str]] = ..., allocation_strategy: _Optional[_Union[_common_pb2.AllocationStrategy, str]] = ..., priority: _Optional[int] = ..., is_urgent: _Optional[bool] = ..., expired_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., customer_location: _Optional[_Union[_common_pb2.Location, _Mapping]] = ...) -> None: ...
+    allocation_id: str
+    def __init__(self, request_id: _Optional[str] = ..., order_id: _Optional[str] = ..., customer_id: _Optional[str] = ..., request_type: _Optional[_Union[RequestType, str]] = ..., items: _Optional[_Iterable[_Union[_common_pb2.Item, _Mapping]]] = ..., preferred_warehouses: _Optional[_Iterable[str]] = ..., allocation_strategy: _Optional[_Union[_common_pb2.AllocationStrategy, str]] = ..., priority: _Optional[int] = ..., is_urgent: _Optional[bool] = ..., expired_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., customer_location: _Optional[_Union[_common_pb2.Location, _Mapping]] = ..., allocation_id: _Optional[str] = ...) -> None: ...
 
 class StepState(_message.Message):
     __slots__ = ("name", "status", "attempts", "started_at", "finished_at", "error", "compensation_attempts")
