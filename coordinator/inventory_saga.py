@@ -92,6 +92,7 @@ def build_allocate(saga: pb.Saga, settings: Settings) -> Any:
         customer_location=request.customer_location,
         expires_at=expiry(saga, settings.saga.expiry.allocation),
         order_id=request.order_id,
+        plan_allocation_id=request.allocation_id,
     )
 
 
@@ -258,3 +259,7 @@ STEPS: tuple[StepDef, ...] = (
 INVENTORY_SAGA = SagaDefinition(
     "inventory", STEPS, failure_notice=NOTIFY_FAILURE, on_completed=opened, kind=pb.SAGA_KIND_RESERVATION
 )
+# REQUEST_TYPE_ALLOCATION: "where would this ship from, and at what cost?" The plan is made and
+# stored (with its expiry) by the allocation service, and nothing is locked: the saga ends
+# COMPLETED with its allocation, which a later RESERVATION may confirm (``allocation_id``).
+ALLOCATION_SAGA = SagaDefinition("allocation", STEPS[:3], kind=pb.SAGA_KIND_RESERVATION)

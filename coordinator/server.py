@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import uuid
 
-from coordinator import lifecycle, models, transfers, validation
+from coordinator import lifecycle, models, plans, transfers, validation
 from coordinator.commands import event, new_saga
 from coordinator.engine import Engine
 from coordinator.hub import EventHub, listen_postgres
 from coordinator.journal import Journal
 from coordinator.participants import Participants
-from coordinator.registry import DEFINITIONS
+from coordinator.registry import for_request
 from coordinator.transfer_api import TransferRpcs
 from coordinator.store import SagaStore, now_ms, request_hash
 from coordinator.views import (
@@ -56,6 +56,13 @@ class CoordinatorServicer(TransferRpcs, pb_grpc.SagaCoordinatorServiceServicer):
         if not request.HasField("request"):
             raise InvalidArgument("request is required", violations=[("request", "required")])
         inventory_request = validation.normalize(request.request, resolve_address=resolve_address)
+        if inventory_request.allocation_id:
+            try:
+                await plans.check(inventory_request, self.engine.participants.channels, self.journal, tenant_scope())
+            except (InvalidArgument, FailedPrecondition):
+                # A retry of a reservation already started finds its plan used up: _start answers it.
+                if not inventory_request.request_id or not await self.journal.request_id_taken(inventory_request.request_id):
+                    raise
         if not inventory_request.request_id:
             inventory_request.request_id = uuid.uuid4().hex
         who = security.caller()
@@ -64,7 +71,7 @@ class CoordinatorServicer(TransferRpcs, pb_grpc.SagaCoordinatorServiceServicer):
         gate = self.engine.gate
         try:
             await gate.acquire(saga_id, inventory_request.ByteSize(), context.time_remaining() if context else None)
-            saga = new_saga(saga_id, inventory_request, DEFINITIONS[pb.SAGA_KIND_RESERVATION])
+            saga = new_saga(saga_id, inventory_request, for_request(inventory_request))
             return await self._start(saga, request_hash(inventory_request), who)
         except BaseException:
             gate.release(saga_id)

@@ -104,6 +104,10 @@ def normalize(request: pb.InventoryRequest, *, resolve_address=None) -> pb.Inven
     elif r.request_type == pb.REQUEST_TYPE_TRANSFER:
         # A transfer has two ends and no customer: its own RPC and its own saga (SPEC §10).
         v.add("request_type", "a transfer between warehouses is started with StartTransfer, not StartSaga")
+    if len(r.allocation_id) > MAX_TEXT:
+        v.add("allocation_id", f"at most {MAX_TEXT} characters")
+    elif r.allocation_id and r.request_type not in (pb.REQUEST_TYPE_RESERVATION, pb.REQUEST_TYPE_UNSPECIFIED):
+        v.add("allocation_id", "only a RESERVATION confirms an allocation")
     if not r.items:
         v.add("items", "at least one item is required")
     if len(r.items) > MAX_ITEMS:

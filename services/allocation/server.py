@@ -16,9 +16,9 @@ from invsaga.runtime import metrics
 from invsaga.runtime.config import Settings
 from invsaga.runtime.convert import from_timestamp, next_page_token, page_window, to_timestamp, utcnow
 from invsaga.runtime.db import open_service_database
-from invsaga.runtime.errors import FailedPrecondition, InvalidArgument
+from invsaga.runtime.errors import FailedPrecondition, InvalidArgument, NotFound
 from invsaga.runtime.server import App, registration
-from services.allocation import logic, models
+from services.allocation import logic, models, plans
 from services.allocation.store import AllocationStore
 from services.allocation.strategies import AllocationError, Plan, allocate
 
@@ -81,6 +81,8 @@ class AllocationStepServicer(pb_grpc.AllocationStepServiceServicer):
             )
         data = request.allocate_inventory
         logic.validate_input(data)
+        if data.plan_allocation_id:
+            return await self._reuse(request)
         problem = logic.build_problem(data)
         # Planning is pure and may take a while (COST_OPTIMIZE): it is done before the barrier's
         # statement, and its outcome is only acted on inside the barrier, so duplicates and
@@ -118,6 +120,22 @@ class AllocationStepServicer(pb_grpc.AllocationStepServiceServicer):
             )
 
         return await self.store.allocate(request.context, data.order_id, decide, now)
+
+    async def _reuse(self, request: pb.ExecuteRequest) -> pb.ExecuteResponse:
+        """AllocateInventory with a plan made earlier: its lines, checked inside the barrier; the
+        plan is used up in the same statement."""
+        data = request.allocate_inventory
+        try:
+            plan: common_pb2.Allocation | None = await self.store.get(data.plan_allocation_id)
+        except NotFound:
+            plan = None
+        now = utcnow()
+        expires_at = logic.expires_at(data, now, self.settings.saga.expiry.allocation)
+
+        def decide() -> common_pb2.Allocation:
+            return plans.reuse(plan, data, request.context.saga_id, now, expires_at)
+
+        return await self.store.allocate(request.context, data.order_id, decide, now, plan_id=data.plan_allocation_id)
 
     async def Compensate(self, request: pb.CompensateRequest, context) -> pb.CompensateResponse:
         return await self.store.release(request.context)

@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 from invsaga.allocation.v1 import allocation_pb2 as pb
 from invsaga.common.v1 import common_pb2
-from invsaga.runtime.barrier import COMPENSATE, EXECUTE, Barrier, Effect, Reader
+from invsaga.runtime.barrier import COMPENSATE, EXECUTE, Barrier, Effect, Reader, Refused
 from invsaga.runtime.convert import from_timestamp, to_timestamp, utcnow
 from invsaga.runtime.db import Database
 from invsaga.runtime.errors import FailedPrecondition, NotFound
@@ -32,6 +32,14 @@ _INSERT_CTES = (
     " FROM unnest(%(warehouse_ids)s::varchar[], %(skus)s::varchar[], %(quantities)s::bigint[])"
     " AS line(warehouse_id, sku, quantity))"
 )
+# A plan reused by a reservation (``plan_allocation_id``) is used up with the reservation's own
+# allocation: one statement, so a plan confirms one reservation only.
+_USE_PLAN_CTE = (
+    ", used AS (UPDATE allocations SET status = 'fulfilled', updated_at = %(now)s"
+    " WHERE allocation_id = %(plan_id)s AND status = 'active' RETURNING 1)"
+)
+# The plan was used up by another reservation in between: nothing of this one commits.
+_PLAN_UNUSED_GUARD = "(SELECT count(*) FROM used) = 1"
 # Compensate: an allocation that already expired stays expired (both mean "no longer in force").
 _CANCEL_CTE = (
     "cancel AS (UPDATE allocations SET status = 'cancelled', updated_at = %(now)s"
@@ -93,7 +101,12 @@ class AllocationStore:
         self.barrier = Barrier(db, pb.ExecuteResponse, pb.CompensateResponse)
 
     async def allocate(
-        self, ctx: common_pb2.StepContext, order_id: str, decide: Callable[[], common_pb2.Allocation], now: datetime
+        self,
+        ctx: common_pb2.StepContext,
+        order_id: str,
+        decide: Callable[[], common_pb2.Allocation],
+        now: datetime,
+        plan_id: str = "",
     ) -> pb.ExecuteResponse:
         """Record the allocation ``decide()`` returns, once per saga step.
 
@@ -104,9 +117,19 @@ class AllocationStore:
         async def effect(reader: Reader) -> Effect[pb.ExecuteResponse]:
             allocation = decide()
             response = pb.ExecuteResponse(allocate_inventory=pb.AllocateInventoryOutput(allocation=allocation))
-            return Effect(response, _INSERT_CTES, _insert_params(allocation, order_id, now))
+            params = _insert_params(allocation, order_id, now)
+            if not plan_id:
+                return Effect(response, _INSERT_CTES, params)
+            return Effect(response, _INSERT_CTES + _USE_PLAN_CTE, {**params, "plan_id": plan_id}, _PLAN_UNUSED_GUARD)
 
-        return await self.barrier.run(ctx, EXECUTE, effect)
+        try:
+            return await self.barrier.run(ctx, EXECUTE, effect)
+        except Refused:
+            raise FailedPrecondition(
+                f"allocation {plan_id!r} was used by another reservation",
+                reason="ALLOCATION_NOT_ACTIVE",
+                metadata={"allocation_id": plan_id},
+            ) from None
 
     async def release(self, ctx: common_pb2.StepContext) -> pb.CompensateResponse:
         """Compensate: the saga's active allocation is cancelled."""
