@@ -158,3 +158,19 @@ async def test_a_plan_the_stock_no_longer_allows_is_refused(client):
         inventory_pb2.AdjustStockRequest(warehouse_id="WH-PA", sku="SKU-Q", delta=15, reason="found")
     )
     await c.check_books(TOTALS)
+
+
+async def test_cancelling_a_plan_cancels_its_allocation(client):
+    c = client
+    planned = await plan(c, {"SKU-P": 4})
+    plan_id = planned.allocation.allocation_id
+    await c.coordinator.CancelSaga(pb.CancelSagaRequest(saga_id=planned.saga_id, reason="not ordering"))
+    cancelled = await c.wait(planned.saga_id)
+    assert cancelled.status == pb.SAGA_STATUS_COMPENSATED, cancelled
+    got = await c.allocation.GetAllocation(allocation_pb2.GetAllocationRequest(allocation_id=plan_id))
+    assert got.allocation.status == common_pb2.ALLOCATION_STATUS_CANCELLED
+    sagas, before = await saga_ids(c), await locked(c)
+    failure = await refused(c.start({"SKU-P": 4}, allocation_id=plan_id))
+    assert (failure.code, failure.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "ALLOCATION_NOT_ACTIVE")
+    assert await saga_ids(c) == sagas and await locked(c) == before
+    await c.check_books(TOTALS)
