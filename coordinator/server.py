@@ -61,7 +61,9 @@ class CoordinatorServicer(TransferRpcs, pb_grpc.SagaCoordinatorServiceServicer):
                 await plans.check(inventory_request, self.engine.participants.channels, self.journal, tenant_scope())
             except (InvalidArgument, FailedPrecondition):
                 # A retry of a reservation already started finds its plan used up: _start answers it.
-                if not inventory_request.request_id or not await self.journal.request_id_taken(inventory_request.request_id):
+                if not inventory_request.request_id or not await self.journal.request_id_taken(
+                    inventory_request.request_id
+                ):
                     raise
         if not inventory_request.request_id:
             inventory_request.request_id = uuid.uuid4().hex

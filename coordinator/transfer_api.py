@@ -7,6 +7,7 @@ which books the stock; the saga then records what was booked.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from typing import TYPE_CHECKING
 
@@ -25,6 +26,8 @@ from invsaga.runtime.errors import DomainError, FailedPrecondition, InvalidArgum
 if TYPE_CHECKING:
     from coordinator.engine import Engine
     from coordinator.journal import Journal
+
+log = logging.getLogger("invsaga.coordinator")
 
 RECEIPT_TIMEOUT = 10.0
 # The inventory service's answers passed on to the caller as they are (their reason and fields).
@@ -50,6 +53,13 @@ class TransferRpcs:
             transfer.request_id = uuid.uuid4().hex
         try:
             await check_transfer(self.engine.participants.channels, transfer)
+        except Unavailable:
+            # The reads did not answer in time (a busy or restarting participant): the saga's
+            # own steps check the same before they lock, so the transfer goes on to them.
+            log.warning(
+                "transfer %s not checked before it starts: the warehouse or inventory service did not answer",
+                transfer.request_id,
+            )
         except DomainError:
             # A repeat of a transfer that started: its own lock may be what the source lacks
             # now, so it is answered as a repeat (or ALREADY_EXISTS) below, not refused here.

@@ -4,7 +4,8 @@ INVALID_ARGUMENT (an unknown warehouse) or FAILED_PRECONDITION (a warehouse not 
 short), each with a violation per field, and no saga row is written.
 
 The saga's own steps check again: stock can move between this read and the lock, and then the
-saga rolls back as any other does.
+saga rolls back as any other does. Reads that do not answer raise ``Unavailable``, and
+StartTransfer then leaves the checking to those steps.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from invsaga.warehouse.v1 import warehouse_pb2, warehouse_pb2_grpc
 CHECK_TIMEOUT = 5.0  # seconds for each read
 READS_IN_FLIGHT = 16  # stock reads at once for a transfer of many lines
 
-_UNAVAILABLE = "the warehouses of this transfer cannot be checked now; try again"
+_UNAVAILABLE = "the warehouses of this transfer cannot be checked now"
 
 
 async def _warehouse(stub: warehouse_pb2_grpc.WarehouseServiceStub, warehouse_id: str) -> common_pb2.Warehouse | None:
@@ -87,5 +88,7 @@ async def check_transfer(channels: Mapping[str, grpc.aio.Channel], transfer: pb.
     ]
     if short:
         raise FailedPrecondition(
-            f"{transfer.from_warehouse} does not have the stock to send", reason="INSUFFICIENT_STOCK", violations=short
+            f"{transfer.from_warehouse} does not have the stock to send",
+            reason="INSUFFICIENT_INVENTORY",
+            violations=short,
         )

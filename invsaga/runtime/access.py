@@ -69,8 +69,9 @@ PUBLIC_API = Rule(frozenset({"client", "admin"}))
 # saga, SPEC §9), and an admin may call by hand.
 COORDINATOR_OR_ADMIN = Rule(frozenset({"admin", "coordinator"}))
 READ = Rule(frozenset({"admin", "service"}))
-# Reads the coordinator makes too: StartTransfer checks both ends and the source's stock
-# before it writes anything (coordinator/transfer_checks.py).
+# Reads the coordinator makes too, before it writes anything: StartTransfer checks both ends
+# and the source's stock (coordinator/transfer_checks.py), StartSaga the plan an allocation_id
+# names (coordinator/plans.py).
 CHECKED_BY_COORDINATOR = Rule(frozenset({"admin", "service", "coordinator"}))
 ADMIN = Rule(frozenset({"admin"}))
 
@@ -121,7 +122,7 @@ ACCESS: dict[str, Rule] = {
     # The coordinator's ReceiveTransfer books the receipt here (or an admin by hand).
     f"/{_service('inventory', 'InventoryService')}/ReceiveTransfer": COORDINATOR_OR_ADMIN,
     f"/{_service('inventory', 'InventoryService')}/ListTransfers": READ,
-    f"/{_service('allocation', 'AllocationService')}/GetAllocation": READ,
+    f"/{_service('allocation', 'AllocationService')}/GetAllocation": CHECKED_BY_COORDINATOR,
     f"/{_service('allocation', 'AllocationService')}/ListAllocations": READ,
     f"/{_service('allocation', 'AllocationService')}/CancelAllocation": ADMIN,
     f"/{_service('allocation', 'AllocationService')}/SettleAllocation": COORDINATOR_OR_ADMIN,

@@ -94,7 +94,10 @@ async def test_transfers_and_reservations_race_on_one_sku_without_oversell(tmp_p
                 except grpc.aio.AioRpcError as error:
                     # Once the source is short, StartTransfer refuses before writing anything.
                     failure = RpcFailure.from_error(error)
-                    assert (failure.code, failure.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "INSUFFICIENT_STOCK")
+                    assert (failure.code, failure.reason) == (
+                        grpc.StatusCode.FAILED_PRECONDITION,
+                        "INSUFFICIENT_INVENTORY",
+                    )
                     refused += 1
                     return None
             return await c.start({"SKU-RACE": quantity}, preferred_warehouses=["WH-RA"])

@@ -13,12 +13,14 @@ import uuid
 from pathlib import Path
 
 import grpc
+import psycopg
 import pytest
 
 from invsaga.common.v1 import common_pb2
 from invsaga.coordinator.v1 import coordinator_pb2 as pb
 from invsaga.inventory.v1 import inventory_pb2
 from invsaga.logistics.v1 import logistics_pb2, logistics_pb2_grpc
+from invsaga.runtime.db import conninfo
 from invsaga.runtime.errors import RpcFailure
 from invsaga.warehouse.v1 import warehouse_pb2
 from tests.saga_support import WH, MeshClient, step_statuses
@@ -224,7 +226,7 @@ async def test_bad_transfers_are_refused(client):
             "WH-DST",
             {"SKU-T": 5000},
             "FAILED_PRECONDITION",
-            "INSUFFICIENT_STOCK",
+            "INSUFFICIENT_INVENTORY",
             "transfer.items[0].quantity",
         ),
         (
@@ -232,7 +234,7 @@ async def test_bad_transfers_are_refused(client):
             "WH-DST",
             {"SKU-T": 1, "SKU-NONE": 2},
             "FAILED_PRECONDITION",
-            "INSUFFICIENT_STOCK",
+            "INSUFFICIENT_INVENTORY",
             "transfer.items[1].quantity",
         ),
     ):
@@ -324,6 +326,54 @@ async def test_a_picklist_completed_before_the_destination_expects_the_goods(mes
         destination = await c.level("WH-E2", "SKU-E")
         assert (destination.on_hand, destination.incoming) == (10, 0)
         await c.check_books({"SKU-E": 50})
+    finally:
+        await c.close()
+
+
+async def test_a_picklist_completed_while_the_expectation_is_being_written(meshes):
+    """The worst interleaving, forced: ExpectAtDestination has started writing (it waits on the
+    destination's stock row, held here) while the picklist completes and its consumption
+    commits at the source. The expectation must still end IN_TRANSIT, not EXPECTED for ever
+    with the units gone from the source; the books reconcile."""
+    slow = {"INVSAGA_FAULTS": "kind=latency,delay=1,method=Execute,step=EXPECT_TRANSFER"}
+    c = TransferClient(meshes("expect-waits", slow))
+    totals = {"SKU-W": 40}
+    try:
+        await c.seed([WH("WH-W1"), WH("WH-W2")], [("WH-W1", "SKU-W", 40), ("WH-W2", "SKU-W", 0)])
+        url = conninfo(c.mesh.database_url)
+        with psycopg.connect(url, options="-c search_path=inventory") as hold:
+            # Hold the destination's stock row: the expectation's statement will wait on it.
+            hold.execute("SELECT 1 FROM stock WHERE warehouse_id = 'WH-W2' AND sku = 'SKU-W' FOR UPDATE")
+            saga_id = await c.transfer("WH-W1", "WH-W2", {"SKU-W": 15})
+            with psycopg.connect(url, autocommit=True) as look:
+                for _ in range(400):
+                    waiting = look.execute(
+                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                        " AND query LIKE '%transfer_lines%' AND datname = current_database()"
+                    ).fetchone()
+                    if waiting and waiting[0]:
+                        break
+                    await asyncio.sleep(0.025)
+                else:
+                    raise AssertionError("the expectation never started writing")
+            shipping = asyncio.ensure_future(
+                c.pick(saga_id, common_pb2.PICKLIST_STATUS_PROCESSING, common_pb2.PICKLIST_STATUS_COMPLETED)
+            )
+            await asyncio.sleep(0.5)  # let the consumption go as far as it can
+            hold.rollback()
+        await asyncio.wait_for(shipping, 20)
+        saga = await c.wait(saga_id)
+        assert saga.status == pb.SAGA_STATUS_COMPLETED, saga
+        await c.until_state(saga_id, pb.TRANSFER_STATE_IN_TRANSIT)
+        [line] = [line for line in await c.transfer_lines() if line.transfer_id == saga_id]
+        assert (line.status, line.quantity) == (common_pb2.TRANSFER_LINE_STATUS_IN_TRANSIT, 15)
+        src, dst = await c.level("WH-W1", "SKU-W"), await c.level("WH-W2", "SKU-W")
+        assert (src.on_hand, src.locked, dst.on_hand, dst.incoming) == (25, 0, 0, 15)
+        await c.check_books(totals)
+        answer = await c.receive(saga_id, {"SKU-W": 15})
+        assert answer.transfer_state == pb.TRANSFER_STATE_RECEIVED
+        assert (await c.level("WH-W2", "SKU-W")).on_hand == 15
+        await c.check_books(totals)
     finally:
         await c.close()
 
