@@ -46,8 +46,6 @@ class Driver:
     def __init__(self, engine: "Engine", row, recovered: bool = True) -> None:
         self.engine = engine
         self.settings = engine.settings
-        previous_status = row.saga.status
-        row.saga.status = row.status  # the column is the truth (Cancel/Resume update it directly)
         self.machine = SagaMachine(
             definition_of(row.saga),
             row.saga,
@@ -55,7 +53,7 @@ class Driver:
             row.deadline,
             engine.settings,
             recovered=recovered,
-            previous_status=previous_status,
+            previous_status=row.claimed_from or None,
         )
         self.saga: pb.Saga = row.saga
         self.cancel = row.cancel_requested

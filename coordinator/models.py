@@ -37,6 +37,12 @@ sagas = Table(
     Column("cancel_reason", String(256), nullable=False, server_default=""),
     # Which definition the saga runs (coordinator.v1.SagaKind): ListSagas' kind filter.
     Column("kind", Integer, nullable=False, server_default="1"),
+    # The saga's status is the ``status`` column alone (``state`` is stored without it). A
+    # CancelSaga of a COMPLETED saga or a ResumeSaga of a FAILED one sets ``status`` to
+    # COMPENSATING and this to the status it took the saga from (coordinator.v1.SagaStatus),
+    # so that the replica that drives it on announces the cancel or the resume; its first
+    # save sets it back to 0.
+    Column("claimed_from", Integer, nullable=False, server_default="0"),
     Index("ix_sagas_status_lease", "status", "lease_until"),
     Index("ix_sagas_created_at", "created_at"),
     Index("ix_sagas_tenant_created_at", "tenant", "created_at"),

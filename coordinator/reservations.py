@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from coordinator import models
 from coordinator import transfers
 from coordinator.lifecycle import ENDED, OPEN, changes, next_look_ms, notice_for, overall, reservation_event
+from coordinator.store import load_saga, state_bytes
 from invsaga.common.v1 import common_pb2
 from invsaga.coordinator.v1 import coordinator_pb2 as pb
 
@@ -45,11 +46,13 @@ class Reservations:
         """
 
         async def write(conn: AsyncConnection) -> pb.Saga | None:
-            query = select(S.c.state, S.c.last_seq, S.c.tenant).where(S.c.saga_id == saga_id).with_for_update()
+            query = (
+                select(S.c.state, S.c.status, S.c.last_seq, S.c.tenant).where(S.c.saga_id == saga_id).with_for_update()
+            )
             row = (await conn.execute(query)).first()
             if row is None or (tenant is not None and row.tenant != tenant):
                 return None
-            saga = pb.Saga.FromString(row.state)
+            saga = load_saga(row.state, row.status)
             unchanged = saga.SerializeToString(deterministic=True)
             before = pb.Reservation()
             before.CopyFrom(saga.reservation)
@@ -86,7 +89,7 @@ class Reservations:
                 update(S)
                 .where(S.c.saga_id == saga_id)
                 .values(
-                    state=saga.SerializeToString(),
+                    state=state_bytes(saga),
                     last_seq=seq,
                     updated_at=now,
                     reservation_state=r.state or None,

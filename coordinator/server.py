@@ -49,7 +49,6 @@ class CoordinatorServicer(TransferRpcs, pb_grpc.SagaCoordinatorServiceServicer):
         row = await self.journal.load(saga_id, tenant_scope())
         if row is None:
             raise not_found(saga_id)
-        row.saga.status = row.status
         return row.saga
 
     async def StartSaga(self, request: pb.StartSagaRequest, context) -> pb.StartSagaResponse:
@@ -148,7 +147,6 @@ class CoordinatorServicer(TransferRpcs, pb_grpc.SagaCoordinatorServiceServicer):
         sagas: list[pb.Saga] = []
         size = 0
         for row in rows:
-            row.saga.status = row.status
             saga = fit(row.saga)
             entry = saga.ByteSize() + 8  # with its tag and length
             if sagas and size + entry > PAGE_BYTES:

@@ -38,6 +38,24 @@ def request_hash(request: pb.InventoryRequest) -> str:
     return hashlib.sha256(request.SerializeToString(deterministic=True)).hexdigest()
 
 
+def state_bytes(saga: pb.Saga) -> bytes:
+    """``saga`` as stored in the ``state`` column: without its status, which is the column's."""
+    status = saga.status
+    saga.status = pb.SAGA_STATUS_UNSPECIFIED
+    try:
+        return saga.SerializeToString()
+    finally:
+        saga.status = status
+
+
+def load_saga(state: bytes, status: int) -> pb.Saga:
+    """A stored saga, with its status from the ``status`` column."""
+    saga = pb.Saga.FromString(state)
+    saga.status = status
+    saga.kind = saga.kind or pb.SAGA_KIND_RESERVATION  # stored before sagas had kinds
+    return saga
+
+
 @dataclass
 class SagaRow:
     saga: pb.Saga
@@ -54,13 +72,14 @@ class SagaRow:
     # A saga started here: its insert's result (None once committed, else the row holding its
     # request_id). The driver confirms it before the first step that changes anything.
     created: asyncio.Future | None = None
+    # The terminal status a CancelSaga or ResumeSaga took the saga from (0: none), until the
+    # driver's first save (``models.sagas.claimed_from``).
+    claimed_from: int = 0
 
 
 def _row(r) -> SagaRow:
-    saga = pb.Saga.FromString(r.state)
-    saga.kind = saga.kind or pb.SAGA_KIND_RESERVATION  # stored before sagas had kinds
     return SagaRow(
-        saga=saga,
+        saga=load_saga(r.state, r.status),
         status=r.status,
         request_hash=r.request_hash,
         last_seq=r.last_seq,
@@ -70,6 +89,7 @@ def _row(r) -> SagaRow:
         deadline=r.deadline,
         trace_context=r.trace_context,
         tenant=r.tenant,
+        claimed_from=r.claimed_from,
     )
 
 
@@ -167,7 +187,7 @@ class SagaStore:
                 status=saga.status,
                 priority=saga.request.priority,
                 is_urgent=saga.request.is_urgent,
-                state=saga.SerializeToString(),
+                state=state_bytes(saga),
                 last_seq=last_seq,
                 cancel_requested=False,
                 owner=owner,
@@ -205,7 +225,7 @@ class SagaStore:
         the table's free space per page) without writing to any of its four indexes.
         ``notices`` go to the outbox in the same statement (``coordinator.outbox``).
         """
-        values = dict(status=saga.status, state=saga.SerializeToString(), updated_at=now_ms())
+        values = dict(status=saga.status, state=state_bytes(saga), updated_at=now_ms(), claimed_from=0)
         if saga.status == pb.SAGA_STATUS_COMPLETED and saga.HasField("reservation"):
             values["reservation_state"] = saga.reservation.state
             values["reservation_expires_at"] = next_look_ms(saga.reservation)
@@ -303,6 +323,7 @@ class SagaStore:
                     .where(S.c.saga_id == saga_id, S.c.status == pb.SAGA_STATUS_COMPLETED)
                     .values(
                         status=pb.SAGA_STATUS_COMPENSATING,
+                        claimed_from=pb.SAGA_STATUS_COMPLETED,
                         cancel_requested=True,
                         owner=owner,
                         lease_until=now + lease_ms,
@@ -338,7 +359,13 @@ class SagaStore:
                 await conn.execute(
                     update(S)
                     .where(S.c.saga_id == saga_id, S.c.status == pb.SAGA_STATUS_FAILED)
-                    .values(status=pb.SAGA_STATUS_COMPENSATING, owner=owner, lease_until=now + lease_ms, updated_at=now)
+                    .values(
+                        status=pb.SAGA_STATUS_COMPENSATING,
+                        claimed_from=pb.SAGA_STATUS_FAILED,
+                        owner=owner,
+                        lease_until=now + lease_ms,
+                        updated_at=now,
+                    )
                 )
                 status = pb.SAGA_STATUS_COMPENSATING
             return _claimed(found, status)

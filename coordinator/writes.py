@@ -147,7 +147,7 @@ def _bulk_save_sql(saves: int, events: int, notices: int = 0) -> str:
     WITH {_values("v", _SAVE_COLUMNS, _SAVE_TYPES, saves)},
     u AS (
         UPDATE sagas AS s
-           SET status = v.status, state = v.state, updated_at = v.updated_at,
+           SET status = v.status, state = v.state, updated_at = v.updated_at, claimed_from = 0,
                last_seq = GREATEST(s.last_seq, v.last_seq),
                reservation_state = COALESCE(v.reservation_state, s.reservation_state),
                reservation_expires_at = CASE WHEN v.reservation_state IS NULL

@@ -276,6 +276,8 @@ async def bench(args: argparse.Namespace) -> int:
         return await (bench_resources.connections if args.connections else bench_resources.memory)(args)
     with tempfile.TemporaryDirectory(prefix="invsaga-bench-") as workdir:
         env = {"INVSAGA_LOG_LEVEL": "WARNING", "INVSAGA_MAX_CONCURRENT_SAGAS": str(max(64, args.concurrency))}
+        if args.coordinator_env:
+            env.update(dict(item.split("=", 1) for item in args.coordinator_env))
         if args.watchers:
             # Slow picking keeps the watched sagas running while the watchers connect.
             env["INVSAGA_FAULTS"] = "kind=latency,delay=3,method=Execute,step=GENERATE_PICKLIST"

@@ -464,5 +464,5 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="NAME=VALUE",
-        help="with --memory: extra environment of every process (repeatable)",
+        help="extra environment of every process of the mesh (repeatable)",
     )

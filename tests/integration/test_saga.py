@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 
 import grpc
+import psycopg
 import pytest
 
 from invsaga.common.v1 import common_pb2
 from invsaga.coordinator.v1 import coordinator_pb2 as pb
+from invsaga.runtime.db import conninfo
 from invsaga.runtime.errors import RpcFailure
 from tests.saga_support import WH, MeshClient, order, step_statuses
 from tests.support import start_mesh
@@ -32,6 +34,27 @@ def meshes(tmp_path_factory):
     yield get
     for mesh in started.values():
         mesh.stop()
+
+
+def stored(mesh, saga_id: str) -> tuple[int, int, int]:
+    """The saga's status column, the status inside its stored state, and its claimed_from column."""
+    with psycopg.connect(conninfo(mesh.database_url), options="-c search_path=coordinator") as db:
+        status, state, claimed_from = db.execute(
+            "SELECT status, state, claimed_from FROM sagas WHERE saga_id = %s", (saga_id,)
+        ).fetchone()
+    return status, pb.Saga.FromString(state).status, claimed_from
+
+
+def announced(events, type_: int) -> int:
+    return sum(1 for e in events if e.type == type_)
+
+
+COMPENSATION_FAILS = {
+    # A Compensate failing with a non-transient error, as often as it is tried (3 attempts):
+    # an UNAVAILABLE one would be retried until the compensation's deadline instead.
+    "INVSAGA_FAULTS": "kind=error,code=FAILED_PRECONDITION,method=Execute,step=GENERATE_PICKLIST;"
+    "kind=error,code=INTERNAL,method=Compensate,step=ALLOCATE_INVENTORY,times=3"
+}
 
 
 async def _client(mesh, warehouses, stock) -> MeshClient:
@@ -210,15 +233,7 @@ async def test_saga_timeout_compensates(meshes):
 
 
 async def test_compensation_failure_parks_then_resume_compensates(meshes):
-    mesh = meshes(
-        "compensation-fails",
-        {
-            # A Compensate failing with a non-transient error, as often as it is tried (3 attempts):
-            # an UNAVAILABLE one would be retried until the compensation's deadline instead.
-            "INVSAGA_FAULTS": "kind=error,code=FAILED_PRECONDITION,method=Execute,step=GENERATE_PICKLIST;"
-            "kind=error,code=INTERNAL,method=Compensate,step=ALLOCATE_INVENTORY,times=3"
-        },
-    )
+    mesh = meshes("compensation-fails", COMPENSATION_FAILS)
     c = await _client(mesh, [WH("WH-F")], [("WH-F", "SKU-F", 20)])
     try:
         saga = await c.run({"SKU-F": 2})
@@ -227,6 +242,8 @@ async def test_compensation_failure_parks_then_resume_compensates(meshes):
         assert saga.compensation_failure.code == "INTERNAL"
         assert step_statuses(saga)["LockInventory"] == "COMPENSATED"
         assert step_statuses(saga)["AllocateInventory"] == "COMPENSATING"
+        # The status is stored once: in its column, not inside the stored state.
+        assert stored(mesh, saga.saga_id) == (pb.SAGA_STATUS_FAILED, pb.SAGA_STATUS_UNSPECIFIED, 0)
 
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await c.coordinator.CancelSaga(pb.CancelSagaRequest(saga_id=saga.saga_id))
@@ -241,6 +258,45 @@ async def test_compensation_failure_parks_then_resume_compensates(meshes):
         tail = await c.events(saga.saga_id, after_seq=seen)
         assert tail[0].type == pb.SAGA_EVENT_TYPE_SAGA_RESUMED
         assert tail[-1].type == pb.SAGA_EVENT_TYPE_SAGA_COMPENSATED
+        assert announced(await c.events(saga.saga_id), pb.SAGA_EVENT_TYPE_SAGA_RESUMED) == 1
+        # The driver's first save took the resume's mark off.
+        assert stored(mesh, saga.saga_id) == (pb.SAGA_STATUS_COMPENSATED, pb.SAGA_STATUS_UNSPECIFIED, 0)
+        await c.check_books()
+    finally:
+        await c.close()
+
+
+async def test_a_resume_claimed_by_a_replica_that_died_is_announced_by_the_one_that_recovers_it(meshes):
+    mesh = meshes(
+        "compensation-fails-recovered",
+        {**COMPENSATION_FAILS, "INVSAGA_LEASE": "1s", "INVSAGA_RECOVERY_INTERVAL": "300ms"},
+    )
+    c = await _client(mesh, [WH("WH-G")], [("WH-G", "SKU-G", 20)])
+    try:
+        saga = await c.run({"SKU-G": 2})
+        assert saga.status == pb.SAGA_STATUS_FAILED, saga
+        seen = len(await c.events(saga.saga_id))
+        # As a ResumeSaga leaves the row on a replica that dies before its driver saves anything.
+        with psycopg.connect(conninfo(mesh.database_url), options="-c search_path=coordinator") as db:
+            db.execute(
+                "UPDATE sagas SET status = %s, claimed_from = %s, owner = 'a-replica-gone', lease_until = 0"
+                " WHERE saga_id = %s",
+                (pb.SAGA_STATUS_COMPENSATING, pb.SAGA_STATUS_FAILED, saga.saga_id),
+            )
+
+        # (Polled: the row changed behind this replica's back, so its watchers are not told.)
+        deadline = asyncio.get_running_loop().time() + 60
+        while (resumed := await c.get(saga.saga_id)).status != pb.SAGA_STATUS_COMPENSATED:
+            assert asyncio.get_running_loop().time() < deadline, resumed
+            await asyncio.sleep(0.1)
+
+        assert step_statuses(resumed)["AllocateInventory"] == "COMPENSATED"
+        assert not resumed.HasField("compensation_failure")
+        tail = await c.events(saga.saga_id, after_seq=seen)
+        assert tail[0].type == pb.SAGA_EVENT_TYPE_SAGA_RESUMED
+        assert announced(tail, pb.SAGA_EVENT_TYPE_SAGA_RESUMED) == 1
+        assert stored(mesh, saga.saga_id) == (pb.SAGA_STATUS_COMPENSATED, pb.SAGA_STATUS_UNSPECIFIED, 0)
+        assert await c.held_locks(saga.saga_id) == []
         await c.check_books()
     finally:
         await c.close()
