@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from coordinator import models
 from coordinator import transfers
 from coordinator.lifecycle import ENDED, OPEN, changes, next_look_ms, notice_for, overall, reservation_event
-from coordinator.store import load_saga, state_bytes
+from coordinator.rows import load_saga, state_bytes
 from invsaga.common.v1 import common_pb2
 from invsaga.coordinator.v1 import coordinator_pb2 as pb
 

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from coordinator import models
 from coordinator.commit import GroupCommitter
 from coordinator.lifecycle import next_look_ms
+from coordinator.rows import SagaRow, row_of, state_bytes
 from coordinator.writes import CreateWrite, SaveWrite
 from invsaga.coordinator.v1 import coordinator_pb2 as pb
 
@@ -36,61 +37,6 @@ def now_ms() -> int:
 
 def request_hash(request: pb.InventoryRequest) -> str:
     return hashlib.sha256(request.SerializeToString(deterministic=True)).hexdigest()
-
-
-def state_bytes(saga: pb.Saga) -> bytes:
-    """``saga`` as stored in the ``state`` column: without its status, which is the column's."""
-    status = saga.status
-    saga.status = pb.SAGA_STATUS_UNSPECIFIED
-    try:
-        return saga.SerializeToString()
-    finally:
-        saga.status = status
-
-
-def load_saga(state: bytes, status: int) -> pb.Saga:
-    """A stored saga, with its status from the ``status`` column."""
-    saga = pb.Saga.FromString(state)
-    saga.status = status
-    saga.kind = saga.kind or pb.SAGA_KIND_RESERVATION  # stored before sagas had kinds
-    return saga
-
-
-@dataclass
-class SagaRow:
-    saga: pb.Saga
-    status: int
-    request_hash: str
-    last_seq: int
-    cancel_requested: bool
-    owner: str | None
-    lease_until: int | None
-    deadline: int
-    trace_context: str
-    # The tenant of the API client that started it ('' for none).
-    tenant: str = ""
-    # A saga started here: its insert's result (None once committed, else the row holding its
-    # request_id). The driver confirms it before the first step that changes anything.
-    created: asyncio.Future | None = None
-    # The terminal status a CancelSaga or ResumeSaga took the saga from (0: none), until the
-    # driver's first save (``models.sagas.claimed_from``).
-    claimed_from: int = 0
-
-
-def _row(r) -> SagaRow:
-    return SagaRow(
-        saga=load_saga(r.state, r.status),
-        status=r.status,
-        request_hash=r.request_hash,
-        last_seq=r.last_seq,
-        cancel_requested=bool(r.cancel_requested),
-        owner=r.owner,
-        lease_until=r.lease_until,
-        deadline=r.deadline,
-        trace_context=r.trace_context,
-        tenant=r.tenant,
-        claimed_from=r.claimed_from,
-    )
 
 
 @dataclass(frozen=True)
@@ -210,7 +156,7 @@ class SagaStore:
 
         async def existing() -> SagaRow | None:
             other = await found
-            return None if other is None else _row(other)
+            return None if other is None else row_of(other)
 
         return row, existing()
 
@@ -243,7 +189,7 @@ class SagaStore:
         """The saga, or None if there is none (or it belongs to a tenant other than ``tenant``)."""
         async with self.reads.connect() as conn:
             row = (await conn.execute(_scoped(select(S).where(S.c.saga_id == saga_id), tenant))).first()
-        return _row(row) if row else None
+        return row_of(row) if row else None
 
     async def list(
         self,
@@ -283,7 +229,7 @@ class SagaStore:
         async with self.reads.connect() as conn:
             rows = (await conn.execute(query)).all()
         in_window = rows[0].in_window if rows else 0
-        return [_row(r) for r in rows], len(rows) < in_window or in_window == limit
+        return [row_of(r) for r in rows], len(rows) < in_window or in_window == limit
 
     async def events_after(self, saga_id: str, after_seq: int, limit: int = 1000) -> builtins.list[pb.SagaEvent]:
         async with self.reads.connect() as conn:
