@@ -10,23 +10,19 @@ plan is used and the units are taken.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import TYPE_CHECKING
 
 import grpc
 
+from coordinator import stock_reads
 from invsaga.allocation.v1 import allocation_pb2, allocation_pb2_grpc
 from invsaga.common.v1 import common_pb2
 from invsaga.coordinator.v1 import coordinator_pb2 as pb
-from invsaga.inventory.v1 import inventory_pb2, inventory_pb2_grpc
 from invsaga.runtime.errors import FailedPrecondition, InvalidArgument, Unavailable
 
 if TYPE_CHECKING:
     from coordinator.journal import Journal
-
-CHECK_TIMEOUT = 5.0
-STOCK_READS = 16
 
 
 async def check(request: pb.InventoryRequest, channels, journal: "Journal", tenant: str | None) -> None:
@@ -35,7 +31,7 @@ async def check(request: pb.InventoryRequest, channels, journal: "Journal", tena
     stub = allocation_pb2_grpc.AllocationServiceStub(channels["allocation"])
     try:
         reply = await stub.GetAllocation(
-            allocation_pb2.GetAllocationRequest(allocation_id=plan_id), timeout=CHECK_TIMEOUT
+            allocation_pb2.GetAllocationRequest(allocation_id=plan_id), timeout=stock_reads.READ_TIMEOUT
         )
         plan = reply.allocation
     except grpc.aio.AioRpcError as error:
@@ -81,22 +77,10 @@ async def check(request: pb.InventoryRequest, channels, journal: "Journal", tena
             ]
             or [("items", "the plan covers other SKUs too")],
         )
-    inventory = inventory_pb2_grpc.InventoryServiceStub(channels["inventory"])
-    gate = asyncio.Semaphore(STOCK_READS)
-
-    async def available(line: common_pb2.AllocationLine) -> int:
-        async with gate:
-            try:
-                got = await inventory.GetStock(
-                    inventory_pb2.GetStockRequest(warehouse_id=line.warehouse_id, sku=line.sku), timeout=CHECK_TIMEOUT
-                )
-            except grpc.aio.AioRpcError as error:
-                if error.code() == grpc.StatusCode.NOT_FOUND:
-                    return 0
-                raise Unavailable("the inventory service could not check allocation_id; try again") from None
-        return got.stock.available
-
-    have = await asyncio.gather(*(available(line) for line in plan.lines))
+    rows = [(line.warehouse_id, line.sku) for line in plan.lines]
+    have = await stock_reads.available(
+        channels["inventory"], rows, "the inventory service could not check allocation_id; try again"
+    )
     short = [
         ("allocation_id", f"{line.warehouse_id} has {n} of {line.sku!r} available, the plan takes {line.quantity}")
         for line, n in zip(plan.lines, have)

@@ -15,14 +15,12 @@ from collections.abc import Mapping
 
 import grpc
 
+from coordinator import stock_reads
 from invsaga.common.v1 import common_pb2
 from invsaga.coordinator.v1 import coordinator_pb2 as pb
-from invsaga.inventory.v1 import inventory_pb2, inventory_pb2_grpc
 from invsaga.runtime.errors import FailedPrecondition, InvalidArgument, Unavailable
 from invsaga.warehouse.v1 import warehouse_pb2, warehouse_pb2_grpc
 
-CHECK_TIMEOUT = 5.0  # seconds for each read
-READS_IN_FLIGHT = 16  # stock reads at once for a transfer of many lines
 
 _UNAVAILABLE = "the warehouses of this transfer cannot be checked now"
 
@@ -30,33 +28,13 @@ _UNAVAILABLE = "the warehouses of this transfer cannot be checked now"
 async def _warehouse(stub: warehouse_pb2_grpc.WarehouseServiceStub, warehouse_id: str) -> common_pb2.Warehouse | None:
     try:
         answer = await stub.GetWarehouse(
-            warehouse_pb2.GetWarehouseRequest(warehouse_id=warehouse_id), timeout=CHECK_TIMEOUT
+            warehouse_pb2.GetWarehouseRequest(warehouse_id=warehouse_id), timeout=stock_reads.READ_TIMEOUT
         )
     except grpc.aio.AioRpcError as error:
         if error.code() == grpc.StatusCode.NOT_FOUND:
             return None
         raise Unavailable(_UNAVAILABLE) from None
     return answer.warehouse
-
-
-async def _available(
-    stub: inventory_pb2_grpc.InventoryServiceStub, warehouse_id: str, skus: list[str]
-) -> dict[str, int]:
-    limit = asyncio.Semaphore(READS_IN_FLIGHT)
-
-    async def one(sku: str) -> int:
-        async with limit:
-            try:
-                answer = await stub.GetStock(
-                    inventory_pb2.GetStockRequest(warehouse_id=warehouse_id, sku=sku), timeout=CHECK_TIMEOUT
-                )
-            except grpc.aio.AioRpcError as error:
-                if error.code() == grpc.StatusCode.NOT_FOUND:
-                    return 0  # the source does not stock it
-                raise Unavailable(_UNAVAILABLE) from None
-            return answer.stock.available
-
-    return dict(zip(skus, await asyncio.gather(*(one(sku) for sku in skus))))
 
 
 async def check_transfer(channels: Mapping[str, grpc.aio.Channel], transfer: pb.TransferRequest) -> None:
@@ -76,8 +54,10 @@ async def check_transfer(channels: Mapping[str, grpc.aio.Channel], transfer: pb.
         raise FailedPrecondition(
             "a warehouse of this transfer is not active", reason="WAREHOUSE_NOT_ACTIVE", violations=closed
         )
-    inventory = inventory_pb2_grpc.InventoryServiceStub(channels["inventory"])
-    available = await _available(inventory, transfer.from_warehouse, [item.sku for item in transfer.items])
+    rows = [(transfer.from_warehouse, item.sku) for item in transfer.items]
+    available = dict(
+        zip((sku for _, sku in rows), await stock_reads.available(channels["inventory"], rows, _UNAVAILABLE))
+    )
     short = [
         (
             f"transfer.items[{i}].quantity",

@@ -270,14 +270,6 @@ async def get(args: argparse.Namespace) -> int:
     return 0
 
 
-def _saga_status(text: str) -> Any:
-    return pb.SagaStatus.Value(f"SAGA_STATUS_{text}")
-
-
-def _reservation_state(text: str) -> Any:
-    return common_pb2.ReservationState.Value(f"RESERVATION_STATE_{text}")
-
-
 SAGA_STATUSES = [n.removeprefix("SAGA_STATUS_") for n in pb.SagaStatus.keys() if not n.endswith("UNSPECIFIED")]
 RESERVATION_STATES = [
     n.removeprefix("RESERVATION_STATE_") for n in common_pb2.ReservationState.keys() if not n.endswith("UNSPECIFIED")

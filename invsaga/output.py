@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from datetime import datetime, timezone
+from datetime import timezone
 from typing import Any, Iterable, Sequence
 
 import yaml
@@ -74,10 +74,6 @@ def local_time(ts: Timestamp, *, present: bool = True) -> str:
         return ""
     when = ts.ToDatetime(tzinfo=timezone.utc).astimezone()
     return when.strftime("%Y-%m-%d %H:%M:%S %Z")
-
-
-def local_datetime(when: datetime) -> str:
-    return when.astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
 
 
 def enum_name(enum: Any, value: int, prefix: str) -> str:

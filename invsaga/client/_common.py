@@ -403,9 +403,6 @@ class WatchCursor:
             raise InvsagaError(grpc.StatusCode.DEADLINE_EXCEEDED, f"watch of saga {self.saga_id}: deadline exceeded")
         return wait
 
-    def is_gap(self, error: BaseException) -> bool:
-        return isinstance(error, _Gap)
-
 
 GAP = _Gap
 

@@ -1,0 +1,37 @@
+"""Stock reads the coordinator makes before it persists a saga (StartTransfer's checks, a
+reservation confirming a plan): units available per (warehouse, SKU), each read with a
+deadline, a bounded number at once. A row that does not exist has none available."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import grpc
+
+from invsaga.inventory.v1 import inventory_pb2, inventory_pb2_grpc
+from invsaga.runtime.errors import Unavailable
+
+READ_TIMEOUT = 5.0  # seconds for each read
+READS_IN_FLIGHT = 16  # reads at once, for a request of many lines
+
+
+async def available(channel: grpc.aio.Channel, rows: Sequence[tuple[str, str]], unavailable: str) -> list[int]:
+    """Units available at each (warehouse_id, sku) of ``rows``, in order; ``Unavailable``
+    (with the message ``unavailable``) if the inventory service does not answer."""
+    stub = inventory_pb2_grpc.InventoryServiceStub(channel)
+    limit = asyncio.Semaphore(READS_IN_FLIGHT)
+
+    async def one(warehouse_id: str, sku: str) -> int:
+        async with limit:
+            try:
+                answer = await stub.GetStock(
+                    inventory_pb2.GetStockRequest(warehouse_id=warehouse_id, sku=sku), timeout=READ_TIMEOUT
+                )
+            except grpc.aio.AioRpcError as error:
+                if error.code() == grpc.StatusCode.NOT_FOUND:
+                    return 0
+                raise Unavailable(unavailable) from None
+            return answer.stock.available
+
+    return list(await asyncio.gather(*(one(w, s) for w, s in rows)))
