@@ -56,10 +56,17 @@ class StepDef:
     owed_on_failure: bool = False
 
 
-def notice_steps(confirmation: Build, failure: Build) -> tuple[StepDef, StepDef]:
-    """A saga's Notify step and its failure notice, with the texts ``confirmation`` and
-    ``failure`` build. Notify's failure does not roll the saga back: the notice is owed to the
-    outbox; the failure notice always goes through the outbox."""
+def notice_steps(notice: Callable[["pb.Saga", bool], Any]) -> tuple[StepDef, StepDef]:
+    """A saga's Notify step and its failure notice, whose texts ``notice(saga, confirmed)``
+    builds. Notify's failure does not roll the saga back: the notice is owed to the outbox; the
+    failure notice always goes through the outbox."""
+
+    def confirmation(saga: "pb.Saga", settings: "Settings") -> Any:
+        return notice(saga, True)
+
+    def failure(saga: "pb.Saga", settings: "Settings") -> Any:
+        return notice(saga, False)
+
     notify = StepDef(
         "Notify",
         "notify",

@@ -146,14 +146,6 @@ def apply_picklist(saga: pb.Saga, out: Any) -> None:
 
 
 # -- Notify ----------------------------------------------------------------------------
-def build_confirmation(saga: pb.Saga, settings: Settings) -> Any:
-    return notify_input(saga, confirmed=True)
-
-
-def build_failure_notice(saga: pb.Saga, settings: Settings) -> Any:
-    return notify_input(saga, confirmed=False)
-
-
 def notify_input(saga: pb.Saga, confirmed: bool) -> notify_pb2.NotifyInput:
     """The notice of a saga's outcome, each field within the notify service's limits."""
     request = saga.request
@@ -202,7 +194,7 @@ def opened(saga: pb.Saga, seq: int) -> list[pb.SagaEvent]:
 
 
 CHECK_RETRYABLE = TRANSPORT | {grpc.StatusCode.ABORTED, grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN}
-NOTIFY, NOTIFY_FAILURE = notice_steps(build_confirmation, build_failure_notice)
+NOTIFY, NOTIFY_FAILURE = notice_steps(notify_input)
 STEPS: tuple[StepDef, ...] = (
     StepDef(
         "QueryWarehouses",

@@ -89,14 +89,6 @@ def build_expect(saga: pb.Saga, settings: Settings) -> Any:
 
 
 # -- Notify ----------------------------------------------------------------------------
-def build_confirmation(saga: pb.Saga, settings: Settings) -> Any:
-    return notify_input(saga, confirmed=True)
-
-
-def build_failure_notice(saga: pb.Saga, settings: Settings) -> Any:
-    return notify_input(saga, confirmed=False)
-
-
 def notify_input(saga: pb.Saga, confirmed: bool) -> notify_pb2.NotifyInput:
     t = saga.transfer
     units = sum(i.quantity for i in t.items)
@@ -124,7 +116,7 @@ def notify_input(saga: pb.Saga, confirmed: bool) -> notify_pb2.NotifyInput:
     )
 
 
-NOTIFY, NOTIFY_FAILURE = notice_steps(build_confirmation, build_failure_notice)
+NOTIFY, NOTIFY_FAILURE = notice_steps(notify_input)
 STEPS: tuple[StepDef, ...] = (
     StepDef(
         "ValidateTransfer",

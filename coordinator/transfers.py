@@ -11,7 +11,7 @@ import hashlib
 import time
 
 from coordinator import lifecycle
-from coordinator.validation import DEFAULT_PRIORITY, MAX_ITEMS, MAX_TEXT, check_items
+from coordinator.validation import DEFAULT_PRIORITY, MAX_TEXT, check_items
 from invsaga.common.v1 import common_pb2
 from invsaga.coordinator.v1 import coordinator_pb2 as pb
 from invsaga.runtime.errors import Violations
@@ -46,10 +46,6 @@ def normalize(t: pb.TransferRequest) -> pb.TransferRequest:
             v.add(f"transfer.{name}", f"at most {MAX_WAREHOUSE_ID} characters")
     if t.from_warehouse and t.from_warehouse == t.to_warehouse:
         v.add("transfer.to_warehouse", "must differ from from_warehouse")
-    if not t.items:
-        v.add("transfer.items", "at least one item is required")
-    if len(t.items) > MAX_ITEMS:
-        v.add("transfer.items", f"at most {MAX_ITEMS} items")
     check_items(t.items, "transfer.items", v)
     if len(t.reason) > MAX_TEXT:
         v.add("transfer.reason", f"at most {MAX_TEXT} characters")

@@ -59,8 +59,12 @@ def _location_from_metadata(metadata: struct_pb2.Struct, v: Violations | None = 
 
 
 def check_items(items, field: str, v: Violations) -> None:
-    """Each line of ``items`` (an order's or a transfer's): a SKU once, a quantity in bounds,
-    bounded text; violations named ``field[i].name``."""
+    """``items`` (an order's or a transfer's): 1 to MAX_ITEMS lines, each a SKU once, a quantity
+    in bounds, bounded text; violations named ``field`` and ``field[i].name``."""
+    if not items:
+        v.add(field, "at least one item is required")
+    if len(items) > MAX_ITEMS:
+        v.add(field, f"at most {MAX_ITEMS} items")
     seen: set[str] = set()
     for i, item in enumerate(items[: MAX_ITEMS + 1]):
         where = f"{field}[{i}]"
@@ -108,10 +112,6 @@ def normalize(request: pb.InventoryRequest, *, resolve_address=None) -> pb.Inven
         v.add("allocation_id", f"at most {MAX_TEXT} characters")
     elif r.allocation_id and r.request_type not in (pb.REQUEST_TYPE_RESERVATION, pb.REQUEST_TYPE_UNSPECIFIED):
         v.add("allocation_id", "only a RESERVATION confirms an allocation")
-    if not r.items:
-        v.add("items", "at least one item is required")
-    if len(r.items) > MAX_ITEMS:
-        v.add("items", f"at most {MAX_ITEMS} items")
     check_items(r.items, "items", v)
     if len(r.preferred_warehouses) > MAX_ITEMS:
         v.add("preferred_warehouses", f"at most {MAX_ITEMS} warehouses")
