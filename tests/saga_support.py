@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Iterable
@@ -190,3 +191,15 @@ def order(items: dict[str, int], **fields) -> pb.InventoryRequest:
 
 def step_statuses(saga: pb.Saga) -> dict[str, str]:
     return {s.name: pb.StepStatus.Name(s.status).removeprefix("STEP_STATUS_") for s in saga.steps}
+
+
+async def all_terminal(c: "MeshClient", saga_ids: list[str], timeout: float) -> list[pb.Saga]:
+    """Every saga of ``saga_ids`` once all are terminal (polled every 0.5 s), within ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        sagas = [await c.get(s) for s in saga_ids]
+        pending = [s for s in sagas if s.status not in TERMINAL]
+        if not pending:
+            return sagas
+        assert time.monotonic() < deadline, f"{len(pending)} sagas not terminal, e.g. {pending[0]}"
+        await asyncio.sleep(0.5)

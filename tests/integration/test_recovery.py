@@ -12,7 +12,7 @@ from invsaga.coordinator.v1 import coordinator_pb2 as pb
 from invsaga.common.v1 import common_pb2
 from invsaga.launcher import free_port, wait_serving
 from invsaga.runtime.db import conninfo
-from tests.saga_support import TERMINAL, WH, MeshClient, step_statuses
+from tests.saga_support import all_terminal, TERMINAL, WH, MeshClient, step_statuses
 from tests.support import start_mesh
 
 RECOVERY = {
@@ -37,18 +37,6 @@ async def _start_many(c: MeshClient, n: int) -> list[str]:
             return await c.start(items)
 
     return list(await asyncio.gather(*(one(k) for k in range(n))))
-
-
-async def _all_terminal(c: MeshClient, saga_ids: list[str], timeout: float) -> list[pb.Saga]:
-    deadline = time.monotonic() + timeout
-    while True:
-        sagas = [await c.get(s) for s in saga_ids]
-        pending = [s for s in sagas if s.status not in TERMINAL]
-        if not pending:
-            return sagas
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{len(pending)} sagas not terminal, e.g. {pending[0]}")
-        await asyncio.sleep(0.5)
 
 
 async def _check_nothing_outlives_its_saga(c: MeshClient, sagas: list[pb.Saga]) -> None:
@@ -103,7 +91,7 @@ async def test_sigkill_under_load_every_saga_ends_and_books_balance(tmp_path):
         assert mesh.kill("coordinator") != 0
         mesh.start_one("coordinator")
         mesh.wait_ready("coordinator")
-        sagas = await _all_terminal(c, saga_ids, timeout=120)
+        sagas = await all_terminal(c, saga_ids, timeout=120)
         outcomes = {pb.SagaStatus.Name(s.status) for s in sagas}
         assert outcomes == {"SAGA_STATUS_COMPLETED", "SAGA_STATUS_COMPENSATED"}, outcomes
         await _check_nothing_outlives_its_saga(c, sagas)
@@ -120,7 +108,7 @@ async def test_two_replicas_the_survivor_finishes_the_victims_sagas(tmp_path):
         await asyncio.sleep(0.5)
         mesh.kill("coordinator")
         killed_at = time.monotonic()
-        sagas = await _all_terminal(survivor, saga_ids, timeout=15)
+        sagas = await all_terminal(survivor, saga_ids, timeout=15)
         assert time.monotonic() - killed_at <= 15
         await _check_nothing_outlives_its_saga(survivor, sagas)
         assert await _recovered(survivor, sagas[:50]), "the survivor recovered nothing: the kill came too late"

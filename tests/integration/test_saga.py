@@ -266,10 +266,10 @@ async def test_compensation_failure_parks_then_resume_compensates(meshes):
         await c.close()
 
 
-async def test_a_resume_claimed_by_a_replica_that_died_is_announced_by_the_one_that_recovers_it(meshes):
-    mesh = meshes(
-        "compensation-fails-recovered",
-        {**COMPENSATION_FAILS, "INVSAGA_LEASE": "1s", "INVSAGA_RECOVERY_INTERVAL": "300ms"},
+async def test_a_resume_claimed_by_a_replica_that_died_is_announced_by_the_one_that_recovers_it(mesh_factory):
+    # A mesh of its own, stopped when the test ends (the module's keep their connections).
+    mesh = mesh_factory(
+        env={**FAST_RETRY, **COMPENSATION_FAILS, "INVSAGA_LEASE": "1s", "INVSAGA_RECOVERY_INTERVAL": "300ms"}
     )
     c = await _client(mesh, [WH("WH-G")], [("WH-G", "SKU-G", 20)])
     try:

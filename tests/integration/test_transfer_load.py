@@ -6,7 +6,6 @@ took = what was put in)."""
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 
 import grpc
@@ -16,21 +15,10 @@ from invsaga.coordinator.v1 import coordinator_pb2 as pb
 from invsaga.logistics.v1 import logistics_pb2
 from invsaga.runtime.errors import RpcFailure
 from tests.integration.test_transfers import TransferClient
-from tests.saga_support import TERMINAL, WH
+from tests.saga_support import all_terminal, WH
 from tests.support import start_mesh
 
 FAST = {"INVSAGA_RETRY_INITIAL_INTERVAL": "20ms", "INVSAGA_RETRY_MAX_INTERVAL": "200ms"}
-
-
-async def _all_terminal(c: TransferClient, saga_ids: list[str], timeout: float) -> list[pb.Saga]:
-    deadline = time.monotonic() + timeout
-    while True:
-        sagas = [await c.get(s) for s in saga_ids]
-        pending = [s for s in sagas if s.status not in TERMINAL]
-        if not pending:
-            return sagas
-        assert time.monotonic() < deadline, f"{len(pending)} sagas not terminal, e.g. {pending[0]}"
-        await asyncio.sleep(0.5)
 
 
 async def _gather(n: int, one) -> list[str]:
@@ -104,7 +92,7 @@ async def test_transfers_and_reservations_race_on_one_sku_without_oversell(tmp_p
 
         saga_ids = [s for s in await _gather(400, one) if s is not None]
         assert len(saga_ids) + refused == 400
-        sagas = await _all_terminal(c, saga_ids, timeout=240)
+        sagas = await all_terminal(c, saga_ids, timeout=240)
         completed = [s for s in sagas if s.status == pb.SAGA_STATUS_COMPLETED]
         assert {s.status for s in sagas} == {pb.SAGA_STATUS_COMPLETED, pb.SAGA_STATUS_COMPENSATED}
         kinds = {s.kind for s in completed}
@@ -170,7 +158,7 @@ async def test_sigkill_in_the_middle_of_100_transfers(tmp_path):
         assert mesh.kill("coordinator") != 0
         mesh.start_one("coordinator")
         mesh.wait_ready("coordinator")
-        sagas = await _all_terminal(c, saga_ids, timeout=180)
+        sagas = await all_terminal(c, saga_ids, timeout=180)
         assert {s.status for s in sagas} == {pb.SAGA_STATUS_COMPLETED, pb.SAGA_STATUS_COMPENSATED}
         await _each_effect_once(c, sagas)
         recovered = [

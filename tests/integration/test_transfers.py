@@ -84,22 +84,17 @@ async def refused(call) -> RpcFailure:
 
 
 @pytest.fixture(scope="module")
-def meshes(tmp_path_factory):
-    started = {}
-
-    def get(name: str, env: dict[str, str] | None = None):
-        if name not in started:
-            started[name] = start_mesh(tmp_path_factory.mktemp(f"transfer-{name}"), env={**FAST_RETRY, **(env or {})})
-        return started[name]
-
-    yield get
-    for mesh in started.values():
-        mesh.stop()
+def plain_mesh(tmp_path_factory):
+    """The module's mesh; tests with faults start their own (``mesh_factory``) and stop it when
+    they end, so that this module holds at most two meshes' connections at once."""
+    mesh = start_mesh(tmp_path_factory.mktemp("transfer-plain"), env=FAST_RETRY)
+    yield mesh
+    mesh.stop()
 
 
 @pytest.fixture(scope="module")
-async def client(meshes):
-    c = TransferClient(meshes("plain"))
+async def client(plain_mesh):
+    c = TransferClient(plain_mesh)
     await c.seed([WH("WH-SRC"), WH("WH-DST"), WH("WH-SHUT")], [("WH-SRC", "SKU-T", 1000), ("WH-DST", "SKU-D", 10)])
     shut = await c.warehouse.GetWarehouse(warehouse_pb2.GetWarehouseRequest(warehouse_id="WH-SHUT"))
     shut.warehouse.status = common_pb2.WAREHOUSE_STATUS_CLOSED
@@ -266,8 +261,8 @@ TRANSFER_FAULTS = ";".join(
 )
 
 
-async def test_a_failure_at_each_step_compensates_the_steps_before_it_in_reverse(meshes):
-    c = TransferClient(meshes("faults", {"INVSAGA_FAULTS": TRANSFER_FAULTS}))
+async def test_a_failure_at_each_step_compensates_the_steps_before_it_in_reverse(mesh_factory):
+    c = TransferClient(mesh_factory(env={**FAST_RETRY, "INVSAGA_FAULTS": TRANSFER_FAULTS}))
     try:
         await c.seed([WH("WH-F1"), WH("WH-F2")], [("WH-F1", "SKU-F", 100)])
         # The rules fire once each, in step order: transfer k fails at step k.
@@ -294,12 +289,12 @@ async def test_a_failure_at_each_step_compensates_the_steps_before_it_in_reverse
         await c.close()
 
 
-async def test_a_picklist_completed_before_the_destination_expects_the_goods(meshes):
+async def test_a_picklist_completed_before_the_destination_expects_the_goods(mesh_factory):
     """The outbound picklist is picked and completed while ExpectAtDestination is still on its
     way (held back 3 s): the goods left, so the lines are booked in transit, the transfer
     reaches IN_TRANSIT, and the receipt books them at the destination."""
     slow = {"INVSAGA_FAULTS": "kind=latency,delay=3,method=Execute,step=EXPECT_TRANSFER"}
-    c = TransferClient(meshes("slow-expect", slow))
+    c = TransferClient(mesh_factory(env={**FAST_RETRY, **slow}))
     try:
         await c.seed([WH("WH-E1"), WH("WH-E2")], [("WH-E1", "SKU-E", 50)])
         saga_id = await c.transfer("WH-E1", "WH-E2", {"SKU-E": 10})
@@ -330,13 +325,13 @@ async def test_a_picklist_completed_before_the_destination_expects_the_goods(mes
         await c.close()
 
 
-async def test_a_picklist_completed_while_the_expectation_is_being_written(meshes):
+async def test_a_picklist_completed_while_the_expectation_is_being_written(mesh_factory):
     """The worst interleaving, forced: ExpectAtDestination has started writing (it waits on the
     destination's stock row, held here) while the picklist completes and its consumption
     commits at the source. The expectation must still end IN_TRANSIT, not EXPECTED for ever
     with the units gone from the source; the books reconcile."""
     slow = {"INVSAGA_FAULTS": "kind=latency,delay=1,method=Execute,step=EXPECT_TRANSFER"}
-    c = TransferClient(meshes("expect-waits", slow))
+    c = TransferClient(mesh_factory(env={**FAST_RETRY, **slow}))
     totals = {"SKU-W": 40}
     try:
         await c.seed([WH("WH-W1"), WH("WH-W2")], [("WH-W1", "SKU-W", 40), ("WH-W2", "SKU-W", 0)])
