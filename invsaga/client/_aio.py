@@ -8,66 +8,38 @@ from typing import Any, AsyncIterator, Callable, Iterable
 import grpc
 
 from invsaga.client._common import (
-    DEFAULT_TIMEOUT,
     DEFAULT_WAIT_TIMEOUT,
     GAP,
     TERMINAL_EVENTS,
+    ClientBase,
     Deadline,
-    Retry,
-    RetryPolicy,
+    Endpoint,
     SagaPage,
-    TLSConfig,
-    WatchCursor,
     When,
-    channel_options,
-    endpoint,
-    event_types,
     list_request,
     start_request,
     timestamp,
 )
 from invsaga.coordinator.v1 import coordinator_pb2 as pb
-from invsaga.coordinator.v1 import coordinator_pb2_grpc as pb_grpc
 
 
-class AsyncClient:
+class AsyncClient(ClientBase):
     """``Client`` for asyncio: coroutines, and async iterators for ``list`` and ``watch``.
 
     Create it, and use it, on one event loop (a grpc.aio channel belongs to its loop).
     """
 
-    def __init__(
-        self,
-        address: str | None = None,
-        *,
-        tls: TLSConfig | None = None,
-        token: str | None = None,
-        token_file: str | None = None,
-        timeout: float = DEFAULT_TIMEOUT,
-        retry: RetryPolicy = RetryPolicy(),
-    ) -> None:
+    def _open(self, where: Endpoint, options: list[tuple[str, Any]]) -> grpc.aio.Channel:
         from invsaga.runtime import security, telemetry
 
-        where = endpoint(address, tls, token, token_file)
-        self.address = where.target
-        self.timeout = timeout
-        self.retry = retry
         # As invsaga.runtime.channels.open_channel builds them, with the client's reconnection options.
         interceptors = [
             *telemetry.client_interceptors(),
             *(security.bearer_interceptors(where.token) if where.token else []),
         ]
-        options = channel_options(retry)
         if where.credentials is not None:
-            self._channel = grpc.aio.secure_channel(
-                where.target, where.credentials, options=options, interceptors=interceptors
-            )
-        else:
-            self._channel = grpc.aio.insecure_channel(where.target, options=options, interceptors=interceptors)
-        self._stub = pb_grpc.SagaCoordinatorServiceStub(self._channel)
-
-    def __repr__(self) -> str:  # never the token
-        return f"{type(self).__name__}({self.address!r})"
+            return grpc.aio.secure_channel(where.target, where.credentials, options=options, interceptors=interceptors)
+        return grpc.aio.insecure_channel(where.target, options=options, interceptors=interceptors)
 
     async def close(self) -> None:
         await self._channel.close()
@@ -79,7 +51,7 @@ class AsyncClient:
         await self.close()
 
     async def _call(self, rpc: Callable[..., Any], request: Any, *, repeatable: bool, timeout: float | None) -> Any:
-        retry = Retry(self.retry, self.timeout if timeout is None else timeout, repeatable=repeatable)
+        retry = self._retry(timeout, repeatable=repeatable)
         while True:
             try:
                 return await rpc(request, timeout=retry.attempt_timeout())
@@ -167,7 +139,7 @@ class AsyncClient:
         *,
         timeout: float | None = None,
     ) -> AsyncIterator[pb.SagaEvent]:
-        cursor = WatchCursor(saga_id, after_seq, follow_reservation, _types(event_types), self.retry, timeout)
+        cursor = self._cursor(saga_id, after_seq, follow_reservation, event_types, timeout)
         while True:
             call = self._stub.WatchSaga(cursor.request(), timeout=cursor.timeout())
             try:
@@ -202,7 +174,3 @@ class AsyncClient:
     async def extend(self, saga_id: str, until: When, *, timeout: float | None = None) -> pb.Reservation:
         request = pb.ExtendReservationRequest(saga_id=saga_id, until=timestamp(until, "until"))
         return (await self._call(self._stub.ExtendReservation, request, repeatable=False, timeout=timeout)).reservation
-
-
-def _types(values: Iterable[int | str]) -> list[int]:
-    return event_types(values)

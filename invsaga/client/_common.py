@@ -1,5 +1,6 @@
 """What the synchronous and the asyncio client share: settings, the error type, request
-building, and the retry and watch-resume rules (no calls here; their clock is passed in)."""
+building, the retry and watch-resume rules (no calls here; their clock is passed in), and
+their base class (where and who, the channel's options, the stub)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from invsaga.common.v1 import common_pb2
 from invsaga.coordinator.v1 import coordinator_pb2 as pb
+from invsaga.coordinator.v1 import coordinator_pb2_grpc as pb_grpc
 from invsaga.client._connect import UsageError, bearer_token, request_from_dict, target, tls_credentials
 from invsaga.runtime.errors import InvalidArgument, RpcFailure
 
@@ -419,3 +421,40 @@ def channel_options(policy: RetryPolicy) -> list[tuple[str, Any]]:
         ("grpc.min_reconnect_backoff_ms", min(cap_ms, 100)),
         ("grpc.max_reconnect_backoff_ms", cap_ms),
     ]
+
+
+class ClientBase:
+    """What ``Client`` and ``AsyncClient`` share but their I/O: the endpoint and the settings,
+    the stub, and each call's retries and each watch's cursor. ``_open`` makes the channel."""
+
+    def __init__(
+        self,
+        address: str | None = None,
+        *,
+        tls: TLSConfig | None = None,
+        token: str | None = None,
+        token_file: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        retry: RetryPolicy = RetryPolicy(),
+    ) -> None:
+        where = endpoint(address, tls, token, token_file)
+        self.address = where.target
+        self.timeout = timeout
+        self.retry = retry
+        self._channel = self._open(where, channel_options(retry))
+        self._stub = pb_grpc.SagaCoordinatorServiceStub(self._channel)
+
+    def _open(self, where: Endpoint, options: list[tuple[str, Any]]) -> Any:
+        """The channel to ``where``, with the token and the TLS credentials it names."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:  # never the token
+        return f"{type(self).__name__}({self.address!r})"
+
+    def _retry(self, timeout: float | None, *, repeatable: bool) -> Retry:
+        return Retry(self.retry, self.timeout if timeout is None else timeout, repeatable=repeatable)
+
+    def _cursor(
+        self, saga_id: str, after_seq: int, follow_reservation: bool, types: Iterable[int | str], timeout: float | None
+    ) -> WatchCursor:
+        return WatchCursor(saga_id, after_seq, follow_reservation, event_types(types), self.retry, timeout)

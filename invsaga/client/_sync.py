@@ -8,62 +8,36 @@ from typing import Any, Callable, Iterable, Iterator
 import grpc
 
 from invsaga.client._common import (
-    DEFAULT_TIMEOUT,
     DEFAULT_WAIT_TIMEOUT,
     GAP,
     TERMINAL_EVENTS,
+    ClientBase,
     Deadline,
+    Endpoint,
     InvsagaError,
-    Retry,
-    RetryPolicy,
     SagaPage,
-    TLSConfig,
-    WatchCursor,
     When,
-    channel_options,
-    endpoint,
-    event_types,
     list_request,
     start_request,
     timestamp,
 )
 from invsaga.coordinator.v1 import coordinator_pb2 as pb
-from invsaga.coordinator.v1 import coordinator_pb2_grpc as pb_grpc
 
 
-class Client:
+class Client(ClientBase):
     """The coordinator's public API, with deadlines, retries and a resuming watch built in.
 
     See the package's docstring (``invsaga.client``) for the rules; docs/integration.md for the
     API it calls.
     """
 
-    def __init__(
-        self,
-        address: str | None = None,
-        *,
-        tls: TLSConfig | None = None,
-        token: str | None = None,
-        token_file: str | None = None,
-        timeout: float = DEFAULT_TIMEOUT,
-        retry: RetryPolicy = RetryPolicy(),
-    ) -> None:
-        where = endpoint(address, tls, token, token_file)
-        self.address = where.target
-        self.timeout = timeout
-        self.retry = retry
+    def _open(self, where: Endpoint, options: list[tuple[str, Any]]) -> grpc.Channel:
         self._metadata: tuple[tuple[str, str], ...] = (
             (("authorization", f"Bearer {where.token}"),) if where.token else ()
         )
-        options = channel_options(retry)
         if where.credentials is not None:
-            self._channel = grpc.secure_channel(where.target, where.credentials, options=options)
-        else:
-            self._channel = grpc.insecure_channel(where.target, options=options)
-        self._stub = pb_grpc.SagaCoordinatorServiceStub(self._channel)
-
-    def __repr__(self) -> str:  # never the token
-        return f"{type(self).__name__}({self.address!r})"
+            return grpc.secure_channel(where.target, where.credentials, options=options)
+        return grpc.insecure_channel(where.target, options=options)
 
     def close(self) -> None:
         self._channel.close()
@@ -75,7 +49,7 @@ class Client:
         self.close()
 
     def _call(self, rpc: Callable[..., Any], request: Any, *, repeatable: bool, timeout: float | None) -> Any:
-        retry = Retry(self.retry, self.timeout if timeout is None else timeout, repeatable=repeatable)
+        retry = self._retry(timeout, repeatable=repeatable)
         while True:
             try:
                 return rpc(request, timeout=retry.attempt_timeout(), metadata=self._metadata)
@@ -174,7 +148,7 @@ class Client:
         A broken stream is resumed after the last event yielded: each event once, in order.
         ``timeout``: a deadline for the whole watch (none by default).
         """
-        cursor = WatchCursor(saga_id, after_seq, follow_reservation, _types(event_types), self.retry, timeout)
+        cursor = self._cursor(saga_id, after_seq, follow_reservation, event_types, timeout)
         while True:
             call = self._stub.WatchSaga(cursor.request(), timeout=cursor.timeout(), metadata=self._metadata)
             try:
@@ -214,10 +188,6 @@ class Client:
         """ExtendReservation: the reservation's new expiry ``until`` (a time, or a timedelta from now)."""
         request = pb.ExtendReservationRequest(saga_id=saga_id, until=timestamp(until, "until"))
         return self._call(self._stub.ExtendReservation, request, repeatable=False, timeout=timeout).reservation
-
-
-def _types(values: Iterable[int | str]) -> list[int]:
-    return event_types(values)
 
 
 __all__ = ["Client", "InvsagaError"]
