@@ -43,6 +43,26 @@ def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
     )
 
 
+def _builder(
+    common_name: str, key: ec.EllipticCurvePrivateKey, days: int, issuer: x509.Name | None = None
+) -> x509.CertificateBuilder:
+    """A certificate of ``key`` for ``common_name`` (organization invsaga) by ``issuer`` (None:
+    itself), valid from five minutes ago for ``days``; its extensions are the caller's to add."""
+    now = dt.datetime.now(dt.timezone.utc)
+    name = x509.Name(
+        [x509.NameAttribute(NameOID.ORGANIZATION_NAME, "invsaga"), x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
+    )
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name if issuer is None else issuer)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=days))
+    )
+
+
 def service_dns_names(name: str, namespace: str) -> list[str]:
     names = ["localhost"]
     for host in (name, f"{name}-headless"):
@@ -54,18 +74,8 @@ def make_ca(
     common_name: str = "invsaga development CA", days: int = 365
 ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     key = _key()
-    name = x509.Name(
-        [x509.NameAttribute(NameOID.ORGANIZATION_NAME, "invsaga"), x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
-    )
-    now = dt.datetime.now(dt.timezone.utc)
     cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=days))
+        _builder(common_name, key, days)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
             x509.KeyUsage(
@@ -96,24 +106,10 @@ def issue(
 ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     """A leaf certificate for ``identity`` (its CN), valid as both TLS server and client."""
     key = _key()
-    now = dt.datetime.now(dt.timezone.utc)
     sans: list[x509.GeneralName] = [x509.DNSName(n) for n in dict.fromkeys(dns_names)]
     sans += [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.IPAddress(ipaddress.ip_address("::1"))]
     cert = (
-        x509.CertificateBuilder()
-        .subject_name(
-            x509.Name(
-                [
-                    x509.NameAttribute(NameOID.ORGANIZATION_NAME, "invsaga"),
-                    x509.NameAttribute(NameOID.COMMON_NAME, identity),
-                ]
-            )
-        )
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=days))
+        _builder(identity, key, days, ca_cert.subject)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.SubjectAlternativeName(sans), critical=False)
         .add_extension(
