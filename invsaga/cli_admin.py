@@ -15,7 +15,7 @@ are for the ``admin`` role (reads also for ``service``): see docs/security.md.
 from __future__ import annotations
 
 import argparse
-from typing import Any, Callable, Coroutine
+from typing import Any, Awaitable, Callable, Coroutine
 
 from google.protobuf import json_format
 
@@ -31,9 +31,21 @@ from invsaga.warehouse.v1 import warehouse_pb2, warehouse_pb2_grpc
 Command = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
 
 
-def _value(enum: Any, prefix: str, name: str) -> Any:
-    """The enum value of a short name checked by argparse (``HELD`` -> LOCK_STATUS_HELD)."""
-    return enum.Value(prefix + name)
+def _value(enum: Any, prefix: str, name: str | None) -> Any:
+    """The enum value of a short name checked by argparse (``HELD`` -> LOCK_STATUS_HELD); None if not given."""
+    return enum.Value(prefix + name) if name else None
+
+
+async def _found(call: Awaitable[Any], field: str, default: Any) -> Any:
+    """The ``field`` of a Get's answer, or ``default`` when there is none (NOT_FOUND)."""
+    import grpc
+
+    try:
+        return getattr(await call, field)
+    except grpc.aio.AioRpcError as err:
+        if err.code() != grpc.StatusCode.NOT_FOUND:
+            raise
+        return default
 
 
 def _stub(args: argparse.Namespace, channel: Any) -> Any:
@@ -91,18 +103,8 @@ async def stock_set(args: argparse.Namespace) -> int:
         stub = inventory_pb2_grpc.InventoryServiceStub(channel)
         product_id, bin_ = args.product_id, args.bin
         if product_id is None or bin_ is None:  # keep what the row has (SetStock replaces them)
-            import grpc
-
-            try:
-                current = (
-                    await stub.GetStock(
-                        inventory_pb2.GetStockRequest(warehouse_id=args.warehouse_id, sku=args.sku), timeout=30
-                    )
-                ).stock
-            except grpc.aio.AioRpcError as err:
-                if err.code() != grpc.StatusCode.NOT_FOUND:
-                    raise
-                current = common_pb2.StockLevel()
+            get = inventory_pb2.GetStockRequest(warehouse_id=args.warehouse_id, sku=args.sku)
+            current = await _found(stub.GetStock(get, timeout=30), "stock", common_pb2.StockLevel())
             product_id = current.product_id if product_id is None else product_id
             bin_ = current.bin if bin_ is None else bin_
         request = inventory_pb2.SetStockRequest(
@@ -124,7 +126,7 @@ async def locks(args: argparse.Namespace) -> int:
     request = inventory_pb2.ListLocksRequest(
         saga_id=args.saga or "",
         warehouse_id=args.warehouse_id or "",
-        status=_value(common_pb2.LockStatus, "LOCK_STATUS_", args.status) if args.status else None,
+        status=_value(common_pb2.LockStatus, "LOCK_STATUS_", args.status),
     )
     reply = await _pages(args, "ListLocks", request, "locks")
     rows = [
@@ -167,7 +169,7 @@ async def picklist_list(args: argparse.Namespace) -> int:
     request = logistics_pb2.ListPicklistsRequest(
         saga_id=args.saga or "",
         warehouse_id=args.warehouse_id or "",
-        status=_value(common_pb2.PicklistStatus, "PICKLIST_STATUS_", args.status) if args.status else None,
+        status=_value(common_pb2.PicklistStatus, "PICKLIST_STATUS_", args.status),
     )
     reply = await _pages(args, "ListPicklists", request, "picklists")
     return _show(args, reply, PICKLIST_COLUMNS, [_picklist_row(p) for p in reply.picklists], paged=True)
@@ -230,7 +232,7 @@ def _warehouse_row(w: common_pb2.Warehouse) -> tuple[Any, ...]:
 
 async def warehouses_list(args: argparse.Namespace) -> int:
     request = warehouse_pb2.ListWarehousesRequest(
-        status=_value(common_pb2.WarehouseStatus, "WAREHOUSE_STATUS_", args.status) if args.status else None
+        status=_value(common_pb2.WarehouseStatus, "WAREHOUSE_STATUS_", args.status)
     )
     reply = await _pages(args, "ListWarehouses", request, "warehouses")
     return _show(args, reply, WAREHOUSE_COLUMNS, [_warehouse_row(w) for w in reply.warehouses], paged=True)
@@ -264,40 +266,28 @@ def _warehouse_from_file(path: str) -> common_pb2.Warehouse:
 async def warehouses_upsert(args: argparse.Namespace) -> int:
     """The warehouse as it is (if it exists), then the file's fields, then the flags: UpsertWarehouse
     replaces a whole warehouse, so what is not given stays as it was."""
-    import grpc
-
     given = _warehouse_from_file(args.file) if args.file else None
     async with channel_of(args, "warehouse") as channel:
         stub = warehouse_pb2_grpc.WarehouseServiceStub(channel)
-        try:
-            reply = await stub.GetWarehouse(
-                warehouse_pb2.GetWarehouseRequest(warehouse_id=args.warehouse_id), timeout=30
-            )
-            w = reply.warehouse
-        except grpc.aio.AioRpcError as err:
-            if err.code() != grpc.StatusCode.NOT_FOUND:
-                raise
-            w = common_pb2.Warehouse(warehouse_id=args.warehouse_id, status=common_pb2.WAREHOUSE_STATUS_ACTIVE)
+        get = warehouse_pb2.GetWarehouseRequest(warehouse_id=args.warehouse_id)
+        new = common_pb2.Warehouse(warehouse_id=args.warehouse_id, status=common_pb2.WAREHOUSE_STATUS_ACTIVE)
+        w = await _found(stub.GetWarehouse(get, timeout=30), "warehouse", new)
         if given is not None:
             w.MergeFrom(given)
             if given.skus:
                 w.ClearField("skus")
                 w.skus.extend(given.skus)
         w.warehouse_id = args.warehouse_id
-        for flag, field in (("name", "name"), ("capacity", "capacity"), ("priority", "priority")):
-            if getattr(args, flag) is not None:
-                setattr(w, field, getattr(args, flag))
         if args.status:
             w.status = _value(common_pb2.WarehouseStatus, "WAREHOUSE_STATUS_", args.status)
-        if args.address is not None:
-            w.location.address = args.address
-        if args.lat is not None:
-            w.location.lat = args.lat
-        if args.lon is not None:
-            w.location.lon = args.lon
-        for name in ("per_unit", "per_km_unit", "per_shipment"):
-            if getattr(args, name) is not None:
-                setattr(w.cost, name, getattr(args, name))
+        for message, names in (
+            (w, ("name", "capacity", "priority")),
+            (w.location, ("address", "lat", "lon")),
+            (w.cost, ("per_unit", "per_km_unit", "per_shipment")),
+        ):
+            for name in names:  # each flag is named as its field
+                if getattr(args, name) is not None:
+                    setattr(message, name, getattr(args, name))
         if args.sku:
             w.ClearField("skus")
             w.skus.extend(args.sku)
@@ -330,8 +320,7 @@ def _allocation_row(a: common_pb2.Allocation) -> tuple[Any, ...]:
 
 async def allocations_list(args: argparse.Namespace) -> int:
     request = allocation_pb2.ListAllocationsRequest(
-        saga_id=args.saga or "",
-        status=_value(common_pb2.AllocationStatus, "ALLOCATION_STATUS_", args.status) if args.status else None,
+        saga_id=args.saga or "", status=_value(common_pb2.AllocationStatus, "ALLOCATION_STATUS_", args.status)
     )
     reply = await _pages(args, "ListAllocations", request, "allocations")
     return _show(args, reply, ALLOCATION_COLUMNS, [_allocation_row(a) for a in reply.allocations], paged=True)
@@ -350,8 +339,7 @@ async def allocations_cancel(args: argparse.Namespace) -> int:
 
 async def notifications(args: argparse.Namespace) -> int:
     request = notify_pb2.ListNotificationsRequest(
-        saga_id=args.saga or "",
-        kind=_value(common_pb2.NotificationKind, "NOTIFICATION_KIND_", args.kind) if args.kind else None,
+        saga_id=args.saga or "", kind=_value(common_pb2.NotificationKind, "NOTIFICATION_KIND_", args.kind)
     )
     reply = await _pages(args, "ListNotifications", request, "notifications")
     delivery = notify_pb2.DeliveryState
