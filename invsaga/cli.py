@@ -8,11 +8,9 @@ import asyncio
 import os
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from invsaga.runtime.config import DEFAULT_PORTS, SERVICES
-
-DEMO_DATA = Path(__file__).resolve().parent / "demo_data.yaml"
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -37,41 +35,19 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_seed(args: argparse.Namespace) -> int:
-    from invsaga.client_cli import UsageError, credentials_of, target_of, token_of
-    from invsaga.runtime.channels import open_channel
-    from invsaga.runtime.security import bearer_interceptors
+    from invsaga.client_cli import UsageError, connector_of, target_of
     from invsaga.seed import SeedError, seed_file
 
     try:
-        token, credentials = token_of(args), credentials_of(args)
-        interceptors = bearer_interceptors(token) if token else []
+        connect = connector_of(args)
         summary = asyncio.run(
-            seed_file(
-                Path(args.file),
-                target_of(args, "warehouse"),
-                target_of(args, "inventory"),
-                lambda address: open_channel(address, interceptors, credentials),
-            )
+            seed_file(Path(args.file), target_of(args, "warehouse"), target_of(args, "inventory"), connect)
         )
     except (SeedError, UsageError) as err:
         print(f"invsaga seed: {err}", file=sys.stderr)
         return 2
     print(summary)
     return 0
-
-
-def _bench_args(parser: argparse.ArgumentParser) -> None:
-    from invsaga.bench import add_arguments
-
-    add_arguments(parser)
-
-
-def cmd_bench(args: argparse.Namespace) -> int:
-    from invsaga.bench import bench
-
-    from invsaga.runtime.server import asyncio_run
-
-    return asyncio_run(bench(args))
 
 
 def _client_command(name: str, module: str = "client_cli"):
@@ -117,19 +93,30 @@ def _version() -> str:
         return "unknown"
 
 
-def _connection(parser: argparse.ArgumentParser) -> None:
-    from invsaga.client_cli import connection_arguments
-    from invsaga.output import add_output_argument
-
-    connection_arguments(parser)
-    add_output_argument(parser)
-
-
 SAGA_ID_HELP = "the saga's id, or a unique prefix of it"
+
+
+def _saga_command(sub: Any, name: str, help_text: str) -> argparse.ArgumentParser:
+    """A command of ``invsaga.client_cli`` on one saga: its SAGA_ID; its flags and then
+    ``connection_arguments`` are the caller's to add."""
+    parser = sub.add_parser(name, help=help_text)
+    parser.add_argument("saga_id", metavar="SAGA_ID", help=SAGA_ID_HELP)
+    parser.set_defaults(func=_client_command(name))
+    return parser
 
 
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     """The whole ``invsaga`` parser; ``argv`` (default: this process's) says which heavy command to fill in."""
+    from invsaga.client_cli import (
+        RESERVATION_STATES,
+        SAGA_STATUSES,
+        address_argument,
+        connection_arguments,
+        credential_arguments,
+        enum_flag,
+        paging_arguments,
+    )
+
     parser = _Parser(prog="invsaga", description=__doc__)
     parser.add_argument("--version", action="version", version=f"invsaga {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -167,98 +154,70 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 
     seed = sub.add_parser("seed", help="upsert warehouses and stock from a YAML file")
     seed.add_argument("file", help="the warehouses and stock levels (SPEC §8 format; invsaga/demo_data.yaml)")
-    from invsaga.client_cli import address_argument, credential_arguments
-
     address_argument(seed, "warehouse")
     address_argument(seed, "inventory")
     credential_arguments(seed)  # an operator's token (admin role) and the TLS files of a secured mesh
     seed.set_defaults(func=cmd_seed)
-
-    from invsaga.client_cli import RESERVATION_STATES, SAGA_STATUSES
 
     start = sub.add_parser("start", help="start a saga from a YAML/JSON InventoryRequest (prints its id)")
     start.add_argument("file", help="the InventoryRequest: YAML, or JSON for a .json file (examples/order.yaml)")
     start.add_argument(
         "--watch", action="store_true", help="follow its progress until it ends (exit status 1 unless COMPLETED)"
     )
-    _connection(start)
+    connection_arguments(start)
     start.set_defaults(func=_client_command("start"))
 
     transfer = sub.add_parser("transfer", help="move stock between warehouses from a YAML/JSON TransferRequest")
     transfer.add_argument("file", help="a YAML or JSON TransferRequest (from_warehouse, to_warehouse, items, ...)")
     transfer.add_argument("--watch", action="store_true", help="follow its saga until it ends")
-    _connection(transfer)
+    connection_arguments(transfer)
     transfer.set_defaults(func=_client_command("transfer", "transfer_cli"))
 
     receive = sub.add_parser("receive", help="book what arrived of a shipped transfer at its destination")
     receive.add_argument("transfer_id", help="the transfer's saga id")
     receive.add_argument("lines", nargs="*", metavar="SKU=QUANTITY", help="what arrived (a SKU not named: 0)")
-    _connection(receive)
+    connection_arguments(receive)
     receive.set_defaults(func=_client_command("receive", "transfer_cli"))
 
-    watch = sub.add_parser("watch", help="live step-by-step progress of a saga (-o json: a JSON line per event)")
-    watch.add_argument("saga_id", metavar="SAGA_ID", help=SAGA_ID_HELP)
+    watch = _saga_command(sub, "watch", "live step-by-step progress of a saga (-o json: a JSON line per event)")
     watch.add_argument(
         "--reservation",
         action="store_true",
         help="after a COMPLETED saga, keep following its reservation until it is fulfilled, released or expired",
     )
-    _connection(watch)
-    watch.set_defaults(func=_client_command("watch"))
-
-    get = sub.add_parser("get", help="show a saga")
-    get.add_argument("saga_id", metavar="SAGA_ID", help=SAGA_ID_HELP)
-    _connection(get)
-    get.set_defaults(func=_client_command("get"))
+    connection_arguments(watch)
+    connection_arguments(_saga_command(sub, "get", "show a saga"))
 
     lst = sub.add_parser("list", help="list sagas, newest first")
-    lst.add_argument(
-        "--status", type=str.upper, choices=SAGA_STATUSES, metavar="|".join(SAGA_STATUSES), help="only this status"
-    )
+    enum_flag(lst, "--status", SAGA_STATUSES, "only this status")
     lst.add_argument("--order", metavar="ORDER_ID", help="only this order's sagas")
     lst.add_argument("--customer", metavar="CUSTOMER_ID", help="only this customer's sagas")
-    lst.add_argument(
-        "--reservation",
-        type=str.upper,
-        choices=RESERVATION_STATES,
-        metavar="|".join(RESERVATION_STATES),
-        help="only sagas whose reservation is in this state",
-    )
+    enum_flag(lst, "--reservation", RESERVATION_STATES, "only sagas whose reservation is in this state")
     lst.add_argument(
         "--since", metavar="TIME", help="created at or after: a time with its zone, or a duration ago (2h)"
     )
     lst.add_argument("--before", metavar="TIME", help="created before: a time with its zone, or a duration ago (2h)")
-    from invsaga.client_cli import paging_arguments
-
     paging_arguments(lst, "sagas")
-    _connection(lst)
+    connection_arguments(lst)
     lst.set_defaults(func=_client_command("list_sagas"))
 
-    cancel = sub.add_parser(
-        "cancel", help="cancel a running saga, or release a COMPLETED saga's reservation (docs/lifecycle.md)"
+    cancel = _saga_command(
+        sub, "cancel", "cancel a running saga, or release a COMPLETED saga's reservation (docs/lifecycle.md)"
     )
-    cancel.add_argument("saga_id", metavar="SAGA_ID", help=SAGA_ID_HELP)
     cancel.add_argument("--reason", default="", help="why (kept in the saga and told to the customer)")
     cancel.add_argument(
         "--release-unpicked",
         action="store_true",
         help="when picking has started: release only the warehouses no picker has touched",
     )
-    _connection(cancel)
-    cancel.set_defaults(func=_client_command("cancel"))
+    connection_arguments(cancel)
+    connection_arguments(_saga_command(sub, "resume", "retry a FAILED saga's compensation"))
 
-    resume = sub.add_parser("resume", help="retry a FAILED saga's compensation")
-    resume.add_argument("saga_id", metavar="SAGA_ID", help=SAGA_ID_HELP)
-    _connection(resume)
-    resume.set_defaults(func=_client_command("resume"))
-
-    extend = sub.add_parser("extend", help="push a reservation's expiry out (before picking starts)")
-    extend.add_argument("saga_id", metavar="SAGA_ID", help=SAGA_ID_HELP)
+    extend = _saga_command(sub, "extend", "push a reservation's expiry out (before picking starts)")
     extend.add_argument(
         "--until", required=True, help="a time with its zone (2026-12-24T18:00:00Z) or a duration from now (2h)"
     )
-    _connection(extend)
-    extend.set_defaults(func=_client_command("extend"))
+    connection_arguments(extend)
 
     from invsaga.cli_admin_args import add_commands
 
@@ -278,15 +237,13 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 
     top = sub.add_parser("top", help="live summary of a coordinator: throughput, outcomes, sagas in flight")
     if chosen == "top":
-        from invsaga import top as top_command
-
-        top_command.add_arguments(top)
-        top.set_defaults(func=top_command.top)
+        _module_command(top, "invsaga.top", lambda module, args: module.top(args))
 
     bench = sub.add_parser("bench", help="measure sagas/s and latency of a fresh mesh against a raw gRPC baseline")
     if chosen == "bench":
-        _bench_args(bench)
-        bench.set_defaults(func=cmd_bench)
+        from invsaga.runtime.server import asyncio_run
+
+        _module_command(bench, "invsaga.bench", lambda module, args: asyncio_run(module.bench(args)))
 
     demo = sub.add_parser("demo", help="start a mesh, run the scenarios, print their outcomes")
     demo.add_argument("--database-url", default=None, help="PostgreSQL for the demo mesh (default: an embedded server)")

@@ -8,31 +8,20 @@ import argparse
 from typing import Any
 
 from invsaga import cli_admin as cmd
-from invsaga import output
 from invsaga.cli_admin import Command
-from invsaga.client_cli import connection_arguments, paging_arguments, run_command
+from invsaga.client_cli import connection_arguments, enum_flag, enum_names, paging_arguments, run_command
 from invsaga.common.v1 import common_pb2
 
-
-def _names(enum: Any, prefix: str) -> list[str]:
-    return [name.removeprefix(prefix) for name in enum.keys() if not name.endswith("_UNSPECIFIED")]
-
-
-LOCK_STATUSES = _names(common_pb2.LockStatus, "LOCK_STATUS_")
-PICKLIST_STATUSES = _names(common_pb2.PicklistStatus, "PICKLIST_STATUS_")
-WAREHOUSE_STATUSES = _names(common_pb2.WarehouseStatus, "WAREHOUSE_STATUS_")
-ALLOCATION_STATUSES = _names(common_pb2.AllocationStatus, "ALLOCATION_STATUS_")
-NOTIFICATION_KINDS = _names(common_pb2.NotificationKind, "NOTIFICATION_KIND_")
-
-
-def _enum_flag(parser: argparse.ArgumentParser, flag: str, names: list[str], help_text: str) -> None:
-    parser.add_argument(flag, type=str.upper, choices=names, default=None, metavar="|".join(names), help=help_text)
+LOCK_STATUSES = enum_names(common_pb2.LockStatus, "LOCK_STATUS_")
+PICKLIST_STATUSES = enum_names(common_pb2.PicklistStatus, "PICKLIST_STATUS_")
+WAREHOUSE_STATUSES = enum_names(common_pb2.WarehouseStatus, "WAREHOUSE_STATUS_")
+ALLOCATION_STATUSES = enum_names(common_pb2.AllocationStatus, "ALLOCATION_STATUS_")
+NOTIFICATION_KINDS = enum_names(common_pb2.NotificationKind, "NOTIFICATION_KIND_")
 
 
 def _leaf(group: Any, name: str, command: Command, service: str, help_text: str) -> argparse.ArgumentParser:
     parser = group.add_parser(name, help=help_text, description=help_text)
     connection_arguments(parser, service)
-    output.add_output_argument(parser)
     parser.set_defaults(func=lambda args: run_command(args, command), service=service)
     return parser
 
@@ -70,14 +59,14 @@ def add_commands(sub: Any) -> None:
     p = _leaf(sub, "locks", cmd.locks, "inventory", "stock locks of sagas (inventory service; admin role)")
     p.add_argument("--saga", default=None, metavar="SAGA_ID", help="only this saga's locks (the whole id)")
     p.add_argument("--warehouse-id", default=None, metavar="WAREHOUSE_ID", help="only this warehouse's locks")
-    _enum_flag(p, "--status", LOCK_STATUSES, "only locks in this status")
+    enum_flag(p, "--status", LOCK_STATUSES, "only locks in this status")
     paging_arguments(p, "locks")
 
     picklist = _group(sub, "picklist", "picklists (logistics service; admin role)")
     p = _leaf(picklist, "list", cmd.picklist_list, "logistics", "picklists, newest first")
     p.add_argument("--saga", default=None, metavar="SAGA_ID", help="only this saga's picklists (the whole id)")
     p.add_argument("--warehouse-id", default=None, metavar="WAREHOUSE_ID", help="only this warehouse's picklists")
-    _enum_flag(p, "--status", PICKLIST_STATUSES, "only picklists in this status")
+    enum_flag(p, "--status", PICKLIST_STATUSES, "only picklists in this status")
     paging_arguments(p, "picklists")
     p = _leaf(picklist, "get", cmd.picklist_get, "logistics", "one picklist and its lines")
     p.add_argument("picklist_id", metavar="PICKLIST_ID", help="the picklist's id")
@@ -91,7 +80,7 @@ def add_commands(sub: Any) -> None:
 
     warehouses = _group(sub, "warehouses", "warehouses (warehouse service; admin role)")
     p = _leaf(warehouses, "list", cmd.warehouses_list, "warehouse", "warehouses")
-    _enum_flag(p, "--status", WAREHOUSE_STATUSES, "only warehouses in this status")
+    enum_flag(p, "--status", WAREHOUSE_STATUSES, "only warehouses in this status")
     paging_arguments(p, "warehouses")
     p = _leaf(warehouses, "get", cmd.warehouses_get, "warehouse", "one warehouse and its assortment")
     p.add_argument("warehouse_id", **wid)
@@ -111,7 +100,7 @@ def add_commands(sub: Any) -> None:
         help="a Warehouse in YAML or JSON (proto field names), applied before the flags",
     )
     p.add_argument("--name", default=None, help="display name (required for a new warehouse)")
-    _enum_flag(p, "--status", WAREHOUSE_STATUSES, "ACTIVE warehouses take orders; the others do not")
+    enum_flag(p, "--status", WAREHOUSE_STATUSES, "ACTIVE warehouses take orders; the others do not")
     p.add_argument("--priority", type=int, default=None, help="higher first under the PRIORITY strategy")
     p.add_argument("--capacity", type=int, default=None, help="outbound handling units")
     p.add_argument("--address", default=None, help="postal address")
@@ -130,7 +119,7 @@ def add_commands(sub: Any) -> None:
     allocations = _group(sub, "allocations", "allocations (allocation service; admin role)")
     p = _leaf(allocations, "list", cmd.allocations_list, "allocation", "allocations")
     p.add_argument("--saga", default=None, metavar="SAGA_ID", help="only this saga's allocations (the whole id)")
-    _enum_flag(p, "--status", ALLOCATION_STATUSES, "only allocations in this status")
+    enum_flag(p, "--status", ALLOCATION_STATUSES, "only allocations in this status")
     paging_arguments(p, "allocations")
     p = _leaf(allocations, "get", cmd.allocations_get, "allocation", "one allocation")
     p.add_argument("allocation_id", metavar="ALLOCATION_ID", help="the allocation's id")
@@ -140,5 +129,5 @@ def add_commands(sub: Any) -> None:
 
     p = _leaf(sub, "notifications", cmd.notifications, "notify", "notifications sent (notify service; admin role)")
     p.add_argument("--saga", default=None, metavar="SAGA_ID", help="only this saga's notifications (the whole id)")
-    _enum_flag(p, "--kind", NOTIFICATION_KINDS, "only notifications of this kind")
+    enum_flag(p, "--kind", NOTIFICATION_KINDS, "only notifications of this kind")
     paging_arguments(p, "notifications")

@@ -82,9 +82,10 @@ def credential_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def connection_arguments(parser: argparse.ArgumentParser, service: str = "coordinator") -> None:
-    """The service's address flag, the token and the TLS files."""
+    """The service's address flag, the token and the TLS files; then ``-o/--output``."""
     address_argument(parser, service)
     credential_arguments(parser)
+    output.add_output_argument(parser)
 
 
 def token_of(args: argparse.Namespace) -> str:
@@ -101,13 +102,20 @@ def credentials_of(args: argparse.Namespace) -> grpc.ChannelCredentials | None:
     return tls_credentials(*(getattr(args, f"tls_{k}", None) for k in ("ca", "cert", "key")))
 
 
-def channel_of(args: argparse.Namespace, service: str) -> grpc.aio.Channel:
-    """The channel to ``service`` the command's flags (or the environment) describe."""
+def connector_of(args: argparse.Namespace) -> Callable[[str], grpc.aio.Channel]:
+    """Opens a channel to an address with the token and TLS files the command's flags (or the
+    environment) name; they are read here, so that an unreadable one fails before any call."""
     from invsaga.runtime.channels import open_channel
     from invsaga.runtime.security import bearer_interceptors
 
-    token = token_of(args)
-    return open_channel(target_of(args, service), bearer_interceptors(token) if token else [], credentials_of(args))
+    token, credentials = token_of(args), credentials_of(args)
+    interceptors = bearer_interceptors(token) if token else []
+    return lambda address: open_channel(address, interceptors, credentials)
+
+
+def channel_of(args: argparse.Namespace, service: str) -> grpc.aio.Channel:
+    """The channel to ``service`` the command's flags (or the environment) describe."""
+    return connector_of(args)(target_of(args, service))
 
 
 def command_name(args: argparse.Namespace) -> str:
@@ -198,9 +206,6 @@ async def resolve_saga_id(client: Any, text: str) -> str:
     return found[0]
 
 
-TERMINAL = (pb.SAGA_STATUS_COMPLETED, pb.SAGA_STATUS_COMPENSATED, pb.SAGA_STATUS_FAILED)
-
-
 def load_mapping(path: str, what: str) -> dict[str, Any]:
     """A YAML or JSON file holding one mapping; any problem is a UsageError naming the file."""
     try:
@@ -270,10 +275,18 @@ async def get(args: argparse.Namespace) -> int:
     return 0
 
 
-SAGA_STATUSES = [n.removeprefix("SAGA_STATUS_") for n in pb.SagaStatus.keys() if not n.endswith("UNSPECIFIED")]
-RESERVATION_STATES = [
-    n.removeprefix("RESERVATION_STATE_") for n in common_pb2.ReservationState.keys() if not n.endswith("UNSPECIFIED")
-]
+def enum_names(enum: Any, prefix: str) -> list[str]:
+    """The names of an enum's values without their prefix, for a flag's choices (not UNSPECIFIED)."""
+    return [name.removeprefix(prefix) for name in enum.keys() if not name.endswith("_UNSPECIFIED")]
+
+
+def enum_flag(parser: argparse.ArgumentParser, flag: str, names: list[str], help_text: str) -> None:
+    """A flag taking one of ``names``, in any case (``--status completed``)."""
+    parser.add_argument(flag, type=str.upper, choices=names, default=None, metavar="|".join(names), help=help_text)
+
+
+SAGA_STATUSES = enum_names(pb.SagaStatus, "SAGA_STATUS_")
+RESERVATION_STATES = enum_names(common_pb2.ReservationState, "RESERVATION_STATE_")
 
 
 async def collect_pages(call: Callable[..., Any], request: Any, field: str, args: argparse.Namespace) -> Any:
