@@ -10,12 +10,11 @@ removing SKUs the warehouse already carries.
 from __future__ import annotations
 
 import asyncio
-import functools
 import math
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import grpc
 import yaml
@@ -24,8 +23,6 @@ from invsaga.common.v1 import common_pb2
 from invsaga.inventory.v1 import inventory_pb2, inventory_pb2_grpc
 from invsaga.runtime.channels import open_channel
 from invsaga.warehouse.v1 import warehouse_pb2, warehouse_pb2_grpc
-
-T = TypeVar("T")
 
 MAX_ID = 64
 MAX_TEXT = 256
@@ -240,8 +237,11 @@ def load_seed(path: str | Path) -> Seed:
         raise SeedError(f"{path}: {err}") from None
 
 
-async def _bounded(calls: Iterable[Callable[[], Awaitable[T]]], limit: int = CALLS_IN_FLIGHT) -> list[T | None]:
-    """Run the calls concurrently, at most ``limit`` at once; after the first failure the
+Call = tuple[str, Callable[..., Awaitable[Any]], Any]  # what it does (for an error), the RPC, the request
+
+
+async def _bounded(calls: Iterable[Call], limit: int = CALLS_IN_FLIGHT) -> None:
+    """Make the calls concurrently, at most ``limit`` at once; after the first failure the
     calls not yet started are skipped and the failure is raised once the started ones end.
 
     Started calls are let finish rather than cancelled: a cancelled RPC is abandoned by the
@@ -250,27 +250,18 @@ async def _bounded(calls: Iterable[Callable[[], Awaitable[T]]], limit: int = CAL
     gate = asyncio.Semaphore(limit)
     failures: list[SeedError] = []
 
-    async def one(call: Callable[[], Awaitable[T]]) -> T | None:
+    async def one(what: str, rpc: Callable[..., Awaitable[Any]], request: Any) -> None:
         async with gate:
             if failures:
-                return None
+                return
             try:
-                return await call()
-            except SeedError as err:
-                failures.append(err)
-                return None
+                await rpc(request, timeout=CALL_TIMEOUT)
+            except grpc.aio.AioRpcError as err:
+                failures.append(SeedError(f"{what}: {err.code().name}: {err.details()}"))
 
-    results = await asyncio.gather(*(one(call) for call in calls))
+    await asyncio.gather(*(one(*call) for call in calls))
     if failures:
         raise failures[0]
-    return list(results)
-
-
-async def _call(what: str, rpc: Callable[..., Awaitable[T]], request: Any) -> T:
-    try:
-        return await rpc(request, timeout=CALL_TIMEOUT)
-    except grpc.aio.AioRpcError as err:
-        raise SeedError(f"{what}: {err.code().name}: {err.details()}") from None
 
 
 Connect = Callable[[str], grpc.aio.Channel]
@@ -286,17 +277,15 @@ async def apply_seed(seed: Seed, warehouse_addr: str, inventory_addr: str, conne
         inventory = inventory_pb2_grpc.InventoryServiceStub(inv_channel)
         # The upsert carries no SKUs, so a warehouse keeps what it already carries.
         await _bounded(
-            functools.partial(
-                _call,
+            (
                 f"warehouse {w.warehouse_id} (at {warehouse_addr})",
                 warehouses.UpsertWarehouse,
                 warehouse_pb2.UpsertWarehouseRequest(warehouse=w),
             )
             for w in seed.warehouses
         )
-        add_skus = [
-            functools.partial(
-                _call,
+        add_skus: list[Call] = [
+            (
                 f"assortment of {wid} (at {warehouse_addr})",
                 warehouses.AddAssortment,
                 warehouse_pb2.AddAssortmentRequest(warehouse_id=wid, skus=skus),
@@ -304,14 +293,10 @@ async def apply_seed(seed: Seed, warehouse_addr: str, inventory_addr: str, conne
             for wid, skus in seed.assortment().items()
             if skus
         ]
-        set_stock = [
-            functools.partial(
-                _call, f"stock {row.warehouse_id}/{row.sku} (at {inventory_addr})", inventory.SetStock, row
-            )
-            for row in seed.stock
+        set_stock: list[Call] = [
+            (f"stock {row.warehouse_id}/{row.sku} (at {inventory_addr})", inventory.SetStock, row) for row in seed.stock
         ]
-        calls: list[Callable[[], Awaitable[object]]] = [*add_skus, *set_stock]
-        await _bounded(calls)
+        await _bounded([*add_skus, *set_stock])
     return seed.summary()
 
 
