@@ -111,7 +111,9 @@ class Client:
         self.channel = grpc.aio.insecure_channel(address)
         self.stub = pb_grpc.SagaCoordinatorServiceStub(self.channel)
 
-    async def start(self, req: pb.InventoryRequest) -> str:
+    async def start(self, req: pb.InventoryRequest | pb.TransferRequest) -> str:
+        if isinstance(req, pb.TransferRequest):
+            return (await self.stub.StartTransfer(pb.StartTransferRequest(transfer=req), timeout=10)).saga_id
         return (await self.stub.StartSaga(pb.StartSagaRequest(request=req), timeout=10)).saga_id
 
     async def wait(self, saga_id: str, after_seq: int = 0) -> pb.Saga:
@@ -119,7 +121,8 @@ class Client:
             pass
         return (await self.stub.GetSaga(pb.GetSagaRequest(saga_id=saga_id))).saga
 
-    async def run(self, req: pb.InventoryRequest) -> tuple[pb.Saga, float]:
+    async def run(self, req: pb.InventoryRequest | pb.TransferRequest) -> tuple[pb.Saga, float]:
+        """Start a saga (an order, or a transfer) and wait for its end: the saga, and the seconds it took."""
         started = time.monotonic()
         saga = await self.wait(await self.start(req))
         return saga, time.monotonic() - started

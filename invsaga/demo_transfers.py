@@ -27,12 +27,6 @@ def transfer(quantity: int, to_warehouse: str = DESTINATION) -> pb.TransferReque
     )
 
 
-async def _run(client: Client, request: pb.TransferRequest) -> tuple[pb.Saga, float]:
-    started = time.monotonic()
-    reply = await client.stub.StartTransfer(pb.StartTransferRequest(transfer=request), timeout=10)
-    return await client.wait(reply.saga_id), time.monotonic() - started
-
-
 async def _until(client: Client, saga_id: str, state: int) -> pb.Saga:
     for _ in range(400):
         saga = (await client.stub.GetSaga(pb.GetSagaRequest(saga_id=saga_id))).saga
@@ -50,7 +44,7 @@ async def transfer_scenarios(client: Client, logistics_address: str) -> list[Row
     rows = []
     async with grpc.aio.insecure_channel(logistics_address) as channel:
         logistics = logistics_pb2_grpc.LogisticsServiceStub(channel)
-        saga, secs = await _run(client, transfer(10))
+        saga, secs = await client.run(transfer(10))
         if saga.status == pb.SAGA_STATUS_COMPLETED:
             for status in (common_pb2.PICKLIST_STATUS_PROCESSING, common_pb2.PICKLIST_STATUS_COMPLETED):
                 await logistics.UpdatePicklistStatus(
@@ -67,7 +61,7 @@ async def transfer_scenarios(client: Client, logistics_address: str) -> list[Row
             detail = why(saga)
         rows.append(Row(f"transfer {SOURCE} → {DESTINATION}, short receipt", "COMPLETED", saga, detail, secs))
 
-    saga, secs = await _run(client, transfer(5))
+    saga, secs = await client.run(transfer(5))
     await client.stub.CancelSaga(pb.CancelSagaRequest(saga_id=saga.saga_id, reason="demo"))
     cancelled = await _until(client, saga.saga_id, pb.TRANSFER_STATE_CANCELLED)
     rows.append(Row("transfer cancelled before picking", "COMPLETED", saga, f"transfer {_state(cancelled)}", secs))
@@ -79,7 +73,7 @@ async def transfer_scenarios(client: Client, logistics_address: str) -> list[Row
     ):
         started = time.monotonic()
         try:
-            saga, secs = await _run(client, request)
+            saga, secs = await client.run(request)
             rows.append(Row(label, "FAILED_PRECONDITION", saga, why(saga), secs))
         except grpc.aio.AioRpcError as error:
             failure = RpcFailure.from_error(error)
