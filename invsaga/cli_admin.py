@@ -59,14 +59,11 @@ def _stub(args: argparse.Namespace, channel: Any) -> Any:
     return stubs[args.service](channel)
 
 
-async def _call(args: argparse.Namespace, rpc: str, request: Any) -> Any:
+async def _call(args: argparse.Namespace, rpc: str, request: Any, pages: str = "") -> Any:
+    """The answer to ``rpc``; for a list (``pages``: its repeated field) the page(s) the paging flags ask for."""
     async with channel_of(args, args.service) as channel:
-        return await getattr(_stub(args, channel), rpc)(request, timeout=30)
-
-
-async def _pages(args: argparse.Namespace, rpc: str, request: Any, field: str) -> Any:
-    async with channel_of(args, args.service) as channel:
-        return await collect_pages(getattr(_stub(args, channel), rpc), request, field, args)
+        call = getattr(_stub(args, channel), rpc)
+        return await (collect_pages(call, request, pages, args) if pages else call(request, timeout=30))
 
 
 def _show(args: argparse.Namespace, reply: Any, columns: tuple[str, ...], rows: list[Any], paged: bool = False) -> int:
@@ -94,7 +91,7 @@ async def stock_get(args: argparse.Namespace) -> int:
 
 async def stock_list(args: argparse.Namespace) -> int:
     request = inventory_pb2.ListStockRequest(warehouse_id=args.warehouse_id or "", sku=args.sku or "")
-    reply = await _pages(args, "ListStock", request, "stock")
+    reply = await _call(args, "ListStock", request, "stock")
     return _show(args, reply, STOCK_COLUMNS, [_stock_row(s) for s in reply.stock], paged=True)
 
 
@@ -128,7 +125,7 @@ async def locks(args: argparse.Namespace) -> int:
         warehouse_id=args.warehouse_id or "",
         status=_value(common_pb2.LockStatus, "LOCK_STATUS_", args.status),
     )
-    reply = await _pages(args, "ListLocks", request, "locks")
+    reply = await _call(args, "ListLocks", request, "locks")
     rows = [
         (
             lock.lock_id,
@@ -171,7 +168,7 @@ async def picklist_list(args: argparse.Namespace) -> int:
         warehouse_id=args.warehouse_id or "",
         status=_value(common_pb2.PicklistStatus, "PICKLIST_STATUS_", args.status),
     )
-    reply = await _pages(args, "ListPicklists", request, "picklists")
+    reply = await _call(args, "ListPicklists", request, "picklists")
     return _show(args, reply, PICKLIST_COLUMNS, [_picklist_row(p) for p in reply.picklists], paged=True)
 
 
@@ -234,7 +231,7 @@ async def warehouses_list(args: argparse.Namespace) -> int:
     request = warehouse_pb2.ListWarehousesRequest(
         status=_value(common_pb2.WarehouseStatus, "WAREHOUSE_STATUS_", args.status)
     )
-    reply = await _pages(args, "ListWarehouses", request, "warehouses")
+    reply = await _call(args, "ListWarehouses", request, "warehouses")
     return _show(args, reply, WAREHOUSE_COLUMNS, [_warehouse_row(w) for w in reply.warehouses], paged=True)
 
 
@@ -322,7 +319,7 @@ async def allocations_list(args: argparse.Namespace) -> int:
     request = allocation_pb2.ListAllocationsRequest(
         saga_id=args.saga or "", status=_value(common_pb2.AllocationStatus, "ALLOCATION_STATUS_", args.status)
     )
-    reply = await _pages(args, "ListAllocations", request, "allocations")
+    reply = await _call(args, "ListAllocations", request, "allocations")
     return _show(args, reply, ALLOCATION_COLUMNS, [_allocation_row(a) for a in reply.allocations], paged=True)
 
 
@@ -341,7 +338,7 @@ async def notifications(args: argparse.Namespace) -> int:
     request = notify_pb2.ListNotificationsRequest(
         saga_id=args.saga or "", kind=_value(common_pb2.NotificationKind, "NOTIFICATION_KIND_", args.kind)
     )
-    reply = await _pages(args, "ListNotifications", request, "notifications")
+    reply = await _call(args, "ListNotifications", request, "notifications")
     delivery = notify_pb2.DeliveryState
     rows = [
         (

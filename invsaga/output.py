@@ -47,13 +47,9 @@ def console() -> Console:
     return Console(width=10_000, no_color=True, highlight=False, soft_wrap=True)
 
 
-def as_dict(message: Message) -> dict[str, Any]:
-    return json_format.MessageToDict(message)
-
-
 def emit(message: Message, fmt: str) -> None:
     """``message`` as one JSON document (one line) or one YAML document."""
-    data = as_dict(message)
+    data = json_format.MessageToDict(message)
     if fmt == "yaml":
         sys.stdout.write(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
     else:
@@ -93,9 +89,9 @@ def saga_id_cell(saga_id: str) -> str:
     return saga_id
 
 
-def table(columns: Sequence[str], rows: Iterable[Sequence[Any]], *, title: str | None = None) -> Table:
-    """A table whose id columns (named ``*id``) are never wrapped or cut."""
-    out = Table(title=title, title_justify="left")
+def print_table(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    """A table on stdout whose id columns (named ``*id``) are never wrapped or cut."""
+    out = Table()
     for column in columns:
         if column.endswith("id") or column in ("saga", "sku", "warehouse"):
             out.add_column(column, no_wrap=True, overflow="ignore")
@@ -103,11 +99,7 @@ def table(columns: Sequence[str], rows: Iterable[Sequence[Any]], *, title: str |
             out.add_column(column)
     for row in rows:
         out.add_row(*("" if cell is None else str(cell) for cell in row))
-    return out
-
-
-def print_table(columns: Sequence[str], rows: Iterable[Sequence[Any]], *, title: str | None = None) -> None:
-    console().print(table(columns, rows, title=title))
+    console().print(out)
 
 
 def note(text: str) -> None:

@@ -101,10 +101,7 @@ class InvsagaError(RpcFailure):
 
     @classmethod
     def from_status(cls, status: grpc.Status) -> "InvsagaError":
-        details = None
-        for key, value in status.trailing_metadata or ():
-            if key == _DETAILS_KEY:
-                details = value
+        details = dict(status.trailing_metadata or ()).get(_DETAILS_KEY)  # the last, if repeated
         return cls(status.code, status.details, details)
 
     @classmethod
