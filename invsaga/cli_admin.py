@@ -21,7 +21,7 @@ from google.protobuf import json_format
 
 from invsaga import output
 from invsaga.allocation.v1 import allocation_pb2, allocation_pb2_grpc
-from invsaga.client_cli import UsageError, channel_of, collect_pages, load_mapping, more_pages
+from invsaga.client_cli import channel_of, collect_pages, load_message, more_pages
 from invsaga.common.v1 import common_pb2
 from invsaga.inventory.v1 import inventory_pb2, inventory_pb2_grpc
 from invsaga.logistics.v1 import logistics_pb2, logistics_pb2_grpc
@@ -250,20 +250,17 @@ async def warehouses_get(args: argparse.Namespace) -> int:
     return _show_warehouse(args, reply)
 
 
-def _warehouse_from_file(path: str) -> common_pb2.Warehouse:
-    data = load_mapping(path, "Warehouse")
+def _warehouse(data: dict[str, Any]) -> common_pb2.Warehouse:
+    """A Warehouse from its fields in YAML or JSON; ``status`` may be short (``ACTIVE``)."""
     if isinstance(data.get("status"), str) and not data["status"].upper().startswith("WAREHOUSE_STATUS_"):
         data = {**data, "status": "WAREHOUSE_STATUS_" + data["status"].upper()}
-    try:
-        return json_format.ParseDict(data, common_pb2.Warehouse())
-    except json_format.ParseError as err:
-        raise UsageError(f"{path}: {' '.join(str(err).split())}") from None
+    return json_format.ParseDict(data, common_pb2.Warehouse())
 
 
 async def warehouses_upsert(args: argparse.Namespace) -> int:
     """The warehouse as it is (if it exists), then the file's fields, then the flags: UpsertWarehouse
     replaces a whole warehouse, so what is not given stays as it was."""
-    given = _warehouse_from_file(args.file) if args.file else None
+    given = load_message(args.file, "Warehouse", _warehouse) if args.file else None
     async with channel_of(args, "warehouse") as channel:
         stub = warehouse_pb2_grpc.WarehouseServiceStub(channel)
         get = warehouse_pb2.GetWarehouseRequest(warehouse_id=args.warehouse_id)

@@ -25,7 +25,7 @@ import tempfile
 import uuid
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Coroutine
+from typing import Any, Callable, Coroutine, TypeVar
 
 import grpc
 import yaml
@@ -45,6 +45,8 @@ from invsaga.client._connect import (
 )
 from invsaga.runtime.config import DEFAULT_PORTS
 from invsaga.runtime.errors import RpcFailure
+
+T = TypeVar("T")
 
 
 def address_argument(parser: argparse.ArgumentParser, service: str) -> None:
@@ -206,8 +208,9 @@ async def resolve_saga_id(client: Any, text: str) -> str:
     return found[0]
 
 
-def load_mapping(path: str, what: str) -> dict[str, Any]:
-    """A YAML or JSON file holding one mapping; any problem is a UsageError naming the file."""
+def load_message(path: str, what: str, parse: Callable[[dict[str, Any]], T]) -> T:
+    """``parse`` of a YAML or JSON file holding one mapping (the ``what`` fields); any problem
+    is a UsageError naming the file."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
@@ -220,19 +223,14 @@ def load_mapping(path: str, what: str) -> dict[str, Any]:
         ) from None
     if not isinstance(data, dict):
         raise UsageError(f"{path}: expected a mapping with the {what} fields")
-    return data
-
-
-def load_request(path: str) -> pb.InventoryRequest:
-    data = load_mapping(path, "InventoryRequest")
     try:
-        return request_from_dict(data)
+        return parse(data)
     except (json_format.ParseError, TypeError, ValueError) as err:
         raise UsageError(f"{path}: {' '.join(str(err).split())}") from None
 
 
 async def start(args: argparse.Namespace) -> int:
-    request = load_request(args.file)
+    request = load_message(args.file, "InventoryRequest", request_from_dict)
     made_up = not request.request_id
     if made_up:  # the idempotency key: one per start of this file
         request.request_id = uuid.uuid4().hex
