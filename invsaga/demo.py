@@ -283,11 +283,9 @@ async def run_demo(workdir: Path, database_url: str | None = None) -> int:
     clients: dict[str, Client] = {}
     try:
         demo_seed = load_seed(DEMO_DATA)
-        await apply_seed(demo_seed, meshes["plain"].address("warehouse"), meshes["plain"].address("inventory"))
-        for name in ("failures", "timeout"):
-            await apply_seed(
-                parse_seed(SMALL_SEED), meshes[name].address("warehouse"), meshes[name].address("inventory")
-            )
+        for name, mesh in meshes.items():  # the demo data on "plain", a small seed on the others
+            seed = demo_seed if name == "plain" else parse_seed(SMALL_SEED)
+            await apply_seed(seed, mesh.address("warehouse"), mesh.address("inventory"))
         clients = {name: Client(mesh.address("coordinator")) for name, mesh in meshes.items()}
         groups: list[list[Row]] = list(
             await asyncio.gather(

@@ -3,6 +3,7 @@ allocation, picklists, failure and reservation, and live progress until it ends.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from rich.live import Live
@@ -27,10 +28,7 @@ STATUS_STYLE = {
 
 
 def short_name(enum_name: str) -> str:
-    for prefix in ("SAGA_STATUS_", "STEP_STATUS_", "SAGA_EVENT_TYPE_"):
-        if enum_name.startswith(prefix):
-            return enum_name[len(prefix) :]
-    return enum_name
+    return re.sub(r"^(SAGA_STATUS_|STEP_STATUS_|SAGA_EVENT_TYPE_)", "", enum_name)
 
 
 def saga_table(saga: pb.Saga) -> Table:
