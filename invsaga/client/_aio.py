@@ -15,6 +15,7 @@ from invsaga.client._common import (
     Deadline,
     Endpoint,
     SagaPage,
+    WatchCursor,
     When,
     list_request,
     start_request,
@@ -139,7 +140,7 @@ class AsyncClient(ClientBase):
         *,
         timeout: float | None = None,
     ) -> AsyncIterator[pb.SagaEvent]:
-        cursor = self._cursor(saga_id, after_seq, follow_reservation, event_types, timeout)
+        cursor = WatchCursor(saga_id, after_seq, follow_reservation, event_types, self.retry, timeout)
         while True:
             call = self._stub.WatchSaga(cursor.request(), timeout=cursor.timeout())
             try:

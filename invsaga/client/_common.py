@@ -232,10 +232,6 @@ def list_request(
     return request
 
 
-def event_types(values: Iterable[int | str]) -> list[Any]:
-    return [_enum_value(pb.SagaEventType, v, "SAGA_EVENT_TYPE_", "event_types") for v in values]
-
-
 # -- deadlines and retries ------------------------------------------------------------------------
 Clock = Callable[[], float]
 
@@ -327,7 +323,8 @@ class WatchCursor:
     is a repeat (a replay after reconnecting) and is dropped. Unfiltered, the next event must
     be the next seq; a gap makes the watch reconnect once from the last seq, and raises
     DATA_LOSS if the new stream shows it too. ``broken(error)`` is the wait before the next
-    stream, or raises the ``InvsagaError`` to give up with.
+    stream, or raises the ``InvsagaError`` to give up with. ``types``: the event types asked
+    for, values or names (none: every event).
     """
 
     def __init__(
@@ -335,7 +332,7 @@ class WatchCursor:
         saga_id: str,
         after_seq: int,
         follow_reservation: bool,
-        types: list[Any],
+        types: Iterable[int | str],
         policy: RetryPolicy,
         timeout: float | None,
         clock: Clock = time.monotonic,
@@ -343,7 +340,7 @@ class WatchCursor:
         self.saga_id = saga_id
         self.last = after_seq
         self.follow_reservation = follow_reservation
-        self.types = types
+        self.types = [_enum_value(pb.SagaEventType, v, "SAGA_EVENT_TYPE_", "event_types") for v in types]
         self.policy = policy
         self.clock = clock
         self.deadline = Deadline(timeout, clock)
@@ -422,7 +419,7 @@ def channel_options(policy: RetryPolicy) -> list[tuple[str, Any]]:
 
 class ClientBase:
     """What ``Client`` and ``AsyncClient`` share but their I/O: the endpoint and the settings,
-    the stub, and each call's retries and each watch's cursor. ``_open`` makes the channel."""
+    the stub, and each call's retries. ``_open`` makes the channel."""
 
     def __init__(
         self,
@@ -450,8 +447,3 @@ class ClientBase:
 
     def _retry(self, timeout: float | None, *, repeatable: bool) -> Retry:
         return Retry(self.retry, self.timeout if timeout is None else timeout, repeatable=repeatable)
-
-    def _cursor(
-        self, saga_id: str, after_seq: int, follow_reservation: bool, types: Iterable[int | str], timeout: float | None
-    ) -> WatchCursor:
-        return WatchCursor(saga_id, after_seq, follow_reservation, event_types(types), self.retry, timeout)

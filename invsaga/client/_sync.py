@@ -16,6 +16,7 @@ from invsaga.client._common import (
     Endpoint,
     InvsagaError,
     SagaPage,
+    WatchCursor,
     When,
     list_request,
     start_request,
@@ -148,7 +149,7 @@ class Client(ClientBase):
         A broken stream is resumed after the last event yielded: each event once, in order.
         ``timeout``: a deadline for the whole watch (none by default).
         """
-        cursor = self._cursor(saga_id, after_seq, follow_reservation, event_types, timeout)
+        cursor = WatchCursor(saga_id, after_seq, follow_reservation, event_types, self.retry, timeout)
         while True:
             call = self._stub.WatchSaga(cursor.request(), timeout=cursor.timeout(), metadata=self._metadata)
             try:
