@@ -128,7 +128,7 @@ class GroupCommitter:
                 results = await self._results(conn, kind, group, kind.results(_fns(group), rows))
             except Exception:
                 log.warning("bulk saga write failed; writing the batch the ordinary way", exc_info=True)
-                await self._drop_bulk_connection()
+                await self._close_held()
                 await self._commit(group)
                 continue
             self._resolve(group, results)
@@ -153,7 +153,7 @@ class GroupCommitter:
             ]
         except Exception:
             log.warning("pipelined saga writes failed; writing each group on its own", exc_info=True)
-            await self._drop_bulk_connection()
+            await self._close_held()
             return False
         for (_, group), result in zip(groups, results):
             self._resolve(group, result)
@@ -176,13 +176,6 @@ class GroupCommitter:
 
     async def _close_held(self) -> None:
         """Close the held connection itself (not back to the pool, where it would keep its buffers)."""
-        held, self._held = self._held, None
-        if held is not None:
-            with contextlib.suppress(Exception):
-                await held.invalidate()
-                await held.close()
-
-    async def _drop_bulk_connection(self) -> None:
         held, self._held = self._held, None
         if held is not None:
             with contextlib.suppress(Exception):

@@ -41,6 +41,17 @@ def _keep_nothing(saga: "pb.Saga", payload: Any) -> None:
     return None
 
 
+def replacing(field: str) -> Apply:
+    """An ``apply`` that keeps the answer's repeated ``field`` in the saga's field of that name."""
+
+    def apply(saga: "pb.Saga", payload: Any) -> None:
+        kept = getattr(saga, field)
+        del kept[:]
+        kept.extend(getattr(payload, field))
+
+    return apply
+
+
 @dataclass(frozen=True)
 class StepDef:
     name: str  # as StepState.name shows it

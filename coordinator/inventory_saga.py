@@ -13,7 +13,7 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from coordinator import lifecycle
-from coordinator.definition import notice_steps, BusinessFailure, SagaDefinition, StepDef
+from coordinator.definition import notice_steps, replacing, BusinessFailure, SagaDefinition, StepDef
 from coordinator.failures import MAX_SHORTAGES
 from coordinator.notices import clip_text, notice_text
 from invsaga.allocation.v1 import allocation_pb2
@@ -115,11 +115,6 @@ def build_lock(saga: pb.Saga, settings: Settings) -> Any:
     )
 
 
-def apply_lock(saga: pb.Saga, out: Any) -> None:
-    del saga.locks[:]
-    saga.locks.extend(out.locks)
-
-
 # -- GeneratePicklist ------------------------------------------------------------------
 def build_picklist(saga: pb.Saga, settings: Settings) -> Any:
     request = saga.request
@@ -138,11 +133,6 @@ def build_picklist(saga: pb.Saga, settings: Settings) -> Any:
             for line in saga.allocation.lines
         ],
     )
-
-
-def apply_picklist(saga: pb.Saga, out: Any) -> None:
-    del saga.picklists[:]
-    saga.picklists.extend(out.picklists)
 
 
 # -- Notify ----------------------------------------------------------------------------
@@ -234,7 +224,7 @@ STEPS: tuple[StepDef, ...] = (
         True,
         TRANSPORT | {grpc.StatusCode.ABORTED},
         build_lock,
-        apply_lock,
+        replacing("locks"),
     ),
     StepDef(
         "GeneratePicklist",
@@ -244,7 +234,7 @@ STEPS: tuple[StepDef, ...] = (
         True,
         ALL,
         build_picklist,
-        apply_picklist,
+        replacing("picklists"),
     ),
     NOTIFY,
 )

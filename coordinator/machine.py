@@ -84,6 +84,10 @@ class SagaMachine:
         self.seq += 1
         self.events.append(event(self.saga, self.seq, type_, step, step_status, **detail))
 
+    def emit_failure(self, type_: int, failure: pb.SagaFailure, step: str, step_status: int = 0, **more: Any) -> None:
+        """An event carrying ``failure``'s code, reason and message."""
+        self.emit(type_, step, step_status, code=failure.code, reason=failure.reason, message=failure.message, **more)
+
     def take_events(self) -> list[pb.SagaEvent]:
         events, self.events = self.events, []
         return events
@@ -199,14 +203,7 @@ class SagaMachine:
                 self.emit(pb.SAGA_EVENT_TYPE_STEP_SKIPPED, step.name, state.status)
         saga.status = pb.SAGA_STATUS_COMPENSATED
         self._owe_failure_notice()
-        failure = saga.failure
-        self.emit(
-            pb.SAGA_EVENT_TYPE_SAGA_COMPENSATED,
-            failure.step,
-            reason=failure.reason,
-            code=failure.code,
-            message=failure.message,
-        )
+        self.emit_failure(pb.SAGA_EVENT_TYPE_SAGA_COMPENSATED, saga.failure, saga.failure.step)
         self.phase = Phase.DONE
         return Finished(saga.status, Save.AWAIT)
 
@@ -302,15 +299,7 @@ class SagaMachine:
         state.status = pb.STEP_STATUS_FAILED
         state.error = f"{failure.code}: {failure.message}"
         state.finished_at.CopyFrom(now_ts())
-        self.emit(
-            pb.SAGA_EVENT_TYPE_STEP_FAILED,
-            call.step.name,
-            state.status,
-            code=failure.code,
-            message=failure.message,
-            reason=failure.reason,
-            attempt=state.attempts,
-        )
+        self.emit_failure(pb.SAGA_EVENT_TYPE_STEP_FAILED, failure, call.step.name, state.status, attempt=state.attempts)
         if call.step.rolls_back:
             self.saga.failure.CopyFrom(failure)
             return self._compensate(announce=True)
@@ -354,14 +343,7 @@ class SagaMachine:
             state.status = pb.STEP_STATUS_FAILED
             state.error = f"{failure.code or failure.reason}: {failure.message}"
             state.finished_at.CopyFrom(now_ts())
-            self.emit(
-                pb.SAGA_EVENT_TYPE_STEP_FAILED,
-                self.steps[i].name,
-                state.status,
-                code=failure.code,
-                message=failure.message,
-                reason=failure.reason,
-            )
+            self.emit_failure(pb.SAGA_EVENT_TYPE_STEP_FAILED, failure, self.steps[i].name, state.status)
         self.saga.failure.CopyFrom(failure)
         return self._compensate(announce=True)
 
@@ -371,14 +353,7 @@ class SagaMachine:
         self.cursor = len(self.steps) - 1
         if announce or saga.status != pb.SAGA_STATUS_COMPENSATING:
             saga.status = pb.SAGA_STATUS_COMPENSATING
-            failure = saga.failure
-            self.emit(
-                pb.SAGA_EVENT_TYPE_COMPENSATION_STARTED,
-                failure.step,
-                reason=failure.reason,
-                code=failure.code,
-                message=failure.message,
-            )
+            self.emit_failure(pb.SAGA_EVENT_TYPE_COMPENSATION_STARTED, saga.failure, saga.failure.step)
             # Awaited: once a Compensate has run, a driver that takes over after a crash must
             # know the saga is rolling back. Otherwise it would re-drive the failed step, get
             # the first result of an effect since undone, and complete the saga without it.

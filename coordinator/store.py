@@ -59,6 +59,23 @@ def _claimed(found, status: int) -> Claimed:
     return Claimed(found.status, status, found.request_id, found.priority, bool(found.is_urgent))
 
 
+def _to_compensating(saga_id: str, previous: int, owner: str, lease_ms: int, **flags: Any):
+    """Take a saga of status ``previous`` back into compensation, under ``owner``'s lease."""
+    now = now_ms()
+    return (
+        update(S)
+        .where(S.c.saga_id == saga_id, S.c.status == previous)
+        .values(
+            status=pb.SAGA_STATUS_COMPENSATING,
+            claimed_from=previous,
+            owner=owner,
+            lease_until=now + lease_ms,
+            updated_at=now,
+            **flags,
+        )
+    )
+
+
 @dataclass(frozen=True)
 class SagaFilters:
     """ListSagas' optional filters, each through an index: business keys, creation time (epoch
@@ -250,13 +267,8 @@ class SagaStore:
         None if the saga does not exist (or belongs to a tenant other than ``tenant``). The
         answer comes from this write alone: CancelSaga reads nothing after its effect.
         """
-        now = now_ms()
 
-        async def write(conn: AsyncConnection) -> Claimed | None:
-            found = (await conn.execute(_scoped(_claim_columns().where(S.c.saga_id == saga_id), tenant))).first()
-            if found is None:
-                return None
-            status = found.status
+        async def cancel(conn: AsyncConnection, status: int) -> int:
             if status in (pb.SAGA_STATUS_PENDING, pb.SAGA_STATUS_RUNNING):
                 await conn.execute(
                     update(S)
@@ -264,20 +276,20 @@ class SagaStore:
                     .values(cancel_requested=True, cancel_reason=reason)
                 )
             elif status == pb.SAGA_STATUS_COMPLETED:
-                await conn.execute(
-                    update(S)
-                    .where(S.c.saga_id == saga_id, S.c.status == pb.SAGA_STATUS_COMPLETED)
-                    .values(
-                        status=pb.SAGA_STATUS_COMPENSATING,
-                        claimed_from=pb.SAGA_STATUS_COMPLETED,
-                        cancel_requested=True,
-                        owner=owner,
-                        lease_until=now + lease_ms,
-                        updated_at=now,
-                    )
-                )
-                status = pb.SAGA_STATUS_COMPENSATING
-            return _claimed(found, status)
+                await conn.execute(_to_compensating(saga_id, status, owner, lease_ms, cancel_requested=True))
+                return pb.SAGA_STATUS_COMPENSATING
+            return status
+
+        return await self._claim(saga_id, tenant, cancel)
+
+    async def _claim(
+        self, saga_id: str, tenant: str | None, change: Callable[[AsyncConnection, int], Awaitable[int]]
+    ) -> Claimed | None:
+        """The saga's row locked, then ``change(conn, status)`` writes and answers its new status."""
+
+        async def write(conn: AsyncConnection) -> Claimed | None:
+            found = (await conn.execute(_scoped(_claim_columns().where(S.c.saga_id == saga_id), tenant))).first()
+            return None if found is None else _claimed(found, await change(conn, found.status))
 
         # The empty event list tells watchers to read the database again.
         return await self.writer.run(write, tag=(saga_id, ()))
@@ -294,29 +306,14 @@ class SagaStore:
 
     async def claim_failed(self, saga_id: str, owner: str, lease_ms: int, tenant: str | None = None) -> Claimed | None:
         """ResumeSaga: take a FAILED saga back into compensation (None: no such saga)."""
-        now = now_ms()
 
-        async def write(conn: AsyncConnection) -> Claimed | None:
-            found = (await conn.execute(_scoped(_claim_columns().where(S.c.saga_id == saga_id), tenant))).first()
-            if found is None:
-                return None
-            status = found.status
-            if status == pb.SAGA_STATUS_FAILED:
-                await conn.execute(
-                    update(S)
-                    .where(S.c.saga_id == saga_id, S.c.status == pb.SAGA_STATUS_FAILED)
-                    .values(
-                        status=pb.SAGA_STATUS_COMPENSATING,
-                        claimed_from=pb.SAGA_STATUS_FAILED,
-                        owner=owner,
-                        lease_until=now + lease_ms,
-                        updated_at=now,
-                    )
-                )
-                status = pb.SAGA_STATUS_COMPENSATING
-            return _claimed(found, status)
+        async def resume(conn: AsyncConnection, status: int) -> int:
+            if status != pb.SAGA_STATUS_FAILED:
+                return status
+            await conn.execute(_to_compensating(saga_id, status, owner, lease_ms))
+            return pb.SAGA_STATUS_COMPENSATING
 
-        return await self.writer.run(write, tag=(saga_id, ()))
+        return await self._claim(saga_id, tenant, resume)
 
     async def claim_orphans(self, owner: str, lease_ms: int, limit: int = 500) -> builtins.list[tuple[str, int, bool]]:
         """Claim active sagas whose owner's lease expired: (saga_id, priority, is_urgent)."""

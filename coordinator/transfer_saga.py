@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from coordinator import transfers
-from coordinator.definition import notice_steps, SagaDefinition, StepDef
+from coordinator.definition import notice_steps, replacing, SagaDefinition, StepDef
 from coordinator.inventory_saga import expiry
 from coordinator.notices import clip_text, notice_text
 from invsaga.common.v1 import common_pb2
@@ -53,11 +53,6 @@ def build_reserve(saga: pb.Saga, settings: Settings) -> Any:
     )
 
 
-def apply_reserve(saga: pb.Saga, out: Any) -> None:
-    del saga.locks[:]
-    saga.locks.extend(out.locks)
-
-
 # -- OutboundPicklist (a GeneratePicklist of kind TRANSFER_OUT) ------------------------
 def build_picklist(saga: pb.Saga, settings: Settings) -> Any:
     t = saga.transfer
@@ -70,11 +65,6 @@ def build_picklist(saga: pb.Saga, settings: Settings) -> Any:
             for i in t.items
         ],
     )
-
-
-def apply_picklist(saga: pb.Saga, out: Any) -> None:
-    del saga.picklists[:]
-    saga.picklists.extend(out.picklists)
 
 
 # -- ExpectAtDestination ---------------------------------------------------------------
@@ -137,7 +127,7 @@ STEPS: tuple[StepDef, ...] = (
         True,
         TRANSPORT,
         build_reserve,
-        apply_reserve,
+        replacing("locks"),
     ),
     StepDef(
         "OutboundPicklist",
@@ -147,7 +137,7 @@ STEPS: tuple[StepDef, ...] = (
         True,
         ALL,
         build_picklist,
-        apply_picklist,
+        replacing("picklists"),
     ),
     StepDef(
         "ExpectAtDestination",
