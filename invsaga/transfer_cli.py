@@ -7,14 +7,11 @@ as every command's do (``client_cli.run_command``: one line, exit 1 or 2).
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 from typing import Any
 
-import yaml
 from google.protobuf import json_format
 
-from invsaga.client_cli import UsageError, channel_of, saga_client
+from invsaga.client_cli import UsageError, channel_of, load_message, saga_client
 from invsaga.saga_view import console, describe, follow
 from invsaga.common.v1 import common_pb2
 from invsaga.coordinator.v1 import coordinator_pb2 as pb
@@ -26,21 +23,7 @@ def transfer_from_dict(data: dict[str, Any]) -> pb.TransferRequest:
     data = dict(data.get("transfer", data))
     if "expected_arrival" in data and not isinstance(data["expected_arrival"], str):
         data["expected_arrival"] = str(data["expected_arrival"]).replace(" ", "T")
-    try:
-        return json_format.ParseDict(data, pb.TransferRequest())
-    except json_format.ParseError as err:
-        raise UsageError(f"not a transfer request: {err}") from None
-
-
-def load_transfer(path: str) -> pb.TransferRequest:
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-        data = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
-    except (OSError, ValueError, yaml.YAMLError) as err:
-        raise UsageError(f"cannot read {path}: {err}") from None
-    if not isinstance(data, dict):
-        raise UsageError(f"{path}: expected a mapping with the TransferRequest fields")
-    return transfer_from_dict(data)
+    return json_format.ParseDict(data, pb.TransferRequest())
 
 
 def transfer_line(saga: pb.Saga) -> str:
@@ -56,7 +39,7 @@ def transfer_line(saga: pb.Saga) -> str:
 
 
 async def transfer(args: argparse.Namespace) -> int:
-    request = load_transfer(args.file)
+    request = load_message(args.file, "TransferRequest", transfer_from_dict)
     async with channel_of(args, "coordinator") as channel:
         stub = pb_grpc.SagaCoordinatorServiceStub(channel)
         reply = await stub.StartTransfer(pb.StartTransferRequest(transfer=request), timeout=10)
