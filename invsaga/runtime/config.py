@@ -8,10 +8,11 @@ A bad value fails fast with a message naming the setting and where it came from.
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import yaml
 
@@ -307,7 +308,7 @@ def load_settings(
     src = str(path) if given or path.exists() else "built-in defaults"
     saga = _saga_config(_section(data, "saga", "inventory_management"), env, src)
     mesh = _section(data, "invsaga")
-    coord = _section(mesh, "coordinator")
+    _section(mesh, "coordinator")  # a malformed block fails here, before the sections below
     notify = _section(mesh, "notify")
 
     endpoints = {name: f"localhost:{DEFAULT_PORTS[name]}" for name in SERVICES}
@@ -361,105 +362,57 @@ def load_settings(
         host=env.get("INVSAGA_HOST", "0.0.0.0"),
         database_url=database_url,
         metrics_port=metrics_port,
-        max_connection_age=parse_duration(
-            env.get("INVSAGA_MAX_CONNECTION_AGE", mesh.get("max_connection_age", "5m")),
-            name="INVSAGA_MAX_CONNECTION_AGE",
-        ),
-        grace_period=parse_duration(
-            env.get("INVSAGA_GRACE_PERIOD", mesh.get("grace_period", "10s")), name="INVSAGA_GRACE_PERIOD"
-        ),
         log_level=log_level,
         log_format=log_format,
         data_dir=data_dir,
         endpoints=endpoints,
         saga=saga,
-        max_concurrent_sagas=parse_positive_int(
-            env.get("INVSAGA_MAX_CONCURRENT_SAGAS", coord.get("max_concurrent_sagas", 256)),
-            name="INVSAGA_MAX_CONCURRENT_SAGAS",
-        ),
-        lease=parse_duration(env.get("INVSAGA_LEASE", coord.get("lease", "15s")), name="INVSAGA_LEASE"),
-        recovery_interval=parse_duration(
-            env.get("INVSAGA_RECOVERY_INTERVAL", coord.get("recovery_interval", "5s")), name="INVSAGA_RECOVERY_INTERVAL"
-        ),
         webhooks=webhooks,
         webhook_secret=env.get("INVSAGA_WEBHOOK_SECRET", str(notify.get("webhook_secret") or "")),
         fault_injection=faults,
-        **_request_limits(_section(mesh, "limits"), env),
-        **_resources(service, _section(mesh, "database"), coord, env),
+        **_tabled(service, mesh, env),
         **security,
     )
 
 
-def _request_limits(block: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
-    """The request bounds: ``INVSAGA_MAX_*`` or the YAML ``invsaga.limits`` block, else the defaults."""
-    base = Settings(service="coordinator", port=1)
-    limits: dict[str, int] = {}
-    for setting in (
-        "max_start_saga_bytes",
-        "max_request_bytes",
-        "max_step_request_bytes",
-        "max_inflight_request_bytes",
-        "max_metadata_bytes",
-    ):
-        env_name = f"INVSAGA_{setting.upper()}"
-        value = env.get(env_name, block.get(setting.removeprefix("max_"), getattr(base, setting)))
-        limits[setting] = parse_bytes(value, name=env_name)
-    depth = env.get("INVSAGA_MAX_METADATA_DEPTH", block.get("metadata_depth", base.max_metadata_depth))
-    limits["max_metadata_depth"] = parse_positive_int(depth, name="INVSAGA_MAX_METADATA_DEPTH")
-    return limits
+# Settings read from INVSAGA_<SETTING>, else from the YAML ``invsaga`` block's ``key`` (in its
+# sub-block ``block``, if named), else their defaults (docs/deploy.md, "Connection budget").
+_TABLED: tuple[tuple[str, str, str, Callable[..., Any]], ...] = (
+    ("max_connection_age", "", "max_connection_age", parse_duration),
+    ("grace_period", "", "grace_period", parse_duration),
+    ("max_concurrent_sagas", "coordinator", "max_concurrent_sagas", parse_positive_int),
+    ("lease", "coordinator", "lease", parse_duration),
+    ("recovery_interval", "coordinator", "recovery_interval", parse_duration),
+    # The request bounds (invsaga.runtime.inputs).
+    ("max_start_saga_bytes", "limits", "start_saga_bytes", parse_bytes),
+    ("max_request_bytes", "limits", "request_bytes", parse_bytes),
+    ("max_step_request_bytes", "limits", "step_request_bytes", parse_bytes),
+    ("max_inflight_request_bytes", "limits", "inflight_request_bytes", parse_bytes),
+    ("max_metadata_bytes", "limits", "metadata_bytes", parse_bytes),
+    ("max_metadata_depth", "limits", "metadata_depth", parse_positive_int),
+    # Pool sizes (invsaga.runtime.db) and the event journal (coordinator.hub).
+    ("db_pool_size", "database", "pool_size", parse_positive_int),
+    ("db_idle_timeout", "database", "idle_timeout", parse_duration),
+    ("journal_sagas", "coordinator", "journal_sagas", parse_positive_int),
+    ("journal_bytes", "coordinator", "journal_bytes", parse_bytes),
+    ("journal_linger", "coordinator", "journal_linger", parse_duration),
+    ("max_saga_bytes", "coordinator", "max_saga_bytes", parse_bytes),
+    ("step_transport", "coordinator", "step_transport", functools.partial(parse_choice, choices=("stream", "unary"))),
+    ("reservation_sweep_interval", "coordinator", "reservation_sweep_interval", parse_duration),
+    ("reservation_max_extension", "coordinator", "reservation_max_extension", parse_duration),
+)
 
 
-def _resources(
-    service: str, database: Mapping[str, Any], coord: Mapping[str, Any], env: Mapping[str, str]
-) -> dict[str, Any]:
-    """Pool sizes and the event journal: ``INVSAGA_*``, else YAML ``invsaga.database`` /
-    ``invsaga.coordinator``, else the defaults (docs/deploy.md, "Connection budget")."""
+def _tabled(service: str, mesh: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
+    """The settings of ``_TABLED``, in its order; the coordinator's pool defaults to 10 connections."""
     base = Settings(service=service, port=1)
-    pool_default = 10 if service == "coordinator" else base.db_pool_size
-    return dict(
-        db_pool_size=parse_positive_int(
-            env.get("INVSAGA_DB_POOL_SIZE", database.get("pool_size", pool_default)), name="INVSAGA_DB_POOL_SIZE"
-        ),
-        db_idle_timeout=parse_duration(
-            env.get("INVSAGA_DB_IDLE_TIMEOUT", database.get("idle_timeout", base.db_idle_timeout)),
-            name="INVSAGA_DB_IDLE_TIMEOUT",
-        ),
-        journal_sagas=parse_positive_int(
-            env.get("INVSAGA_JOURNAL_SAGAS", coord.get("journal_sagas", base.journal_sagas)),
-            name="INVSAGA_JOURNAL_SAGAS",
-        ),
-        journal_bytes=parse_bytes(
-            env.get("INVSAGA_JOURNAL_BYTES", coord.get("journal_bytes", base.journal_bytes)),
-            name="INVSAGA_JOURNAL_BYTES",
-        ),
-        journal_linger=parse_duration(
-            env.get("INVSAGA_JOURNAL_LINGER", coord.get("journal_linger", base.journal_linger)),
-            name="INVSAGA_JOURNAL_LINGER",
-        ),
-        max_saga_bytes=parse_bytes(
-            env.get("INVSAGA_MAX_SAGA_BYTES", coord.get("max_saga_bytes", base.max_saga_bytes)),
-            name="INVSAGA_MAX_SAGA_BYTES",
-        ),
-        step_transport=parse_choice(
-            env.get("INVSAGA_STEP_TRANSPORT", coord.get("step_transport", base.step_transport)),
-            ("stream", "unary"),
-            name="INVSAGA_STEP_TRANSPORT",
-        ),
-        reservation_sweep_interval=parse_duration(
-            env.get(
-                "INVSAGA_RESERVATION_SWEEP_INTERVAL",
-                coord.get("reservation_sweep_interval", base.reservation_sweep_interval),
-            ),
-            name="INVSAGA_RESERVATION_SWEEP_INTERVAL",
-        ),
-        reservation_max_extension=parse_duration(
-            env.get(
-                "INVSAGA_RESERVATION_MAX_EXTENSION",
-                coord.get("reservation_max_extension", base.reservation_max_extension),
-            ),
-            name="INVSAGA_RESERVATION_MAX_EXTENSION",
-        ),
-    )
+    values: dict[str, Any] = {}
+    for setting, block, key, parse in _TABLED:
+        env_name = f"INVSAGA_{setting.upper()}"
+        default = 10 if setting == "db_pool_size" and service == "coordinator" else getattr(base, setting)
+        source = _section(mesh, block) if block else mesh
+        values[setting] = parse(env.get(env_name, source.get(key, default)), name=env_name)
+    return values
 
 
 __all__ = [
