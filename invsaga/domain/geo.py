@@ -27,6 +27,7 @@ import sys
 import threading
 import types
 import unicodedata
+from collections import Counter
 
 __all__ = ["EARTH_RADIUS_KM", "UnknownAddress", "haversine_km", "resolve"]
 
@@ -113,11 +114,8 @@ def _cpca():
 
 
 @functools.cache
-def _name_counts() -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for info in _cpca().ad_2_addr_dict.values():
-        counts[info.name] = counts.get(info.name, 0) + 1
-    return counts
+def _name_counts() -> Counter[str]:
+    return Counter(info.name for info in _cpca().ad_2_addr_dict.values())
 
 
 def _resolve_china(address: str) -> tuple[float, float] | None:

@@ -38,7 +38,6 @@ class Caller:
 
 
 OPEN_MESH = Caller(identity="anonymous", role="admin")
-ANONYMOUS = Caller(identity="anonymous", role="anonymous")
 # Set by the security interceptor for the duration of each RPC's handler.
 CURRENT_CALLER: ContextVar[Caller] = ContextVar("invsaga_caller", default=OPEN_MESH)
 

@@ -105,6 +105,12 @@ def _compensate_sql(writes: str, guard: str) -> str:
     return f"{prefix}UPDATE barrier SET result = %(barrier_result)s WHERE {where}"
 
 
+def _params(ctx: common_pb2.StepContext, done: Effect) -> dict[str, Any]:
+    """The parameters of the effect's writes and of its barrier row."""
+    result = done.response.SerializeToString()
+    return {**done.params, "barrier_saga_id": ctx.saga_id, "barrier_step": ctx.step, "barrier_result": result}
+
+
 class Barrier:
     """The barrier of one participant's schema, answering with its step responses' types."""
 
@@ -138,13 +144,7 @@ class Barrier:
     async def _execute(self, ctx: common_pb2.StepContext, effect: Callable[[Reader], Awaitable[Effect[M]]]):
         try:
             done = await effect(Reader(self.db))
-            params = {
-                **done.params,
-                "barrier_saga_id": ctx.saga_id,
-                "barrier_step": ctx.step,
-                "barrier_result": done.response.SerializeToString(),
-            }
-            await self.db.pipe.execute(_execute_sql(done.writes, done.guard), params)
+            await self.db.pipe.execute(_execute_sql(done.writes, done.guard), _params(ctx, done))
         except Exception as error:
             # A duplicate, a refusal or a failed effect: if the step has a row, that row is the answer.
             stored = await self.db.fetchone(_STORED, (ctx.saga_id, ctx.step, EXECUTE))
@@ -171,13 +171,7 @@ class Barrier:
                     done = Effect(response_type(null_compensation=True))
                 else:
                     done = await effect(Reader(self.db, conn))
-                params = {
-                    **done.params,
-                    "barrier_saga_id": ctx.saga_id,
-                    "barrier_step": ctx.step,
-                    "barrier_result": done.response.SerializeToString(),
-                }
-                await conn.execute(_compensate_sql(done.writes, done.guard), params)
+                await conn.execute(_compensate_sql(done.writes, done.guard), _params(ctx, done))
         except psycopg.errors.DivisionByZero:
             raise Refused() from None
         return done.response, never_ran is None

@@ -280,8 +280,13 @@ class Violations:
 
     def raise_if_any(self, message: str = "invalid request") -> None:
         if self.items:
-            summary = "; ".join(f"{f}: {d}" for f, d in self.items[:5])
-            raise InvalidArgument(f"{message}: {summary}", violations=self.items)
+            raise invalid_request(self.items, message)
+
+
+def invalid_request(violations: Sequence[tuple[str, str]], message: str = "invalid request") -> InvalidArgument:
+    """INVALID_ARGUMENT with ``violations``; the message sums up the first five."""
+    summary = "; ".join(f"{f}: {d}" for f, d in violations[:5])
+    return InvalidArgument(f"{message}: {summary}", violations=violations)
 
 
 class RpcFailure(Exception):

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import grpc
 
 from invsaga.common.v1 import common_pb2
-from invsaga.runtime.interceptors import WrappingInterceptor
+from invsaga.runtime.interceptors import WrappingInterceptor, codec
 from invsaga.runtime.config import ConfigError
 
 KINDS = ("latency", "unavailable", "error", "drop_response")
@@ -117,6 +117,4 @@ class FaultInjector(WrappingInterceptor):
                 await context.abort(grpc.StatusCode.UNAVAILABLE, "injected fault: response dropped after commit")
             return response
 
-        return grpc.unary_unary_rpc_method_handler(
-            faulty, request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer
-        )
+        return grpc.unary_unary_rpc_method_handler(faulty, **codec(handler))

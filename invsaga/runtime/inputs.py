@@ -25,7 +25,7 @@ from typing import Any
 
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
-from invsaga.runtime.errors import DomainError, InvalidArgument, ResourceExhausted
+from invsaga.runtime.errors import DomainError, ResourceExhausted
 
 MiB = 1024 * 1024
 KiB = 1024
@@ -178,13 +178,6 @@ class ContentChecker:
         else:
             self._special(message, "", out)
         return out[:MAX_VIOLATIONS]
-
-    def check(self, message: Any, maybe_nul: bool = True) -> None:
-        """Raise INVALID_ARGUMENT with the violations of ``message``, if any."""
-        found = self.violations(message, maybe_nul)
-        if found:
-            summary = "; ".join(f"{f}: {d}" for f, d in found[:5])
-            raise InvalidArgument(f"invalid request: {summary}", violations=found)
 
     # -- the walks
     def _special(self, message: Any, prefix: str, out: list) -> None:
@@ -339,12 +332,7 @@ def _struct_shape(value: Any, maybe_nul: bool, stop_at: int) -> tuple[int, bool]
     nul = False
     name = value.DESCRIPTOR.full_name
     # (node, its depth): a Struct/ListValue node at depth d holds values at depth d.
-    if name == _STRUCT:
-        stack = [(value, 1)]
-    elif name == _LIST_VALUE:
-        stack = [(value, 1)]
-    else:
-        stack = [(value, 0)]
+    stack = [(value, 1 if name in (_STRUCT, _LIST_VALUE) else 0)]
     while stack:
         node, depth = stack.pop()
         kind_name = node.DESCRIPTOR.full_name

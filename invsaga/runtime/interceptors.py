@@ -1,4 +1,4 @@
-"""The base of the server interceptors that wrap a method's handler."""
+"""The bases of the server interceptors that wrap a method's handler."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 import grpc
 
 
-class WrappingInterceptor(grpc.aio.ServerInterceptor):
+class CachingInterceptor(grpc.aio.ServerInterceptor):
     """Wraps each method's handler once and hands out that wrapper on every call.
 
     grpc.aio asks the interceptors for the handler on every call, and what they are given
@@ -31,3 +31,12 @@ class WrappingInterceptor(grpc.aio.ServerInterceptor):
     def wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         """``handler`` of ``method`` ("/package.Service/Method"), wrapped (or as it is)."""
         raise NotImplementedError
+
+
+class WrappingInterceptor(CachingInterceptor):
+    """A per-call layer: each request of an ExecuteStream message passes it too (server.py)."""
+
+
+def codec(handler: grpc.RpcMethodHandler) -> dict[str, Any]:
+    """The (de)serializers of ``handler``, for a handler built around its behavior."""
+    return dict(request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer)

@@ -174,16 +174,10 @@ class _CoordinatorState(Collector):
     def collect(self) -> Iterable[Any]:
         if self.metrics is None:
             return
-        yield GaugeMetricFamily(
-            "invsaga_sagas_in_flight",
-            "Sagas this coordinator replica has queued or is driving",
-            value=self.metrics.in_flight(),
-        )
-        yield GaugeMetricFamily(
-            "invsaga_oldest_running_saga_age_seconds",
-            "Age (since creation) of the oldest saga this coordinator replica is driving; 0 when none",
-            value=self.metrics.oldest_age(),
-        )
+        in_flight, oldest = self.describe()
+        in_flight.add_metric([], self.metrics.in_flight())
+        oldest.add_metric([], self.metrics.oldest_age())
+        yield from (in_flight, oldest)
 
 
 class _InventoryUtilisation(Collector):

@@ -41,6 +41,7 @@ from grpc_health.v1 import health_pb2
 from invsaga.runtime.access import ACCESS, CURRENT_CALLER, Caller, Rule, caller, is_public, rule_for
 from invsaga.runtime.config import PARTICIPANTS, Settings
 from invsaga.runtime.errors import PermissionDenied, Unauthenticated
+from invsaga.runtime.interceptors import CachingInterceptor, codec
 
 log = logging.getLogger("invsaga.security")
 
@@ -111,12 +112,6 @@ def peer_names(context: Any) -> list[str]:
     auth = context.auth_context()
     names = auth.get("x509_common_name") or auth.get("x509_subject_alternative_name") or ()
     return [n.decode("utf-8", "replace") if isinstance(n, bytes) else str(n) for n in names]
-
-
-def peer_identity(context: Any) -> str:
-    """The subject common name of the peer's client certificate ('' without one)."""
-    names = context.auth_context().get("x509_common_name") or []
-    return names[0].decode("utf-8", "replace") if names else ""
 
 
 class _Refused(Exception):
@@ -231,7 +226,7 @@ def _token_identity(digest: str, role: str, name: str) -> str:
 
 
 # -- the server side --------------------------------------------------------------------------
-class AccessInterceptor(grpc.aio.ServerInterceptor):
+class AccessInterceptor(CachingInterceptor):
     """The one place the access table is enforced, and ``CURRENT_CALLER`` set.
 
     Each method's handler is wrapped once. The wrapper decides before the servicer (and the
@@ -239,20 +234,10 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):
     """
 
     def __init__(self, gate: Gate) -> None:
+        super().__init__()
         self.gate = gate
-        self._wrapped: dict[str, tuple[Any, Any]] = {}
 
-    async def intercept_service(self, continuation, handler_call_details):
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return None
-        method = handler_call_details.method
-        cached = self._wrapped.get(method)
-        if cached is None or cached[0] is not handler:
-            cached = self._wrapped[method] = (handler, self._wrap(method, handler))
-        return cached[1]
-
-    def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    def wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         if method.startswith("/grpc.health.v1.Health/"):
             return _health_marker(method, handler, self.gate.mode)
         if is_public(method) or not self.gate.enforcing:
@@ -270,29 +255,20 @@ def _guarded(method: str, handler: grpc.RpcMethodHandler, gate: Gate, rule: Rule
             await context.abort_with_status(refused.status)
             raise  # pragma: no cover - abort raises
 
-    kwargs = dict(request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer)
-    if handler.unary_unary:
-        unary_unary = handler.unary_unary
+    kwargs = codec(handler)
+    if handler.unary_unary or handler.stream_unary:
+        unary = handler.unary_unary or handler.stream_unary
 
-        async def guarded_unary_unary(request, context):
+        async def guarded_unary(request_or_iterator, context):
             reset = CURRENT_CALLER.set(await admit(context))
             try:
-                return await unary_unary(request, context)
+                return await unary(request_or_iterator, context)
             finally:
                 CURRENT_CALLER.reset(reset)
 
-        return grpc.unary_unary_rpc_method_handler(guarded_unary_unary, **kwargs)
-    if handler.stream_unary:
-        stream_unary = handler.stream_unary
-
-        async def guarded_stream_unary(request_iterator, context):
-            reset = CURRENT_CALLER.set(await admit(context))
-            try:
-                return await stream_unary(request_iterator, context)
-            finally:
-                CURRENT_CALLER.reset(reset)
-
-        return grpc.stream_unary_rpc_method_handler(guarded_stream_unary, **kwargs)
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(guarded_unary, **kwargs)
+        return grpc.stream_unary_rpc_method_handler(guarded_unary, **kwargs)
     # Streaming answers: the RPC runs in a task of its own, so the caller set here lasts
     # exactly as long as the call (and the tasks a stream starts inherit it).
     streaming = handler.unary_stream or handler.stream_stream
@@ -328,7 +304,7 @@ def _health_marker(method: str, handler: grpc.RpcMethodHandler, mode: str) -> gr
     )
     answer = health_pb2.HealthCheckResponse(status=status)
     trailer = ((AUTH_MODE_HEADER, _mode_label(mode)),)
-    kwargs = dict(request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer)
+    kwargs = codec(handler)
     if method.endswith("/Check") and handler.unary_unary:
         check = handler.unary_unary
 
@@ -458,7 +434,6 @@ __all__ = [
     "channel_credentials",
     "client_interceptors",
     "hash_token",
-    "peer_identity",
     "peer_names",
     "rule_for",
     "server_credentials",

@@ -32,7 +32,7 @@ from grpc_reflection.v1alpha import reflection
 from invsaga.runtime import inputs, security, telemetry
 from invsaga.runtime.batch import layered_execute
 from invsaga.runtime.config import ConfigError, Settings, load_settings
-from invsaga.runtime.errors import DomainError, InvalidArgument, error_status
+from invsaga.runtime.errors import DomainError, InvalidArgument, error_status, invalid_request
 from invsaga.runtime.faults import FaultInjector, parse_faults
 from invsaga.runtime.interceptors import WrappingInterceptor
 from invsaga.runtime.logs import configure_logging
@@ -128,16 +128,11 @@ class RequestGuard:
             if content is not None:
                 found = content.violations(message, b"\x00" in data)
                 if found:
-                    return _Refused(_invalid(found))
+                    return _Refused(invalid_request(found))
             budget.note(message, size)
             return message
 
         return deserialize
-
-
-def _invalid(found: list[tuple[str, str]]) -> DomainError:
-    summary = "; ".join(f"{f}: {d}" for f, d in found[:5])
-    return InvalidArgument(f"invalid request: {summary}", violations=found)
 
 
 def _wrap_unary(behavior, method: str, guard: RequestGuard, decoded_here: bool):
@@ -151,7 +146,7 @@ def _wrap_unary(behavior, method: str, guard: RequestGuard, decoded_here: bool):
             # A request of an ExecuteStream message (its envelope was decoded, not checked).
             found = content.violations(request, b"\x00" in request.SerializeToString())
             if found:
-                await context.abort_with_status(_invalid(found).to_status())
+                await context.abort_with_status(invalid_request(found).to_status())
         size = budget.take(request)
         if size is None:
             await context.abort_with_status(inputs.server_busy(budget.limit).to_status())
@@ -244,24 +239,20 @@ class DomainErrorInterceptor(WrappingInterceptor):
 
     def wrap(self, method: str, handler):
         guard = self.guard
+        kwargs = dict(
+            # A message of ExecuteStream (stream_stream) takes its budget per message.
+            request_deserializer=guard.deserializer(
+                method, handler.request_deserializer, per_message=handler.stream_stream is not None
+            ),
+            response_serializer=handler.response_serializer,
+        )
         if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(
-                _wrap_unary(handler.unary_unary, method, guard, handler.request_deserializer is not None),
-                request_deserializer=guard.deserializer(method, handler.request_deserializer),
-                response_serializer=handler.response_serializer,
-            )
+            unary = _wrap_unary(handler.unary_unary, method, guard, handler.request_deserializer is not None)
+            return grpc.unary_unary_rpc_method_handler(unary, **kwargs)
         if handler.unary_stream and inspect.isasyncgenfunction(handler.unary_stream):
-            return grpc.unary_stream_rpc_method_handler(
-                _wrap_stream(handler.unary_stream, method, guard),
-                request_deserializer=guard.deserializer(method, handler.request_deserializer),
-                response_serializer=handler.response_serializer,
-            )
+            return grpc.unary_stream_rpc_method_handler(_wrap_stream(handler.unary_stream, method, guard), **kwargs)
         if handler.stream_stream and inspect.isasyncgenfunction(handler.stream_stream):
-            return grpc.stream_stream_rpc_method_handler(
-                _wrap_bidi(handler.stream_stream, method),
-                request_deserializer=guard.deserializer(method, handler.request_deserializer, per_message=True),
-                response_serializer=handler.response_serializer,
-            )
+            return grpc.stream_stream_rpc_method_handler(_wrap_bidi(handler.stream_stream, method), **kwargs)
         return handler
 
 

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 from invsaga.runtime import metrics
 from invsaga.runtime.config import Settings
-from invsaga.runtime.interceptors import WrappingInterceptor
+from invsaga.runtime.interceptors import WrappingInterceptor, codec
 from invsaga.runtime.logs import log_context
 
 log = logging.getLogger("invsaga.telemetry")
@@ -240,11 +240,7 @@ class MetricsInterceptor(WrappingInterceptor):
                             return await behavior(request, context)
                     return await behavior(request, context)
 
-            return grpc.unary_unary_rpc_method_handler(
-                unary,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
+            return grpc.unary_unary_rpc_method_handler(unary, **codec(handler))
         if handler.unary_stream and inspect.isasyncgenfunction(handler.unary_stream):
             stream_behavior = handler.unary_stream
 
@@ -253,11 +249,7 @@ class MetricsInterceptor(WrappingInterceptor):
                     async for item in stream_behavior(request, context):
                         yield item
 
-            return grpc.unary_stream_rpc_method_handler(
-                stream,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
+            return grpc.unary_stream_rpc_method_handler(stream, **codec(handler))
         return handler
 
 
