@@ -155,20 +155,17 @@ def layered_execute(servicer: Any, service_name: str, layers: Sequence[Any]) -> 
 
 
 # -- client -------------------------------------------------------------------------------------
+def rpc_error(code: grpc.StatusCode, details: str, trailing: grpc.aio.Metadata | None = None) -> grpc.aio.AioRpcError:
+    """The error a call that ended with ``code`` raises (no initial metadata)."""
+    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), trailing or grpc.aio.Metadata(), details=details)
+
+
 def item_error(status: common_pb2.CallStatus) -> grpc.aio.AioRpcError:
     """A batch item's status as the error its own ``Execute`` call would have raised."""
     trailing = grpc.aio.Metadata()
     if status.details:
         trailing.add(_DETAILS_KEY, status.SerializeToString())
-    return grpc.aio.AioRpcError(
-        _CODES.get(status.code, grpc.StatusCode.UNKNOWN), grpc.aio.Metadata(), trailing, details=status.message
-    )
-
-
-def _deadline_error() -> grpc.aio.AioRpcError:
-    return grpc.aio.AioRpcError(
-        grpc.StatusCode.DEADLINE_EXCEEDED, grpc.aio.Metadata(), grpc.aio.Metadata(), details="Deadline Exceeded"
-    )
+    return rpc_error(_CODES.get(status.code, grpc.StatusCode.UNKNOWN), status.message, trailing)
 
 
 class _Waiting:
@@ -361,7 +358,7 @@ class DeadlineTimer:
         if left > 0:
             self.handle = loop.call_later(left + 0.0005, self._fire, loop)
         elif not self.future.done():
-            self.future.set_exception(_deadline_error())
+            self.future.set_exception(rpc_error(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded"))
 
     def cancel(self) -> None:
         self.handle.cancel()

@@ -35,7 +35,15 @@ import grpc
 from google.protobuf import descriptor_pool
 
 from invsaga.runtime import metrics, telemetry
-from invsaga.runtime.batch import EXECUTE, DeadlineTimer, _message_class, item_error, serve_requests, status_of
+from invsaga.runtime.batch import (
+    EXECUTE,
+    DeadlineTimer,
+    _message_class,
+    item_error,
+    rpc_error,
+    serve_requests,
+    status_of,
+)
 from invsaga.runtime.inputs import server_busy
 
 log = logging.getLogger("invsaga.stream")
@@ -182,12 +190,7 @@ def _broken(error: BaseException | None, retired: bool) -> BaseException:
         why = f"ended ({error.code().name}: {error.details()})"
     else:
         why = f"ended ({type(error).__name__})"
-    return grpc.aio.AioRpcError(
-        grpc.StatusCode.UNAVAILABLE,
-        grpc.aio.Metadata(),
-        grpc.aio.Metadata(),
-        details=f"the participant's ExecuteStream {why} before answering",
-    )
+    return rpc_error(grpc.StatusCode.UNAVAILABLE, f"the participant's ExecuteStream {why} before answering")
 
 
 class StreamTransport:
@@ -231,12 +234,7 @@ class StreamTransport:
                 return _Results(await self._call(batch.requests, timeout))
             except _Unimplemented:
                 pass
-        raise grpc.aio.AioRpcError(
-            grpc.StatusCode.UNIMPLEMENTED,
-            grpc.aio.Metadata(),
-            grpc.aio.Metadata(),
-            details="the participant has no ExecuteStream: one Execute per call",
-        )
+        raise rpc_error(grpc.StatusCode.UNIMPLEMENTED, "the participant has no ExecuteStream: one Execute per call")
 
     async def _call(self, requests: Sequence[Any], timeout: float | None) -> Sequence[Any]:
         stream = self._current()
