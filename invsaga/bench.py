@@ -107,10 +107,15 @@ class Results:
         return self.completed / max(self.finished - self.started, 1e-9)
 
     def percentile(self, q: float) -> float:
-        if not self.latencies:
-            return float("nan")
-        ordered = sorted(self.latencies)
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+        return percentile(self.latencies, q, empty=float("nan"))
+
+
+def percentile(values: list[float], q: float, empty: float = 0.0) -> float:
+    """The ``q`` quantile of ``values`` (nearest rank); ``empty`` when there are none."""
+    if not values:
+        return empty
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def order(rng: random.Random, lines: int, skus: int, hot: int) -> pb.InventoryRequest:
@@ -244,6 +249,27 @@ async def watchers(address: str, args: argparse.Namespace) -> tuple[int, int, Co
     return ended, events, errors
 
 
+def bench_env(args: argparse.Namespace, extra: bool = True) -> dict[str, str]:
+    """The environment of a bench's mesh; ``extra``: with the ``--coordinator-env`` settings."""
+    env = {"INVSAGA_LOG_LEVEL": "WARNING", "INVSAGA_MAX_CONCURRENT_SAGAS": str(max(64, args.concurrency))}
+    if extra and args.coordinator_env:
+        env.update(dict(item.split("=", 1) for item in args.coordinator_env))
+    return env
+
+
+def start_mesh(workdir: str, label: str, database_url: str | None, env: dict[str, str]) -> Mesh:
+    """A mesh on random ports, its data and logs in ``workdir``/``label``, started."""
+    mesh = Mesh(
+        ports=random_ports(),
+        database_url=database_url,
+        data_dir=str(Path(workdir) / label / "data"),
+        log_dir=str(Path(workdir) / label / "logs"),
+        env=env,
+    )
+    mesh.start(timeout=120)
+    return mesh
+
+
 def postgres_cpu_seconds() -> float:
     """CPU seconds of every PostgreSQL server process on this machine (0 if none can be read)."""
     total = 0.0
@@ -275,24 +301,15 @@ async def bench(args: argparse.Namespace) -> int:
 
         return await (bench_resources.connections if args.connections else bench_resources.memory)(args)
     with tempfile.TemporaryDirectory(prefix="invsaga-bench-") as workdir:
-        env = {"INVSAGA_LOG_LEVEL": "WARNING", "INVSAGA_MAX_CONCURRENT_SAGAS": str(max(64, args.concurrency))}
-        if args.coordinator_env:
-            env.update(dict(item.split("=", 1) for item in args.coordinator_env))
+        env = bench_env(args)
         if args.watchers:
             # Slow picking keeps the watched sagas running while the watchers connect.
             env["INVSAGA_FAULTS"] = "kind=latency,delay=3,method=Execute,step=GENERATE_PICKLIST"
-        mesh = Mesh(
-            ports=random_ports(),
-            database_url=args.database_url,
-            data_dir=str(Path(workdir) / "data"),
-            log_dir=str(Path(workdir) / "logs"),
-            env=env,
-        )
         print(
             f"starting the mesh on {'the given PostgreSQL' if args.database_url else 'an embedded PostgreSQL'} ...",
             flush=True,
         )
-        mesh.start(timeout=120)
+        mesh = start_mesh(workdir, "", args.database_url, env)
         try:
             print(
                 await apply_seed(

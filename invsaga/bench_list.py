@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import random
 import statistics
-import tempfile
 import time
 from collections import Counter
 
@@ -43,26 +42,17 @@ def _percentiles(seconds: list[float]) -> str:
 
 
 async def list_bench(args: argparse.Namespace) -> int:
-    from invsaga.bench_resources import _bench_seed, _run_sagas, _start_mesh, drop_database, fresh_database
+    from invsaga.bench import bench_env
+    from invsaga.bench_resources import _bench_seed, _run_sagas, mesh_on_fresh_database
 
-    env = {"INVSAGA_LOG_LEVEL": "WARNING", "INVSAGA_MAX_CONCURRENT_SAGAS": str(max(64, args.concurrency))}
-    url = fresh_database(args.database_url, "list") if args.database_url else None
-    try:
-        with tempfile.TemporaryDirectory(prefix="invsaga-list-") as workdir:
-            mesh = _start_mesh(workdir, "mesh", url, env)
-            try:
-                await apply_seed(parse_seed(_bench_seed()), mesh.address("warehouse"), mesh.address("inventory"))
-                address = mesh.address("coordinator")
-                codes: Counter = Counter()
-                began = time.time()
-                took = await _run_sagas(address, _order, args.list_sagas, args.concurrency, codes)
-                print(f"{args.list_sagas:,} sagas in {took:.1f} s: {dict(codes)}", flush=True)
-                return await _time_lists(address, args, began)
-            finally:
-                mesh.stop()
-    finally:
-        if url:
-            drop_database(url)
+    with mesh_on_fresh_database(args, "list", bench_env(args, extra=False)) as mesh:
+        await apply_seed(parse_seed(_bench_seed()), mesh.address("warehouse"), mesh.address("inventory"))
+        address = mesh.address("coordinator")
+        codes: Counter = Counter()
+        began = time.time()
+        took = await _run_sagas(address, _order, args.list_sagas, args.concurrency, codes)
+        print(f"{args.list_sagas:,} sagas in {took:.1f} s: {dict(codes)}", flush=True)
+        return await _time_lists(address, args, began)
 
 
 async def _time_lists(address: str, args: argparse.Namespace, began: float) -> int:

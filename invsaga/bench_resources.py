@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import random
 import re
 import subprocess
@@ -26,14 +27,17 @@ import time
 import uuid
 from collections import Counter
 from pathlib import Path
+from typing import Iterator
 
 import grpc
 import psycopg
+from sqlalchemy.engine import make_url
 
 from invsaga.common.v1 import common_pb2
 from invsaga.coordinator.v1 import coordinator_pb2 as pb
 from invsaga.coordinator.v1 import coordinator_pb2_grpc as pb_grpc
-from invsaga.launcher import Mesh, random_ports
+from invsaga.bench import bench_env, bench_seed, order, start_mesh
+from invsaga.launcher import Mesh
 from invsaga.runtime.db import conninfo
 from invsaga.seed import apply_seed, parse_seed
 
@@ -43,12 +47,10 @@ from invsaga.seed import apply_seed, parse_seed
 
 def rss_bytes(pid: int) -> int:
     """Resident memory of a process (0 once it is gone)."""
-    try:
+    with contextlib.suppress(OSError):
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
-    except OSError:
-        pass
     return 0
 
 
@@ -87,40 +89,37 @@ def fresh_database(url: str, label: str) -> str:
 
 
 def drop_database(url: str) -> None:
-    from sqlalchemy.engine import make_url
-
     name = make_url(url).database
     with psycopg.connect(conninfo(str(_url_with_database(url, "postgres"))), autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _url_with_database(url: str, name: str) -> str:
-    from sqlalchemy.engine import make_url
-
     return make_url(url).set(database=name).render_as_string(hide_password=False)
 
 
 def _port_of(url: str) -> int:
-    from sqlalchemy.engine import make_url
-
     return make_url(url).port or 5432
 
 
-def _start_mesh(workdir: str, label: str, database_url: str | None, env: dict[str, str]) -> Mesh:
-    mesh = Mesh(
-        ports=random_ports(),
-        database_url=database_url,
-        data_dir=str(Path(workdir) / label / "data"),
-        log_dir=str(Path(workdir) / label / "logs"),
-        env=env,
-    )
-    mesh.start(timeout=120)
-    return mesh
+@contextlib.contextmanager
+def mesh_on_fresh_database(args: argparse.Namespace, label: str, env: dict[str, str]) -> Iterator[Mesh]:
+    """A started mesh on a fresh database of ``--database-url`` (or an embedded server), stopped
+    and its database dropped at the end."""
+    url = fresh_database(args.database_url, label) if args.database_url else None
+    try:
+        with tempfile.TemporaryDirectory(prefix=f"invsaga-{label}-") as workdir:
+            mesh = start_mesh(workdir, "mesh", url, env)
+            try:
+                yield mesh
+            finally:
+                mesh.stop()
+    finally:
+        if url:
+            drop_database(url)
 
 
 def _bench_seed() -> dict:
-    from invsaga.bench import bench_seed
-
     return bench_seed(10, 60)
 
 
@@ -157,8 +156,6 @@ async def _run_sagas(address: str, make, count: int, concurrency: int, codes: Co
 
 
 def _one_line(rng: random.Random):
-    from invsaga.bench import order
-
     return lambda k: order(rng, 1, 60, 0)
 
 
@@ -174,7 +171,7 @@ async def connections(args: argparse.Namespace) -> int:
         return 2
     port = _port_of(args.database_url)
     urls = [fresh_database(args.database_url, f"conns{i}") for i in range(args.meshes)]
-    env = {"INVSAGA_LOG_LEVEL": "WARNING", "INVSAGA_MAX_CONCURRENT_SAGAS": str(max(64, args.concurrency))}
+    env = bench_env(args, extra=False)
     meshes: list[Mesh] = []
     services: list[str] = []
     failures = 0
@@ -183,7 +180,7 @@ async def connections(args: argparse.Namespace) -> int:
             try:
                 for i, url in enumerate(urls):
                     print(f"starting mesh {i + 1} of {args.meshes} on its own database ...", flush=True)
-                    meshes.append(_start_mesh(workdir, f"mesh{i}", url, env))
+                    meshes.append(start_mesh(workdir, f"mesh{i}", url, env))
                 for mesh in meshes:
                     await apply_seed(parse_seed(_bench_seed()), mesh.address("warehouse"), mesh.address("inventory"))
                 owners = {proc.pid: (i, name) for i, mesh in enumerate(meshes) for name, proc in mesh.procs.items()}
@@ -341,28 +338,14 @@ async def _big_rounds(address: str, args: argparse.Namespace, stop: asyncio.Even
         while not stop.is_set() and rounds < args.big_rounds:
             await asyncio.gather(*(one(rounds * args.big + k) for k in range(args.big)))
             rounds += 1
-            try:
+            with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stop.wait(), 2.0)
-            except asyncio.TimeoutError:
-                pass
     return rounds
 
 
 async def memory(args: argparse.Namespace) -> int:
-    env = {"INVSAGA_LOG_LEVEL": "WARNING", "INVSAGA_MAX_CONCURRENT_SAGAS": str(max(64, args.concurrency))}
-    if args.coordinator_env:
-        env.update(dict(item.split("=", 1) for item in args.coordinator_env))
-    url = fresh_database(args.database_url, "memory") if args.database_url else None
-    try:
-        with tempfile.TemporaryDirectory(prefix="invsaga-memory-") as workdir:
-            mesh = _start_mesh(workdir, "mesh", url, env)
-            try:
-                return await _memory_run(mesh, args)
-            finally:
-                mesh.stop()
-    finally:
-        if url:
-            drop_database(url)
+    with mesh_on_fresh_database(args, "memory", bench_env(args)) as mesh:
+        return await _memory_run(mesh, args)
 
 
 async def _memory_run(mesh: Mesh, args: argparse.Namespace) -> int:

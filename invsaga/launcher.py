@@ -6,6 +6,7 @@ tests exercise is exactly what an operator runs.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -99,12 +100,9 @@ def wait_serving(
             if proc is not None and proc.poll() is not None:
                 kind = PortTaken if proc.returncode == PORT_IN_USE else LaunchError
                 raise kind(f"{service or 'process'} on {address} exited with status {proc.returncode}", service)
-            try:
-                reply = stub.Check(request, timeout=1.0)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+            with contextlib.suppress(grpc.RpcError):
+                if stub.Check(request, timeout=1.0).status == health_pb2.HealthCheckResponse.SERVING:
                     return
-            except grpc.RpcError:
-                pass
             time.sleep(0.1)
     raise LaunchError(f"{address} did not report SERVING within {timeout:.0f}s")
 

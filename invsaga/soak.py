@@ -32,7 +32,9 @@ from invsaga.common.v1 import common_pb2
 from invsaga.coordinator.v1 import coordinator_pb2 as pb
 from invsaga.coordinator.v1 import coordinator_pb2_grpc as pb_grpc
 from invsaga.inventory.v1 import inventory_pb2, inventory_pb2_grpc
-from invsaga.launcher import Mesh, random_ports
+from invsaga.bench import percentile, start_mesh
+from invsaga.bench_resources import rss_bytes
+from invsaga.launcher import Mesh
 from invsaga.seed import apply_seed, parse_seed
 
 DEFAULT_FAULTS = ";".join(
@@ -85,24 +87,6 @@ def soak_seed() -> dict:
                 }
             )
     return {"warehouses": warehouses, "stock": stock}
-
-
-def rss_kib(pid: int) -> int:
-    """Resident set size of ``pid`` in KiB (0 once it is gone)."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 @dataclass
@@ -187,7 +171,7 @@ class Soak:
             await asyncio.sleep(5)
             minute = self.minute()
             for name, proc in self.mesh.procs.items():
-                minute.rss[name] = rss_kib(proc.pid)
+                minute.rss[name] = rss_bytes(proc.pid) // 1024
 
     async def report(self, until: float) -> None:
         printed = 0
@@ -276,17 +260,10 @@ def summarise(rows: list[dict]) -> dict:
 async def soak(args: argparse.Namespace) -> int:
     env = {**SOAK_ENV, "INVSAGA_FAULTS": args.faults}
     with tempfile.TemporaryDirectory(prefix="invsaga-soak-") as workdir:
-        mesh = Mesh(
-            ports=random_ports(),
-            database_url=args.database_url,
-            data_dir=str(Path(workdir) / "data"),
-            log_dir=str(Path(workdir) / "logs"),
-            env=env,
-        )
         backend = "the given PostgreSQL" if args.database_url else "an embedded PostgreSQL"
         print(f"soak: {args.minutes:g} min on {backend}, concurrency {args.concurrency}", flush=True)
         print(f"faults on every participant: {args.faults or '(none)'}", flush=True)
-        mesh.start(timeout=120)
+        mesh = start_mesh(workdir, "", args.database_url, env)
         try:
             print(
                 await apply_seed(parse_seed(soak_seed()), mesh.address("warehouse"), mesh.address("inventory")),

@@ -203,10 +203,8 @@ def _seed_demo_data(mesh: Mesh) -> str:
 def _say(line: str, error: bool = False) -> None:
     """A line on stdout (stderr for trouble); a terminal gone (SIGHUP) or a closed pipe must not
     keep the stop from finishing."""
-    try:
+    with contextlib.suppress(OSError, ValueError):
         print(line, file=sys.stderr if error else sys.stdout, flush=True)
-    except (OSError, ValueError):
-        pass
 
 
 def restart_delay(previous: float | None, up_for: float) -> float:

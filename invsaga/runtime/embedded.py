@@ -8,6 +8,7 @@ on a Unix socket inside it, and stop it on exit. A URL given by the user always 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import platform
@@ -80,10 +81,8 @@ class EmbeddedPostgres:
         with psycopg.connect(self._server.get_uri(), autocommit=True) as conn:
             found = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,)).fetchone()
             if found is None:
-                try:
+                with contextlib.suppress(psycopg.errors.DuplicateDatabase):  # another process created it meanwhile
                     conn.execute(f'CREATE DATABASE "{DATABASE}"')
-                except psycopg.errors.DuplicateDatabase:  # another process created it meanwhile
-                    pass
 
     def stop(self) -> None:
         server, self._server = self._server, None
@@ -97,11 +96,9 @@ def _ensure_system_user(name: str) -> None:
     directories too: a PATH of /usr/bin:/bin, as under cron or a minimal environment, lacks it)."""
     import pwd
 
-    try:
+    with contextlib.suppress(KeyError):
         pwd.getpwnam(name)
         return
-    except KeyError:
-        pass
     search = os.pathsep.join([os.environ.get("PATH", ""), "/usr/local/sbin", "/usr/sbin", "/sbin"])
     useradd = shutil.which("useradd", path=search)
     if useradd is None:

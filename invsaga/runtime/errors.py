@@ -19,6 +19,7 @@ Clients turn an ``AioRpcError`` back into an ``RpcFailure`` whose details are pa
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
 from dataclasses import dataclass, field
@@ -170,20 +171,16 @@ def _classes() -> tuple[tuple[type, ...], tuple[type, ...]]:
     if _CLASSES is None:
         data: list[type] = []
         down: list[type] = []
-        try:
+        with contextlib.suppress(ImportError):  # pragma: no cover - a dependency
             import psycopg
 
             data.append(psycopg.DataError)
             down.append(psycopg.OperationalError)  # also psycopg_pool's PoolTimeout and PoolClosed
-        except ImportError:  # pragma: no cover - a dependency
-            pass
-        try:
+        with contextlib.suppress(ImportError):  # pragma: no cover - a dependency
             from sqlalchemy import exc as sa
 
             data.append(sa.DataError)
             down.extend([sa.OperationalError, sa.TimeoutError, sa.DisconnectionError])
-        except ImportError:  # pragma: no cover - a dependency
-            pass
         _CLASSES = (tuple(data), tuple(down))
     return _CLASSES
 
