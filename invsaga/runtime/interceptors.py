@@ -37,6 +37,14 @@ class WrappingInterceptor(CachingInterceptor):
     """A per-call layer: each request of an ExecuteStream message passes it too (server.py)."""
 
 
+class Refusal(Exception):
+    """Ends the call being served with ``status`` (its handler's wrapper answers with it)."""
+
+    def __init__(self, status: grpc.Status) -> None:
+        super().__init__("refused")
+        self.status = status
+
+
 def codec(handler: grpc.RpcMethodHandler) -> dict[str, Any]:
     """The (de)serializers of ``handler``, for a handler built around its behavior."""
     return dict(request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer)

@@ -41,7 +41,7 @@ from grpc_health.v1 import health_pb2
 from invsaga.runtime.access import ACCESS, CURRENT_CALLER, Caller, Rule, caller, is_public, rule_for
 from invsaga.runtime.config import PARTICIPANTS, Settings
 from invsaga.runtime.errors import PermissionDenied, Unauthenticated
-from invsaga.runtime.interceptors import CachingInterceptor, codec
+from invsaga.runtime.interceptors import CachingInterceptor, Refusal, codec
 
 log = logging.getLogger("invsaga.security")
 
@@ -114,14 +114,8 @@ def peer_names(context: Any) -> list[str]:
     return [n.decode("utf-8", "replace") if isinstance(n, bytes) else str(n) for n in names]
 
 
-class _Refused(Exception):
-    def __init__(self, status: grpc.Status) -> None:
-        super().__init__("refused")
-        self.status = status
-
-
-def _unauthenticated(message: str) -> _Refused:
-    return _Refused(Unauthenticated(message, reason="UNAUTHENTICATED").to_status())
+def _unauthenticated(message: str) -> Refusal:
+    return Refusal(Unauthenticated(message, reason="UNAUTHENTICATED").to_status())
 
 
 _NOT_CONFIGURED = (
@@ -186,7 +180,7 @@ class Gate:
         return Caller(identity=names[0], role="client")
 
     def authenticate(self, context: Any) -> Caller:
-        """The caller of this call, or ``_Refused`` (UNAUTHENTICATED)."""
+        """The caller of this call, or ``Refusal`` (UNAUTHENTICATED)."""
         if not self.mode:
             raise _unauthenticated(_NOT_CONFIGURED)
         token = _bearer(context.invocation_metadata())
@@ -202,12 +196,12 @@ class Gate:
         raise _unauthenticated(_NEEDS_TOKEN)
 
     def admit(self, method: str, rule: Rule, context: Any) -> Caller:
-        """The caller, if ``rule`` lets it call ``method``; else ``_Refused``."""
+        """The caller, if ``rule`` lets it call ``method``; else ``Refusal``."""
         who = self.authenticate(context)
         if not rule.allows(who):
             name = method.rsplit(".", 1)[-1]  # "Service/Method", without the package
             log.warning("refused %s to %s (role %s)", name, who.identity, who.role)
-            raise _Refused(
+            raise Refusal(
                 PermissionDenied(
                     f"{name} is not allowed to {who.identity!r} (role {who.role})",
                     reason="PERMISSION_DENIED",
@@ -251,7 +245,7 @@ def _guarded(method: str, handler: grpc.RpcMethodHandler, gate: Gate, rule: Rule
     async def admit(context) -> Caller:
         try:
             return gate.admit(method, rule, context)
-        except _Refused as refused:
+        except Refusal as refused:
             await context.abort_with_status(refused.status)
             raise  # pragma: no cover - abort raises
 

@@ -34,7 +34,7 @@ from invsaga.runtime.batch import layered_execute
 from invsaga.runtime.config import ConfigError, Settings, load_settings
 from invsaga.runtime.errors import DomainError, InvalidArgument, error_status, invalid_request
 from invsaga.runtime.faults import FaultInjector, parse_faults
-from invsaga.runtime.interceptors import WrappingInterceptor
+from invsaga.runtime.interceptors import Refusal, WrappingInterceptor
 from invsaga.runtime.logs import configure_logging
 from invsaga.runtime.stream import install_execute_stream
 
@@ -200,14 +200,14 @@ def _wrap_bidi(behavior, method: str):
     async def checked(request_iterator):
         async for message in request_iterator:
             if isinstance(message, _Refused):
-                raise _RefusedMessage(message.status)
+                raise Refusal(message.status)
             yield message
 
     async def wrapped(request_iterator, context):
         try:
             async for item in behavior(checked(request_iterator), context):
                 yield item
-        except _RefusedMessage as refused:
+        except Refusal as refused:
             await context.abort_with_status(refused.status)
         except grpc.aio.AbortError:
             raise
@@ -215,12 +215,6 @@ def _wrap_bidi(behavior, method: str):
             await context.abort_with_status(error_status(err, method))
 
     return wrapped
-
-
-class _RefusedMessage(Exception):
-    def __init__(self, status: grpc.Status) -> None:
-        super().__init__("refused")
-        self.status = status
 
 
 class DomainErrorInterceptor(WrappingInterceptor):

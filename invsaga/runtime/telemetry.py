@@ -290,15 +290,13 @@ _CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
 # -- one trace per saga ---------------------------------------------------------------------------
 def saga_trace_context() -> tuple[str, str]:
     """(trace id, W3C traceparent) for a new saga: the current span's when tracing, else fresh."""
-    if _provider is not None:
+    traceparent = current_traceparent()
+    if traceparent:
         from opentelemetry import trace
-        from opentelemetry.propagate import inject
 
-        carrier: dict[str, str] = {}
-        inject(carrier)
         ctx = trace.get_current_span().get_span_context()
-        if ctx.is_valid and "traceparent" in carrier:
-            return format(ctx.trace_id, "032x"), carrier["traceparent"]
+        if ctx.is_valid:
+            return format(ctx.trace_id, "032x"), traceparent
     trace_id = secrets.token_hex(16)
     return trace_id, f"00-{trace_id}-{secrets.token_hex(8)}-00"
 
