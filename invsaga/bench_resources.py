@@ -71,13 +71,12 @@ def connections_by_pid(port: int) -> dict[int, int]:
     return found
 
 
-def server_connections(url: str) -> tuple[int, int]:
-    """(client connections the server holds now, its max_connections)."""
+def max_connections(url: str) -> int:
+    """The server's max_connections."""
     with psycopg.connect(conninfo(url), autocommit=True) as conn:
-        used = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'").fetchone()
         most = conn.execute("SHOW max_connections").fetchone()
-    assert used is not None and most is not None  # an aggregate and a SHOW: one row each
-    return used[0] - 1, int(most[0])  # not this one
+    assert most is not None  # a SHOW: one row
+    return int(most[0])
 
 
 def fresh_database(url: str, label: str) -> str:
@@ -96,10 +95,6 @@ def drop_database(url: str) -> None:
 
 def _url_with_database(url: str, name: str) -> str:
     return make_url(url).set(database=name).render_as_string(hide_password=False)
-
-
-def _port_of(url: str) -> int:
-    return make_url(url).port or 5432
 
 
 @contextlib.contextmanager
@@ -169,7 +164,7 @@ async def connections(args: argparse.Namespace) -> int:
             "(a fresh database is created on it for each mesh and dropped afterwards)"
         )
         return 2
-    port = _port_of(args.database_url)
+    port = make_url(args.database_url).port or 5432
     urls = [fresh_database(args.database_url, f"conns{i}") for i in range(args.meshes)]
     env = bench_env(args, extra=False)
     meshes: list[Mesh] = []
@@ -245,7 +240,7 @@ async def connections(args: argparse.Namespace) -> int:
     finally:
         for url in urls:
             drop_database(url)
-    max_connections = server_connections(args.database_url)[1]
+    most_connections = max_connections(args.database_url)
     print("\nPostgreSQL connections per process (most of the meshes when several):")
     print(f"| when | {' | '.join(services)} | mesh total |")
     print(f"|---|{'---|' * len(services)}---|")
@@ -263,7 +258,7 @@ async def connections(args: argparse.Namespace) -> int:
         print(row(f"{at:.0f} s at rest", counts))
     print(
         f"\nmost connections of all {len(meshes)} mesh(es) at once: {peak_total}; "
-        f"most client connections on the server at once (everyone's): {peak_server} of max_connections {max_connections}"
+        f"most client connections on the server at once (everyone's): {peak_server} of max_connections {most_connections}"
     )
     return 1 if failures else 0
 

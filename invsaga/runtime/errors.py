@@ -161,10 +161,6 @@ _DATA_ERRORS = {
 _MAX_CHAIN = 8
 
 
-def new_error_id() -> str:
-    return secrets.token_hex(8)
-
-
 def _classes() -> tuple[tuple[type, ...], tuple[type, ...]]:
     """(data errors, database unavailability errors), imported on first use: clients need neither driver."""
     global _CLASSES
@@ -250,7 +246,7 @@ def as_domain_error(error: BaseException, where: str = "") -> DomainError:
         if _rpc_unavailable(cause):
             log.warning("%s: a downstream call failed (%s)", where or "call", _summary(cause))
             return Unavailable(DEPENDENCY_UNAVAILABLE, reason="DEPENDENCY_UNAVAILABLE")
-    error_id = new_error_id()
+    error_id = secrets.token_hex(8)
     log.error("internal error, id %s, in %s", error_id, where or "a call", exc_info=error)
     return Internal(f"internal error, id {error_id}", reason="INTERNAL_ERROR", metadata={"error_id": error_id})
 

@@ -63,11 +63,6 @@ def split_method(full_method: str) -> tuple[str, str]:
     return service, name
 
 
-def is_step_method(full_method: str) -> bool:
-    service, name = split_method(full_method)
-    return name in STEP_METHODS and service.endswith("StepService")
-
-
 # -- sizes ----------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class SizeLimits:
@@ -79,7 +74,8 @@ class SizeLimits:
         """The largest serialized request ``full_method`` accepts."""
         if full_method.endswith("/StartSaga"):
             return self.start_saga
-        if is_step_method(full_method):
+        service, name = split_method(full_method)
+        if name in STEP_METHODS and service.endswith("StepService"):
             return self.step_request
         return self.request
 
@@ -151,10 +147,6 @@ class _Plan:
     # Only the fields that can lead to a Timestamp or a Struct, as (name, repeated, kind,
     # descriptor): the walk when no NUL can occur.
     special: tuple[tuple[str, bool, str, FieldDescriptor], ...]
-
-
-def _map_entry(fd: FieldDescriptor) -> bool:
-    return fd.type == _MESSAGE and fd.message_type.GetOptions().map_entry
 
 
 class ContentChecker:
@@ -268,7 +260,7 @@ class ContentChecker:
             return "string"
         if fd.type != _MESSAGE:
             return None
-        if _map_entry(fd):
+        if fd.message_type.GetOptions().map_entry:
             return "map"
         name = fd.message_type.full_name
         if name == _TIMESTAMP:

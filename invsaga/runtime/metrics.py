@@ -89,11 +89,6 @@ LOCK_FAILURES = Counter(
 )
 
 
-def outcome_name(status_name: str) -> str:
-    """``SAGA_STATUS_COMPLETED`` -> ``completed``."""
-    return status_name.removeprefix("SAGA_STATUS_").lower()
-
-
 class SagaMetrics:
     """The coordinator engine's metric hooks (``engine.metrics``).
 
@@ -114,7 +109,7 @@ class SagaMetrics:
     def finished(self, saga) -> None:
         from invsaga.coordinator.v1 import coordinator_pb2 as pb
 
-        outcome = outcome_name(pb.SagaStatus.Name(saga.status))
+        outcome = pb.SagaStatus.Name(saga.status).removeprefix("SAGA_STATUS_").lower()  # COMPLETED -> completed
         if saga.status == pb.SAGA_STATUS_FAILED:
             reason = saga.compensation_failure.reason or "COMPENSATION_FAILED"
         elif saga.status == pb.SAGA_STATUS_COMPENSATED:

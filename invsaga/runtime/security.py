@@ -284,10 +284,6 @@ def _guarded(method: str, handler: grpc.RpcMethodHandler, gate: Gate, rule: Rule
     return grpc.stream_stream_rpc_method_handler(guarded_stream, **kwargs)
 
 
-def _mode_label(mode: str) -> str:
-    return mode or "unconfigured"
-
-
 def _health_marker(method: str, handler: grpc.RpcMethodHandler, mode: str) -> grpc.RpcMethodHandler:
     """Health answers for ``invsaga.auth``: SERVING when callers are checked (token, mtls),
     NOT_SERVING when authentication is off or not configured; the mode in a trailer."""
@@ -297,7 +293,7 @@ def _health_marker(method: str, handler: grpc.RpcMethodHandler, mode: str) -> gr
         else health_pb2.HealthCheckResponse.NOT_SERVING
     )
     answer = health_pb2.HealthCheckResponse(status=status)
-    trailer = ((AUTH_MODE_HEADER, _mode_label(mode)),)
+    trailer = ((AUTH_MODE_HEADER, mode or "unconfigured"),)
     kwargs = codec(handler)
     if method.endswith("/Check") and handler.unary_unary:
         check = handler.unary_unary
