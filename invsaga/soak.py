@@ -246,11 +246,7 @@ def summarise(rows: list[dict]) -> dict:
     first, last = full[0], full[-1]
     names = list(first["rss_mib"])
     return {
-        "sagas": sum(r["sagas"] for r in rows),
-        "completed": sum(r["completed"] for r in rows),
-        "compensated": sum(r["compensated"] for r in rows),
-        "failed": sum(r["failed"] for r in rows),
-        "errors": sum(r["errors"] for r in rows),
+        **{key: sum(r[key] for r in rows) for key in ("sagas", "completed", "compensated", "failed", "errors")},
         "p50_first_last_ms": (first["p50_ms"], last["p50_ms"]),
         "p99_first_last_ms": (first["p99_ms"], last["p99_ms"]),
         "rss_first_last_mib": {n: (first["rss_mib"].get(n, 0), last["rss_mib"].get(n, 0)) for n in names},

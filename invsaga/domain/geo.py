@@ -124,12 +124,7 @@ def _resolve_china(address: str) -> tuple[float, float] | None:
     adcode = row["adcode"]
     if not isinstance(adcode, str) or not adcode:
         return None
-    if adcode.endswith("0000"):
-        level = "省"
-    elif adcode.endswith("00"):
-        level = "市"
-    else:
-        level = "区"
+    level = "省" if adcode.endswith("0000") else "市" if adcode.endswith("00") else "区"
     named = row[level]
     above = [lv for lv in ("省", "市", "区") if lv != level and row[f"{lv}_pos"] >= 0]
     if level != "省" and not above and _name_counts().get(named, 0) > 1:

@@ -63,11 +63,10 @@ def security_settings(
         return ("" if yaml_value is None else str(yaml_value).strip()), src
 
     def names(env_name: str, yaml_value: Any) -> tuple[str, ...]:
-        if env_name in env:
-            return tuple(n.strip() for n in env[env_name].split(",") if n.strip())
-        if isinstance(yaml_value, str):
-            return tuple(n.strip() for n in yaml_value.split(",") if n.strip())
-        return tuple(str(n).strip() for n in (yaml_value or ()))
+        value = env.get(env_name, yaml_value)  # a list in the YAML file, comma-separated text in either
+        if isinstance(value, str):
+            return tuple(n.strip() for n in value.split(",") if n.strip())
+        return tuple(str(n).strip() for n in (value or ()))
 
     files = {}
     for key in ("cert", "key", "ca"):

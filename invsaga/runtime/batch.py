@@ -305,15 +305,8 @@ class ExecuteBatcher:
         self.batches += 1
         self.batched_calls += len(batch)
         if len(response.results) != len(batch):
-            return _fail(
-                batch,
-                item_error(
-                    common_pb2.CallStatus(
-                        code=grpc.StatusCode.INTERNAL.value[0],
-                        message=f"a batch answered {len(response.results)} results for {len(batch)} requests",
-                    )
-                ),
-            )
+            answered = f"a batch answered {len(response.results)} results for {len(batch)} requests"
+            return _fail(batch, rpc_error(grpc.StatusCode.INTERNAL, answered))
         for item, result in zip(batch, response.results):
             if result.HasField("response"):
                 _settle(item, result=result.response)

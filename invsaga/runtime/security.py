@@ -145,13 +145,7 @@ class Gate:
         self.mode = settings.auth_mode
         # (digest, caller): a token's identity is its name, else a prefix of its digest.
         self.tokens: tuple[tuple[str, Caller], ...] = tuple(
-            (
-                digest,
-                Caller(
-                    identity=_token_identity(digest, role, name), role=role, tenant=name if role == "client" else ""
-                ),
-            )
-            for digest, role, name in settings.auth_tokens
+            (digest, _token_caller(digest, role, name)) for digest, role, name in settings.auth_tokens
         )
         roles = {name: (role, "") for name, (role, _) in DEFAULT_TLS_ROLES.items()}
         roles.update({name: (role, tenant) for name, role, tenant in settings.tls_roles})
@@ -211,12 +205,13 @@ class Gate:
         return who
 
 
-def _token_identity(digest: str, role: str, name: str) -> str:
+def _token_caller(digest: str, role: str, name: str) -> Caller:
+    tenant = name if role == "client" else ""
     if role == "service" and name:
-        return name
+        return Caller(identity=name, role=role, tenant=tenant)
     if role == "client" and name:
-        return f"client-{name}"
-    return f"{role}-{digest[:8]}"
+        return Caller(identity=f"client-{name}", role=role, tenant=tenant)
+    return Caller(identity=f"{role}-{digest[:8]}", role=role, tenant=tenant)
 
 
 # -- the server side --------------------------------------------------------------------------
