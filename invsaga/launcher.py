@@ -228,8 +228,7 @@ class Mesh:
 
     def uses_embedded(self) -> bool:
         """No URL given here, in ``env`` or in the environment: the data directory's embedded server."""
-        given = self.database_url or self.env.get("INVSAGA_DATABASE_URL") or os.environ.get("INVSAGA_DATABASE_URL")
-        return not given
+        return not (self.database_url or self.env.get("INVSAGA_DATABASE_URL") or os.environ.get("INVSAGA_DATABASE_URL"))
 
     def start_database(self) -> None:
         """With no URL given (here, in ``env`` or the environment), start the embedded server.

@@ -25,7 +25,7 @@ from collections import deque
 from typing import Any, Callable, Sequence
 
 import grpc
-from google.protobuf import descriptor_pool, message_factory
+from google.protobuf import descriptor_pool
 
 from invsaga.common.v1 import common_pb2
 from invsaga.runtime.errors import error_status
@@ -111,10 +111,6 @@ def status_of(status: grpc.Status) -> common_pb2.CallStatus:
         if key == _DETAILS_KEY:
             return common_pb2.CallStatus.FromString(value)
     return common_pb2.CallStatus(code=status.code.value[0], message=status.details or "")
-
-
-def _message_class(descriptor: Any) -> Any:
-    return message_factory.GetMessageClass(descriptor)
 
 
 async def serve_one(execute: Callable, result_class: Any, request: Any, outer: Any) -> Any:

@@ -20,6 +20,7 @@ Clients turn an ``AioRpcError`` back into an ``RpcFailure`` whose details are pa
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import secrets
 from dataclasses import dataclass, field
@@ -161,27 +162,22 @@ _DATA_ERRORS = {
 _MAX_CHAIN = 8
 
 
+@functools.cache
 def _classes() -> tuple[tuple[type, ...], tuple[type, ...]]:
     """(data errors, database unavailability errors), imported on first use: clients need neither driver."""
-    global _CLASSES
-    if _CLASSES is None:
-        data: list[type] = []
-        down: list[type] = []
-        with contextlib.suppress(ImportError):  # pragma: no cover - a dependency
-            import psycopg
+    data: list[type] = []
+    down: list[type] = []
+    with contextlib.suppress(ImportError):  # pragma: no cover - a dependency
+        import psycopg
 
-            data.append(psycopg.DataError)
-            down.append(psycopg.OperationalError)  # also psycopg_pool's PoolTimeout and PoolClosed
-        with contextlib.suppress(ImportError):  # pragma: no cover - a dependency
-            from sqlalchemy import exc as sa
+        data.append(psycopg.DataError)
+        down.append(psycopg.OperationalError)  # also psycopg_pool's PoolTimeout and PoolClosed
+    with contextlib.suppress(ImportError):  # pragma: no cover - a dependency
+        from sqlalchemy import exc as sa
 
-            data.append(sa.DataError)
-            down.extend([sa.OperationalError, sa.TimeoutError, sa.DisconnectionError])
-        _CLASSES = (tuple(data), tuple(down))
-    return _CLASSES
-
-
-_CLASSES: tuple[tuple[type, ...], tuple[type, ...]] | None = None
+        data.append(sa.DataError)
+        down.extend([sa.OperationalError, sa.TimeoutError, sa.DisconnectionError])
+    return tuple(data), tuple(down)
 
 
 def _chain(error: BaseException) -> Iterator[BaseException]:

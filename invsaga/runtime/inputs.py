@@ -165,10 +165,7 @@ class ContentChecker:
         it holds a NUL): only Timestamps and Structs are then looked at.
         """
         out: list[tuple[str, str]] = []
-        if maybe_nul:
-            self._walk(message, "", out, True)
-        else:
-            self._special(message, "", out)
+        self._walk(message, "", out, maybe_nul)
         return out[:MAX_VIOLATIONS]
 
     # -- the walks

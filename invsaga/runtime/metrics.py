@@ -100,7 +100,7 @@ class SagaMetrics:
         self._in_flight = in_flight
         self._driving: dict[str, float] = {}  # saga id -> created_at (epoch seconds)
         self._step_children: dict[tuple[str, str], Any] = {}
-        COORDINATOR_STATE.attach(self)
+        COORDINATOR_STATE.metrics = self
 
     # Engine hooks ---------------------------------------------------------------------------
     def started(self, saga) -> None:
@@ -153,9 +153,6 @@ class _CoordinatorState(Collector):
 
     def __init__(self) -> None:
         self.metrics: SagaMetrics | None = None
-
-    def attach(self, metrics: SagaMetrics) -> None:
-        self.metrics = metrics
 
     def describe(self) -> Iterable[Any]:
         return [

@@ -32,18 +32,10 @@ import time
 from typing import Any, Callable, Sequence
 
 import grpc
-from google.protobuf import descriptor_pool
+from google.protobuf import descriptor_pool, message_factory
 
 from invsaga.runtime import metrics, telemetry
-from invsaga.runtime.batch import (
-    EXECUTE,
-    DeadlineTimer,
-    _message_class,
-    item_error,
-    rpc_error,
-    serve_requests,
-    status_of,
-)
+from invsaga.runtime.batch import EXECUTE, DeadlineTimer, item_error, rpc_error, serve_requests, status_of
 from invsaga.runtime.inputs import server_busy
 
 log = logging.getLogger("invsaga.stream")
@@ -126,8 +118,8 @@ def install_execute_stream(servicer: Any, service_name: str, execute: Callable, 
         execute = _traced(execute, f"/{service_name}/{EXECUTE}")
     servicer.ExecuteStream = stream_behavior(
         execute,
-        _message_class(output),
-        _message_class(output.fields_by_name["results"].message_type),
+        message_factory.GetMessageClass(output),
+        message_factory.GetMessageClass(output.fields_by_name["results"].message_type),
         service_name.rsplit(".", 1)[-1],
         budget,
     )
