@@ -33,7 +33,6 @@ from invsaga.seed import apply_seed, parse_seed
 # Step RPCs a completed saga makes (six Execute calls) plus StartSaga and one WatchSaga.
 RPCS_PER_SAGA = 8
 STRATEGY_MIX = ("PRIORITY", "PRIORITY", "NEAREST", "LOAD_BALANCE", "COST_OPTIMIZE")
-TERMINAL = (pb.SAGA_STATUS_COMPLETED, pb.SAGA_STATUS_COMPENSATED, pb.SAGA_STATUS_FAILED)
 # What the load's WatchSaga asks for: by default the outcome only, as an order service waiting
 # for its reservation would; ``--all-events`` follows every step, as a progress display does.
 OUTCOME_EVENTS = (
@@ -88,6 +87,11 @@ def bench_seed(warehouses: int, skus: int) -> dict:
                 }
             )
     return {"warehouses": whs, "stock": stock}
+
+
+async def seed_mesh(mesh: Mesh, seed: dict) -> str:
+    """``seed`` (the shape of ``bench_seed``) upserted into ``mesh``; what was done."""
+    return await apply_seed(parse_seed(seed), mesh.address("warehouse"), mesh.address("inventory"))
 
 
 @dataclass
@@ -311,14 +315,7 @@ async def bench(args: argparse.Namespace) -> int:
         )
         mesh = start_mesh(workdir, "", args.database_url, env)
         try:
-            print(
-                await apply_seed(
-                    parse_seed(bench_seed(args.warehouses, args.skus)),
-                    mesh.address("warehouse"),
-                    mesh.address("inventory"),
-                ),
-                flush=True,
-            )
+            print(await seed_mesh(mesh, bench_seed(args.warehouses, args.skus)), flush=True)
             if args.watchers:
                 started = time.monotonic()
                 ended, seen, errors = await watchers(mesh.address("coordinator"), args)

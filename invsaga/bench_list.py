@@ -21,7 +21,6 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from invsaga.common.v1 import common_pb2
 from invsaga.coordinator.v1 import coordinator_pb2 as pb
 from invsaga.coordinator.v1 import coordinator_pb2_grpc as pb_grpc
-from invsaga.seed import apply_seed, parse_seed
 
 CUSTOMERS = 100
 
@@ -42,11 +41,11 @@ def _percentiles(seconds: list[float]) -> str:
 
 
 async def list_bench(args: argparse.Namespace) -> int:
-    from invsaga.bench import bench_env
-    from invsaga.bench_resources import _bench_seed, _run_sagas, mesh_on_fresh_database
+    from invsaga.bench import bench_env, bench_seed, seed_mesh
+    from invsaga.bench_resources import _run_sagas, mesh_on_fresh_database
 
     with mesh_on_fresh_database(args, "list", bench_env(args, extra=False)) as mesh:
-        await apply_seed(parse_seed(_bench_seed()), mesh.address("warehouse"), mesh.address("inventory"))
+        await seed_mesh(mesh, bench_seed(10, 60))
         address = mesh.address("coordinator")
         codes: Counter = Counter()
         began = time.time()

@@ -36,10 +36,9 @@ from sqlalchemy.engine import make_url
 from invsaga.common.v1 import common_pb2
 from invsaga.coordinator.v1 import coordinator_pb2 as pb
 from invsaga.coordinator.v1 import coordinator_pb2_grpc as pb_grpc
-from invsaga.bench import bench_env, bench_seed, order, start_mesh
+from invsaga.bench import OUTCOME_EVENTS, bench_env, bench_seed, order, seed_mesh, start_mesh
 from invsaga.launcher import Mesh
 from invsaga.runtime.db import conninfo
-from invsaga.seed import apply_seed, parse_seed
 
 
 # --- measuring ---------------------------------------------------------------------------------
@@ -114,10 +113,6 @@ def mesh_on_fresh_database(args: argparse.Namespace, label: str, env: dict[str, 
             drop_database(url)
 
 
-def _bench_seed() -> dict:
-    return bench_seed(10, 60)
-
-
 async def _run_sagas(address: str, make, count: int, concurrency: int, codes: Counter) -> float:
     """Start ``count`` sagas from ``make(k)`` at ``concurrency`` and follow each to its end; seconds taken."""
     remaining = iter(range(count))
@@ -125,7 +120,6 @@ async def _run_sagas(address: str, make, count: int, concurrency: int, codes: Co
         grpc.aio.insecure_channel(address, options=[("grpc.max_send_message_length", 16 << 20)]) for _ in range(4)
     ]
     stubs = [pb_grpc.SagaCoordinatorServiceStub(ch) for ch in channels]
-    outcome = (pb.SAGA_EVENT_TYPE_SAGA_COMPLETED, pb.SAGA_EVENT_TYPE_SAGA_COMPENSATED, pb.SAGA_EVENT_TYPE_SAGA_FAILED)
 
     async def worker(w: int) -> None:
         stub = stubs[w % len(stubs)]
@@ -134,7 +128,7 @@ async def _run_sagas(address: str, make, count: int, concurrency: int, codes: Co
                 reply = await stub.StartSaga(pb.StartSagaRequest(request=make(k)), timeout=120)
                 status = reply.saga.status
                 async for item in stub.WatchSaga(
-                    pb.WatchSagaRequest(saga_id=reply.saga_id, event_types=outcome), timeout=600
+                    pb.WatchSagaRequest(saga_id=reply.saga_id, event_types=OUTCOME_EVENTS), timeout=600
                 ):
                     status = item.event.status
                 codes[pb.SagaStatus.Name(status).removeprefix("SAGA_STATUS_")] += 1
@@ -177,7 +171,7 @@ async def connections(args: argparse.Namespace) -> int:
                     print(f"starting mesh {i + 1} of {args.meshes} on its own database ...", flush=True)
                     meshes.append(start_mesh(workdir, f"mesh{i}", url, env))
                 for mesh in meshes:
-                    await apply_seed(parse_seed(_bench_seed()), mesh.address("warehouse"), mesh.address("inventory"))
+                    await seed_mesh(mesh, bench_seed(10, 60))
                 owners = {proc.pid: (i, name) for i, mesh in enumerate(meshes) for name, proc in mesh.procs.items()}
                 services = list(meshes[0].procs)
 
@@ -346,7 +340,7 @@ async def memory(args: argparse.Namespace) -> int:
 async def _memory_run(mesh: Mesh, args: argparse.Namespace) -> int:
     pid = mesh.procs["coordinator"].pid
     address = mesh.address("coordinator")
-    print(await apply_seed(parse_seed(_bench_seed()), mesh.address("warehouse"), mesh.address("inventory")), flush=True)
+    print(await seed_mesh(mesh, bench_seed(10, 60)), flush=True)
     print(f"coordinator RSS after start: {rss_bytes(pid) / 2**20:.0f} MiB", flush=True)
     warm: Counter = Counter()
     rng = random.Random(17)

@@ -32,10 +32,9 @@ from invsaga.common.v1 import common_pb2
 from invsaga.coordinator.v1 import coordinator_pb2 as pb
 from invsaga.coordinator.v1 import coordinator_pb2_grpc as pb_grpc
 from invsaga.inventory.v1 import inventory_pb2, inventory_pb2_grpc
-from invsaga.bench import percentile, start_mesh
+from invsaga.bench import percentile, seed_mesh, start_mesh
 from invsaga.bench_resources import rss_bytes
 from invsaga.launcher import Mesh
-from invsaga.seed import apply_seed, parse_seed
 
 DEFAULT_FAULTS = ";".join(
     [
@@ -261,10 +260,7 @@ async def soak(args: argparse.Namespace) -> int:
         print(f"faults on every participant: {args.faults or '(none)'}", flush=True)
         mesh = start_mesh(workdir, "", args.database_url, env)
         try:
-            print(
-                await apply_seed(parse_seed(soak_seed()), mesh.address("warehouse"), mesh.address("inventory")),
-                flush=True,
-            )
+            print(await seed_mesh(mesh, soak_seed()), flush=True)
             rows = await Soak(mesh, args.minutes, args.concurrency).run()
             # Let the last retries and compensations settle before the books are read.
             await asyncio.sleep(5)

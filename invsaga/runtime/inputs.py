@@ -25,17 +25,11 @@ from typing import Any
 
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
+from invsaga.runtime.access import STEP_METHODS
 from invsaga.runtime.errors import DomainError, ResourceExhausted
 
 MiB = 1024 * 1024
 KiB = 1024
-
-DEFAULT_START_SAGA_BYTES = 1 * MiB
-DEFAULT_REQUEST_BYTES = 1 * MiB
-DEFAULT_STEP_REQUEST_BYTES = 8 * MiB
-DEFAULT_INFLIGHT_BYTES = 32 * MiB
-DEFAULT_STRUCT_BYTES = 64 * KiB
-DEFAULT_STRUCT_DEPTH = 8
 
 # google.protobuf.Timestamp's own range: 0001-01-01T00:00:00Z .. 9999-12-31T23:59:59.999999999Z.
 MIN_SECONDS = -62_135_596_800
@@ -43,7 +37,6 @@ MAX_SECONDS = 253_402_300_799
 MAX_NANOS = 999_999_999
 MAX_VIOLATIONS = 20
 
-STEP_METHODS = ("Execute", "Compensate", "ExecuteStream")
 # Their requests carry whole step requests, each checked on its own as its Execute would be.
 ENVELOPE_METHODS = ("ExecuteStream",)
 
@@ -66,9 +59,9 @@ def split_method(full_method: str) -> tuple[str, str]:
 # -- sizes ----------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class SizeLimits:
-    start_saga: int = DEFAULT_START_SAGA_BYTES
-    request: int = DEFAULT_REQUEST_BYTES
-    step_request: int = DEFAULT_STEP_REQUEST_BYTES
+    start_saga: int = 1 * MiB
+    request: int = 1 * MiB
+    step_request: int = 8 * MiB
 
     def for_method(self, full_method: str) -> int:
         """The largest serialized request ``full_method`` accepts."""
@@ -91,7 +84,7 @@ class RequestBudget:
 
     __slots__ = ("limit", "used", "_sizes")
 
-    def __init__(self, limit: int = DEFAULT_INFLIGHT_BYTES) -> None:
+    def __init__(self, limit: int = 32 * MiB) -> None:
         self.limit = limit
         self.used = 0
         self._sizes: dict[int, int] = {}  # id(decoded request) -> its serialized size
@@ -152,7 +145,7 @@ class _Plan:
 class ContentChecker:
     """NUL-free strings, Timestamps in range, bounded Structs, in any request message."""
 
-    def __init__(self, struct_bytes: int = DEFAULT_STRUCT_BYTES, struct_depth: int = DEFAULT_STRUCT_DEPTH) -> None:
+    def __init__(self, struct_bytes: int = 64 * KiB, struct_depth: int = 8) -> None:
         self.struct_bytes = struct_bytes
         self.struct_depth = struct_depth
         self._plans: dict[str, _Plan] = {}
