@@ -100,9 +100,7 @@ class Minute:
         return {
             "minute": self.index + 1,
             "sagas": sum(self.outcomes.values()),
-            "completed": self.outcomes["COMPLETED"],
-            "compensated": self.outcomes["COMPENSATED"],
-            "failed": self.outcomes["FAILED"],
+            **{outcome.lower(): self.outcomes[outcome] for outcome in ("COMPLETED", "COMPENSATED", "FAILED")},
             "errors": sum(self.errors.values()),
             "error_kinds": dict(self.errors),
             "p50_ms": round(percentile(self.latencies, 0.50) * 1000, 1),

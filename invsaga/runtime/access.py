@@ -58,9 +58,6 @@ class Rule:
     def allows(self, who: Caller) -> bool:
         return who.role in self.roles or (who.role == "service" and who.identity in self.services)
 
-    def describe(self) -> str:
-        return ", ".join([*sorted(self.roles), *sorted(self.services)])
-
 
 STEP = Rule(frozenset({"coordinator"}))
 PUBLIC_API = Rule(frozenset({"client", "admin"}))

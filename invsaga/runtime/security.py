@@ -282,12 +282,7 @@ def _guarded(method: str, handler: grpc.RpcMethodHandler, gate: Gate, rule: Rule
 def _health_marker(method: str, handler: grpc.RpcMethodHandler, mode: str) -> grpc.RpcMethodHandler:
     """Health answers for ``invsaga.auth``: SERVING when callers are checked (token, mtls),
     NOT_SERVING when authentication is off or not configured; the mode in a trailer."""
-    status = (
-        health_pb2.HealthCheckResponse.SERVING
-        if mode in ("token", "mtls")
-        else health_pb2.HealthCheckResponse.NOT_SERVING
-    )
-    answer = health_pb2.HealthCheckResponse(status=status)
+    answer = health_pb2.HealthCheckResponse(status="SERVING" if mode in ("token", "mtls") else "NOT_SERVING")
     trailer = ((AUTH_MODE_HEADER, mode or "unconfigured"),)
     kwargs = codec(handler)
     if method.endswith("/Check") and handler.unary_unary:

@@ -22,12 +22,10 @@ _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 
 def parse_duration(value: Any, *, name: str = "duration") -> float:
     """Seconds from ``1.5``, ``"500ms"``, ``"1s"``, ``"3m"`` or ``"1h"``."""
-    if isinstance(value, bool):
-        raise ConfigError(f"{name}: expected a duration like 30s or 5m, got {value!r}")
-    if isinstance(value, (int, float)):
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
         seconds = float(value)
     else:
-        match = _DURATION.match(str(value))
+        match = _DURATION.match(str(value)) if not isinstance(value, bool) else None
         if not match:
             raise ConfigError(f"{name}: expected a duration like 30s or 5m, got {value!r}")
         seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
