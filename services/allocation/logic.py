@@ -16,57 +16,36 @@ from invsaga.common.v1 import common_pb2
 from invsaga.runtime.convert import from_timestamp
 from invsaga.runtime.errors import Violations
 from services.allocation.strategies import Candidate, Demand
+from services.common import MAX_LINES, check_count, check_id, check_length, db_names
 
 MAX_TEXT = 256
-MAX_ITEMS = 1000
 MAX_QUANTITY = 1_000_000
 
-STRATEGY_NAMES = {
-    common_pb2.ALLOCATION_STRATEGY_UNSPECIFIED: "PRIORITY",  # the seed's default
-    common_pb2.ALLOCATION_STRATEGY_PRIORITY: "PRIORITY",
-    common_pb2.ALLOCATION_STRATEGY_NEAREST: "NEAREST",
-    common_pb2.ALLOCATION_STRATEGY_LOAD_BALANCE: "LOAD_BALANCE",
-    common_pb2.ALLOCATION_STRATEGY_COST_OPTIMIZE: "COST_OPTIMIZE",
-}
-STRATEGY_VALUES = {
-    "PRIORITY": common_pb2.ALLOCATION_STRATEGY_PRIORITY,
-    "NEAREST": common_pb2.ALLOCATION_STRATEGY_NEAREST,
-    "LOAD_BALANCE": common_pb2.ALLOCATION_STRATEGY_LOAD_BALANCE,
-    "COST_OPTIMIZE": common_pb2.ALLOCATION_STRATEGY_COST_OPTIMIZE,
-}
+# Strategies are stored by their names in upper case ("PRIORITY"); UNSPECIFIED is PRIORITY, the seed's default.
+STRATEGY_VALUES = {name.upper(): value for value, name in db_names(common_pb2.AllocationStrategy).items()}
+STRATEGY_NAMES = {common_pb2.ALLOCATION_STRATEGY_UNSPECIFIED: "PRIORITY", **{v: k for k, v in STRATEGY_VALUES.items()}}
 
-STATUS_TO_DB = {
-    common_pb2.ALLOCATION_STATUS_ACTIVE: "active",
-    common_pb2.ALLOCATION_STATUS_CANCELLED: "cancelled",
-    common_pb2.ALLOCATION_STATUS_EXPIRED: "expired",
-    common_pb2.ALLOCATION_STATUS_FULFILLED: "fulfilled",
-}
+STATUS_TO_DB = db_names(common_pb2.AllocationStatus)
 STATUS_FROM_DB = {v: k for k, v in STATUS_TO_DB.items()}
 
 
 def validate_input(data: pb.AllocateInventoryInput) -> None:
     """INVALID_ARGUMENT with every field violation of an AllocateInventory input."""
     v = Violations()
-    if not data.items:
-        v.add("allocate_inventory.items", "at least one item")
-    elif len(data.items) > MAX_ITEMS:
-        v.add("allocate_inventory.items", f"at most {MAX_ITEMS} items")
-    for i, item in enumerate(data.items[:MAX_ITEMS]):
-        if not item.sku or len(item.sku) > MAX_TEXT:
-            v.add(f"allocate_inventory.items[{i}].sku", f"must be 1 to {MAX_TEXT} characters")
+    check_count(v, "allocate_inventory.items", len(data.items), "item")
+    for i, item in enumerate(data.items[:MAX_LINES]):
+        check_length(v, f"allocate_inventory.items[{i}].sku", item.sku, MAX_TEXT)
         if not 0 < item.quantity <= MAX_QUANTITY:
             v.add(f"allocate_inventory.items[{i}].quantity", f"must be within 1..{MAX_QUANTITY}")
     if data.strategy not in STRATEGY_NAMES:
         v.add("allocate_inventory.strategy", "unknown allocation strategy")
-    if len(data.order_id) > MAX_TEXT:
-        v.add("allocate_inventory.order_id", f"at most {MAX_TEXT} characters")
+    check_id(v, "allocate_inventory.order_id", data.order_id, limit=MAX_TEXT, required=False)
     location = data.customer_location
     if location.HasField("lat") != location.HasField("lon"):
         v.add("allocate_inventory.customer_location", "lat and lon go together")
     elif location.HasField("lat") and not (-90 <= location.lat <= 90 and -180 <= location.lon <= 180):
         v.add("allocate_inventory.customer_location", "lat within [-90, 90], lon within [-180, 180]")
-    if len(location.address) > MAX_TEXT:
-        v.add("allocate_inventory.customer_location.address", f"at most {MAX_TEXT} characters")
+    check_id(v, "allocate_inventory.customer_location.address", location.address, limit=MAX_TEXT, required=False)
     seen: set[str] = set()
     for i, w in enumerate(data.warehouses):
         if not w.warehouse_id:

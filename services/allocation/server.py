@@ -14,13 +14,14 @@ from invsaga.common.v1 import common_pb2
 from invsaga.domain import geo
 from invsaga.runtime import metrics
 from invsaga.runtime.config import Settings
-from invsaga.runtime.convert import from_timestamp, next_page_token, page_window, to_timestamp, utcnow
+from invsaga.runtime.convert import next_page_token, page_window, to_timestamp, utcnow
 from invsaga.runtime.db import open_service_database
 from invsaga.runtime.errors import FailedPrecondition, InvalidArgument, NotFound
 from invsaga.runtime.server import App, registration
 from services.allocation import logic, models, plans
 from services.allocation.store import AllocationStore
 from services.allocation.strategies import AllocationError, Plan, allocate
+from services.common import future_until, require, require_input, status_filter
 
 log = logging.getLogger("invsaga.allocation")
 
@@ -75,10 +76,7 @@ class AllocationStepServicer(pb_grpc.AllocationStepServiceServicer):
             raise InvalidArgument(str(err), violations=[("allocate_inventory", str(err))]) from None
 
     async def Execute(self, request: pb.ExecuteRequest, context) -> pb.ExecuteResponse:
-        if request.WhichOneof("input") != "allocate_inventory":
-            raise InvalidArgument(
-                "Execute needs allocate_inventory", violations=[("input", "allocate_inventory required")]
-            )
+        require_input(request, "allocate_inventory")
         data = request.allocate_inventory
         logic.validate_input(data)
         if data.plan_allocation_id:
@@ -146,22 +144,17 @@ class AllocationServicer(pb_grpc.AllocationServiceServicer):
         self.store = store
 
     async def GetAllocation(self, request: pb.GetAllocationRequest, context) -> pb.GetAllocationResponse:
-        if not request.allocation_id:
-            raise InvalidArgument("allocation_id is required", violations=[("allocation_id", "required")])
+        require("allocation_id", request.allocation_id)
         return pb.GetAllocationResponse(allocation=await self.store.get(request.allocation_id))
 
     async def ListAllocations(self, request: pb.ListAllocationsRequest, context) -> pb.ListAllocationsResponse:
         offset, limit = page_window(request.page_size, request.page_token)
-        if request.status and request.status not in logic.STATUS_TO_DB:
-            raise InvalidArgument("unknown status", violations=[("status", "unknown allocation status")])
-        found = await self.store.list(
-            saga_id=request.saga_id, status=logic.STATUS_TO_DB.get(request.status, ""), offset=offset, limit=limit
-        )
+        status = status_filter(request.status, logic.STATUS_TO_DB, "allocation")
+        found = await self.store.list(saga_id=request.saga_id, status=status, offset=offset, limit=limit)
         return pb.ListAllocationsResponse(allocations=found, next_page_token=next_page_token(offset, limit, len(found)))
 
     async def CancelAllocation(self, request: pb.CancelAllocationRequest, context) -> pb.CancelAllocationResponse:
-        if not request.allocation_id:
-            raise InvalidArgument("allocation_id is required", violations=[("allocation_id", "required")])
+        require("allocation_id", request.allocation_id)
         if len(request.reason) > logic.MAX_TEXT:
             raise InvalidArgument("reason too long", violations=[("reason", f"at most {logic.MAX_TEXT} characters")])
         allocation, changed = await self.store.cancel(request.allocation_id)
@@ -174,8 +167,7 @@ class AllocationServicer(pb_grpc.AllocationServiceServicer):
     async def SettleAllocation(self, request: pb.SettleAllocationRequest, context) -> pb.SettleAllocationResponse:
         """The coordinator ending a reservation's allocation (docs/lifecycle.md): the one place
         an allocation expires, so the expiry is counted here, once."""
-        if not request.allocation_id:
-            raise InvalidArgument("allocation_id is required", violations=[("allocation_id", "required")])
+        require("allocation_id", request.allocation_id)
         if request.status not in SETTLED:
             raise InvalidArgument(
                 "status must be FULFILLED, CANCELLED or EXPIRED",
@@ -197,13 +189,8 @@ class AllocationServicer(pb_grpc.AllocationServiceServicer):
         return pb.SettleAllocationResponse(allocation=allocation)
 
     async def ExtendAllocation(self, request: pb.ExtendAllocationRequest, context) -> pb.ExtendAllocationResponse:
-        if not request.allocation_id:
-            raise InvalidArgument("allocation_id is required", violations=[("allocation_id", "required")])
-        if not request.HasField("until"):
-            raise InvalidArgument("until is required", violations=[("until", "required")])
-        until = from_timestamp(request.until)
-        if until <= utcnow():
-            raise InvalidArgument("until must be in the future", violations=[("until", "must be in the future")])
+        require("allocation_id", request.allocation_id)
+        until = future_until(request)
         return pb.ExtendAllocationResponse(allocation=await self.store.extend(request.allocation_id, until))
 
 

@@ -13,45 +13,16 @@ from invsaga.common.v1 import common_pb2
 from invsaga.inventory.v1 import inventory_pb2 as pb
 from invsaga.runtime.convert import from_timestamp, to_timestamp
 from invsaga.runtime.errors import InvalidArgument, Violations
+from services.common import MAX_LINES, check_count, check_id, check_quantity, db_names
 
-MAX_ID = 64
 MAX_TEXT = 256
-MAX_QUANTITY = 1_000_000
-MAX_LINES = 1000
 # Stock levels and adjustments are BIGINT columns; bounded far below their 2^63 - 1, so that
 # no sum of them the SQL makes can overflow.
 MAX_STOCK = 1_000_000_000_000
 
 HELD, RELEASED, CONSUMED, EXPIRED = "held", "released", "consumed", "expired"
-LOCK_STATUS_TO_DB = {
-    common_pb2.LOCK_STATUS_HELD: HELD,
-    common_pb2.LOCK_STATUS_RELEASED: RELEASED,
-    common_pb2.LOCK_STATUS_CONSUMED: CONSUMED,
-    common_pb2.LOCK_STATUS_EXPIRED: EXPIRED,
-}
+LOCK_STATUS_TO_DB = db_names(common_pb2.LockStatus)
 LOCK_STATUS_FROM_DB = {v: k for k, v in LOCK_STATUS_TO_DB.items()}
-
-
-def check_id(v: Violations, name: str, value: str, *, limit: int = MAX_ID, required: bool = True) -> None:
-    if not value:
-        if required:
-            v.add(name, "required")
-    elif len(value) > limit:
-        v.add(name, f"at most {limit} characters")
-
-
-def check_quantity(v: Violations, name: str, quantity: int) -> None:
-    if quantity <= 0:
-        v.add(name, "must be > 0")
-    elif quantity > MAX_QUANTITY:
-        v.add(name, f"must be ≤ {MAX_QUANTITY:,}")
-
-
-def check_count(v: Violations, name: str, count: int, what: str) -> None:
-    if count == 0:
-        v.add(name, f"at least one {what}")
-    elif count > MAX_LINES:
-        v.add(name, f"at most {MAX_LINES} {what}s")
 
 
 def validate_set_stock(req: pb.SetStockRequest) -> None:

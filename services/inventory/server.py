@@ -10,10 +10,11 @@ from invsaga.inventory.v1 import inventory_pb2 as pb
 from invsaga.inventory.v1 import inventory_pb2_grpc as pb_grpc
 from invsaga.runtime import metrics
 from invsaga.runtime.config import Settings
-from invsaga.runtime.convert import from_timestamp, next_page_token, page_window, utcnow
+from invsaga.runtime.convert import next_page_token, page_window
 from invsaga.runtime.db import open_service_database
 from invsaga.runtime.errors import InvalidArgument, Violations
 from invsaga.runtime.server import App, registration
+from services.common import future_until, status_filter
 from services.inventory import logic, models, transfer_rules
 from services.inventory.store import InventoryStore
 
@@ -92,11 +93,7 @@ class InventoryServicer(pb_grpc.InventoryServiceServicer):
         return pb.ListStockResponse(stock=found, next_page_token=next_page_token(offset, limit, len(found)))
 
     async def ListLocks(self, request: pb.ListLocksRequest, context) -> pb.ListLocksResponse:
-        status = ""
-        if request.status:
-            if request.status not in logic.LOCK_STATUS_TO_DB:
-                raise InvalidArgument("unknown lock status", violations=[("status", "unknown lock status")])
-            status = logic.LOCK_STATUS_TO_DB[request.status]
+        status = status_filter(request.status, logic.LOCK_STATUS_TO_DB, "lock", "unknown lock status")
         offset, limit = page_window(request.page_size, request.page_token)
         found = await self.store.list_locks(request.saga_id, request.warehouse_id, status, offset, limit)
         return pb.ListLocksResponse(locks=found, next_page_token=next_page_token(offset, limit, len(found)))
@@ -130,12 +127,7 @@ class InventoryServicer(pb_grpc.InventoryServiceServicer):
     async def ExtendLocks(self, request: pb.ExtendLocksRequest, context) -> pb.ExtendLocksResponse:
         """The coordinator extending a reservation (docs/lifecycle.md): it alone expires locks."""
         logic.validate_lock_selector(request.saga_id, "")
-        if not request.HasField("until"):
-            raise InvalidArgument("until is required", violations=[("until", "required")])
-        until = from_timestamp(request.until)
-        if until <= utcnow():
-            raise InvalidArgument("until must be in the future", violations=[("until", "must be in the future")])
-        return pb.ExtendLocksResponse(extended=await self.store.extend(request.saga_id, until))
+        return pb.ExtendLocksResponse(extended=await self.store.extend(request.saga_id, future_until(request)))
 
     async def ReceiveTransfer(self, request: pb.ReceiveTransferRequest, context) -> pb.ReceiveTransferResponse:
         transfer_rules.validate_receipt(request)

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from invsaga.common.v1 import common_pb2
 from invsaga.inventory.v1 import inventory_pb2 as pb
 from invsaga.runtime.errors import FailedPrecondition, Violations
-from services.inventory.logic import MAX_LINES, MAX_TEXT, check_count, check_id, check_quantity
+from services.common import MAX_LINES, check_count, check_id, check_quantity, db_names
+from services.inventory.logic import MAX_TEXT
 
 EXPECTED, IN_TRANSIT, RECEIVED, RECEIVED_SHORT, CANCELLED = (
     "expected",
@@ -18,13 +19,7 @@ EXPECTED, IN_TRANSIT, RECEIVED, RECEIVED_SHORT, CANCELLED = (
     "received_short",
     "cancelled",
 )
-LINE_STATUS_FROM_DB = {
-    EXPECTED: common_pb2.TRANSFER_LINE_STATUS_EXPECTED,
-    IN_TRANSIT: common_pb2.TRANSFER_LINE_STATUS_IN_TRANSIT,
-    RECEIVED: common_pb2.TRANSFER_LINE_STATUS_RECEIVED,
-    RECEIVED_SHORT: common_pb2.TRANSFER_LINE_STATUS_RECEIVED_SHORT,
-    CANCELLED: common_pb2.TRANSFER_LINE_STATUS_CANCELLED,
-}
+LINE_STATUS_FROM_DB = {name: value for value, name in db_names(common_pb2.TransferLineStatus).items()}
 
 
 def validate_expect(inp: pb.ExpectTransferInput) -> None:

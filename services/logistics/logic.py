@@ -12,21 +12,16 @@ from dataclasses import dataclass
 from invsaga.common.v1 import common_pb2
 from invsaga.logistics.v1 import logistics_pb2 as pb
 from invsaga.runtime.errors import Violations
+from services.common import MAX_LINES, check_count, check_id, check_length, db_names
 
 MAX_TEXT = 256
-MAX_LINES = 1000
 MAX_QUANTITY = 1_000_000
 
 PENDING, PROCESSING, COMPLETED, CANCELLED = "pending", "processing", "completed", "cancelled"
 
-STATUS_TO_DB = {
-    common_pb2.PICKLIST_STATUS_PENDING: PENDING,
-    common_pb2.PICKLIST_STATUS_PROCESSING: PROCESSING,
-    common_pb2.PICKLIST_STATUS_COMPLETED: COMPLETED,
-    common_pb2.PICKLIST_STATUS_CANCELLED: CANCELLED,
-}
+STATUS_TO_DB = db_names(common_pb2.PicklistStatus)
 STATUS_FROM_DB = {v: k for k, v in STATUS_TO_DB.items()}
-KIND_TO_DB = {common_pb2.PICKLIST_KIND_ORDER: "order", common_pb2.PICKLIST_KIND_TRANSFER_OUT: "transfer_out"}
+KIND_TO_DB = db_names(common_pb2.PicklistKind)
 KIND_FROM_DB = {v: k for k, v in KIND_TO_DB.items()}
 
 # SPEC §4: PENDING -> PROCESSING -> COMPLETED, or CANCELLED from either of the first two.
@@ -81,24 +76,17 @@ def validate_input(data: pb.GeneratePicklistInput) -> None:
     v = Violations()
     if data.kind and data.kind not in KIND_TO_DB:
         v.add("generate_picklist.kind", f"unknown picklist kind {data.kind}")
-    if not data.lines:
-        v.add("generate_picklist.lines", "at least one line")
-    elif len(data.lines) > MAX_LINES:
-        v.add("generate_picklist.lines", f"at most {MAX_LINES} lines")
+    check_count(v, "generate_picklist.lines", len(data.lines), "line")
     for i, line in enumerate(data.lines[:MAX_LINES]):
-        if not line.warehouse_id or len(line.warehouse_id) > 64:
-            v.add(f"generate_picklist.lines[{i}].warehouse_id", "must be 1 to 64 characters")
-        if not line.sku or len(line.sku) > MAX_TEXT:
-            v.add(f"generate_picklist.lines[{i}].sku", f"must be 1 to {MAX_TEXT} characters")
+        check_length(v, f"generate_picklist.lines[{i}].warehouse_id", line.warehouse_id, 64)
+        check_length(v, f"generate_picklist.lines[{i}].sku", line.sku, MAX_TEXT)
         if not 0 < line.quantity <= MAX_QUANTITY:
             v.add(f"generate_picklist.lines[{i}].quantity", f"must be within 1..{MAX_QUANTITY}")
-        if len(line.bin) > 64:
-            v.add(f"generate_picklist.lines[{i}].bin", "at most 64 characters")
+        check_id(v, f"generate_picklist.lines[{i}].bin", line.bin, required=False)
     # 0 means the request named no priority; the coordinator otherwise passes 1..10.
     if not 0 <= data.priority <= 10:
         v.add("generate_picklist.priority", "must be within 1..10")
-    if len(data.order_id) > MAX_TEXT:
-        v.add("generate_picklist.order_id", f"at most {MAX_TEXT} characters")
+    check_id(v, "generate_picklist.order_id", data.order_id, limit=MAX_TEXT, required=False)
     v.raise_if_any("invalid picklist input")
 
 

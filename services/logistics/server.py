@@ -16,6 +16,7 @@ from invsaga.runtime.convert import next_page_token, page_window
 from invsaga.runtime.db import open_service_database
 from invsaga.runtime.errors import DomainError, InvalidArgument, RpcFailure, Unavailable
 from invsaga.runtime.server import App, registration
+from services.common import require, require_input, status_filter
 from services.logistics import logic, models
 from services.logistics.store import LogisticsStore
 
@@ -29,10 +30,7 @@ class LogisticsStepServicer(pb_grpc.LogisticsStepServiceServicer):
         self.store = store
 
     async def Execute(self, request: pb.ExecuteRequest, context) -> pb.ExecuteResponse:
-        if request.WhichOneof("input") != "generate_picklist":
-            raise InvalidArgument(
-                "Execute needs generate_picklist", violations=[("input", "generate_picklist required")]
-            )
+        require_input(request, "generate_picklist")
         data = request.generate_picklist
         logic.validate_input(data)
         return await self.store.generate(request.context, data, logic.plan_picklists(data.lines))
@@ -70,8 +68,7 @@ MAX_REASON = 256
 
 
 def _require_saga_id(saga_id: str) -> None:
-    if not saga_id:
-        raise InvalidArgument("saga_id is required", violations=[("saga_id", "required")])
+    require("saga_id", saga_id)
     if len(saga_id) > 64:
         raise InvalidArgument("saga_id is too long", violations=[("saga_id", "at most 64 characters")])
 
@@ -82,20 +79,14 @@ class LogisticsServicer(pb_grpc.LogisticsServiceServicer):
         self.inventory = inventory
 
     async def GetPicklist(self, request: pb.GetPicklistRequest, context) -> pb.GetPicklistResponse:
-        if not request.picklist_id:
-            raise InvalidArgument("picklist_id is required", violations=[("picklist_id", "required")])
+        require("picklist_id", request.picklist_id)
         return pb.GetPicklistResponse(picklist=await self.store.get(request.picklist_id))
 
     async def ListPicklists(self, request: pb.ListPicklistsRequest, context) -> pb.ListPicklistsResponse:
         offset, limit = page_window(request.page_size, request.page_token)
-        if request.status and request.status not in logic.STATUS_TO_DB:
-            raise InvalidArgument("unknown status", violations=[("status", "unknown picklist status")])
+        status = status_filter(request.status, logic.STATUS_TO_DB, "picklist")
         found = await self.store.list(
-            saga_id=request.saga_id,
-            warehouse_id=request.warehouse_id,
-            status=logic.STATUS_TO_DB.get(request.status, ""),
-            offset=offset,
-            limit=limit,
+            saga_id=request.saga_id, warehouse_id=request.warehouse_id, status=status, offset=offset, limit=limit
         )
         return pb.ListPicklistsResponse(picklists=found, next_page_token=next_page_token(offset, limit, len(found)))
 
@@ -116,8 +107,7 @@ class LogisticsServicer(pb_grpc.LogisticsServiceServicer):
     async def UpdatePicklistStatus(
         self, request: pb.UpdatePicklistStatusRequest, context
     ) -> pb.UpdatePicklistStatusResponse:
-        if not request.picklist_id:
-            raise InvalidArgument("picklist_id is required", violations=[("picklist_id", "required")])
+        require("picklist_id", request.picklist_id)
         if request.status not in logic.STATUS_TO_DB:
             raise InvalidArgument("unknown status", violations=[("status", "PROCESSING, COMPLETED or CANCELLED")])
         target = logic.STATUS_TO_DB[request.status]

@@ -13,6 +13,7 @@ from google.protobuf import json_format
 from invsaga.common.v1 import common_pb2
 from invsaga.notify.v1 import notify_pb2 as pb
 from invsaga.runtime.errors import Violations
+from services.common import check_id, db_names
 
 MAX_TEXT = 256
 MAX_ATTRIBUTES = 64
@@ -28,30 +29,16 @@ WEBHOOK_INITIAL_BACKOFF = 0.5
 WEBHOOK_MAX_BACKOFF = 30.0
 WEBHOOK_TIMEOUT = 5.0
 
-KIND_TO_DB = {
-    common_pb2.NOTIFICATION_KIND_RESERVATION_CONFIRMED: "reservation_confirmed",
-    common_pb2.NOTIFICATION_KIND_RESERVATION_FAILED: "reservation_failed",
-    common_pb2.NOTIFICATION_KIND_LOCK_EXPIRED: "lock_expired",
-    common_pb2.NOTIFICATION_KIND_ALLOCATION_EXPIRED: "allocation_expired",
-    common_pb2.NOTIFICATION_KIND_RESERVATION_CANCELLED: "reservation_cancelled",
-    common_pb2.NOTIFICATION_KIND_RESERVATION_EXPIRED: "reservation_expired",
-    common_pb2.NOTIFICATION_KIND_TRANSFER_CONFIRMED: "transfer_confirmed",
-    common_pb2.NOTIFICATION_KIND_TRANSFER_FAILED: "transfer_failed",
-}
+KIND_TO_DB = db_names(common_pb2.NotificationKind)
 KIND_FROM_DB = {v: k for k, v in KIND_TO_DB.items()}
 
-STATE_TO_PROTO = {
-    "pending": pb.DELIVERY_STATE_PENDING,
-    "delivered": pb.DELIVERY_STATE_DELIVERED,
-    "failed": pb.DELIVERY_STATE_FAILED,
-}
+STATE_TO_PROTO = {name: value for value, name in db_names(pb.DeliveryState).items()}
 
 
 def validate_context(ctx: common_pb2.StepContext) -> None:
     """The step context's ids as the barrier's columns hold them."""
     v = Violations()
-    if len(ctx.saga_id) > 64:
-        v.add("context.saga_id", "at most 64 characters")
+    check_id(v, "context.saga_id", ctx.saga_id, required=False)
     if "\x00" in ctx.saga_id:
         v.add("context.saga_id", "must not contain NUL")
     v.raise_if_any("invalid step context")
@@ -61,8 +48,7 @@ def validate_notification(source: pb.NotifyInput | pb.SendNotificationRequest, p
     """Checks of what a notification says; the step's input and SendNotification share the
     field names, and ``prefix`` locates the fields in the request ("notify." in Execute)."""
     v = Violations()
-    if len(getattr(source, "saga_id", "")) > 64:
-        v.add(f"{prefix}saga_id", "at most 64 characters")
+    check_id(v, f"{prefix}saga_id", getattr(source, "saga_id", ""), required=False)
     for name in ("saga_id", "order_id", "customer_id", "message"):
         if "\x00" in getattr(source, name, ""):
             v.add(f"{prefix}{name}", "must not contain NUL")
@@ -73,8 +59,7 @@ def validate_notification(source: pb.NotifyInput | pb.SendNotificationRequest, p
     elif source.kind not in KIND_TO_DB:
         v.add(f"{prefix}kind", "unknown notification kind")
     for name in ("order_id", "customer_id", "message"):
-        if len(getattr(source, name)) > MAX_TEXT:
-            v.add(f"{prefix}{name}", f"at most {MAX_TEXT} characters")
+        check_id(v, f"{prefix}{name}", getattr(source, name), limit=MAX_TEXT, required=False)
     if len(source.attributes) > MAX_ATTRIBUTES:
         v.add(f"{prefix}attributes", f"at most {MAX_ATTRIBUTES} entries")
     for key, value in source.attributes.items():

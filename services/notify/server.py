@@ -9,8 +9,9 @@ from invsaga.notify.v1 import notify_pb2_grpc as pb_grpc
 from invsaga.runtime.config import Settings
 from invsaga.runtime.convert import next_page_token, page_window
 from invsaga.runtime.db import open_service_database
-from invsaga.runtime.errors import InvalidArgument, Violations
+from invsaga.runtime.errors import Violations
 from invsaga.runtime.server import App, registration
+from services.common import require_input
 from services.notify import logic, models
 from services.notify.delivery import WebhookDelivery
 from services.notify.store import NotifyStore
@@ -39,8 +40,7 @@ class NotifyStepServicer(pb_grpc.NotifyStepServiceServicer):
         self.outbox = outbox
 
     async def Execute(self, request: pb.ExecuteRequest, context) -> pb.ExecuteResponse:
-        if request.WhichOneof("input") != "notify":
-            raise InvalidArgument("Execute needs notify", violations=[("input", "notify required")])
+        require_input(request, "notify")
         logic.validate_context(request.context)
         logic.validate_notification(request.notify, "notify.")
         # ``_committed`` is not called for a duplicate: the first call already handed the notification on.

@@ -8,28 +8,21 @@ from dataclasses import dataclass
 from invsaga.common.v1 import common_pb2
 from invsaga.runtime.errors import Violations
 from invsaga.warehouse.v1 import warehouse_pb2 as pb
+from services.common import check_id, check_length, db_names
 
 MAX_TEXT = 256
 MAX_CAPACITY = 1_000_000_000_000  # units; a BIGINT column, summed with locked units
 MAX_COST = 1e12
 MAX_SKUS = 100_000
 
-STATUS_TO_DB = {
-    common_pb2.WAREHOUSE_STATUS_ACTIVE: "active",
-    common_pb2.WAREHOUSE_STATUS_MAINTENANCE: "maintenance",
-    common_pb2.WAREHOUSE_STATUS_CLOSED: "closed",
-}
+STATUS_TO_DB = db_names(common_pb2.WarehouseStatus)
 STATUS_FROM_DB = {v: k for k, v in STATUS_TO_DB.items()}
 
 
 def validate_transfer(t: pb.ValidateTransferInput) -> None:
     v = Violations()
     for name in ("from_warehouse", "to_warehouse"):
-        value = getattr(t, name)
-        if not value:
-            v.add(f"validate_transfer.{name}", "required")
-        elif len(value) > 64:
-            v.add(f"validate_transfer.{name}", "at most 64 characters")
+        check_id(v, f"validate_transfer.{name}", getattr(t, name))
     if t.from_warehouse and t.from_warehouse == t.to_warehouse:
         v.add("validate_transfer.to_warehouse", "must differ from from_warehouse")
     if not t.skus or len(t.skus) > 1000:
@@ -41,15 +34,9 @@ def validate_transfer(t: pb.ValidateTransferInput) -> None:
 
 def validate_warehouse(w: common_pb2.Warehouse) -> None:
     v = Violations()
-    if not w.warehouse_id:
-        v.add("warehouse.warehouse_id", "required")
-    elif len(w.warehouse_id) > 64:
-        v.add("warehouse.warehouse_id", "at most 64 characters")
-    if not w.name:
-        v.add("warehouse.name", "required")
-    for name, value in (("warehouse.name", w.name), ("warehouse.location.address", w.location.address)):
-        if len(value) > MAX_TEXT:
-            v.add(name, f"at most {MAX_TEXT} characters")
+    check_id(v, "warehouse.warehouse_id", w.warehouse_id)
+    check_id(v, "warehouse.name", w.name, limit=MAX_TEXT)
+    check_id(v, "warehouse.location.address", w.location.address, limit=MAX_TEXT, required=False)
     if w.capacity < 0:
         v.add("warehouse.capacity", "must be ≥ 0")
     elif w.capacity > MAX_CAPACITY:
@@ -68,24 +55,19 @@ def validate_warehouse(w: common_pb2.Warehouse) -> None:
     if len(w.skus) > MAX_SKUS:
         v.add("warehouse.skus", f"at most {MAX_SKUS:,} SKUs")
     for i, sku in enumerate(w.skus):
-        if not sku or len(sku) > MAX_TEXT:
-            v.add(f"warehouse.skus[{i}]", f"must be 1 to {MAX_TEXT} characters")
+        check_length(v, f"warehouse.skus[{i}]", sku, MAX_TEXT)
     v.raise_if_any("invalid warehouse")
 
 
 def validate_assortment(request: pb.AddAssortmentRequest) -> None:
     v = Violations()
-    if not request.warehouse_id:
-        v.add("warehouse_id", "required")
-    elif len(request.warehouse_id) > 64:
-        v.add("warehouse_id", "at most 64 characters")
+    check_id(v, "warehouse_id", request.warehouse_id)
     if not request.skus:
         v.add("skus", "at least one SKU")
     elif len(request.skus) > MAX_SKUS:
         v.add("skus", f"at most {MAX_SKUS:,} SKUs")
     for i, sku in enumerate(request.skus[:MAX_SKUS]):
-        if not sku or len(sku) > MAX_TEXT:
-            v.add(f"skus[{i}]", f"must be 1 to {MAX_TEXT} characters")
+        check_length(v, f"skus[{i}]", sku, MAX_TEXT)
     v.raise_if_any("invalid assortment")
 
 

@@ -9,6 +9,7 @@ from invsaga.runtime.errors import InvalidArgument
 from invsaga.runtime.server import App, registration
 from invsaga.warehouse.v1 import warehouse_pb2 as pb
 from invsaga.warehouse.v1 import warehouse_pb2_grpc as pb_grpc
+from services.common import require, status_filter
 from services.warehouse import logic, models
 from services.warehouse.store import WarehouseStore
 
@@ -22,15 +23,12 @@ class WarehouseServicer(pb_grpc.WarehouseServiceServicer):
         return pb.UpsertWarehouseResponse(warehouse=await self.store.upsert(request.warehouse))
 
     async def GetWarehouse(self, request: pb.GetWarehouseRequest, context) -> pb.GetWarehouseResponse:
-        if not request.warehouse_id:
-            raise InvalidArgument("warehouse_id is required", violations=[("warehouse_id", "required")])
+        require("warehouse_id", request.warehouse_id)
         return pb.GetWarehouseResponse(warehouse=await self.store.get(request.warehouse_id))
 
     async def ListWarehouses(self, request: pb.ListWarehousesRequest, context) -> pb.ListWarehousesResponse:
         offset, limit = page_window(request.page_size, request.page_token)
-        if request.status and request.status not in logic.STATUS_TO_DB:
-            raise InvalidArgument("unknown status", violations=[("status", "unknown warehouse status")])
-        found = await self.store.list(logic.STATUS_TO_DB.get(request.status), offset, limit)
+        found = await self.store.list(status_filter(request.status, logic.STATUS_TO_DB, "warehouse"), offset, limit)
         return pb.ListWarehousesResponse(warehouses=found, next_page_token=next_page_token(offset, limit, len(found)))
 
     async def AddAssortment(self, request: pb.AddAssortmentRequest, context) -> pb.AddAssortmentResponse:

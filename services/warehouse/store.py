@@ -101,10 +101,10 @@ class WarehouseStore:
             raise _not_found(warehouse_id)
         return _to_proto(row)
 
-    async def list(self, status: str | None, offset: int, limit: int) -> list[common_pb2.Warehouse]:
-        """A page in warehouse id order, of those with ``status`` (all if None)."""
+    async def list(self, status: str, offset: int, limit: int) -> list[common_pb2.Warehouse]:
+        """A page in warehouse id order, of those with ``status`` (all if empty)."""
         params = {"status": status, "offset": offset, "limit": limit}
-        return [_to_proto(row) for row in await self.db.fetch(_ALL if status is None else _WITH_STATUS, params)]
+        return [_to_proto(row) for row in await self.db.fetch(_WITH_STATUS if status else _ALL, params)]
 
     async def upsert(self, w: common_pb2.Warehouse) -> common_pb2.Warehouse:
         """Create or replace ``w``; its SKUs, if it lists any, replace the assortment."""

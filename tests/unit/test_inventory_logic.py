@@ -9,6 +9,7 @@ import pytest
 from invsaga.common.v1 import common_pb2
 from invsaga.inventory.v1 import inventory_pb2 as pb
 from invsaga.runtime.errors import InvalidArgument
+from services.common import MAX_QUANTITY
 from services.inventory import logic
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
@@ -81,7 +82,7 @@ def test_lock_input_violations_name_each_field():
     bad = pb.LockInventoryInput(
         lines=[
             common_pb2.AllocationLine(warehouse_id="W1", sku="A", quantity=0),
-            common_pb2.AllocationLine(warehouse_id="", sku="", quantity=logic.MAX_QUANTITY + 1),
+            common_pb2.AllocationLine(warehouse_id="", sku="", quantity=MAX_QUANTITY + 1),
         ]
     )
     assert {f for f, _ in _violations(lambda: logic.validate_lock_inventory(bad))} == {
@@ -196,7 +197,7 @@ def test_a_lock_plan_sums_units_per_warehouse_against_the_capacity_given():
     plan = logic.plan_lock(inp, NOW, 60, ["l1", "l2", "l3", "l4"])
     assert plan.loads == [("W1", 6, 6), ("W2", 7, 0), ("W3", 1, logic.UNLIMITED)]
     # Room left for any lock's units in a BIGINT.
-    assert logic.UNLIMITED + logic.MAX_LINES * logic.MAX_QUANTITY < 2**63
+    assert logic.UNLIMITED + logic.MAX_LINES * MAX_QUANTITY < 2**63
 
 
 def test_lock_capacities_are_bounded_and_never_negative():
