@@ -12,6 +12,10 @@ import math
 import time
 from typing import Sequence
 
+# numpy and HiGHS load with this module, which only a COST_OPTIMIZE plan imports (``strategies.allocate``).
+import highspy
+import numpy as np
+
 from services.allocation.strategies import (
     Candidate,
     PlanLine,
@@ -50,9 +54,6 @@ def _cost_optimize(items, candidates, stock, preferred, customer, time_limit, st
     it.  Every HiGHS run stops at the deadline (interrupt callbacks), which keeps a reserve of
     the budget for building the answer.
     """
-    import highspy
-    import numpy as np
-
     optimal_status = highspy.HighsModelStatus.kOptimal
     # The solver stops at `deadline`; the rest of the budget is for reading the answer back.
     deadline = started + time_limit - min(0.1 * time_limit, SOLVER_RESERVE)

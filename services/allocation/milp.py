@@ -5,6 +5,10 @@ from __future__ import annotations
 import math
 import time
 
+# numpy and HiGHS load with this module, which only a COST_OPTIMIZE plan imports (``strategies.allocate``).
+import highspy
+import numpy as np
+
 from services.allocation.strategies import PlanLine, _stock_of
 
 
@@ -28,8 +32,6 @@ class _Model:
     """
 
     def __init__(self, items, candidates, stock, unit):
-        import numpy as np
-
         self.items = items
         n_items = len(items)
         q = np.array([qty for _, qty in items], dtype=float)
@@ -122,8 +124,6 @@ class _Model:
         """A HiGHS instance holding the LP relaxation.  Each `run` stops at its own time
         (perf_counter) through HiGHS's interrupt callbacks as well as its time limit: HiGHS
         looks at its clock only now and then, the callbacks come every simplex iteration."""
-        import highspy
-
         lp = highspy.HighsLp()
         lp.num_col_ = self.nvar
         lp.num_row_ = self.n_rows
@@ -163,9 +163,6 @@ class _Model:
 
     def set_columns(self, h, lower, upper, x_integer: bool = False, y_integer: bool = True) -> None:
         """Column bounds and integrality for the next run."""
-        import highspy
-        import numpy as np
-
         kind = {False: highspy.HighsVarType.kContinuous, True: highspy.HighsVarType.kInteger}
         idx = np.arange(self.nvar, dtype=np.int32)
         h.changeColsBounds(self.nvar, idx, lower, upper)
@@ -173,8 +170,6 @@ class _Model:
 
     def live_warehouses(self, upper):
         """Warehouses that may still ship under the column upper bounds `upper`."""
-        import numpy as np
-
         ship = np.zeros(self.n_w, dtype=bool)
         ship[self.cw[upper[: self.nx] > 0]] = True
         has_y = self.ycol >= 0
@@ -185,8 +180,6 @@ class _Model:
 
     def columns(self, x_wi):
         """(n_w × n_items) units -> column vector with y = 1 where a warehouse ships."""
-        import numpy as np
-
         v = np.zeros(self.nvar)
         v[: self.nx] = x_wi[self.cw, self.ci]
         used = x_wi.sum(axis=1) > 0
@@ -194,8 +187,6 @@ class _Model:
         return v
 
     def from_lines(self, lines):
-        import numpy as np
-
         w_index = {w: k for k, w in enumerate(self.wids)}
         i_index = {sku: i for i, (sku, _) in enumerate(self.items)}
         x = np.zeros((self.n_w, len(self.items)))
@@ -206,8 +197,6 @@ class _Model:
     def integral(self, col_value):
         """x part of a HiGHS solution as an (n_w × n_items) integer matrix, or None when it is
         not integral or misses an item's quantity."""
-        import numpy as np
-
         xv = np.asarray(col_value[: self.nx], dtype=float)
         xr = np.rint(xv)
         if np.abs(xv - xr).max(initial=0.0) > 1e-6 or xr.min(initial=0.0) < 0:
@@ -222,8 +211,6 @@ class _Model:
         return float((x.sum(axis=1) * self.unit).sum() + self.fixed[x.sum(axis=1) > 0].sum())
 
     def lines(self, x, rank) -> tuple[PlanLine, ...]:
-        import numpy as np
-
         ws, iis = np.nonzero(x)
         placed = sorted((int(i), rank[self.wids[w]], self.wids[w], int(x[w, i])) for w, i in zip(ws, iis))
         return tuple(PlanLine(w, self.items[i][0], qty) for i, _, w, qty in placed)
@@ -237,8 +224,6 @@ class _Model:
         item within the room left.  Units left uncovered cost `penalty` each, more than any
         plan could save per unit, so that the search moves towards sets that cover the order.
         Returns (costs, fills or None); fills are (sets, members, items)."""
-        import numpy as np
-
         n_items = len(self.items)
         ub = np.vstack([self.fill_ub, np.zeros((1, n_items))])[sets]  # (sets, members, items)
         room = np.append(self.room, 0.0)[sets]
@@ -267,8 +252,6 @@ class _Model:
         """Best-improvement search over sets of open warehouses (drop one, add one, swap one
         for one of `shortlist`) with the greedy fill as the evaluation.  Returns (cost, x) of
         the best set found, x as an (n_w × n_items) matrix; (inf, None) if no start is valid."""
-        import numpy as np
-
         n_w = self.n_w
         best_cost, best_set = np.inf, None
         for s in start:
@@ -336,9 +319,6 @@ def _mip(model: _Model, h, upper, start, deadline):
     """Branch and bound (y integer, x continuous) under the column upper bounds `upper`,
     started from the plan `start`, until `deadline`.
     Returns (proven optimal, objective value, x of the best solution found or None)."""
-    import highspy
-    import numpy as np
-
     model.set_columns(h, model.lower, upper)
     for name, value in MIP_OPTIONS.items():
         h.setOptionValue(name, value)
@@ -362,8 +342,6 @@ def _tol(v: float) -> float:
 
 
 def _highs_solution(values):
-    import highspy
-
     s = highspy.HighsSolution()
     s.col_value = values
     s.value_valid = True
@@ -372,9 +350,6 @@ def _highs_solution(values):
 
 def _resolve_x(model: _Model, h, col_value, upper, deadline):
     """Integral x for the y of a MILP solution: with y fixed the LP's vertices are integral."""
-    import highspy
-    import numpy as np
-
     y = model.ycol[model.ycol >= 0]
     lower, fixed = model.lower.copy(), upper.copy()
     lower[y] = fixed[y] = np.rint(col_value[y])
@@ -388,9 +363,6 @@ def _tie_break(model: _Model, h, best, rank, deadline):
     """Among the plans costing at most `best` (+ round-off), the one with the fewest
     rank-weighted units.  All columns are integer here: the extra cost row breaks the
     transportation structure that makes x integral by itself."""
-    import highspy
-    import numpy as np
-
     n = model.nvar
     model.set_columns(h, model.lower, model.upper, x_integer=True)
     nz = np.nonzero(model.cost)[0].astype(np.int32)

@@ -13,6 +13,7 @@ from invsaga.runtime.convert import from_timestamp, to_timestamp, utcnow
 from invsaga.runtime.db import Database
 from invsaga.runtime.errors import FailedPrecondition, NotFound
 from services.allocation import logic
+from services.common import matching
 
 _STRATEGY_TO_DB = {value: name for name, value in logic.STRATEGY_VALUES.items()}
 
@@ -54,12 +55,9 @@ _ALLOCATIONS = (
     " FROM allocations a"
 )
 _BY_ID = _ALLOCATIONS + " WHERE allocation_id = %s"
-_PAGE = " ORDER BY created_at, allocation_id OFFSET %s LIMIT %s"
-_CANCEL = (
-    "UPDATE allocations SET status = 'cancelled', updated_at = %s" " WHERE allocation_id = %s AND status = 'active'"
-)
-_SETTLE = "UPDATE allocations SET status = %s, updated_at = %s" " WHERE allocation_id = %s AND status = 'active'"
-_EXTEND = "UPDATE allocations SET expires_at = %s, updated_at = %s" " WHERE allocation_id = %s AND status = 'active'"
+_PAGE = " ORDER BY created_at, allocation_id OFFSET %(offset)s LIMIT %(limit)s"
+# A change of an active allocation: its status (cancel, settle) or expires_at (extend).
+_CHANGE_ACTIVE = "UPDATE allocations SET {} = %s, updated_at = %s WHERE allocation_id = %s AND status = 'active'"
 
 
 def _to_proto(row: Any) -> common_pb2.Allocation:
@@ -147,19 +145,23 @@ class AllocationStore:
 
     async def list(self, *, saga_id: str, status: str, offset: int, limit: int) -> list[common_pb2.Allocation]:
         """A page of allocations, oldest first; empty filters match everything."""
-        filters = [(column, value) for column, value in (("saga_id", saga_id), ("status", status)) if value]
-        where = " WHERE " + " AND ".join(f"{column} = %s" for column, _ in filters) if filters else ""
-        rows = await self.db.fetch(_ALLOCATIONS + where + _PAGE, [value for _, value in filters] + [offset, limit])
+        query = f"{_ALLOCATIONS} WHERE {matching(saga_id=saga_id, status=status)}{_PAGE}"
+        rows = await self.db.fetch(query, {"saga_id": saga_id, "status": status, "offset": offset, "limit": limit})
         return [_to_proto(row) for row in rows]
 
-    async def cancel(self, allocation_id: str) -> tuple[common_pb2.Allocation, bool]:
-        """Cancel an active allocation; returns it and whether this call changed it."""
+    async def _change_active(self, column: str, value: Any, allocation_id: str) -> tuple[Any, bool]:
+        """Set ``column`` of an active allocation, then read it: (its row, whether this call changed it)."""
         async with self.db.transaction() as conn:
             # Conditional update first, so a concurrent sweep or cancel cannot interleave.
-            changed = (await conn.execute(_CANCEL, (utcnow(), allocation_id))).rowcount > 0
+            changed = (await conn.execute(_CHANGE_ACTIVE.format(column), (value, utcnow(), allocation_id))).rowcount > 0
             row = await (await conn.execute(_BY_ID, (allocation_id,))).fetchone()
         if row is None:
             raise _not_found(allocation_id)
+        return row, changed
+
+    async def cancel(self, allocation_id: str) -> tuple[common_pb2.Allocation, bool]:
+        """Cancel an active allocation; returns it and whether this call changed it."""
+        row, changed = await self._change_active("status", "cancelled", allocation_id)
         if not changed and row.status == "expired":
             # An expired plan has already been reported as expired (notification sent);
             # rewriting it as cancelled would contradict that record.
@@ -176,11 +178,7 @@ class AllocationStore:
         Settling it again to the status it has is no change; one already ended otherwise is
         refused (``ALLOCATION_SETTLED``).
         """
-        async with self.db.transaction() as conn:
-            changed = (await conn.execute(_SETTLE, (status, utcnow(), allocation_id))).rowcount > 0
-            row = await (await conn.execute(_BY_ID, (allocation_id,))).fetchone()
-        if row is None:
-            raise _not_found(allocation_id)
+        row, changed = await self._change_active("status", status, allocation_id)
         if row.status != status:
             raise FailedPrecondition(
                 f"allocation {allocation_id} has already ended as {row.status.upper()}",
@@ -190,11 +188,7 @@ class AllocationStore:
         return _to_proto(row), changed
 
     async def extend(self, allocation_id: str, until: datetime) -> common_pb2.Allocation:
-        async with self.db.transaction() as conn:
-            changed = (await conn.execute(_EXTEND, (until, utcnow(), allocation_id))).rowcount > 0
-            row = await (await conn.execute(_BY_ID, (allocation_id,))).fetchone()
-        if row is None:
-            raise _not_found(allocation_id)
+        row, changed = await self._change_active("expires_at", until, allocation_id)
         if not changed:
             raise FailedPrecondition(
                 f"allocation {allocation_id} is {row.status.upper()}, not ACTIVE",

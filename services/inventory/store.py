@@ -21,6 +21,7 @@ from invsaga.runtime.barrier import COMPENSATE, EXECUTE, Barrier, Effect, Reader
 from invsaga.runtime.convert import from_timestamp, to_timestamp, utcnow
 from invsaga.runtime.db import Database
 from invsaga.runtime.errors import NotFound
+from services.common import matching
 from services.inventory import logic, transfer_rules
 from services.inventory import statements as sql
 from services.inventory.errors import (
@@ -359,12 +360,8 @@ class InventoryStore:
         async with self.db.connection() as conn:
             return _stock_proto(await self._stock_row(conn, warehouse_id, sku))
 
-    @staticmethod
-    def _filters(**filters: str) -> str:
-        return " AND ".join([f"{column} = %({column})s" for column, value in filters.items() if value] or ["true"])
-
     async def list_stock(self, warehouse_id: str, sku: str, offset: int, limit: int) -> list[common_pb2.StockLevel]:
-        where = self._filters(warehouse_id=warehouse_id, sku=sku)
+        where = matching(warehouse_id=warehouse_id, sku=sku)
         query = f"SELECT * FROM stock WHERE {where} ORDER BY warehouse_id, sku OFFSET %(offset)s LIMIT %(limit)s"
         params = {"warehouse_id": warehouse_id, "sku": sku, "offset": offset, "limit": limit}
         return [_stock_proto(row) for row in await self.db.fetch(query, params)]
@@ -372,7 +369,7 @@ class InventoryStore:
     async def list_locks(
         self, saga_id: str, warehouse_id: str, status: str, offset: int, limit: int
     ) -> list[common_pb2.InventoryLock]:
-        where = self._filters(saga_id=saga_id, warehouse_id=warehouse_id, status=status)
+        where = matching(saga_id=saga_id, warehouse_id=warehouse_id, status=status)
         params = {"saga_id": saga_id, "warehouse_id": warehouse_id, "status": status, "offset": offset, "limit": limit}
         query = sql.LOCKS.format(where) + " OFFSET %(offset)s LIMIT %(limit)s"
         return [_lock_proto(row) for row in await self.db.fetch(query, params)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import builtins
 import uuid
+from datetime import datetime
 from typing import Any, Awaitable, Callable
 
 from invsaga.common.v1 import common_pb2
@@ -13,6 +14,7 @@ from invsaga.runtime.barrier import COMPENSATE, EXECUTE, Barrier, Effect, Reader
 from invsaga.runtime.convert import to_timestamp, utcnow
 from invsaga.runtime.db import Database
 from invsaga.runtime.errors import FailedPrecondition, NotFound
+from services.common import matching
 from services.logistics import logic
 
 # Execute: the picklists and their lines are data-modifying CTEs of the barrier's one
@@ -54,7 +56,7 @@ _PICKLISTS = (
 )
 _BY_ID = _PICKLISTS + " WHERE picklist_id = %s"
 # The pickers' queue: urgent first, then by priority, oldest first.
-_PAGE = " ORDER BY is_urgent DESC, priority DESC, created_at, picklist_id OFFSET %s LIMIT %s"
+_PAGE = " ORDER BY is_urgent DESC, priority DESC, created_at, picklist_id OFFSET %(offset)s LIMIT %(limit)s"
 _SET_STATUS = "UPDATE picklists SET status = %s, updated_at = %s WHERE picklist_id = %s"
 # Each status change is recorded for the coordinator in the same transaction (the feed).
 _RECORD_CHANGE = (
@@ -88,6 +90,14 @@ def _to_proto(row: Any) -> common_pb2.Picklist:
 
 def _not_found(picklist_id: str) -> NotFound:
     return NotFound(f"picklist {picklist_id!r} not found", reason="PICKLIST_NOT_FOUND")
+
+
+async def _set_status(conn: Any, picklist: common_pb2.Picklist, status: str, now: datetime) -> None:
+    """A picklist's new status, recorded for the coordinator in the same transaction (the feed)."""
+    await conn.execute(_SET_STATUS, (status, now, picklist.picklist_id))
+    await conn.execute(_RECORD_CHANGE, (picklist.picklist_id, picklist.saga_id, picklist.warehouse_id, status, now))
+    picklist.status = logic.STATUS_FROM_DB[status]
+    picklist.updated_at.CopyFrom(to_timestamp(now))
 
 
 def _generated(saga_id: str, data: pb.GeneratePicklistInput, plans: list[logic.PickPlan]) -> Effect[pb.ExecuteResponse]:
@@ -167,10 +177,10 @@ class LogisticsStore:
         self, *, saga_id: str, warehouse_id: str, status: str, offset: int, limit: int
     ) -> list[common_pb2.Picklist]:
         """A page of the pickers' queue; empty filters match everything."""
-        given = (("saga_id", saga_id), ("warehouse_id", warehouse_id), ("status", status))
-        filters = [(column, value) for column, value in given if value]
-        where = " WHERE " + " AND ".join(f"{column} = %s" for column, _ in filters) if filters else ""
-        rows = await self.db.fetch(_PICKLISTS + where + _PAGE, [value for _, value in filters] + [offset, limit])
+        filters = {"saga_id": saga_id, "warehouse_id": warehouse_id, "status": status}
+        rows = await self.db.fetch(
+            f"{_PICKLISTS} WHERE {matching(**filters)}{_PAGE}", {**filters, "offset": offset, "limit": limit}
+        )
         return [_to_proto(row) for row in rows]
 
     async def change_status(
@@ -197,11 +207,7 @@ class LogisticsStore:
                     metadata={"picklist_id": picklist_id, "from": current.upper(), "to": target.upper()},
                 )
             await before_commit(picklist)
-            now = utcnow()
-            await conn.execute(_SET_STATUS, (target, now, picklist_id))
-            await conn.execute(_RECORD_CHANGE, (picklist_id, picklist.saga_id, picklist.warehouse_id, target, now))
-        picklist.status = logic.STATUS_FROM_DB[target]
-        picklist.updated_at.CopyFrom(to_timestamp(now))
+            await _set_status(conn, picklist, target, utcnow())
         return picklist, current
 
     async def cancel_for_saga(
@@ -231,12 +237,7 @@ class LogisticsStore:
                     untouched.append(picklist)
                     continue
                 await before_cancel(picklist)
-                await conn.execute(_SET_STATUS, (logic.CANCELLED, now, picklist.picklist_id))
-                await conn.execute(
-                    _RECORD_CHANGE, (picklist.picklist_id, saga_id, picklist.warehouse_id, logic.CANCELLED, now)
-                )
-                picklist.status = common_pb2.PICKLIST_STATUS_CANCELLED
-                picklist.updated_at.CopyFrom(to_timestamp(now))
+                await _set_status(conn, picklist, logic.CANCELLED, now)
                 cancelled.append(picklist)
         return cancelled, untouched
 

@@ -26,6 +26,7 @@ from invsaga.notify.v1 import notify_pb2 as pb
 from invsaga.runtime.barrier import COMPENSATE, EXECUTE, Barrier, Effect, Reader
 from invsaga.runtime.convert import to_timestamp, utcnow
 from invsaga.runtime.db import Database
+from services.common import matching
 from services.notify import logic
 
 # A notification and its pending delivery per webhook, as data-modifying CTEs: the Execute
@@ -46,7 +47,6 @@ _DELIVERIES_CTE = (
 
 _NOTIFICATIONS = "SELECT * FROM notifications"
 _NEWEST_FIRST = " ORDER BY seq DESC OFFSET %(offset)s LIMIT %(limit)s"
-_FILTERS = {"saga_id": "saga_id = %(saga_id)s", "kind": "kind = %(kind)s"}
 _BY_IDS = f"{_NOTIFICATIONS} WHERE notification_id = ANY(%(ids)s)"
 _DELIVERIES = "SELECT * FROM deliveries WHERE notification_id = ANY(%(ids)s) AND channel <> 'log'"
 
@@ -193,8 +193,9 @@ class NotifyStore:
     ) -> list[pb.Notification]:
         """Notifications newest first, each with its deliveries, of the saga and kind given (if given)."""
         params = {"saga_id": saga_id, "kind": kind, "offset": offset, "limit": limit}
-        where = " AND ".join(sql for name, sql in _FILTERS.items() if params[name])
-        rows = await self.db.fetch(_NOTIFICATIONS + (f" WHERE {where}" if where else "") + _NEWEST_FIRST, params)
+        rows = await self.db.fetch(
+            f"{_NOTIFICATIONS} WHERE {matching(saga_id=saga_id, kind=kind)}{_NEWEST_FIRST}", params
+        )
         return await self._with_deliveries(rows)
 
     # ``builtins.list`` below: in this class, ``list`` is the method above.
