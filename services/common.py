@@ -22,6 +22,12 @@ def db_names(enum: Any) -> dict[int, str]:
     return {number: name.removeprefix(prefix).lower() for name, number in enum.items() if number}
 
 
+def fields(source: Any, names: str) -> dict[str, Any]:
+    """The attributes ``names`` (space-separated) of a row or message, by name: the fields of the
+    same names of the message built from it, or the statement parameters written from it."""
+    return {name: getattr(source, name) for name in names.split()}
+
+
 def check_id(v: Violations, name: str, value: str, *, limit: int = MAX_ID, required: bool = True) -> None:
     if not value:
         if required:

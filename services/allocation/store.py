@@ -13,7 +13,7 @@ from invsaga.runtime.convert import from_timestamp, to_timestamp, utcnow
 from invsaga.runtime.db import Database
 from invsaga.runtime.errors import FailedPrecondition, NotFound
 from services.allocation import logic
-from services.common import matching
+from services.common import fields, matching
 
 _STRATEGY_TO_DB = {value: name for name, value in logic.STRATEGY_VALUES.items()}
 
@@ -62,13 +62,10 @@ _CHANGE_ACTIVE = "UPDATE allocations SET {} = %s, updated_at = %s WHERE allocati
 
 def _to_proto(row: Any) -> common_pb2.Allocation:
     return common_pb2.Allocation(
-        allocation_id=row.allocation_id,
-        saga_id=row.saga_id,
+        **fields(row, "allocation_id saga_id optimal total_cost"),
         strategy=logic.STRATEGY_VALUES[row.strategy],
         lines=[common_pb2.AllocationLine(**line) for line in row.lines],
         expires_at=to_timestamp(row.expires_at),
-        optimal=row.optimal,
-        total_cost=row.total_cost,
         status=logic.STATUS_FROM_DB[row.status],
     )
 
@@ -79,12 +76,9 @@ def _not_found(allocation_id: str) -> NotFound:
 
 def _insert_params(allocation: common_pb2.Allocation, order_id: str, now: datetime) -> dict[str, Any]:
     return {
-        "allocation_id": allocation.allocation_id,
-        "saga_id": allocation.saga_id,
+        **fields(allocation, "allocation_id saga_id total_cost optimal"),
         "order_id": order_id,
         "strategy": _STRATEGY_TO_DB[allocation.strategy],
-        "total_cost": allocation.total_cost,
-        "optimal": allocation.optimal,
         "expires_at": from_timestamp(allocation.expires_at),
         "now": now,
         "warehouse_ids": [line.warehouse_id for line in allocation.lines],

@@ -18,6 +18,7 @@ from typing import Any
 
 from invsaga.common.v1 import common_pb2
 from invsaga.inventory.v1 import inventory_pb2 as pb
+from services.common import fields
 from services.inventory import logic
 from services.inventory.logic import CONSUMED
 from services.inventory.transfer_rules import CANCELLED, EXPECTED, IN_TRANSIT
@@ -223,8 +224,7 @@ def lock_params(ctx: common_pb2.StepContext, inp: pb.LockInventoryInput, plan: l
         "now": plan.now,
         "wanted_rows": len(plan.wanted),
         "saga_id": ctx.saga_id,
-        "order_id": inp.order_id,
-        "allocation_id": inp.allocation_id,
+        **fields(inp, "order_id allocation_id"),
         "expires_at": plan.expires_at,
         "lock_ids": plan.lock_ids,
         "warehouse_ids": [line.warehouse_id for line in plan.lines],

@@ -21,7 +21,7 @@ from invsaga.runtime.barrier import COMPENSATE, EXECUTE, Barrier, Effect, Reader
 from invsaga.runtime.convert import from_timestamp, to_timestamp, utcnow
 from invsaga.runtime.db import Database
 from invsaga.runtime.errors import NotFound
-from services.common import matching
+from services.common import fields, matching
 from services.inventory import logic, transfer_rules
 from services.inventory import statements as sql
 from services.inventory.errors import (
@@ -91,13 +91,8 @@ async def _finish(fetch: Fetch, held_sql: str, params: dict, status: str, now: d
 
 def _stock_proto(row) -> common_pb2.StockLevel:
     return common_pb2.StockLevel(
-        warehouse_id=row.warehouse_id,
-        sku=row.sku,
-        product_id=row.product_id,
-        on_hand=row.on_hand,
-        locked=row.locked,
+        **fields(row, "warehouse_id sku product_id on_hand locked bin"),
         available=row.on_hand - row.locked,
-        bin=row.bin,
         incoming=getattr(row, "incoming", 0),
     )
 
@@ -105,12 +100,7 @@ def _stock_proto(row) -> common_pb2.StockLevel:
 def _transfer_line_proto(row) -> common_pb2.TransferLine:
     short = row.status == transfer_rules.RECEIVED_SHORT
     return common_pb2.TransferLine(
-        transfer_id=row.transfer_id,
-        sku=row.sku,
-        from_warehouse=row.from_warehouse,
-        to_warehouse=row.to_warehouse,
-        quantity=row.quantity,
-        received=row.received,
+        **fields(row, "transfer_id sku from_warehouse to_warehouse quantity received"),
         status=transfer_rules.LINE_STATUS_FROM_DB[row.status],
         expected_arrival=to_timestamp(row.expected_arrival),
         updated_at=to_timestamp(row.updated_at),
@@ -120,14 +110,9 @@ def _transfer_line_proto(row) -> common_pb2.TransferLine:
 
 def _lock_proto(row) -> common_pb2.InventoryLock:
     return common_pb2.InventoryLock(
-        lock_id=row.lock_id,
-        saga_id=row.saga_id,
-        warehouse_id=row.warehouse_id,
-        sku=row.sku,
-        quantity=row.quantity,
+        **fields(row, "lock_id saga_id warehouse_id sku quantity picking"),
         status=logic.LOCK_STATUS_FROM_DB[row.status],
         expires_at=to_timestamp(row.expires_at),
-        picking=row.picking,
         created_at=to_timestamp(row.created_at),
     )
 
@@ -210,8 +195,7 @@ class InventoryStore:
         params: dict[str, Any] = {
             "saga_id": ctx.saga_id,
             "transfer_id": ctx.saga_id,
-            "from_warehouse": inp.from_warehouse,
-            "to_warehouse": inp.to_warehouse,
+            **fields(inp, "from_warehouse to_warehouse"),
             "skus": skus,
             "product_ids": [item.product_id for item in inp.items],
             "quantities": [item.quantity for item in inp.items],

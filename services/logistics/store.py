@@ -14,7 +14,7 @@ from invsaga.runtime.barrier import COMPENSATE, EXECUTE, Barrier, Effect, Reader
 from invsaga.runtime.convert import to_timestamp, utcnow
 from invsaga.runtime.db import Database
 from invsaga.runtime.errors import FailedPrecondition, NotFound
-from services.common import matching
+from services.common import fields, matching
 from services.logistics import logic
 
 # Execute: the picklists and their lines are data-modifying CTEs of the barrier's one
@@ -74,12 +74,7 @@ NAMED_PICKLISTS = 20
 
 def _to_proto(row: Any) -> common_pb2.Picklist:
     return common_pb2.Picklist(
-        picklist_id=row.picklist_id,
-        saga_id=row.saga_id,
-        order_id=row.order_id,
-        warehouse_id=row.warehouse_id,
-        priority=row.priority,
-        is_urgent=row.is_urgent,
+        **fields(row, "picklist_id saga_id order_id warehouse_id priority is_urgent"),
         status=logic.STATUS_FROM_DB[row.status],
         lines=[common_pb2.PicklistLine(**line) for line in row.lines],
         created_at=to_timestamp(row.created_at),
@@ -108,11 +103,9 @@ def _generated(saga_id: str, data: pb.GeneratePicklistInput, plans: list[logic.P
     picklists = [
         common_pb2.Picklist(
             picklist_id=picklist_id,
+            **fields(data, "order_id priority is_urgent"),
             saga_id=saga_id,
-            order_id=data.order_id,
             warehouse_id=plan.warehouse_id,
-            priority=data.priority,
-            is_urgent=data.is_urgent,
             status=common_pb2.PICKLIST_STATUS_PENDING,
             lines=[
                 common_pb2.PicklistLine(sku=line.sku, quantity=line.quantity, bin=line.bin, sequence=line.sequence)
@@ -131,9 +124,7 @@ def _generated(saga_id: str, data: pb.GeneratePicklistInput, plans: list[logic.P
     ]
     params = {
         "saga_id": saga_id,
-        "order_id": data.order_id,
-        "priority": data.priority,
-        "is_urgent": data.is_urgent,
+        **fields(data, "order_id priority is_urgent"),
         "kind": logic.KIND_TO_DB[data.kind or common_pb2.PICKLIST_KIND_ORDER],
         "now": now,
         "picklist_ids": ids,
@@ -246,10 +237,7 @@ class LogisticsStore:
         rows = await self.db.fetch(_CHANGES, (limit,))
         return [
             pb.PicklistChange(
-                change_id=row.change_id,
-                picklist_id=row.picklist_id,
-                saga_id=row.saga_id,
-                warehouse_id=row.warehouse_id,
+                **fields(row, "change_id picklist_id saga_id warehouse_id"),
                 status=logic.STATUS_FROM_DB[row.status],
                 changed_at=to_timestamp(row.changed_at),
             )

@@ -26,7 +26,7 @@ from invsaga.notify.v1 import notify_pb2 as pb
 from invsaga.runtime.barrier import COMPENSATE, EXECUTE, Barrier, Effect, Reader
 from invsaga.runtime.convert import to_timestamp, utcnow
 from invsaga.runtime.db import Database
-from services.common import matching
+from services.common import fields, matching
 from services.notify import logic
 
 # A notification and its pending delivery per webhook, as data-modifying CTEs: the Execute
@@ -90,8 +90,7 @@ def _delivery_proto(row) -> pb.Delivery:
     return pb.Delivery(
         channel=logic.redact_url(row.channel),  # the row keeps the full URL, to post to; no answer shows it
         state=logic.STATE_TO_PROTO[row.state],
-        attempts=row.attempts,
-        last_error=row.last_error,
+        **fields(row, "attempts last_error"),
         delivered_at=to_timestamp(row.delivered_at),
     )
 
@@ -99,12 +98,8 @@ def _delivery_proto(row) -> pb.Delivery:
 def _notification_proto(row, webhook_deliveries: Sequence[pb.Delivery]) -> pb.Notification:
     created_at = to_timestamp(row.created_at)
     return pb.Notification(
-        notification_id=row.notification_id,
-        saga_id=row.saga_id,
+        **fields(row, "notification_id saga_id order_id customer_id message"),
         kind=logic.KIND_FROM_DB[row.kind],
-        order_id=row.order_id,
-        customer_id=row.customer_id,
-        message=row.message,
         attributes=dict(row.attributes or {}),
         deliveries=[_log_delivery(created_at), *webhook_deliveries],
         created_at=created_at,
@@ -121,12 +116,8 @@ def notification_ctes(
     created_at = to_timestamp(now)
     notification = pb.Notification(
         notification_id=str(uuid.uuid4()),
+        **fields(source, "kind order_id customer_id message attributes"),
         saga_id=saga_id,
-        kind=source.kind,
-        order_id=source.order_id,
-        customer_id=source.customer_id,
-        message=source.message,
-        attributes=source.attributes,
         deliveries=[
             _log_delivery(created_at),
             *(pb.Delivery(channel=logic.redact_url(url), state=pb.DELIVERY_STATE_PENDING) for url in channels),
@@ -137,9 +128,7 @@ def notification_ctes(
         "notification_id": notification.notification_id,
         "saga_id": saga_id,
         "kind": logic.KIND_TO_DB[source.kind],
-        "order_id": source.order_id,
-        "customer_id": source.customer_id,
-        "message": source.message,
+        **fields(source, "order_id customer_id message"),
         "attributes": Json(dict(source.attributes)),
         "created_at": now,
     }

@@ -11,6 +11,7 @@ from invsaga.runtime.convert import to_timestamp, utcnow
 from invsaga.runtime.db import Database
 from invsaga.runtime.errors import FailedPrecondition, NotFound
 from invsaga.warehouse.v1 import warehouse_pb2 as pb
+from services.common import fields
 from services.warehouse import logic
 
 _SELECT = (
@@ -58,13 +59,10 @@ def _to_proto(row) -> common_pb2.Warehouse:
     if row.lat is not None and row.lon is not None:
         location.lat, location.lon = row.lat, row.lon
     return common_pb2.Warehouse(
-        warehouse_id=row.warehouse_id,
-        name=row.name,
+        **fields(row, "warehouse_id name capacity priority"),
         location=location,
-        capacity=row.capacity,
         status=logic.STATUS_FROM_DB[row.status],
-        priority=row.priority,
-        cost=common_pb2.CostModel(per_unit=row.per_unit, per_km_unit=row.per_km_unit, per_shipment=row.per_shipment),
+        cost=common_pb2.CostModel(**fields(row, "per_unit per_km_unit per_shipment")),
         skus=sorted(row.skus),
         updated_at=to_timestamp(row.updated_at),
     )
@@ -109,17 +107,12 @@ class WarehouseStore:
     async def upsert(self, w: common_pb2.Warehouse) -> common_pb2.Warehouse:
         """Create or replace ``w``; its SKUs, if it lists any, replace the assortment."""
         values = {
-            "warehouse_id": w.warehouse_id,
-            "name": w.name,
+            **fields(w, "warehouse_id name capacity priority"),
             "address": w.location.address,
             "lat": w.location.lat if w.location.HasField("lat") else None,
             "lon": w.location.lon if w.location.HasField("lon") else None,
-            "capacity": w.capacity,
             "status": logic.STATUS_TO_DB[w.status],
-            "priority": w.priority,
-            "per_unit": w.cost.per_unit,
-            "per_km_unit": w.cost.per_km_unit,
-            "per_shipment": w.cost.per_shipment,
+            **fields(w.cost, "per_unit per_km_unit per_shipment"),
             "updated_at": utcnow(),
         }
         assortment = {"warehouse_id": w.warehouse_id, "skus": list(w.skus)}
