@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from invsaga.runtime.convert import from_timestamp, utcnow
-from invsaga.runtime.errors import InvalidArgument, Violations
+from invsaga.runtime.errors import InvalidArgument, NotFound, Violations
 
 MAX_ID = 64
 MAX_LINES = 1000
@@ -26,6 +26,13 @@ def fields(source: Any, names: str) -> dict[str, Any]:
     """The attributes ``names`` (space-separated) of a row or message, by name: the fields of the
     same names of the message built from it, or the statement parameters written from it."""
     return {name: getattr(source, name) for name in names.split()}
+
+
+def found(row: Any, what: str, key: str) -> Any:
+    """``row``, unless there is none: then ``{WHAT}_NOT_FOUND``, no ``what`` of id ``key``."""
+    if row is None:
+        raise NotFound(f"{what} {key!r} not found", reason=f"{what.upper()}_NOT_FOUND")
+    return row
 
 
 def check_id(v: Violations, name: str, value: str, *, limit: int = MAX_ID, required: bool = True) -> None:

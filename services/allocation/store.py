@@ -11,9 +11,9 @@ from invsaga.common.v1 import common_pb2
 from invsaga.runtime.barrier import COMPENSATE, EXECUTE, Barrier, Effect, Reader, Refused
 from invsaga.runtime.convert import from_timestamp, to_timestamp, utcnow
 from invsaga.runtime.db import Database
-from invsaga.runtime.errors import FailedPrecondition, NotFound
+from invsaga.runtime.errors import FailedPrecondition
 from services.allocation import logic
-from services.common import fields, matching
+from services.common import fields, found, matching
 
 _STRATEGY_TO_DB = {value: name for name, value in logic.STRATEGY_VALUES.items()}
 
@@ -68,10 +68,6 @@ def _to_proto(row: Any) -> common_pb2.Allocation:
         expires_at=to_timestamp(row.expires_at),
         status=logic.STATUS_FROM_DB[row.status],
     )
-
-
-def _not_found(allocation_id: str) -> NotFound:
-    return NotFound(f"allocation {allocation_id!r} not found", reason="ALLOCATION_NOT_FOUND")
 
 
 def _insert_params(allocation: common_pb2.Allocation, order_id: str, now: datetime) -> dict[str, Any]:
@@ -132,10 +128,7 @@ class AllocationStore:
         return await self.barrier.run(ctx, COMPENSATE, effect)
 
     async def get(self, allocation_id: str) -> common_pb2.Allocation:
-        row = await self.db.fetchone(_BY_ID, (allocation_id,))
-        if row is None:
-            raise _not_found(allocation_id)
-        return _to_proto(row)
+        return _to_proto(found(await self.db.fetchone(_BY_ID, (allocation_id,)), "allocation", allocation_id))
 
     async def list(self, *, saga_id: str, status: str, offset: int, limit: int) -> list[common_pb2.Allocation]:
         """A page of allocations, oldest first; empty filters match everything."""
@@ -149,9 +142,7 @@ class AllocationStore:
             # Conditional update first, so a concurrent sweep or cancel cannot interleave.
             changed = (await conn.execute(_CHANGE_ACTIVE.format(column), (value, utcnow(), allocation_id))).rowcount > 0
             row = await (await conn.execute(_BY_ID, (allocation_id,))).fetchone()
-        if row is None:
-            raise _not_found(allocation_id)
-        return row, changed
+        return found(row, "allocation", allocation_id), changed
 
     async def cancel(self, allocation_id: str) -> tuple[common_pb2.Allocation, bool]:
         """Cancel an active allocation; returns it and whether this call changed it."""

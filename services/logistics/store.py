@@ -13,8 +13,8 @@ from invsaga.logistics.v1 import logistics_pb2 as pb
 from invsaga.runtime.barrier import COMPENSATE, EXECUTE, Barrier, Effect, Reader
 from invsaga.runtime.convert import to_timestamp, utcnow
 from invsaga.runtime.db import Database
-from invsaga.runtime.errors import FailedPrecondition, NotFound
-from services.common import fields, matching
+from invsaga.runtime.errors import FailedPrecondition
+from services.common import fields, found, matching
 from services.logistics import logic
 
 # Execute: the picklists and their lines are data-modifying CTEs of the barrier's one
@@ -81,10 +81,6 @@ def _to_proto(row: Any) -> common_pb2.Picklist:
         updated_at=to_timestamp(row.updated_at),
         kind=logic.KIND_FROM_DB[row.kind],
     )
-
-
-def _not_found(picklist_id: str) -> NotFound:
-    return NotFound(f"picklist {picklist_id!r} not found", reason="PICKLIST_NOT_FOUND")
 
 
 async def _set_status(conn: Any, picklist: common_pb2.Picklist, status: str, now: datetime) -> None:
@@ -159,10 +155,7 @@ class LogisticsStore:
         return await self.barrier.run(ctx, COMPENSATE, effect)
 
     async def get(self, picklist_id: str) -> common_pb2.Picklist:
-        row = await self.db.fetchone(_BY_ID, (picklist_id,))
-        if row is None:
-            raise _not_found(picklist_id)
-        return _to_proto(row)
+        return _to_proto(found(await self.db.fetchone(_BY_ID, (picklist_id,)), "picklist", picklist_id))
 
     async def list(
         self, *, saga_id: str, warehouse_id: str, status: str, offset: int, limit: int
@@ -186,8 +179,7 @@ class LogisticsStore:
         """
         async with self.db.transaction() as conn:
             row = await (await conn.execute(_BY_ID + " FOR UPDATE", (picklist_id,))).fetchone()
-            if row is None:
-                raise _not_found(picklist_id)
+            found(row, "picklist", picklist_id)
             picklist, current = _to_proto(row), row.status
             if current == target:
                 return picklist, current

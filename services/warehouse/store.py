@@ -9,9 +9,9 @@ from invsaga.common.v1 import common_pb2
 from invsaga.runtime.barrier import COMPENSATE, EXECUTE, Barrier, Effect, Reader, Refused
 from invsaga.runtime.convert import to_timestamp, utcnow
 from invsaga.runtime.db import Database
-from invsaga.runtime.errors import FailedPrecondition, NotFound
+from invsaga.runtime.errors import FailedPrecondition
 from invsaga.warehouse.v1 import warehouse_pb2 as pb
-from services.common import fields
+from services.common import fields, found
 from services.warehouse import logic
 
 _SELECT = (
@@ -68,10 +68,6 @@ def _to_proto(row) -> common_pb2.Warehouse:
     )
 
 
-def _not_found(warehouse_id: str) -> NotFound:
-    return NotFound(f"warehouse {warehouse_id!r} not found", reason="WAREHOUSE_NOT_FOUND")
-
-
 class WarehouseStore:
     """Warehouses and assortments, and the catalog QueryWarehouses answers from.
 
@@ -94,10 +90,7 @@ class WarehouseStore:
         self.catalog: tuple[int | None, tuple[logic.Carrier, ...]] = (None, ())
 
     async def get(self, warehouse_id: str) -> common_pb2.Warehouse:
-        row = await self.db.fetchone(_ONE, {"warehouse_id": warehouse_id})
-        if row is None:
-            raise _not_found(warehouse_id)
-        return _to_proto(row)
+        return _to_proto(found(await self.db.fetchone(_ONE, {"warehouse_id": warehouse_id}), "warehouse", warehouse_id))
 
     async def list(self, status: str, offset: int, limit: int) -> list[common_pb2.Warehouse]:
         """A page in warehouse id order, of those with ``status`` (all if empty)."""
@@ -130,8 +123,7 @@ class WarehouseStore:
                 await conn.execute(sql, params)
             await conn.execute(_BUMP)
             row = await (await conn.execute(_ONE, {"warehouse_id": warehouse_id})).fetchone()
-            if row is None:
-                raise _not_found(warehouse_id)  # (and nothing is committed)
+            found(row, "warehouse", warehouse_id)  # (and nothing is committed)
         return _to_proto(row)
 
     async def query_warehouses(self, ctx: common_pb2.StepContext, query: pb.QueryWarehousesInput) -> pb.ExecuteResponse:
@@ -161,9 +153,7 @@ class WarehouseStore:
         async def effect(reader: Reader) -> Effect[pb.ExecuteResponse]:
             rows = {r.warehouse_id: r for r in await reader.fetch(_BOTH, {"ids": [t.from_warehouse, t.to_warehouse]})}
             for end, warehouse_id in (("from_warehouse", t.from_warehouse), ("to_warehouse", t.to_warehouse)):
-                row = rows.get(warehouse_id)
-                if row is None:
-                    raise _not_found(warehouse_id)
+                row = found(rows.get(warehouse_id), "warehouse", warehouse_id)
                 if row.status != "active":
                     raise FailedPrecondition(
                         f"warehouse {warehouse_id!r} is {row.status}, not active",
