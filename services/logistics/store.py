@@ -179,7 +179,7 @@ class LogisticsStore:
         """
         async with self.db.transaction() as conn:
             row = await (await conn.execute(_BY_ID + " FOR UPDATE", (picklist_id,))).fetchone()
-            found(row, "picklist", picklist_id)
+            row = found(row, "picklist", picklist_id)
             picklist, current = _to_proto(row), row.status
             if current == target:
                 return picklist, current
