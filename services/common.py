@@ -3,9 +3,9 @@ request fields that read the same in every service."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from invsaga.runtime.convert import from_timestamp, utcnow
 from invsaga.runtime.errors import InvalidArgument, NotFound, Violations
@@ -14,12 +14,22 @@ MAX_ID = 64
 MAX_LINES = 1000
 MAX_QUANTITY = 1_000_000
 
+K = TypeVar("K")
+
 
 def db_names(enum: Any) -> dict[int, str]:
     """A proto enum's values but UNSPECIFIED, each to its name in lower case without the enum's
     prefix (``ALLOCATION_STATUS_ACTIVE`` -> ``"active"``): what the tables store."""
     prefix = enum.Name(0).removesuffix("UNSPECIFIED")
     return {number: name.removeprefix(prefix).lower() for name, number in enum.items() if number}
+
+
+def totals(pairs: Iterable[tuple[K, int]]) -> dict[K, int]:
+    """The numbers summed per key, the keys in first-seen order."""
+    summed: dict[K, int] = {}
+    for key, number in pairs:
+        summed[key] = summed.get(key, 0) + number
+    return summed
 
 
 def fields(source: Any, names: str) -> dict[str, Any]:

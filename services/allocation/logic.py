@@ -16,7 +16,7 @@ from invsaga.common.v1 import common_pb2
 from invsaga.runtime.convert import from_timestamp
 from invsaga.runtime.errors import Violations
 from services.allocation.strategies import Candidate, Demand
-from services.common import MAX_LINES, check_count, check_id, check_length, db_names
+from services.common import MAX_LINES, check_count, check_id, check_length, db_names, totals
 
 MAX_TEXT = 256
 MAX_QUANTITY = 1_000_000
@@ -74,13 +74,8 @@ class Problem:
 
 def build_problem(data: pb.AllocateInventoryInput) -> Problem:
     """Candidates from step 1's warehouses, available stock and locked units from step 2."""
-    locked: dict[str, int] = {}
-    for load in data.loads:
-        locked[load.warehouse_id] = locked.get(load.warehouse_id, 0) + load.locked_units
-    stock: dict[tuple[str, str], int] = {}
-    for level in data.stock:
-        key = (level.warehouse_id, level.sku)
-        stock[key] = stock.get(key, 0) + level.available
+    locked = totals((load.warehouse_id, load.locked_units) for load in data.loads)
+    stock = totals(((level.warehouse_id, level.sku), level.available) for level in data.stock)
     candidates = tuple(
         Candidate(
             warehouse_id=w.warehouse_id,

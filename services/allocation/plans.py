@@ -17,6 +17,7 @@ from invsaga.common.v1 import common_pb2
 from invsaga.runtime.convert import from_timestamp, to_timestamp
 from invsaga.runtime.errors import FailedPrecondition
 from services.allocation import logic
+from services.common import totals
 
 
 def reuse(
@@ -38,10 +39,7 @@ def reuse(
         )
     if from_timestamp(plan.expires_at) <= now:
         raise FailedPrecondition(f"allocation {plan_id!r} has expired", reason="ALLOCATION_EXPIRED", metadata=meta)
-    planned: dict[str, int] = {}
-    for line in plan.lines:
-        planned[line.sku] = planned.get(line.sku, 0) + line.quantity
-    if planned != {item.sku: item.quantity for item in data.items}:
+    if totals((line.sku, line.quantity) for line in plan.lines) != {item.sku: item.quantity for item in data.items}:
         raise FailedPrecondition(
             f"allocation {plan_id!r} plans other items than these", reason="ALLOCATION_MISMATCH", metadata=meta
         )

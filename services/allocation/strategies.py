@@ -363,9 +363,7 @@ def allocate(
     started = time.perf_counter()
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown allocation strategy {strategy!r}")
-    if strategy in ("NEAREST", "COST_OPTIMIZE"):
-        customer = _require_customer(strategy, customer)
-    elif customer is not None:
+    if customer is not None or strategy in ("NEAREST", "COST_OPTIMIZE"):
         customer = _require_customer(strategy, customer)
     items = _merge_demands(demands)
     _check_candidates(candidates)

@@ -3,7 +3,6 @@ summaries, lock expiry and the units a lock puts on each warehouse."""
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -13,7 +12,7 @@ from invsaga.common.v1 import common_pb2
 from invsaga.inventory.v1 import inventory_pb2 as pb
 from invsaga.runtime.convert import from_timestamp, to_timestamp
 from invsaga.runtime.errors import InvalidArgument, Violations
-from services.common import MAX_LINES, check_count, check_id, check_quantity, db_names
+from services.common import MAX_LINES, check_count, check_id, check_quantity, db_names, totals
 
 MAX_TEXT = 256
 # Stock levels and adjustments are BIGINT columns; bounded far below their 2^63 - 1, so that
@@ -88,10 +87,7 @@ def validate_lock_inventory(inp: pb.LockInventoryInput) -> None:
 
 def required_by_sku(items: Iterable[common_pb2.Item]) -> dict[str, int]:
     """Units wanted per SKU, in first-seen order (an order may name a SKU twice)."""
-    required: dict[str, int] = {}
-    for item in items:
-        required[item.sku] = required.get(item.sku, 0) + item.quantity
-    return required
+    return totals((item.sku, item.quantity) for item in items)
 
 
 def summarize_availability(
@@ -106,10 +102,10 @@ def summarize_availability(
     split the item across warehouses.
     """
     required = required_by_sku(items)
-    available: dict[str, int] = defaultdict(int)
-    for level in stock:
-        available[level.sku] += level.available
-    per_item = [pb.ItemAvailability(sku=sku, required=q, available=available[sku]) for sku, q in required.items()]
+    available = totals((level.sku, level.available) for level in stock)
+    per_item = [
+        pb.ItemAvailability(sku=sku, required=q, available=available.get(sku, 0)) for sku, q in required.items()
+    ]
     shortages = [
         common_pb2.Shortage(sku=a.sku, required=a.required, available=a.available)
         for a in per_item
@@ -201,9 +197,7 @@ def warehouse_loads(
     """(warehouse_id, units, capacity) per warehouse of the lock, by warehouse id (the order the
     store takes the warehouses' load rows in). Capacity means what it means to the allocation
     service: the units a warehouse may hold locked at once, 0 meaning none."""
-    units: dict[str, int] = defaultdict(int)
-    for line in lines:
-        units[line.warehouse_id] += line.quantity
+    units = totals((line.warehouse_id, line.quantity) for line in lines)
     return [(w, units[w], capacities[w] if w in capacities else UNLIMITED) for w in sorted(units)]
 
 
@@ -229,9 +223,7 @@ class LockedUnits:
 
 def units_per_stock_row(locks: Iterable[LockedUnits | common_pb2.AllocationLine]) -> list[tuple[str, str, int]]:
     """(warehouse, SKU, units) to take or give back, one per stock row, in the rows' lock order."""
-    units: dict[tuple[str, str], int] = defaultdict(int)
-    for lock in locks:
-        units[(lock.warehouse_id, lock.sku)] += lock.quantity
+    units = totals(((lock.warehouse_id, lock.sku), lock.quantity) for lock in locks)
     return [(w, s, q) for (w, s), q in sorted(units.items())]
 
 

@@ -21,7 +21,7 @@ from invsaga.runtime.barrier import COMPENSATE, EXECUTE, Barrier, Effect, Reader
 from invsaga.runtime.convert import from_timestamp, to_timestamp, utcnow
 from invsaga.runtime.db import Database
 from invsaga.runtime.errors import NotFound
-from services.common import fields, matching
+from services.common import fields, matching, totals
 from services.inventory import logic, transfer_rules
 from services.inventory import statements as sql
 from services.inventory.errors import (
@@ -71,9 +71,7 @@ async def _finish(fetch: Fetch, held_sql: str, params: dict, status: str, now: d
     units = logic.units_per_stock_row(held)
     change = sql.CONSUME if status == CONSUMED else sql.GIVE_BACK
     writes = f"{sql.FINISH}, {sql.GATE}, stock_back AS ({sql.stock_change(len(units), change)}), {sql.GIVE_BACK_LOAD}"
-    per_warehouse: dict[str, int] = {}
-    for lock in held:
-        per_warehouse[lock.warehouse_id] = per_warehouse.get(lock.warehouse_id, 0) + lock.quantity
+    per_warehouse = totals((lock.warehouse_id, lock.quantity) for lock in held)
     return (
         held,
         writes,

@@ -88,11 +88,6 @@ def sign(secret: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
 
 
-def verify(secret: str, body: bytes, header: str) -> bool:
-    """What a receiver does: recompute and compare in constant time."""
-    return hmac.compare_digest(sign(secret, body), header)
-
-
 def backoff(attempts: int) -> float:
     """Seconds before the next try, after ``attempts`` failed tries (1 → 0.5 s, 2 → 1 s, ...)."""
     return min(WEBHOOK_INITIAL_BACKOFF * 2 ** (attempts - 1), WEBHOOK_MAX_BACKOFF)
