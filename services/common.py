@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from invsaga.runtime.convert import from_timestamp, utcnow
 from invsaga.runtime.errors import InvalidArgument, NotFound, Violations
@@ -15,6 +15,14 @@ MAX_LINES = 1000
 MAX_QUANTITY = 1_000_000
 
 K = TypeVar("K")
+S = TypeVar("S")
+
+
+class StoreServicer(Generic[S]):
+    """A gRPC servicer over its service's store."""
+
+    def __init__(self, store: S) -> None:
+        self.store = store
 
 
 def db_names(enum: Any) -> dict[int, str]:

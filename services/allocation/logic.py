@@ -99,19 +99,15 @@ def build_problem(data: pb.AllocateInventoryInput) -> Problem:
     )
 
 
-def customer_address(data: pb.AllocateInventoryInput) -> str | None:
-    """The address to resolve, when the input has no coordinates but names a place."""
-    location = data.customer_location
-    if location.HasField("lat"):
-        return None
-    return location.address.strip() or None
-
-
-def customer_coordinates(data: pb.AllocateInventoryInput) -> tuple[float, float] | None:
+def customer_location(data: pb.AllocateInventoryInput) -> tuple[float, float] | str | None:
+    """The customer's coordinates; else the address to resolve, when the input has no
+    coordinates but names a place; else None."""
     location = data.customer_location
     if location.HasField("lat") and location.HasField("lon"):
         return (location.lat, location.lon)
-    return None
+    if location.HasField("lat"):
+        return None
+    return location.address.strip() or None
 
 
 def expires_at(data: pb.AllocateInventoryInput, now: datetime, ttl_seconds: float) -> datetime:

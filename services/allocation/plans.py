@@ -17,7 +17,7 @@ from invsaga.common.v1 import common_pb2
 from invsaga.runtime.convert import from_timestamp, to_timestamp
 from invsaga.runtime.errors import FailedPrecondition
 from services.allocation import logic
-from services.common import totals
+from services.common import fields, totals
 
 
 def reuse(
@@ -56,12 +56,9 @@ def reuse(
             metadata={**meta, **logic.shortage_metadata(short)},
         )
     return common_pb2.Allocation(
+        **fields(plan, "strategy lines optimal total_cost"),
         allocation_id=f"AL-{uuid.uuid4().hex}",
         saga_id=saga_id,
-        strategy=plan.strategy,
-        lines=plan.lines,
         expires_at=to_timestamp(expires_at),
-        optimal=plan.optimal,
-        total_cost=plan.total_cost,
         status=common_pb2.ALLOCATION_STATUS_ACTIVE,
     )

@@ -21,7 +21,7 @@ from invsaga.runtime.server import App, registration
 from services.allocation import logic, models, plans
 from services.allocation.store import AllocationStore
 from services.allocation.strategies import AllocationError, Plan, allocate
-from services.common import future_until, require, require_input, status_filter
+from services.common import StoreServicer, fields, future_until, require, require_input, status_filter
 
 log = logging.getLogger("invsaga.allocation")
 
@@ -38,12 +38,9 @@ class AllocationStepServicer(pb_grpc.AllocationStepServiceServicer):
         self.settings = settings
 
     async def _customer(self, data: pb.AllocateInventoryInput) -> tuple[float, float] | None:
-        coordinates = logic.customer_coordinates(data)
-        if coordinates is not None:
-            return coordinates
-        address = logic.customer_address(data)
-        if address is None:
-            return None
+        address = logic.customer_location(data)
+        if not isinstance(address, str):
+            return address
         try:
             # The first lookup loads the gazetteers (~1.5 s of CPU), so it is not done at start:
             # every process start (and test mesh) would pay it while only NEAREST and
@@ -112,8 +109,7 @@ class AllocationStepServicer(pb_grpc.AllocationStepServiceServicer):
                     for line in sorted(outcome.lines, key=lambda line: (line.warehouse_id, line.sku))
                 ],
                 expires_at=to_timestamp(expires_at),
-                optimal=outcome.optimal,
-                total_cost=outcome.total_cost,
+                **fields(outcome, "optimal total_cost"),
                 status=common_pb2.ALLOCATION_STATUS_ACTIVE,
             )
 
@@ -139,10 +135,7 @@ class AllocationStepServicer(pb_grpc.AllocationStepServiceServicer):
         return await self.store.release(request.context)
 
 
-class AllocationServicer(pb_grpc.AllocationServiceServicer):
-    def __init__(self, store: AllocationStore) -> None:
-        self.store = store
-
+class AllocationServicer(StoreServicer[AllocationStore], pb_grpc.AllocationServiceServicer):
     async def GetAllocation(self, request: pb.GetAllocationRequest, context) -> pb.GetAllocationResponse:
         require("allocation_id", request.allocation_id)
         return pb.GetAllocationResponse(allocation=await self.store.get(request.allocation_id))

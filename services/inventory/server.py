@@ -14,7 +14,7 @@ from invsaga.runtime.convert import next_page_token, page_window
 from invsaga.runtime.db import open_service_database
 from invsaga.runtime.errors import InvalidArgument, Violations
 from invsaga.runtime.server import App, registration
-from services.common import future_until, status_filter
+from services.common import StoreServicer, future_until, status_filter
 from services.inventory import logic, models, transfer_rules
 from services.inventory.store import InventoryStore
 
@@ -68,10 +68,7 @@ class InventoryStepServicer(pb_grpc.InventoryStepServiceServicer):
         return await self.store.compensate(request.context)
 
 
-class InventoryServicer(pb_grpc.InventoryServiceServicer):
-    def __init__(self, store: InventoryStore) -> None:
-        self.store = store
-
+class InventoryServicer(StoreServicer[InventoryStore], pb_grpc.InventoryServiceServicer):
     async def SetStock(self, request: pb.SetStockRequest, context) -> pb.SetStockResponse:
         logic.validate_set_stock(request)
         return pb.SetStockResponse(stock=await self.store.set_stock(request))

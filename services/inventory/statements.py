@@ -194,10 +194,7 @@ def stock_change(rows: int, change: str) -> str:
 
 
 def stock_params(units: Sequence[tuple[str, str, int]]) -> dict[str, Any]:
-    params: dict[str, Any] = {}
-    for i, (warehouse_id, sku, quantity) in enumerate(units):
-        params[f"w{i}"], params[f"s{i}"], params[f"q{i}"] = warehouse_id, sku, quantity
-    return params
+    return {f"{name}{i}": value for i, row in enumerate(units) for name, value in zip("wsq", row)}
 
 
 @functools.cache

@@ -62,10 +62,10 @@ async def _again_after_deadlock(what: str, transaction: Callable[[], Awaitable[T
     raise AssertionError("unreachable")
 
 
-async def _finish(fetch: Fetch, held_sql: str, params: dict, status: str, now: datetime):
-    """Claim held locks (``held_sql`` locks them, in lock_id order) and the writes that move
+async def _finish(fetch: Fetch, params: dict, status: str, now: datetime):
+    """Claim held locks (sql.HELD locks them, in lock_id order) and the writes that move
     them to ``status`` and give their units back (or consume them): (locks, writes, params)."""
-    held = [logic.LockedUnits(*row) for row in await fetch(held_sql, params)]
+    held = [logic.LockedUnits(*row) for row in await fetch(sql.HELD, params)]
     if not held:
         return held, "", {}
     units = logic.units_per_stock_row(held)
@@ -228,19 +228,15 @@ class InventoryStore:
             if ctx.step != common_pb2.SAGA_STEP_LOCK_INVENTORY:
                 return Effect(pb.CompensateResponse())
             params = {"saga_id": ctx.saga_id, "warehouse_id": ""}
-            held, writes, params = await _finish(reader.fetch, sql.HELD, params, RELEASED, utcnow())
+            held, writes, params = await _finish(reader.fetch, params, RELEASED, utcnow())
             return Effect(pb.CompensateResponse(released_units=sum(lock.quantity for lock in held)), writes, params)
 
         return await _again_after_deadlock("a compensation", lambda: self.barrier.run(ctx, COMPENSATE, effect))
 
     # -- picking and release ----------------------------------------------------------------
 
-    @staticmethod
-    async def _finish_in(conn, held_sql: str, params: dict, status: str, now: datetime) -> list[logic.LockedUnits]:
-        async def fetch(sql: str, args: Any) -> list[Any]:
-            return await (await conn.execute(sql, args)).fetchall()
-
-        held, writes, write_params = await _finish(fetch, held_sql, params, status, now)
+    async def _finish_in(self, conn, params: dict, status: str, now: datetime) -> list[logic.LockedUnits]:
+        held, writes, write_params = await _finish(Reader(self.db, conn).fetch, params, status, now)
         if writes:
             await conn.execute(f"WITH {writes} SELECT 1", write_params)
         return held
@@ -259,7 +255,7 @@ class InventoryStore:
         async def advance() -> list[common_pb2.InventoryLock]:
             async with self.db.transaction() as conn:
                 if outcome == CONSUMED:
-                    await self._finish_in(conn, sql.HELD, params, CONSUMED, params["now"])
+                    await self._finish_in(conn, params, CONSUMED, params["now"])
                     await conn.execute(sql.SHIPPED, params)  # a transfer's units are on the road
                 else:
                     await conn.execute(sql.HOLD, params)
@@ -287,7 +283,7 @@ class InventoryStore:
         async def release() -> tuple[int, list[common_pb2.InventoryLock]]:
             async with self.db.transaction() as conn:
                 now = utcnow()
-                released = await self._finish_in(conn, sql.HELD, params, RELEASED, now)
+                released = await self._finish_in(conn, params, RELEASED, now)
                 if released:  # a transfer released at its source is no longer expected anywhere
                     await conn.execute(f"WITH {sql.DROP_EXPECTED} SELECT 1", {"saga_id": saga_id, "now": now})
                 return len(released), await self._locks(conn, params)

@@ -16,7 +16,7 @@ from invsaga.runtime.convert import next_page_token, page_window
 from invsaga.runtime.db import open_service_database
 from invsaga.runtime.errors import DomainError, InvalidArgument, RpcFailure, Unavailable
 from invsaga.runtime.server import App, registration
-from services.common import require, require_input, status_filter
+from services.common import StoreServicer, require, require_input, status_filter
 from services.logistics import logic, models
 from services.logistics.store import LogisticsStore
 
@@ -25,10 +25,7 @@ log = logging.getLogger("invsaga.logistics")
 INVENTORY_TIMEOUT = 10.0
 
 
-class LogisticsStepServicer(pb_grpc.LogisticsStepServiceServicer):
-    def __init__(self, store: LogisticsStore) -> None:
-        self.store = store
-
+class LogisticsStepServicer(StoreServicer[LogisticsStore], pb_grpc.LogisticsStepServiceServicer):
     async def Execute(self, request: pb.ExecuteRequest, context) -> pb.ExecuteResponse:
         require_input(request, "generate_picklist")
         data = request.generate_picklist

@@ -9,15 +9,12 @@ from invsaga.runtime.errors import InvalidArgument
 from invsaga.runtime.server import App, registration
 from invsaga.warehouse.v1 import warehouse_pb2 as pb
 from invsaga.warehouse.v1 import warehouse_pb2_grpc as pb_grpc
-from services.common import require, status_filter
+from services.common import StoreServicer, require, status_filter
 from services.warehouse import logic, models
 from services.warehouse.store import WarehouseStore
 
 
-class WarehouseServicer(pb_grpc.WarehouseServiceServicer):
-    def __init__(self, store: WarehouseStore) -> None:
-        self.store = store
-
+class WarehouseServicer(StoreServicer[WarehouseStore], pb_grpc.WarehouseServiceServicer):
     async def UpsertWarehouse(self, request: pb.UpsertWarehouseRequest, context) -> pb.UpsertWarehouseResponse:
         logic.validate_warehouse(request.warehouse)
         return pb.UpsertWarehouseResponse(warehouse=await self.store.upsert(request.warehouse))
@@ -37,10 +34,7 @@ class WarehouseServicer(pb_grpc.WarehouseServiceServicer):
         return pb.AddAssortmentResponse(warehouse=warehouse)
 
 
-class WarehouseStepServicer(pb_grpc.WarehouseStepServiceServicer):
-    def __init__(self, store: WarehouseStore) -> None:
-        self.store = store
-
+class WarehouseStepServicer(StoreServicer[WarehouseStore], pb_grpc.WarehouseStepServiceServicer):
     async def Execute(self, request: pb.ExecuteRequest, context) -> pb.ExecuteResponse:
         if request.WhichOneof("input") == "validate_transfer":
             logic.validate_transfer(request.validate_transfer)
