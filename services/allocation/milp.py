@@ -79,41 +79,32 @@ class _Model:
         # rows as (row, col, value) triplets
         per_w = np.bincount(cw, minlength=n_w)
         reach = np.bincount(cw, weights=xub, minlength=n_w)
-        r_rows = [ci]
-        r_cols = [np.arange(nx)]
-        r_vals = [np.ones(nx)]
-        lo = [q]
-        hi = [q]
+        triplets = [(ci, np.arange(nx), np.ones(nx))]
+        lo, hi = [q], [q]
         n_rows = n_items
         # capacity rows: with y always (they double as Σ x ≤ reach·y); without y only where room binds
         cap_w = np.nonzero(has_y | (reach > self.room))[0]
         cap_row = np.full(n_w, -1, dtype=np.int64)
         cap_row[cap_w] = n_rows + np.arange(len(cap_w))
         sel = cap_row[cw] >= 0
-        r_rows += [cap_row[cw[sel]]]
-        r_cols += [np.nonzero(sel)[0]]
-        r_vals += [np.ones(int(sel.sum()))]
         yw = cap_w[has_y[cap_w]]
-        r_rows += [cap_row[yw]]
-        r_cols += [ycol[yw]]
-        r_vals += [-np.minimum(self.room[yw], reach[yw])]
+        triplets.append((cap_row[cw[sel]], np.nonzero(sel)[0], np.ones(int(sel.sum()))))
+        triplets.append((cap_row[yw], ycol[yw], -np.minimum(self.room[yw], reach[yw])))
         lo.append(np.full(len(cap_w), -np.inf))
         hi.append(np.where(has_y[cap_w], 0.0, self.room[cap_w]))
         n_rows += len(cap_w)
         # linking rows x[w,i] - ub·y[w] ≤ 0 where w has y and more than one column
         link = np.nonzero(has_y[cw] & (per_w[cw] > 1))[0]
         link_row = n_rows + np.arange(len(link))
-        r_rows += [link_row, link_row]
-        r_cols += [link, ycol[cw[link]]]
-        r_vals += [np.ones(len(link)), -xub[link]]
+        triplets += [(link_row, link, np.ones(len(link))), (link_row, ycol[cw[link]], -xub[link])]
         lo.append(np.full(len(link), -np.inf))
         hi.append(np.zeros(len(link)))
         n_rows += len(link)
-        rows = np.concatenate(r_rows)
+        rows, cols, vals = (np.concatenate(part) for part in zip(*triplets))
         order = np.argsort(rows, kind="stable")
         self.n_rows = n_rows
-        self.a_index = np.concatenate(r_cols)[order].astype(np.int32)
-        self.a_value = np.concatenate(r_vals)[order]
+        self.a_index = cols[order].astype(np.int32)
+        self.a_value = vals[order]
         self.a_start = np.searchsorted(rows[order], np.arange(n_rows + 1)).astype(np.int32)
         self.row_lo = np.concatenate(lo)
         self.row_hi = np.concatenate(hi)

@@ -63,7 +63,7 @@ _CLAIM = (
 _NEXT_DUE = "SELECT min(next_attempt_at) AS due FROM deliveries WHERE state = 'pending'"
 # The claimed row is still pending with the attempts seen: nobody else moved it on.
 _UNCHANGED = (
-    " WHERE notification_id = %(notification_id)s AND channel = %(channel)s"
+    " WHERE notification_id = %(notification_id)s AND channel = %(url)s"
     " AND state = 'pending' AND attempts = %(attempts_before)s"
 )
 _RECORD = (
@@ -223,18 +223,11 @@ class NotifyStore:
     ) -> None:
         """The outcome of a claimed attempt, unless someone else has moved the row on since the claim."""
         outcome = {"state": state, "attempts": attempt.attempts_before + 1, "last_error": error}
-        await self.db.execute(
-            _RECORD, {**_claimed(attempt), **outcome, "delivered_at": delivered_at, "next_attempt_at": next_attempt_at}
-        )
+        outcome.update(delivered_at=delivered_at, next_attempt_at=next_attempt_at)
+        await self.db.execute(_RECORD, {**fields(attempt, "notification_id url attempts_before"), **outcome})
 
     async def hand_back(self, attempt: Attempt) -> None:
         """Make a claimed delivery due now, without counting an attempt."""
-        await self.db.execute(_HAND_BACK, {**_claimed(attempt), "next_attempt_at": utcnow()})
-
-
-def _claimed(attempt: Attempt) -> dict:
-    return {
-        "notification_id": attempt.notification_id,
-        "channel": attempt.url,
-        "attempts_before": attempt.attempts_before,
-    }
+        await self.db.execute(
+            _HAND_BACK, {**fields(attempt, "notification_id url attempts_before"), "next_attempt_at": utcnow()}
+        )
