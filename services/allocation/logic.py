@@ -16,7 +16,7 @@ from invsaga.common.v1 import common_pb2
 from invsaga.runtime.convert import from_timestamp
 from invsaga.runtime.errors import Violations
 from services.allocation.strategies import Candidate, Demand
-from services.common import MAX_LINES, check_count, check_id, check_length, db_names, totals
+from services.common import MAX_LINES, check_count, check_id, check_length, db_names, fields, totals
 
 MAX_TEXT = 256
 MAX_QUANTITY = 1_000_000
@@ -78,15 +78,11 @@ def build_problem(data: pb.AllocateInventoryInput) -> Problem:
     stock = totals(((level.warehouse_id, level.sku), level.available) for level in data.stock)
     candidates = tuple(
         Candidate(
-            warehouse_id=w.warehouse_id,
-            priority=w.priority,
-            capacity=w.capacity,
+            **fields(w, "warehouse_id priority capacity"),
+            **fields(w.cost, "per_unit per_km_unit per_shipment"),
             locked_units=locked.get(w.warehouse_id, 0),
             lat=w.location.lat if w.location.HasField("lat") else None,
             lon=w.location.lon if w.location.HasField("lon") else None,
-            per_unit=w.cost.per_unit,
-            per_km_unit=w.cost.per_km_unit,
-            per_shipment=w.cost.per_shipment,
         )
         for w in data.warehouses
     )

@@ -152,8 +152,7 @@ def _check_candidates(candidates: Sequence[Candidate]) -> None:
 
 
 def _stock_of(stock: Mapping[tuple[str, str], int], wid: str, sku: str) -> int:
-    v = stock.get((wid, sku), 0)
-    return v if v > 0 else 0
+    return max(stock.get((wid, sku), 0), 0)
 
 
 # --------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from invsaga.common.v1 import common_pb2
 from invsaga.inventory.v1 import inventory_pb2 as pb
 from invsaga.runtime.convert import from_timestamp, to_timestamp
 from invsaga.runtime.errors import InvalidArgument, Violations
-from services.common import MAX_LINES, check_count, check_id, check_quantity, db_names, totals
+from services.common import MAX_LINES, check_count, check_id, check_quantity, db_names, fields, totals
 
 MAX_TEXT = 256
 # Stock levels and adjustments are BIGINT columns; bounded far below their 2^63 - 1, so that
@@ -152,11 +152,9 @@ class LockPlan:
         expires, created = to_timestamp(self.expires_at), to_timestamp(self.now)
         return [
             common_pb2.InventoryLock(
+                **fields(line, "warehouse_id sku quantity"),
                 lock_id=lock_id,
                 saga_id=saga_id,
-                warehouse_id=line.warehouse_id,
-                sku=line.sku,
-                quantity=line.quantity,
                 status=common_pb2.LOCK_STATUS_HELD,
                 expires_at=expires,
                 created_at=created,

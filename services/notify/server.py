@@ -11,7 +11,7 @@ from invsaga.runtime.convert import next_page_token, page_window
 from invsaga.runtime.db import open_service_database
 from invsaga.runtime.errors import Violations
 from invsaga.runtime.server import App, registration
-from services.common import require_input
+from services.common import check_id, require_input
 from services.notify import logic, models
 from services.notify.delivery import WebhookDelivery
 from services.notify.store import NotifyStore
@@ -69,8 +69,7 @@ class NotifyServicer(pb_grpc.NotifyServiceServicer):
         v = Violations()
         if request.kind and request.kind not in logic.KIND_TO_DB:
             v.add("kind", "unknown notification kind")
-        if len(request.saga_id) > 64:
-            v.add("saga_id", "at most 64 characters")
+        check_id(v, "saga_id", request.saga_id, required=False)
         v.raise_if_any("invalid filter")
         offset, limit = page_window(request.page_size, request.page_token)
         kind = logic.KIND_TO_DB.get(request.kind, "")
