@@ -196,10 +196,8 @@ class _Fill:
         for c in self.order:
             wid = c.warehouse_id
             room = cap[wid]
-            if room <= 0:
-                continue
             s = stock.get((wid, sku), 0)
-            if s <= 0:
+            if room <= 0 or s <= 0:
                 continue
             q = min(need, s, room)
             self._add(wid, sku, q)

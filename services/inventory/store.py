@@ -171,10 +171,10 @@ class InventoryStore:
                 return await _again_after_deadlock("a lock", lambda: self.barrier.run(ctx, EXECUTE, effect))
             except Refused:  # some stock row was short, or some warehouse full
                 plan = plans[0]
-                loads = {r.warehouse_id: r for r in await self.db.fetch(sql.LOADS, ([w for w, _, _ in plan.loads],))}
+                rows = await self.db.fetch(sql.LOADS, ([w for w, _, _ in plan.loads],))
+                loads = {r.warehouse_id: r.locked for r in rows}
                 for warehouse_id, units, capacity in plan.loads:
-                    found = loads.get(warehouse_id)
-                    locked = found.locked if found is not None else 0
+                    locked = loads.get(warehouse_id, 0)
                     if locked + units > capacity:
                         raise CapacityExceeded(warehouse_id, capacity, locked, units) from None
                 keys = ([w for w, _, _ in plan.wanted], [s for _, s, _ in plan.wanted])

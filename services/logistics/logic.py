@@ -98,13 +98,9 @@ def plan_picklists(lines: Iterable[pb.PickRequestLine]) -> list[PickPlan]:
     """
     merged: dict[str, dict[str, list]] = {}
     for line in lines:
-        per_sku = merged.setdefault(line.warehouse_id, {})
-        entry = per_sku.get(line.sku)
-        if entry is None:
-            per_sku[line.sku] = [line.quantity, line.bin]
-        else:
-            entry[0] += line.quantity
-            entry[1] = entry[1] or line.bin
+        entry = merged.setdefault(line.warehouse_id, {}).setdefault(line.sku, [0, ""])
+        entry[0] += line.quantity
+        entry[1] = entry[1] or line.bin
     plans = []
     for warehouse_id in sorted(merged):
         ordered = sorted(merged[warehouse_id].items(), key=lambda kv: (bin_order(kv[1][1]), kv[0]))
