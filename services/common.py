@@ -86,10 +86,13 @@ def require(name: str, value: str) -> None:
         raise InvalidArgument(f"{name} is required", violations=[(name, "required")])
 
 
-def require_input(request: Any, name: str) -> None:
-    """An Execute request must carry the step's input ``name``."""
-    if request.WhichOneof("input") != name:
-        raise InvalidArgument(f"Execute needs {name}", violations=[("input", f"{name} required")])
+def require_input(request: Any, *names: str) -> str:
+    """The step's input an Execute request carries, which must be one of ``names``."""
+    kind = request.WhichOneof("input")
+    if kind not in names:
+        wanted = " or ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
+        raise InvalidArgument(f"Execute needs {wanted}", violations=[("input", f"{wanted} required")])
+    return kind
 
 
 def future_until(request: Any) -> datetime:

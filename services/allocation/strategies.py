@@ -284,11 +284,8 @@ def _fill_or_raise(
 
 
 def _raise_failure(items, candidates, stock, missing) -> None:
-    shortages = []
-    for sku, q in items:
-        total = sum(_stock_of(stock, c.warehouse_id, sku) for c in candidates)
-        if total < q:
-            shortages.append((sku, q, total))
+    held = [(sku, q, sum(_stock_of(stock, c.warehouse_id, sku) for c in candidates)) for sku, q in items]
+    shortages = [(sku, q, total) for sku, q, total in held if total < q]
     if shortages:
         raise AllocationError(
             "INSUFFICIENT_INVENTORY",
@@ -312,11 +309,7 @@ def _order(
     candidates: Sequence[Candidate], preferred: Sequence[str], key: Callable[[Candidate], object]
 ) -> list[Candidate]:
     by_id = {c.warehouse_id: c for c in candidates}
-    head: list[Candidate] = []
-    for wid in preferred:
-        c = by_id.pop(wid, None)
-        if c is not None:
-            head.append(c)
+    head = [c for wid in preferred if (c := by_id.pop(wid, None)) is not None]
     return head + sorted(by_id.values(), key=lambda c: (key(c), c.warehouse_id))
 
 

@@ -14,7 +14,7 @@ from invsaga.runtime.convert import next_page_token, page_window
 from invsaga.runtime.db import open_service_database
 from invsaga.runtime.errors import InvalidArgument, Violations
 from invsaga.runtime.server import App, registration
-from services.common import StoreServicer, future_until, status_filter
+from services.common import StoreServicer, future_until, require_input, status_filter
 from services.inventory import logic, models, transfer_rules
 from services.inventory.store import InventoryStore
 
@@ -41,12 +41,7 @@ class InventoryStepServicer(pb_grpc.InventoryStepServiceServicer):
         self.lock_ttl = settings.saga.expiry.lock
 
     async def Execute(self, request: pb.ExecuteRequest, context) -> pb.ExecuteResponse:
-        kind = request.WhichOneof("input")
-        if kind is None:
-            raise InvalidArgument(
-                "Execute needs check_availability, lock_inventory or expect_transfer",
-                violations=[("input", "check_availability, lock_inventory or expect_transfer required")],
-            )
+        kind = require_input(request, "check_availability", "lock_inventory", "expect_transfer")
         expected = STEP_INPUTS.get(request.context.step)
         if expected is not None and expected != kind:
             raise InvalidArgument(

@@ -104,10 +104,6 @@ def plan_picklists(lines: Iterable[pb.PickRequestLine]) -> list[PickPlan]:
     plans = []
     for warehouse_id in sorted(merged):
         ordered = sorted(merged[warehouse_id].items(), key=lambda kv: (bin_order(kv[1][1]), kv[0]))
-        plans.append(
-            PickPlan(
-                warehouse_id,
-                tuple(PickLine(sku, qty, bin_code, i) for i, (sku, (qty, bin_code)) in enumerate(ordered, start=1)),
-            )
-        )
+        picks = tuple(PickLine(sku, qty, bin_code, i) for i, (sku, (qty, bin_code)) in enumerate(ordered, start=1))
+        plans.append(PickPlan(warehouse_id, picks))
     return plans

@@ -64,12 +64,6 @@ DEFAULT_CHANGES, MAX_CHANGES = 500, 1000
 MAX_REASON = 256
 
 
-def _require_saga_id(saga_id: str) -> None:
-    require("saga_id", saga_id)
-    if len(saga_id) > 64:
-        raise InvalidArgument("saga_id is too long", violations=[("saga_id", "at most 64 characters")])
-
-
 class LogisticsServicer(pb_grpc.LogisticsServiceServicer):
     def __init__(self, store: LogisticsStore, inventory: inventory_pb2_grpc.InventoryServiceStub) -> None:
         self.store = store
@@ -125,7 +119,9 @@ class LogisticsServicer(pb_grpc.LogisticsServiceServicer):
 
     async def CancelPicklists(self, request: pb.CancelPicklistsRequest, context) -> pb.CancelPicklistsResponse:
         """A reservation released (SPEC §9): its PENDING picklists cancelled, their locks with them."""
-        _require_saga_id(request.saga_id)
+        require("saga_id", request.saga_id)
+        if len(request.saga_id) > 64:
+            raise InvalidArgument("saga_id is too long", violations=[("saga_id", "at most 64 characters")])
         if len(request.reason) > MAX_REASON:
             raise InvalidArgument("reason is too long", violations=[("reason", f"at most {MAX_REASON} characters")])
 

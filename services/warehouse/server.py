@@ -9,7 +9,7 @@ from invsaga.runtime.errors import InvalidArgument
 from invsaga.runtime.server import App, registration
 from invsaga.warehouse.v1 import warehouse_pb2 as pb
 from invsaga.warehouse.v1 import warehouse_pb2_grpc as pb_grpc
-from services.common import StoreServicer, require, status_filter
+from services.common import StoreServicer, require, require_input, status_filter
 from services.warehouse import logic, models
 from services.warehouse.store import WarehouseStore
 
@@ -36,14 +36,9 @@ class WarehouseServicer(StoreServicer[WarehouseStore], pb_grpc.WarehouseServiceS
 
 class WarehouseStepServicer(StoreServicer[WarehouseStore], pb_grpc.WarehouseStepServiceServicer):
     async def Execute(self, request: pb.ExecuteRequest, context) -> pb.ExecuteResponse:
-        if request.WhichOneof("input") == "validate_transfer":
+        if require_input(request, "query_warehouses", "validate_transfer") == "validate_transfer":
             logic.validate_transfer(request.validate_transfer)
             return await self.store.validate_transfer(request.context, request.validate_transfer)
-        if request.WhichOneof("input") != "query_warehouses":
-            raise InvalidArgument(
-                "Execute needs query_warehouses or validate_transfer",
-                violations=[("input", "query_warehouses or validate_transfer required")],
-            )
         if not request.query_warehouses.skus:
             raise InvalidArgument("no SKUs to look for", violations=[("query_warehouses.skus", "at least one SKU")])
         return await self.store.query_warehouses(request.context, request.query_warehouses)
