@@ -35,7 +35,7 @@ class _Model:
         self.items = items
         n_items = len(items)
         q = np.array([qty for _, qty in items], dtype=float)
-        item_index = {sku: i for i, (sku, _) in enumerate(items)}
+        self.item_index = item_index = {sku: i for i, (sku, _) in enumerate(items)}
         live = sorted(
             (c for c in candidates if c.remaining_capacity > 0), key=lambda c: (unit[c.warehouse_id], c.warehouse_id)
         )
@@ -179,10 +179,9 @@ class _Model:
 
     def from_lines(self, lines):
         w_index = {w: k for k, w in enumerate(self.wids)}
-        i_index = {sku: i for i, (sku, _) in enumerate(self.items)}
         x = np.zeros((self.n_w, len(self.items)))
         for ln in lines:
-            x[w_index[ln.warehouse_id], i_index[ln.sku]] += ln.quantity
+            x[w_index[ln.warehouse_id], self.item_index[ln.sku]] += ln.quantity
         return x
 
     def integral(self, col_value):

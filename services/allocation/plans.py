@@ -44,11 +44,8 @@ def reuse(
             f"allocation {plan_id!r} plans other items than these", reason="ALLOCATION_MISMATCH", metadata=meta
         )
     available = {(s.warehouse_id, s.sku): s.available for s in data.stock}
-    short = [
-        (line.sku, line.quantity, available.get((line.warehouse_id, line.sku), 0))
-        for line in plan.lines
-        if line.quantity > available.get((line.warehouse_id, line.sku), 0)
-    ]
+    held = [(line.sku, line.quantity, available.get((line.warehouse_id, line.sku), 0)) for line in plan.lines]
+    short = [(sku, quantity, left) for sku, quantity, left in held if quantity > left]
     if short:
         raise FailedPrecondition(
             f"the stock no longer allows allocation {plan_id!r}",

@@ -373,9 +373,7 @@ class InventoryStore:
         line's difference kept as its missing units. Refused whole, writing nothing, when any
         line is wrong; a repeat of the same receipt answers with what was booked."""
         async with self.db.transaction() as conn:
-            rows: list[Any] = await (
-                await conn.execute(sql.TRANSFER_LINES + " FOR UPDATE", (request.transfer_id,))
-            ).fetchall()
+            rows = await Reader(self.db, conn).fetch(sql.TRANSFER_LINES + " FOR UPDATE", (request.transfer_id,))
             if not rows:
                 raise NotFound(
                     f"no transfer {request.transfer_id!r} at inventory",

@@ -45,10 +45,9 @@ def validate_warehouse(w: common_pb2.Warehouse) -> None:
         v.add("warehouse.status", "must be ACTIVE, MAINTENANCE or CLOSED")
     if w.location.HasField("lat") != w.location.HasField("lon"):
         v.add("warehouse.location", "lat and lon go together")
-    if w.location.HasField("lat") and not -90 <= w.location.lat <= 90:
-        v.add("warehouse.location.lat", "must be within [-90, 90]")
-    if w.location.HasField("lon") and not -180 <= w.location.lon <= 180:
-        v.add("warehouse.location.lon", "must be within [-180, 180]")
+    for name, bound in (("lat", 90), ("lon", 180)):
+        if w.location.HasField(name) and not -bound <= getattr(w.location, name) <= bound:
+            v.add(f"warehouse.location.{name}", f"must be within [-{bound}, {bound}]")
     for name in ("per_unit", "per_km_unit", "per_shipment"):
         if not 0 <= getattr(w.cost, name) <= MAX_COST:  # NaN and infinity too
             v.add(f"warehouse.cost.{name}", f"must be within 0..{MAX_COST:g}")
