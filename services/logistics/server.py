@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 
 import grpc
@@ -102,14 +103,11 @@ class LogisticsServicer(pb_grpc.LogisticsServiceServicer):
         if request.status not in logic.STATUS_TO_DB:
             raise InvalidArgument("unknown status", violations=[("status", "PROCESSING, COMPLETED or CANCELLED")])
         target = logic.STATUS_TO_DB[request.status]
-
-        async def apply_to_locks(picklist: common_pb2.Picklist) -> None:
-            # Inventory first, then our status: the hold/commit/release calls are idempotent, so
-            # if we crash (or the commit fails) after inventory acted, the picklist still shows
-            # the old status and the operator's retry repeats the call harmlessly and commits.
-            # The reverse order could leave a COMPLETED picklist whose stock was never consumed.
-            await self._apply_to_locks(logic.INVENTORY_ACTION[target], picklist)
-
+        # Inventory first, then our status: the hold/commit/release calls are idempotent, so
+        # if we crash (or the commit fails) after inventory acted, the picklist still shows
+        # the old status and the operator's retry repeats the call harmlessly and commits.
+        # The reverse order could leave a COMPLETED picklist whose stock was never consumed.
+        apply_to_locks = functools.partial(self._apply_to_locks, logic.INVENTORY_ACTION[target])
         picklist, previous = await self.store.change_status(request.picklist_id, target, apply_to_locks)
         if previous != target:
             log.info(
@@ -124,12 +122,9 @@ class LogisticsServicer(pb_grpc.LogisticsServiceServicer):
             raise InvalidArgument("saga_id is too long", violations=[("saga_id", "at most 64 characters")])
         if len(request.reason) > MAX_REASON:
             raise InvalidArgument("reason is too long", violations=[("reason", f"at most {MAX_REASON} characters")])
-
-        async def release(picklist: common_pb2.Picklist) -> None:
-            # Inventory first, as for UpdatePicklistStatus: ReleaseLocks is idempotent, so a
-            # retry after a failed commit repeats it harmlessly.
-            await self._apply_to_locks(logic.RELEASE, picklist)
-
+        # Inventory first, as for UpdatePicklistStatus: ReleaseLocks is idempotent, so a
+        # retry after a failed commit repeats it harmlessly.
+        release = functools.partial(self._apply_to_locks, logic.RELEASE)
         cancelled, untouched = await self.store.cancel_for_saga(request.saga_id, request.all_or_nothing, release)
         if cancelled:
             log.info(
