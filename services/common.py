@@ -1,5 +1,6 @@
-"""What the five services share: their proto enums as the tables store them, and the checks of
-request fields that read the same in every service."""
+"""What the five services share: their proto enums as the tables store them, the checks of
+request fields that read the same in every service, and the small pieces their servicers and
+stores repeated (a servicer over one store, fields copied by name, a missing row, List filters)."""
 
 from __future__ import annotations
 
