@@ -82,7 +82,9 @@ class LogisticsServicer(pb_grpc.LogisticsServiceServicer):
         )
         return pb.ListPicklistsResponse(picklists=found, next_page_token=next_page_token(offset, limit, len(found)))
 
-    async def _apply_to_locks(self, action: str, picklist: common_pb2.Picklist) -> None:
+    async def _apply_to_locks(self, status: str, picklist: common_pb2.Picklist) -> None:
+        """What the inventory service must do with the picklist's locks when it enters ``status``."""
+        action = logic.INVENTORY_ACTION[status]
         locks = {"saga_id": picklist.saga_id, "warehouse_id": picklist.warehouse_id}
         if action == logic.HOLD:
             send, request = self.inventory.HoldLocks, inventory_pb2.HoldLocksRequest(**locks)
@@ -107,7 +109,7 @@ class LogisticsServicer(pb_grpc.LogisticsServiceServicer):
         # if we crash (or the commit fails) after inventory acted, the picklist still shows
         # the old status and the operator's retry repeats the call harmlessly and commits.
         # The reverse order could leave a COMPLETED picklist whose stock was never consumed.
-        apply_to_locks = functools.partial(self._apply_to_locks, logic.INVENTORY_ACTION[target])
+        apply_to_locks = functools.partial(self._apply_to_locks, target)
         picklist, previous = await self.store.change_status(request.picklist_id, target, apply_to_locks)
         if previous != target:
             log.info(
@@ -124,7 +126,7 @@ class LogisticsServicer(pb_grpc.LogisticsServiceServicer):
             raise InvalidArgument("reason is too long", violations=[("reason", f"at most {MAX_REASON} characters")])
         # Inventory first, as for UpdatePicklistStatus: ReleaseLocks is idempotent, so a
         # retry after a failed commit repeats it harmlessly.
-        release = functools.partial(self._apply_to_locks, logic.RELEASE)
+        release = functools.partial(self._apply_to_locks, logic.CANCELLED)
         cancelled, untouched = await self.store.cancel_for_saga(request.saga_id, request.all_or_nothing, release)
         if cancelled:
             log.info(
