@@ -12,6 +12,7 @@ from invsaga.runtime.convert import from_timestamp, utcnow
 from invsaga.runtime.errors import InvalidArgument, NotFound, Violations
 
 MAX_ID = 64
+MAX_TEXT = 256
 MAX_LINES = 1000
 MAX_QUANTITY = 1_000_000
 

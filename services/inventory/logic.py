@@ -12,9 +12,8 @@ from invsaga.common.v1 import common_pb2
 from invsaga.inventory.v1 import inventory_pb2 as pb
 from invsaga.runtime.convert import from_timestamp, to_timestamp
 from invsaga.runtime.errors import InvalidArgument, Violations
-from services.common import MAX_LINES, check_count, check_id, check_quantity, db_names, fields, totals
+from services.common import MAX_LINES, MAX_TEXT, check_count, check_id, check_quantity, db_names, fields, totals
 
-MAX_TEXT = 256
 # Stock levels and adjustments are BIGINT columns; bounded far below their 2^63 - 1, so that
 # no sum of them the SQL makes can overflow.
 MAX_STOCK = 1_000_000_000_000

@@ -12,10 +12,8 @@ from dataclasses import dataclass
 from invsaga.common.v1 import common_pb2
 from invsaga.logistics.v1 import logistics_pb2 as pb
 from invsaga.runtime.errors import Violations
-from services.common import MAX_LINES, check_count, check_id, check_length, db_names
+from services.common import MAX_LINES, MAX_QUANTITY, MAX_TEXT, check_count, check_id, check_length, db_names
 
-MAX_TEXT = 256
-MAX_QUANTITY = 1_000_000
 
 PENDING, PROCESSING, COMPLETED, CANCELLED = "pending", "processing", "completed", "cancelled"
 

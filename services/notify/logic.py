@@ -13,9 +13,8 @@ from google.protobuf import json_format
 from invsaga.common.v1 import common_pb2
 from invsaga.notify.v1 import notify_pb2 as pb
 from invsaga.runtime.errors import Violations
-from services.common import check_id, db_names
+from services.common import MAX_TEXT, check_id, db_names
 
-MAX_TEXT = 256
 MAX_ATTRIBUTES = 64
 LOG_CHANNEL = "log"
 

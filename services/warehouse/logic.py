@@ -8,9 +8,8 @@ from dataclasses import dataclass
 from invsaga.common.v1 import common_pb2
 from invsaga.runtime.errors import Violations
 from invsaga.warehouse.v1 import warehouse_pb2 as pb
-from services.common import check_id, check_length, db_names
+from services.common import MAX_TEXT, check_id, check_length, db_names
 
-MAX_TEXT = 256
 MAX_CAPACITY = 1_000_000_000_000  # units; a BIGINT column, summed with locked units
 MAX_COST = 1e12
 MAX_SKUS = 100_000
