@@ -37,10 +37,6 @@ class BusinessFailure(Exception):
         self.failure = failure
 
 
-def _keep_nothing(saga: "pb.Saga", payload: Any) -> None:
-    return None
-
-
 def replacing(field: str) -> Apply:
     """An ``apply`` that keeps the answer's repeated ``field`` in the saga's field of that name."""
 
@@ -61,7 +57,7 @@ class StepDef:
     compensable: bool
     retryable: frozenset[grpc.StatusCode]
     build: Build
-    apply: Apply = _keep_nothing
+    apply: Apply = lambda saga, payload: None  # keeps nothing
     rolls_back: bool = True  # False: its failure does not roll the saga back
     # True: when it fails, its request is owed to the notice outbox, which delivers it later.
     owed_on_failure: bool = False

@@ -101,8 +101,6 @@ class Engine:
             except LeaseLost:
                 if saga_id not in self.abandoned:
                     log.warning("lost the lease on saga %s; another replica drives it now", saga_id)
-            except asyncio.CancelledError:
-                raise
             except Exception:
                 log.exception("saga %s: driver crashed; it will be recovered", saga_id)
             finally:
@@ -157,8 +155,6 @@ class Engine:
                 for saga_id, priority, urgent in await self.store.claim_orphans(self.owner, self.lease_ms):
                     log.info("recovering saga %s", saga_id, extra={"event": "recovered"})
                     self.enqueue(saga_id, priority, urgent)
-            except asyncio.CancelledError:
-                raise
             except Exception:
                 log.exception("recovery pass failed")
             await asyncio.sleep(self.settings.recovery_interval)

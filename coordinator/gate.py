@@ -12,6 +12,7 @@ else holds any. Small sagas pass at once: the budget is far above what they need
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import deque
 
 from invsaga.runtime.errors import ResourceExhausted
@@ -56,10 +57,8 @@ class SagaGate:
             ) from None
         finally:
             if not granted.done() or granted.cancelled():
-                try:
+                with contextlib.suppress(ValueError):
                     self._waiting.remove(entry)
-                except ValueError:
-                    pass
                 self._wake()
 
     def release(self, key: str) -> None:

@@ -31,15 +31,11 @@ from typing import Any, Callable, Collection, Iterable, Sequence
 
 import psycopg
 
-from invsaga.coordinator.v1 import coordinator_pb2 as pb
+from coordinator.commands import TERMINAL_EVENTS
 from invsaga.runtime.db import conninfo
 
 log = logging.getLogger("invsaga.coordinator.hub")
 
-# Events after which a saga is at rest (as coordinator.driver.TERMINAL_EVENTS).
-_FINISHING = frozenset(
-    (pb.SAGA_EVENT_TYPE_SAGA_COMPLETED, pb.SAGA_EVENT_TYPE_SAGA_COMPENSATED, pb.SAGA_EVENT_TYPE_SAGA_FAILED)
-)
 # What a SagaEvent held in Python takes beyond its serialized size: measured 0.85 to 1.45 KiB
 # (the message, its Timestamp and its arena), whatever the size of its detail.
 EVENT_OVERHEAD = 1024
@@ -181,7 +177,7 @@ class EventHub:
         size = sum(map(self._sizeof, events))
         journal.bytes += size
         self.bytes += size
-        if events[-1].type in _FINISHING:
+        if events[-1].type in TERMINAL_EVENTS:  # at rest
             self._finished.pop(saga_id, None)  # finished again (after a resume or a cancel)
             self._finished[saga_id] = self._clock()
         elif saga_id in self._finished:  # going again
@@ -262,8 +258,6 @@ async def listen_postgres(database_url: str, channel: str, hub: EventHub, origin
                     sender, *saga_ids = note.payload.split(",")
                     if sender != origin:
                         hub.publish((saga_id, ()) for saga_id in saga_ids)
-        except asyncio.CancelledError:
-            raise
         except Exception as exc:  # the poll fallback covers the gap
             log.warning("event listener lost its connection: %s", exc)
             with contextlib.suppress(asyncio.CancelledError):

@@ -12,9 +12,9 @@ from __future__ import annotations
 from typing import Any, AsyncIterator, Callable
 
 from coordinator import lifecycle
-from coordinator.commands import TERMINAL_EVENTS
+from coordinator.commands import TERMINAL_EVENTS, TERMINAL_STATUSES
 from coordinator.hub import EventHub
-from coordinator.store import TERMINAL, SagaStore
+from coordinator.store import SagaStore
 from coordinator.views import WATCH_POLL_SECONDS, ends_reservation
 from invsaga.coordinator.v1 import coordinator_pb2 as pb
 
@@ -121,7 +121,7 @@ class Journal:
                 return False
             if not self.driving(saga_id):
                 return True
-        if await self.store.status_of(saga_id) not in TERMINAL:
+        if await self.store.status_of(saga_id) not in TERMINAL_STATUSES:
             return False
         # The reservation's own changes after the saga's end do not count (``follow_reservation``).
         after = await self.store.events_after(saga_id, last_seq, limit=64)
@@ -131,7 +131,7 @@ class Journal:
         """Followed: the saga ended otherwise than COMPLETED, or its reservation ended, and no
         event came after ``last_seq``."""
         status, reservation = await self.store.status_and_reservation(saga_id)
-        if status not in TERMINAL:
+        if status not in TERMINAL_STATUSES:
             return False
         if status == pb.SAGA_STATUS_COMPLETED and reservation in lifecycle.OPEN:
             return False

@@ -37,14 +37,11 @@ from coordinator.reservations import Reservations
 from coordinator.lifecycle import (
     ENDED,
     EXPIRED,
-    LIFECYCLE_EVENTS,
     OPEN,
     RELEASED,
     RESERVED,
     apply_picklist,
     ms,
-    open_reservation,
-    overall,
     settle_status,
     state_name,
 )
@@ -94,8 +91,6 @@ class ReservationKeeper:
                 backoff = FEED_INTERVAL
                 if n >= FEED_BATCH:
                     continue
-            except asyncio.CancelledError:
-                raise
             except grpc.aio.AioRpcError as err:
                 log.debug("picklist changes not read (%s); retrying", err.code().name)
                 backoff = min(2.0, backoff * 2)
@@ -253,8 +248,6 @@ class ReservationKeeper:
             try:
                 for saga_id in await self.reservations.claim_due():
                     await self.finish(saga_id)
-            except asyncio.CancelledError:
-                raise
             except Exception:
                 log.exception("reservation sweep failed; retrying")
             await asyncio.sleep(self.sweep_interval)
@@ -303,6 +296,3 @@ def _extendable(saga: pb.Saga, status: int) -> None:
             reason="PICKING_STARTED",
             metadata={"saga_id": saga.saga_id, "reservation": state_name(state)},
         )
-
-
-__all__ = ["ENDED", "LIFECYCLE_EVENTS", "OPEN", "ReservationKeeper", "Reservations", "open_reservation", "overall"]

@@ -14,9 +14,7 @@ the pure functions over them.
 
 from __future__ import annotations
 
-import logging
 import time
-from typing import TYPE_CHECKING
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -24,11 +22,6 @@ from coordinator.notices import clip_text, notice_text
 from invsaga.common.v1 import common_pb2
 from invsaga.coordinator.v1 import coordinator_pb2 as pb
 from invsaga.notify.v1 import notify_pb2
-
-if TYPE_CHECKING:
-    pass
-
-log = logging.getLogger("invsaga.coordinator.lifecycle")
 
 
 RESERVED = common_pb2.RESERVATION_STATE_RESERVED

@@ -33,6 +33,7 @@ from google.protobuf.message import DecodeError
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from coordinator.store import now_ms
 from invsaga.common.v1 import common_pb2
 from invsaga.notify.v1 import notify_pb2
 from invsaga.runtime.db import finish_even_if_cancelled
@@ -83,10 +84,6 @@ _HAND_BACK = text(
     " WHERE o.saga_id = d.saga_id AND o.step = d.step AND o.state = 'pending'"
 )
 _COUNTS = text("SELECT state, count(*) FROM notice_outbox GROUP BY state")
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def backoff(attempts: int) -> float:
@@ -147,8 +144,6 @@ class NoticeOutbox:
                     due = await self.next_due()
                     if due is not None:
                         delay = min(delay, max(0.0, (due - now_ms()) / 1000.0))
-            except asyncio.CancelledError:
-                raise
             except Exception:
                 log.exception("notice outbox: cannot read or record owed notices; trying again")
                 delay = 1.0

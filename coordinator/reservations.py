@@ -3,7 +3,6 @@ with its events (``Reservations.mutate``), and the due ones claimed for the swee
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING, Any, Callable
 
 from sqlalchemy import and_, select, update
@@ -14,6 +13,8 @@ from coordinator import models
 from coordinator import transfers
 from coordinator.lifecycle import ENDED, OPEN, changes, next_look_ms, notice_for, overall, reservation_event
 from coordinator.rows import load_saga, state_bytes
+from coordinator.store import now_ms
+from coordinator.writes import event_values, pending_notice
 from invsaga.common.v1 import common_pb2
 from invsaga.coordinator.v1 import coordinator_pb2 as pb
 
@@ -84,7 +85,7 @@ class Reservations:
                 events.append(transfers.transfer_event(saga, seq))
             if events:
                 r.updated_at.CopyFrom(events[-1].time)
-            now = int(time.time() * 1000)
+            now = now_ms()
             await conn.execute(
                 update(S)
                 .where(S.c.saga_id == saga_id)
@@ -97,25 +98,12 @@ class Reservations:
                 )
             )
             if events:
-                await conn.execute(
-                    E.insert(), [{"saga_id": saga_id, "seq": ev.seq, "event": ev.SerializeToString()} for ev in events]
-                )
+                await conn.execute(E.insert(), event_values(saga_id, events))
             notice = notice_for(saga) if r.state in ENDED and not was_ended else None
             if notice is not None:
-                await conn.execute(
-                    insert(OUTBOX)
-                    .values(
-                        saga_id=saga_id,
-                        step=common_pb2.SAGA_STEP_NOTIFY_RESERVATION,
-                        request=notice.SerializeToString(),
-                        state="pending",
-                        attempts=0,
-                        last_error="",
-                        next_attempt_at=now,
-                        created_at=now,
-                    )
-                    .on_conflict_do_nothing()
-                )
+                step = common_pb2.SAGA_STEP_NOTIFY_RESERVATION
+                pending = pending_notice(saga_id, step, notice.SerializeToString(), now)
+                await conn.execute(insert(OUTBOX).values(**pending).on_conflict_do_nothing())
             return saga
 
         # The empty event list tells watchers to read the database again.
@@ -123,7 +111,7 @@ class Reservations:
 
     async def claim_due(self, limit: int = SWEEP_BATCH) -> list[str]:
         """Sagas whose reservation needs the sweep now, held ``SWEEP_LEASE_MS`` by this replica."""
-        now = int(time.time() * 1000)
+        now = now_ms()
         async with self.store.engine.begin() as conn:
             due = (
                 select(S.c.saga_id)
@@ -138,6 +126,3 @@ class Reservations:
                     update(S).where(S.c.saga_id.in_(ids)).values(reservation_expires_at=now + SWEEP_LEASE_MS)
                 )
         return ids
-
-
-# -- the keeper -----------------------------------------------------------------------------

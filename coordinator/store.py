@@ -28,7 +28,6 @@ S = models.sagas
 E = models.saga_events
 
 ACTIVE = (pb.SAGA_STATUS_PENDING, pb.SAGA_STATUS_RUNNING, pb.SAGA_STATUS_COMPENSATING)
-TERMINAL = (pb.SAGA_STATUS_COMPLETED, pb.SAGA_STATUS_COMPENSATED, pb.SAGA_STATUS_FAILED)
 
 
 def now_ms() -> int:
@@ -48,15 +47,6 @@ class Claimed:
     request_id: str
     priority: int
     is_urgent: bool
-
-
-def _claim_columns():
-    # Locked: of two cancels racing on a COMPLETED saga, the second sees COMPENSATING.
-    return select(S.c.status, S.c.request_id, S.c.priority, S.c.is_urgent).with_for_update()
-
-
-def _claimed(found, status: int) -> Claimed:
-    return Claimed(found.status, status, found.request_id, found.priority, bool(found.is_urgent))
 
 
 def _to_compensating(saga_id: str, previous: int, owner: str, lease_ms: int, **flags: Any):
@@ -288,8 +278,13 @@ class SagaStore:
         """The saga's row locked, then ``change(conn, status)`` writes and answers its new status."""
 
         async def write(conn: AsyncConnection) -> Claimed | None:
-            found = (await conn.execute(_scoped(_claim_columns().where(S.c.saga_id == saga_id), tenant))).first()
-            return None if found is None else _claimed(found, await change(conn, found.status))
+            # Locked: of two cancels racing on a COMPLETED saga, the second sees COMPENSATING.
+            query = select(S.c.status, S.c.request_id, S.c.priority, S.c.is_urgent).with_for_update()
+            found = (await conn.execute(_scoped(query.where(S.c.saga_id == saga_id), tenant))).first()
+            if found is None:
+                return None
+            status = await change(conn, found.status)
+            return Claimed(found.status, status, found.request_id, found.priority, bool(found.is_urgent))
 
         # The empty event list tells watchers to read the database again.
         return await self.writer.run(write, tag=(saga_id, ()))

@@ -33,59 +33,38 @@ _NOTIFY = "(SELECT count(pg_notify('" + NOTIFY_CHANNEL + "', p)) FROM unnest(str
 
 # reservation_state/_expires_at are NULL but in the save that completes a saga (which opens
 # its reservation, coordinator.lifecycle): NULL keeps what the row has.
+# Each table: (column, its SQL type) in the order of the VALUES rows.
 _SAVE_COLUMNS = (
-    "saga_id",
-    "owner",
-    "status",
-    "state",
-    "updated_at",
-    "last_seq",
-    "reservation_state",
-    "reservation_expires_at",
+    ("saga_id", "text"),
+    ("owner", "text"),
+    ("status", "integer"),
+    ("state", "bytea"),
+    ("updated_at", "bigint"),
+    ("last_seq", "bigint"),
+    ("reservation_state", "integer"),
+    ("reservation_expires_at", "bigint"),
 )
-_SAVE_TYPES = ("text", "text", "integer", "bytea", "bigint", "bigint", "integer", "bigint")
 _CREATE_COLUMNS = (
-    "saga_id",
-    "request_id",
-    "request_hash",
-    "status",
-    "priority",
-    "is_urgent",
-    "state",
-    "last_seq",
-    "owner",
-    "lease_until",
-    "deadline",
-    "trace_context",
-    "created_at",
-    "tenant",
-    "order_id",
-    "customer_id",
-    "kind",
+    ("saga_id", "text"),
+    ("request_id", "text"),
+    ("request_hash", "text"),
+    ("status", "integer"),
+    ("priority", "integer"),
+    ("is_urgent", "boolean"),
+    ("state", "bytea"),
+    ("last_seq", "bigint"),
+    ("owner", "text"),
+    ("lease_until", "bigint"),
+    ("deadline", "bigint"),
+    ("trace_context", "text"),
+    ("created_at", "bigint"),
+    ("tenant", "text"),
+    ("order_id", "text"),
+    ("customer_id", "text"),
+    ("kind", "integer"),
 )
-_CREATE_TYPES = (
-    "text",
-    "text",
-    "text",
-    "integer",
-    "integer",
-    "boolean",
-    "bytea",
-    "bigint",
-    "text",
-    "bigint",
-    "bigint",
-    "text",
-    "bigint",
-    "text",
-    "text",
-    "text",
-    "integer",
-)
-_EVENT_COLUMNS = ("saga_id", "seq", "event")
-_EVENT_TYPES = ("text", "bigint", "bytea")
-_NOTICE_COLUMNS = ("saga_id", "step", "request", "created_at")
-_NOTICE_TYPES = ("text", "integer", "bytea", "bigint")
+_EVENT_COLUMNS = (("saga_id", "text"), ("seq", "bigint"), ("event", "bytea"))
+_NOTICE_COLUMNS = (("saga_id", "text"), ("step", "integer"), ("request", "bytea"), ("created_at", "bigint"))
 
 
 def _padded(count: int) -> int:
@@ -102,14 +81,14 @@ STATEMENT_SHAPES = 32
 
 
 @functools.lru_cache(maxsize=STATEMENT_SHAPES)
-def _values(name: str, columns: tuple[str, ...], types: tuple[str, ...], rows: int) -> str:
+def _values(name: str, columns: tuple[tuple[str, str], ...], rows: int) -> str:
     """``name(columns) AS (VALUES ...)`` with ``rows`` rows of typed placeholders.
 
     Scalar parameters rather than arrays: psycopg dumps arrays element by element in Python,
     about five times slower than it dumps the same values as separate parameters.
     """
-    row = "(" + ", ".join(f"%s::{t}" for t in types) + ")"
-    return f"{name}({', '.join(columns)}) AS (VALUES {', '.join([row] * rows)})"
+    row = "(" + ", ".join(f"%s::{t}" for _, t in columns) + ")"
+    return f"{name}({', '.join(c for c, _ in columns)}) AS (VALUES {', '.join([row] * rows)})"
 
 
 def _params(rows: list[tuple[Any, ...]], width: int) -> tuple[int, list[Any]]:
@@ -132,7 +111,7 @@ def _notices_cte(notices: int) -> str:
     if not notices:
         return ""
     return f""",
-    {_values("y", _NOTICE_COLUMNS, _NOTICE_TYPES, notices)},
+    {_values("y", _NOTICE_COLUMNS, notices)},
     o AS (
         INSERT INTO notice_outbox (saga_id, step, request, state, attempts, last_error, next_attempt_at, created_at)
         SELECT y.saga_id, y.step, y.request, 'pending', 0, '', y.created_at, y.created_at
@@ -144,7 +123,7 @@ def _notices_cte(notices: int) -> str:
 @functools.lru_cache(maxsize=STATEMENT_SHAPES)
 def _bulk_save_sql(saves: int, events: int, notices: int = 0) -> str:
     return _numbered(f"""
-    WITH {_values("v", _SAVE_COLUMNS, _SAVE_TYPES, saves)},
+    WITH {_values("v", _SAVE_COLUMNS, saves)},
     u AS (
         UPDATE sagas AS s
            SET status = v.status, state = v.state, updated_at = v.updated_at, claimed_from = 0,
@@ -156,7 +135,7 @@ def _bulk_save_sql(saves: int, events: int, notices: int = 0) -> str:
          WHERE s.saga_id = v.saga_id AND s.owner = v.owner
         RETURNING s.saga_id, s.cancel_requested
     ),
-    {_values("x", _EVENT_COLUMNS, _EVENT_TYPES, events)},
+    {_values("x", _EVENT_COLUMNS, events)},
     e AS (
         INSERT INTO saga_events (saga_id, seq, event)
         SELECT x.saga_id, x.seq, x.event FROM x WHERE x.saga_id IN (SELECT saga_id FROM u)
@@ -168,7 +147,7 @@ def _bulk_save_sql(saves: int, events: int, notices: int = 0) -> str:
 @functools.lru_cache(maxsize=STATEMENT_SHAPES)
 def _bulk_create_sql(creates: int, events: int) -> str:
     return _numbered(f"""
-    WITH {_values("v", _CREATE_COLUMNS, _CREATE_TYPES, creates)},
+    WITH {_values("v", _CREATE_COLUMNS, creates)},
     i AS (
         INSERT INTO sagas (saga_id, request_id, request_hash, status, priority, is_urgent, state, last_seq,
                            cancel_requested, owner, lease_until, deadline, trace_context, created_at, updated_at,
@@ -181,13 +160,32 @@ def _bulk_create_sql(creates: int, events: int) -> str:
         ON CONFLICT DO NOTHING
         RETURNING saga_id
     ),
-    {_values("x", _EVENT_COLUMNS, _EVENT_TYPES, events)},
+    {_values("x", _EVENT_COLUMNS, events)},
     e AS (
         INSERT INTO saga_events (saga_id, seq, event)
         SELECT x.saga_id, x.seq, x.event FROM x WHERE x.saga_id IN (SELECT saga_id FROM i)
     )
     SELECT i.saga_id, {_NOTIFY} FROM i
     """)
+
+
+def event_values(saga_id: str, events: Sequence[pb.SagaEvent]) -> list[dict[str, Any]]:
+    """The ``saga_events`` rows of a saga's events."""
+    return [{"saga_id": saga_id, "seq": e.seq, "event": e.SerializeToString()} for e in events]
+
+
+def pending_notice(saga_id: str, step: int, request: bytes, now: int) -> dict[str, Any]:
+    """A new ``notice_outbox`` row: pending, due at once."""
+    return dict(
+        saga_id=saga_id,
+        step=step,
+        request=request,
+        state="pending",
+        attempts=0,
+        last_error="",
+        next_attempt_at=now,
+        created_at=now,
+    )
 
 
 def _event_rows(writes: Sequence[Any]) -> list[tuple[Any, ...]]:
@@ -200,7 +198,7 @@ class CreateWrite:
     def __init__(self, values: dict[str, Any], events: Sequence[pb.SagaEvent]) -> None:
         self.saga_id = values["saga_id"]
         self.values = values
-        self.events = [{"saga_id": self.saga_id, "seq": e.seq, "event": e.SerializeToString()} for e in events]
+        self.events = event_values(self.saga_id, events)
 
     async def __call__(self, conn: AsyncConnection):
         """None if created, else the row that holds the request_id."""
@@ -217,7 +215,7 @@ class CreateWrite:
     @staticmethod
     async def send(raw: Any, writes: list["CreateWrite"], notes: str) -> Any:
         """Execute the statement (queued only, in a pipeline); its rows go to ``results``."""
-        n, params = _params([tuple(w.values[c] for c in _CREATE_COLUMNS) for w in writes], len(_CREATE_COLUMNS))
+        n, params = _params([tuple(w.values[c] for c, _ in _CREATE_COLUMNS) for w in writes], len(_CREATE_COLUMNS))
         m, event_params = _params(_event_rows(writes), len(_EVENT_COLUMNS))
         return await psycopg.AsyncRawCursor(raw).execute(_bulk_create_sql(n, m), [*params, *event_params, notes])
 
@@ -251,11 +249,9 @@ class SaveWrite:
         self.saga_id = saga_id
         self.owner = owner
         self.values = values
-        self.events = [{"saga_id": saga_id, "seq": e.seq, "event": e.SerializeToString()} for e in events]
+        self.events = event_values(saga_id, events)
         now = values.get("updated_at", 0)
-        self.notices = [
-            {"saga_id": saga_id, "step": step, "request": request, "created_at": now} for step, request in notices
-        ]
+        self.notices = [pending_notice(saga_id, step, request, now) for step, request in notices]
 
     async def __call__(self, conn: AsyncConnection) -> SaveResult:
         result = await conn.execute(
@@ -270,8 +266,7 @@ class SaveWrite:
         if self.events:
             await conn.execute(E.insert(), self.events)
         for notice in self.notices:
-            row_values = dict(notice, state="pending", attempts=0, last_error="", next_attempt_at=notice["created_at"])
-            await conn.execute(insert(OUTBOX).values(**row_values).on_conflict_do_nothing())
+            await conn.execute(insert(OUTBOX).values(**notice).on_conflict_do_nothing())
         return SaveResult(ok=True, cancel_requested=bool(row.cancel_requested))
 
     @staticmethod
@@ -292,7 +287,7 @@ class SaveWrite:
         ]
         n, params = _params(rows, len(_SAVE_COLUMNS))
         m, event_params = _params(_event_rows(writes), len(_EVENT_COLUMNS))
-        notices = [tuple(o[c] for c in _NOTICE_COLUMNS) for w in writes for o in w.notices]
+        notices = [tuple(o[c] for c, _ in _NOTICE_COLUMNS) for w in writes for o in w.notices]
         k, notice_params = _params(notices, len(_NOTICE_COLUMNS)) if notices else (0, [])
         return await psycopg.AsyncRawCursor(raw).execute(
             _bulk_save_sql(n, m, k), [*params, *event_params, *notice_params, notes]
