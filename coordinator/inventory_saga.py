@@ -185,6 +185,27 @@ def opened(saga: pb.Saga, seq: int) -> list[pb.SagaEvent]:
 
 CHECK_RETRYABLE = TRANSPORT | {grpc.StatusCode.ABORTED, grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN}
 NOTIFY, NOTIFY_FAILURE = notice_steps(notify_input)
+# The two steps that change stock; the transfer saga runs them too, at its source.
+LOCK_INVENTORY = StepDef(
+    "LockInventory",
+    "lock_inventory",
+    "inventory",
+    common_pb2.SAGA_STEP_LOCK_INVENTORY,
+    True,
+    TRANSPORT | {grpc.StatusCode.ABORTED},
+    build_lock,
+    replacing("locks"),
+)
+GENERATE_PICKLIST = StepDef(
+    "GeneratePicklist",
+    "generate_picklist",
+    "logistics",
+    common_pb2.SAGA_STEP_GENERATE_PICKLIST,
+    True,
+    ALL,
+    build_picklist,
+    replacing("picklists"),
+)
 STEPS: tuple[StepDef, ...] = (
     StepDef(
         "QueryWarehouses",
@@ -216,26 +237,8 @@ STEPS: tuple[StepDef, ...] = (
         build_allocate,
         apply_allocate,
     ),
-    StepDef(
-        "LockInventory",
-        "lock_inventory",
-        "inventory",
-        common_pb2.SAGA_STEP_LOCK_INVENTORY,
-        True,
-        TRANSPORT | {grpc.StatusCode.ABORTED},
-        build_lock,
-        replacing("locks"),
-    ),
-    StepDef(
-        "GeneratePicklist",
-        "generate_picklist",
-        "logistics",
-        common_pb2.SAGA_STEP_GENERATE_PICKLIST,
-        True,
-        ALL,
-        build_picklist,
-        replacing("picklists"),
-    ),
+    LOCK_INVENTORY,
+    GENERATE_PICKLIST,
     NOTIFY,
 )
 INVENTORY_SAGA = SagaDefinition(

@@ -13,13 +13,11 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-import grpc
-
 from coordinator import stock_reads
 from invsaga.allocation.v1 import allocation_pb2, allocation_pb2_grpc
 from invsaga.common.v1 import common_pb2
 from invsaga.coordinator.v1 import coordinator_pb2 as pb
-from invsaga.runtime.errors import FailedPrecondition, InvalidArgument, Unavailable
+from invsaga.runtime.errors import FailedPrecondition, InvalidArgument
 
 if TYPE_CHECKING:
     from coordinator.journal import Journal
@@ -29,15 +27,10 @@ async def check(request: pb.InventoryRequest, channels, journal: "Journal", tena
     plan_id = request.allocation_id
     meta = {"allocation_id": plan_id}
     stub = allocation_pb2_grpc.AllocationServiceStub(channels["allocation"])
-    try:
-        reply = await stub.GetAllocation(
-            allocation_pb2.GetAllocationRequest(allocation_id=plan_id), timeout=stock_reads.READ_TIMEOUT
-        )
-        plan = reply.allocation
-    except grpc.aio.AioRpcError as error:
-        if error.code() != grpc.StatusCode.NOT_FOUND:
-            raise Unavailable("the allocation service could not check allocation_id; try again") from None
-        plan = None
+    get = allocation_pb2.GetAllocationRequest(allocation_id=plan_id)
+    unavailable = "the allocation service could not check allocation_id; try again"
+    reply = await stock_reads.read(stub.GetAllocation(get, timeout=stock_reads.READ_TIMEOUT), unavailable)
+    plan = None if reply is None else reply.allocation
     made_by = None if plan is None else await journal.load(plan.saga_id, tenant)
     if plan is None or made_by is None or made_by.saga.request.request_type != pb.REQUEST_TYPE_ALLOCATION:
         raise InvalidArgument(

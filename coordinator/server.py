@@ -230,7 +230,6 @@ class CoordinatorServicer(TransferRpcs, pb_grpc.SagaCoordinatorServiceServicer):
         answer = summary(saga.saga_id, saga.request_id, pb.SAGA_STATUS_COMPLETED)
         answer.reservation.CopyFrom(released.reservation)
         answer.cancel_reason = released.cancel_reason
-        answer.omitted_fields[:] = ["*"]
         return answer
 
     async def ExtendReservation(self, request: pb.ExtendReservationRequest, context) -> pb.ExtendReservationResponse:

@@ -116,5 +116,4 @@ class TransferRpcs:
         brief.kind = saga.kind
         brief.transfer_state = saga.transfer_state
         brief.transfer_lines.extend(saga.transfer_lines)
-        brief.omitted_fields[:] = ["*"]
         return pb.ReceiveTransferResponse(saga=brief)

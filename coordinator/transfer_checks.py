@@ -18,7 +18,7 @@ import grpc
 from coordinator import stock_reads
 from invsaga.common.v1 import common_pb2
 from invsaga.coordinator.v1 import coordinator_pb2 as pb
-from invsaga.runtime.errors import FailedPrecondition, InvalidArgument, Unavailable
+from invsaga.runtime.errors import FailedPrecondition, InvalidArgument
 from invsaga.warehouse.v1 import warehouse_pb2, warehouse_pb2_grpc
 
 
@@ -26,15 +26,9 @@ _UNAVAILABLE = "the warehouses of this transfer cannot be checked now"
 
 
 async def _warehouse(stub: warehouse_pb2_grpc.WarehouseServiceStub, warehouse_id: str) -> common_pb2.Warehouse | None:
-    try:
-        answer = await stub.GetWarehouse(
-            warehouse_pb2.GetWarehouseRequest(warehouse_id=warehouse_id), timeout=stock_reads.READ_TIMEOUT
-        )
-    except grpc.aio.AioRpcError as error:
-        if error.code() == grpc.StatusCode.NOT_FOUND:
-            return None
-        raise Unavailable(_UNAVAILABLE) from None
-    return answer.warehouse
+    request = warehouse_pb2.GetWarehouseRequest(warehouse_id=warehouse_id)
+    answer = await stock_reads.read(stub.GetWarehouse(request, timeout=stock_reads.READ_TIMEOUT), _UNAVAILABLE)
+    return None if answer is None else answer.warehouse
 
 
 async def check_transfer(channels: Mapping[str, grpc.aio.Channel], transfer: pb.TransferRequest) -> None:

@@ -10,11 +10,12 @@ lifecycle (``coordinator.transfers``).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from coordinator import transfers
-from coordinator.definition import notice_steps, replacing, SagaDefinition, StepDef
-from coordinator.inventory_saga import expiry
+from coordinator.definition import notice_steps, SagaDefinition, StepDef
+from coordinator.inventory_saga import GENERATE_PICKLIST, LOCK_INVENTORY, expiry
 from coordinator.notices import clip_text, notice_text
 from invsaga.common.v1 import common_pb2
 from invsaga.coordinator.v1 import coordinator_pb2 as pb
@@ -22,7 +23,7 @@ from invsaga.inventory.v1 import inventory_pb2
 from invsaga.logistics.v1 import logistics_pb2
 from invsaga.notify.v1 import notify_pb2
 from invsaga.runtime.config import Settings
-from invsaga.runtime.retry import ALL, TRANSPORT
+from invsaga.runtime.retry import TRANSPORT
 from invsaga.warehouse.v1 import warehouse_pb2
 
 
@@ -119,26 +120,8 @@ STEPS: tuple[StepDef, ...] = (
         apply_validate,
     ),
     # Short stock at the source is a business failure: not retried, the saga rolls back.
-    StepDef(
-        "ReserveAtSource",
-        "lock_inventory",
-        "inventory",
-        common_pb2.SAGA_STEP_LOCK_INVENTORY,
-        True,
-        TRANSPORT,
-        build_reserve,
-        replacing("locks"),
-    ),
-    StepDef(
-        "OutboundPicklist",
-        "generate_picklist",
-        "logistics",
-        common_pb2.SAGA_STEP_GENERATE_PICKLIST,
-        True,
-        ALL,
-        build_picklist,
-        replacing("picklists"),
-    ),
+    replace(LOCK_INVENTORY, name="ReserveAtSource", retryable=TRANSPORT, build=build_reserve),
+    replace(GENERATE_PICKLIST, name="OutboundPicklist", build=build_picklist),
     StepDef(
         "ExpectAtDestination",
         "expect_transfer",

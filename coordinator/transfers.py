@@ -11,6 +11,7 @@ import hashlib
 import time
 
 from coordinator import lifecycle
+from coordinator.commands import event
 from coordinator.validation import DEFAULT_PRIORITY, MAX_TEXT, check_items
 from invsaga.common.v1 import common_pb2
 from invsaga.coordinator.v1 import coordinator_pb2 as pb
@@ -77,14 +78,7 @@ def state_name(state: int) -> str:
 
 
 def transfer_event(saga: pb.Saga, seq: int) -> pb.SagaEvent:
-    return pb.SagaEvent(
-        seq=seq,
-        type=pb.SAGA_EVENT_TYPE_TRANSFER_CHANGED,
-        status=saga.status,
-        time=lifecycle.now_ts(),
-        saga_id=saga.saga_id,
-        detail=pb.EventDetail(reason=state_name(saga.transfer_state)),
-    )
+    return event(saga, seq, pb.SAGA_EVENT_TYPE_TRANSFER_CHANGED, reason=state_name(saga.transfer_state))
 
 
 def follow(saga: pb.Saga) -> None:
