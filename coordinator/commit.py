@@ -122,8 +122,7 @@ class GroupCommitter:
             return
         for kind, group in groups:
             try:
-                conn = await self._bulk_connection()
-                raw = (await conn.get_raw_connection()).driver_connection
+                conn, raw = await self._bulk_connection()
                 rows = await (await kind.send(raw, _fns(group), self._notes(group))).fetchall()
                 results = await self._results(conn, kind, group, kind.results(_fns(group), rows))
             except Exception:
@@ -141,8 +140,7 @@ class GroupCommitter:
         each group on its own.
         """
         try:
-            conn = await self._bulk_connection()
-            raw = (await conn.get_raw_connection()).driver_connection
+            conn, raw = await self._bulk_connection()
             assert raw is not None  # a live psycopg connection
             async with raw.pipeline():
                 cursors = [await kind.send(raw, _fns(group), self._notes(group)) for kind, group in groups]
@@ -168,11 +166,12 @@ class GroupCommitter:
             return [None if fn.saga_id in results else await fn.existing(conn) for fn, _, _ in group]
         return results
 
-    async def _bulk_connection(self) -> AsyncConnection:
-        """The writer's own autocommit connection, kept between batches (no pool checkout each)."""
+    async def _bulk_connection(self) -> tuple[AsyncConnection, Any]:
+        """The writer's own autocommit connection, kept between batches (no pool checkout each),
+        and the psycopg connection under it."""
         if self._held is None:
             self._held = await self.autocommit.connect()
-        return self._held
+        return self._held, (await self._held.get_raw_connection()).driver_connection
 
     async def _close_held(self) -> None:
         """Close the held connection itself (not back to the pool, where it would keep its buffers)."""

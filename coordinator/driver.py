@@ -45,7 +45,6 @@ class Driver:
 
     def __init__(self, engine: "Engine", row, recovered: bool = True) -> None:
         self.engine = engine
-        self.settings = engine.settings
         self.machine = SagaMachine(
             definition_of(row.saga),
             row.saga,

@@ -40,7 +40,6 @@ class Engine:
     def __init__(self, settings: Settings, store: SagaStore, hub: EventHub, participants: Participants) -> None:
         self.settings = settings
         self.store = store
-        self.hub = hub
         self.participants = participants
         self.journal = Journal(store, hub, self.is_known)
         self.owner = uuid.uuid4().hex

@@ -75,7 +75,6 @@ class ReservationKeeper:
     def __init__(self, store: "SagaStore", participants: "Participants", settings: "Settings") -> None:
         self.reservations = Reservations(store)
         self.store = store
-        self.settings = settings
         self.logistics = logistics_pb2_grpc.LogisticsServiceStub(participants.channels["logistics"])
         self.inventory = inventory_pb2_grpc.InventoryServiceStub(participants.channels["inventory"])
         self.allocation = allocation_pb2_grpc.AllocationServiceStub(participants.channels["allocation"])

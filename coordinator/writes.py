@@ -69,10 +69,7 @@ _NOTICE_COLUMNS = (("saga_id", "text"), ("step", "integer"), ("request", "bytea"
 
 def _padded(count: int) -> int:
     """Rows are padded with NULL rows to a power of two, so that few statement texts exist."""
-    n = 1
-    while n < count:
-        n *= 2
-    return n
+    return 1 << max(0, count - 1).bit_length()
 
 
 # Statement texts by shape. A text runs to hundreds of kilobytes for a batch of large sagas, so
@@ -273,16 +270,7 @@ class SaveWrite:
     async def send(raw: Any, writes: list["SaveWrite"], notes: str) -> Any:
         """Execute the statement (queued only, in a pipeline); its rows go to ``results``."""
         rows = [
-            (
-                w.saga_id,
-                w.owner,
-                w.values["status"],
-                w.values["state"],
-                w.values["updated_at"],
-                w.values.get("last_seq", 0),
-                w.values.get("reservation_state"),
-                w.values.get("reservation_expires_at"),
-            )
+            tuple({"saga_id": w.saga_id, "owner": w.owner, "last_seq": 0, **w.values}.get(c) for c, _ in _SAVE_COLUMNS)
             for w in writes
         ]
         n, params = _params(rows, len(_SAVE_COLUMNS))
