@@ -267,14 +267,7 @@ class SagaMachine:
         )
         saga.status = pb.SAGA_STATUS_FAILED
         self._owe_failure_notice()
-        self.emit(
-            pb.SAGA_EVENT_TYPE_SAGA_FAILED,
-            step.name,
-            state.status,
-            code=error.code.name,
-            message=message,
-            reason="COMPENSATION_FAILED",
-        )
+        self.emit_failure(pb.SAGA_EVENT_TYPE_SAGA_FAILED, saga.compensation_failure, step.name, state.status)
         self.phase = Phase.DONE
         return Save.AWAIT
 

@@ -21,7 +21,6 @@ from coordinator.views import (
     not_found,
     require_id,
     resolve_address,
-    claimed_summary,
     fit,
     summary,
     tenant_scope,
@@ -196,7 +195,7 @@ class CoordinatorServicer(TransferRpcs, pb_grpc.SagaCoordinatorServiceServicer):
             self.engine.cancel_local(request.saga_id, request.reason)
         if claimed.previous == pb.SAGA_STATUS_COMPLETED:
             self.engine.enqueue(request.saga_id, claimed.priority, claimed.is_urgent)
-        return pb.CancelSagaResponse(saga=claimed_summary(request.saga_id, claimed))
+        return pb.CancelSagaResponse(saga=summary(request.saga_id, claimed.request_id, claimed.status))
 
     async def _release(self, saga: pb.Saga, request: pb.CancelSagaRequest, scope: str | None) -> pb.Saga:
         """CancelSaga of a COMPLETED saga: release what no picker touched (SPEC §9).
@@ -278,7 +277,7 @@ class CoordinatorServicer(TransferRpcs, pb_grpc.SagaCoordinatorServiceServicer):
                 metadata={"saga_id": request.saga_id, "status": pb.SagaStatus.Name(claimed.previous)},
             )
         self.engine.enqueue(request.saga_id, claimed.priority, claimed.is_urgent)
-        return pb.ResumeSagaResponse(saga=claimed_summary(request.saga_id, claimed))
+        return pb.ResumeSagaResponse(saga=summary(request.saga_id, claimed.request_id, claimed.status))
 
 
 async def build(settings: Settings) -> App:

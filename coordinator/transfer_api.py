@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 import grpc
 
@@ -41,9 +41,7 @@ PASSED_ON: dict[grpc.StatusCode, type[DomainError]] = {
 class TransferRpcs:
     engine: "Engine"
     journal: "Journal"
-
-    async def _start(self, saga: pb.Saga, req_hash: str, who) -> pb.StartSagaResponse:  # CoordinatorServicer's
-        raise NotImplementedError
+    _start: Callable[[pb.Saga, str, Any], Awaitable[pb.StartSagaResponse]]  # CoordinatorServicer's
 
     async def StartTransfer(self, request: pb.StartTransferRequest, context) -> pb.StartTransferResponse:
         if not request.HasField("transfer"):

@@ -7,7 +7,7 @@ from typing import Callable
 
 from coordinator import lifecycle, validation
 from coordinator.commands import TERMINAL_EVENTS
-from coordinator.store import Claimed, SagaFilters
+from coordinator.store import SagaFilters
 from invsaga.common.v1 import common_pb2
 from invsaga.coordinator.v1 import coordinator_pb2 as pb
 from invsaga.runtime.errors import InvalidArgument, NotFound, Violations
@@ -170,7 +170,3 @@ def event_types_of(types) -> frozenset[int] | None:
     if bad:
         raise InvalidArgument("unknown event type", violations=[("event_types", f"unknown saga event type {bad[0]}")])
     return frozenset(types)
-
-
-def claimed_summary(saga_id: str, claimed: Claimed) -> pb.Saga:
-    return summary(saga_id, claimed.request_id, claimed.status)
