@@ -78,7 +78,7 @@ async def test_the_group_writers_own_connection_is_closed_once_unused_for_the_id
     writer = GroupCommitter(engine)
     writer.start()
     try:
-        held = await writer._bulk_connection()  # as a batch of saves takes it
+        held, _ = await writer._bulk_connection()  # as a batch of saves takes it
         await held.execute(text("SELECT 1"))
         writer._wakeup.set()  # the batch done: the writer goes back to waiting
         assert open_connections(database_url) == 1
