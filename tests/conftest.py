@@ -4,9 +4,10 @@ import pytest
 
 from tests.support import close_test_postgres, start_mesh
 
-# `make test` runs the modules in parallel workers, a module to a worker (`-n 2 --dist loadfile`;
-# most of these tests wait on processes, so two workers overlap well on two cores). Workers take
-# modules in collection order, so the longest start first and no long one is left for the end.
+# `make test` runs the modules in parallel workers, a module to a worker (`-n 3 --dist loadfile`;
+# most of these tests wait on processes, so three workers overlap well on two cores; a fourth
+# gained nothing here). Workers take modules in collection order, so the longest start first and
+# no long one is left for the end.
 LONGEST_FIRST = (
     "test_lifecycle",
     "test_recovery",
