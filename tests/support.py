@@ -14,6 +14,10 @@ from invsaga.runtime.config import METRICS_PORT_OFFSET, SERVICES
 
 MACHINE_PG_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+# Meshes fork their processes from one preloaded parent (Mesh.preload): a mesh starts in about a
+# third of the CPU. INVSAGA_TEST_LAUNCH=exec starts each as ``python -m <service>`` instead, as
+# ``invsaga up`` does (its own tests, test_up and test_demo, run it that way in any case).
+PRELOAD = os.environ.get("INVSAGA_TEST_LAUNCH", "fork") != "exec"
 
 
 def _reachable(url: str) -> bool:
@@ -122,6 +126,7 @@ def start_mesh(
         database_url = new_pg_database()
     mesh = Mesh(
         ports=random_ports(),
+        preload=PRELOAD,
         database_url=database_url,
         data_dir=str(workdir / "data"),
         env={"INVSAGA_LOG_LEVEL": "WARNING", **(env or {})},

@@ -41,7 +41,7 @@ from invsaga.runtime.config import PARTICIPANTS, SERVICES
 from invsaga.runtime.security import bearer_interceptors, hash_token
 from invsaga.warehouse.v1 import warehouse_pb2, warehouse_pb2_grpc
 from tests.saga_support import WH, MeshClient
-from tests.support import new_pg_database
+from tests.support import PRELOAD, new_pg_database
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "security.md"
 ADMIN_CERT = "ops"  # mapped to admin by INVSAGA_TLS_ROLES; the default would make it a client
@@ -221,6 +221,7 @@ def secured(request, tmp_path_factory) -> SecuredMesh:
         per_process = {s: {"INVSAGA_SERVICE_TOKEN": token_of(s)} for s in SERVICES}
     mesh = Mesh(
         ports=random_ports(),
+        preload=PRELOAD,
         database_url=new_pg_database(),
         data_dir=str(workdir / "data"),
         log_dir=str(workdir / "logs"),

@@ -28,7 +28,7 @@ from invsaga.runtime.config import SERVICES, ConfigError, load_settings
 from invsaga.runtime.security import AUTH_HEALTH_NAME, AUTH_MODE_HEADER, hash_token, token_matches
 from invsaga.warehouse.v1 import warehouse_pb2, warehouse_pb2_grpc
 from tests.saga_support import TERMINAL, order
-from tests.support import new_pg_database
+from tests.support import PRELOAD, new_pg_database
 
 TOKEN = "s3cret-operator-token"
 ADMIN = "ops"  # an operator's certificate, an admin by INVSAGA_TLS_ROLES
@@ -87,6 +87,7 @@ def secure_mesh(certs, tmp_path_factory):
     health_port = free_port()
     mesh = Mesh(
         ports=random_ports(),
+        preload=PRELOAD,
         database_url=new_pg_database(),
         data_dir=str(workdir / "data"),
         log_dir=str(workdir / "logs"),
@@ -300,6 +301,7 @@ async def test_server_tls_without_client_authentication(certs, tmp_path):
     served, with or without a certificate; plaintext is not."""
     mesh = Mesh(
         ports=random_ports(),
+        preload=PRELOAD,
         database_url=new_pg_database(),
         data_dir=str(tmp_path / "data"),
         log_dir=str(tmp_path / "logs"),
@@ -417,6 +419,7 @@ def _auth_health(address: str) -> tuple[int, str]:
 async def test_a_process_without_authentication_says_so(tmp_path, env, mode, warning):
     mesh = Mesh(
         ports=random_ports(),
+        preload=PRELOAD,
         database_url=new_pg_database(),
         data_dir=str(tmp_path / "data"),
         log_dir=str(tmp_path / "logs"),

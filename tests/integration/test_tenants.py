@@ -38,7 +38,7 @@ from invsaga.runtime.errors import AlreadyExists, NotFound, RpcFailure
 from invsaga.runtime.security import CURRENT_CALLER, Caller, hash_token
 from invsaga.warehouse.v1 import warehouse_pb2_grpc
 from tests.saga_support import WH, MeshClient, order
-from tests.support import new_pg_database
+from tests.support import PRELOAD, new_pg_database
 
 ADMIN = Caller("ops", "admin")
 CLIENT_A = Caller("client-a", "client", "A")
@@ -229,6 +229,7 @@ def token_mesh(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("tenants")
     mesh = Mesh(
         ports=random_ports(),
+        preload=PRELOAD,
         database_url=new_pg_database(),
         data_dir=str(workdir / "data"),
         log_dir=str(workdir / "logs"),
