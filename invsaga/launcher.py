@@ -21,7 +21,6 @@ from typing import Any, Callable, Mapping, Sequence
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from invsaga import preloaded
 from invsaga.runtime.config import DEFAULT_PORTS, METRICS_PORT_OFFSET, SERVICES
 
 MODULES: dict[str, str] = {
@@ -29,10 +28,6 @@ MODULES: dict[str, str] = {
     **{name: f"services.{name}" for name in SERVICES if name != "coordinator"},
 }
 ROOT = Path(__file__).resolve().parents[1]
-
-
-# A started process: exec'd (``python -m``) or forked from the preloaded parent.
-Process = subprocess.Popen | preloaded.Forked
 
 
 class LaunchError(RuntimeError):
@@ -93,7 +88,9 @@ class PortTaken(LaunchError):
     pass
 
 
-def wait_serving(address: str, timeout: float, proc: Process | None = None, service: str | None = None) -> None:
+def wait_serving(
+    address: str, timeout: float, proc: subprocess.Popen | None = None, service: str | None = None
+) -> None:
     """Wait until ``address`` reports SERVING (for ``service``'s own gRPC service, if given)."""
     deadline = time.monotonic() + timeout
     request = health_pb2.HealthCheckRequest(service=HEALTH_NAMES.get(service or "", ""))
@@ -137,17 +134,13 @@ class Mesh:
     env: Mapping[str, str] = field(default_factory=dict)
     services: Sequence[str] = SERVICES
     log_dir: str | None = None
-    procs: dict[str, Process] = field(default_factory=dict)
+    procs: dict[str, subprocess.Popen] = field(default_factory=dict)
     # The embedded server started for this mesh when no URL was given (see start).
     embedded: Any = None
     embedded_url: str = ""
     # Each process gets SIGTERM when the thread that started it ends (Linux): for ``invsaga up``,
     # which starts them from its main thread, so that they do not outlive it even if it is killed.
     die_with_parent: bool = False
-    # Fork the processes from one parent that has imported their code (invsaga.preloaded): a
-    # mesh starts in a third of the CPU. The test suite, which starts some eighty meshes, does;
-    # ``invsaga up`` execs ``python -m <service>``, as a container does.
-    preload: bool = False
 
     def address(self, service: str) -> str:
         return f"127.0.0.1:{self.ports[service]}"
@@ -173,7 +166,9 @@ class Mesh:
                 if not port_free(p):
                     raise PortTaken(f"port {p} is already in use (wanted by {service})")
 
-    def start_one(self, service: str, extra_env: Mapping[str, str] | None = None, name: str | None = None) -> Process:
+    def start_one(
+        self, service: str, extra_env: Mapping[str, str] | None = None, name: str | None = None
+    ) -> subprocess.Popen:
         """Start ``service``; ``name`` (default the service) keys a second replica in ``procs``."""
         name = name or service
         env = self.process_env(service)
@@ -182,16 +177,16 @@ class Mesh:
         log = None
         if self.log_dir:
             Path(self.log_dir).mkdir(parents=True, exist_ok=True)
-            log = str(Path(self.log_dir) / f"{name}.log")
-        if self.preload:
-            forked = preloaded.start(service, MODULES[service], env, log, self.die_with_parent, str(ROOT))
-            self.procs[name] = forked
-            return forked
-        out: Any = subprocess.DEVNULL
-        if log:
-            out = open(log, "ab")  # noqa: SIM115 - closed below, the child has its copy
+            log = Path(self.log_dir) / f"{name}.log"
+        proc = self.spawn(service, env, log)
+        self.procs[name] = proc
+        return proc
+
+    def spawn(self, service: str, env: dict[str, str], log: Path | None) -> subprocess.Popen:
+        """``python -m <service>`` in a session of its own, its output appended to ``log``."""
+        out: Any = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 - closed below, the child has its copy
         try:
-            proc = subprocess.Popen(
+            return subprocess.Popen(
                 [sys.executable, "-m", MODULES[service]],
                 env=env,
                 stdout=out,
@@ -202,8 +197,6 @@ class Mesh:
         finally:
             if out is not subprocess.DEVNULL:
                 out.close()
-        self.procs[name] = proc
-        return proc
 
     def start(self, timeout: float = 60.0) -> "Mesh":
         """Start the database (unless a URL is given) and every service; wait until each serves."""
@@ -305,7 +298,7 @@ def random_ports() -> dict[str, int]:
     return RandomPorts({service: free_port() for service in SERVICES})
 
 
-def _signal_group(proc: Process, sig: int) -> None:
+def _signal_group(proc: subprocess.Popen, sig: int) -> None:
     """``sig`` to the process group of ``proc`` (it leads its own session), or to it alone."""
     try:
         os.killpg(proc.pid, sig)

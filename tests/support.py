@@ -11,13 +11,14 @@ import pytest
 
 from invsaga.launcher import Mesh, random_ports
 from invsaga.runtime.config import METRICS_PORT_OFFSET, SERVICES
+from tests.preloaded import PreloadedMesh
 
 MACHINE_PG_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-# Meshes fork their processes from one preloaded parent (Mesh.preload): a mesh starts in about a
-# third of the CPU. INVSAGA_TEST_LAUNCH=exec starts each as ``python -m <service>`` instead, as
-# ``invsaga up`` does (its own tests, test_up and test_demo, run it that way in any case).
-PRELOAD = os.environ.get("INVSAGA_TEST_LAUNCH", "fork") != "exec"
+# The suite's meshes fork their processes from one preloaded parent (tests/preloaded.py): a mesh
+# starts in about a third of the CPU. INVSAGA_TEST_LAUNCH=exec starts each as ``python -m
+# <service>`` instead, as ``invsaga up`` does (test_up and test_demo run it so in any case).
+SuiteMesh = Mesh if os.environ.get("INVSAGA_TEST_LAUNCH") == "exec" else PreloadedMesh
 
 
 def _reachable(url: str) -> bool:
@@ -124,9 +125,8 @@ def start_mesh(
 ) -> Mesh:
     if database_url is None:
         database_url = new_pg_database()
-    mesh = Mesh(
+    mesh = SuiteMesh(
         ports=random_ports(),
-        preload=PRELOAD,
         database_url=database_url,
         data_dir=str(workdir / "data"),
         env={"INVSAGA_LOG_LEVEL": "WARNING", **(env or {})},

@@ -41,7 +41,7 @@ from invsaga.runtime.config import PARTICIPANTS, SERVICES
 from invsaga.runtime.security import bearer_interceptors, hash_token
 from invsaga.warehouse.v1 import warehouse_pb2, warehouse_pb2_grpc
 from tests.saga_support import WH, MeshClient
-from tests.support import PRELOAD, new_pg_database
+from tests.support import SuiteMesh, new_pg_database
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "security.md"
 ADMIN_CERT = "ops"  # mapped to admin by INVSAGA_TLS_ROLES; the default would make it a client
@@ -219,9 +219,8 @@ def secured(request, tmp_path_factory) -> SecuredMesh:
         ]
         env |= {"INVSAGA_AUTH_TOKENS": ",".join(grants), "INVSAGA_AUTH_TOKEN_HASHES": hash_token(token_of("legacy"))}
         per_process = {s: {"INVSAGA_SERVICE_TOKEN": token_of(s)} for s in SERVICES}
-    mesh = Mesh(
+    mesh = SuiteMesh(
         ports=random_ports(),
-        preload=PRELOAD,
         database_url=new_pg_database(),
         data_dir=str(workdir / "data"),
         log_dir=str(workdir / "logs"),

@@ -22,7 +22,7 @@ from invsaga.runtime.config import SERVICES
 from invsaga.runtime.security import hash_token
 from invsaga.coordinator.v1 import coordinator_pb2 as pb
 from tests.saga_support import WH, MeshClient
-from tests.support import PRELOAD, new_pg_database, start_mesh
+from tests.support import SuiteMesh, new_pg_database, start_mesh
 
 ADMIN_TOKEN = "cli-operator-token-0123456789"
 CLIENT_TOKEN = "cli-client-token-0123456789"
@@ -336,9 +336,8 @@ def secured_mesh(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("cli-secured")
     certs = workdir / "certs"
     make_certs(certs, identities=(*SERVICES, CLIENT))
-    mesh = Mesh(
+    mesh = SuiteMesh(
         ports=random_ports(),
-        preload=PRELOAD,
         database_url=new_pg_database(),
         data_dir=str(workdir / "data"),
         log_dir=str(workdir / "logs"),

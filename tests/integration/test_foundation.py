@@ -16,7 +16,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from invsaga.launcher import Mesh, random_ports
-from tests.support import PRELOAD, new_pg_database, start_mesh
+from tests.support import SuiteMesh, new_pg_database, start_mesh
 
 GRPCURL = shutil.which("grpcurl") or str(Path(sys.executable).parent / "grpcurl")
 SERVICE_OF = {
@@ -68,9 +68,8 @@ def _health(address: str) -> int:
 
 def test_sigterm_turns_health_not_serving_finishes_in_flight_calls_and_exits_zero(tmp_path):
     # A 2 s injected latency on every warehouse admin call stands for a slow in-flight request.
-    mesh = Mesh(
+    mesh = SuiteMesh(
         ports=random_ports(),
-        preload=PRELOAD,
         database_url=new_pg_database(),
         data_dir=str(tmp_path / "data"),
         log_dir=str(tmp_path / "logs"),

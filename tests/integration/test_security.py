@@ -22,13 +22,13 @@ from invsaga.common.v1 import common_pb2
 from invsaga.coordinator.v1 import coordinator_pb2 as pb
 from invsaga.coordinator.v1 import coordinator_pb2_grpc as pb_grpc
 from invsaga.inventory.v1 import inventory_pb2, inventory_pb2_grpc
-from invsaga.launcher import ROOT, Mesh, dev_defaults, free_port, random_ports, wait_serving as wait_plaintext
+from invsaga.launcher import ROOT, dev_defaults, free_port, random_ports, wait_serving as wait_plaintext
 from invsaga.runtime import security
 from invsaga.runtime.config import SERVICES, ConfigError, load_settings
 from invsaga.runtime.security import AUTH_HEALTH_NAME, AUTH_MODE_HEADER, hash_token, token_matches
 from invsaga.warehouse.v1 import warehouse_pb2, warehouse_pb2_grpc
 from tests.saga_support import TERMINAL, order
-from tests.support import PRELOAD, new_pg_database
+from tests.support import SuiteMesh, new_pg_database
 
 TOKEN = "s3cret-operator-token"
 ADMIN = "ops"  # an operator's certificate, an admin by INVSAGA_TLS_ROLES
@@ -85,9 +85,8 @@ def secure_mesh(certs, tmp_path_factory):
     tokens of the older setting are accepted on top, as clients."""
     workdir = tmp_path_factory.mktemp("secure-mesh")
     health_port = free_port()
-    mesh = Mesh(
+    mesh = SuiteMesh(
         ports=random_ports(),
-        preload=PRELOAD,
         database_url=new_pg_database(),
         data_dir=str(workdir / "data"),
         log_dir=str(workdir / "logs"),
@@ -299,9 +298,8 @@ async def test_the_right_certificate_and_token_are_served_end_to_end(secure_mesh
 async def test_server_tls_without_client_authentication(certs, tmp_path):
     """TLS alone (a development mesh: authentication off): any client trusting the CA is
     served, with or without a certificate; plaintext is not."""
-    mesh = Mesh(
+    mesh = SuiteMesh(
         ports=random_ports(),
-        preload=PRELOAD,
         database_url=new_pg_database(),
         data_dir=str(tmp_path / "data"),
         log_dir=str(tmp_path / "logs"),
@@ -417,9 +415,8 @@ def _auth_health(address: str) -> tuple[int, str]:
     ],
 )
 async def test_a_process_without_authentication_says_so(tmp_path, env, mode, warning):
-    mesh = Mesh(
+    mesh = SuiteMesh(
         ports=random_ports(),
-        preload=PRELOAD,
         database_url=new_pg_database(),
         data_dir=str(tmp_path / "data"),
         log_dir=str(tmp_path / "logs"),

@@ -38,7 +38,7 @@ from invsaga.runtime.errors import AlreadyExists, NotFound, RpcFailure
 from invsaga.runtime.security import CURRENT_CALLER, Caller, hash_token
 from invsaga.warehouse.v1 import warehouse_pb2_grpc
 from tests.saga_support import WH, MeshClient, order
-from tests.support import PRELOAD, new_pg_database
+from tests.support import SuiteMesh, new_pg_database
 
 ADMIN = Caller("ops", "admin")
 CLIENT_A = Caller("client-a", "client", "A")
@@ -227,9 +227,8 @@ class TokenClient(MeshClient):
 def token_mesh(tmp_path_factory):
     """Every process with tokens only; each presents its own token on its outgoing calls."""
     workdir = tmp_path_factory.mktemp("tenants")
-    mesh = Mesh(
+    mesh = SuiteMesh(
         ports=random_ports(),
-        preload=PRELOAD,
         database_url=new_pg_database(),
         data_dir=str(workdir / "data"),
         log_dir=str(workdir / "logs"),

@@ -1,21 +1,21 @@
-"""Start the six processes as forks of one parent that has already imported their code.
+"""The suite's meshes: their processes forked from one parent that has already imported their code.
 
 Most of a process's start is importing grpc, SQLAlchemy, psycopg and alembic: about 0.5 s of
-CPU each, 3 s for a mesh. The launcher instead starts one preloaded parent per launching
-process (``python -m invsaga.preloaded``), which imports every service's module once and then
-forks on request. Each fork runs the same ``run_process`` as ``python -m <service>``, with its
-own session, environment, log file and exit status, and exits through the interpreter's normal
-shutdown. The parent never opens a gRPC channel, starts a thread or an event loop, so the fork
-is safe; it reaps its children, reports their exit status, and exits when the launcher does
-(its stdin closes).
+CPU each, 3 s for a mesh, and the suite starts some eighty meshes. ``PreloadedMesh`` starts one
+preloaded parent per test worker (``python -m tests.preloaded``), which imports every service's
+module once and then forks on request. Each fork runs the same ``run_process`` as ``python -m
+<service>``, with its own session, name, environment, log file and exit status, and exits
+through the interpreter's normal shutdown. The parent never opens a gRPC channel, starts a
+thread or an event loop, so the fork is safe; it reaps its children, reports their exit status,
+and exits when the worker does (its stdin closes). Everything else (the ports, waiting until
+each serves, stopping in order) is the launcher's own, as ``invsaga up`` runs it.
 
-The standard library's ``multiprocessing`` fork server is not used: it runs the launching
-program's main script again in each child (``invsaga`` is a script), and reports exits through
-its own objects.
+The standard library's ``multiprocessing`` fork server does not fit: it runs the launching
+program's main script again in each child, and reports exits through its own objects.
 
-The protocol is JSON lines: the launcher writes ``{"service", "module", "env", "log",
-"die_with_parent"}`` to the parent's stdin; the parent answers ``{"pid"}`` on stdout, and later
-``{"exited", "code"}`` for each child (``code`` as ``Popen.returncode``: ``-N`` for signal N).
+The protocol is JSON lines: the worker writes ``{"service", "module", "env", "log"}`` to the
+parent's stdin; the parent answers ``{"pid"}`` on stdout, and later ``{"exited", "code"}`` for
+each child (``code`` as ``Popen.returncode``: ``-N`` for signal N).
 """
 
 from __future__ import annotations
@@ -30,9 +30,12 @@ import signal
 import subprocess
 import sys
 import threading
-from typing import IO, Any, Mapping
+from pathlib import Path
+from typing import IO, Any
 
-PR_SET_PDEATHSIG, PR_SET_NAME = 1, 15  # <linux/prctl.h>
+from invsaga.launcher import MODULES, ROOT, Mesh
+
+PR_SET_NAME = 15  # <linux/prctl.h>
 
 
 class Forked:
@@ -70,11 +73,11 @@ class Forked:
 class _Parent:
     """The launcher's handle on the preloaded parent: requests, answers and exit reports."""
 
-    def __init__(self, root: str) -> None:
+    def __init__(self) -> None:
         env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "invsaga.preloaded"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env
+            [sys.executable, "-m", "tests.preloaded"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env
         )
         self.children: dict[int, Forked] = {}
         self.answers: list[Forked | str] = []
@@ -123,37 +126,29 @@ _parent: _Parent | None = None
 _parent_lock = threading.Lock()
 
 
-def start(
-    service: str, module: str, env: Mapping[str, str], log: str | None, die_with_parent: bool, root: str
-) -> Forked:
-    """Fork ``service`` (its code in ``module``) from the preloaded parent, starting that first."""
-    global _parent
-    with _parent_lock:
-        if _parent is None or _parent.proc.poll() is not None:
-            _parent = _Parent(root)
-        parent = _parent
-    return parent.fork(
-        {"service": service, "module": module, "env": dict(env), "log": log, "die_with_parent": die_with_parent}
-    )
+class PreloadedMesh(Mesh):
+    """A ``Mesh`` whose processes are forks of the preloaded parent (started on first use)."""
+
+    def spawn(self, service: str, env: dict[str, str], log: Path | None) -> Forked:  # type: ignore[override]
+        global _parent
+        with _parent_lock:
+            if _parent is None or _parent.proc.poll() is not None:
+                _parent = _Parent()
+            parent = _parent
+        return parent.fork({"service": service, "module": MODULES[service], "env": env, "log": str(log or "")})
 
 
 # ---- the preloaded parent (python -m invsaga.preloaded) ----
 
 
-def _become(request: dict[str, Any], parent: int, keep: list[int]) -> None:
+def _become(request: dict[str, Any], keep: list[int]) -> None:
     """In the fork: become what ``python -m <module>`` would be, then run it (never returns)."""
     signal.set_wakeup_fd(-1)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     for fd in keep:
         os.close(fd)
     os.setsid()  # its own session, as start_new_session gives an exec'd process
-    libc = ctypes.CDLL(None)
-    libc.prctl(PR_SET_NAME, request["service"].encode()[:15], 0, 0, 0)  # the name ps and top show
-    if request["die_with_parent"]:
-        # The parent exits when the launcher does; this process then gets SIGTERM.
-        libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
-        if os.getppid() != parent:
-            os.kill(os.getpid(), signal.SIGTERM)
+    ctypes.CDLL(None).prctl(PR_SET_NAME, request["service"].encode()[:15], 0, 0, 0)  # the name ps and top show
     null = os.open(os.devnull, os.O_RDONLY)
     out = os.open(request["log"] or os.devnull, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(null, 0)
@@ -181,7 +176,6 @@ def _serve(modules: list[str]) -> None:
     selector = selectors.DefaultSelector()
     selector.register(sys.stdin, selectors.EVENT_READ)
     selector.register(wake_r, selectors.EVENT_READ)
-    me = os.getpid()
     while True:
         for key, _ in selector.select():
             if key.fileobj is sys.stdin:
@@ -196,7 +190,7 @@ def _serve(modules: list[str]) -> None:
                     continue
                 if pid == 0:
                     selector.close()
-                    _become(request, me, [wake_r, wake_w])
+                    _become(request, [wake_r, wake_w])
                     raise SystemExit(0)
                 print(json.dumps({"pid": pid}), file=out, flush=True)
             else:
@@ -212,6 +206,4 @@ def _serve(modules: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    from invsaga.launcher import MODULES
-
     _serve(["invsaga.runtime.server", *(f"{module}.server" for module in MODULES.values())])
