@@ -34,13 +34,16 @@ CONSUME = "locked = stock.locked - claimed.units, on_hand = stock.on_hand - clai
 
 # CheckAvailability in one read: the stock rows of the requested SKUs in the candidate
 # warehouses, then one row per warehouse (sku NULL) with the units locked over all its SKUs,
-# the allocation step's load figure.
+# the allocation step's load figure. That figure is the warehouse's load row (TAKE_LOAD,
+# GIVE_BACK_LOAD: every change of a stock row's locked units changes it in the same statement),
+# one row per warehouse rather than a sum over every stock row it has; a warehouse with no
+# load row has never had a lock: 0.
 AVAILABILITY = (
     "SELECT warehouse_id, sku, product_id, on_hand, locked, bin FROM stock"
     " WHERE warehouse_id = ANY(%(warehouse_ids)s::text[]) AND sku = ANY(%(skus)s::text[])"
     " UNION ALL"
-    " SELECT warehouse_id, NULL, NULL, NULL, CAST(sum(locked) AS bigint), NULL FROM stock"
-    " WHERE warehouse_id = ANY(%(warehouse_ids)s::text[]) GROUP BY warehouse_id"
+    " SELECT warehouse_id, NULL, NULL, NULL, locked, NULL FROM warehouse_load"
+    " WHERE warehouse_id = ANY(%(warehouse_ids)s::text[])"
 )
 AVAILABLE_ROWS = (
     "SELECT warehouse_id, sku, on_hand - locked FROM stock"
