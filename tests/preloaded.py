@@ -102,8 +102,9 @@ class _Parent:
         # children's exits any more, so they are stopped rather than left running unwatched.
         with self.answered:
             for child in self.children.values():
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(child.pid, signal.SIGKILL)
+                for kill in (os.killpg, os.kill):  # its group, and it alone if it has none yet
+                    with contextlib.suppress(ProcessLookupError):
+                        kill(child.pid, signal.SIGKILL)
                 child._exit(-signal.SIGKILL)
             self.children.clear()
             self.answers.append("the preloaded parent exited")
@@ -138,7 +139,7 @@ class PreloadedMesh(Mesh):
         return parent.fork({"service": service, "module": MODULES[service], "env": env, "log": str(log or "")})
 
 
-# ---- the preloaded parent (python -m invsaga.preloaded) ----
+# ---- the preloaded parent (python -m tests.preloaded) ----
 
 
 def _become(request: dict[str, Any], keep: list[int]) -> None:
