@@ -152,3 +152,11 @@ def logs_tail(mesh: Mesh, lines: int = 40) -> str:
         text = log.read_text(errors="replace").splitlines()[-lines:]
         out.append(f"--- {log.name}\n" + "\n".join(text))
     return "\n".join(out)
+
+
+def proc_stat(pid: int) -> list[str] | None:
+    """/proc/PID/stat from the state on (field 3), None when there is no such process."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None

@@ -18,7 +18,7 @@ from invsaga.launcher import random_ports, wait_serving
 from invsaga.warehouse.v1 import warehouse_pb2, warehouse_pb2_grpc
 from tests import preloaded
 from tests.preloaded import PreloadedMesh
-from tests.support import new_pg_database
+from tests.support import new_pg_database, proc_stat
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -34,16 +34,8 @@ def _mesh(tmp_path: Path) -> PreloadedMesh:
     )
 
 
-def _stat(pid: int) -> list[str] | None:
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return text.rsplit(")", 1)[1].split()  # state, ppid, pgrp, session, ...
-
-
 def _running(pid: int) -> bool:
-    stat = _stat(pid)
+    stat = proc_stat(pid)
     return stat is not None and stat[0] not in ("Z", "X")
 
 
@@ -62,7 +54,7 @@ def test_a_forked_process_has_its_own_session_name_port_and_log_and_reports_how_
         warehouse, inventory = mesh.procs["warehouse"], mesh.procs["inventory"]
         assert isinstance(warehouse, preloaded.Forked)
         for name, proc in mesh.procs.items():
-            stat = _stat(proc.pid)
+            stat = proc_stat(proc.pid)
             assert stat is not None and int(stat[3]) == proc.pid, f"{name} does not lead its own session"
             assert Path(f"/proc/{proc.pid}/comm").read_text().strip() == name
         with grpc.insecure_channel(mesh.address("warehouse")) as channel:  # its port came from its environment

@@ -25,6 +25,7 @@ import pytest
 from invsaga.inventory.v1 import inventory_pb2, inventory_pb2_grpc
 from invsaga.launcher import wait_serving
 from invsaga.up import RESTART_CAP, STABLE_AFTER, restart_delay
+from tests.support import proc_stat
 
 INVSAGA = str(Path(sys.executable).parent / "invsaga")
 READY = "Ctrl-C stops all six processes"
@@ -34,16 +35,8 @@ READY = "Ctrl-C stops all six processes"
 Process = tuple[int, int]
 
 
-def _stat(pid: int) -> list[str] | None:
-    """/proc/PID/stat from the state on (field 3), None when there is no such process."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-
-
 def _alive(process: Process) -> bool:
-    stat = _stat(process[0])
+    stat = proc_stat(process[0])
     return stat is not None and stat[0] not in ("Z", "X") and int(stat[19]) == process[1]
 
 
@@ -57,7 +50,7 @@ def _processes_of(data: Path) -> dict[Process, set[int]]:
     stats: dict[int, list[str]] = {}
     for proc in Path("/proc").glob("[0-9]*"):
         pid = int(proc.name)
-        stat = _stat(pid)
+        stat = proc_stat(pid)
         if stat is None or stat[0] in ("Z", "X"):
             continue
         stats[pid] = stat
